@@ -1,0 +1,37 @@
+# Two commands matter: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test soak bench venv system-deps clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# System packages the tests need (headless Chromium for the status-page test,
+# systemd-analyze for unit checks). Installed only when missing, only as root.
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: venv
+	$(VENV)/bin/station demo
+
+test: venv system-deps
+	$(PY) -m pytest -q
+
+soak: venv system-deps
+	STATION_SOAK=1 $(PY) -m pytest -q -m slow --runslow
+
+bench: venv
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-results.json

@@ -1,0 +1,3 @@
+"""Charge point station daemon."""
+
+__version__ = "0.1.0"
