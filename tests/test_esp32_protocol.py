@@ -105,6 +105,7 @@ def test_flags_map_relay_auth_fault_stop_and_lock() -> None:
     assert s.relay_closed and s.authorized and s.power_board_fault and s.stop_requested and s.locked
 
 
+@settings(deadline=None)
 @given(valid_frames())
 def test_valid_frame_roundtrips_every_field(frame: tuple[bytes, dict[str, int], dict[str, str], int | None]) -> None:
     raw, fields, more, rid = frame
@@ -118,7 +119,7 @@ def test_valid_frame_roundtrips_every_field(frame: tuple[bytes, dict[str, int], 
     }
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(valid_frames(), min_size=1, max_size=3), st.lists(garbage, min_size=4, max_size=4))
 def test_stream_split_at_every_byte_boundary_gives_identical_results(
     frames: list[tuple[bytes, dict[str, int], dict[str, str], int | None]], noise: list[bytes]
@@ -131,6 +132,7 @@ def test_stream_split_at_every_byte_boundary_gives_identical_results(
         assert split == whole, cut
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=600), st.integers(1, 17))
 def test_byte_by_byte_feeding_equals_chunked_feeding(stream: bytes, chunk: int) -> None:
     parser = FrameParser()
@@ -138,6 +140,7 @@ def test_byte_by_byte_feeding_equals_chunked_feeding(stream: bytes, chunk: int) 
     assert chunked + parser.flush() == parse_all(stream)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(garbage, valid_frames()), max_size=5), garbage)
 def test_garbage_between_frames_never_loses_a_valid_frame(
     pairs: list[tuple[bytes, tuple[bytes, dict[str, int], dict[str, str], int | None]]], tail: bytes
@@ -149,6 +152,7 @@ def test_garbage_between_frames_never_loses_a_valid_frame(
     assert all(any(x == e for x in it) for e in expected), (expected, found)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=2000))
 def test_every_byte_is_kept_and_reported_except_line_breaks(stream: bytes) -> None:
     results = parse_all(stream)
@@ -211,7 +215,7 @@ def test_out_of_range_or_non_numeric_field_is_rejected_with_reason(field: str, b
     assert reason_part in result.reason
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(valid_frames(), st.sampled_from(REQUIRED_FIELDS), st.data())
 def test_any_corrupted_required_field_is_rejected(
     frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str, data: st.DataObject
@@ -228,6 +232,7 @@ def test_any_corrupted_required_field_is_rejected(
     assert any(name in r.reason for r in results if isinstance(r, RejectedFrame))
 
 
+@settings(deadline=None)
 @given(valid_frames(), st.sampled_from(REQUIRED_FIELDS))
 def test_missing_required_field_is_rejected(
     frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str
@@ -297,6 +302,7 @@ command_frames = st.sampled_from([encode_status_request(), encode_authorize(), e
 ).map(encode_set_max_current)
 
 
+@settings(deadline=None)
 @given(st.lists(command_frames, max_size=8), st.data())
 def test_command_stream_parses_identically_however_it_is_split(frames: list[bytes], data: st.DataObject) -> None:
     stream = b"".join(frames)
