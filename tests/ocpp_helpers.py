@@ -35,7 +35,7 @@ def booting_session(
     return on_session
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5) -> None:
+async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
     """Wait until `condition()` holds (polling; for state owned by another task)."""
     async with asyncio.timeout(timeout):
         while not condition():
@@ -108,7 +108,7 @@ class Rig:
         for _ in range(5):
             await asyncio.sleep(0)
 
-    async def wait_outbox_empty(self, timeout: float = 5) -> None:
+    async def wait_outbox_empty(self, timeout: float = 10) -> None:
         assert self.core is not None
         core = self.core
         await eventually(lambda: core.store.outbox_depth() == 0, timeout)

@@ -1,107 +1,142 @@
-"""A full charging session through the real core, the OCPP client and the dev CSMS, per version."""
+"""The station's OCPP sessions (both versions) over a real dev CSMS on loopback, driven by the real core."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from station.core.clock import Clock
 from station.core.model import MeterReading
+from station.core.station import StationCore
+from station.core.store import Store
 from station.devtools.csms import DevCsms
-from tests.ocpp_helpers import Rig, eventually
+from station.ocpp.base import OcppClient
+from station.ocpp.connection import LinkParams
+from tests.core_helpers import RecordingController
+
+STATION = "TEST_AC_001"
 
 
 @pytest.fixture(params=["201", "16"])
-async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with DevCsms(heartbeat_interval=30) as csms:
-        rig = await Rig(request.param, csms, tmp_path / "station.db").start()
-        yield rig
-        await rig.stop()
+def version(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
-def tx_actions(rig: Rig) -> list[str]:
-    wanted = {"TransactionEvent", "StartTransaction", "StopTransaction", "MeterValues"}
-    return [r.action for r in rig.csms.calls(station_id="CP") if r.action in wanted]
+@pytest.fixture
+async def csms() -> AsyncIterator[DevCsms]:
+    async with DevCsms(heartbeat_interval=1) as server:
+        yield server
 
 
-async def remote_start(rig: Rig, token: str = "TAG1") -> dict[str, object]:
-    if rig.version == "201":
-        return await rig.csms.call("CP", "RequestStartTransaction", {"idToken": {"idToken": token, "type": "ISO14443"}, "remoteStartId": 7, "evseId": 1})
-    return await rig.csms.call("CP", "RemoteStartTransaction", {"idTag": token, "connectorId": 1})
+class Station:
+    def __init__(self, db: Path, csms: DevCsms, version: str) -> None:
+        self.core = StationCore(store=Store(db), clock=Clock(trusted=False))
+        self.esp = RecordingController(self.core)
+        self.core.attach_controller(1, self.esp)
+        self.core.on_controller_status(1, self.esp.current)
+        params = LinkParams(station_id=STATION, primary=version, url_201=csms.url("201"), url_16=csms.url("16"),
+                            backoff_min=0.05, backoff_max=0.2)
+        self.client = OcppClient(params, self.core, heartbeat_seconds=300)
+        self.task = asyncio.create_task(self.client.run())
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.core.close()
+        self.core.store.close()
 
 
-async def remote_stop(rig: Rig) -> dict[str, object]:
-    if rig.version == "201":
-        started = await rig.csms.wait_for("TransactionEvent", predicate=lambda r: r.payload["eventType"] == "Started")
-        return await rig.csms.call("CP", "RequestStopTransaction", {"transactionId": started.payload["transactionInfo"]["transactionId"]})
-    assert rig.core is not None
-    connector = rig.core.connectors[1]
-    await eventually(lambda: connector.transaction is not None and connector.transaction.csms_id is not None)
-    assert connector.transaction is not None and connector.transaction.csms_id is not None
-    return await rig.csms.call("CP", "RemoteStopTransaction", {"transactionId": int(connector.transaction.csms_id)})
+@pytest.fixture
+async def station(tmp_path: Path, csms: DevCsms, version: str) -> AsyncIterator[Station]:
+    s = Station(tmp_path / "station.db", csms, version)
+    yield s
+    await s.close()
 
 
-async def test_boot_then_status_of_every_connector(rig: Rig) -> None:
-    boot = await rig.csms.wait_for("BootNotification")
-    status = await rig.csms.wait_for("StatusNotification")
-    assert rig.csms.received.index(boot) < rig.csms.received.index(status)
-    if rig.version == "201":
-        assert status.payload["connectorStatus"] == "Available" and status.payload["evseId"] == 1
+def actions(csms: DevCsms) -> list[str]:
+    return [r.action for r in csms.calls(station_id=STATION)]
+
+
+async def test_boot_then_status_then_heartbeat_at_the_csms_interval(csms: DevCsms, station: Station) -> None:
+    await csms.wait_for("Heartbeat", STATION, timeout=10)
+    seen = actions(csms)
+    assert seen[:2] == ["BootNotification", "StatusNotification"]
+    assert station.client.heartbeat_seconds == 1
+
+
+async def test_boot_response_time_makes_the_clock_trusted(csms: DevCsms, station: Station) -> None:
+    await csms.wait_for("StatusNotification", STATION, timeout=10)
+    assert station.core.clock.trusted and station.core.clock.trust_source == "csms"
+
+
+async def test_remote_start_and_stop_produce_a_complete_transaction(
+    csms: DevCsms, station: Station, version: str
+) -> None:
+    await csms.wait_for("StatusNotification", STATION, timeout=10)
+    station.core.on_meter_reading(MeterReading(energy_import_wh=1000.0, power_w=0.0))
+    if version == "201":
+        answer = await csms.call(STATION, "RequestStartTransaction",
+                                 {"idToken": {"idToken": "TOKEN1", "type": "ISO14443"}, "remoteStartId": 7})
     else:
-        assert status.payload["status"] == "Available" and status.payload["errorCode"] == "NoError"
-
-
-async def test_full_charging_session(rig: Rig) -> None:
-    assert rig.core is not None and rig.esp is not None
-    await rig.csms.wait_for("StatusNotification")
-    assert (await remote_start(rig))["status"] == "Accepted"
-    rig.core.on_meter_reading(MeterReading(1000.0, power_w=0.0))
-    rig.esp.plug()
-    rig.esp.ev_requests_charge()
-    rig.core.on_meter_reading(MeterReading(1500.0, power_w=7000.0, current_a=(10.0, 10.0, 10.0), voltage_v=(230.0, 230.0, 230.0)))
-    rig.core.meter_value_seconds = 0
-    rig.core.tick()
-    rig.core.meter_value_seconds = 3600
-    assert (await remote_stop(rig))["status"] == "Accepted"
-    rig.esp.unplug()
-    await rig.wait_outbox_empty()
-    if rig.version == "201":
-        events = rig.calls("TransactionEvent")
-        assert [e.payload["eventType"] for e in events][0] == "Started" and events[-1].payload["eventType"] == "Ended"
-        assert [e.payload["seqNo"] for e in events] == list(range(len(events)))
-        assert events[0].payload["idToken"]["idToken"] == "TAG1"
-        assert events[0].payload["transactionInfo"]["remoteStartId"] == 7
-        assert events[-1].payload["transactionInfo"]["stoppedReason"] == "Remote"
-        assert any(e.payload["triggerReason"] == "MeterValuePeriodic" and e.payload["meterValue"] for e in events)
-        assert not any(e.payload.get("offline") for e in events)
-        await rig.csms.wait_for("StatusNotification", predicate=lambda r: r.payload["connectorStatus"] == "Occupied")
+        answer = await csms.call(STATION, "RemoteStartTransaction", {"idTag": "TOKEN1", "connectorId": 1})
+    assert answer["status"] == "Accepted"
+    station.esp.plug()
+    station.esp.ev_requests_charge()
+    start_action = "TransactionEvent" if version == "201" else "StartTransaction"
+    started = await csms.wait_for(start_action, STATION, timeout=10)
+    station.core.on_meter_reading(MeterReading(energy_import_wh=1750.0, power_w=7000.0))
+    if version == "201":
+        tx_id = started.payload["transactionInfo"]["transactionId"]
+        await csms.call(STATION, "RequestStopTransaction", {"transactionId": tx_id})
+        ended = await csms.wait_for("TransactionEvent", STATION, lambda r: r.payload["eventType"] == "Ended",
+                                    timeout=10)
+        assert ended.payload["transactionInfo"]["stoppedReason"] == "Remote"
+        assert started.payload["transactionInfo"]["remoteStartId"] == 7
     else:
-        actions = tx_actions(rig)
-        assert actions[0] == "StartTransaction" and actions[-1] == "StopTransaction" and "MeterValues" in actions
-        start, stop = rig.calls("StartTransaction")[0], rig.calls("StopTransaction")[0]
-        assert start.payload["meterStart"] == 1000 and stop.payload["meterStop"] == 1500
-        assert stop.payload["reason"] == "Remote" and stop.payload["transactionId"] == 1
-        await rig.csms.wait_for("StatusNotification", predicate=lambda r: r.payload["status"] == "Charging")
-    assert rig.core.store.parked_outbox() == []
+        await asyncio.sleep(0.2)
+        tx = station.core.connectors[1].transaction
+        assert tx is not None and tx.csms_id is not None
+        await csms.call(STATION, "RemoteStopTransaction", {"transactionId": int(tx.csms_id)})
+        ended = await csms.wait_for("StopTransaction", STATION, timeout=10)
+        assert ended.payload["meterStop"] == 1750 and ended.payload["reason"] == "Remote"
+    await asyncio.sleep(0.3)
+    assert station.core.store.outbox_depth() == 0
 
 
-async def test_local_token_is_authorized_by_the_csms(rig: Rig) -> None:
-    assert rig.core is not None
-    await rig.csms.wait_for("StatusNotification")
-    rig.csms.tokens["BAD"] = "Blocked"
-    assert (await rig.core.authorize_token("GOOD")).status == "Accepted"
-    assert (await rig.core.authorize_token("BAD")).status == "Blocked"
-    assert len(rig.calls("Authorize")) == 2
-
-
-async def test_heartbeat_follows_the_interval_set_live(rig: Rig) -> None:
-    await rig.csms.wait_for("StatusNotification")
-    if rig.version == "201":
-        answer = await rig.csms.call("CP", "SetVariables", {"setVariableData": [
-            {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}, "attributeValue": "1"}]})
-        assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
-    else:
-        assert (await rig.csms.call("CP", "ChangeConfiguration", {"key": "HeartbeatInterval", "value": "1"}))["status"] == "Accepted"
-    await rig.csms.wait_for("Heartbeat", timeout=5)
-    assert rig.core is not None and rig.core.store.get("ocpp:HeartbeatInterval") == 1
+async def test_transaction_events_recorded_offline_replay_in_order_after_connect(
+    tmp_path: Path, version: str
+) -> None:
+    csms = DevCsms(heartbeat_interval=60)
+    await csms.start()
+    port = csms.port
+    await csms.stop()
+    # The station charges while the CSMS is down.
+    csms = DevCsms(port=port, heartbeat_interval=60)
+    station = Station(tmp_path / "s.db", csms, version)
+    try:
+        station.core.request_start(1, "OFFLINE1", "Local", trigger="Authorized")
+        station.esp.plug()
+        station.esp.ev_requests_charge()
+        await asyncio.sleep(0.05)
+        station.core.request_stop(connector_id=1, reason="Local", trigger="StopAuthorized")
+        depth = station.core.store.outbox_depth()
+        assert depth >= 2
+        await csms.start()
+        end_action = "TransactionEvent" if version == "201" else "StopTransaction"
+        await csms.wait_for(end_action, STATION, (lambda r: r.payload.get("eventType", "Ended") == "Ended"),
+                            timeout=15)
+        if version == "201":
+            events = [r.payload for r in csms.calls("TransactionEvent", STATION)]
+            assert [e["seqNo"] for e in events] == list(range(len(events)))
+            assert all(e.get("offline") is True for e in events)
+            assert [e["eventType"] for e in events][0] == "Started"
+        else:
+            assert actions(csms).index("StartTransaction") < actions(csms).index("StopTransaction")
+        await asyncio.sleep(0.2)
+        assert station.core.store.outbox_depth() == 0
+    finally:
+        await station.close()
+        await csms.stop()

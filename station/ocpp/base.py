@@ -22,14 +22,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from ocpp.exceptions import OCPPError
 
-from station.core.model import ConnectorStatus
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint
@@ -39,8 +38,55 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("station.ocpp")
 
-NOMINAL_VOLTAGE_V = 230.0
+NOMINAL_VOLTAGE_V = 230.0  # for W → A conversion of charging limits
 PHASES = 3
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One OCPP exchange performed by the station: evidence for `station --once` and the API."""
+
+    action: str
+    direction: str  # "out": station → CSMS; "in": CSMS → station
+    utc: str
+    unique_id: str | None = None
+    status: str | None = None
+    rtt_ms: float | None = None
+    response_summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action, "direction": self.direction, "status": self.status, "rtt_ms": self.rtt_ms,
+            "timestamp": self.utc, "utc": self.utc, "unique_id": self.unique_id,
+            "response_summary": self.response_summary, **({"error": self.error} if self.error else {}),
+        }
+
+
+def summarize(response: dict[str, Any]) -> dict[str, Any]:
+    """status / interval / current_time of a response, where it has them (the field report's keys)."""
+    summary: dict[str, Any] = {}
+    status = response.get("status")
+    if status is None:
+        for key in ("idTagInfo", "idTokenInfo"):
+            if isinstance(response.get(key), dict):
+                status = response[key].get("status")
+    if status is not None:
+        summary["status"] = status
+    if "interval" in response:
+        summary["interval"] = response["interval"]
+    if "currentTime" in response:
+        summary["current_time"] = response["currentTime"]
+    return summary
+
+
+def __getattr__(name: str) -> Any:
+    """`OcppClient` and `link_params` live in `client.py`; importable from here too."""
+    if name in ("OcppClient", "link_params", "StationInfo"):
+        from station.ocpp import client
+
+        return getattr(client, name)
+    raise AttributeError(name)
 
 
 class Unsendable(Exception):
@@ -124,21 +170,6 @@ def parse_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def meter_samples(meter: dict[str, Any] | None) -> list[tuple[str, float, str, str | None]]:
-    """(measurand, value, unit, phase) of a core meter snapshot."""
-    if not meter or meter.get("energy_wh") is None:
-        return []
-    samples: list[tuple[str, float, str, str | None]] = [("Energy.Active.Import.Register", float(meter["energy_wh"]), "Wh", None)]
-    if meter.get("power_w") is not None:
-        samples.append(("Power.Active.Import", float(meter["power_w"]), "W", None))
-    for measurand, unit, key in (("Current.Import", "A", "current_a"), ("Voltage", "V", "voltage_v")):
-        values = meter.get(key)
-        if values:
-            for phase, value in zip(("L1", "L2", "L3"), values):
-                samples.append((measurand, float(value), unit, phase if measurand == "Current.Import" else f"{phase}-N"))
-    return samples
-
-
 def amps_from_limit(limit: float, unit: str, phases: int | None = None) -> float:
     """A schedule limit in A or W as a per-phase current (W assumes 230 V per phase)."""
     if unit.upper() == "W":
@@ -165,6 +196,8 @@ class BaseSession(StrictChargePoint):
         self.client = client
         self.core: StationCore = client.core
         self.accepted = False
+        self.boot_accepted = asyncio.Event()
+        self._last_call_id: dict[str, str] = {}
         self._outbox_wake = asyncio.Event()
         self._heartbeat_changed = asyncio.Event()
         self._sent_status: dict[int, Any] = {}
@@ -190,6 +223,47 @@ class BaseSession(StrictChargePoint):
 
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         raise NotImplementedError
+
+    # ---- evidence and live events ---------------------------------------------------
+    def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
+        """Every frame becomes an `ocpp_message` event; answered CSMS calls become evidence."""
+        kind = {2: "call", 3: "result", 4: "error"}.get(message[0] if message else 0, "?")
+        if kind == "call" and direction == "out":
+            self._last_call_id[str(message[2])] = str(message[1])
+        elif kind in ("result", "error") and direction == "out" and action:
+            status = summarize(message[2]).get("status") if kind == "result" and isinstance(message[2], dict) else "CallError"
+            self.client.record(Exchange(action, "in", datetime.now(UTC).isoformat(), unique_id=str(message[1]),
+                                        status=str(status) if status is not None else "Accepted"))
+        self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
+
+    async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
+                      timeout: float | None = None) -> dict[str, Any]:
+        """A CALL to the CSMS, recorded as evidence (status, round trip) for `station --once` and the API."""
+        started = time.perf_counter()
+        record = Exchange(action, "out", datetime.now(UTC).isoformat())
+        try:
+            response = await super().request(action, payload, validate=validate, timeout=timeout)
+        except CallErrorReceived as exc:
+            record.status, record.error = "CallError", f"{exc.code}: {exc.description}"
+            raise
+        except TimeoutError:
+            record.status, record.error = "Timeout", "no response"
+            raise
+        finally:
+            record.unique_id = self._last_call_id.get(action)
+            record.rtt_ms = round((time.perf_counter() - started) * 1000, 2)
+            self.client.record(record)
+        record.response_summary = summarize(response)
+        record.status = str(record.response_summary.get("status", "Accepted"))
+        return response
+
+    async def probe(self) -> list[dict[str, Any]]:
+        """A fresh Heartbeat and StatusNotifications on this connection (for `station --once`)."""
+        since = len(self.client.exchanges)
+        await self.send_heartbeat(raise_errors=True)
+        for conn in self.core.connectors.values():
+            await self.send_status(conn, force=True)
+        return [e.to_json() for e in list(self.client.exchanges)[since:]]
 
     # ---- life ------------------------------------------------------------------
     async def run(self) -> None:
@@ -218,7 +292,9 @@ class BaseSession(StrictChargePoint):
         if self.client.boot_accepted_version != self.VERSION:
             await self._boot()
         self.accepted = True
+        self.boot_accepted.set()
         self.core.set_csms_online(True)
+        self.client.publish_state()
         with self.core.events.subscribe() as events:
             for conn in self.core.connectors.values():
                 await self.send_status(conn, force=True)
@@ -238,11 +314,13 @@ class BaseSession(StrictChargePoint):
             self.trust_time(response.get("currentTime"))
             interval = int(response.get("interval") or 0)
             status = response.get("status")
+            self.client.boot = {"status": status, "interval": interval, "current_time": response.get("currentTime"),
+                                "at": datetime.now(UTC).isoformat(), "version": self.VERSION}
             if status == "Accepted":
                 if interval > 0:
                     self.client.set_heartbeat_interval(interval, persist=False)
                 self.client.boot_accepted_version = self.VERSION
-                log.info(f"ocpp: boot accepted by the CSMS (OCPP {self.VERSION})", heartbeat_s=self.client.heartbeat_interval)
+                log.info(f"ocpp: boot accepted by the CSMS (OCPP {self.VERSION})", heartbeat_s=self.client.heartbeat_seconds)
                 return
             wait = interval if interval > 0 else self.client.boot_retry_seconds
             log.warning(f"ocpp: boot {status}; retrying in {wait} s")
@@ -264,14 +342,16 @@ class BaseSession(StrictChargePoint):
         while True:
             self._heartbeat_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_changed.wait(), self.client.heartbeat_interval)
+                await asyncio.wait_for(self._heartbeat_changed.wait(), self.client.heartbeat_seconds)
                 continue  # interval changed: start waiting afresh
             await self.send_heartbeat()
 
-    async def send_heartbeat(self) -> None:
+    async def send_heartbeat(self, *, raise_errors: bool = False) -> None:
         try:
             response = await self.request("Heartbeat", {})
         except (CallErrorReceived, TimeoutError) as exc:
+            if raise_errors:
+                raise
             log.warning("ocpp: heartbeat not answered", error=str(exc))
             return
         self.trust_time(response.get("currentTime"))
@@ -305,7 +385,7 @@ class BaseSession(StrictChargePoint):
                     await asyncio.wait_for(self._outbox_wake.wait(), 5)
                 continue
             for entry in entries:
-                wait = self.client.retry_due.get(entry.id, 0.0) - time.monotonic()
+                wait = entry.next_attempt - time.time()
                 if wait > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.Event().wait(), wait)
@@ -341,8 +421,14 @@ class BaseSession(StrictChargePoint):
             store.ack_outbox(entry.id)
         except StoreError:
             return False
-        self.client.retry_due.pop(entry.id, None)
+        self.core.events.publish("outbox", depth=self._depth())
         return True
+
+    def _depth(self) -> int:
+        try:
+            return self.core.store.outbox_depth()
+        except Exception:  # noqa: BLE001
+            return -1
 
     def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False) -> bool:
         attempts = entry.attempts + 1
@@ -354,15 +440,14 @@ class BaseSession(StrictChargePoint):
             self.core.store.retry_outbox(entry.id, error, delay, park=park)
         except StoreError:
             return False
+        self.core.events.publish("outbox", depth=self._depth())
         if park:
-            self.client.retry_due.pop(entry.id, None)
             log.error(
                 "ocpp: transaction message parked for inspection (not sent again)",
                 entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, seq_no=entry.seq_no,
                 attempts=attempts, error=error,
             )
             return True
-        self.client.retry_due[entry.id] = time.monotonic() + delay
         log.warning(
             f"ocpp: transaction message not confirmed; retry {attempts}/{limit} in {delay:g} s",
             entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, error=error,
@@ -396,5 +481,3 @@ class BaseSession(StrictChargePoint):
                 self.client.save_limit(cid, None)
         return cleared
 
-    def connector_status_text(self, conn: Connector) -> ConnectorStatus:
-        return conn.derived.status

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import structlog
 from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
-from station.ocpp.base import SETTING_BY_KEY, BaseSession, Setting
+from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived
 
@@ -58,12 +59,14 @@ class OcppClient:
         self.boot_retry_seconds = boot_retry_seconds
         self.response_timeout = response_timeout
         self.on_reset = on_reset
-        self.link = OcppLink(params, self._on_session, on_state=on_link_state)
+        self._on_link_state = on_link_state
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
-        self.retry_due: dict[int, float] = {}
+        self.exchanges: deque[Exchange] = deque(maxlen=100)
+        self.boot: dict[str, Any] | None = None
         self._reset_task: asyncio.Task[None] | None = None
-        self.heartbeat_interval = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
+        self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
         core.authorizer = self
         for cid, amps in self.saved_limits().items():
             core.set_limit(cid, amps, "csms")
@@ -76,6 +79,43 @@ class OcppClient:
             if self._reset_task is not None:
                 self._reset_task.cancel()
 
+    # ---- observability -----------------------------------------------------------------
+    def _link_state_changed(self, state: LinkState) -> None:
+        self.publish_state()
+        if self._on_link_state is not None:
+            self._on_link_state(state)
+
+    def record(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+
+    def publish_state(self) -> None:
+        self.core.events.publish("csms", **self.status())
+
+    def status(self) -> dict[str, Any]:
+        """Link state plus boot outcome and heartbeat interval; JSON-ready, no secrets."""
+        state = self.link.state.as_dict()
+        state["booted"] = bool(self.session and self.session.boot_accepted.is_set())
+        state["boot"] = self.boot
+        state["heartbeat_seconds"] = self.heartbeat_seconds
+        try:
+            state["parked_messages"] = len(self.core.store.parked_outbox())
+        except Exception:  # noqa: BLE001 — a broken store must not break a status read
+            state["parked_messages"] = None
+        return state
+
+    async def probe(self) -> dict[str, Any]:
+        """Heartbeat + StatusNotifications now, with their evidence (for `station --once`)."""
+        session = self.session
+        result: dict[str, Any] = {"status": self.status(), "boot": self.boot, "messages": []}
+        if session is None or not session.boot_accepted.is_set():
+            result["error"] = "not connected to the CSMS"
+            return result
+        try:
+            result["messages"] = await session.probe()
+        except (TimeoutError, CallErrorReceived) as exc:
+            result["error"] = f"probe failed: {exc.__class__.__name__}: {exc}"
+        return result
+
     async def _on_session(self, ws: Any, version: str) -> None:
         from station.ocpp.v16 import V16Session
         from station.ocpp.v201 import V201Session
@@ -87,6 +127,7 @@ class OcppClient:
         finally:
             if self.session is session:
                 self.session = None
+            self.publish_state()
 
     # ---- Authorizer ----------------------------------------------------------------
     async def authorize(self, id_token: str, token_type: str) -> AuthResult | None:
@@ -107,7 +148,7 @@ class OcppClient:
     def setting(self, key: str) -> Any:
         definition = SETTING_BY_KEY[key.lower()]
         if definition.key == "HeartbeatInterval":
-            return self.heartbeat_interval
+            return self.heartbeat_seconds
         if definition.getter is not None:
             return definition.getter(self)
         return self.core.store.get(f"ocpp:{definition.key}", definition.default)
@@ -126,10 +167,10 @@ class OcppClient:
         log.info("ocpp: configuration changed", key=definition.key, value=value)
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
-        self.heartbeat_interval = max(1, int(seconds))
+        self.heartbeat_seconds = max(1, int(seconds))
         if persist:
             try:
-                self.core.store.put("ocpp:HeartbeatInterval", self.heartbeat_interval)
+                self.core.store.put("ocpp:HeartbeatInterval", self.heartbeat_seconds)
             except StoreError:
                 pass
         if self.session is not None:
@@ -165,3 +206,22 @@ class OcppClient:
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
         if self.on_reset is not None:
             await self.on_reset(kind)
+
+
+def link_params(settings: Any) -> LinkParams:
+    """The connection manager's parameters from the station settings."""
+    return LinkParams(
+        station_id=settings.station_name,
+        password=settings.station_password.get_secret_value() if settings.station_password else None,
+        primary=settings.ocpp_primary,
+        url_201=settings.ocpp_201_url,
+        url_16=settings.ocpp_16_url,
+        security_profile=settings.security_profile,
+        ca_bundle=settings.ca_bundle,
+        client_cert=settings.client_cert,
+        client_key=settings.client_key,
+        fallback_after=settings.fallback_after,
+        primary_retry_seconds=settings.primary_retry_seconds,
+        backoff_min=settings.backoff_min_seconds,
+        backoff_max=settings.backoff_max_seconds,
+    )

@@ -13,7 +13,8 @@ from typing import Any
 
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry, StoreError
-from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, meter_samples, parse_value
+from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
+from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
@@ -27,13 +28,7 @@ UNLOCK_STATUS = {"Unlocked": "Unlocked", "UnlockFailed": "UnlockFailed", "Ongoin
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
-    values = []
-    for measurand, value, unit, phase in meter_samples(meter):
-        sample = {"value": f"{value:.3f}".rstrip("0").rstrip("."), "context": context, "measurand": measurand, "unit": unit}
-        if phase:
-            sample["phase"] = phase
-        values.append(sample)
-    return values
+    return _samples(meter, context, as_text=True)
 
 
 def whole_wh(value: Any) -> int:
@@ -94,10 +89,7 @@ class V16Session(BaseSession):
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if entry.kind != "started":
             return
-        self.core.store.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
-        conn = self.core.connectors.get(entry.connector_id)
-        if conn and conn.transaction and conn.transaction.id == entry.transaction_id:
-            conn.transaction.csms_id = str(response["transactionId"])
+        self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
         status = (response.get("idTagInfo") or {}).get("status")
         if status not in (None, "Accepted") and self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
             self.log.warning("ocpp: CSMS refused the idTag of a started transaction; stopped", status=status)
@@ -121,12 +113,9 @@ class V16Session(BaseSession):
 
     @on_raw("RemoteStopTransaction")
     def on_remote_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
-        wanted = str(payload["transactionId"])
-        for conn in self.core.connectors.values():
-            if conn.transaction and conn.transaction.csms_id == wanted:
-                stopped = self.core.request_stop(conn.transaction.id, reason="Remote", trigger="RemoteStop")
-                return {"status": "Accepted" if stopped else "Rejected"}
-        return {"status": "Rejected"}
+        tx = self.core.transaction_by_csms_id(str(payload["transactionId"]))
+        stopped = tx is not None and self.core.request_stop(tx.id, reason="Remote", trigger="RemoteStop")
+        return {"status": "Accepted" if stopped else "Rejected"}
 
     @on_raw("Reset")
     def on_reset(self, payload: dict[str, Any]) -> dict[str, Any]:

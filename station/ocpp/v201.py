@@ -14,9 +14,9 @@ from station.ocpp.base import (
     BaseSession,
     format_value,
     iso,
-    meter_samples,
     parse_value,
 )
+from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
 
 TRIGGER_REASONS = {
@@ -43,14 +43,7 @@ COMPONENTS = {s.component.lower() for s in SETTINGS}
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
-    values = []
-    for measurand, value, unit, phase in meter_samples(meter):
-        sample: dict[str, Any] = {"value": round(value, 3), "context": context, "measurand": measurand,
-                                  "unitOfMeasure": {"unit": unit}}
-        if phase:
-            sample["phase"] = phase
-        values.append(sample)
-    return values
+    return _samples(meter, context, as_text=False)
 
 
 def status_info(reason: str) -> dict[str, str]:
