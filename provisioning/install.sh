@@ -103,11 +103,12 @@ id_of() { # id_of passwd|group NAME → numeric id from the target tree
 stage preflight "checking privileges, OS, Python, serial device and disk"
 if [ -z "$ROOT" ] && [ "$IS_ROOT" != 1 ]; then die "run as root (sudo), or use --root DIR"; fi
 if [ -r /etc/os-release ]; then
-  . /etc/os-release
-  case " ${ID:-} ${ID_LIKE:-} " in
-    *" debian "*|*" raspbian "*) note "OS: ${PRETTY_NAME:-$ID}" ;;
-    *) if [ -z "$ROOT" ]; then die "unsupported OS ${PRETTY_NAME:-unknown}: Raspberry Pi OS or Debian needed"; fi
-       note "warning: host OS ${PRETTY_NAME:-unknown} is not Debian (fine for a --root tree)" ;;
+  os_ids="$(. /etc/os-release && echo " ${ID:-} ${ID_LIKE:-} ")"
+  os_name="$(. /etc/os-release && echo "${PRETTY_NAME:-${ID:-unknown}}")"
+  case "$os_ids" in
+    *" debian "*|*" raspbian "*) note "OS: $os_name" ;;
+    *) if [ -z "$ROOT" ]; then die "unsupported OS $os_name: Raspberry Pi OS or Debian needed"; fi
+       note "warning: host OS $os_name is not Debian (fine for a --root tree)" ;;
   esac
 else
   [ -n "$ROOT" ] || die "cannot identify the OS (/etc/os-release missing)"
