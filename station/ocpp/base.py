@@ -176,6 +176,7 @@ class StationSession(StrictChargePoint):
                 log.warning("boot notification not answered", error=str(exc))
                 await asyncio.sleep(self.client.boot_retry_seconds)
                 continue
+            self.client.boot_exchange = self.client.exchanges[-1]
             self._trust_time(response.get("currentTime"))
             status = response.get("status")
             interval = int(response.get("interval") or response.get("heartbeatInterval") or 0)
@@ -289,6 +290,7 @@ class OcppClient:
         self.tx_retry_interval = float(core.store.get("tx_retry_interval", DEFAULT_TX_RETRY_INTERVAL))
         self.exchanges: deque[Exchange] = deque(maxlen=100)
         self.boot: dict[str, Any] | None = None
+        self.boot_exchange: Exchange | None = None
         self.session: StationSession | None = None
         self.link = OcppLink(params, self._on_session, on_state=lambda _state: self.publish_state())
         core.authorizer = self
@@ -333,12 +335,16 @@ class OcppClient:
 
     async def probe(self) -> dict[str, Any]:
         session = self.session
-        result: dict[str, Any] = {"status": self.status(), "boot": self.boot, "messages": []}
+        result: dict[str, Any] = {
+            "status": self.status(),
+            "boot": self.boot,
+            "messages": [self.boot_exchange.to_json()] if self.boot_exchange else [],
+        }
         if session is None or not session.boot_accepted.is_set():
             result["error"] = "not connected to the CSMS"
             return result
         try:
-            result["messages"] = await session.probe()
+            result["messages"] += await session.probe()
         except (TimeoutError, CallErrorReceived) as exc:
             result["error"] = f"probe failed: {exc.__class__.__name__}: {exc}"
         return result
