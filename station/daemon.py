@@ -23,7 +23,7 @@ from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store
 from station.ipc.server import IpcServer
-from station.ocpp.base import OcppClient, link_params
+from station.ocpp.client import OcppClient, link_params
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +55,17 @@ class Daemon:
             self.links[cid] = link
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
-        self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds)
+        self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
+                               on_reset=self._reset)
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stop: asyncio.Event | None = None
+
+    async def _reset(self, kind: str) -> None:
+        """A CSMS Reset: stop cleanly; systemd (Restart=always) starts the daemon again."""
+        log.warning("restarting on the CSMS's request", kind=kind)
+        if self._stop is not None:
+            self._stop.set()
 
     def _build_meter(self, settings: Settings) -> Any:
         if not settings.meter_port:
@@ -109,6 +117,7 @@ class Daemon:
             self.core.tick()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         log.info("station starting", station_id=self.settings.station_name, version=__version__,
                  connectors=len(self.core.connectors), state_dir=str(self.settings.state_dir))
         await self.ipc.start()

@@ -189,7 +189,7 @@ async def _standalone(settings: Settings, report: dict[str, Any]) -> None:
     from station.core.clock import Clock
     from station.core.station import StationCore
     from station.core.store import Store
-    from station.ocpp.base import OcppClient, link_params
+    from station.ocpp.client import OcppClient, link_params
     from station.ocpp.connection import LinkConfigError, OcppLink
 
     core = StationCore(store=Store(":memory:"), clock=Clock(), connector_ids=range(1, settings.connectors + 1))
@@ -220,19 +220,18 @@ async def _standalone(settings: Settings, report: dict[str, Any]) -> None:
         client = None
     if client is not None:
         async def one_shot(ws: Any, version: str) -> None:
-            session_class: Any
-            if version == "201":
-                from station.ocpp.v201 import Session201 as session_class
-            else:
-                from station.ocpp.v16 import Session16 as session_class
-            session = session_class(settings.station_name, ws, client)
+            from station.ocpp.v16 import V16Session
+            from station.ocpp.v201 import V201Session
+
+            session = V201Session(client, ws) if version == "201" else V16Session(client, ws)
             reader = asyncio.create_task(session.start())
             try:
-                response = await session.exchange(*session.boot_request(), timeout=4)
-                session._trust_time(response.get("currentTime"))
+                response = await session.request("BootNotification", session.boot_payload(), timeout=4)
+                session.trust_time(response.get("currentTime"))
                 if response.get("status") == "Accepted":
-                    await session.send_statuses(force=True)
-                    await session.heartbeat()
+                    for conn in core.connectors.values():
+                        await session.send_status(conn, force=True)
+                    await session.send_heartbeat(raise_errors=True)
             except Exception as exc:  # noqa: BLE001 - reported in the check
                 error.append(f"{exc.__class__.__name__}: {exc}")
             finally:
