@@ -303,6 +303,17 @@ class StationCore:
             self._reconcile(conn)
         return True
 
+    def set_csms_transaction_id(self, transaction_id: str, csms_id: str) -> None:
+        """The id the CSMS gave a transaction (OCPP 1.6 StartTransaction), kept for later messages."""
+        self.store.set_csms_transaction_id(transaction_id, csms_id)
+        for conn in self.connectors.values():
+            if conn.transaction and conn.transaction.id == transaction_id:
+                conn.transaction.csms_id = csms_id
+
+    def transaction_by_csms_id(self, csms_id: str) -> TransactionRecord | None:
+        return next((c.transaction for c in self.connectors.values()
+                     if c.transaction and c.transaction.csms_id == csms_id), None)
+
     def set_meter_value_interval(self, seconds: float) -> None:
         self.meter_value_seconds = seconds
         self._persist("meter_value_seconds", seconds)

@@ -119,6 +119,8 @@ class OutboxEntry:
     attempts: int = 0
     parked: bool = False
     last_error: str | None = None
+    next_attempt: float = 0.0
+    """Unix time before which a refused entry is not sent again."""
 
 
 _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
@@ -166,10 +168,13 @@ class Store:
 
     # --- transactions ---------------------------------------------------------
     def save_transaction(self, db: sqlite3.Connection, tx: TransactionRecord) -> None:
-        placeholders = ",".join("?" for _ in _TX_COLUMNS)
+        """Upsert; the CSMS's transaction id is only ever set by `set_csms_transaction_id`."""
+        columns = [c for c in _TX_COLUMNS if c != "csms_id"]
+        updates = ",".join(f"{c}=excluded.{c}" for c in columns if c != "id")
         db.execute(
-            f"INSERT OR REPLACE INTO transactions ({','.join(_TX_COLUMNS)}) VALUES ({placeholders})",
-            [getattr(tx, c) for c in _TX_COLUMNS],
+            f"INSERT INTO transactions ({','.join(columns)}) VALUES ({','.join('?' for _ in columns)})"
+            f" ON CONFLICT(id) DO UPDATE SET {updates}",
+            [getattr(tx, c) for c in columns],
         )
 
     def open_transactions(self) -> list[TransactionRecord]:
@@ -239,7 +244,7 @@ class Store:
             seq_no=r["seq_no"], trigger=r["trigger"],
             stamp=Stamp(datetime.fromisoformat(r["wall"]), r["mono"], r["boot_id"], bool(r["trusted"])),
             offline=bool(r["offline"]), data=json.loads(r["data"]), attempts=r["attempts"],
-            parked=bool(r["parked"]), last_error=r["last_error"],
+            parked=bool(r["parked"]), last_error=r["last_error"], next_attempt=r["next_attempt"],
         )
 
     # --- settings -------------------------------------------------------------
