@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,3 +271,41 @@ async def test_cancelling_run_closes_the_port(tmp_path: Path) -> None:
         # exclusive open succeeds only if the link really let go of the port
         port = serial.Serial(str(sim.port), 115200, exclusive=True)
         port.close()
+
+
+async def test_simulator_tells_the_meter_simulator_the_charging_current(tmp_path: Path) -> None:
+    loads: list[float] = []
+    got = asyncio.Event()
+
+    async def meter_control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = json.loads(await reader.readline())
+        assert request["cmd"] == "set_load"
+        loads.append(request["current_a"])
+        got.set()
+        writer.write(b'{"ok": true}\n')
+        await writer.drain()
+        writer.close()
+
+    async def until_load(value: float) -> None:
+        async with asyncio.timeout(WAIT):
+            while not loads or loads[-1] != value:
+                got.clear()
+                await got.wait()
+
+    server = await asyncio.start_unix_server(meter_control, path=str(tmp_path / "meter.ctl"))
+    try:
+        rec = Recorder()
+        sim = SimulatorProcess(tmp_path, interval=30, extra_args=["--meter-control", str(tmp_path / "meter.ctl")])
+        async with sim:
+            link = Esp32Link(str(sim.port), on_status=rec.on_status, on_link=rec.on_link, poll_interval=0.1)
+            async with running_link(link):
+                await rec.until(lambda: link.link_up)
+                await plugged_and_connected(sim, rec)
+                await link.set_max_current(13)
+                await link.authorize()
+                await sim.command("ev_charge")
+                await until_load(13)
+                await sim.command("ev_pause")
+                await until_load(0)
+    finally:
+        server.close()

@@ -338,11 +338,13 @@ class Esp32Link:
             asyncio.create_task(self._watchdog(), name="esp32-watchdog"),
         ]
         try:
-            done, _ = await asyncio.wait([protocol.lost, *tasks[1:]], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([protocol.lost, *tasks], return_when=asyncio.FIRST_COMPLETED)
             finished = done.pop()
             if finished is protocol.lost:
                 return protocol.lost.result()
             exc = finished.exception()
+            if exc is not None and not isinstance(exc, _PortLost):
+                self._log.error("esp32.session_task_failed", task=finished.get_name(), error=repr(exc))
             return str(exc) if exc else "session ended"
         finally:
             for task in tasks:

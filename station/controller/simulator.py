@@ -402,27 +402,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="station sim esp32",
         description=(
-            "Simulated ESP32 charge controller with an EV, on a pseudo-terminal. The station connects "
-            "to --link exactly as to /dev/esp32 (115200 8N1, same wire protocol). Drive the EV and inject "
-            "faults by sending JSON lines to the --control socket, e.g.\n"
-            "  echo '{\"cmd\": \"plug\"}' | socat - UNIX-CONNECT:/tmp/esp32.ctl\n"
-            "Commands: plug [cable_a], unplug, ev_charge, ev_pause, fault [kind=pilot|power_board], "
-            "clear_fault, state, garbage [n], truncated, corrupted [field, value], silence [seconds], "
-            "reboot [seconds], slow [seconds], disconnect [seconds], extra [key, value], send_status."
+            "Simulated ESP32 charge controller with an EV, on a pseudo-terminal.\n"
+            "The station opens --link exactly as it opens /dev/esp32 (115200 8N1, same wire protocol).\n"
+            "Drive the EV and inject faults with JSON lines on the --control socket, e.g.\n"
+            "  echo '{\"cmd\": \"plug\"}' | socat - UNIX-CONNECT:/tmp/esp32.ctl\n\n"
+            "EV:     plug [cable_a], unplug, ev_charge, ev_pause, fault [kind: pilot|power_board],\n"
+            "        clear_fault, state\n"
+            "Faults: garbage [n], truncated, corrupted [field, value], silence [seconds],\n"
+            "        reboot [seconds], slow [seconds], disconnect [seconds], extra key [value],\n"
+            "        send_status\n"
+            "See docs/hardware.md for the state machine and every command."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--link", required=True, type=Path,
+    p.add_argument("--link", required=True, type=Path, metavar="PATH",
                    help="serial device path to create (symlink to the pty), e.g. /tmp/esp32")
-    p.add_argument("--control", required=True, type=Path, help="Unix socket for control commands (JSON lines)")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between unsolicited status lines (5)")
+    p.add_argument("--control", required=True, type=Path, metavar="PATH", help="Unix socket for control commands (JSON lines)")
+    p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="seconds between unsolicited status lines (5)")
     p.add_argument("--echo-id", action="store_true", help="add ID=<n> to answers to status requests")
     p.add_argument("--max-current", type=int, default=16, choices=range(MIN_CURRENT_A, MAX_CURRENT_A + 1),
                    metavar="A", help="current limit after boot, 6..32 A (16)")
-    p.add_argument("--cable", type=int, default=32, help="current rating of the plugged cable, A (32)")
-    p.add_argument("--plug-delay", type=float, default=0.3,
+    p.add_argument("--cable", type=int, default=32, metavar="A", help="current rating of the plugged cable, A (32)")
+    p.add_argument("--plug-delay", type=float, default=0.3, metavar="SECONDS",
                    help="seconds in CABLE_DETECT after plugging before the EV is seen (0.3)")
-    p.add_argument("--meter-control", type=Path, default=None,
+    p.add_argument("--meter-control", type=Path, default=None, metavar="PATH",
                    help="meter simulator control socket; told the charging current as it changes")
     return p
 
