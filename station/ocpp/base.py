@@ -1,8 +1,19 @@
-"""What both OCPP versions share: boot, heartbeat, status, the outbox pump, evidence, CSMS commands.
+"""Behaviour both OCPP versions share; `v201.py` and `v16.py` only translate.
 
-A session lives as long as one WebSocket connection. Version modules (`v201`, `v16`)
-subclass `StationSession` and supply only what differs: payload shapes and the
-names of CSMS-initiated actions (like zigpy/bellows' `ezsp/vN` over one base).
+One `BaseSession` lives per WebSocket connection. Its life:
+
+1. BootNotification until Accepted (Pending/Rejected: retry after the interval the CSMS gave);
+   the CSMS's `currentTime` makes the clock trusted, so queued events get true timestamps.
+   Boot happens once per process and OCPP version; a reconnect skips it.
+2. The CSMS is "online" for the core; every connector's current status is sent (statuses are
+   not queued while offline, the present one is re-sent instead).
+3. Three loops run until the link drops: heartbeat at the CSMS's interval; the durable outbox
+   replayed strictly in order (an entry leaves the outbox only when the CSMS confirmed it;
+   CALLERROR / no answer → retried after `interval × attempt`, parked after `attempts` tries,
+   never dropped); connector events → StatusNotification.
+
+A version module provides the message shapes (`boot_payload`, `status_payload`,
+`transaction_message`, ...) and its CSMS-initiated handlers.
 """
 
 from __future__ import annotations
@@ -10,23 +21,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from ocpp.exceptions import OCPPError
 
 from station.core.station import AuthResult, Connector, StationCore
-from station.core.store import OutboxEntry
+from station.core.store import OutboxEntry, StoreError
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint
+
+if TYPE_CHECKING:
+    from station.ocpp.client import OcppClient
 
 log = structlog.get_logger("station.ocpp")
 
-# Spec defaults (2.0.1 OCPPCommCtrlr / 1.6 core profile) for transaction message retries.
-DEFAULT_TX_ATTEMPTS = 3
-DEFAULT_TX_RETRY_INTERVAL = 60.0
+NOMINAL_VOLTAGE_V = 230.0  # for W → A conversion of charging limits
+PHASES = 3
 
 
 @dataclass(slots=True)
@@ -62,67 +75,174 @@ def summarize(response: dict[str, Any]) -> dict[str, Any]:
         summary["status"] = status
     if "interval" in response:
         summary["interval"] = response["interval"]
-    if "heartbeatInterval" in response:
-        summary["interval"] = response["heartbeatInterval"]
     if "currentTime" in response:
         summary["current_time"] = response["currentTime"]
     return summary
 
 
-class Rejected(Exception):
-    """The CSMS answered a transaction message, but not with acceptance."""
+def __getattr__(name: str) -> Any:
+    """`OcppClient` and `link_params` live in `client.py`; importable from here too."""
+    if name in ("OcppClient", "link_params", "StationInfo"):
+        from station.ocpp import client
+
+        return getattr(client, name)
+    raise AttributeError(name)
 
 
-class StationSession(StrictChargePoint):
-    """The station's side of one OCPP connection; version subclasses fill in the payloads."""
+class Unsendable(Exception):
+    """An outbox entry that cannot be expressed in this version now (e.g. 1.6 without a transactionId)."""
 
-    version = ""
 
-    def __init__(self, station_id: str, connection: Any, client: OcppClient) -> None:
-        super().__init__(station_id, connection, self.version, side="station", response_timeout=30)
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Setting:
+    """One configuration value, named both ways: 1.6 key and 2.0.1 component/variable."""
+
+    key: str
+    component: str
+    variable: str
+    kind: type = int
+    readonly: bool = False
+    default: Any = None
+    minimum: int | None = None
+    getter: Callable[[OcppClient], Any] | None = None
+    """For values computed from the station (read-only)."""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", int, default=None, minimum=1),
+    Setting("MeterValueSampleInterval", "SampledDataCtrlr", "TxUpdatedInterval", int, minimum=1,
+            getter=lambda c: int(c.core.meter_value_seconds)),
+    Setting("TransactionMessageAttempts", "OCPPCommCtrlr", "MessageAttempts", int, default=3, minimum=1),
+    Setting("TransactionMessageRetryInterval", "OCPPCommCtrlr", "MessageAttemptInterval", int, default=60, minimum=0),
+    Setting("ConnectionTimeOut", "TxCtrlr", "EVConnectionTimeOut", int, minimum=1,
+            getter=lambda c: int(c.core.connection_timeout_s)),
+    Setting("ClockAlignedDataInterval", "AlignedDataCtrlr", "Interval", int, default=0, minimum=0),
+    Setting("LocalAuthListEnabled", "LocalAuthListCtrlr", "Enabled", bool, readonly=True, default=True),
+    Setting("AuthorizationCacheEnabled", "AuthCacheCtrlr", "Enabled", bool, readonly=True, default=True),
+    Setting("LocalPreAuthorize", "AuthCtrlr", "LocalPreAuthorize", bool, readonly=True, default=True),
+    Setting("NumberOfConnectors", "EVSE", "Count", int, readonly=True, getter=lambda c: len(c.core.connectors)),
+    Setting("MeterValuesSampledData", "SampledDataCtrlr", "TxUpdatedMeasurands", str, readonly=True,
+            default="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage"),
+    Setting("ChargingScheduleAllowedChargingRateUnit", "SmartChargingCtrlr", "RateUnit", str, readonly=True,
+            default="Current,Power"),
+    Setting("ChargeProfileMaxStackLevel", "SmartChargingCtrlr", "ProfileStackLevel", int, readonly=True, default=8),
+    Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
+            default="Core,LocalAuthListManagement,RemoteTrigger,SmartCharging"),
+    Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
+    Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, readonly=True, getter=lambda c: c.link.profile),
+)
+SETTING_BY_KEY = {s.key.lower(): s for s in SETTINGS}
+SETTING_BY_VARIABLE = {(s.component.lower(), s.variable.lower()): s for s in SETTINGS}
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_value(setting: Setting, text: str) -> Any:
+    """Parse a CSMS-provided value; ValueError when it does not fit."""
+    if setting.kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError("expected true or false")
+        return text.lower() == "true"
+    if setting.kind is int:
+        number = int(text.strip())
+        if setting.minimum is not None and number < setting.minimum:
+            raise ValueError(f"must be >= {setting.minimum}")
+        return number
+    return text
+
+
+# ------------------------------------------------------------------------ helpers
+def iso(value: datetime) -> str:
+    """OCPP timestamp: UTC, milliseconds, 'Z'."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def amps_from_limit(limit: float, unit: str, phases: int | None = None) -> float:
+    """A schedule limit in A or W as a per-phase current (W assumes 230 V per phase)."""
+    if unit.upper() == "W":
+        return float(limit) / (NOMINAL_VOLTAGE_V * (phases or PHASES))
+    return float(limit)
+
+
+def current_limit(schedule_periods: list[dict[str, Any]], elapsed_s: float = 0) -> float | None:
+    """The limit in force `elapsed_s` after the schedule start (the last period that has begun)."""
+    in_force = [p for p in schedule_periods if float(p.get("startPeriod", 0)) <= elapsed_s]
+    if not in_force:
+        return None
+    return float(max(in_force, key=lambda p: float(p.get("startPeriod", 0)))["limit"])
+
+
+# ------------------------------------------------------------------------- session
+class BaseSession(StrictChargePoint):
+    """One connection's worth of OCPP; subclassed once per version."""
+
+    VERSION = ""
+
+    def __init__(self, client: OcppClient, ws: Any) -> None:
+        super().__init__(client.params.station_id, ws, self.VERSION, response_timeout=client.response_timeout)
         self.client = client
         self.core: StationCore = client.core
+        self.accepted = False
         self.boot_accepted = asyncio.Event()
         self._last_call_id: dict[str, str] = {}
-        self._pump_wake = asyncio.Event()
-        self._sent_status: dict[int, tuple[str, str]] = {}
+        self._outbox_wake = asyncio.Event()
+        self._heartbeat_changed = asyncio.Event()
+        self._sent_status: dict[int, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    # --- version hooks ---------------------------------------------------------------
-    def boot_request(self) -> tuple[str, dict[str, Any]]:
+    # ---- version hooks -------------------------------------------------------
+    def boot_payload(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def status_request(self, conn: Connector) -> tuple[str, dict[str, Any]]:
+    def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
+        """(dedup key, StatusNotification payload)."""
         raise NotImplementedError
 
-    def status_key(self, conn: Connector) -> tuple[str, str]:
-        """What the CSMS sees of a connector's status; a StatusNotification goes out when it changes."""
+    def transaction_message(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]] | None:
+        """The CALL for an outbox entry, or None when this version has no message for it."""
         raise NotImplementedError
 
-    def authorize_request(self, id_token: str, token_type: str) -> tuple[str, dict[str, Any]]:
+    def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        """React to the CSMS's answer (store the 1.6 transactionId, stop on a refused token...)."""
+
+    def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def transaction_request(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]] | None:
-        """The CALL for an outbox entry, or None when this version has nothing to send for it."""
+    def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         raise NotImplementedError
 
-    def transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
-        """Act on the CSMS's answer (e.g. keep 1.6's transactionId, stop a deauthorized token)."""
-
-    # --- framing hook: every frame is an event (metrics, live view) ------------------
+    # ---- evidence and live events ---------------------------------------------------
     def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
-        if message and message[0] == 2 and direction == "out":
-            self._last_call_id[str(message[2])] = str(message[1])
+        """Every frame becomes an `ocpp_message` event; answered CSMS calls become evidence."""
         kind = {2: "call", 3: "result", 4: "error"}.get(message[0] if message else 0, "?")
-        self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind,
-                                 version=self.version)
+        if kind == "call" and direction == "out":
+            self._last_call_id[str(message[2])] = str(message[1])
+        elif kind in ("result", "error") and direction == "out" and action:
+            status = summarize(message[2]).get("status") if kind == "result" and isinstance(message[2], dict) else "CallError"
+            self.client.record(Exchange(action, "in", datetime.now(UTC).isoformat(), unique_id=str(message[1]),
+                                        status=str(status) if status is not None else "Accepted"))
+        self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
 
-    # --- calls with evidence ---------------------------------------------------------
-    async def exchange(self, action: str, payload: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        """Send a CALL, record it as evidence, return the response payload."""
+    async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
+                      timeout: float | None = None) -> dict[str, Any]:
+        """A CALL to the CSMS, recorded as evidence (status, round trip) for `station --once` and the API."""
         started = time.perf_counter()
         record = Exchange(action, "out", datetime.now(UTC).isoformat())
         try:
-            response = await self.request(action, payload, timeout=timeout)
+            response = await super().request(action, payload, validate=validate, timeout=timeout)
         except CallErrorReceived as exc:
             record.status, record.error = "CallError", f"{exc.code}: {exc.description}"
             raise
@@ -134,232 +254,230 @@ class StationSession(StrictChargePoint):
             record.rtt_ms = round((time.perf_counter() - started) * 1000, 2)
             self.client.record(record)
         record.response_summary = summarize(response)
-        record.status = record.response_summary.get("status", "Accepted")
+        record.status = str(record.response_summary.get("status", "Accepted"))
         return response
-
-    def note_incoming(self, action: str, status: str | None) -> None:
-        self.client.record(Exchange(action, "in", datetime.now(UTC).isoformat(), status=status))
-
-    # --- session lifecycle -----------------------------------------------------------
-    async def run(self) -> None:
-        reader = asyncio.create_task(self.start(), name="ocpp-reader")
-        workers: list[asyncio.Task[Any]] = []
-        try:
-            await self._boot()
-            self.core.set_csms_online(True)
-            self.client.publish_state()
-            await self.send_statuses(force=True)
-            workers = [
-                asyncio.create_task(self._heartbeats(), name="ocpp-heartbeat"),
-                asyncio.create_task(self._pump(), name="ocpp-outbox"),
-                asyncio.create_task(self._follow_core(), name="ocpp-events"),
-            ]
-            done, _ = await asyncio.wait([reader, *workers], return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception():
-                    raise task.exception()  # type: ignore[misc]
-        finally:
-            self.core.set_csms_online(False)
-            for task in (*workers, reader):
-                task.cancel()
-            for task in (*workers, reader):
-                with contextlib.suppress(BaseException):
-                    await task
-
-    async def _boot(self) -> None:
-        """BootNotification until Accepted; Pending/Rejected are retried after the CSMS's interval."""
-        while True:
-            action, payload = self.boot_request()
-            try:
-                response = await self.exchange(action, payload)
-            except (TimeoutError, CallErrorReceived) as exc:
-                log.warning("boot notification not answered", error=str(exc))
-                await asyncio.sleep(self.client.boot_retry_seconds)
-                continue
-            self._trust_time(response.get("currentTime"))
-            status = response.get("status")
-            interval = int(response.get("interval") or response.get("heartbeatInterval") or 0)
-            self.client.boot = {"status": status, "interval": interval, "current_time": response.get("currentTime"),
-                                "at": datetime.now(UTC).isoformat(), "version": self.version}
-            if status == "Accepted":
-                if interval > 0:
-                    self.client.heartbeat_seconds = interval
-                self.boot_accepted.set()
-                log.info("boot accepted", heartbeat_interval=self.client.heartbeat_seconds, ocpp=self.version)
-                return
-            wait = interval if interval > 0 else self.client.boot_retry_seconds
-            log.warning("boot not accepted; retrying", status=status, retry_in_s=wait)
-            await asyncio.sleep(wait)
-
-    def _trust_time(self, value: Any) -> None:
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                self.core.clock.trust(datetime.fromisoformat(value.replace("Z", "+00:00")), "csms")
-
-    async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self.client.heartbeat_seconds)
-            await self.heartbeat()
-
-    async def heartbeat(self) -> dict[str, Any]:
-        response = await self.exchange("Heartbeat", {})
-        self._trust_time(response.get("currentTime"))
-        return response
-
-    async def send_statuses(self, *, force: bool = False) -> None:
-        for conn in self.core.connectors.values():
-            key = self.status_key(conn)
-            if force or self._sent_status.get(conn.id) != key:
-                self._sent_status[conn.id] = key
-                action, payload = self.status_request(conn)
-                await self.exchange(action, payload)
-
-    async def _follow_core(self) -> None:
-        with self.core.events.subscribe() as sub:
-            async for event in sub:
-                if event.kind == "connector":
-                    await self.send_statuses()
-                elif event.kind == "transaction":
-                    self._pump_wake.set()
-
-    async def _pump(self) -> None:
-        """Send outbox entries strictly in order; each leaves the outbox only once confirmed."""
-        attempts, interval = self.client.tx_attempts, self.client.tx_retry_interval
-        while True:
-            progressed = False
-            for entry in self.core.store.pending_outbox(50):
-                if time.time() < entry.next_attempt:
-                    break  # head-of-line: later messages wait for this one
-                request = self.transaction_request(entry)
-                if request is None:
-                    self.core.store.ack_outbox(entry.id)
-                    progressed = True
-                    continue
-                try:
-                    response = await self.exchange(*request)
-                    self.transaction_confirmed(entry, response)
-                except (CallErrorReceived, Rejected) as exc:
-                    park = entry.attempts + 1 >= attempts
-                    self.core.store.retry_outbox(entry.id, str(exc), interval * (entry.attempts + 1), park=park)
-                    (log.error if park else log.warning)(
-                        "transaction message refused" + ("; parked for inspection" if park else "; will retry"),
-                        transaction_id=entry.transaction_id, kind=entry.kind, seq_no=entry.seq_no, error=str(exc),
-                    )
-                    break
-                self.core.store.ack_outbox(entry.id)
-                progressed = True
-            self.core.events.publish("outbox", depth=self.core.store.outbox_depth())
-            if not progressed:
-                self._pump_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._pump_wake.wait(), timeout=1.0)
-
-    def timestamp_of(self, entry: OutboxEntry) -> str:
-        s = entry.stamp
-        return _iso(self.core.clock.correct(s.wall, s.mono, s.boot_id, s.trusted))
-
-    async def authorize(self, id_token: str, token_type: str) -> AuthResult:
-        response = await self.exchange(*self.authorize_request(id_token, token_type))
-        info = response.get("idTokenInfo") or response.get("idTagInfo") or {}
-        return AuthResult(info.get("status", "Invalid"), info.get("cacheExpiryDateTime") or info.get("expiryDate"))
 
     async def probe(self) -> list[dict[str, Any]]:
         """A fresh Heartbeat and StatusNotifications on this connection (for `station --once`)."""
         since = len(self.client.exchanges)
-        await self.heartbeat()
-        await self.send_statuses(force=True)
+        await self.send_heartbeat(raise_errors=True)
+        for conn in self.core.connectors.values():
+            await self.send_status(conn, force=True)
         return [e.to_json() for e in list(self.client.exchanges)[since:]]
 
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-class OcppClient:
-    """Owns the CSMS link for the daemon: one `StationSession` per connection."""
-
-    def __init__(self, params: Any, core: StationCore, *, heartbeat_seconds: int = 300) -> None:
-        from station.ocpp.connection import OcppLink
-
-        self.params = params
-        self.core = core
-        self.heartbeat_seconds = heartbeat_seconds
-        self.boot_retry_seconds = 10.0
-        self.tx_attempts = int(core.store.get("tx_attempts", DEFAULT_TX_ATTEMPTS))
-        self.tx_retry_interval = float(core.store.get("tx_retry_interval", DEFAULT_TX_RETRY_INTERVAL))
-        self.exchanges: deque[Exchange] = deque(maxlen=100)
-        self.boot: dict[str, Any] | None = None
-        self.session: StationSession | None = None
-        self.link = OcppLink(params, self._on_session, on_state=lambda _state: self.publish_state())
-        core.authorizer = self
-
-    def record(self, exchange: Exchange) -> None:
-        self.exchanges.append(exchange)
-
-    def publish_state(self) -> None:
-        self.core.events.publish("csms", **self.status())
-
-    def status(self) -> dict[str, Any]:
-        state = self.link.state.as_dict()
-        state["booted"] = bool(self.session and self.session.boot_accepted.is_set())
-        state["boot"] = self.boot
-        state["heartbeat_seconds"] = self.heartbeat_seconds
-        return state
-
+    # ---- life ------------------------------------------------------------------
     async def run(self) -> None:
-        await self.link.run()
-
-    async def _on_session(self, ws: Any, version: str) -> None:
-        session_class: Callable[..., StationSession]
-        if version == "201":
-            from station.ocpp.v201 import Session201 as session_class
-        else:
-            from station.ocpp.v16 import Session16 as session_class
-        self.session = session_class(self.params.station_id, ws, self)
+        """Serve this connection until it drops (the link cancels us then)."""
+        receiver = asyncio.create_task(self.start(), name="ocpp-receive")
+        main = asyncio.create_task(self._main(), name="ocpp-main")
         try:
-            await self.session.run()
+            done, _ = await asyncio.wait({receiver, main}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise ConnectionClosed / bugs for the link to log
         finally:
-            self.session = None
-            self.publish_state()
+            self.core.set_csms_online(False)
+            for task in (receiver, main, *self._tasks):
+                task.cancel()
+            for task in (receiver, main, *self._tasks):
+                with contextlib.suppress(BaseException):
+                    await task
 
-    async def authorize(self, id_token: str, token_type: str) -> AuthResult | None:
-        session = self.session
-        if session is None or not session.boot_accepted.is_set():
-            return None
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _main(self) -> None:
+        if self.client.boot_accepted_version != self.VERSION:
+            await self._boot()
+        self.accepted = True
+        self.boot_accepted.set()
+        self.core.set_csms_online(True)
+        self.client.publish_state()
+        with self.core.events.subscribe() as events:
+            for conn in self.core.connectors.values():
+                await self.send_status(conn, force=True)
+            self.spawn(self._heartbeat_loop(), "ocpp-heartbeat")
+            self.spawn(self._outbox_loop(), "ocpp-outbox")
+            async for event in events:
+                if event.kind == "connector":
+                    conn = self.core.connectors.get(int(event.data["connector_id"]))
+                    if conn is not None:
+                        await self.send_status(conn)
+                elif event.kind == "transaction":
+                    self._outbox_wake.set()
+
+    async def _boot(self) -> None:
+        while True:
+            response = await self.request("BootNotification", self.boot_payload())
+            self.trust_time(response.get("currentTime"))
+            interval = int(response.get("interval") or 0)
+            status = response.get("status")
+            self.client.boot = {"status": status, "interval": interval, "current_time": response.get("currentTime"),
+                                "at": datetime.now(UTC).isoformat(), "version": self.VERSION}
+            if status == "Accepted":
+                if interval > 0:
+                    self.client.set_heartbeat_interval(interval, persist=False)
+                self.client.boot_accepted_version = self.VERSION
+                log.info(f"ocpp: boot accepted by the CSMS (OCPP {self.VERSION})", heartbeat_s=self.client.heartbeat_seconds)
+                return
+            wait = interval if interval > 0 else self.client.boot_retry_seconds
+            log.warning(f"ocpp: boot {status}; retrying in {wait} s")
+            await asyncio.sleep(wait)
+
+    def trust_time(self, text: Any) -> None:
+        when = parse_time(text) if isinstance(text, str) else None
+        if when is not None:
+            was = self.core.clock.trusted
+            self.core.clock.trust(when, "csms")
+            if not was:
+                log.info("clock trusted from the CSMS's currentTime", now=iso(self.core.clock.now()))
+
+    # ---- heartbeat ---------------------------------------------------------------
+    def heartbeat_changed(self) -> None:
+        self._heartbeat_changed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self._heartbeat_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_changed.wait(), self.client.heartbeat_seconds)
+                continue  # interval changed: start waiting afresh
+            await self.send_heartbeat()
+
+    async def send_heartbeat(self, *, raise_errors: bool = False) -> None:
         try:
-            return await session.authorize(id_token, token_type)
-        except (TimeoutError, CallErrorReceived):
-            return None
+            response = await self.request("Heartbeat", {})
+        except (CallErrorReceived, TimeoutError) as exc:
+            if raise_errors:
+                raise
+            log.warning("ocpp: heartbeat not answered", error=str(exc))
+            return
+        self.trust_time(response.get("currentTime"))
 
-    async def probe(self) -> dict[str, Any]:
-        session = self.session
-        result: dict[str, Any] = {"status": self.status(), "boot": self.boot, "messages": []}
-        if session is None or not session.boot_accepted.is_set():
-            result["error"] = "not connected to the CSMS"
-            return result
+    # ---- status ------------------------------------------------------------------
+    async def send_status(self, conn: Connector, *, force: bool = False) -> None:
+        key, payload = self.status_payload(conn)
+        if not force and self._sent_status.get(conn.id) == key:
+            return
+        self._sent_status[conn.id] = key
         try:
-            result["messages"] = await session.probe()
-        except (TimeoutError, CallErrorReceived) as exc:
-            result["error"] = f"probe failed: {exc.__class__.__name__}: {exc}"
-        return result
+            await self.request("StatusNotification", payload)
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("ocpp: StatusNotification not confirmed", connector_id=conn.id, error=str(exc))
 
+    # ---- outbox ------------------------------------------------------------------
+    def wake_outbox(self) -> None:
+        self._outbox_wake.set()
 
-def link_params(settings: Any) -> Any:
-    """The connection manager's parameters from the station settings."""
-    from station.ocpp.connection import LinkParams
+    async def _outbox_loop(self) -> None:
+        store = self.core.store
+        while True:
+            self._outbox_wake.clear()
+            try:
+                entries = store.pending_outbox(100)
+            except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
+                log.error("ocpp: cannot read the outbox", error=str(exc))
+                entries = []
+            if not entries:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._outbox_wake.wait(), 5)
+                continue
+            for entry in entries:
+                wait = entry.next_attempt - time.time()
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.Event().wait(), wait)
+                    break  # re-read: keep strict order
+                if not await self._deliver(entry):
+                    break
 
-    return LinkParams(
-        station_id=settings.station_name,
-        password=settings.station_password.get_secret_value() if settings.station_password else None,
-        primary=settings.ocpp_primary,
-        url_201=settings.ocpp_201_url,
-        url_16=settings.ocpp_16_url,
-        security_profile=settings.security_profile,
-        ca_bundle=settings.ca_bundle,
-        client_cert=settings.client_cert,
-        client_key=settings.client_key,
-        fallback_after=settings.fallback_after,
-        primary_retry_seconds=settings.primary_retry_seconds,
-        backoff_min=settings.backoff_min_seconds,
-        backoff_max=settings.backoff_max_seconds,
-    )
+    async def _deliver(self, entry: OutboxEntry) -> bool:
+        """Send one entry; True when it left the queue (confirmed, skipped or parked)."""
+        store = self.core.store
+        try:
+            message = self.transaction_message(entry)
+        except Unsendable as exc:
+            return self._failed(entry, str(exc), park_now=True)
+        if message is None:
+            log.debug("ocpp: outbox entry has no message in this version", entry=entry.id, kind=entry.kind)
+            store.ack_outbox(entry.id)
+            return True
+        action, payload = message
+        try:
+            response = await self.request(action, payload)
+        except CallErrorReceived as exc:
+            return self._failed(entry, f"CALLERROR {exc.code}: {exc.description}")
+        except TimeoutError:
+            return self._failed(entry, "no answer from the CSMS")
+        except OCPPError as exc:  # our payload or their answer violates the schema
+            return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
+        try:
+            self.on_transaction_confirmed(entry, response)
+        except Exception:  # noqa: BLE001 — the CSMS confirmed; never resend because our follow-up failed
+            log.exception("ocpp: handling the CSMS's transaction answer failed", entry=entry.id)
+        try:
+            store.ack_outbox(entry.id)
+        except StoreError:
+            return False
+        self.core.events.publish("outbox", depth=self._depth())
+        return True
+
+    def _depth(self) -> int:
+        try:
+            return self.core.store.outbox_depth()
+        except Exception:  # noqa: BLE001
+            return -1
+
+    def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False) -> bool:
+        attempts = entry.attempts + 1
+        limit = int(self.client.setting("TransactionMessageAttempts"))
+        interval = float(self.client.setting("TransactionMessageRetryInterval"))
+        park = park_now or attempts >= limit
+        delay = interval * attempts
+        try:
+            self.core.store.retry_outbox(entry.id, error, delay, park=park)
+        except StoreError:
+            return False
+        self.core.events.publish("outbox", depth=self._depth())
+        if park:
+            log.error(
+                "ocpp: transaction message parked for inspection (not sent again)",
+                entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, seq_no=entry.seq_no,
+                attempts=attempts, error=error,
+            )
+            return True
+        log.warning(
+            f"ocpp: transaction message not confirmed; retry {attempts}/{limit} in {delay:g} s",
+            entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, error=error,
+        )
+        return False
+
+    def event_time(self, entry: OutboxEntry) -> str:
+        """When the event really happened: corrected if it was stamped before the clock was trusted."""
+        s = entry.stamp
+        return iso(self.core.clock.correct(s.wall, s.mono, s.boot_id, s.trusted))
+
+    # ---- shared command helpers ---------------------------------------------------
+    def apply_limit(self, connector_id: int, unit: str, periods: list[dict[str, Any]], phases: int | None = None) -> bool:
+        limit = current_limit(periods)
+        if limit is None:
+            return False
+        amps = amps_from_limit(limit, unit, phases)
+        ok = self.core.set_limit(connector_id, amps, "csms")
+        if ok:
+            self.client.save_limit(connector_id, amps)
+        return ok
+
+    def clear_limit(self, connector_id: int | None) -> bool:
+        saved = self.client.saved_limits()
+        targets = [connector_id] if connector_id is not None else list(saved)
+        cleared = False
+        for cid in targets:
+            if cid in saved or connector_id is not None:
+                cleared |= cid in saved
+                self.core.set_limit(cid, None, "csms")
+                self.client.save_limit(cid, None)
+        return cleared
+

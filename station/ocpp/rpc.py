@@ -40,7 +40,7 @@ from ocpp.charge_point import (
 )
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as call_result16
 from ocpp.v16.enums import Action as Action16
@@ -93,6 +93,17 @@ def on_raw(action: str, *, skip_schema_validation: bool = False) -> Callable[...
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         inner = on(action, skip_schema_validation=skip_schema_validation)(func)
+        inner._raw_payload = True  # type: ignore[attr-defined]
+        return inner
+
+    return decorator
+
+
+def after_raw(action: str) -> Callable[..., Any]:
+    """Like `ocpp.routing.after` (runs once the response is sent), with the camelCase `payload`."""
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        inner = after(action)(func)
         inner._raw_payload = True  # type: ignore[attr-defined]
         return inner
 

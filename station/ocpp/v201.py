@@ -1,64 +1,85 @@
-"""OCPP 2.0.1: payload shapes and CSMS-initiated actions over the shared session."""
+"""OCPP 2.0.1: message shapes and CSMS-initiated handlers over the shared `BaseSession`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from ocpp.routing import after
-
-from station import __version__
 from station.core.model import ConnectorStatus
-from station.core.station import Connector
-from station.core.store import OutboxEntry
-from station.ocpp.base import Rejected, StationSession, _iso
-from station.ocpp.meter_values import sampled_values
-from station.ocpp.rpc import on_raw
+from station.core.station import AuthResult, Connector
+from station.core.store import OutboxEntry, StoreError
+from station.ocpp.base import (
+    SETTING_BY_VARIABLE,
+    SETTINGS,
+    BaseSession,
+    format_value,
+    iso,
+    parse_value,
+)
+from station.ocpp.meter_values import sampled_values as _samples
+from station.ocpp.rpc import after_raw, on_raw
 
+TRIGGER_REASONS = {
+    "Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "Deauthorized",
+    "EnergyLimitReached", "EVCommunicationLost", "EVConnectTimeout", "MeterValueClock", "MeterValuePeriodic",
+    "TimeLimitReached", "Trigger", "UnlockCommand", "StopAuthorized", "EVDeparted", "EVDetected", "RemoteStop",
+    "RemoteStart", "AbnormalCondition", "SignedDataReceived", "ResetCommand",
+}
+STOP_REASONS = {
+    "DeAuthorized", "EmergencyStop", "EnergyLimitReached", "EVDisconnected", "GroundFault", "ImmediateReset",
+    "Local", "LocalOutOfCredit", "MasterPass", "Other", "OvercurrentFault", "PowerLoss", "PowerQuality", "Reboot",
+    "Remote", "SOCLimitReached", "StoppedByEV", "TimeLimitReached", "Timeout",
+}
+STOP_REASON_FROM_16 = {"HardReset": "ImmediateReset", "SoftReset": "Reboot", "UnlockCommand": "Local"}
+TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"}
 CONNECTOR_STATUS = {
     ConnectorStatus.AVAILABLE: "Available",
     ConnectorStatus.RESERVED: "Reserved",
     ConnectorStatus.UNAVAILABLE: "Unavailable",
     ConnectorStatus.FAULTED: "Faulted",
 }
-EVENT_TYPE = {"started": "Started", "updated": "Updated", "ended": "Ended"}
-CONTEXT = {"started": "Transaction.Begin", "updated": "Sample.Periodic", "ended": "Transaction.End"}
-TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"}
+CONTEXT = {"started": "Transaction.Begin", "ended": "Transaction.End"}
+COMPONENTS = {s.component.lower() for s in SETTINGS}
 
 
-class Session201(StationSession):
-    version = "201"
+def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
+    return _samples(meter, context, as_text=False)
 
-    def boot_request(self) -> tuple[str, dict[str, Any]]:
-        return "BootNotification", {
-            "reason": "PowerUp",
-            "chargingStation": {"model": "ocpp-station", "vendorName": "ocpp-station", "firmwareVersion": __version__},
-        }
 
-    def status_key(self, conn: Connector) -> tuple[str, str]:
-        return CONNECTOR_STATUS.get(conn.derived.status, "Occupied"), ""
+def status_info(reason: str) -> dict[str, str]:
+    code = "".join(word[:1].upper() + word[1:] for word in reason.replace(":", " ").split()[:3])[:20] or "Rejected"
+    return {"reasonCode": code, "additionalInfo": reason[:512]}
 
-    def status_request(self, conn: Connector) -> tuple[str, dict[str, Any]]:
-        return "StatusNotification", {
-            "timestamp": _iso(self.core.clock.now()),
-            "connectorStatus": self.status_key(conn)[0],
-            "evseId": conn.id,
-            "connectorId": 1,
-        }
 
-    def authorize_request(self, id_token: str, token_type: str) -> tuple[str, dict[str, Any]]:
-        return "Authorize", {"idToken": _token(id_token, token_type)}
+class V201Session(BaseSession):
+    VERSION = "201"
 
-    def transaction_request(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]]:
+    # ---- station → CSMS -----------------------------------------------------------
+    def boot_payload(self) -> dict[str, Any]:
+        info = self.client.info
+        station: dict[str, Any] = {"model": info.model, "vendorName": info.vendor, "firmwareVersion": info.firmware_version}
+        if info.serial_number:
+            station["serialNumber"] = info.serial_number
+        return {"chargingStation": station, "reason": "PowerUp"}
+
+    def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
+        status = CONNECTOR_STATUS.get(conn.derived.status, "Occupied")
+        return status, {"timestamp": iso(self.core.clock.now()), "connectorStatus": status, "evseId": conn.id, "connectorId": 1}
+
+    def transaction_message(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]]:
         data = entry.data
-        info: dict[str, Any] = {"transactionId": entry.transaction_id, "chargingState": data["charging_state"]}
+        info: dict[str, Any] = {"transactionId": entry.transaction_id, "chargingState": data.get("charging_state") or "EVConnected"}
         if entry.kind == "ended":
-            info["stoppedReason"] = data.get("stop_reason") or "Other"
+            reason = data.get("stop_reason") or "Other"
+            reason = STOP_REASON_FROM_16.get(reason, reason)
+            info["stoppedReason"] = reason if reason in STOP_REASONS else "Other"
         if entry.kind == "started" and data.get("remote_start_id") is not None:
-            info["remoteStartId"] = data["remote_start_id"]
+            info["remoteStartId"] = int(data["remote_start_id"])
+        timestamp = self.event_time(entry)
         payload: dict[str, Any] = {
-            "eventType": EVENT_TYPE[entry.kind],
-            "timestamp": self.timestamp_of(entry),
-            "triggerReason": entry.trigger,
+            "eventType": {"started": "Started", "updated": "Updated", "ended": "Ended"}[entry.kind],
+            "timestamp": timestamp,
+            "triggerReason": entry.trigger if entry.trigger in TRIGGER_REASONS else "Trigger",
             "seqNo": entry.seq_no,
             "transactionInfo": info,
             "evse": {"id": entry.connector_id, "connectorId": 1},
@@ -66,61 +87,215 @@ class Session201(StationSession):
         if entry.offline:
             payload["offline"] = True
         if entry.kind == "started" and data.get("id_token"):
-            payload["idToken"] = _token(data["id_token"], data.get("token_type") or "Central")
-        if entry.kind != "updated" or entry.trigger == "MeterValuePeriodic":
-            samples = sampled_values(data.get("meter"), CONTEXT[entry.kind], as_text=False)
-            if samples:
-                payload["meterValue"] = [{"timestamp": payload["timestamp"], "sampledValue": samples}]
+            token_type = data.get("token_type") or "Local"
+            payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
+        context = CONTEXT.get(entry.kind, "Sample.Periodic" if entry.trigger == "MeterValuePeriodic" else "Other")
+        samples = sampled_values(data.get("meter"), context)
+        if samples:
+            payload["meterValue"] = [{"timestamp": timestamp, "sampledValue": samples}]
         return "TransactionEvent", payload
 
-    def transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
-        status = (response.get("idTokenInfo") or {}).get("status", "Accepted")
-        if entry.kind != "ended" and status != "Accepted":
-            self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized")
+    def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        status = (response.get("idTokenInfo") or {}).get("status")
+        if entry.kind == "started" and status not in (None, "Accepted"):
+            if self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
+                self.log.warning("ocpp: CSMS refused the token of a started transaction; stopped", status=status)
 
-    # --- CSMS → station ------------------------------------------------------------
+    def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
+        return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
+
+    def authorize_result(self, response: dict[str, Any]) -> AuthResult:
+        info = response.get("idTokenInfo") or {}
+        return AuthResult(str(info.get("status", "Unknown")), info.get("cacheExpiryDateTime"))
+
+    # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RequestStartTransaction")
-    def _request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         token = payload["idToken"]
-        ok, reason = self.core.request_start(
-            payload.get("evseId"), token["idToken"], token.get("type", "Central"), payload.get("remoteStartId"),
-        )
-        self.note_incoming("RequestStartTransaction", "Accepted" if ok else "Rejected")
-        result: dict[str, Any] = {"status": "Accepted" if ok else "Rejected"}
+        evse = payload.get("evseId")
+        profile = payload.get("chargingProfile")
+        ok, reason = self.core.request_start(evse, token["idToken"], token.get("type", "Central"),
+                                             remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
         if not ok:
-            result["statusInfo"] = {"reasonCode": "Busy" if "busy" in reason else "Other", "additionalInfo": reason}
-        return result
+            return {"status": "Rejected", "statusInfo": status_info(reason)}
+        if profile and evse:
+            self._apply_profile(evse, profile)
+        return {"status": "Accepted"}
 
     @on_raw("RequestStopTransaction")
-    def _request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
-        ok = self.core.request_stop(payload["transactionId"], reason="Remote", trigger="RemoteStop")
-        self.note_incoming("RequestStopTransaction", "Accepted" if ok else "Rejected")
-        return {"status": "Accepted" if ok else "Rejected"}
+    def on_request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
+        stopped = self.core.request_stop(payload["transactionId"], reason="Remote", trigger="RemoteStop")
+        return {"status": "Accepted" if stopped else "Rejected"}
+
+    @on_raw("Reset")
+    def on_reset(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("evseId") or self.client.on_reset is None:
+            return {"status": "Rejected"}
+        busy = any(c.transaction for c in self.core.connectors.values())
+        if payload["type"] == "OnIdle" and busy:
+            self.client.schedule_reset("OnIdle", when_idle=True)
+            return {"status": "Scheduled"}
+        if busy:
+            self.core.end_all_transactions("ImmediateReset", "ResetCommand")
+        self.client.schedule_reset(payload["type"], when_idle=False)
+        return {"status": "Accepted"}
 
     @on_raw("ChangeAvailability")
-    def _change_availability(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def on_change_availability(self, payload: dict[str, Any]) -> dict[str, Any]:
         evse = (payload.get("evse") or {}).get("id", 0)
-        status = self.core.set_availability(evse, payload["operationalStatus"] == "Operative")
-        self.note_incoming("ChangeAvailability", status)
-        return {"status": status}
+        return {"status": self.core.set_availability(int(evse), payload["operationalStatus"] == "Operative")}
+
+    @on_raw("UnlockConnector")
+    def on_unlock(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": self.core.unlock(int(payload["evseId"]))}
 
     @on_raw("TriggerMessage")
-    def _trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
-        known = payload["requestedMessage"] in ("BootNotification", "Heartbeat", "StatusNotification")
-        return {"status": "Accepted" if known else "NotImplemented"}
+    def on_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
+        message = payload["requestedMessage"]
+        evse = (payload.get("evse") or {}).get("id")
+        if evse is not None and evse not in self.core.connectors:
+            return {"status": "Rejected"}
+        if message == "BootNotification":
+            return {"status": "Rejected" if self.accepted else "Accepted"}
+        if message in ("Heartbeat", "StatusNotification"):
+            return {"status": "Accepted"}
+        if message == "MeterValues":
+            has = any(c.last_meter for c in self._targets(evse))
+            return {"status": "Accepted" if has else "Rejected"}
+        return {"status": "NotImplemented"}
 
-    @after("TriggerMessage")
-    async def _after_trigger(self, requested_message: str, **_: Any) -> None:
-        if requested_message == "Heartbeat":
-            await self.heartbeat()
-        elif requested_message == "StatusNotification":
-            await self.send_statuses(force=True)
-        elif requested_message == "BootNotification":
-            await self.exchange(*self.boot_request())
+    @after_raw("TriggerMessage")
+    async def after_trigger(self, payload: dict[str, Any]) -> None:
+        message = payload["requestedMessage"]
+        evse = (payload.get("evse") or {}).get("id")
+        if message == "Heartbeat":
+            await self.send_heartbeat()
+        elif message == "StatusNotification":
+            for conn in self._targets(evse):
+                await self.send_status(conn, force=True)
+        elif message == "MeterValues":
+            for conn in self._targets(evse):
+                if conn.last_meter:
+                    from station.core.station import meter_json
 
+                    values = sampled_values(meter_json(conn.last_meter), "Trigger")
+                    await self.request("MeterValues", {"evseId": conn.id, "meterValue": [
+                        {"timestamp": iso(self.core.clock.now()), "sampledValue": values}]})
 
-def _token(id_token: str, token_type: str) -> dict[str, str]:
-    return {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Central"}
+    def _targets(self, evse: int | None) -> list[Connector]:
+        return [self.core.connectors[evse]] if evse else list(self.core.connectors.values())
 
+    @on_raw("GetVariables")
+    def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        for item in payload["getVariableData"]:
+            component, variable = item["component"], item["variable"]
+            result: dict[str, Any] = {"component": component, "variable": variable}
+            setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
+            if item.get("attributeType", "Actual") != "Actual":
+                result["attributeStatus"] = "NotSupportedAttributeType"
+            elif setting is None:
+                result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
+            else:
+                result["attributeStatus"] = "Accepted"
+                result["attributeValue"] = format_value(self.client.setting(setting.key))[:2500]
+            results.append(result)
+        return {"getVariableResult": results}
 
-__all__ = ["Session201", "Rejected"]
+    @on_raw("SetVariables")
+    def on_set_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        for item in payload["setVariableData"]:
+            component, variable = item["component"], item["variable"]
+            result: dict[str, Any] = {"component": component, "variable": variable}
+            setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
+            if item.get("attributeType", "Actual") != "Actual":
+                result["attributeStatus"] = "NotSupportedAttributeType"
+            elif setting is None:
+                result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
+            elif setting.readonly:
+                result["attributeStatus"] = "Rejected"
+                result["attributeStatusInfo"] = {"reasonCode": "ReadOnly"}
+            else:
+                try:
+                    self.client.change_setting(setting, parse_value(setting, item["attributeValue"]))
+                    result["attributeStatus"] = "Accepted"
+                except ValueError as exc:
+                    result["attributeStatus"] = "Rejected"
+                    result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": str(exc)[:512]}
+                except StoreError:
+                    result["attributeStatus"] = "Rejected"
+                    result["attributeStatusInfo"] = {"reasonCode": "InternalError"}
+            results.append(result)
+        return {"setVariableResult": results}
+
+    def _apply_profile(self, evse: int, profile: dict[str, Any]) -> bool:
+        schedules = profile.get("chargingSchedule") or []
+        if not schedules:
+            return False
+        schedule = schedules[0]
+        periods = schedule.get("chargingSchedulePeriod") or []
+        phases = periods[0].get("numberPhases") if periods else None
+        return self.apply_limit(evse, schedule.get("chargingRateUnit", "A"), periods, phases)
+
+    @on_raw("SetChargingProfile")
+    def on_set_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        evse = int(payload["evseId"])
+        profile = payload["chargingProfile"]
+        if evse != 0 and evse not in self.core.connectors:
+            return {"status": "Rejected", "statusInfo": status_info("unknown evse")}
+        if profile["chargingProfilePurpose"] == "TxProfile" and not (evse and self.core.connectors[evse].transaction):
+            return {"status": "Rejected", "statusInfo": status_info("no transaction")}
+        return {"status": "Accepted" if self._apply_profile(evse, profile) else "Rejected"}
+
+    @on_raw("ClearChargingProfile")
+    def on_clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        evse = (payload.get("chargingProfileCriteria") or {}).get("evseId")
+        return {"status": "Accepted" if self.clear_limit(evse) else "Unknown"}
+
+    @on_raw("GetCompositeSchedule")
+    def on_get_composite_schedule(self, payload: dict[str, Any]) -> dict[str, Any]:
+        evse = int(payload["evseId"])
+        targets = list(self.core.connectors.values()) if evse == 0 else [self.core.connectors.get(evse)]
+        if None in targets:
+            return {"status": "Rejected"}
+        amps = min(c.limit_a for c in targets if c is not None)
+        unit = payload.get("chargingRateUnit", "A")
+        limit = amps if unit == "A" else amps * 230 * 3
+        return {"status": "Accepted", "schedule": {
+            "evseId": evse, "duration": int(payload["duration"]), "scheduleStart": iso(datetime.now(UTC)),
+            "chargingRateUnit": unit, "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit, 1)}],
+        }}
+
+    @on_raw("SendLocalList")
+    def on_send_local_list(self, payload: dict[str, Any]) -> dict[str, Any]:
+        version = int(payload["versionNumber"])
+        full = payload["updateType"] == "Full"
+        if not full and version <= self.core.store.local_list_version():
+            return {"status": "VersionMismatch"}
+        entries: dict[str, tuple[str, str | None] | None] = {}
+        for item in payload.get("localAuthorizationList") or []:
+            info = item.get("idTokenInfo")
+            entries[item["idToken"]["idToken"]] = (info["status"], info.get("cacheExpiryDateTime")) if info else None
+        try:
+            self.core.store.local_list_update(version, entries, full=full)
+        except StoreError:
+            return {"status": "Failed"}
+        return {"status": "Accepted"}
+
+    @on_raw("GetLocalListVersion")
+    def on_get_local_list_version(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"versionNumber": self.core.store.local_list_version()}
+
+    @on_raw("ClearCache")
+    def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.core.store.cache_clear()
+        except StoreError:
+            return {"status": "Rejected"}
+        return {"status": "Accepted"}
+
+    @on_raw("DataTransfer")
+    def on_data_transfer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("ocpp: DataTransfer from an unknown vendor rejected", vendor_id=payload.get("vendorId"))
+        return {"status": "UnknownVendorId"}
