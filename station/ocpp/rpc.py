@@ -41,14 +41,8 @@ from ocpp.charge_point import (
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
-from ocpp.v16 import call as call16
-from ocpp.v16 import call_result as call_result16
-from ocpp.v16.enums import Action as Action16
-from ocpp.v201 import call as call201
-from ocpp.v201 import call_result as call_result201
-from ocpp.v201.enums import Action as Action201
 
-from station.ocpp.schema import validate_payload
+from station.ocpp.schema import known_actions, validate_payload
 
 Version = Literal["201", "16"]
 """OCPP version as the configuration names it (`OCPP_PRIMARY`)."""
@@ -183,8 +177,6 @@ class StrictChargePoint(ChargePoint):
             raise ValueError(f"unknown OCPP version {version!r}; expected '201' or '16'")
         self.version = version
         self._ocpp_version = LIBRARY_VERSION[version]
-        self._call = call201 if version == "201" else call16
-        self._call_result = call_result201 if version == "201" else call_result16
         super().__init__(peer_id, connection, response_timeout=response_timeout, logger=_quiet_library_logger)
         self.side = side
         self.log = log or structlog.get_logger("station.ocpp")
@@ -336,12 +328,7 @@ class StrictChargePoint(ChargePoint):
         return tasks
 
     def _is_known_action(self, action: str) -> bool:
-        enum = Action201 if self.version == "201" else Action16
-        try:
-            enum(action)
-        except ValueError:
-            return False
-        return True
+        return action in known_actions(self._ocpp_version)
 
     # -------------------------------------------------------------------- send
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True, timeout: float | None = None) -> dict[str, Any]:

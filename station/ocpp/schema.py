@@ -16,6 +16,7 @@ for `multipleOf: 0.1`) always go to the library, which also converts their paylo
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,21 @@ def compiled_validator(message_type_id: int, action: str, ocpp_version: str) -> 
         except (OSError, ValueError, fastjsonschema.JsonSchemaDefinitionException):
             _compiled[key] = None
     return _compiled[key]
+
+
+@functools.cache
+def known_actions(ocpp_version: str) -> frozenset[str]:
+    """Every action `ocpp_version` defines, read from the library's schema file names.
+
+    Same set as the library's `Action` enums, without importing `ocpp.v201` / `ocpp.v16`
+    (their message dataclasses cost ~4.5 MB of resident memory the station never uses).
+    """
+    directory = _SCHEMA_ROOT / ("v" + ocpp_version.replace(".", "")) / "schemas"
+    suffix = "Request.json" if ocpp_version != "1.6" else ".json"
+    return frozenset(
+        p.name.removesuffix(suffix) for p in directory.glob("*.json")
+        if p.name.endswith(suffix) and not p.name.endswith("Response.json")
+    )
 
 
 def _needs_library(message: Call | CallResult, ocpp_version: str) -> bool:
