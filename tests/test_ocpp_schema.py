@@ -9,7 +9,7 @@ import pytest
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallResult, _validate_payload
 
-from station.ocpp.rpc import _MAY_HOLD_SECRET, SECRET_CONFIG_KEYS, SECRET_KEYS
+from station.ocpp.rpc import SECRET_CONFIG_KEYS, SECRET_KEYS, may_hold_secret
 from station.ocpp.schema import compiled_validator, known_actions, validate_payload
 
 METER = [{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
@@ -101,8 +101,9 @@ def test_unknown_actions_get_the_library_error() -> None:
 
 def test_every_secret_name_triggers_the_redaction_path() -> None:
     for name in SECRET_KEYS | SECRET_CONFIG_KEYS:
-        assert _MAY_HOLD_SECRET.search(f'{{"{name.upper()}": "x"}}')
-        assert _MAY_HOLD_SECRET.search(f'{{"key": "{name}"}}')
+        assert may_hold_secret(f'{{"{name.upper()}": "x"}}')
+        assert may_hold_secret(f'{{"key": "{name}"}}')
+    assert not may_hold_secret('{"idToken": {"idToken": "ABC", "type": "ISO14443"}}')
 
 
 @pytest.mark.parametrize("version", ["2.0.1", "1.6"])

@@ -31,6 +31,7 @@ from ocpp.exceptions import OCPPError
 
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
+from station.ocpp import schema
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint
 
 if TYPE_CHECKING:
@@ -311,6 +312,7 @@ class BaseSession(StrictChargePoint):
                 await self.send_status(conn, force=True)
             self.spawn(self._heartbeat_loop(), "ocpp-heartbeat")
             self.spawn(self._outbox_loop(), "ocpp-outbox")
+            self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))

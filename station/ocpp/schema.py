@@ -16,6 +16,7 @@ for `multipleOf: 0.1`) always go to the library, which also converts their paylo
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable
@@ -73,6 +74,21 @@ def known_actions(ocpp_version: str) -> frozenset[str]:
         p.name.removesuffix(suffix) for p in directory.glob("*.json")
         if p.name.endswith(suffix) and not p.name.endswith("Response.json")
     )
+
+
+LATENCY_CRITICAL: dict[str, tuple[str, ...]] = {
+    "2.0.1": ("RequestStartTransaction", "RequestStopTransaction", "TransactionEvent", "Authorize"),
+    "1.6": ("RemoteStopTransaction", "StartTransaction", "StopTransaction", "MeterValues", "Authorize"),
+}
+"""Messages whose first use must not pay the compile (tens of ms each): a remote start waits on them."""
+
+
+async def warm_up(ocpp_version: str) -> None:
+    """Compile the latency-critical validators now, one per loop turn, instead of on first use."""
+    for action in LATENCY_CRITICAL.get(ocpp_version, ()):
+        for message_type_id in (MessageType.Call, MessageType.CallResult):
+            compiled_validator(message_type_id, action, ocpp_version)
+            await asyncio.sleep(0)
 
 
 def _needs_library(message: Call | CallResult, ocpp_version: str) -> bool:

@@ -36,6 +36,8 @@ FIGURES: list[tuple[str, str, str, float | None, str]] = [
     ("remote_16_p50_ms", "(2) RemoteStartTransaction (1.6) → authorize frame, p50", "ms", None, "max"),
     ("remote_16_p99_ms", "(2) RemoteStartTransaction (1.6) → authorize frame, p99", "ms", 10.0, "max"),
     ("replay_msgs_per_s", "(3) offline replay, 2.0.1", "msg/s", 2000.0, "min"),
+    ("replay_daemon_cpu_us_per_msg", "(3)   daemon CPU per message", "µs", None, "max"),
+    ("replay_csms_cpu_us_per_msg", "(3)   dev CSMS (harness) CPU per message", "µs", None, "max"),
     ("replay_lost", "(3)   lost", "", 0.0, "max"),
     ("replay_duplicated", "(3)   duplicated", "", 0.0, "max"),
     ("rss_daemon_start_mb", "(4) daemon RSS after start", "MB", 40.0, "max"),
@@ -85,7 +87,9 @@ async def one_run(base: Path, args: argparse.Namespace, run: int) -> dict[str, A
 
         raw["replay"] = r = await scenarios.replay(step("replay"), csms, args.events)
         figures.update(replay_msgs_per_s=r["messages_per_s"], replay_lost=r["lost"], replay_duplicated=r["duplicated"],
-                       rss_daemon_events_mb=r["rss_after_events"]["daemon_mb"], rss_api_events_mb=r["rss_after_events"]["api_mb"])
+                       rss_daemon_events_mb=r["rss_after_events"]["daemon_mb"], rss_api_events_mb=r["rss_after_events"]["api_mb"],
+                       replay_daemon_cpu_us_per_msg=r["cpu_us_per_message"]["daemon"],
+                       replay_csms_cpu_us_per_msg=r["cpu_us_per_message"]["csms"])
         csms.forget()
         raw["bare_replay"] = b = await scenarios.bare(step("bare-replay"), csms, "replay", count=args.events)
         figures["bare_replay_msgs_per_s"] = b["messages_per_s"]

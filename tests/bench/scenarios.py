@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from tests.bench.common import (
     BenchCsms,
     Proc,
     SerialTap,
+    cpu_seconds,
     free_port,
     idle_cpu_percent,
     latency_summary,
@@ -135,9 +137,12 @@ async def replay(workdir: Path, csms: BenchCsms, count: int, version: str = "201
             return [a for a in csms.arrivals if a.item.kind == "call" and a.item.action in actions
                     and a.item.station_id == STATION_ID]
 
+        cpu_before = {"daemon": cpu_seconds(station.pid), "csms": cpu_seconds(os.getpid())}
         deadline = time.monotonic() + max(60.0, count / 100)
         while len(transaction_messages()) < count and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        cpu_us = {k: round((cpu_seconds(pid) - cpu_before[k]) * 1e6 / count)
+                  for k, pid in (("daemon", station.pid), ("csms", os.getpid()))}
         await asyncio.sleep(0.5)  # anything sent twice would arrive now
         messages = transaction_messages()
         rss = {"daemon_mb": round(rss_mb(station.pid), 1), "api_mb": round(rss_mb(api.pid), 1)}
@@ -147,7 +152,8 @@ async def replay(workdir: Path, csms: BenchCsms, count: int, version: str = "201
     store.close()
     seconds = messages[-1].at - messages[0].at if len(messages) > 1 else float("nan")
     return {"version": version, "messages_per_s": (len(messages) - 1) / seconds if seconds else 0.0,
-            "seconds": seconds, **report, "outbox_left": depth, "rss_after_events": rss}
+            "seconds": seconds, **report, "outbox_left": depth, "rss_after_events": rss,
+            "cpu_us_per_message": cpu_us}
 
 
 # --------------------------------------------------------------- (1) status latency, (2) remote start
@@ -213,12 +219,17 @@ async def _remote_starts(csms: BenchCsms, sim: SimulatorProcess, tap: SerialTap,
             {"idToken": {"idToken": f"REMOTE{k}", "type": "Central"}, "remoteStartId": k + 1, "evseId": 1}
             if version == "201" else {"idTag": f"REMOTE{k}", "connectorId": 1})
         tap.record.to_esp32.clear()
+        tap.record.from_esp32.clear()
         t0 = time.monotonic()
         response = await csms.call(STATION_ID, action, payload)
         if response.get("status") != "Accepted":
             raise RuntimeError(f"{action} not accepted: {response}")
         written = await tap.wait(lambda: next((t for t, data in tap.record.to_esp32 if AUTHORIZE in data), None))
         latencies.append(written - t0)
+        # Let the ESP32 confirm before the EV leaves, as a car would: an unplug racing the
+        # command would leave the station retrying it (1 s) into the next sample.
+        await tap.wait(lambda: any(t > written and f.status.authorized for t, f in tap.record.from_esp32))
+        await asyncio.sleep(0.005)
         since = len(csms.arrivals)
         await sim.command("unplug")
         await sim.command("send_status")
