@@ -177,6 +177,18 @@ def current_limit(schedule_periods: list[dict[str, Any]], elapsed_s: float = 0) 
     return float(max(in_force, key=lambda p: float(p.get("startPeriod", 0)))["limit"])
 
 
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`. Unlike `asyncio.wait_for` on Python 3.11, a cancellation
+    arriving as the event fires is never swallowed (a swallowed one left a session's loops running
+    after its connection was closed, and the shutdown waiting on them forever)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 OUTBOX_BATCH = 100
 """Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
 
@@ -355,8 +367,7 @@ class BaseSession(StrictChargePoint):
     async def _heartbeat_loop(self) -> None:
         while True:
             self._heartbeat_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_changed.wait(), self.client.heartbeat_seconds)
+            if await wait_event(self._heartbeat_changed, self.client.heartbeat_seconds):
                 continue  # interval changed: start waiting afresh
             await self.send_heartbeat()
 
@@ -398,14 +409,12 @@ class BaseSession(StrictChargePoint):
                     entries = []
                 entries = [e for e in entries if e.id not in self._confirmed]
                 if not entries:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._outbox_wake.wait(), 5)
+                    await wait_event(self._outbox_wake, 5)
                     continue
                 for entry in entries:
                     wait = entry.next_attempt - time.time()
                     if wait > 0:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.Event().wait(), wait)
+                        await asyncio.sleep(wait)
                         break  # re-read: keep strict order
                     if not await self._deliver(entry):
                         break

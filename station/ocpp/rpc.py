@@ -339,6 +339,21 @@ class StrictChargePoint(ChargePoint):
     def _is_known_action(self, action: str) -> bool:
         return action in known_actions(self._ocpp_version)
 
+    async def _get_specific_response(self, unique_id: str, timeout: float) -> Any:
+        """The answer to our CALL `unique_id`; answers to earlier, timed-out calls are dropped.
+
+        Replaces the library's version, which waits with `asyncio.wait_for`: on Python 3.11 that
+        swallows a cancellation arriving together with the answer, and the cancelled session's
+        loops then ran on (a closed link's session never ended; `station loadtest` hung on stop).
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await self._response_queue.get()
+                if response.unique_id == unique_id:
+                    return response
+                self.log.warning("ocpp: answer to an unknown or expired call dropped", station_id=self.id,
+                                 unique_id=response.unique_id)
+
     # -------------------------------------------------------------------- send
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True, timeout: float | None = None) -> dict[str, Any]:
         """Send a CALL with a camelCase payload; return the CALLRESULT payload.
