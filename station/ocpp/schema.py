@@ -55,7 +55,10 @@ def compiled_validator(message_type_id: int, action: str, ocpp_version: str) -> 
         try:
             schema = json.loads(_schema_path(*key).read_text(encoding="utf-8-sig"))
             # Like the library's Draft4Validator (no format checker): "format" is not enforced.
-            _compiled[key] = fastjsonschema.compile(schema, use_formats=False, use_default=False)
+            # No detailed exceptions: the library words the error anyway, and they made the generated
+            # code 6x larger (RequestStartTransaction: 244 KB; compiling it raised RSS by 9 MB).
+            _compiled[key] = fastjsonschema.compile(schema, use_formats=False, use_default=False,
+                                                    detailed_exceptions=False)
         except (OSError, ValueError, fastjsonschema.JsonSchemaDefinitionException):
             _compiled[key] = None
     return _compiled[key]
