@@ -80,15 +80,6 @@ def summarize(response: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def __getattr__(name: str) -> Any:
-    """`OcppClient` and `link_params` live in `client.py`; importable from here too."""
-    if name in ("OcppClient", "link_params", "StationInfo"):
-        from station.ocpp import client
-
-        return getattr(client, name)
-    raise AttributeError(name)
-
-
 class Unsendable(Exception):
     """An outbox entry that cannot be expressed in this version now (e.g. 1.6 without a transactionId)."""
 
@@ -311,6 +302,7 @@ class BaseSession(StrictChargePoint):
     async def _boot(self) -> None:
         while True:
             response = await self.request("BootNotification", self.boot_payload())
+            self.client.boot_exchange = self.client.exchanges[-1]
             self.trust_time(response.get("currentTime"))
             interval = int(response.get("interval") or 0)
             status = response.get("status")
