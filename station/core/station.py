@@ -190,7 +190,7 @@ class StationCore:
         self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
 
     def tick(self) -> None:
-        """Periodic duties: meter values during transactions, authorizations that waited too long."""
+        """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
         now = time.monotonic()
         for conn in self.connectors.values():
             if conn.pending and now > conn.pending.expires_mono:
@@ -200,6 +200,10 @@ class StationCore:
             if conn.transaction and now - conn.last_periodic >= self.meter_value_seconds:
                 conn.last_periodic = now
                 self._record(conn, "updated", "MeterValuePeriodic")
+            if conn.last_command_error is not None and not (conn.actuator and not conn.actuator.done()):
+                # A command the controller did not confirm (a stop above all) is retried, not forgotten:
+                # the controller's status may not change again to trigger it.
+                self._actuate(conn)
 
     def set_csms_online(self, online: bool) -> None:
         self.csms_online = online
