@@ -229,6 +229,13 @@ class Store:
         with self.transaction("ack outbox"):
             self._db.execute("DELETE FROM outbox WHERE id=?", (entry_id,))
 
+    def ack_outbox_many(self, entry_ids: list[int]) -> None:
+        """Delete confirmed entries in one commit: one fsync for a run of confirmations during replay."""
+        if not entry_ids:
+            return
+        with self.transaction("ack outbox"):
+            self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in entry_ids])
+
     def retry_outbox(self, entry_id: int, error: str, delay_s: float, *, park: bool) -> None:
         """Count a failed attempt; park the entry (kept for inspection, not sent) when out of attempts."""
         with self.transaction("retry outbox"):
