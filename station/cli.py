@@ -1,0 +1,211 @@
+"""`station`: the command a technician types. Every failure ends in one readable line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from station import __version__, exitcodes
+from station.config import SECRET_FIELDS, ConfigError, LoadedConfig, Settings, describe, load, variable_of
+
+EPILOG = """\
+configuration: flags override environment variables, which override the env file
+(/etc/ocpp_station.env, or --env-file PATH). `station config show` prints the effective
+values and where each came from. Secrets (OCPP_STATION_PASSWORD, STATION_API_TOKEN) are
+only read from the environment or the env file, never from flags.
+
+exit codes:
+""" + "\n".join(f"  {code:>3}  {text}" for code, text in sorted(exitcodes.DESCRIPTIONS.items()))
+
+
+def _settings_flags() -> argparse.ArgumentParser:
+    """Parent parser: one --flag per non-secret setting, named after the setting."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings (override environment and env file)")
+    for name, field in Settings.model_fields.items():
+        if name in SECRET_FIELDS:
+            continue
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"setting_{name}",
+            metavar=variable_of(name),
+            help=field.description,
+        )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings_flags = _settings_flags()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env-file", type=Path, help="env file to read (default /etc/ocpp_station.env)")
+
+    parser = argparse.ArgumentParser(
+        prog="station",
+        description="EV charge point station daemon: OCPP 2.0.1/1.6J to the CSMS, ESP32 charge controller, "
+        "Modbus energy meter.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common, settings_flags],
+    )
+    parser.add_argument("--version", action="version", version=f"station {__version__}")
+    parser.add_argument(
+        "--once", action="store_true",
+        help="smoke test: check config, CSMS (Boot/Status/Heartbeat), ESP32, clock and disk; print one JSON "
+        "report on stdout; exit 0 only when healthy (see exit codes below)",
+    )
+    parser.add_argument("--timeout", type=float, default=15.0, help="--once: total time limit in seconds (15)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("run", parents=[common, settings_flags], help="run the station daemon (what systemd starts)",
+                   description="Run the station daemon until SIGTERM.")
+    status = sub.add_parser("status", parents=[common, settings_flags], help="show the running daemon's state",
+                            description="Ask the running daemon (over its IPC socket) for its state.")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_sub.add_parser("show", parents=[common, settings_flags],
+                                 help="print the effective configuration, secrets masked, with sources")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    demo = sub.add_parser("demo", help="run CSMS, simulators, station and API together with a scripted session",
+                          description="Start the development CSMS, the ESP32 and meter simulators, the station "
+                          "and the API as separate processes and play a charging session. "
+                          "DEMO_SECONDS=N ends it after N seconds.")
+    demo.add_argument("--ocpp", choices=["201", "16"], default=None, help="OCPP version (default: OCPP_PRIMARY or 201)")
+    demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (DEMO_SECONDS)")
+
+    sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port)", add_help=False)
+    sim = sub.add_parser("sim", help="hardware simulators on pseudo-terminals")
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)
+    sim_sub.add_parser("esp32", help="ESP32 charge controller + EV simulator", add_help=False)
+    sim_sub.add_parser("meter", help="Modbus RTU energy meter simulator", add_help=False)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k.removeprefix("setting_"): v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
+
+
+def load_config(args: argparse.Namespace) -> LoadedConfig:
+    return load(_overrides(args), args.env_file)
+
+
+def _setup_logging(settings: Settings | None, *, stream: Any = None) -> None:
+    from station import logs
+
+    if settings is not None:
+        logs.register_secrets(settings.secrets())
+        logs.configure(settings.log_format, settings.log_level, stream=stream)
+    else:
+        logs.configure("auto", "info", stream=stream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Tools with their own argument parsers get the rest of the command line untouched.
+    delegated = _delegate(argv)
+    if delegated is not None:
+        return delegated
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.once:
+            from station.once import run_once
+
+            return run_once(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "status":
+            return _status(args)
+        if args.command == "config":
+            return _config_show(args)
+        if args.command == "demo":
+            from station.devtools.demo import run_demo
+
+            return run_demo(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return exitcodes.CONFIG
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return exitcodes.USAGE
+
+
+def _delegate(argv: list[str]) -> int | None:
+    if argv[:1] == ["dev-csms"]:
+        from station.devtools import csms
+
+        return csms.main(argv[1:])
+    if argv[:2] == ["sim", "esp32"]:
+        from station.controller import simulator
+
+        return simulator.main(argv[2:])
+    if argv[:2] == ["sim", "meter"]:
+        from station.meter import simulator as meter_simulator
+
+        return meter_simulator.main(argv[2:])
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    loaded = load_config(args)
+    _setup_logging(loaded.settings)
+    from station.daemon import serve
+
+    try:
+        return asyncio.run(serve(loaded.settings))
+    except OSError as exc:
+        import structlog
+
+        structlog.get_logger("station").error("station cannot start", error=str(exc))
+        return exitcodes.FAILURE
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    loaded = load_config(args)
+    rows = describe(loaded)
+    if args.json:
+        print(json.dumps({"env_file": str(loaded.env_file) if loaded.env_file else None, "settings": rows}, indent=2))
+        return exitcodes.OK
+    print(f"# env file: {loaded.env_file or '(none found)'}")
+    width = max(len(r["variable"]) for r in rows)
+    for r in rows:
+        print(f"{r['variable']:<{width}}  {r['value']:<40}  ({r['source']})")
+    return exitcodes.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from station.ipc.client import DaemonUnavailable, IpcClient
+
+    loaded = load_config(args)
+
+    async def fetch() -> dict[str, Any]:
+        async with IpcClient(loaded.settings.ipc_socket) as client:
+            return await client.status()
+
+    try:
+        status = asyncio.run(fetch())
+    except DaemonUnavailable as exc:
+        print(f"station daemon not reachable at {loaded.settings.ipc_socket}: {exc}", file=sys.stderr)
+        return exitcodes.DAEMON_UNAVAILABLE
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return exitcodes.OK
+    ocpp = status.get("ocpp", {})
+    print(f"station {status.get('station_id')}  software {status.get('software_version')}")
+    version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
+    print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
+          f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}")
+    print(f"offline queue: {status.get('outbox_depth')}   clock trusted: {status.get('clock', {}).get('trusted')}")
+    for c in status.get("connectors", []):
+        tx = c.get("transaction")
+        print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
+              f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else ""))
+    return exitcodes.OK

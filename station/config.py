@@ -1,0 +1,277 @@
+"""Station configuration: CLI flag > environment > env file > default.
+
+The env file (`/etc/ocpp_station.env` on devices) and the environment use the
+variable names already deployed in the field (`OCPP_*`) plus `STATION_*` ones.
+Every setting has exactly one variable name, so `config show` can say where
+each value came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ENV_FILE = Path("/etc/ocpp_station.env")
+ENV_FILE_VARIABLE = "STATION_ENV_FILE"
+
+
+def _var(name: str, description: str, **kwargs: Any) -> Any:
+    """A field read from exactly one environment variable `name`."""
+    return Field(validation_alias=AliasChoices(name), description=description, **kwargs)
+
+
+class Settings(BaseSettings):
+    """Everything the daemon, the API and the tools read from configuration."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        case_sensitive=True,
+        populate_by_name=False,
+        env_ignore_empty=True,
+        validate_default=True,
+    )
+
+    # --- names already used in the field --------------------------------
+    station_name: str = _var("OCPP_STATION_NAME", "Station id (the CSMS knows the station by it).")
+    station_password: SecretStr | None = _var(
+        "OCPP_STATION_PASSWORD", "Password for HTTP basic auth (security profiles 1 and 2).", default=None
+    )
+    ocpp_primary: Literal["201", "16"] = _var(
+        "OCPP_PRIMARY", "OCPP version tried first: 201 (2.0.1) or 16 (1.6J).", default="201"
+    )
+    ocpp_201_url: str | None = _var(
+        "OCPP_201_URL", "CSMS URL for OCPP 2.0.1; a URL ending in / gets the station id appended.", default=None
+    )
+    ocpp_16_url: str | None = _var(
+        "OCPP_16_URL", "CSMS URL for OCPP 1.6J; a URL ending in / gets the station id appended.", default=None
+    )
+    heartbeat_seconds: int = _var(
+        "OCPP_HEARTBEAT_SECONDS",
+        "Heartbeat interval until the CSMS sets one in its BootNotification response.",
+        default=300,
+        ge=1,
+        le=86400,
+    )
+
+    # --- CSMS link ----------------------------------------------------------
+    security_profile: Literal[0, 1, 2, 3] | None = _var(
+        "STATION_SECURITY_PROFILE",
+        "OCPP security profile (0 none, 1 basic auth, 2 TLS + basic auth, 3 TLS client cert); "
+        "empty = inferred from the URL scheme and the credentials configured.",
+        default=None,
+    )
+    ca_bundle: Path | None = _var("STATION_CA_BUNDLE", "CA bundle to verify the CSMS (wss://).", default=None)
+    client_cert: Path | None = _var("STATION_CLIENT_CERT", "Client certificate (profile 3).", default=None)
+    client_key: Path | None = _var("STATION_CLIENT_KEY", "Client certificate key (profile 3).", default=None)
+    fallback_after: int = _var(
+        "STATION_FALLBACK_AFTER", "Failed attempts on the primary version before trying the other.", default=3, ge=1
+    )
+    primary_retry_seconds: float = _var(
+        "STATION_PRIMARY_RETRY_SECONDS", "How long to stay on the fallback version before probing the primary.",
+        default=3600.0, gt=0,
+    )
+    backoff_min_seconds: float = _var("STATION_BACKOFF_MIN_SECONDS", "First reconnect delay.", default=1.0, gt=0)
+    backoff_max_seconds: float = _var("STATION_BACKOFF_MAX_SECONDS", "Longest reconnect delay.", default=60.0, gt=0)
+
+    # --- hardware -----------------------------------------------------------
+    esp32_port: str = _var("STATION_ESP32_PORT", "Serial device of the ESP32 charge controller.", default="/dev/esp32")
+    esp32_baud: int = _var("STATION_ESP32_BAUD", "ESP32 serial speed.", default=115200, gt=0)
+    esp32_poll_seconds: float = _var(
+        "STATION_ESP32_POLL_SECONDS", "Status request interval to the ESP32.", default=0.25, gt=0
+    )
+    esp32_link_timeout_seconds: float = _var(
+        "STATION_ESP32_LINK_TIMEOUT_SECONDS", "No valid frame for this long = ESP32 link down.", default=3.0, gt=0
+    )
+    meter_port: str = _var("STATION_METER_PORT", "Serial device of the Modbus meter; empty = no meter.", default="")
+    meter_model: str = _var("STATION_METER_MODEL", "Register map of the meter.", default="adl400")
+    meter_unit: int = _var("STATION_METER_UNIT", "Modbus unit id of the meter.", default=1, ge=1, le=247)
+    meter_baud: int = _var("STATION_METER_BAUD", "Meter serial speed.", default=9600, gt=0)
+    meter_poll_seconds: float = _var("STATION_METER_POLL_SECONDS", "Meter poll interval.", default=1.0, gt=0)
+    connectors: int = _var("STATION_CONNECTORS", "Number of connectors (one ESP32 each).", default=1, ge=1, le=8)
+    max_current_a: int = _var(
+        "STATION_MAX_CURRENT_A", "Hardware current limit per connector, in A (6..32).", default=32, ge=6, le=32
+    )
+    meter_value_seconds: int = _var(
+        "STATION_METER_VALUE_SECONDS", "Meter values sent during a transaction every this many seconds.",
+        default=60, ge=1,
+    )
+
+    # --- local state and services --------------------------------------------
+    state_dir: Path = _var("STATION_STATE_DIR", "Durable state (SQLite).", default=Path("/var/lib/station"))
+    ipc_socket: Path = _var(
+        "STATION_IPC_SOCKET", "Unix socket of the daemon.", default=Path("/run/station/station.sock")
+    )
+    api_bind: str = _var(
+        "STATION_API_BIND", "host:port of the local API (127.0.0.1 keeps it on the station).",
+        default="127.0.0.1:8080",
+    )
+    api_token: SecretStr | None = _var(
+        "STATION_API_TOKEN", "Bearer token for the API's control endpoints.", default=None
+    )
+    log_format: Literal["auto", "json", "console"] = _var(
+        "STATION_LOG_FORMAT", "auto = console on a terminal, JSON lines otherwise.", default="auto"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = _var(
+        "STATION_LOG_LEVEL", "Log level.", default="info"
+    )
+
+    @field_validator("station_name")
+    @classmethod
+    def _station_name_is_an_id(cls, value: str) -> str:
+        if not value or any(c.isspace() or c in "/?#" for c in value):
+            raise ValueError("expected a station id without spaces or / ? #, e.g. ORGE_AC_001")
+        return value
+
+    @field_validator("ocpp_201_url", "ocpp_16_url")
+    @classmethod
+    def _websocket_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("expected a ws:// or wss:// URL")
+        return value
+
+    @field_validator("api_bind")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+        return value
+
+    @model_validator(mode="after")
+    def _some_csms_url(self) -> "Settings":
+        if not (self.ocpp_201_url or self.ocpp_16_url):
+            raise ValueError("OCPP_201_URL or OCPP_16_URL must be set: the CSMS WebSocket URL")
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "station.db"
+
+    @property
+    def api_host(self) -> str:
+        return self.api_bind.rpartition(":")[0].strip("[]")
+
+    @property
+    def api_port(self) -> int:
+        return int(self.api_bind.rpartition(":")[2])
+
+    def secrets(self) -> list[str]:
+        """The secret values in force, for log redaction."""
+        return [s.get_secret_value() for s in (self.station_password, self.api_token) if s and s.get_secret_value()]
+
+
+def variable_of(field_name: str) -> str:
+    alias = Settings.model_fields[field_name].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return str(alias.choices[0])
+
+
+FIELD_BY_VARIABLE = {variable_of(name): name for name in Settings.model_fields}
+SECRET_FIELDS = frozenset({"station_password", "api_token"})
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message is one line per problem, secrets masked."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    settings: Settings
+    sources: dict[str, str]
+    """Field name → where its value came from: 'cli', 'env', 'file:PATH' or 'default'."""
+    env_file: Path | None
+
+
+def _mask(field_name: str, value: Any) -> str:
+    if field_name in SECRET_FIELDS:
+        return "'***'" if value not in (None, "") else "''"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "...'"
+
+
+def _read_env_file(path: Path, required: bool) -> dict[str, str]:
+    if not path.exists():
+        if required:
+            raise ConfigError(f"config error: env file {path} does not exist")
+        return {}
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config error: env file {path} cannot be read: {exc.__class__.__name__}") from None
+    import io
+
+    values = dotenv_values(stream=io.StringIO(raw))
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def load(cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> LoadedConfig:
+    """Build the settings: CLI overrides (field name → value) > environment > env file > default.
+
+    `env_file` None means `$STATION_ENV_FILE` or /etc/ocpp_station.env, which may be
+    absent; a file named explicitly must exist.
+    """
+    required = env_file is not None or bool(os.environ.get(ENV_FILE_VARIABLE))
+    path = Path(env_file or os.environ.get(ENV_FILE_VARIABLE) or DEFAULT_ENV_FILE)
+    file_values = _read_env_file(path, required)
+    overrides = {variable_of(k): v for k, v in (cli or {}).items() if v is not None}
+    try:
+        settings = Settings(_env_file=path if file_values else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        merged = {**file_values, **{k: v for k, v in os.environ.items() if k in FIELD_BY_VARIABLE}, **overrides}
+        raise ConfigError(_describe(exc, merged)) from None
+
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        var = variable_of(name)
+        if var in overrides:
+            sources[name] = "cli"
+        elif os.environ.get(var):
+            sources[name] = "env"
+        elif file_values.get(var):
+            sources[name] = f"file:{path}"
+        else:
+            sources[name] = "default"
+    return LoadedConfig(settings=settings, sources=sources, env_file=path if file_values else None)
+
+
+def _describe(exc: ValidationError, merged: dict[str, Any]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        if not err["loc"]:
+            lines.append(f"config error: {str(err['msg']).removeprefix('Value error, ')}")
+            continue
+        var = str(err["loc"][0])
+        field = FIELD_BY_VARIABLE.get(var, var)
+        if err["type"] == "missing":
+            lines.append(f"config error: {var} is missing: {Settings.model_fields[field].description}")
+            continue
+        shown = _mask(field, merged.get(var))
+        message = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"config error: {var}={shown}: {message}")
+    return "\n".join(lines)
+
+
+def describe(loaded: LoadedConfig) -> list[dict[str, str]]:
+    """Rows for `station config show`: variable, effective value (secrets masked), source."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(loaded.settings, name)
+        if isinstance(value, SecretStr):
+            shown = "***" if value.get_secret_value() else ""
+        elif value is None:
+            shown = ""
+        else:
+            shown = str(value)
+        rows.append({"variable": variable_of(name), "value": shown, "source": loaded.sources[name],
+                     "description": field.description or ""})
+    return rows

@@ -1,0 +1,505 @@
+"""The station's protocol-neutral brain: connectors, authorization, transactions, limits, availability.
+
+Inputs arrive from the hardware links (`on_controller_status`, `on_controller_link`,
+`on_meter_reading`) and from command sources (OCPP adapter, IPC); after each,
+`_reconcile` recomputes the connector's status, starts or ends transactions and
+decides what the charge controller must be told. Commands to the controller run
+in one actuator task per connector, because a link's confirmation arrives
+through the same callback that triggered the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from station.core.clock import Clock
+from station.core.connector import DerivedStatus, derive_status, relay_may_close
+from station.core.events import EventBus
+from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
+from station.core.ports import ChargeController, ControllerError
+from station.core.store import OutboxEntry, Store, StoreError, TransactionRecord
+
+log = structlog.get_logger(__name__)
+
+AuthStatus = Literal["Accepted", "Blocked", "Expired", "Invalid", "Unknown", "ConcurrentTx", "NoCredit"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    status: str
+    expires_at: str | None = None
+
+
+class Authorizer(Protocol):
+    """Asks the CSMS whether a token may charge; None when the CSMS cannot be asked now."""
+
+    async def authorize(self, id_token: str, token_type: str) -> AuthResult | None: ...
+
+
+@dataclass(slots=True)
+class PendingAuthorization:
+    id_token: str
+    token_type: str
+    remote_start_id: int | None
+    trigger: str
+    expires_mono: float
+
+
+@dataclass(slots=True)
+class Connector:
+    id: int
+    controller: ChargeController | None = None
+    report: ControllerStatus | None = None
+    link_up: bool = False
+    link_reason: str = "not connected yet"
+    operative: bool = True
+    inoperative_scheduled: bool = False
+    derived: DerivedStatus = field(
+        default_factory=lambda: DerivedStatus(ConnectorStatus.FAULTED, "InternalError", "charge controller link down")
+    )
+    transaction: TransactionRecord | None = None
+    pending: PendingAuthorization | None = None
+    limits: dict[str, float] = field(default_factory=dict)
+    last_meter: MeterReading | None = None
+    last_periodic: float = 0.0
+    actuator: asyncio.Task[None] | None = None
+    actuate_again: bool = False
+    last_command_error: str | None = None
+
+    @property
+    def limit_a(self) -> float:
+        return min(self.limits.values()) if self.limits else 32.0
+
+    @property
+    def vehicle_present(self) -> bool:
+        return self.report is not None and self.report.pilot in (PilotState.B, PilotState.C, PilotState.D)
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.report
+        return {
+            "id": self.id,
+            "status": self.derived.status.value,
+            "error_code": self.derived.error_code,
+            "info": self.derived.info,
+            "charging_state": self.derived.charging_state,
+            "operative": self.operative,
+            "inoperative_scheduled": self.inoperative_scheduled,
+            "controller_link": {"up": self.link_up, "reason": self.link_reason,
+                                "firmware": self.controller.firmware if self.controller else None},
+            "pilot": r.pilot.value if r else None,
+            "controller_state": r.state.name if r else None,
+            "relay_closed": r.relay_closed if r else None,
+            "controller_authorized": r.authorized if r else None,
+            "offered_current_a": r.max_current_a if r else None,
+            "limit_a": self.limit_a,
+            "limits": dict(self.limits),
+            "transaction": self.transaction.to_json() if self.transaction else None,
+            "pending_authorization": bool(self.pending),
+            "meter": meter_json(self.last_meter),
+            "last_command_error": self.last_command_error,
+        }
+
+
+def meter_json(reading: MeterReading | None) -> dict[str, Any] | None:
+    if reading is None:
+        return None
+    return {
+        "energy_wh": reading.energy_import_wh,
+        "power_w": reading.power_w,
+        "current_a": list(reading.current_a) if reading.current_a else None,
+        "voltage_v": list(reading.voltage_v) if reading.voltage_v else None,
+        "frequency_hz": reading.frequency_hz,
+    }
+
+
+class StationCore:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock | None = None,
+        connector_ids: Iterable[int] = (1,),
+        max_current_a: int = 32,
+        meter_value_seconds: float = 60.0,
+        connection_timeout_s: float = 60.0,
+        has_meter: bool = False,
+    ) -> None:
+        self.store = store
+        self.clock = clock or Clock()
+        self.events = EventBus()
+        self.authorizer: Authorizer | None = None
+        self.csms_online = False
+        self.has_meter = has_meter
+        self.meter_value_seconds = float(store.get("meter_value_seconds", meter_value_seconds))
+        self.connection_timeout_s = float(store.get("connection_timeout_s", connection_timeout_s))
+        self.connectors: dict[int, Connector] = {}
+        for cid in connector_ids:
+            conn = Connector(cid, operative=bool(store.get(f"operative:{cid}", True)))
+            conn.limits["hardware"] = float(max_current_a)
+            self.connectors[cid] = conn
+        for tx in store.open_transactions():
+            if tx.connector_id in self.connectors:
+                self.connectors[tx.connector_id].transaction = tx
+                log.info("transaction restored", transaction_id=tx.id, connector_id=tx.connector_id)
+        self._closing = False
+
+    # --- wiring -----------------------------------------------------------------
+    def attach_controller(self, connector_id: int, controller: ChargeController) -> None:
+        self.connectors[connector_id].controller = controller
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = [c.actuator for c in self.connectors.values() if c.actuator and not c.actuator.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- hardware inputs --------------------------------------------------------
+    def on_controller_status(self, connector_id: int, report: ControllerStatus) -> None:
+        conn = self.connectors[connector_id]
+        previous = conn.report
+        conn.report = report
+        if not conn.link_up:
+            self.on_controller_link(connector_id, True, "valid status frame")
+            return
+        if previous != report:
+            self._reconcile(conn)
+
+    def on_controller_link(self, connector_id: int, up: bool, reason: str) -> None:
+        conn = self.connectors[connector_id]
+        if conn.link_up == up:
+            return
+        conn.link_up, conn.link_reason = up, reason
+        (log.info if up else log.warning)("charge controller link", connector_id=connector_id, up=up, reason=reason)
+        self.events.publish("controller_link", connector_id=connector_id, up=up, reason=reason)
+        self._reconcile(conn)
+
+    def on_meter_reading(self, reading: MeterReading, connector_id: int = 1) -> None:
+        conn = self.connectors.get(connector_id)
+        if conn is None:
+            return
+        conn.last_meter = reading
+        self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
+
+    def tick(self) -> None:
+        """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
+        now = time.monotonic()
+        for conn in self.connectors.values():
+            if conn.pending and now > conn.pending.expires_mono:
+                log.info("authorization expired: no vehicle plugged in", connector_id=conn.id)
+                conn.pending = None
+                self._publish_connector(conn)
+            if conn.transaction and now - conn.last_periodic >= self.meter_value_seconds:
+                conn.last_periodic = now
+                self._record(conn, "updated", "MeterValuePeriodic")
+            if conn.last_command_error is not None and not (conn.actuator and not conn.actuator.done()):
+                # A command the controller did not confirm (a stop above all) is retried, not forgotten:
+                # the controller's status may not change again to trigger it.
+                self._actuate(conn)
+
+    def set_csms_online(self, online: bool) -> None:
+        self.csms_online = online
+
+    # --- commands ---------------------------------------------------------------
+    async def authorize_token(self, id_token: str, token_type: str = "ISO14443") -> AuthResult:
+        """Local list first, then the CSMS, then the cache when offline (OCPP's local authorization)."""
+        listed = self.store.local_list_lookup(id_token)
+        if listed and listed[0] == "Accepted":
+            return AuthResult(*listed)
+        result = await self.authorizer.authorize(id_token, token_type) if self.authorizer else None
+        if result is not None:
+            try:
+                self.store.cache_put(id_token, result.status, result.expires_at)
+            except StoreError:
+                pass
+            return result
+        cached = self.store.cache_lookup(id_token) or listed
+        if cached:
+            return AuthResult(*cached)
+        return AuthResult("Unknown")
+
+    def request_start(
+        self,
+        connector_id: int | None,
+        id_token: str,
+        token_type: str = "Central",
+        remote_start_id: int | None = None,
+        trigger: str = "RemoteStart",
+    ) -> tuple[bool, str]:
+        """Authorize a session on a connector (plug-in may come later). Returns (accepted, reason)."""
+        conn = self._pick_connector(connector_id)
+        if conn is None:
+            return False, "unknown connector" if connector_id else "no free connector"
+        if conn.transaction or conn.pending:
+            return False, "connector busy"
+        if not conn.operative:
+            return False, "connector unavailable"
+        if conn.derived.status == ConnectorStatus.FAULTED:
+            return False, f"connector faulted: {conn.derived.info}"
+        conn.pending = PendingAuthorization(
+            id_token, token_type, remote_start_id, trigger, time.monotonic() + self.connection_timeout_s
+        )
+        log.info("session authorized", connector_id=conn.id, trigger=trigger, remote_start_id=remote_start_id)
+        self._reconcile(conn)
+        return True, "accepted"
+
+    def request_stop(self, transaction_id: str | None = None, *, connector_id: int | None = None,
+                     reason: str = "Remote", trigger: str = "RemoteStop") -> bool:
+        for conn in self.connectors.values():
+            tx = conn.transaction
+            if tx and (tx.id == transaction_id or (transaction_id is None and conn.id == connector_id)):
+                self._end_transaction(conn, reason, trigger)
+                self._reconcile(conn)
+                return True
+            if transaction_id is None and conn.id == connector_id and conn.pending:
+                conn.pending = None
+                self._reconcile(conn)
+                return True
+        return False
+
+    def set_availability(self, connector_id: int, operative: bool) -> str:
+        """'Accepted', 'Scheduled' (after the running transaction) or 'Rejected' (unknown connector)."""
+        targets = list(self.connectors.values()) if connector_id == 0 else [self.connectors.get(connector_id)]
+        if None in targets:
+            return "Rejected"
+        scheduled = False
+        for conn in targets:
+            assert conn is not None
+            if not operative and conn.transaction:
+                conn.inoperative_scheduled, scheduled = True, True
+                continue
+            conn.operative, conn.inoperative_scheduled = operative, False
+            self._persist(f"operative:{conn.id}", operative)
+            self._reconcile(conn)
+        return "Scheduled" if scheduled else "Accepted"
+
+    def unlock(self, connector_id: int) -> str:
+        """The controller has no unlock command: it releases the lock itself when not charging."""
+        conn = self.connectors.get(connector_id)
+        if conn is None:
+            return "UnknownConnector"
+        if conn.transaction:
+            return "OngoingAuthorizedTransaction"
+        if conn.report is not None and not conn.report.locked:
+            return "Unlocked"
+        return "UnlockFailed"
+
+    def set_limit(self, connector_id: int, amps: float | None, source: str) -> bool:
+        """Set or clear (None) a current limit from `source` (csms, local, ...); the lowest wins."""
+        targets = list(self.connectors.values()) if connector_id == 0 else [self.connectors.get(connector_id)]
+        if None in targets:
+            return False
+        for conn in targets:
+            assert conn is not None
+            if amps is None:
+                conn.limits.pop(source, None)
+            else:
+                conn.limits[source] = max(0.0, float(amps))
+            log.info("current limit", connector_id=conn.id, source=source, amps=amps, effective=conn.limit_a)
+            self._reconcile(conn)
+        return True
+
+    def set_csms_transaction_id(self, transaction_id: str, csms_id: str) -> None:
+        """The id the CSMS gave a transaction (OCPP 1.6 StartTransaction), kept for later messages."""
+        self.store.set_csms_transaction_id(transaction_id, csms_id)
+        for conn in self.connectors.values():
+            if conn.transaction and conn.transaction.id == transaction_id:
+                conn.transaction.csms_id = csms_id
+
+    def transaction_by_csms_id(self, csms_id: str) -> TransactionRecord | None:
+        return next((c.transaction for c in self.connectors.values()
+                     if c.transaction and c.transaction.csms_id == csms_id), None)
+
+    def set_meter_value_interval(self, seconds: float) -> None:
+        self.meter_value_seconds = seconds
+        self._persist("meter_value_seconds", seconds)
+
+    def end_all_transactions(self, reason: str, trigger: str) -> int:
+        ended = 0
+        for conn in self.connectors.values():
+            if conn.transaction:
+                self._end_transaction(conn, reason, trigger)
+                self._reconcile(conn)
+                ended += 1
+        return ended
+
+    # --- views --------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "connectors": [c.to_json() for c in self.connectors.values()],
+            "outbox_depth": self._outbox_depth(),
+            "csms_online": self.csms_online,
+            "clock": {"trusted": self.clock.trusted, "source": self.clock.trust_source,
+                      "now": self.clock.now().isoformat()},
+            "store": {"healthy": self.store.healthy, "last_error": self.store.last_error},
+            "has_meter": self.has_meter,
+        }
+
+    def _outbox_depth(self) -> int:
+        try:
+            return self.store.outbox_depth()
+        except Exception:  # noqa: BLE001 - a broken store must not break a status read
+            return -1
+
+    # --- internals ----------------------------------------------------------------
+    def _pick_connector(self, connector_id: int | None) -> Connector | None:
+        if connector_id:
+            return self.connectors.get(connector_id)
+        free = [c for c in self.connectors.values() if not c.transaction and not c.pending and c.operative]
+        plugged = [c for c in free if c.vehicle_present]
+        return (plugged or free or [None])[0]
+
+    def _reconcile(self, conn: Connector) -> None:
+        if self._closing:
+            return
+        report = conn.report
+        if conn.transaction and conn.link_up and report is not None and report.pilot == PilotState.A:
+            self._end_transaction(conn, "EVDisconnected", "EVCommunicationLost")
+        if conn.pending and conn.link_up and conn.vehicle_present and not conn.transaction:
+            self._start_transaction(conn)
+        if not conn.transaction and conn.inoperative_scheduled:
+            conn.operative, conn.inoperative_scheduled = False, False
+            self._persist(f"operative:{conn.id}", False)
+        derived = derive_status(
+            report,
+            link_up=conn.link_up,
+            operative=conn.operative,
+            in_transaction=conn.transaction is not None,
+            limit_suspended=conn.limit_a < 6,
+        )
+        changed = derived != conn.derived
+        charging_changed = derived.charging_state != conn.derived.charging_state
+        conn.derived = derived
+        if conn.transaction and charging_changed and derived.charging_state != conn.transaction.charging_state:
+            conn.transaction.charging_state = derived.charging_state
+            self._record(conn, "updated", "ChargingStateChanged")
+        if changed:
+            log.info("connector status", connector_id=conn.id, status=derived.status.value,
+                     error_code=derived.error_code, info=derived.info)
+            self._publish_connector(conn)
+        self._actuate(conn)
+
+    def _publish_connector(self, conn: Connector) -> None:
+        self.events.publish("connector", connector_id=conn.id, connector=conn.to_json())
+
+    def _start_transaction(self, conn: Connector) -> None:
+        pending = conn.pending
+        assert pending is not None
+        conn.pending = None
+        stamp = self.clock.stamp()
+        tx = TransactionRecord(
+            id=str(uuid.uuid4()),
+            connector_id=conn.id,
+            id_token=pending.id_token,
+            token_type=pending.token_type,
+            remote_start_id=pending.remote_start_id,
+            started_at=stamp.wall.isoformat(),
+            meter_start_wh=conn.last_meter.energy_import_wh if conn.last_meter else None,
+        )
+        conn.transaction = tx
+        conn.last_periodic = time.monotonic()
+        self._record(conn, "started", pending.trigger)
+        log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
+
+    def _end_transaction(self, conn: Connector, reason: str, trigger: str) -> None:
+        tx = conn.transaction
+        assert tx is not None
+        tx.ended_at = self.clock.now().isoformat()
+        tx.stop_reason = reason
+        tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
+        self._record(conn, "ended", trigger)
+        conn.transaction = None
+        log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,
+                 energy_wh=tx.energy_wh)
+
+    def _record(self, conn: Connector, kind: str, trigger: str) -> None:
+        """Persist the transaction's new state and its outbox message in one SQLite transaction."""
+        tx = conn.transaction
+        assert tx is not None
+        entry = OutboxEntry(
+            id=0,
+            transaction_id=tx.id,
+            connector_id=conn.id,
+            kind=kind,
+            seq_no=tx.seq_next,
+            trigger=trigger,
+            stamp=self.clock.stamp(),
+            offline=not self.csms_online,
+            data={
+                "id_token": tx.id_token,
+                "token_type": tx.token_type,
+                "remote_start_id": tx.remote_start_id,
+                "charging_state": tx.charging_state,
+                "meter": meter_json(conn.last_meter),
+                "meter_start_wh": tx.meter_start_wh,
+                "meter_stop_wh": tx.meter_stop_wh,
+                "stop_reason": tx.stop_reason,
+                "has_meter": self.has_meter,
+            },
+        )
+        tx.seq_next += 1
+        try:
+            with self.store.transaction(f"record transaction {kind}") as db:
+                self.store.save_transaction(db, tx)
+                self.store.append_outbox(db, entry)
+        except StoreError as exc:
+            # Charging goes on; the condition is reported (store.healthy) and retried with the next write.
+            log.error("transaction event not persisted", transaction_id=tx.id, kind=kind, error=str(exc))
+        self.events.publish("transaction", event=kind, trigger=trigger, transaction=tx.to_json(),
+                            outbox_depth=self._outbox_depth())
+
+    def _persist(self, key: str, value: Any) -> None:
+        try:
+            self.store.put(key, value)
+        except StoreError:
+            pass
+
+    def _desired(self, conn: Connector) -> tuple[bool, int]:
+        """(relay may close, current to offer in whole amps)."""
+        allowed = relay_may_close(
+            conn.report, link_up=conn.link_up, operative=conn.operative or conn.inoperative_scheduled,
+            authorized_transaction=conn.transaction is not None, limit_a=conn.limit_a,
+        )
+        return allowed, max(6, min(32, math.floor(conn.limit_a)))
+
+    def _actuate(self, conn: Connector) -> None:
+        if conn.controller is None or not conn.link_up:
+            return
+        if conn.actuator and not conn.actuator.done():
+            conn.actuate_again = True
+            return
+        conn.actuator = asyncio.get_running_loop().create_task(self._actuator(conn), name=f"actuator-{conn.id}")
+
+    async def _actuator(self, conn: Connector) -> None:
+        while True:
+            conn.actuate_again = False
+            try:
+                await self._apply(conn)
+                conn.last_command_error = None
+            except ControllerError as exc:
+                conn.last_command_error = str(exc)
+                log.error("charge controller command failed", connector_id=conn.id, error=str(exc))
+            if not conn.actuate_again or self._closing:
+                return
+
+    async def _apply(self, conn: Connector) -> None:
+        controller, report = conn.controller, conn.report
+        if controller is None or report is None or not conn.link_up:
+            return
+        allowed, amps = self._desired(conn)
+        charging = report.state == ControllerState.CHARGING or report.relay_closed
+        if allowed:
+            if report.max_current_a != amps and not charging:
+                await controller.set_max_current(amps)
+            if not report.authorized:
+                await controller.authorize()
+        elif report.authorized or report.relay_closed:
+            await controller.stop_charging()

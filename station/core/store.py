@@ -1,0 +1,296 @@
+"""Durable station state in SQLite (WAL): transactions, the transaction outbox, settings, auth data.
+
+Every transaction message is written here, in the same SQLite transaction as
+the state change that caused it, before anything is sent. It leaves the outbox
+only when the CSMS confirms it. `synchronous=FULL` so a power cut after a
+commit loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from station.core.clock import Stamp
+
+log = structlog.get_logger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS transactions (
+    id TEXT PRIMARY KEY,
+    connector_id INTEGER NOT NULL,
+    id_token TEXT,
+    token_type TEXT,
+    remote_start_id INTEGER,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    meter_start_wh REAL,
+    meter_stop_wh REAL,
+    stop_reason TEXT,
+    seq_next INTEGER NOT NULL DEFAULT 0,
+    csms_id TEXT,
+    charging_state TEXT NOT NULL DEFAULT 'EVConnected'
+);
+CREATE INDEX IF NOT EXISTS transactions_open ON transactions(ended_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id TEXT NOT NULL,
+    connector_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    seq_no INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    wall TEXT NOT NULL,
+    mono REAL NOT NULL,
+    boot_id TEXT NOT NULL,
+    trusted INTEGER NOT NULL,
+    offline INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0,
+    parked INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS auth_cache (
+    id_token TEXT PRIMARY KEY, status TEXT NOT NULL, expires_at TEXT, updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS local_list (id_token TEXT PRIMARY KEY, status TEXT NOT NULL, expires_at TEXT);
+"""
+
+
+class StoreError(Exception):
+    """The state database cannot be written (disk full, read-only, corrupt)."""
+
+
+@dataclass(slots=True)
+class TransactionRecord:
+    id: str
+    connector_id: int
+    id_token: str | None
+    token_type: str | None
+    remote_start_id: int | None
+    started_at: str
+    ended_at: str | None = None
+    meter_start_wh: float | None = None
+    meter_stop_wh: float | None = None
+    stop_reason: str | None = None
+    seq_next: int = 0
+    csms_id: str | None = None
+    charging_state: str = "EVConnected"
+
+    @property
+    def energy_wh(self) -> float | None:
+        if self.meter_start_wh is None or self.meter_stop_wh is None:
+            return None
+        return self.meter_stop_wh - self.meter_start_wh
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "connector_id": self.connector_id, "id_token": self.id_token,
+            "token_type": self.token_type, "started_at": self.started_at, "ended_at": self.ended_at,
+            "meter_start_wh": self.meter_start_wh, "meter_stop_wh": self.meter_stop_wh,
+            "energy_wh": self.energy_wh, "stop_reason": self.stop_reason,
+            "charging_state": self.charging_state, "csms_id": self.csms_id,
+        }
+
+
+@dataclass(slots=True)
+class OutboxEntry:
+    """A transaction message waiting for the CSMS's confirmation, in protocol-neutral form."""
+
+    id: int
+    transaction_id: str
+    connector_id: int
+    kind: str  # started | updated | ended
+    seq_no: int
+    trigger: str
+    stamp: Stamp
+    offline: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    parked: bool = False
+    last_error: str | None = None
+    next_attempt: float = 0.0
+    """Unix time before which a refused entry is not sent again."""
+
+
+_TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        with self._guard("open"):
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=2000")
+            self._db.executescript(SCHEMA)
+        self.healthy = True
+        self.last_error: str | None = None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self.healthy = False
+            self.last_error = f"{what}: {exc}"
+            log.error("store write failed", what=what, error=str(exc), db=str(self.path))
+            raise StoreError(f"state database {self.path}: {what} failed: {exc}") from exc
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all."""
+        with self._guard(what):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        self.healthy = True
+
+    # --- transactions ---------------------------------------------------------
+    def save_transaction(self, db: sqlite3.Connection, tx: TransactionRecord) -> None:
+        """Upsert; the CSMS's transaction id is only ever set by `set_csms_transaction_id`."""
+        columns = [c for c in _TX_COLUMNS if c != "csms_id"]
+        updates = ",".join(f"{c}=excluded.{c}" for c in columns if c != "id")
+        db.execute(
+            f"INSERT INTO transactions ({','.join(columns)}) VALUES ({','.join('?' for _ in columns)})"
+            f" ON CONFLICT(id) DO UPDATE SET {updates}",
+            [getattr(tx, c) for c in columns],
+        )
+
+    def open_transactions(self) -> list[TransactionRecord]:
+        rows = self._db.execute("SELECT * FROM transactions WHERE ended_at IS NULL ORDER BY started_at").fetchall()
+        return [TransactionRecord(**dict(r)) for r in rows]
+
+    def get_transaction(self, tx_id: str) -> TransactionRecord | None:
+        row = self._db.execute("SELECT * FROM transactions WHERE id=?", (tx_id,)).fetchone()
+        return TransactionRecord(**dict(row)) if row else None
+
+    def recent_transactions(self, limit: int = 20, offset: int = 0) -> list[TransactionRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM transactions ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?", (limit, offset)
+        ).fetchall()
+        return [TransactionRecord(**dict(r)) for r in rows]
+
+    def count_transactions(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM transactions").fetchone()[0])
+
+    def set_csms_transaction_id(self, tx_id: str, csms_id: str) -> None:
+        with self.transaction("set csms transaction id") as db:
+            db.execute("UPDATE transactions SET csms_id=? WHERE id=?", (csms_id, tx_id))
+
+    # --- outbox ---------------------------------------------------------------
+    def append_outbox(self, db: sqlite3.Connection, entry: OutboxEntry) -> int:
+        s = entry.stamp
+        cur = db.execute(
+            "INSERT INTO outbox (transaction_id, connector_id, kind, seq_no, trigger, wall, mono, boot_id, trusted,"
+            " offline, data) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (entry.transaction_id, entry.connector_id, entry.kind, entry.seq_no, entry.trigger,
+             s.wall.isoformat(), s.mono, s.boot_id, int(s.trusted), int(entry.offline), json.dumps(entry.data)),
+        )
+        entry.id = int(cur.lastrowid or 0)
+        return entry.id
+
+    def pending_outbox(self, limit: int = 100, *, due_only: bool = False) -> list[OutboxEntry]:
+        sql = "SELECT * FROM outbox WHERE parked=0"
+        args: list[Any] = []
+        if due_only:
+            sql += " AND next_attempt<=?"
+            args.append(time.time())
+        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [self._entry(r) for r in rows]
+
+    def parked_outbox(self) -> list[OutboxEntry]:
+        return [self._entry(r) for r in self._db.execute("SELECT * FROM outbox WHERE parked=1 ORDER BY id")]
+
+    def outbox_depth(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=0").fetchone()[0])
+
+    def ack_outbox(self, entry_id: int) -> None:
+        with self.transaction("ack outbox"):
+            self._db.execute("DELETE FROM outbox WHERE id=?", (entry_id,))
+
+    def ack_outbox_many(self, entry_ids: list[int]) -> None:
+        """Delete confirmed entries in one commit: one fsync for a run of confirmations during replay."""
+        if not entry_ids:
+            return
+        with self.transaction("ack outbox"):
+            self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in entry_ids])
+
+    def retry_outbox(self, entry_id: int, error: str, delay_s: float, *, park: bool) -> None:
+        """Count a failed attempt; park the entry (kept for inspection, not sent) when out of attempts."""
+        with self.transaction("retry outbox"):
+            self._db.execute(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=?, parked=? WHERE id=?",
+                (error, time.time() + delay_s, int(park), entry_id),
+            )
+
+    @staticmethod
+    def _entry(r: sqlite3.Row) -> OutboxEntry:
+        return OutboxEntry(
+            id=r["id"], transaction_id=r["transaction_id"], connector_id=r["connector_id"], kind=r["kind"],
+            seq_no=r["seq_no"], trigger=r["trigger"],
+            stamp=Stamp(datetime.fromisoformat(r["wall"]), r["mono"], r["boot_id"], bool(r["trusted"])),
+            offline=bool(r["offline"]), data=json.loads(r["data"]), attempts=r["attempts"],
+            parked=bool(r["parked"]), last_error=r["last_error"], next_attempt=r["next_attempt"],
+        )
+
+    # --- settings -------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def put(self, key: str, value: Any) -> None:
+        with self.transaction(f"set {key}") as db:
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # --- authorization data ---------------------------------------------------
+    def local_list_version(self) -> int:
+        return int(self.get("local_list_version", 0))
+
+    def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | None], *, full: bool) -> None:
+        """entries: token → (status, expires_at), or None to remove the token (differential update)."""
+        with self.transaction("update local list") as db:
+            if full:
+                db.execute("DELETE FROM local_list")
+            for token, value in entries.items():
+                if value is None:
+                    db.execute("DELETE FROM local_list WHERE id_token=?", (token,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO local_list VALUES (?,?,?)", (token, value[0], value[1]))
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('local_list_version', ?)", (str(version),))
+
+    def local_list_lookup(self, token: str) -> tuple[str, str | None] | None:
+        row = self._db.execute("SELECT status, expires_at FROM local_list WHERE id_token=?", (token,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def cache_put(self, token: str, status: str, expires_at: str | None) -> None:
+        with self.transaction("update auth cache") as db:
+            db.execute("INSERT OR REPLACE INTO auth_cache VALUES (?,?,?,?)", (token, status, expires_at, time.time()))
+
+    def cache_lookup(self, token: str) -> tuple[str, str | None] | None:
+        row = self._db.execute("SELECT status, expires_at FROM auth_cache WHERE id_token=?", (token,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def cache_clear(self) -> None:
+        with self.transaction("clear auth cache") as db:
+            db.execute("DELETE FROM auth_cache")

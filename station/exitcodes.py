@@ -1,0 +1,23 @@
+"""Process exit codes, shared by `station run`, `station --once` and the tooling that reads them."""
+
+OK = 0
+FAILURE = 1  # unexpected internal error (a bug: please report with the log)
+USAGE = 2  # wrong command-line arguments
+CSMS_UNREACHABLE = 3  # CSMS unreachable or refused the connection / BootNotification
+AUTH_FAILED = 4  # CSMS rejected the station's credentials (HTTP 401/403)
+ESP32_UNREACHABLE = 5  # no valid status frame from the ESP32 charge controller
+DEGRADED = 6  # a check failed but the station can charge
+DAEMON_UNAVAILABLE = 7  # `station status`: the daemon's IPC socket does not answer
+CONFIG = 78  # configuration missing or invalid (EX_CONFIG)
+
+DESCRIPTIONS = {
+    OK: "healthy",
+    FAILURE: "internal error",
+    USAGE: "usage error",
+    CSMS_UNREACHABLE: "CSMS unreachable or refused",
+    AUTH_FAILED: "CSMS authentication failed",
+    ESP32_UNREACHABLE: "ESP32 charge controller unreachable",
+    DEGRADED: "degraded: a check failed but the station can charge",
+    DAEMON_UNAVAILABLE: "station daemon not running",
+    CONFIG: "configuration error",
+}

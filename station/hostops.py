@@ -1,0 +1,125 @@
+"""The two things provisioning tools do to a running device: restart units, run the smoke test.
+
+Both are external commands chosen by environment variables so that tests (and odd devices)
+can replace them at the boundary:
+
+- ``SYSTEMCTL``: the systemctl binary (tests point it at a script recording its calls);
+- ``STATION_SMOKE_CMD``: the health check, default ``<root>/opt/station/current/venv/bin/station
+  --once``, whose exit codes mean 0 healthy, 3 CSMS unreachable, 4 authentication failure,
+  78 configuration error (anything else non-zero: unhealthy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+DAEMON_UNITS = ("station.service", "station-api.service")
+EXIT_HEALTHY = 0
+EXIT_CSMS_UNREACHABLE = 3
+EXIT_AUTH_FAILURE = 4
+EXIT_CONFIG = 78
+SMOKE_TIMEOUT_S = 60.0
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``$SYSTEMCTL`` (default ``systemctl``) with ``args``; never raises on failure."""
+    command = [*shlex.split(os.environ.get("SYSTEMCTL", "systemctl")), *args]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(command, 127, "", f"{exc.__class__.__name__}: {exc}")
+
+
+def restart_units(units: Sequence[str] = DAEMON_UNITS) -> bool:
+    """Restart the daemon and the API so they run the release behind ``current``."""
+    return systemctl("restart", *units).returncode == 0
+
+
+def smoke_command(root: Path) -> list[str]:
+    override = os.environ.get("STATION_SMOKE_CMD")
+    if override:
+        return shlex.split(override)
+    return [str(root / "opt/station/current/venv/bin/station"), "--once"]
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    exit_code: int
+    report: dict[str, object] | None
+    """The ``--once`` JSON document (secret-free by contract), if it printed one."""
+    utc: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_HEALTHY
+
+    def summary(self) -> dict[str, object]:
+        """What goes into logs and state files: exit code, time and the report's ``ok``/checks."""
+        out: dict[str, object] = {"exit_code": self.exit_code, "utc": self.utc}
+        if self.report is not None:
+            for key in ("ok", "station_id", "software_version", "checks"):
+                if key in self.report:
+                    out[key] = self.report[key]
+        return out
+
+
+def run_smoke(root: Path, timeout: float = SMOKE_TIMEOUT_S) -> SmokeResult:
+    """One ``station --once``; a missing binary or a hang counts as unhealthy (exit 127/124)."""
+    try:
+        proc = subprocess.run(
+            smoke_command(root), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return SmokeResult(124, None, utcnow())
+    except OSError:
+        return SmokeResult(127, None, utcnow())
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        report = None
+    return SmokeResult(proc.returncode, report if isinstance(report, dict) else None, utcnow())
+
+
+def wait_healthy(
+    root: Path,
+    grace_seconds: float,
+    interval: float,
+    *,
+    give_up_on: Callable[[int], bool] = lambda code: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[SmokeResult, int]:
+    """Run the smoke test until it passes or ``grace_seconds`` have passed.
+
+    A freshly restarted daemon needs a moment to reach its CSMS, so one failed check is not
+    a verdict; ``give_up_on(exit_code)`` ends the wait early for failures that waiting cannot
+    fix (a rejected password). Returns the last result and the number of attempts.
+    """
+    deadline = clock() + grace_seconds
+    attempts = 0
+    while True:
+        attempts += 1
+        result = run_smoke(root, timeout=max(5.0, min(SMOKE_TIMEOUT_S, deadline - clock() + 5)))
+        if result.ok or give_up_on(result.exit_code) or clock() + interval > deadline:
+            return result, attempts
+        time.sleep(interval)
+
+
+def append_jsonl(path: Path, record: dict[str, object]) -> None:
+    """Append one JSON line (history logs survive crashes line by line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

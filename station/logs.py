@@ -1,0 +1,105 @@
+"""Logging: JSON lines for journald, readable colour on a terminal, secrets redacted everywhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "***"
+_SECRET_KEYS = ("password", "token", "secret", "authorization", "private_key")
+_secrets: set[str] = set()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Values that must never reach a log line, whatever field they hide in."""
+    _secrets.update(v for v in values if v and len(v) >= 3)
+
+
+def redact_text(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: REDACTED if _is_secret_key(k) else _redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact(v) for v in value)
+    return value
+
+
+def _is_secret_key(key: Any) -> bool:
+    return isinstance(key, str) and any(word in key.lower() for word in _SECRET_KEYS)
+
+
+def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        if _is_secret_key(key) and value is not None:
+            event_dict[key] = REDACTED
+        elif not isinstance(value, (int, float, bool)) and value is not None:
+            event_dict[key] = _redact(value if isinstance(value, (str, dict, list, tuple)) else str(value))
+    return event_dict
+
+
+def _final_redaction(_: Any, __: str, rendered: str) -> str:
+    """Last line of defence: tracebacks and reprs rendered after the per-field pass."""
+    return redact_text(rendered)
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog (and stdlib logging of libraries) to write to `stream` (stderr by default)."""
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=True)
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    tail: list[Any] = (
+        []
+        if use_console
+        else [structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            *tail,
+            redact_processor,
+            renderer,
+            _final_redaction,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries (websockets, pymodbus, uvicorn) log through stdlib: same format, same redaction.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tail,
+                redact_processor,
+                renderer,
+                _final_redaction,
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if level != "debug" else logging.DEBUG)

@@ -1,0 +1,511 @@
+"""Behaviour both OCPP versions share; `v201.py` and `v16.py` only translate.
+
+One `BaseSession` lives per WebSocket connection. Its life:
+
+1. BootNotification until Accepted (Pending/Rejected: retry after the interval the CSMS gave);
+   the CSMS's `currentTime` makes the clock trusted, so queued events get true timestamps.
+   Boot happens once per process and OCPP version; a reconnect skips it.
+2. The CSMS is "online" for the core; every connector's current status is sent (statuses are
+   not queued while offline, the present one is re-sent instead).
+3. Three loops run until the link drops: heartbeat at the CSMS's interval; the durable outbox
+   replayed strictly in order (an entry leaves the outbox only when the CSMS confirmed it;
+   CALLERROR / no answer → retried after `interval × attempt`, parked after `attempts` tries,
+   never dropped); connector events → StatusNotification.
+
+A version module provides the message shapes (`boot_payload`, `status_payload`,
+`transaction_message`, ...) and its CSMS-initiated handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from ocpp.exceptions import OCPPError
+
+from station.core.station import AuthResult, Connector, StationCore
+from station.core.store import OutboxEntry, StoreError
+from station.ocpp.rpc import CallErrorReceived, StrictChargePoint
+
+if TYPE_CHECKING:
+    from station.ocpp.client import OcppClient
+
+log = structlog.get_logger("station.ocpp")
+
+NOMINAL_VOLTAGE_V = 230.0  # for W → A conversion of charging limits
+PHASES = 3
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One OCPP exchange performed by the station: evidence for `station --once` and the API."""
+
+    action: str
+    direction: str  # "out": station → CSMS; "in": CSMS → station
+    utc: str
+    unique_id: str | None = None
+    status: str | None = None
+    rtt_ms: float | None = None
+    response_summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action, "direction": self.direction, "status": self.status, "rtt_ms": self.rtt_ms,
+            "timestamp": self.utc, "utc": self.utc, "unique_id": self.unique_id,
+            "response_summary": self.response_summary, **({"error": self.error} if self.error else {}),
+        }
+
+
+def summarize(response: dict[str, Any]) -> dict[str, Any]:
+    """status / interval / current_time of a response, where it has them (the field report's keys)."""
+    summary: dict[str, Any] = {}
+    status = response.get("status")
+    if status is None:
+        for key in ("idTagInfo", "idTokenInfo"):
+            if isinstance(response.get(key), dict):
+                status = response[key].get("status")
+    if status is not None:
+        summary["status"] = status
+    if "interval" in response:
+        summary["interval"] = response["interval"]
+    if "currentTime" in response:
+        summary["current_time"] = response["currentTime"]
+    return summary
+
+
+class Unsendable(Exception):
+    """An outbox entry that cannot be expressed in this version now (e.g. 1.6 without a transactionId)."""
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Setting:
+    """One configuration value, named both ways: 1.6 key and 2.0.1 component/variable."""
+
+    key: str
+    component: str
+    variable: str
+    kind: type = int
+    readonly: bool = False
+    default: Any = None
+    minimum: int | None = None
+    getter: Callable[[OcppClient], Any] | None = None
+    """For values computed from the station (read-only)."""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", int, default=None, minimum=1),
+    Setting("MeterValueSampleInterval", "SampledDataCtrlr", "TxUpdatedInterval", int, minimum=1,
+            getter=lambda c: int(c.core.meter_value_seconds)),
+    Setting("TransactionMessageAttempts", "OCPPCommCtrlr", "MessageAttempts", int, default=3, minimum=1),
+    Setting("TransactionMessageRetryInterval", "OCPPCommCtrlr", "MessageAttemptInterval", int, default=60, minimum=0),
+    Setting("ConnectionTimeOut", "TxCtrlr", "EVConnectionTimeOut", int, minimum=1,
+            getter=lambda c: int(c.core.connection_timeout_s)),
+    Setting("ClockAlignedDataInterval", "AlignedDataCtrlr", "Interval", int, default=0, minimum=0),
+    Setting("LocalAuthListEnabled", "LocalAuthListCtrlr", "Enabled", bool, readonly=True, default=True),
+    Setting("AuthorizationCacheEnabled", "AuthCacheCtrlr", "Enabled", bool, readonly=True, default=True),
+    Setting("LocalPreAuthorize", "AuthCtrlr", "LocalPreAuthorize", bool, readonly=True, default=True),
+    Setting("NumberOfConnectors", "EVSE", "Count", int, readonly=True, getter=lambda c: len(c.core.connectors)),
+    Setting("MeterValuesSampledData", "SampledDataCtrlr", "TxUpdatedMeasurands", str, readonly=True,
+            default="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage"),
+    Setting("ChargingScheduleAllowedChargingRateUnit", "SmartChargingCtrlr", "RateUnit", str, readonly=True,
+            default="Current,Power"),
+    Setting("ChargeProfileMaxStackLevel", "SmartChargingCtrlr", "ProfileStackLevel", int, readonly=True, default=8),
+    Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
+            default="Core,LocalAuthListManagement,RemoteTrigger,SmartCharging"),
+    Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
+    Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, readonly=True, getter=lambda c: c.link.profile),
+)
+SETTING_BY_KEY = {s.key.lower(): s for s in SETTINGS}
+SETTING_BY_VARIABLE = {(s.component.lower(), s.variable.lower()): s for s in SETTINGS}
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_value(setting: Setting, text: str) -> Any:
+    """Parse a CSMS-provided value; ValueError when it does not fit."""
+    if setting.kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError("expected true or false")
+        return text.lower() == "true"
+    if setting.kind is int:
+        number = int(text.strip())
+        if setting.minimum is not None and number < setting.minimum:
+            raise ValueError(f"must be >= {setting.minimum}")
+        return number
+    return text
+
+
+# ------------------------------------------------------------------------ helpers
+def iso(value: datetime) -> str:
+    """OCPP timestamp: UTC, milliseconds, 'Z'."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def amps_from_limit(limit: float, unit: str, phases: int | None = None) -> float:
+    """A schedule limit in A or W as a per-phase current (W assumes 230 V per phase)."""
+    if unit.upper() == "W":
+        return float(limit) / (NOMINAL_VOLTAGE_V * (phases or PHASES))
+    return float(limit)
+
+
+def current_limit(schedule_periods: list[dict[str, Any]], elapsed_s: float = 0) -> float | None:
+    """The limit in force `elapsed_s` after the schedule start (the last period that has begun)."""
+    in_force = [p for p in schedule_periods if float(p.get("startPeriod", 0)) <= elapsed_s]
+    if not in_force:
+        return None
+    return float(max(in_force, key=lambda p: float(p.get("startPeriod", 0)))["limit"])
+
+
+OUTBOX_BATCH = 100
+"""Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
+
+
+class _ConfirmedIds(list[int]):
+    """Ids the CSMS confirmed that are not deleted yet, in order; `in` is a set lookup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set: set[int] = set()
+
+    def append(self, entry_id: int) -> None:
+        super().append(entry_id)
+        self._set.add(entry_id)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._set
+
+
+# ------------------------------------------------------------------------- session
+class BaseSession(StrictChargePoint):
+    """One connection's worth of OCPP; subclassed once per version."""
+
+    VERSION = ""
+
+    def __init__(self, client: OcppClient, ws: Any) -> None:
+        super().__init__(client.params.station_id, ws, self.VERSION, response_timeout=client.response_timeout)
+        self.client = client
+        self.core: StationCore = client.core
+        self.accepted = False
+        self.boot_accepted = asyncio.Event()
+        self._last_call_id: dict[str, str] = {}
+        self._outbox_wake = asyncio.Event()
+        self._heartbeat_changed = asyncio.Event()
+        self._sent_status: dict[int, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._confirmed = _ConfirmedIds()
+
+    # ---- version hooks -------------------------------------------------------
+    def boot_payload(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
+        """(dedup key, StatusNotification payload)."""
+        raise NotImplementedError
+
+    def transaction_message(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]] | None:
+        """The CALL for an outbox entry, or None when this version has no message for it."""
+        raise NotImplementedError
+
+    def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        """React to the CSMS's answer (store the 1.6 transactionId, stop on a refused token...)."""
+
+    def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def authorize_result(self, response: dict[str, Any]) -> AuthResult:
+        raise NotImplementedError
+
+    # ---- evidence and live events ---------------------------------------------------
+    def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
+        """Every frame becomes an `ocpp_message` event; answered CSMS calls become evidence."""
+        kind = {2: "call", 3: "result", 4: "error"}.get(message[0] if message else 0, "?")
+        if kind == "call" and direction == "out":
+            self._last_call_id[str(message[2])] = str(message[1])
+        elif kind in ("result", "error") and direction == "out" and action:
+            status = summarize(message[2]).get("status") if kind == "result" and isinstance(message[2], dict) else "CallError"
+            self.client.record(Exchange(action, "in", datetime.now(UTC).isoformat(), unique_id=str(message[1]),
+                                        status=str(status) if status is not None else "Accepted"))
+        self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
+
+    async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
+                      timeout: float | None = None) -> dict[str, Any]:
+        """A CALL to the CSMS, recorded as evidence (status, round trip) for `station --once` and the API."""
+        started = time.perf_counter()
+        record = Exchange(action, "out", datetime.now(UTC).isoformat())
+        try:
+            response = await super().request(action, payload, validate=validate, timeout=timeout)
+        except CallErrorReceived as exc:
+            record.status, record.error = "CallError", f"{exc.code}: {exc.description}"
+            raise
+        except TimeoutError:
+            record.status, record.error = "Timeout", "no response"
+            raise
+        finally:
+            record.unique_id = self._last_call_id.get(action)
+            record.rtt_ms = round((time.perf_counter() - started) * 1000, 2)
+            self.client.record(record)
+        record.response_summary = summarize(response)
+        record.status = str(record.response_summary.get("status", "Accepted"))
+        return response
+
+    async def probe(self) -> list[dict[str, Any]]:
+        """A fresh Heartbeat and StatusNotifications on this connection (for `station --once`)."""
+        since = len(self.client.exchanges)
+        await self.send_heartbeat(raise_errors=True)
+        for conn in self.core.connectors.values():
+            await self.send_status(conn, force=True)
+        return [e.to_json() for e in list(self.client.exchanges)[since:]]
+
+    # ---- life ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve this connection until it drops (the link cancels us then)."""
+        receiver = asyncio.create_task(self.start(), name="ocpp-receive")
+        main = asyncio.create_task(self._main(), name="ocpp-main")
+        try:
+            done, _ = await asyncio.wait({receiver, main}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise ConnectionClosed / bugs for the link to log
+        finally:
+            self.core.set_csms_online(False)
+            for task in (receiver, main, *self._tasks):
+                task.cancel()
+            for task in (receiver, main, *self._tasks):
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _main(self) -> None:
+        if self.client.boot_accepted_version != self.VERSION:
+            await self._boot()
+        self.accepted = True
+        self.boot_accepted.set()
+        self.core.set_csms_online(True)
+        self.client.publish_state()
+        with self.core.events.subscribe() as events:
+            for conn in self.core.connectors.values():
+                await self.send_status(conn, force=True)
+            self.spawn(self._heartbeat_loop(), "ocpp-heartbeat")
+            self.spawn(self._outbox_loop(), "ocpp-outbox")
+            async for event in events:
+                if event.kind == "connector":
+                    conn = self.core.connectors.get(int(event.data["connector_id"]))
+                    if conn is not None:
+                        await self.send_status(conn)
+                elif event.kind == "transaction":
+                    self._outbox_wake.set()
+
+    async def _boot(self) -> None:
+        while True:
+            response = await self.request("BootNotification", self.boot_payload())
+            self.client.boot_exchange = self.client.exchanges[-1]
+            self.trust_time(response.get("currentTime"))
+            interval = int(response.get("interval") or 0)
+            status = response.get("status")
+            self.client.boot = {"status": status, "interval": interval, "current_time": response.get("currentTime"),
+                                "at": datetime.now(UTC).isoformat(), "version": self.VERSION}
+            if status == "Accepted":
+                if interval > 0:
+                    self.client.set_heartbeat_interval(interval, persist=False)
+                self.client.boot_accepted_version = self.VERSION
+                log.info(f"ocpp: boot accepted by the CSMS (OCPP {self.VERSION})", heartbeat_s=self.client.heartbeat_seconds)
+                return
+            wait = interval if interval > 0 else self.client.boot_retry_seconds
+            log.warning(f"ocpp: boot {status}; retrying in {wait} s")
+            await asyncio.sleep(wait)
+
+    def trust_time(self, text: Any) -> None:
+        when = parse_time(text) if isinstance(text, str) else None
+        if when is not None:
+            was = self.core.clock.trusted
+            self.core.clock.trust(when, "csms")
+            if not was:
+                log.info("clock trusted from the CSMS's currentTime", now=iso(self.core.clock.now()))
+
+    # ---- heartbeat ---------------------------------------------------------------
+    def heartbeat_changed(self) -> None:
+        self._heartbeat_changed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self._heartbeat_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_changed.wait(), self.client.heartbeat_seconds)
+                continue  # interval changed: start waiting afresh
+            await self.send_heartbeat()
+
+    async def send_heartbeat(self, *, raise_errors: bool = False) -> None:
+        try:
+            response = await self.request("Heartbeat", {})
+        except (CallErrorReceived, TimeoutError) as exc:
+            if raise_errors:
+                raise
+            log.warning("ocpp: heartbeat not answered", error=str(exc))
+            return
+        self.trust_time(response.get("currentTime"))
+
+    # ---- status ------------------------------------------------------------------
+    async def send_status(self, conn: Connector, *, force: bool = False) -> None:
+        key, payload = self.status_payload(conn)
+        if not force and self._sent_status.get(conn.id) == key:
+            return
+        self._sent_status[conn.id] = key
+        try:
+            await self.request("StatusNotification", payload)
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("ocpp: StatusNotification not confirmed", connector_id=conn.id, error=str(exc))
+
+    # ---- outbox ------------------------------------------------------------------
+    def wake_outbox(self) -> None:
+        self._outbox_wake.set()
+
+    async def _outbox_loop(self) -> None:
+        store = self.core.store
+        try:
+            while True:
+                self._outbox_wake.clear()
+                self._flush_confirmed()
+                try:
+                    entries = store.pending_outbox(OUTBOX_BATCH)
+                except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
+                    log.error("ocpp: cannot read the outbox", error=str(exc))
+                    entries = []
+                entries = [e for e in entries if e.id not in self._confirmed]
+                if not entries:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._outbox_wake.wait(), 5)
+                    continue
+                for entry in entries:
+                    wait = entry.next_attempt - time.time()
+                    if wait > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.Event().wait(), wait)
+                        break  # re-read: keep strict order
+                    if not await self._deliver(entry):
+                        break
+        finally:
+            self._flush_confirmed()
+
+    async def _deliver(self, entry: OutboxEntry) -> bool:
+        """Send one entry; True when it left the queue (confirmed, skipped or parked).
+
+        A confirmed entry is deleted by `_flush_confirmed`, in one commit with the others
+        confirmed in the same pass (at most `OUTBOX_BATCH`): deletion still follows the
+        CSMS's confirmation, only the fsync is shared.
+        """
+        try:
+            message = self.transaction_message(entry)
+        except Unsendable as exc:
+            return self._failed(entry, str(exc), park_now=True)
+        if message is None:
+            log.debug("ocpp: outbox entry has no message in this version", entry=entry.id, kind=entry.kind)
+            self._confirmed.append(entry.id)
+            return True
+        action, payload = message
+        try:
+            response = await self.request(action, payload)
+        except CallErrorReceived as exc:
+            return self._failed(entry, f"CALLERROR {exc.code}: {exc.description}")
+        except TimeoutError:
+            return self._failed(entry, "no answer from the CSMS")
+        except OCPPError as exc:  # our payload or their answer violates the schema
+            return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
+        self._confirmed.append(entry.id)
+        try:
+            self.on_transaction_confirmed(entry, response)
+        except Exception:  # noqa: BLE001 — the CSMS confirmed; never resend because our follow-up failed
+            log.exception("ocpp: handling the CSMS's transaction answer failed", entry=entry.id)
+        return True
+
+    def _flush_confirmed(self) -> None:
+        """Delete the confirmed entries (one commit); on a store error they stay listed and are retried."""
+        if not self._confirmed:
+            return
+        try:
+            self.core.store.ack_outbox_many(self._confirmed)
+        except StoreError:
+            return
+        self._confirmed = _ConfirmedIds()
+        self.core.events.publish("outbox", depth=self._depth())
+
+    def _depth(self) -> int:
+        try:
+            return self.core.store.outbox_depth()
+        except Exception:  # noqa: BLE001
+            return -1
+
+    def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False) -> bool:
+        attempts = entry.attempts + 1
+        limit = int(self.client.setting("TransactionMessageAttempts"))
+        interval = float(self.client.setting("TransactionMessageRetryInterval"))
+        park = park_now or attempts >= limit
+        delay = interval * attempts
+        try:
+            self.core.store.retry_outbox(entry.id, error, delay, park=park)
+        except StoreError:
+            return False
+        self.core.events.publish("outbox", depth=self._depth())
+        if park:
+            log.error(
+                "ocpp: transaction message parked for inspection (not sent again)",
+                entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, seq_no=entry.seq_no,
+                attempts=attempts, error=error,
+            )
+            return True
+        log.warning(
+            f"ocpp: transaction message not confirmed; retry {attempts}/{limit} in {delay:g} s",
+            entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, error=error,
+        )
+        return False
+
+    def event_time(self, entry: OutboxEntry) -> str:
+        """When the event really happened: corrected if it was stamped before the clock was trusted."""
+        s = entry.stamp
+        return iso(self.core.clock.correct(s.wall, s.mono, s.boot_id, s.trusted))
+
+    # ---- shared command helpers ---------------------------------------------------
+    def apply_limit(self, connector_id: int, unit: str, periods: list[dict[str, Any]], phases: int | None = None) -> bool:
+        limit = current_limit(periods)
+        if limit is None:
+            return False
+        amps = amps_from_limit(limit, unit, phases)
+        ok = self.core.set_limit(connector_id, amps, "csms")
+        if ok:
+            self.client.save_limit(connector_id, amps)
+        return ok
+
+    def clear_limit(self, connector_id: int | None) -> bool:
+        saved = self.client.saved_limits()
+        targets = [connector_id] if connector_id is not None else list(saved)
+        cleared = False
+        for cid in targets:
+            if cid in saved or connector_id is not None:
+                cleared |= cid in saved
+                self.core.set_limit(cid, None, "csms")
+                self.client.save_limit(cid, None)
+        return cleared
+

@@ -1,0 +1,233 @@
+"""The OCPP client the daemon runs: link + per-connection version session + persisted settings.
+
+    client = OcppClient(link_params, core, on_reset=...)
+    await client.run()          # until cancelled
+
+It is also the core's `Authorizer`: Authorize goes to the CSMS while a session is up and
+accepted, otherwise the core falls back to its local list and cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from station import __version__
+from station.core.station import AuthResult, StationCore
+from station.core.store import StoreError
+from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
+from station.ocpp.connection import LinkParams, LinkState, OcppLink
+from station.ocpp.rpc import CallErrorReceived
+
+log = structlog.get_logger("station.ocpp")
+
+ResetCallback = Callable[[str], Awaitable[None]]
+"""Called after a Reset was accepted and transactions were ended; "Immediate"/"Hard" or "OnIdle"/"Soft"."""
+
+
+@dataclass(frozen=True)
+class StationInfo:
+    """What BootNotification says about the hardware."""
+
+    vendor: str = "Orge"
+    model: str = "AC22"
+    serial_number: str | None = None
+    firmware_version: str = __version__
+
+
+class OcppClient:
+    def __init__(
+        self,
+        params: LinkParams,
+        core: StationCore,
+        *,
+        info: StationInfo | None = None,
+        heartbeat_seconds: int = 300,
+        boot_retry_seconds: float = 60,
+        response_timeout: float = 30,
+        on_reset: ResetCallback | None = None,
+        on_link_state: Callable[[LinkState], None] | None = None,
+    ) -> None:
+        self.params = params
+        self.core = core
+        self.info = info or StationInfo()
+        self.boot_retry_seconds = boot_retry_seconds
+        self.response_timeout = response_timeout
+        self.on_reset = on_reset
+        self._on_link_state = on_link_state
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed)
+        self.session: BaseSession | None = None
+        self.boot_accepted_version: str | None = None
+        self.exchanges: deque[Exchange] = deque(maxlen=100)
+        self.boot: dict[str, Any] | None = None
+        self.boot_exchange: Exchange | None = None
+        """Evidence of the BootNotification this process's link was accepted with."""
+        self._reset_task: asyncio.Task[None] | None = None
+        self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
+        core.authorizer = self
+        for cid, amps in self.saved_limits().items():
+            core.set_limit(cid, amps, "csms")
+
+    async def run(self) -> None:
+        """Keep the CSMS link up until cancelled."""
+        try:
+            await self.link.run()
+        finally:
+            if self._reset_task is not None:
+                self._reset_task.cancel()
+
+    # ---- observability -----------------------------------------------------------------
+    def _link_state_changed(self, state: LinkState) -> None:
+        self.publish_state()
+        if self._on_link_state is not None:
+            self._on_link_state(state)
+
+    def record(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+
+    def publish_state(self) -> None:
+        self.core.events.publish("csms", **self.status())
+
+    def status(self) -> dict[str, Any]:
+        """Link state plus boot outcome and heartbeat interval; JSON-ready, no secrets."""
+        state = self.link.state.as_dict()
+        state["booted"] = bool(self.session and self.session.boot_accepted.is_set())
+        state["boot"] = self.boot
+        state["heartbeat_seconds"] = self.heartbeat_seconds
+        try:
+            state["parked_messages"] = len(self.core.store.parked_outbox())
+        except Exception:  # noqa: BLE001 — a broken store must not break a status read
+            state["parked_messages"] = None
+        return state
+
+    async def probe(self) -> dict[str, Any]:
+        """Heartbeat + StatusNotifications now, with their evidence (for `station --once`)."""
+        session = self.session
+        result: dict[str, Any] = {
+            "status": self.status(),
+            "boot": self.boot,
+            "messages": [self.boot_exchange.to_json()] if self.boot_exchange else [],
+        }
+        if session is None or not session.boot_accepted.is_set():
+            result["error"] = "not connected to the CSMS"
+            return result
+        try:
+            result["messages"] += await session.probe()
+        except (TimeoutError, CallErrorReceived) as exc:
+            result["error"] = f"probe failed: {exc.__class__.__name__}: {exc}"
+        return result
+
+    async def _on_session(self, ws: Any, version: str) -> None:
+        from station.ocpp.v16 import V16Session
+        from station.ocpp.v201 import V201Session
+
+        session: BaseSession = V201Session(self, ws) if version == "201" else V16Session(self, ws)
+        self.session = session
+        try:
+            await session.run()
+        finally:
+            if self.session is session:
+                self.session = None
+            self.publish_state()
+
+    # ---- Authorizer ----------------------------------------------------------------
+    async def authorize(self, id_token: str, token_type: str) -> AuthResult | None:
+        session = self.session
+        if session is None or not session.accepted:
+            return None
+        try:
+            response = await session.request("Authorize", session.authorize_payload(id_token, token_type), timeout=10)
+        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
+            log.warning("ocpp: Authorize not answered; using local authorization", error=str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001 — link closed mid-call etc.
+            log.warning("ocpp: Authorize failed; using local authorization", error=exc.__class__.__name__)
+            return None
+        return session.authorize_result(response)
+
+    # ---- settings --------------------------------------------------------------------
+    def setting(self, key: str) -> Any:
+        definition = SETTING_BY_KEY[key.lower()]
+        if definition.key == "HeartbeatInterval":
+            return self.heartbeat_seconds
+        if definition.getter is not None:
+            return definition.getter(self)
+        return self.core.store.get(f"ocpp:{definition.key}", definition.default)
+
+    def change_setting(self, definition: Setting, value: Any) -> None:
+        """Persist and apply a writable setting now (raises StoreError when it cannot be saved)."""
+        if definition.key == "HeartbeatInterval":
+            self.set_heartbeat_interval(int(value), persist=True)
+        elif definition.key == "MeterValueSampleInterval":
+            self.core.set_meter_value_interval(float(value))
+        elif definition.key == "ConnectionTimeOut":
+            self.core.store.put("connection_timeout_s", float(value))
+            self.core.connection_timeout_s = float(value)
+        else:
+            self.core.store.put(f"ocpp:{definition.key}", value)
+        log.info("ocpp: configuration changed", key=definition.key, value=value)
+
+    def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
+        self.heartbeat_seconds = max(1, int(seconds))
+        if persist:
+            try:
+                self.core.store.put("ocpp:HeartbeatInterval", self.heartbeat_seconds)
+            except StoreError:
+                pass
+        if self.session is not None:
+            self.session.heartbeat_changed()
+
+    # ---- charging limits from the CSMS (persisted so a restart keeps them) -----------
+    def saved_limits(self) -> dict[int, float]:
+        raw = self.core.store.get("ocpp:limits", {}) or {}
+        return {int(k): float(v) for k, v in raw.items()}
+
+    def save_limit(self, connector_id: int, amps: float | None) -> None:
+        limits = self.saved_limits()
+        if amps is None:
+            limits.pop(connector_id, None)
+        else:
+            limits[connector_id] = amps
+        try:
+            self.core.store.put("ocpp:limits", {str(k): v for k, v in limits.items()})
+        except StoreError:
+            pass
+
+    # ---- reset ---------------------------------------------------------------------
+    def schedule_reset(self, kind: str, *, when_idle: bool) -> None:
+        """Run `on_reset(kind)` shortly (after the response went out) or once no transaction runs."""
+        if self._reset_task is not None and not self._reset_task.done():
+            return
+        self._reset_task = asyncio.get_running_loop().create_task(self._reset(kind, when_idle), name="ocpp-reset")
+
+    async def _reset(self, kind: str, when_idle: bool) -> None:
+        while when_idle and any(c.transaction for c in self.core.connectors.values()):
+            await asyncio.sleep(1)
+        await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
+        log.warning("ocpp: reset requested by the CSMS", kind=kind)
+        if self.on_reset is not None:
+            await self.on_reset(kind)
+
+
+def link_params(settings: Any) -> LinkParams:
+    """The connection manager's parameters from the station settings."""
+    return LinkParams(
+        station_id=settings.station_name,
+        password=settings.station_password.get_secret_value() if settings.station_password else None,
+        primary=settings.ocpp_primary,
+        url_201=settings.ocpp_201_url,
+        url_16=settings.ocpp_16_url,
+        security_profile=settings.security_profile,
+        ca_bundle=settings.ca_bundle,
+        client_cert=settings.client_cert,
+        client_key=settings.client_key,
+        fallback_after=settings.fallback_after,
+        primary_retry_seconds=settings.primary_retry_seconds,
+        backoff_min=settings.backoff_min_seconds,
+        backoff_max=settings.backoff_max_seconds,
+    )

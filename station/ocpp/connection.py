@@ -1,0 +1,467 @@
+"""The CSMS connection manager: which URL, which OCPP version, which credentials, and when to retry.
+
+It knows nothing about message content: it opens a WebSocket, hands it to the session callback
+and, when the session ends or the link dies, reconnects. Decisions it owns:
+
+- URL rule: a URL is used as given; only a URL ending in "/" gets the station id appended
+  (field URLs already end with the station id).
+- Version fallback: the primary version is offered first; after the primary endpoint refuses
+  the subprotocol or the upgrade (HTTP 4xx other than 401/403, or no subprotocol chosen),
+  or after `fallback_after` unreachable attempts in a row, the other version is tried. The
+  version that worked is preferred for `primary_retry_seconds`, then the primary is probed
+  again (a working fallback connection is closed cleanly for the probe; one failed probe
+  returns to the fallback at once). Authentication failures never trigger a fallback.
+- Reconnect: exponential backoff with full jitter between `backoff_min` and `backoff_max`
+  after every failed attempt or lost link; never a tight loop.
+- Liveness: WebSocket ping every `ping_interval` s, link declared dead when a pong is
+  `ping_timeout` s late (defaults 20 + 20: a dead NAT path is noticed within 40 s).
+- Security profile (see `resolve_security_profile`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.headers import build_authorization_basic
+
+from station.ocpp.rpc import SUBPROTOCOL
+
+log = structlog.get_logger("station.ocpp.link")
+
+SessionCallback = Callable[[Any, str], Awaitable[None]]
+"""`async def on_session(ws, version)`; runs while connected. `version` is "201" or "16"."""
+
+
+class LinkConfigError(ValueError):
+    """The link parameters cannot work (bad URL, profile contradicting the URL, missing cert)."""
+
+
+class FailureKind(str, enum.Enum):
+    AUTH_FAILED = "auth_failed"  # HTTP 401/403: wrong station id or password, or cert refused
+    REFUSED = "refused"  # upgrade refused (4xx) or no acceptable subprotocol
+    UNREACHABLE = "unreachable"  # DNS, TCP, timeout, 5xx
+    TLS = "tls"  # TLS handshake / certificate verification failed
+    LOST = "lost"  # an established link closed or stopped answering pings
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """Everything the connection manager needs; built from the station settings."""
+
+    station_id: str
+    password: str | None = field(default=None, repr=False)
+    primary: str = "201"
+    url_201: str | None = None
+    url_16: str | None = None
+    security_profile: int | None = None
+    ca_bundle: Path | str | None = None
+    client_cert: Path | str | None = None
+    client_key: Path | str | None = None
+    fallback_after: int = 3
+    primary_retry_seconds: float = 3600
+    backoff_min: float = 1
+    backoff_max: float = 60
+    ping_interval: float = 20
+    ping_timeout: float = 20
+    open_timeout: float = 10
+
+
+@dataclass
+class LinkState:
+    """Observable state of the link (for status, the API and logs). Never holds credentials."""
+
+    connected: bool = False
+    version: str | None = None
+    url: str | None = None
+    security_profile: int = 0
+    last_error: str | None = None
+    last_error_kind: FailureKind | None = None
+    connects: int = 0
+    failed_attempts: int = 0
+    connected_since: datetime | None = None
+    last_sent_at: datetime | None = None
+    last_received_at: datetime | None = None
+    preferred_version: str | None = None
+
+    @property
+    def reconnects(self) -> int:
+        return max(0, self.connects - 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "version": self.version,
+            "url": self.url,
+            "security_profile": self.security_profile,
+            "last_error": self.last_error,
+            "last_error_kind": self.last_error_kind.value if self.last_error_kind else None,
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "failed_attempts": self.failed_attempts,
+            "connected_since": _iso(self.connected_since),
+            "last_sent_at": _iso(self.last_sent_at),
+            "last_received_at": _iso(self.last_received_at),
+            "preferred_version": self.preferred_version,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def endpoint_url(url: str, station_id: str) -> str:
+    """Apply the URL rule: use as given, but append the station id to a URL ending in '/'."""
+    return url + station_id if url.endswith("/") else url
+
+
+def public_url(url: str) -> str:
+    """The URL without any user:password part, safe for logs and status."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def resolve_security_profile(params: LinkParams) -> int:
+    """Pick the security profile; raise LinkConfigError when the settings contradict each other.
+
+    Explicit `security_profile` wins: 1 = basic auth (ws:// allowed), 2 = TLS + basic auth,
+    3 = TLS client certificate, 0 = no authentication. Otherwise it is inferred from the
+    primary URL and the credentials: wss:// + client certificate -> 3, wss:// + password -> 2,
+    ws:// + password -> 1, no credentials -> 0. Profiles 2 and 3 require every configured URL
+    to be wss://, so a fallback can never downgrade the password to plain text.
+    """
+    urls = [u for u in (params.url_201, params.url_16) if u]
+    if not urls:
+        raise LinkConfigError("no CSMS URL configured (OCPP_201_URL / OCPP_16_URL)")
+    for url in urls:
+        if urlsplit(url).scheme not in ("ws", "wss"):
+            raise LinkConfigError(f"CSMS URL {public_url(url)!r} must start with ws:// or wss://")
+        if "@" in urlsplit(url).netloc:
+            raise LinkConfigError(f"CSMS URL {public_url(url)!r} must not carry credentials; set the password separately")
+    primary_url = params.url_201 if params.primary == "201" else params.url_16
+    primary_url = primary_url or urls[0]
+    profile = params.security_profile
+    if profile is None:
+        secure = urlsplit(primary_url).scheme == "wss"
+        if secure and params.client_cert:
+            profile = 3
+        elif params.password:
+            profile = 2 if secure else 1
+        else:
+            profile = 0
+    if profile not in (0, 1, 2, 3):
+        raise LinkConfigError(f"security profile {profile} is not 0, 1, 2 or 3")
+    if profile in (1, 2) and not params.password:
+        raise LinkConfigError(f"security profile {profile} needs a password (OCPP_STATION_PASSWORD)")
+    if profile == 3 and not (params.client_cert and params.client_key):
+        raise LinkConfigError("security profile 3 needs a client certificate and key")
+    if profile in (2, 3):
+        plain = [public_url(u) for u in urls if urlsplit(u).scheme != "wss"]
+        if plain:
+            raise LinkConfigError(f"security profile {profile} needs wss:// URLs; got {', '.join(plain)}")
+    return profile
+
+
+def backoff_delay(failures: int, minimum: float, maximum: float, rng: Callable[[], float] = random.random) -> float:
+    """Full-jitter exponential backoff, never below `minimum` (no tight loop) nor above `maximum`."""
+    cap = min(maximum, minimum * (2 ** min(failures + 1, 30)))
+    return minimum + rng() * max(0.0, cap - minimum)
+
+
+class _Failure(Exception):
+    def __init__(self, kind: FailureKind, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+
+
+class TrackedConnection:
+    """Passes a WebSocket through, stamping message times into the link state."""
+
+    def __init__(self, ws: ClientConnection, state: LinkState) -> None:
+        self._ws = ws
+        self._state = state
+
+    async def recv(self) -> str | bytes:
+        message = await self._ws.recv()
+        self._state.last_received_at = datetime.now(timezone.utc)
+        return message
+
+    async def send(self, message: str) -> None:
+        await self._ws.send(message)
+        self._state.last_sent_at = datetime.now(timezone.utc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+
+class OcppLink:
+    """Keeps one station connected to its CSMS; call `run()` as a task, cancel it to stop."""
+
+    def __init__(
+        self,
+        params: LinkParams,
+        on_session: SessionCallback,
+        *,
+        on_state: Callable[[LinkState], None] | None = None,
+        rng: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.params = params
+        self.profile = resolve_security_profile(params)
+        self._on_session = on_session
+        self._on_state = on_state
+        self._rng = rng
+        self._monotonic = monotonic
+        primary = params.primary if params.primary in SUBPROTOCOL else "201"
+        if (primary == "201" and not params.url_201) or (primary == "16" and not params.url_16):
+            primary = "16" if primary == "201" else "201"
+        self.primary = primary
+        self.state = LinkState(security_profile=self.profile, preferred_version=primary)
+        self._preferred = primary
+        self._preferred_since = monotonic()
+        self._unreachable_in_a_row = 0
+        self._failures = 0
+        self._ssl_context: ssl.SSLContext | None = None
+        self._active: TrackedConnection | None = None
+
+    # ------------------------------------------------------------------ config
+    def url_for(self, version: str) -> str | None:
+        url = self.params.url_201 if version == "201" else self.params.url_16
+        return endpoint_url(url, self.params.station_id) if url else None
+
+    def _other(self, version: str) -> str | None:
+        other = "16" if version == "201" else "201"
+        return other if self.url_for(other) else None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS context: CA bundle when given (else system CAs), client certificate for profile 3."""
+        if self._ssl_context is None:
+            ca = str(self.params.ca_bundle) if self.params.ca_bundle else None
+            context = ssl.create_default_context(cafile=ca)
+            if self.profile == 3:
+                assert self.params.client_cert and self.params.client_key
+                context.load_cert_chain(str(self.params.client_cert), str(self.params.client_key))
+            self._ssl_context = context
+        return self._ssl_context
+
+    def _connect_kwargs(self, url: str, version: str) -> dict[str, Any]:
+        secure = urlsplit(url).scheme == "wss"
+        headers: dict[str, str] = {}
+        if self.profile in (1, 2) and self.params.password:
+            headers["Authorization"] = build_authorization_basic(self.params.station_id, self.params.password)
+        kwargs: dict[str, Any] = {
+            "subprotocols": [SUBPROTOCOL[version]],
+            "additional_headers": headers,
+            "open_timeout": self.params.open_timeout,
+            "ping_interval": self.params.ping_interval,
+            "ping_timeout": self.params.ping_timeout,
+            "close_timeout": 5,
+            "proxy": None,
+            "max_size": 2**20,
+        }
+        if secure:
+            kwargs["ssl"] = self.ssl_context()
+        return kwargs
+
+    # ------------------------------------------------------------------- state
+    def _publish(self) -> None:
+        if self._on_state is not None:
+            try:
+                self._on_state(replace(self.state))
+            except Exception:  # noqa: BLE001 — an observer must not break the link
+                log.exception("link state observer failed")
+
+    def _choose_version(self) -> tuple[str, str]:
+        """The version to try next and why (probe of the primary when the fallback period is over)."""
+        if self._preferred != self.primary and self._monotonic() - self._preferred_since >= self.params.primary_retry_seconds:
+            return self.primary, "probe"
+        return self._preferred, "preferred"
+
+    def _switch(self, version: str, reason: str) -> None:
+        if version == self._preferred:
+            return
+        log.warning(
+            f"ocpp link: switching to OCPP {_label(version)} ({reason})",
+            from_version=self._preferred,
+            to_version=version,
+            reason=reason,
+        )
+        self._preferred = version
+        self._preferred_since = self._monotonic()
+        self._unreachable_in_a_row = 0
+        self.state.preferred_version = version
+
+    # --------------------------------------------------------------------- run
+    async def run(self) -> None:
+        """Connect, run sessions and reconnect until cancelled."""
+        if self.profile == 1 and any(urlsplit(u).scheme == "ws" for u in (self.params.url_201, self.params.url_16) if u):
+            log.warning("ocpp link: security profile 1 sends the station password over unencrypted ws://; use wss:// outside trusted networks")
+        elif self.profile == 0:
+            log.warning("ocpp link: no authentication configured (security profile 0)")
+        log.info(
+            "ocpp link: starting",
+            station_id=self.params.station_id,
+            primary=self.primary,
+            url_201=public_url(self.url_for("201") or "") or None,
+            url_16=public_url(self.url_for("16") or "") or None,
+            security_profile=self.profile,
+        )
+        try:
+            while True:
+                version, why = self._choose_version()
+                try:
+                    await self._attempt(version, why)
+                    self._failures = 0  # a session ran; start the backoff over
+                except _Failure as failure:
+                    self._record_failure(version, why, failure)
+                await asyncio.sleep(backoff_delay(self._failures, self.params.backoff_min, self.params.backoff_max, self._rng))
+                self._failures += 1
+        finally:
+            self.state.connected = False
+            self._publish()
+
+    async def disconnect(self) -> None:
+        """Close the current connection (the manager reconnects); used by tests and resets."""
+        if self._active is not None:
+            await self._active.close()
+
+    def _record_failure(self, version: str, why: str, failure: _Failure) -> None:
+        self.state.failed_attempts += 1
+        self.state.last_error = failure.text
+        self.state.last_error_kind = failure.kind
+        url = public_url(self.url_for(version) or "")
+        if failure.kind is FailureKind.AUTH_FAILED:
+            log.error(f"ocpp link: authentication failed at {url}: {failure.text}", version=version, kind=failure.kind.value)
+        else:
+            log.warning(f"ocpp link: cannot connect to {url}: {failure.text}", version=version, kind=failure.kind.value)
+        other = self._other(version)
+        if why == "probe":
+            # The primary is still not usable: back to what worked, for another period.
+            self._preferred_since = self._monotonic()
+            log.warning(f"ocpp link: primary OCPP {_label(version)} still unavailable; staying on OCPP {_label(self._preferred)}")
+        elif other is not None:
+            if failure.kind is FailureKind.REFUSED:
+                self._switch(other, f"OCPP {_label(version)} endpoint refused: {failure.text}")
+            elif failure.kind in (FailureKind.UNREACHABLE, FailureKind.TLS):
+                self._unreachable_in_a_row += 1
+                if self._unreachable_in_a_row >= self.params.fallback_after:
+                    self._switch(other, f"OCPP {_label(version)} endpoint unreachable {self._unreachable_in_a_row} times in a row")
+        self._publish()
+
+    async def _attempt(self, version: str, why: str) -> None:
+        url = self.url_for(version)
+        assert url is not None
+        try:
+            ws = await connect(url, **self._connect_kwargs(url, version))
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise _Failure(FailureKind.AUTH_FAILED, f"HTTP {status} (check station id and password/certificate)") from None
+            if 400 <= status < 500:
+                raise _Failure(FailureKind.REFUSED, f"HTTP {status} on upgrade") from None
+            raise _Failure(FailureKind.UNREACHABLE, f"HTTP {status} on upgrade") from None
+        except ssl.SSLError as exc:
+            raise _Failure(FailureKind.TLS, f"TLS: {exc.reason or exc.__class__.__name__}") from None
+        except (InvalidHandshake, InvalidURI) as exc:
+            raise _Failure(FailureKind.REFUSED, f"handshake: {exc}") from None
+        except (OSError, TimeoutError, EOFError) as exc:
+            raise _Failure(FailureKind.UNREACHABLE, f"{exc.__class__.__name__}: {exc}".rstrip(": ")) from None
+        if ws.subprotocol != SUBPROTOCOL[version]:
+            await ws.close(1002, "subprotocol required")
+            raise _Failure(FailureKind.REFUSED, f"server did not accept subprotocol {SUBPROTOCOL[version]}")
+        if version != self._preferred:
+            self._switch(version, "probe of the primary succeeded")
+        self._unreachable_in_a_row = 0
+        await self._serve(ws, version)
+
+    async def _serve(self, ws: ClientConnection, version: str) -> None:
+        tracked = TrackedConnection(ws, self.state)
+        self._active = tracked
+        now = datetime.now(timezone.utc)
+        self.state.connected = True
+        self.state.version = version
+        self.state.url = public_url(self.url_for(version) or "")
+        self.state.connects += 1
+        self.state.connected_since = now
+        self.state.last_error = None
+        self.state.last_error_kind = None
+        self._publish()
+        log.info(f"ocpp link: connected to {self.state.url} with OCPP {_label(version)}", version=version, connects=self.state.connects)
+        session = asyncio.create_task(self._on_session(tracked, version), name=f"ocpp-session-{version}")
+        closed = asyncio.ensure_future(ws.wait_closed())
+        waiters: set[asyncio.Future[Any]] = {session, closed}
+        probe: asyncio.Task[None] | None = None
+        if version != self.primary:
+            remaining = self.params.primary_retry_seconds - (self._monotonic() - self._preferred_since)
+            probe = asyncio.create_task(asyncio.sleep(max(0.0, remaining)), name="ocpp-primary-probe-timer")
+            waiters.add(probe)
+        reason = "session ended"
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if probe is not None and probe in done and not session.done():
+                reason = f"probing primary OCPP {_label(self.primary)}"
+                log.info(f"ocpp link: closing OCPP {_label(version)} link to probe the primary OCPP {_label(self.primary)}")
+                await ws.close(1000, "probing primary")
+            if session.done() and not session.cancelled():
+                error = session.exception()
+                if isinstance(error, ConnectionClosed):
+                    reason = _closed_text(error)
+                elif error is not None:
+                    reason = f"session failed: {error.__class__.__name__}"
+                    log.error("ocpp link: session failed", exc_info=error)
+            elif closed in done:
+                reason = _closed_text_of(ws)
+        finally:
+            for task in (session, probe, closed):
+                if task is not None and not task.done():
+                    task.cancel()
+            for task in (session, probe, closed):
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        await task
+            await ws.close()
+            self._active = None
+            self.state.connected = False
+            self.state.last_error = reason
+            self.state.last_error_kind = FailureKind.LOST
+            self._publish()
+            log.warning(f"ocpp link: disconnected ({reason})", version=version)
+
+
+def _closed_text(error: ConnectionClosed) -> str:
+    if error.rcvd is None and error.sent is None:
+        return "connection lost"
+    frame = error.rcvd or error.sent
+    assert frame is not None
+    if frame.code == 1011 and "keepalive" in (frame.reason or ""):
+        return "ping timeout"
+    return f"closed with code {frame.code}{' ' + frame.reason if frame.reason else ''}"
+
+
+def _closed_text_of(ws: ClientConnection) -> str:
+    if ws.close_code is None:
+        return "connection lost"
+    if ws.close_code == 1011 and "keepalive" in (ws.close_reason or ""):
+        return "ping timeout"
+    return f"closed with code {ws.close_code}{' ' + ws.close_reason if ws.close_reason else ''}"
+
+
+def _label(version: str) -> str:
+    return {"201": "2.0.1", "16": "1.6"}.get(version, version)

@@ -1,0 +1,40 @@
+"""Protocol-neutral meter readings → OCPP sampledValue lists (same measurands in both versions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PHASES = ("L1", "L2", "L3")
+
+
+def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool) -> list[dict[str, Any]]:
+    """Energy.Active.Import.Register, Power.Active.Import, Current.Import and Voltage per phase, Frequency.
+
+    `as_text`: OCPP 1.6 carries values as strings with a flat `unit`; 2.0.1 as numbers with unitOfMeasure.
+    """
+    if not meter or meter.get("energy_wh") is None:
+        return []
+    samples: list[tuple[str, float, str, str | None]] = [
+        ("Energy.Active.Import.Register", meter["energy_wh"], "Wh", None)
+    ]
+    if meter.get("power_w") is not None:
+        samples.append(("Power.Active.Import", meter["power_w"], "W", None))
+    for measurand, key, unit, suffix in (("Current.Import", "current_a", "A", ""), ("Voltage", "voltage_v", "V", "-N")):
+        for phase, value in zip(PHASES, meter.get(key) or (), strict=False):
+            samples.append((measurand, value, unit, phase + suffix))
+    if meter.get("frequency_hz") is not None:
+        samples.append(("Frequency", meter["frequency_hz"], "Hz" if as_text else "Hz", None))
+    out = []
+    for measurand, value, unit, phase in samples:
+        rounded = round(float(value), 3)
+        item: dict[str, Any] = {"value": f"{rounded:g}" if as_text else rounded, "context": context,
+                                "measurand": measurand}
+        if as_text:
+            if unit != "Hz":  # 1.6's UnitOfMeasure has no Hz: Frequency is unitless there
+                item["unit"] = unit
+        else:
+            item["unitOfMeasure"] = {"unit": unit}
+        if phase:
+            item["phase"] = phase
+        out.append(item)
+    return out

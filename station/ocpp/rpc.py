@@ -1,0 +1,378 @@
+"""Strict OCPP-J RPC framing on top of `ocpp.ChargePoint`, shared by the station and the dev CSMS.
+
+The `ocpp` library (2.1.0) leaves gaps a field station cannot afford:
+
+- invalid JSON, a frame that is not an array, or an unknown MessageTypeId get no reply at
+  all (the peer waits for its timeout); here they are answered with CALLERROR
+  RpcFrameworkError / MessageTypeNotSupported (2.0.1) or FormationViolation / GenericError
+  (1.6, whose error vocabulary has neither), with the recoverable message id or "-1";
+- NotImplemented and NotSupported are swapped relative to the spec (an unknown action must
+  get NotImplemented, a known action we do not handle NotSupported);
+- 1.6 spells its schema error FormationViolation (and OccurenceConstraintViolation);
+- a response that fails our own schema check would be reported to the peer as the peer's
+  FormatViolation; it is our bug, so it becomes InternalError;
+- every frame is logged by the library at INFO verbatim, secrets included.
+
+Frames are logged here instead, once, with secrets masked. Handlers are the library's
+`@on` handlers (snake_case keyword arguments, dataclass result); a handler decorated with
+`@on_raw` receives the camelCase payload dict as-is and may return a camelCase dict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import is_dataclass
+from typing import Any, Literal
+
+import structlog
+from ocpp.charge_point import (
+    ChargePoint,
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, CallError, CallResult, MessageType
+from ocpp.routing import after, on
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as call_result16
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as call_result201
+from ocpp.v201.enums import Action as Action201
+
+from station.ocpp.schema import validate_payload
+
+Version = Literal["201", "16"]
+"""OCPP version as the configuration names it (`OCPP_PRIMARY`)."""
+
+SUBPROTOCOL: dict[str, str] = {"201": "ocpp2.0.1", "16": "ocpp1.6"}
+LIBRARY_VERSION: dict[str, str] = {"201": "2.0.1", "16": "1.6"}
+VERSION_BY_SUBPROTOCOL: dict[str, str] = {v: k for k, v in SUBPROTOCOL.items()}
+
+MASK = "***"
+SECRET_KEYS = frozenset({"password", "basicauthpassword", "authorizationkey", "privatekey"})
+"""Payload keys (lower-cased) whose values never reach a log line."""
+SECRET_CONFIG_KEYS = frozenset({"authorizationkey", "basicauthpassword"})
+"""1.6 configuration keys / 2.0.1 variable names whose values are secrets."""
+
+_quiet_library_logger = logging.getLogger("station.ocpp.library")
+_quiet_library_logger.addHandler(logging.NullHandler())
+_quiet_library_logger.propagate = False
+_quiet_library_logger.disabled = True
+
+_MAY_HOLD_SECRET = re.compile("password|authorizationkey|privatekey", re.IGNORECASE)
+"""Every SECRET_KEYS / SECRET_CONFIG_KEYS name contains one of these: a frame without them needs no redaction."""
+
+_ID_IN_BROKEN_FRAME = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
+
+
+class CallErrorReceived(Exception):
+    """The peer answered our CALL with a CALLERROR."""
+
+    def __init__(self, action: str, code: str, description: str, details: Any) -> None:
+        super().__init__(f"{action}: {code} {description}")
+        self.action = action
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+class _RpcError(OCPPError):
+    """An error whose code we choose per version (the library has no class for some codes)."""
+
+    def __init__(self, code: str, description: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(description=description, details=details or {})
+        self.code = code
+
+
+def on_raw(action: str, *, skip_schema_validation: bool = False) -> Callable[..., Any]:
+    """Like `ocpp.routing.on`, but the handler gets `payload` (camelCase dict) and may return a dict."""
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        inner = on(action, skip_schema_validation=skip_schema_validation)(func)
+        inner._raw_payload = True  # type: ignore[attr-defined]
+        return inner
+
+    return decorator
+
+
+def after_raw(action: str) -> Callable[..., Any]:
+    """Like `ocpp.routing.after` (runs once the response is sent), with the camelCase `payload`."""
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        inner = after(action)(func)
+        inner._raw_payload = True  # type: ignore[attr-defined]
+        return inner
+
+    return decorator
+
+
+def error_code_for(code: str, version: str) -> str:
+    """Translate an error code into the vocabulary of `version` ("201" or "16")."""
+    if version == "16":
+        return {
+            "FormatViolation": "FormationViolation",
+            "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+            "RpcFrameworkError": "FormationViolation",
+            "MessageTypeNotSupported": "GenericError",
+        }.get(code, code)
+    return {
+        "FormationViolation": "FormatViolation",
+        "OccurenceConstraintViolation": "OccurrenceConstraintViolation",
+    }.get(code, code)
+
+
+def redact(action: str | None, payload: Any) -> Any:
+    """Return a copy of `payload` with secret values masked (passwords, keys, secret variables)."""
+    if isinstance(payload, list):
+        return [redact(action, item) for item in payload]
+    if not isinstance(payload, dict):
+        return payload
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key.lower() in SECRET_KEYS and value is not None:
+            out[key] = MASK
+        else:
+            out[key] = redact(action, value)
+    # 1.6 ChangeConfiguration / GetConfiguration entries: {"key": ..., "value": ...}
+    key_name = payload.get("key")
+    if isinstance(key_name, str) and key_name.lower() in SECRET_CONFIG_KEYS and "value" in out:
+        out["value"] = MASK
+    # 2.0.1 Set/GetVariables entries: {"variable": {"name": ...}, "attributeValue": ...}
+    variable = payload.get("variable")
+    if isinstance(variable, dict) and str(variable.get("name", "")).lower() in SECRET_CONFIG_KEYS:
+        for value_key in ("attributeValue", "value"):
+            if value_key in out:
+                out[value_key] = MASK
+    return out
+
+
+def frame_text(message: Any) -> str:
+    """Compact JSON for log lines."""
+    try:
+        return json.dumps(message, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return repr(message)
+
+
+class StrictChargePoint(ChargePoint):
+    """An OCPP-J endpoint (either side) with strict framing and redacted frame logging.
+
+    `peer_id` is the station id; `side` ("station" or "csms") only labels log lines.
+    """
+
+    def __init__(
+        self,
+        peer_id: str,
+        connection: Any,
+        version: str,
+        *,
+        side: str = "station",
+        response_timeout: float = 30,
+        log: Any = None,
+    ) -> None:
+        if version not in SUBPROTOCOL:
+            raise ValueError(f"unknown OCPP version {version!r}; expected '201' or '16'")
+        self.version = version
+        self._ocpp_version = LIBRARY_VERSION[version]
+        self._call = call201 if version == "201" else call16
+        self._call_result = call_result201 if version == "201" else call_result16
+        super().__init__(peer_id, connection, response_timeout=response_timeout, logger=_quiet_library_logger)
+        self.side = side
+        self.log = log or structlog.get_logger("station.ocpp")
+        self._actions_of_pending: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- logging
+    def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any) -> None:
+        if self.side == "csms":
+            prefix = f"csms {'<-' if direction == 'in' else '->'} {self.id}"
+        else:
+            prefix = f"ocpp {'->' if direction == 'out' else '<-'}"
+        kind = {2: "", 3: " result", 4: " error"}.get(message[0] if message else 0, "")
+        body = message[-1] if message and message[0] in (2, 3) else message[2:] if message else []
+        text = frame_text(body)
+        if _MAY_HOLD_SECRET.search(text):  # walking the payload costs more than the rest of the frame
+            text = frame_text(redact(action, body))
+        self.on_frame(direction, action, message)
+        self.log.info(
+            f"{prefix} {action or '?'}{kind} {text}",
+            station_id=self.id,
+            ocpp=self.version,
+            direction=direction,
+            unique_id=unique_id,
+        )
+
+    def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
+        """Hook for subclasses that record traffic (the dev CSMS); `message` is the parsed frame."""
+
+    async def _send(self, message: str) -> None:
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            parsed = []
+        if parsed:
+            action = parsed[2] if parsed[0] == 2 else self._actions_of_pending.pop(str(parsed[1]), None)
+            self._log_frame("out", action, parsed, parsed[1])
+        await self._connection.send(message)
+
+    async def _send_error(self, unique_id: str, code: str, description: str, details: dict[str, Any] | None = None) -> None:
+        frame = CallError(unique_id, error_code_for(code, self.version), description, details or {})
+        await self._send(frame.to_json())
+
+    # ----------------------------------------------------------------- receive
+    async def route_message(self, raw_msg: Any) -> None:  # noqa: C901 — one flat dispatch reads best
+        """Parse one frame strictly; answer every unparseable CALL instead of ignoring it."""
+        try:
+            msg = json.loads(raw_msg)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            match = _ID_IN_BROKEN_FRAME.match(raw_msg if isinstance(raw_msg, str) else "")
+            unique_id = match.group(1) if match else "-1"
+            self.log.warning("ocpp: frame is not valid JSON", station_id=self.id, unique_id=unique_id)
+            await self._send_error(unique_id, "RpcFrameworkError", "Message is not valid JSON")
+            return
+        if not isinstance(msg, list) or not msg:
+            self.log.warning("ocpp: frame is not a JSON array", station_id=self.id)
+            await self._send_error("-1", "RpcFrameworkError", "Message is not a non-empty JSON array")
+            return
+        unique_id = msg[1] if len(msg) > 1 and isinstance(msg[1], str) and 0 < len(msg[1]) <= 36 else None
+        type_id = msg[0]
+        if type_id not in (MessageType.Call, MessageType.CallResult, MessageType.CallError):
+            self.log.warning("ocpp: unsupported MessageTypeId", station_id=self.id, type_id=frame_text(type_id))
+            await self._send_error(unique_id or "-1", "MessageTypeNotSupported", f"MessageTypeId {frame_text(type_id)} is not supported")
+            return
+        if type_id == MessageType.Call:
+            if unique_id is None or len(msg) != 4 or not isinstance(msg[2], str) or not isinstance(msg[3], dict):
+                self.log.warning("ocpp: malformed CALL", station_id=self.id, unique_id=unique_id)
+                await self._send_error(unique_id or "-1", "RpcFrameworkError", "CALL must be [2, messageId, action, {payload}]")
+                return
+            self._log_frame("in", msg[2], msg, unique_id)
+            await self._handle_strict_call(Call(unique_id, msg[2], msg[3]))
+            return
+        # CALLRESULT / CALLERROR: never answered, only matched to our pending CALL.
+        expected_len = 3 if type_id == MessageType.CallResult else 5
+        if unique_id is None or len(msg) != expected_len:
+            self.log.warning("ocpp: malformed response frame dropped", station_id=self.id, frame_type=type_id)
+            return
+        action = self._actions_of_pending.get(unique_id)
+        self._log_frame("in", action, msg, unique_id)
+        if type_id == MessageType.CallResult:
+            if not isinstance(msg[2], dict):
+                self.log.warning("ocpp: CALLRESULT payload is not an object; dropped", station_id=self.id)
+                return
+            self._response_queue.put_nowait(CallResult(unique_id, msg[2]))
+        else:
+            self._response_queue.put_nowait(CallError(unique_id, str(msg[2]), str(msg[3]), msg[4]))
+
+    async def _handle_strict_call(self, msg: Call) -> None:
+        handlers = self.route_map.get(msg.action)
+        if handlers is None or "_on_action" not in handlers:
+            known = self._is_known_action(msg.action)
+            code = "NotSupported" if known else "NotImplemented"
+            text = "Action is recognised but not supported" if known else "Action is not known by this receiver"
+            await self._send_error(msg.unique_id, code, text, {"action": msg.action})
+            return
+        skip_validation = handlers.get("_skip_schema_validation", False)
+        if not skip_validation:
+            try:
+                validate_payload(msg, self._ocpp_version)
+            except OCPPError as error:
+                await self._send_error(msg.unique_id, error.code, error.description, _safe_details(error))
+                return
+        handler = handlers["_on_action"]
+        try:
+            if getattr(handler, "_raw_payload", False):
+                response = handler(payload=msg.payload)
+            else:
+                kwargs = camel_to_snake_case(msg.payload)
+                if "call_unique_id" in inspect.signature(handler).parameters:
+                    kwargs["call_unique_id"] = msg.unique_id
+                response = handler(**kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except OCPPError as error:
+            await self._send_error(msg.unique_id, error.code, error.description, _safe_details(error))
+            return
+        except Exception:  # noqa: BLE001 — a handler bug must not take the link down
+            self.log.exception("ocpp: handler failed", station_id=self.id, action=msg.action)
+            await self._send_error(msg.unique_id, "InternalError", "An internal error occurred")
+            return
+        if is_dataclass(response):
+            payload = snake_to_camel_case(remove_nones(serialize_as_dict(response)))
+        elif isinstance(response, dict):
+            payload = response
+        else:
+            self.log.error("ocpp: handler returned no payload", station_id=self.id, action=msg.action)
+            await self._send_error(msg.unique_id, "InternalError", "An internal error occurred")
+            return
+        result = msg.create_call_result(payload)
+        if not skip_validation:
+            try:
+                validate_payload(result, self._ocpp_version)
+            except OCPPError as error:
+                self.log.error("ocpp: our response violates the schema", station_id=self.id, action=msg.action, cause=str(error.details.get("cause", ""))[:300])
+                await self._send_error(msg.unique_id, "InternalError", "Response could not be built")
+                return
+        self._actions_of_pending[msg.unique_id] = msg.action
+        await self._send(result.to_json())
+        after = handlers.get("_after_action")
+        if after is not None:
+            follow_up = after(payload=msg.payload) if getattr(after, "_raw_payload", False) else after(**camel_to_snake_case(msg.payload))
+            if inspect.isawaitable(follow_up):
+                task = asyncio.ensure_future(follow_up)
+                self._after_tasks.add(task)
+                task.add_done_callback(self._after_tasks.discard)
+
+    @property
+    def _after_tasks(self) -> set[asyncio.Future[Any]]:
+        tasks = self.__dict__.setdefault("_after_task_set", set())
+        return tasks
+
+    def _is_known_action(self, action: str) -> bool:
+        enum = Action201 if self.version == "201" else Action16
+        try:
+            enum(action)
+        except ValueError:
+            return False
+        return True
+
+    # -------------------------------------------------------------------- send
+    async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True, timeout: float | None = None) -> dict[str, Any]:
+        """Send a CALL with a camelCase payload; return the CALLRESULT payload.
+
+        Raises CallErrorReceived on CALLERROR, asyncio.TimeoutError when no answer comes,
+        and OCPPError when our own payload violates the schema.
+        """
+        call = Call(str(uuid.uuid4()), action, payload)
+        if validate:
+            validate_payload(call, self._ocpp_version)
+        async with self._call_lock:
+            # Drop answers to calls that timed out earlier so they cannot be mistaken for ours.
+            while not self._response_queue.empty():
+                self._response_queue.get_nowait()
+            self._actions_of_pending[call.unique_id] = action
+            try:
+                await self._send(call.to_json())
+                response = await self._get_specific_response(call.unique_id, timeout or self._response_timeout)
+            finally:
+                self._actions_of_pending.pop(call.unique_id, None)
+        if response.message_type_id == MessageType.CallError:
+            raise CallErrorReceived(action, response.error_code, response.error_description, response.error_details)
+        if validate:
+            response.action = action
+            validate_payload(response, self._ocpp_version)
+        return response.payload
+
+
+def _safe_details(error: OCPPError) -> dict[str, Any]:
+    """Error details for the peer: the cause only, never the echoed message (may hold secrets)."""
+    details = error.details if isinstance(error.details, dict) else {}
+    cause = details.get("cause")
+    return {"cause": str(cause)[:300]} if cause else {}

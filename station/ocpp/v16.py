@@ -1,0 +1,268 @@
+"""OCPP 1.6J: message shapes and CSMS-initiated handlers over the shared `BaseSession`.
+
+1.6 differences the shared core hides: transactions are StartTransaction / MeterValues /
+StopTransaction and the CSMS numbers them (its transactionId is stored with the transaction,
+so entries queued after an unconfirmed start wait for it); a ChargingStateChanged update has
+no 1.6 message (the StatusNotification carries it) and leaves the outbox unsent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from station.core.station import AuthResult, Connector, meter_json
+from station.core.store import OutboxEntry, StoreError
+from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
+from station.ocpp.meter_values import sampled_values as _samples
+from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
+
+STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
+                "SoftReset", "UnlockCommand", "DeAuthorized"}
+STOP_REASON_FROM_201 = {"ImmediateReset": "HardReset", "StoppedByEV": "EVDisconnected", "Timeout": "Other"}
+ERROR_CODES = {"ConnectorLockFailure", "EVCommunicationError", "GroundFailure", "HighTemperature", "InternalError",
+               "LocalListConflict", "NoError", "OtherError", "OverCurrentFailure", "PowerMeterFailure",
+               "PowerSwitchFailure", "ReaderFailure", "ResetFailure", "UnderVoltage", "OverVoltage", "WeakSignal"}
+UNLOCK_STATUS = {"Unlocked": "Unlocked", "UnlockFailed": "UnlockFailed", "OngoingAuthorizedTransaction": "UnlockFailed",
+                 "UnknownConnector": "NotSupported"}
+
+
+def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
+    return _samples(meter, context, as_text=True)
+
+
+def whole_wh(value: Any) -> int:
+    return int(round(float(value))) if value is not None else 0
+
+
+class V16Session(BaseSession):
+    VERSION = "16"
+
+    # ---- station → CSMS -----------------------------------------------------------
+    def boot_payload(self) -> dict[str, Any]:
+        info = self.client.info
+        payload = {"chargePointVendor": info.vendor, "chargePointModel": info.model, "firmwareVersion": info.firmware_version}
+        if info.serial_number:
+            payload["chargePointSerialNumber"] = info.serial_number
+        return payload
+
+    def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
+        derived = conn.derived
+        error = derived.error_code if derived.error_code in ERROR_CODES else "OtherError"
+        payload: dict[str, Any] = {"connectorId": conn.id, "errorCode": error, "status": derived.status.value,
+                                   "timestamp": iso(self.core.clock.now())}
+        if derived.info:
+            payload["info"] = derived.info[:50]
+        return (derived.status, error, derived.info), payload
+
+    def _csms_id(self, entry: OutboxEntry) -> int:
+        tx = self.core.store.get_transaction(entry.transaction_id)
+        if tx is None or tx.csms_id is None:
+            raise Unsendable("StartTransaction of this transaction was never confirmed; no transactionId")
+        return int(tx.csms_id)
+
+    def transaction_message(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]] | None:
+        data = entry.data
+        timestamp = self.event_time(entry)
+        meter = data.get("meter")
+        if entry.kind == "started":
+            payload: dict[str, Any] = {"connectorId": entry.connector_id, "idTag": (data.get("id_token") or "")[:20],
+                                       "meterStart": whole_wh(data.get("meter_start_wh")), "timestamp": timestamp}
+            return "StartTransaction", payload
+        if entry.kind == "updated":
+            samples = sampled_values(meter, "Sample.Periodic" if entry.trigger == "MeterValuePeriodic" else "Other")
+            if not samples:
+                return None
+            return "MeterValues", {"connectorId": entry.connector_id, "transactionId": self._csms_id(entry),
+                                   "meterValue": [{"timestamp": timestamp, "sampledValue": samples}]}
+        reason = data.get("stop_reason") or "Other"
+        reason = STOP_REASON_FROM_201.get(reason, reason)
+        payload = {"transactionId": self._csms_id(entry), "meterStop": whole_wh(data.get("meter_stop_wh")),
+                   "timestamp": timestamp, "reason": reason if reason in STOP_REASONS else "Other"}
+        if data.get("id_token"):
+            payload["idTag"] = data["id_token"][:20]
+        samples = sampled_values(meter, "Transaction.End")
+        if samples:
+            payload["transactionData"] = [{"timestamp": timestamp, "sampledValue": samples}]
+        return "StopTransaction", payload
+
+    def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        if entry.kind != "started":
+            return
+        self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
+        status = (response.get("idTagInfo") or {}).get("status")
+        if status not in (None, "Accepted") and self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
+            self.log.warning("ocpp: CSMS refused the idTag of a started transaction; stopped", status=status)
+
+    def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
+        return {"idTag": id_token[:20]}
+
+    def authorize_result(self, response: dict[str, Any]) -> AuthResult:
+        info = response.get("idTagInfo") or {}
+        return AuthResult(str(info.get("status", "Invalid")), info.get("expiryDate"))
+
+    # ---- CSMS → station -------------------------------------------------------------
+    @on_raw("RemoteStartTransaction")
+    def on_remote_start(self, payload: dict[str, Any]) -> dict[str, Any]:
+        connector = payload.get("connectorId")
+        ok, _ = self.core.request_start(connector, payload["idTag"], "Central", trigger="RemoteStart")
+        profile = payload.get("chargingProfile")
+        if ok and profile and connector:
+            self._apply_profile(connector, profile)
+        return {"status": "Accepted" if ok else "Rejected"}
+
+    @on_raw("RemoteStopTransaction")
+    def on_remote_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
+        tx = self.core.transaction_by_csms_id(str(payload["transactionId"]))
+        stopped = tx is not None and self.core.request_stop(tx.id, reason="Remote", trigger="RemoteStop")
+        return {"status": "Accepted" if stopped else "Rejected"}
+
+    @on_raw("Reset")
+    def on_reset(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.client.on_reset is None:
+            return {"status": "Rejected"}
+        kind = payload["type"]
+        self.core.end_all_transactions("HardReset" if kind == "Hard" else "SoftReset", "ResetCommand")
+        self.client.schedule_reset(kind, when_idle=False)
+        return {"status": "Accepted"}
+
+    @on_raw("ChangeAvailability")
+    def on_change_availability(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": self.core.set_availability(int(payload["connectorId"]), payload["type"] == "Operative")}
+
+    @on_raw("UnlockConnector")
+    def on_unlock(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": UNLOCK_STATUS.get(self.core.unlock(int(payload["connectorId"])), "UnlockFailed")}
+
+    @on_raw("TriggerMessage")
+    def on_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
+        message = payload["requestedMessage"]
+        connector = payload.get("connectorId")
+        if connector and connector not in self.core.connectors:
+            return {"status": "Rejected"}
+        if message in ("Heartbeat", "StatusNotification", "BootNotification"):
+            return {"status": "Accepted"}
+        if message == "MeterValues":
+            return {"status": "Accepted" if any(c.last_meter for c in self._targets(connector)) else "Rejected"}
+        return {"status": "NotImplemented"}
+
+    @after_raw("TriggerMessage")
+    async def after_trigger(self, payload: dict[str, Any]) -> None:
+        message = payload["requestedMessage"]
+        connector = payload.get("connectorId")
+        if message == "Heartbeat":
+            await self.send_heartbeat()
+        elif message == "BootNotification":
+            response = await self.request("BootNotification", self.boot_payload())
+            self.trust_time(response.get("currentTime"))
+        elif message == "StatusNotification":
+            for conn in self._targets(connector):
+                await self.send_status(conn, force=True)
+        elif message == "MeterValues":
+            for conn in self._targets(connector):
+                if conn.last_meter:
+                    body: dict[str, Any] = {"connectorId": conn.id, "meterValue": [
+                        {"timestamp": iso(self.core.clock.now()), "sampledValue": sampled_values(meter_json(conn.last_meter), "Trigger")}]}
+                    if conn.transaction and conn.transaction.csms_id:
+                        body["transactionId"] = int(conn.transaction.csms_id)
+                    await self.request("MeterValues", body)
+
+    def _targets(self, connector: int | None) -> list[Connector]:
+        return [self.core.connectors[connector]] if connector else list(self.core.connectors.values())
+
+    @on_raw("GetConfiguration")
+    def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
+        wanted = payload.get("key")
+        known, unknown = [], []
+        for key in wanted if wanted else [s.key for s in SETTINGS]:
+            setting = SETTING_BY_KEY.get(key.lower())
+            if setting is None:
+                unknown.append(key)
+                continue
+            known.append({"key": setting.key, "readonly": setting.readonly, "value": format_value(self.client.setting(setting.key))[:500]})
+        result: dict[str, Any] = {"configurationKey": known}
+        if unknown:
+            result["unknownKey"] = unknown
+        return result
+
+    @on_raw("ChangeConfiguration")
+    def on_change_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
+        key = payload["key"]
+        if key.lower() in SECRET_CONFIG_KEYS:
+            return {"status": "NotSupported"}  # the password lives in the station's configuration file
+        setting = SETTING_BY_KEY.get(key.lower())
+        if setting is None:
+            return {"status": "NotSupported"}
+        if setting.readonly:
+            return {"status": "Rejected"}
+        try:
+            self.client.change_setting(setting, parse_value(setting, payload["value"]))
+        except (ValueError, StoreError):
+            return {"status": "Rejected"}
+        return {"status": "Accepted"}
+
+    def _apply_profile(self, connector: int, profile: dict[str, Any]) -> bool:
+        schedule = profile.get("chargingSchedule") or {}
+        periods = schedule.get("chargingSchedulePeriod") or []
+        phases = periods[0].get("numberPhases") if periods else None
+        return self.apply_limit(connector, schedule.get("chargingRateUnit", "A"), periods, phases)
+
+    @on_raw("SetChargingProfile")
+    def on_set_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        connector = int(payload["connectorId"])
+        profile = payload["csChargingProfiles"]
+        if connector != 0 and connector not in self.core.connectors:
+            return {"status": "Rejected"}
+        if profile["chargingProfilePurpose"] == "TxProfile" and not (connector and self.core.connectors[connector].transaction):
+            return {"status": "Rejected"}
+        return {"status": "Accepted" if self._apply_profile(connector, profile) else "Rejected"}
+
+    @on_raw("ClearChargingProfile")
+    def on_clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted" if self.clear_limit(payload.get("connectorId")) else "Unknown"}
+
+    @on_raw("GetCompositeSchedule")
+    def on_get_composite_schedule(self, payload: dict[str, Any]) -> dict[str, Any]:
+        connector = int(payload["connectorId"])
+        targets = list(self.core.connectors.values()) if connector == 0 else [self.core.connectors.get(connector)]
+        if None in targets:
+            return {"status": "Rejected"}
+        amps = min(c.limit_a for c in targets if c is not None)
+        unit = payload.get("chargingRateUnit", "A")
+        limit = amps if unit == "A" else amps * 230 * 3
+        return {"status": "Accepted", "connectorId": connector, "scheduleStart": iso(datetime.now(UTC)),
+                "chargingSchedule": {"duration": int(payload["duration"]), "chargingRateUnit": unit,
+                                     "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit, 1)}]}}
+
+    @on_raw("SendLocalList")
+    def on_send_local_list(self, payload: dict[str, Any]) -> dict[str, Any]:
+        version = int(payload["listVersion"])
+        full = payload["updateType"] == "Full"
+        if not full and version <= self.core.store.local_list_version():
+            return {"status": "VersionMismatch"}
+        entries: dict[str, tuple[str, str | None] | None] = {}
+        for item in payload.get("localAuthorizationList") or []:
+            info = item.get("idTagInfo")
+            entries[item["idTag"]] = (info["status"], info.get("expiryDate")) if info else None
+        try:
+            self.core.store.local_list_update(version, entries, full=full)
+        except StoreError:
+            return {"status": "Failed"}
+        return {"status": "Accepted"}
+
+    @on_raw("GetLocalListVersion")
+    def on_get_local_list_version(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"listVersion": self.core.store.local_list_version()}
+
+    @on_raw("ClearCache")
+    def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.core.store.cache_clear()
+        except StoreError:
+            return {"status": "Rejected"}
+        return {"status": "Accepted"}
+
+    @on_raw("DataTransfer")
+    def on_data_transfer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("ocpp: DataTransfer from an unknown vendor rejected", vendor_id=payload.get("vendorId"))
+        return {"status": "UnknownVendorId"}

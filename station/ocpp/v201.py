@@ -1,0 +1,301 @@
+"""OCPP 2.0.1: message shapes and CSMS-initiated handlers over the shared `BaseSession`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from station.core.model import ConnectorStatus
+from station.core.station import AuthResult, Connector
+from station.core.store import OutboxEntry, StoreError
+from station.ocpp.base import (
+    SETTING_BY_VARIABLE,
+    SETTINGS,
+    BaseSession,
+    format_value,
+    iso,
+    parse_value,
+)
+from station.ocpp.meter_values import sampled_values as _samples
+from station.ocpp.rpc import after_raw, on_raw
+
+TRIGGER_REASONS = {
+    "Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "Deauthorized",
+    "EnergyLimitReached", "EVCommunicationLost", "EVConnectTimeout", "MeterValueClock", "MeterValuePeriodic",
+    "TimeLimitReached", "Trigger", "UnlockCommand", "StopAuthorized", "EVDeparted", "EVDetected", "RemoteStop",
+    "RemoteStart", "AbnormalCondition", "SignedDataReceived", "ResetCommand",
+}
+STOP_REASONS = {
+    "DeAuthorized", "EmergencyStop", "EnergyLimitReached", "EVDisconnected", "GroundFault", "ImmediateReset",
+    "Local", "LocalOutOfCredit", "MasterPass", "Other", "OvercurrentFault", "PowerLoss", "PowerQuality", "Reboot",
+    "Remote", "SOCLimitReached", "StoppedByEV", "TimeLimitReached", "Timeout",
+}
+STOP_REASON_FROM_16 = {"HardReset": "ImmediateReset", "SoftReset": "Reboot", "UnlockCommand": "Local"}
+TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"}
+CONNECTOR_STATUS = {
+    ConnectorStatus.AVAILABLE: "Available",
+    ConnectorStatus.RESERVED: "Reserved",
+    ConnectorStatus.UNAVAILABLE: "Unavailable",
+    ConnectorStatus.FAULTED: "Faulted",
+}
+CONTEXT = {"started": "Transaction.Begin", "ended": "Transaction.End"}
+COMPONENTS = {s.component.lower() for s in SETTINGS}
+
+
+def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
+    return _samples(meter, context, as_text=False)
+
+
+def status_info(reason: str) -> dict[str, str]:
+    code = "".join(word[:1].upper() + word[1:] for word in reason.replace(":", " ").split()[:3])[:20] or "Rejected"
+    return {"reasonCode": code, "additionalInfo": reason[:512]}
+
+
+class V201Session(BaseSession):
+    VERSION = "201"
+
+    # ---- station → CSMS -----------------------------------------------------------
+    def boot_payload(self) -> dict[str, Any]:
+        info = self.client.info
+        station: dict[str, Any] = {"model": info.model, "vendorName": info.vendor, "firmwareVersion": info.firmware_version}
+        if info.serial_number:
+            station["serialNumber"] = info.serial_number
+        return {"chargingStation": station, "reason": "PowerUp"}
+
+    def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
+        status = CONNECTOR_STATUS.get(conn.derived.status, "Occupied")
+        return status, {"timestamp": iso(self.core.clock.now()), "connectorStatus": status, "evseId": conn.id, "connectorId": 1}
+
+    def transaction_message(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]]:
+        data = entry.data
+        info: dict[str, Any] = {"transactionId": entry.transaction_id, "chargingState": data.get("charging_state") or "EVConnected"}
+        if entry.kind == "ended":
+            reason = data.get("stop_reason") or "Other"
+            reason = STOP_REASON_FROM_16.get(reason, reason)
+            info["stoppedReason"] = reason if reason in STOP_REASONS else "Other"
+        if entry.kind == "started" and data.get("remote_start_id") is not None:
+            info["remoteStartId"] = int(data["remote_start_id"])
+        timestamp = self.event_time(entry)
+        payload: dict[str, Any] = {
+            "eventType": {"started": "Started", "updated": "Updated", "ended": "Ended"}[entry.kind],
+            "timestamp": timestamp,
+            "triggerReason": entry.trigger if entry.trigger in TRIGGER_REASONS else "Trigger",
+            "seqNo": entry.seq_no,
+            "transactionInfo": info,
+            "evse": {"id": entry.connector_id, "connectorId": 1},
+        }
+        if entry.offline:
+            payload["offline"] = True
+        if entry.kind == "started" and data.get("id_token"):
+            token_type = data.get("token_type") or "Local"
+            payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
+        context = CONTEXT.get(entry.kind, "Sample.Periodic" if entry.trigger == "MeterValuePeriodic" else "Other")
+        samples = sampled_values(data.get("meter"), context)
+        if samples:
+            payload["meterValue"] = [{"timestamp": timestamp, "sampledValue": samples}]
+        return "TransactionEvent", payload
+
+    def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        status = (response.get("idTokenInfo") or {}).get("status")
+        if entry.kind == "started" and status not in (None, "Accepted"):
+            if self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
+                self.log.warning("ocpp: CSMS refused the token of a started transaction; stopped", status=status)
+
+    def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
+        return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
+
+    def authorize_result(self, response: dict[str, Any]) -> AuthResult:
+        info = response.get("idTokenInfo") or {}
+        return AuthResult(str(info.get("status", "Unknown")), info.get("cacheExpiryDateTime"))
+
+    # ---- CSMS → station -------------------------------------------------------------
+    @on_raw("RequestStartTransaction")
+    def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
+        token = payload["idToken"]
+        evse = payload.get("evseId")
+        profile = payload.get("chargingProfile")
+        ok, reason = self.core.request_start(evse, token["idToken"], token.get("type", "Central"),
+                                             remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
+        if not ok:
+            return {"status": "Rejected", "statusInfo": status_info(reason)}
+        if profile and evse:
+            self._apply_profile(evse, profile)
+        return {"status": "Accepted"}
+
+    @on_raw("RequestStopTransaction")
+    def on_request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
+        stopped = self.core.request_stop(payload["transactionId"], reason="Remote", trigger="RemoteStop")
+        return {"status": "Accepted" if stopped else "Rejected"}
+
+    @on_raw("Reset")
+    def on_reset(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("evseId") or self.client.on_reset is None:
+            return {"status": "Rejected"}
+        busy = any(c.transaction for c in self.core.connectors.values())
+        if payload["type"] == "OnIdle" and busy:
+            self.client.schedule_reset("OnIdle", when_idle=True)
+            return {"status": "Scheduled"}
+        if busy:
+            self.core.end_all_transactions("ImmediateReset", "ResetCommand")
+        self.client.schedule_reset(payload["type"], when_idle=False)
+        return {"status": "Accepted"}
+
+    @on_raw("ChangeAvailability")
+    def on_change_availability(self, payload: dict[str, Any]) -> dict[str, Any]:
+        evse = (payload.get("evse") or {}).get("id", 0)
+        return {"status": self.core.set_availability(int(evse), payload["operationalStatus"] == "Operative")}
+
+    @on_raw("UnlockConnector")
+    def on_unlock(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": self.core.unlock(int(payload["evseId"]))}
+
+    @on_raw("TriggerMessage")
+    def on_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
+        message = payload["requestedMessage"]
+        evse = (payload.get("evse") or {}).get("id")
+        if evse is not None and evse not in self.core.connectors:
+            return {"status": "Rejected"}
+        if message == "BootNotification":
+            return {"status": "Rejected" if self.accepted else "Accepted"}
+        if message in ("Heartbeat", "StatusNotification"):
+            return {"status": "Accepted"}
+        if message == "MeterValues":
+            has = any(c.last_meter for c in self._targets(evse))
+            return {"status": "Accepted" if has else "Rejected"}
+        return {"status": "NotImplemented"}
+
+    @after_raw("TriggerMessage")
+    async def after_trigger(self, payload: dict[str, Any]) -> None:
+        message = payload["requestedMessage"]
+        evse = (payload.get("evse") or {}).get("id")
+        if message == "Heartbeat":
+            await self.send_heartbeat()
+        elif message == "StatusNotification":
+            for conn in self._targets(evse):
+                await self.send_status(conn, force=True)
+        elif message == "MeterValues":
+            for conn in self._targets(evse):
+                if conn.last_meter:
+                    from station.core.station import meter_json
+
+                    values = sampled_values(meter_json(conn.last_meter), "Trigger")
+                    await self.request("MeterValues", {"evseId": conn.id, "meterValue": [
+                        {"timestamp": iso(self.core.clock.now()), "sampledValue": values}]})
+
+    def _targets(self, evse: int | None) -> list[Connector]:
+        return [self.core.connectors[evse]] if evse else list(self.core.connectors.values())
+
+    @on_raw("GetVariables")
+    def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        for item in payload["getVariableData"]:
+            component, variable = item["component"], item["variable"]
+            result: dict[str, Any] = {"component": component, "variable": variable}
+            setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
+            if item.get("attributeType", "Actual") != "Actual":
+                result["attributeStatus"] = "NotSupportedAttributeType"
+            elif setting is None:
+                result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
+            else:
+                result["attributeStatus"] = "Accepted"
+                result["attributeValue"] = format_value(self.client.setting(setting.key))[:2500]
+            results.append(result)
+        return {"getVariableResult": results}
+
+    @on_raw("SetVariables")
+    def on_set_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        for item in payload["setVariableData"]:
+            component, variable = item["component"], item["variable"]
+            result: dict[str, Any] = {"component": component, "variable": variable}
+            setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
+            if item.get("attributeType", "Actual") != "Actual":
+                result["attributeStatus"] = "NotSupportedAttributeType"
+            elif setting is None:
+                result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
+            elif setting.readonly:
+                result["attributeStatus"] = "Rejected"
+                result["attributeStatusInfo"] = {"reasonCode": "ReadOnly"}
+            else:
+                try:
+                    self.client.change_setting(setting, parse_value(setting, item["attributeValue"]))
+                    result["attributeStatus"] = "Accepted"
+                except ValueError as exc:
+                    result["attributeStatus"] = "Rejected"
+                    result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": str(exc)[:512]}
+                except StoreError:
+                    result["attributeStatus"] = "Rejected"
+                    result["attributeStatusInfo"] = {"reasonCode": "InternalError"}
+            results.append(result)
+        return {"setVariableResult": results}
+
+    def _apply_profile(self, evse: int, profile: dict[str, Any]) -> bool:
+        schedules = profile.get("chargingSchedule") or []
+        if not schedules:
+            return False
+        schedule = schedules[0]
+        periods = schedule.get("chargingSchedulePeriod") or []
+        phases = periods[0].get("numberPhases") if periods else None
+        return self.apply_limit(evse, schedule.get("chargingRateUnit", "A"), periods, phases)
+
+    @on_raw("SetChargingProfile")
+    def on_set_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        evse = int(payload["evseId"])
+        profile = payload["chargingProfile"]
+        if evse != 0 and evse not in self.core.connectors:
+            return {"status": "Rejected", "statusInfo": status_info("unknown evse")}
+        if profile["chargingProfilePurpose"] == "TxProfile" and not (evse and self.core.connectors[evse].transaction):
+            return {"status": "Rejected", "statusInfo": status_info("no transaction")}
+        return {"status": "Accepted" if self._apply_profile(evse, profile) else "Rejected"}
+
+    @on_raw("ClearChargingProfile")
+    def on_clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        evse = (payload.get("chargingProfileCriteria") or {}).get("evseId")
+        return {"status": "Accepted" if self.clear_limit(evse) else "Unknown"}
+
+    @on_raw("GetCompositeSchedule")
+    def on_get_composite_schedule(self, payload: dict[str, Any]) -> dict[str, Any]:
+        evse = int(payload["evseId"])
+        targets = list(self.core.connectors.values()) if evse == 0 else [self.core.connectors.get(evse)]
+        if None in targets:
+            return {"status": "Rejected"}
+        amps = min(c.limit_a for c in targets if c is not None)
+        unit = payload.get("chargingRateUnit", "A")
+        limit = amps if unit == "A" else amps * 230 * 3
+        return {"status": "Accepted", "schedule": {
+            "evseId": evse, "duration": int(payload["duration"]), "scheduleStart": iso(datetime.now(UTC)),
+            "chargingRateUnit": unit, "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit, 1)}],
+        }}
+
+    @on_raw("SendLocalList")
+    def on_send_local_list(self, payload: dict[str, Any]) -> dict[str, Any]:
+        version = int(payload["versionNumber"])
+        full = payload["updateType"] == "Full"
+        if not full and version <= self.core.store.local_list_version():
+            return {"status": "VersionMismatch"}
+        entries: dict[str, tuple[str, str | None] | None] = {}
+        for item in payload.get("localAuthorizationList") or []:
+            info = item.get("idTokenInfo")
+            entries[item["idToken"]["idToken"]] = (info["status"], info.get("cacheExpiryDateTime")) if info else None
+        try:
+            self.core.store.local_list_update(version, entries, full=full)
+        except StoreError:
+            return {"status": "Failed"}
+        return {"status": "Accepted"}
+
+    @on_raw("GetLocalListVersion")
+    def on_get_local_list_version(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"versionNumber": self.core.store.local_list_version()}
+
+    @on_raw("ClearCache")
+    def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.core.store.cache_clear()
+        except StoreError:
+            return {"status": "Rejected"}
+        return {"status": "Accepted"}
+
+    @on_raw("DataTransfer")
+    def on_data_transfer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("ocpp: DataTransfer from an unknown vendor rejected", vendor_id=payload.get("vendorId"))
+        return {"status": "UnknownVendorId"}

@@ -1,0 +1,114 @@
+"""Shared helpers for the OCPP tests: a minimal station session over the real link."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from station.ocpp.rpc import StrictChargePoint
+
+BOOT_201 = {"chargingStation": {"model": "AC22", "vendorName": "Orge"}, "reason": "PowerUp"}
+BOOT_16 = {"chargePointModel": "AC22", "chargePointVendor": "Orge"}
+
+
+def boot_payload(version: str) -> dict[str, Any]:
+    return BOOT_201 if version == "201" else BOOT_16
+
+
+def booting_session(
+    station_id: str, sessions: list[str] | None = None
+) -> Callable[[Any, str], Awaitable[None]]:
+    """A session callback that boots once per connection and then serves CSMS calls."""
+
+    async def on_session(ws: Any, version: str) -> None:
+        cp = StrictChargePoint(station_id, ws, version)
+        serving = asyncio.create_task(cp.start())
+        try:
+            await cp.request("BootNotification", boot_payload(version), timeout=5)
+            if sessions is not None:
+                sessions.append(version)
+            await serving
+        finally:
+            serving.cancel()
+
+    return on_session
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait until `condition()` holds (polling; for state owned by another task)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- full station rig
+import contextlib  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from station.core.clock import Clock  # noqa: E402
+from station.core.station import StationCore  # noqa: E402
+from station.core.store import Store  # noqa: E402
+from station.devtools.csms import DevCsms, Received  # noqa: E402
+from station.ocpp.client import OcppClient  # noqa: E402
+from station.ocpp.connection import LinkParams  # noqa: E402
+from tests.core_helpers import RecordingController  # noqa: E402
+
+FAST_LINK = {"backoff_min": 0.01, "backoff_max": 0.05, "open_timeout": 2}
+
+
+@dataclass
+class Rig:
+    """A station (real core + SQLite + recording controller) linked to a real dev CSMS."""
+
+    version: str
+    csms: DevCsms
+    db: Path
+    station_id: str = "CP"
+    core: StationCore | None = None
+    esp: RecordingController | None = None
+    client: OcppClient | None = None
+    task: asyncio.Task[None] | None = None
+    resets: list[str] = field(default_factory=list)
+    clock: Clock | None = None
+
+    def params(self) -> LinkParams:
+        return LinkParams(self.station_id, primary=self.version, url_201=self.csms.url("201"), url_16=self.csms.url("16"), **FAST_LINK)
+
+    async def start(self, *, trusted: bool = True) -> Rig:
+        self.clock = Clock(trusted=trusted)
+        self.core = StationCore(store=Store(self.db), clock=self.clock)
+        self.esp = RecordingController(self.core)
+        self.core.attach_controller(1, self.esp)
+        self.core.on_controller_status(1, self.esp.current)
+
+        async def on_reset(kind: str) -> None:
+            self.resets.append(kind)
+
+        self.client = OcppClient(self.params(), self.core, boot_retry_seconds=0.05, response_timeout=3, on_reset=on_reset)
+        self.task = asyncio.create_task(self.client.run())
+        return self
+
+    async def stop(self) -> None:
+        """Stop the station like a power cut after the last commit: nothing graceful is sent."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+        if self.core is not None:
+            await self.core.close()
+            self.core.store.close()
+        self.task = None
+
+    def calls(self, action: str) -> list[Received]:
+        return self.csms.calls(action, station_id=self.station_id)
+
+    async def settle(self) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def wait_outbox_empty(self, timeout: float = 10) -> None:
+        assert self.core is not None
+        core = self.core
+        await eventually(lambda: core.store.outbox_depth() == 0, timeout)

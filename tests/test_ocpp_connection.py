@@ -1,0 +1,196 @@
+"""The connection manager: URL rule, version fallback and return, reconnect, auth, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from station.devtools.csms import DevCsms
+from station.ocpp.connection import (
+    FailureKind,
+    LinkConfigError,
+    LinkParams,
+    OcppLink,
+    backoff_delay,
+    endpoint_url,
+    public_url,
+    resolve_security_profile,
+)
+from tests.ocpp_helpers import booting_session, eventually
+
+FAST = {"backoff_min": 0.01, "backoff_max": 0.05, "open_timeout": 2}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[OcppLink], Awaitable[OcppLink]]]:
+    """Start links as tasks and cancel them at the end of the test."""
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(link: OcppLink) -> OcppLink:
+        tasks.append(asyncio.create_task(link.run()))
+        return link
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_url_ending_in_slash_gets_the_station_id_appended() -> None:
+    assert endpoint_url("ws://csms/ocpp/", "ORGE_AC_001") == "ws://csms/ocpp/ORGE_AC_001"
+
+
+def test_url_not_ending_in_slash_is_used_as_given() -> None:
+    assert endpoint_url("wss://csms/ocpp/ORGE_AC_001", "ORGE_AC_001") == "wss://csms/ocpp/ORGE_AC_001"
+
+
+def test_public_url_strips_credentials() -> None:
+    assert public_url("wss://cp:pw@host:443/ocpp/CP") == "wss://host:443/ocpp/CP"
+
+
+def test_backoff_is_bounded_jittered_and_never_zero() -> None:
+    assert backoff_delay(0, 1, 60, rng=lambda: 0.0) == 1
+    assert backoff_delay(0, 1, 60, rng=lambda: 1.0) == 2
+    assert backoff_delay(50, 1, 60, rng=lambda: 1.0) == 60
+    assert backoff_delay(50, 1, 60, rng=lambda: 0.0) == 1
+
+
+def test_default_ping_settings_detect_a_dead_path_within_a_minute() -> None:
+    params = LinkParams("CP", url_201="ws://x/")
+    assert params.ping_interval + params.ping_timeout < 60
+
+
+async def test_connects_with_2_0_1_and_exposes_state(running: Any) -> None:
+    async with DevCsms() as csms:
+        link = await running(OcppLink(LinkParams("CP", url_201=csms.url("201"), url_16=csms.url("16"), **FAST), booting_session("CP")))
+        await csms.wait_for("BootNotification", station_id="CP")
+        await eventually(lambda: link.state.connected)
+        assert link.state.version == "201" and csms.version_of("CP") == "201"
+        assert link.state.url == csms.url("201", "CP")
+        await eventually(lambda: link.state.last_received_at is not None)
+
+
+async def test_primary_16_connects_with_1_6(running: Any) -> None:
+    async with DevCsms() as csms:
+        await running(OcppLink(LinkParams("CP", primary="16", url_201=csms.url("201"), url_16=csms.url("16"), **FAST), booting_session("CP")))
+        boot = await csms.wait_for("BootNotification", station_id="CP")
+        assert boot.version == "16"
+
+
+async def test_falls_back_to_1_6_when_2_0_1_is_refused_and_returns_after_retry_period(running: Any) -> None:
+    async with DevCsms(accept_subprotocols=("ocpp1.6",)) as csms:
+        sessions: list[str] = []
+        params = LinkParams("CP", url_201=csms.url("201"), url_16=csms.url("16"), primary_retry_seconds=0.5, **FAST)
+        link = await running(OcppLink(params, booting_session("CP", sessions)))
+        await csms.wait_for("BootNotification", predicate=lambda r: r.version == "16")
+        assert link.state.preferred_version == "16"
+        csms.accept_subprotocols = ("ocpp2.0.1", "ocpp1.6")
+        await csms.wait_for("BootNotification", predicate=lambda r: r.version == "201")
+        await eventually(lambda: link.state.connected and link.state.version == "201")
+        await eventually(lambda: sessions[-1] == "201")
+        assert sessions[0] == "16"
+
+
+async def test_failed_probe_of_primary_returns_to_the_fallback(running: Any) -> None:
+    async with DevCsms(accept_subprotocols=("ocpp1.6",)) as csms:
+        params = LinkParams("CP", url_201=csms.url("201"), url_16=csms.url("16"), primary_retry_seconds=0.2, **FAST)
+        link = await running(OcppLink(params, booting_session("CP")))
+        first = await csms.wait_for("BootNotification", predicate=lambda r: r.version == "16")
+        index = csms.received.index(first) + 1
+        await csms.wait_for("BootNotification", predicate=lambda r: r.version == "16", since=index)
+        assert link.state.preferred_version == "16"
+        assert link.state.failed_attempts >= 2  # the first refusal and at least one failed probe
+
+
+async def test_falls_back_after_n_unreachable_attempts(running: Any) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/ocpp/"
+    async with DevCsms() as csms:
+        params = LinkParams("CP", url_201=dead, url_16=csms.url("16"), fallback_after=3, **FAST)
+        link = await running(OcppLink(params, booting_session("CP")))
+        await csms.wait_for("BootNotification", station_id="CP")
+        assert link.state.version == "16"
+        assert link.state.failed_attempts == 3
+
+
+async def test_reconnects_after_the_server_dies_and_comes_back_on_the_same_port(running: Any) -> None:
+    csms = await DevCsms().start()
+    port = csms.port
+    link = await running(OcppLink(LinkParams("CP", url_201=csms.url("201"), **FAST), booting_session("CP")))
+    await csms.wait_for("BootNotification")
+    await csms.stop()
+    await eventually(lambda: not link.state.connected)
+    await eventually(lambda: link.state.failed_attempts >= 2)
+    assert link.state.last_error_kind is FailureKind.UNREACHABLE
+    async with DevCsms(port=port) as again:
+        await again.wait_for("BootNotification", station_id="CP")
+        await eventually(lambda: link.state.connected)
+        assert link.state.reconnects == 1
+
+
+async def test_reconnects_after_the_csms_drops_the_connection(running: Any) -> None:
+    async with DevCsms() as csms:
+        link = await running(OcppLink(LinkParams("CP", url_201=csms.url("201"), **FAST), booting_session("CP")))
+        await csms.wait_for("BootNotification")
+        mark = csms.mark()
+        await csms.disconnect("CP", abort=True)
+        await csms.wait_for("BootNotification", since=mark)
+        assert link.state.connects == 2
+
+
+async def test_basic_auth_succeeds_with_the_right_password(running: Any) -> None:
+    async with DevCsms(passwords={"CP": "s3cret"}) as csms:
+        link = await running(OcppLink(LinkParams("CP", password="s3cret", url_201=csms.url("201"), **FAST), booting_session("CP")))
+        await csms.wait_for("BootNotification", station_id="CP")
+        assert link.profile == 1
+
+
+async def test_wrong_password_is_an_auth_failure_not_unreachable_and_no_fallback(running: Any) -> None:
+    async with DevCsms(passwords={"CP": "s3cret"}) as csms:
+        params = LinkParams("CP", password="wrong", url_201=csms.url("201"), url_16=csms.url("16"), fallback_after=1, **FAST)
+        link = await running(OcppLink(params, booting_session("CP")))
+        await eventually(lambda: len(csms.auth_failures) >= 3)
+        assert link.state.last_error_kind is FailureKind.AUTH_FAILED
+        assert "401" in (link.state.last_error or "")
+        assert link.state.preferred_version == "201"
+        assert "wrong" not in repr(params) and "wrong" not in str(link.state.as_dict())
+
+
+async def test_no_password_is_sent_when_profile_0_is_chosen(running: Any) -> None:
+    async with DevCsms(passwords={"CP": "s3cret"}) as csms:
+        params = LinkParams("CP", password="s3cret", security_profile=0, url_201=csms.url("201"), **FAST)
+        link = await running(OcppLink(params, booting_session("CP")))
+        await eventually(lambda: link.state.last_error_kind is FailureKind.AUTH_FAILED)
+
+
+def test_profile_is_inferred_from_scheme_and_credentials() -> None:
+    assert resolve_security_profile(LinkParams("CP", url_201="ws://h/")) == 0
+    assert resolve_security_profile(LinkParams("CP", password="p", url_201="ws://h/")) == 1
+    assert resolve_security_profile(LinkParams("CP", password="p", url_201="wss://h/")) == 2
+    assert resolve_security_profile(LinkParams("CP", client_cert="c", client_key="k", url_201="wss://h/")) == 3
+
+
+def test_tls_profiles_refuse_a_plain_ws_fallback_url() -> None:
+    with pytest.raises(LinkConfigError, match="wss://"):
+        resolve_security_profile(LinkParams("CP", password="p", url_201="wss://h/", url_16="ws://h/"))
+
+
+def test_explicit_profile_needs_its_credentials() -> None:
+    with pytest.raises(LinkConfigError, match="password"):
+        resolve_security_profile(LinkParams("CP", security_profile=2, url_201="wss://h/"))
+    with pytest.raises(LinkConfigError, match="client certificate"):
+        resolve_security_profile(LinkParams("CP", security_profile=3, url_201="wss://h/"))
+
+
+def test_credentials_in_the_url_are_refused() -> None:
+    with pytest.raises(LinkConfigError, match="credentials"):
+        resolve_security_profile(LinkParams("CP", url_201="ws://cp:pw@h/"))

@@ -1,0 +1,143 @@
+"""provisioning/install.sh --root: staged, idempotent installation into a directory tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.provisioning_support import build_fake_wheel, calls, fake_systemctl, offline_env, pip_command
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL = REPO / "provisioning/install.sh"
+
+
+def seed_os_tree(root: Path) -> None:
+    """The few /etc files a Debian root has, so the users stage works inside the tree."""
+    etc = root / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (etc / "group").write_text("root:x:0:\ndialout:x:20:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (etc / "gshadow").write_text("root:*::\ndialout:*::\n")
+    for name in ("shadow", "gshadow"):
+        (etc / name).chmod(0o640)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Path → type, mode, owner and content hash / link target, for every entry of the tree."""
+    digest: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        rel = str(path.relative_to(root))
+        meta = f"{stat.filemode(info.st_mode)} {info.st_uid}:{info.st_gid}"
+        if path.is_symlink():
+            digest[rel] = f"{meta} -> {os.readlink(path)}"
+        elif path.is_file():
+            digest[rel] = f"{meta} {hashlib.sha256(path.read_bytes()).hexdigest()} {info.st_mtime_ns}"
+        else:
+            digest[rel] = meta
+    return digest
+
+
+def run_install(root: Path, wheel: Path, systemctl: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(INSTALL), "--root", str(root), "--no-apt", "--artefact", str(wheel),
+         "--pip", pip_command(), *extra],
+        capture_output=True, text=True, timeout=120, env=offline_env(SYSTEMCTL=str(systemctl)),
+    )
+
+
+@pytest.fixture(scope="module")
+def installed_twice(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One tree, install.sh run twice; both results and digests kept for the tests below."""
+    base = tmp_path_factory.mktemp("install")
+    root = base / "root"
+    seed_os_tree(root)
+    wheel = build_fake_wheel(base / "wheels", "1.2.3")
+    systemctl, log = fake_systemctl(base / "bin")
+    first = run_install(root, wheel, systemctl)
+    after_first = tree_digest(root)
+    second = run_install(root, wheel, systemctl)
+    return {"root": root, "first": first, "second": second, "after_first": after_first,
+            "after_second": tree_digest(root), "log": log, "wheel": wheel, "systemctl": systemctl}
+
+
+def test_first_run_installs_the_release_behind_current(installed_twice: dict[str, object]) -> None:
+    first = installed_twice["first"]
+    assert isinstance(first, subprocess.CompletedProcess)
+    assert first.returncode == 0, first.stdout + first.stderr
+    root = Path(str(installed_twice["root"]))
+    assert os.readlink(root / "opt/station/current") == "releases/1.2.3"
+    assert (root / "opt/station/releases/1.2.3/venv/bin/station").exists()
+    assert os.readlink(root / "usr/local/bin/station-update") == "/opt/station/current/venv/bin/station-update"
+
+
+def test_every_stage_announces_itself(installed_twice: dict[str, object]) -> None:
+    out = str(getattr(installed_twice["first"], "stdout"))
+    for stage in ("preflight", "apt", "users", "release", "config", "udev", "units", "commands", "enable"):
+        assert f"==> [{stage}]" in out
+
+
+def test_second_run_changes_nothing(installed_twice: dict[str, object]) -> None:
+    second = installed_twice["second"]
+    assert isinstance(second, subprocess.CompletedProcess)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert not re.search(r"^\s+changed:", second.stdout, re.MULTILINE), second.stdout
+    assert "nothing to change" in second.stdout
+    assert installed_twice["after_second"] == installed_twice["after_first"]
+
+
+def test_env_file_is_created_0600_for_the_station_user(installed_twice: dict[str, object]) -> None:
+    root = Path(str(installed_twice["root"]))
+    env_file = root / "etc/ocpp_station.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "OCPP_STATION_NAME=" in env_file.read_text()
+    if os.geteuid() == 0:
+        station_uid = next(int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines()
+                           if line.startswith("station:"))
+        assert env_file.stat().st_uid == station_uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating users in a tree needs root")
+def test_users_are_created_in_the_tree_with_their_groups(installed_twice: dict[str, object]) -> None:
+    root = Path(str(installed_twice["root"]))
+    groups = {line.split(":")[0]: line.split(":")[3] for line in (root / "etc/group").read_text().splitlines()}
+    assert "station" in groups["dialout"].split(",")
+    assert "station-api" in groups["station"].split(",")
+
+
+def test_units_udev_rule_and_enable_calls(installed_twice: dict[str, object]) -> None:
+    root = Path(str(installed_twice["root"]))
+    assert (root / "etc/systemd/system/station.service").read_text() == (REPO / "systemd/station.service").read_text()
+    rule = (root / "etc/udev/rules.d/90-station-esp32.rules").read_text()
+    assert 'SYMLINK+="esp32"' in rule
+    log = calls(Path(str(installed_twice["log"])))
+    assert log and all(line.startswith(f"--root={root} enable station.service") for line in log)
+    assert not any("restart" in line for line in log)
+
+
+def test_existing_env_file_is_never_overwritten(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    seed_os_tree(root)
+    (root / "etc/ocpp_station.env").write_text("OCPP_STATION_NAME='CP-7'\n")
+    systemctl, _ = fake_systemctl(tmp_path / "bin")
+    wheel = build_fake_wheel(tmp_path / "wheels", "1.0.0")
+    result = run_install(root, wheel, systemctl)
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/ocpp_station.env").read_text() == "OCPP_STATION_NAME='CP-7'\n"
+    assert stat.S_IMODE((root / "etc/ocpp_station.env").stat().st_mode) == 0o600
+
+
+def test_failure_names_the_stage(tmp_path: Path) -> None:
+    systemctl, _ = fake_systemctl(tmp_path / "bin")
+    broken = tmp_path / "ocpp_station-0.0.1-py3-none-any.whl"
+    broken.write_bytes(b"not a zip")
+    result = run_install(tmp_path / "root", broken, systemctl)
+    assert result.returncode != 0
+    assert "stage 'release' failed" in result.stderr
