@@ -176,6 +176,25 @@ def current_limit(schedule_periods: list[dict[str, Any]], elapsed_s: float = 0) 
     return float(max(in_force, key=lambda p: float(p.get("startPeriod", 0)))["limit"])
 
 
+OUTBOX_BATCH = 100
+"""Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
+
+
+class _ConfirmedIds(list[int]):
+    """Ids the CSMS confirmed that are not deleted yet, in order; `in` is a set lookup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set: set[int] = set()
+
+    def append(self, entry_id: int) -> None:
+        super().append(entry_id)
+        self._set.add(entry_id)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._set
+
+
 # ------------------------------------------------------------------------- session
 class BaseSession(StrictChargePoint):
     """One connection's worth of OCPP; subclassed once per version."""
@@ -193,6 +212,7 @@ class BaseSession(StrictChargePoint):
         self._heartbeat_changed = asyncio.Event()
         self._sent_status: dict[int, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._confirmed = _ConfirmedIds()
 
     # ---- version hooks -------------------------------------------------------
     def boot_payload(self) -> dict[str, Any]:
@@ -365,36 +385,45 @@ class BaseSession(StrictChargePoint):
 
     async def _outbox_loop(self) -> None:
         store = self.core.store
-        while True:
-            self._outbox_wake.clear()
-            try:
-                entries = store.pending_outbox(100)
-            except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
-                log.error("ocpp: cannot read the outbox", error=str(exc))
-                entries = []
-            if not entries:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox_wake.wait(), 5)
-                continue
-            for entry in entries:
-                wait = entry.next_attempt - time.time()
-                if wait > 0:
+        try:
+            while True:
+                self._outbox_wake.clear()
+                self._flush_confirmed()
+                try:
+                    entries = store.pending_outbox(OUTBOX_BATCH)
+                except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
+                    log.error("ocpp: cannot read the outbox", error=str(exc))
+                    entries = []
+                entries = [e for e in entries if e.id not in self._confirmed]
+                if not entries:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.Event().wait(), wait)
-                    break  # re-read: keep strict order
-                if not await self._deliver(entry):
-                    break
+                        await asyncio.wait_for(self._outbox_wake.wait(), 5)
+                    continue
+                for entry in entries:
+                    wait = entry.next_attempt - time.time()
+                    if wait > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.Event().wait(), wait)
+                        break  # re-read: keep strict order
+                    if not await self._deliver(entry):
+                        break
+        finally:
+            self._flush_confirmed()
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
-        """Send one entry; True when it left the queue (confirmed, skipped or parked)."""
-        store = self.core.store
+        """Send one entry; True when it left the queue (confirmed, skipped or parked).
+
+        A confirmed entry is deleted by `_flush_confirmed`, in one commit with the others
+        confirmed in the same pass (at most `OUTBOX_BATCH`): deletion still follows the
+        CSMS's confirmation, only the fsync is shared.
+        """
         try:
             message = self.transaction_message(entry)
         except Unsendable as exc:
             return self._failed(entry, str(exc), park_now=True)
         if message is None:
             log.debug("ocpp: outbox entry has no message in this version", entry=entry.id, kind=entry.kind)
-            store.ack_outbox(entry.id)
+            self._confirmed.append(entry.id)
             return True
         action, payload = message
         try:
@@ -405,16 +434,23 @@ class BaseSession(StrictChargePoint):
             return self._failed(entry, "no answer from the CSMS")
         except OCPPError as exc:  # our payload or their answer violates the schema
             return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
+        self._confirmed.append(entry.id)
         try:
             self.on_transaction_confirmed(entry, response)
         except Exception:  # noqa: BLE001 — the CSMS confirmed; never resend because our follow-up failed
             log.exception("ocpp: handling the CSMS's transaction answer failed", entry=entry.id)
-        try:
-            store.ack_outbox(entry.id)
-        except StoreError:
-            return False
-        self.core.events.publish("outbox", depth=self._depth())
         return True
+
+    def _flush_confirmed(self) -> None:
+        """Delete the confirmed entries (one commit); on a store error they stay listed and are retried."""
+        if not self._confirmed:
+            return
+        try:
+            self.core.store.ack_outbox_many(self._confirmed)
+        except StoreError:
+            return
+        self._confirmed = _ConfirmedIds()
+        self.core.events.publish("outbox", depth=self._depth())
 
     def _depth(self) -> int:
         try:
