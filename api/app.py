@@ -160,7 +160,7 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             since=link.changed_at.isoformat()))
 
     @app.get("/ready", response_model=Ready, tags=["health"], responses={503: {"model": Ready}},
-             summary="Daemon reachable, ESP32 link up, CSMS connected (503 unless all three)")
+             summary="Daemon reachable, ESP32 link up, CSMS connected, state database writable (503 unless all)")
     async def ready() -> JSONResponse:
         try:
             status = await link.call(lambda c: c.status())
@@ -172,12 +172,17 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         esp_down = [f"connector {cid}: {lk.get('reason') or 'down'}" for cid, lk in links if not lk.get("up")]
         ocpp = status.get("ocpp") or {}
         connected = bool(ocpp.get("connected", status.get("csms_online")))
+        store = status.get("store") or {}
+        store_ok = bool(store.get("healthy", True))
         body = Ready(
-            ready=not esp_down and connected,
+            ready=not esp_down and connected and store_ok,
             daemon=Check(ok=True, detail="daemon answers on " + str(settings.ipc_socket)),
             esp32=Check(ok=not esp_down, detail="; ".join(esp_down) or f"{len(links)} link(s) up"),
             csms=Check(ok=connected, detail=(f"connected (OCPP {ocpp.get('version')})" if connected
                                              else f"not connected: {ocpp.get('last_error') or 'no connection'}")),
+            store=Check(ok=store_ok, detail="state database writable" if store_ok else
+                        f"state database not writable ({store.get('unsaved_events', 0)} event(s) waiting in memory): "
+                        f"{store.get('last_error')}"),
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -209,8 +214,10 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def events() -> AsyncIterator[ServerSentEvent]:
         queue = link.subscribe()
         try:
+            # The current state first (marked initial), so a client knows where it stands before any change.
             yield ServerSentEvent(event="daemon", retry=2000, data={
-                "kind": "daemon", "data": {"reachable": link.reachable, "error": link.last_error}})
+                "kind": "daemon", "at": link.changed_at.isoformat(),
+                "data": {"reachable": link.reachable, "error": link.last_error, "initial": True}})
             while True:
                 event = await queue.get()
                 yield ServerSentEvent(event=str(event.get("kind") or "message"), data=mask_tokens(event))

@@ -39,10 +39,11 @@ class Check(BaseModel):
 
 
 class Ready(BaseModel):
-    ready: bool = Field(description="All three checks pass.")
+    ready: bool = Field(description="All checks pass.")
     daemon: Check
     esp32: Check
     csms: Check
+    store: Check | None = Field(default=None, description="State database writable (disk not full or read-only).")
 
 
 # --- state ---------------------------------------------------------------------------

@@ -205,7 +205,8 @@ def _status(args: argparse.Namespace) -> int:
         return exitcodes.OK
     ocpp = status.get("ocpp", {})
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
-    print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {ocpp.get('version') or '-'}  "
+    version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
+    print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
           f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}")
     print(f"offline queue: {status.get('outbox_depth')}   clock trusted: {status.get('clock', {}).get('trusted')}")
     for c in status.get("connectors", []):

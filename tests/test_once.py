@@ -58,9 +58,10 @@ async def test_once_without_daemon_boots_reports_and_exits_zero(tmp_path: Path, 
     assert {"config", "csms", "esp32", "clock", "disk", "offline_queue", "power"} <= checks(report).keys()
 
 
-async def test_once_with_daemon_asks_the_daemon_and_keeps_its_csms_connection(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_once_with_daemon_asks_the_daemon_and_keeps_its_csms_connection(tmp_path: Path, version: str) -> None:
     async with DevCsms(heartbeat_interval=30) as csms, SimulatorProcess(tmp_path) as sim:
-        env = station_env(tmp_path, csms, sim.port, OCPP_STATION_PASSWORD=CANARY_PASSWORD)
+        env = station_env(tmp_path, csms, sim.port, OCPP_STATION_PASSWORD=CANARY_PASSWORD, OCPP_PRIMARY=version)
         daemon = await DaemonProcess(env, tmp_path / "station.log").start()
         try:
             await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
@@ -68,6 +69,7 @@ async def test_once_with_daemon_asks_the_daemon_and_keeps_its_csms_connection(tm
             code, report, _ = await run_once(env)
             assert code == exitcodes.OK, report
             assert report["mode"] == "daemon"
+            assert report["subprotocol"] == ("ocpp2.0.1" if version == "201" else "ocpp1.6")
             assert {"BootNotification", "StatusNotification", "Heartbeat"} <= set(actions(report))
             assert len(csms.calls("Heartbeat", STATION_ID)) == heartbeats_before + 1
             assert len(csms.calls("BootNotification", STATION_ID)) == 1

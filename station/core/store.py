@@ -8,6 +8,7 @@ commit loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -160,10 +161,14 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would
+                # raise and hide the real error; a failed COMMIT must not leave the transaction open.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
         self.healthy = True
 
     # --- transactions ---------------------------------------------------------

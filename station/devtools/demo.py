@@ -181,7 +181,7 @@ class Demo:
             say("demo", f"working directory {d} (process logs: *.log)")
             say("demo", f"CSMS listening on {self.csms.url(self.version)} (OCPP {_label(self.version)})")
             await self.spawn("meter-sim", "-m", "station", "sim", "meter", "--link", str(d / "meter"),
-                             "--control", str(d / "meter.sock"))
+                             "--control", str(d / "meter.sock"), "--energy-wh", "1520300")
             await self.spawn("esp32-sim", "-m", "station", "sim", "esp32", "--link", str(d / "esp32"),
                              "--control", str(d / "esp32.sock"), "--meter-control", str(d / "meter.sock"))
             await self.wait_for_path(d / "esp32")
@@ -276,15 +276,19 @@ def _brief(action: str, payload: dict[str, Any]) -> str:
         return f"connector {payload.get('connectorId') or payload.get('evseId')}: " \
                f"{payload.get('connectorStatus') or payload.get('status')}"
     if action == "TransactionEvent":
-        meter = [s for mv in payload.get("meterValue", []) for s in mv["sampledValue"]
-                 if s.get("measurand") == "Energy.Active.Import.Register"]
-        energy = f" energy {meter[0]['value']} Wh" if meter else ""
-        return f"{payload['eventType']} seq {payload['seqNo']} ({payload['triggerReason']}){energy}"
+        samples = {s.get("measurand"): s["value"] for mv in payload.get("meterValue", []) for s in mv["sampledValue"]
+                   if "phase" not in s}
+        meter = ""
+        if "Energy.Active.Import.Register" in samples:
+            meter = f" energy {samples['Energy.Active.Import.Register']} Wh"
+        if "Power.Active.Import" in samples:
+            meter += f", power {samples['Power.Active.Import']} W"
+        return f"{payload['eventType']} seq {payload['seqNo']} ({payload['triggerReason']}){meter}"
     if action in ("StartTransaction", "StopTransaction"):
         return f"meter {payload.get('meterStart', payload.get('meterStop'))} Wh"
     if action == "MeterValues":
-        values = payload["meterValue"][0]["sampledValue"]
-        return f"energy {values[0]['value']} Wh"
+        values = {v.get("measurand"): v["value"] for v in payload["meterValue"][0]["sampledValue"] if "phase" not in v}
+        return f"energy {values.get('Energy.Active.Import.Register')} Wh, power {values.get('Power.Active.Import')} W"
     return ""
 
 
