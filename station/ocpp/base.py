@@ -411,6 +411,7 @@ class BaseSession(StrictChargePoint):
                 if not entries:
                     await wait_event(self._outbox_wake, 5)
                     continue
+                backlog = len(entries) >= OUTBOX_BATCH  # replaying a queue: share the deletes' fsync
                 for entry in entries:
                     wait = entry.next_attempt - time.time()
                     if wait > 0:
@@ -418,15 +419,17 @@ class BaseSession(StrictChargePoint):
                         break  # re-read: keep strict order
                     if not await self._deliver(entry):
                         break
+                    if not backlog:
+                        self._flush_confirmed()
         finally:
             self._flush_confirmed()
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
         """Send one entry; True when it left the queue (confirmed, skipped or parked).
 
-        A confirmed entry is deleted by `_flush_confirmed`, in one commit with the others
-        confirmed in the same pass (at most `OUTBOX_BATCH`): deletion still follows the
-        CSMS's confirmation, only the fsync is shared.
+        A confirmed entry is deleted by `_flush_confirmed`: at once normally, and while a backlog
+        is replayed in one commit with the others confirmed in the same pass (at most
+        `OUTBOX_BATCH`): deletion still follows the CSMS's confirmation, only the fsync is shared.
         """
         try:
             message = self.transaction_message(entry)
