@@ -214,8 +214,10 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def events() -> AsyncIterator[ServerSentEvent]:
         queue = link.subscribe()
         try:
+            # The current state first (marked initial), so a client knows where it stands before any change.
             yield ServerSentEvent(event="daemon", retry=2000, data={
-                "kind": "daemon", "data": {"reachable": link.reachable, "error": link.last_error}})
+                "kind": "daemon", "at": link.changed_at.isoformat(),
+                "data": {"reachable": link.reachable, "error": link.last_error, "initial": True}})
             while True:
                 event = await queue.get()
                 yield ServerSentEvent(event=str(event.get("kind") or "message"), data=mask_tokens(event))
