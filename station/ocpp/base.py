@@ -431,7 +431,9 @@ class BaseSession(StrictChargePoint):
         except CallErrorReceived as exc:
             return self._failed(entry, f"CALLERROR {exc.code}: {exc.description}")
         except TimeoutError:
-            return self._failed(entry, "no answer from the CSMS")
+            # No answer is not a refusal: the CSMS may be slow or may even have stored it. Retried
+            # (at-least-once) until answered, never parked, so a slow CSMS loses nothing.
+            return self._failed(entry, "no answer from the CSMS", may_park=False)
         except OCPPError as exc:  # our payload or their answer violates the schema
             return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
         self._confirmed.append(entry.id)
@@ -458,12 +460,12 @@ class BaseSession(StrictChargePoint):
         except Exception:  # noqa: BLE001
             return -1
 
-    def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False) -> bool:
+    def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False, may_park: bool = True) -> bool:
         attempts = entry.attempts + 1
         limit = int(self.client.setting("TransactionMessageAttempts"))
         interval = float(self.client.setting("TransactionMessageRetryInterval"))
-        park = park_now or attempts >= limit
-        delay = interval * attempts
+        park = park_now or (may_park and attempts >= limit)
+        delay = interval * min(attempts, limit)
         try:
             self.core.store.retry_outbox(entry.id, error, delay, park=park)
         except StoreError:
