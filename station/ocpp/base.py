@@ -31,7 +31,7 @@ from ocpp.exceptions import OCPPError
 
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
-from station.ocpp.rpc import CallErrorReceived, StrictChargePoint
+from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all
 
 if TYPE_CHECKING:
     from station.ocpp.client import OcppClient
@@ -276,11 +276,7 @@ class BaseSession(StrictChargePoint):
                 task.result()  # re-raise ConnectionClosed / bugs for the link to log
         finally:
             self.core.set_csms_online(False)
-            for task in (receiver, main, *self._tasks):
-                task.cancel()
-            for task in (receiver, main, *self._tasks):
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_all((receiver, main, *self._tasks, *self._after_tasks))
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -342,7 +338,8 @@ class BaseSession(StrictChargePoint):
         while True:
             self._heartbeat_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_changed.wait(), self.client.heartbeat_seconds)
+                async with asyncio.timeout(self.client.heartbeat_seconds):
+                    await self._heartbeat_changed.wait()
                 continue  # interval changed: start waiting afresh
             await self.send_heartbeat()
 
@@ -382,13 +379,13 @@ class BaseSession(StrictChargePoint):
                 entries = []
             if not entries:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox_wake.wait(), 5)
+                    async with asyncio.timeout(5):
+                        await self._outbox_wake.wait()
                 continue
             for entry in entries:
                 wait = entry.next_attempt - time.time()
                 if wait > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.Event().wait(), wait)
+                    await asyncio.sleep(wait)
                     break  # re-read: keep strict order
                 if not await self._deliver(entry):
                     break
