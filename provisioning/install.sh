@@ -226,6 +226,8 @@ else
   install -D -m 0600 "$SRC/provisioning/ocpp_station.env.template" "$ENV_FILE"
   changed "$ENV_FILE from template (fill it in, or let station-firstboot write it)"
 fi
+# Kept for station-firstboot, which rebuilds the env file from it on cloned devices.
+install_file "$SRC/provisioning/ocpp_station.env.template" "$BASE/ocpp_station.env.template" 0644 || true
 if [ "$IS_ROOT" = 1 ] && [ -f "$ROOT/etc/passwd" ] && [ -n "$(id_of passwd station)" ]; then
   want="$(id_of passwd station):$(id_of group station)"
   if [ "$(stat -c %u:%g "$ENV_FILE")" != "$want" ]; then chown "$want" "$ENV_FILE"; changed "owner station"; fi

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="station",
+        usage="station [--env-file PATH] [SETTINGS FLAGS] {--once [--timeout S] | COMMAND ...}",
         description="EV charge point station daemon: OCPP 2.0.1/1.6J to the CSMS, ESP32 charge controller, "
         "Modbus energy meter.",
         epilog=EPILOG,
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report on stdout; exit 0 only when healthy (see exit codes below)",
     )
     parser.add_argument("--timeout", type=float, default=15.0, help="--once: total time limit in seconds (15)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="station")
 
     sub.add_parser("run", parents=[common, settings_flags], help="run the station daemon (what systemd starts)",
                    description="Run the station daemon until SIGTERM.")
@@ -200,7 +201,8 @@ def _status(args: argparse.Namespace) -> int:
         return exitcodes.OK
     ocpp = status.get("ocpp", {})
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
-    print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {ocpp.get('version') or '-'}  "
+    version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
+    print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
           f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}")
     print(f"offline queue: {status.get('outbox_depth')}   clock trusted: {status.get('clock', {}).get('trusted')}")
     for c in status.get("connectors", []):

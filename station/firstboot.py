@@ -35,7 +35,18 @@ REQUIRED = ("OCPP_STATION_NAME",)
 URL_KEYS = ("OCPP_201_URL", "OCPP_16_URL")
 TOKEN_KEY = "STATION_API_TOKEN"
 EXIT_OK, EXIT_UNPROVISIONED, EXIT_SMOKE_FAILED, EXIT_BAD_IDENTITY = 0, 2, 10, 65
-TEMPLATE = Path(__file__).resolve().parent.parent / "provisioning/ocpp_station.env.template"
+TEMPLATES = (  # installed by install.sh; the source tree's copy when run from a checkout
+    Path("opt/station/ocpp_station.env.template"),
+    Path(__file__).resolve().parent.parent / "provisioning/ocpp_station.env.template",
+)
+
+
+def _template(root: Path) -> dict[str, str]:
+    for candidate in TEMPLATES:
+        path = root / candidate
+        if path.is_file():
+            return envfile.read(path)
+    return {}
 
 
 def find_identity(root: Path, boot_dirs: Sequence[str] = BOOT_DIRS) -> Path | None:
@@ -86,7 +97,7 @@ def provision(root: Path = Path("/"), *, boot_dirs: Sequence[str] = BOOT_DIRS, s
         if problems:
             record.update(identity="invalid", problems=problems, source=str(identity_file))
             return EXIT_BAD_IDENTITY, record
-        base = current or envfile.read(TEMPLATE)
+        base = current or _template(root)
         merged = {**base, **identity}
         if current.get(TOKEN_KEY) and not identity.get(TOKEN_KEY):
             merged[TOKEN_KEY] = current[TOKEN_KEY]

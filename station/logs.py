@@ -103,3 +103,5 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    # pymodbus logs an ERROR for every timed-out poll; the meter client counts and reports those itself.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 FAKE_STATION = '''\
 import json, os, sys
-from importlib.metadata import version
+
+VERSION = "@VERSION@"
 
 def main() -> int:
-    v = version("ocpp-station")
+    v = VERSION
     if "--once" in sys.argv:
         ok = v not in os.environ.get("FAKE_BROKEN_VERSIONS", "").split(",")
         print(json.dumps({"ok": ok, "station_id": "CP-TEST", "software_version": v}))
@@ -40,7 +41,7 @@ def build_fake_wheel(directory: Path, version: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     dist = f"ocpp_station-{version}.dist-info"
     files = {
-        "fake_station_release.py": FAKE_STATION.encode(),
+        "fake_station_release.py": FAKE_STATION.replace("@VERSION@", version).encode(),
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: ocpp-station\nVersion: {version}\n".encode(),
         f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{dist}/entry_points.txt": (

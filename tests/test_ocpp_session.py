@@ -13,7 +13,7 @@ from station.core.model import MeterReading
 from station.core.station import StationCore
 from station.core.store import Store
 from station.devtools.csms import DevCsms
-from station.ocpp.base import OcppClient
+from station.ocpp.client import OcppClient
 from station.ocpp.connection import LinkParams
 from tests.core_helpers import RecordingController
 

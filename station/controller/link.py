@@ -94,7 +94,7 @@ class Esp32Link:
         link_timeout: float = 3.0,
         command_retries: int = 3,
         confirm_timeout: float = 1.0,
-        reopen_backoff: tuple[float, float] = (0.5, 10.0),
+        reopen_backoff: tuple[float, float] = (0.5, 1.0),
     ) -> None:
         self.port = port
         self.baud = baud
@@ -298,8 +298,11 @@ class Esp32Link:
                 await self._set_link(False, reason)
                 if self._had_frame_in_session:
                     delay = initial  # it worked until just now: retry soon
+                # The ceiling stays low: opening a missing device costs nothing, and the link must be
+                # back within 2 s of the device returning (docs/reliability.md).
                 sleep = delay * random.uniform(0.8, 1.2)
-                self._log.info("esp32.reopen_scheduled", in_s=round(sleep, 2), after=reason)
+                (self._log.info if self._had_frame_in_session or delay == initial else self._log.debug)(
+                    "esp32.reopen_scheduled", in_s=round(sleep, 2), after=reason)
                 await asyncio.sleep(sleep)
                 delay = min(delay * 2, ceiling)
         finally:

@@ -11,6 +11,7 @@ through the same callback that triggered the command.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 import uuid
@@ -150,6 +151,8 @@ class StationCore:
                 self.connectors[tx.connector_id].transaction = tx
                 log.info("transaction restored", transaction_id=tx.id, connector_id=tx.connector_id)
         self._closing = False
+        self._unsaved: list[tuple[TransactionRecord, OutboxEntry]] = []
+        self._unsaved_logged = False
 
     # --- wiring -----------------------------------------------------------------
     def attach_controller(self, connector_id: int, controller: ChargeController) -> None:
@@ -190,8 +193,10 @@ class StationCore:
         self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
 
     def tick(self) -> None:
-        """Periodic duties: meter values during transactions, authorizations that waited too long."""
+        """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
         now = time.monotonic()
+        if self._unsaved and self._save_unsaved():
+            self.events.publish("outbox", depth=self._outbox_depth())
         for conn in self.connectors.values():
             if conn.pending and now > conn.pending.expires_mono:
                 log.info("authorization expired: no vehicle plugged in", connector_id=conn.id)
@@ -200,6 +205,10 @@ class StationCore:
             if conn.transaction and now - conn.last_periodic >= self.meter_value_seconds:
                 conn.last_periodic = now
                 self._record(conn, "updated", "MeterValuePeriodic")
+            if conn.last_command_error is not None and not (conn.actuator and not conn.actuator.done()):
+                # A command the controller did not confirm (a stop above all) is retried, not forgotten:
+                # the controller's status may not change again to trigger it.
+                self._actuate(conn)
 
     def set_csms_online(self, online: bool) -> None:
         self.csms_online = online
@@ -335,7 +344,8 @@ class StationCore:
             "csms_online": self.csms_online,
             "clock": {"trusted": self.clock.trusted, "source": self.clock.trust_source,
                       "now": self.clock.now().isoformat()},
-            "store": {"healthy": self.store.healthy, "last_error": self.store.last_error},
+            "store": {"healthy": self.store.healthy and not self._unsaved, "last_error": self.store.last_error,
+                      "unsaved_events": len(self._unsaved)},
             "has_meter": self.has_meter,
         }
 
@@ -442,15 +452,36 @@ class StationCore:
             },
         )
         tx.seq_next += 1
-        try:
-            with self.store.transaction(f"record transaction {kind}") as db:
-                self.store.save_transaction(db, tx)
-                self.store.append_outbox(db, entry)
-        except StoreError as exc:
-            # Charging goes on; the condition is reported (store.healthy) and retried with the next write.
-            log.error("transaction event not persisted", transaction_id=tx.id, kind=kind, error=str(exc))
+        self._unsaved.append((dataclasses.replace(tx), entry))
+        self._save_unsaved()
         self.events.publish("transaction", event=kind, trigger=trigger, transaction=tx.to_json(),
                             outbox_depth=self._outbox_depth())
+
+    def _save_unsaved(self) -> bool:
+        """Write the events not yet stored, oldest first, in one SQLite transaction.
+
+        When the state database cannot be written (disk full, read-only) charging goes on;
+        the events wait here, in order and with their seqNo, and are written by the next
+        event or tick once it can be. Nothing already stored is touched, no seqNo is skipped.
+        """
+        if not self._unsaved:
+            return True
+        try:
+            with self.store.transaction("record transaction events") as db:
+                for tx, entry in self._unsaved:
+                    self.store.save_transaction(db, tx)
+                    self.store.append_outbox(db, entry)
+        except StoreError as exc:
+            if not self._unsaved_logged:
+                log.error("transaction events not persisted; kept in memory and retried",
+                          waiting=len(self._unsaved), error=str(exc))
+                self._unsaved_logged = True
+            return False
+        if self._unsaved_logged:
+            log.info("state database writable again; waiting transaction events stored", stored=len(self._unsaved))
+            self._unsaved_logged = False
+        self._unsaved.clear()
+        return True
 
     def _persist(self, key: str, value: Any) -> None:
         try:

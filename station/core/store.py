@@ -8,6 +8,7 @@ commit loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -160,10 +161,14 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would
+                # raise and hide the real error; a failed COMMIT must not leave the transaction open.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
         self.healthy = True
 
     # --- transactions ---------------------------------------------------------
@@ -228,6 +233,13 @@ class Store:
     def ack_outbox(self, entry_id: int) -> None:
         with self.transaction("ack outbox"):
             self._db.execute("DELETE FROM outbox WHERE id=?", (entry_id,))
+
+    def ack_outbox_many(self, entry_ids: list[int]) -> None:
+        """Delete confirmed entries in one commit: one fsync for a run of confirmations during replay."""
+        if not entry_ids:
+            return
+        with self.transaction("ack outbox"):
+            self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in entry_ids])
 
     def retry_outbox(self, entry_id: int, error: str, delay_s: float, *, park: bool) -> None:
         """Count a failed attempt; park the entry (kept for inspection, not sent) when out of attempts."""

@@ -142,6 +142,8 @@ class DevCsms:
         self._server: Server | None = None
         self._changed = asyncio.Condition()
         self._transaction_ids = itertools.count(1)
+        self.last_transaction_id: int | None = None
+        """The transactionId given to the latest 1.6 StartTransaction."""
         self.port = port
 
     # ------------------------------------------------------------- lifecycle
@@ -261,9 +263,13 @@ class DevCsms:
             "Heartbeat": heartbeat,
             "DataTransfer": data_transfer,
             "Authorize": lambda p: {"idTagInfo": tag_info(p["idTag"])},
-            "StartTransaction": lambda p: {"transactionId": next(self._transaction_ids), "idTagInfo": tag_info(p["idTag"])},
+            "StartTransaction": lambda p: {"transactionId": self._new_transaction_id(), "idTagInfo": tag_info(p["idTag"])},
             "StopTransaction": lambda p: {"idTagInfo": tag_info(p["idTag"])} if "idTag" in p else {},
         }
+
+    def _new_transaction_id(self) -> int:
+        self.last_transaction_id = next(self._transaction_ids)
+        return self.last_transaction_id
 
     # ------------------------------------------------------------- recording
     def _record(self, item: Received) -> None:

@@ -80,15 +80,6 @@ def summarize(response: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def __getattr__(name: str) -> Any:
-    """`OcppClient` and `link_params` live in `client.py`; importable from here too."""
-    if name in ("OcppClient", "link_params", "StationInfo"):
-        from station.ocpp import client
-
-        return getattr(client, name)
-    raise AttributeError(name)
-
-
 class Unsendable(Exception):
     """An outbox entry that cannot be expressed in this version now (e.g. 1.6 without a transactionId)."""
 
@@ -185,6 +176,25 @@ def current_limit(schedule_periods: list[dict[str, Any]], elapsed_s: float = 0) 
     return float(max(in_force, key=lambda p: float(p.get("startPeriod", 0)))["limit"])
 
 
+OUTBOX_BATCH = 100
+"""Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
+
+
+class _ConfirmedIds(list[int]):
+    """Ids the CSMS confirmed that are not deleted yet, in order; `in` is a set lookup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set: set[int] = set()
+
+    def append(self, entry_id: int) -> None:
+        super().append(entry_id)
+        self._set.add(entry_id)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._set
+
+
 # ------------------------------------------------------------------------- session
 class BaseSession(StrictChargePoint):
     """One connection's worth of OCPP; subclassed once per version."""
@@ -202,6 +212,7 @@ class BaseSession(StrictChargePoint):
         self._heartbeat_changed = asyncio.Event()
         self._sent_status: dict[int, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._confirmed = _ConfirmedIds()
 
     # ---- version hooks -------------------------------------------------------
     def boot_payload(self) -> dict[str, Any]:
@@ -307,6 +318,7 @@ class BaseSession(StrictChargePoint):
     async def _boot(self) -> None:
         while True:
             response = await self.request("BootNotification", self.boot_payload())
+            self.client.boot_exchange = self.client.exchanges[-1]
             self.trust_time(response.get("currentTime"))
             interval = int(response.get("interval") or 0)
             status = response.get("status")
@@ -370,36 +382,45 @@ class BaseSession(StrictChargePoint):
 
     async def _outbox_loop(self) -> None:
         store = self.core.store
-        while True:
-            self._outbox_wake.clear()
-            try:
-                entries = store.pending_outbox(100)
-            except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
-                log.error("ocpp: cannot read the outbox", error=str(exc))
-                entries = []
-            if not entries:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5):
-                        await self._outbox_wake.wait()
-                continue
-            for entry in entries:
-                wait = entry.next_attempt - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    break  # re-read: keep strict order
-                if not await self._deliver(entry):
-                    break
+        try:
+            while True:
+                self._outbox_wake.clear()
+                self._flush_confirmed()
+                try:
+                    entries = store.pending_outbox(OUTBOX_BATCH)
+                except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
+                    log.error("ocpp: cannot read the outbox", error=str(exc))
+                    entries = []
+                entries = [e for e in entries if e.id not in self._confirmed]
+                if not entries:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(5):
+                            await self._outbox_wake.wait()
+                    continue
+                for entry in entries:
+                    wait = entry.next_attempt - time.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                        break  # re-read: keep strict order
+                    if not await self._deliver(entry):
+                        break
+        finally:
+            self._flush_confirmed()
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
-        """Send one entry; True when it left the queue (confirmed, skipped or parked)."""
-        store = self.core.store
+        """Send one entry; True when it left the queue (confirmed, skipped or parked).
+
+        A confirmed entry is deleted by `_flush_confirmed`, in one commit with the others
+        confirmed in the same pass (at most `OUTBOX_BATCH`): deletion still follows the
+        CSMS's confirmation, only the fsync is shared.
+        """
         try:
             message = self.transaction_message(entry)
         except Unsendable as exc:
             return self._failed(entry, str(exc), park_now=True)
         if message is None:
             log.debug("ocpp: outbox entry has no message in this version", entry=entry.id, kind=entry.kind)
-            store.ack_outbox(entry.id)
+            self._confirmed.append(entry.id)
             return True
         action, payload = message
         try:
@@ -407,19 +428,28 @@ class BaseSession(StrictChargePoint):
         except CallErrorReceived as exc:
             return self._failed(entry, f"CALLERROR {exc.code}: {exc.description}")
         except TimeoutError:
-            return self._failed(entry, "no answer from the CSMS")
+            # No answer is not a refusal: the CSMS may be slow or may even have stored it. Retried
+            # (at-least-once) until answered, never parked, so a slow CSMS loses nothing.
+            return self._failed(entry, "no answer from the CSMS", may_park=False)
         except OCPPError as exc:  # our payload or their answer violates the schema
             return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
+        self._confirmed.append(entry.id)
         try:
             self.on_transaction_confirmed(entry, response)
         except Exception:  # noqa: BLE001 — the CSMS confirmed; never resend because our follow-up failed
             log.exception("ocpp: handling the CSMS's transaction answer failed", entry=entry.id)
-        try:
-            store.ack_outbox(entry.id)
-        except StoreError:
-            return False
-        self.core.events.publish("outbox", depth=self._depth())
         return True
+
+    def _flush_confirmed(self) -> None:
+        """Delete the confirmed entries (one commit); on a store error they stay listed and are retried."""
+        if not self._confirmed:
+            return
+        try:
+            self.core.store.ack_outbox_many(self._confirmed)
+        except StoreError:
+            return
+        self._confirmed = _ConfirmedIds()
+        self.core.events.publish("outbox", depth=self._depth())
 
     def _depth(self) -> int:
         try:
@@ -427,12 +457,12 @@ class BaseSession(StrictChargePoint):
         except Exception:  # noqa: BLE001
             return -1
 
-    def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False) -> bool:
+    def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False, may_park: bool = True) -> bool:
         attempts = entry.attempts + 1
         limit = int(self.client.setting("TransactionMessageAttempts"))
         interval = float(self.client.setting("TransactionMessageRetryInterval"))
-        park = park_now or attempts >= limit
-        delay = interval * attempts
+        park = park_now or (may_park and attempts >= limit)
+        delay = interval * min(attempts, limit)
         try:
             self.core.store.retry_outbox(entry.id, error, delay, park=park)
         except StoreError:

@@ -65,6 +65,8 @@ class OcppClient:
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
         self.boot: dict[str, Any] | None = None
+        self.boot_exchange: Exchange | None = None
+        """Evidence of the BootNotification this process's link was accepted with."""
         self._reset_task: asyncio.Task[None] | None = None
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
         core.authorizer = self
@@ -106,12 +108,16 @@ class OcppClient:
     async def probe(self) -> dict[str, Any]:
         """Heartbeat + StatusNotifications now, with their evidence (for `station --once`)."""
         session = self.session
-        result: dict[str, Any] = {"status": self.status(), "boot": self.boot, "messages": []}
+        result: dict[str, Any] = {
+            "status": self.status(),
+            "boot": self.boot,
+            "messages": [self.boot_exchange.to_json()] if self.boot_exchange else [],
+        }
         if session is None or not session.boot_accepted.is_set():
             result["error"] = "not connected to the CSMS"
             return result
         try:
-            result["messages"] = await session.probe()
+            result["messages"] += await session.probe()
         except (TimeoutError, CallErrorReceived) as exc:
             result["error"] = f"probe failed: {exc.__class__.__name__}: {exc}"
         return result

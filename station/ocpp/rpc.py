@@ -39,7 +39,7 @@ from ocpp.charge_point import (
     snake_to_camel_case,
 )
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as call_result16
@@ -47,6 +47,8 @@ from ocpp.v16.enums import Action as Action16
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as call_result201
 from ocpp.v201.enums import Action as Action201
+
+from station.ocpp.schema import validate_payload
 
 Version = Literal["201", "16"]
 """OCPP version as the configuration names it (`OCPP_PRIMARY`)."""
@@ -65,6 +67,9 @@ _quiet_library_logger = logging.getLogger("station.ocpp.library")
 _quiet_library_logger.addHandler(logging.NullHandler())
 _quiet_library_logger.propagate = False
 _quiet_library_logger.disabled = True
+
+_MAY_HOLD_SECRET = re.compile("password|authorizationkey|privatekey", re.IGNORECASE)
+"""Every SECRET_KEYS / SECRET_CONFIG_KEYS name contains one of these: a frame without them needs no redaction."""
 
 _ID_IN_BROKEN_FRAME = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
 
@@ -210,7 +215,9 @@ class StrictChargePoint(ChargePoint):
             prefix = f"ocpp {'->' if direction == 'out' else '<-'}"
         kind = {2: "", 3: " result", 4: " error"}.get(message[0] if message else 0, "")
         body = message[-1] if message and message[0] in (2, 3) else message[2:] if message else []
-        text = frame_text(redact(action, body))
+        text = frame_text(body)
+        if _MAY_HOLD_SECRET.search(text):  # walking the payload costs more than the rest of the frame
+            text = frame_text(redact(action, body))
         self.on_frame(direction, action, message)
         self.log.info(
             f"{prefix} {action or '?'}{kind} {text}",
@@ -292,7 +299,7 @@ class StrictChargePoint(ChargePoint):
         skip_validation = handlers.get("_skip_schema_validation", False)
         if not skip_validation:
             try:
-                await validate_payload(msg, self._ocpp_version)
+                validate_payload(msg, self._ocpp_version)
             except OCPPError as error:
                 await self._send_error(msg.unique_id, error.code, error.description, _safe_details(error))
                 return
@@ -325,7 +332,7 @@ class StrictChargePoint(ChargePoint):
         result = msg.create_call_result(payload)
         if not skip_validation:
             try:
-                await validate_payload(result, self._ocpp_version)
+                validate_payload(result, self._ocpp_version)
             except OCPPError as error:
                 self.log.error("ocpp: our response violates the schema", station_id=self.id, action=msg.action, cause=str(error.details.get("cause", ""))[:300])
                 await self._send_error(msg.unique_id, "InternalError", "Response could not be built")
@@ -371,7 +378,7 @@ class StrictChargePoint(ChargePoint):
         """
         call = Call(str(uuid.uuid4()), action, payload)
         if validate:
-            await validate_payload(call, self._ocpp_version)
+            validate_payload(call, self._ocpp_version)
         async with self._call_lock:
             # Drop answers to calls that timed out earlier so they cannot be mistaken for ours.
             while not self._response_queue.empty():
@@ -386,7 +393,7 @@ class StrictChargePoint(ChargePoint):
             raise CallErrorReceived(action, response.error_code, response.error_description, response.error_details)
         if validate:
             response.action = action
-            await validate_payload(response, self._ocpp_version)
+            validate_payload(response, self._ocpp_version)
         return response.payload
 
 

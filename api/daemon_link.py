@@ -1,0 +1,132 @@
+"""The API's connection to the daemon: calls, one shared event subscription, reachability.
+
+The API must keep answering while the daemon is down (health says so, state endpoints
+answer 503) and come back by itself. One background task holds a single event
+subscription for the whole API, re-subscribing with capped backoff; it feeds the SSE
+clients, the recent-events list of the status page and the message counters of /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from station.ipc.client import DaemonUnavailable, IpcClient
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+RECENT_EVENTS = 50
+SUBSCRIBER_QUEUE = 256
+
+
+class DaemonLink:
+    def __init__(self, socket_path: Path, *, retry_min_s: float = 0.2, retry_max_s: float = 5.0,
+                 call_timeout_s: float = 5.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.client = IpcClient(socket_path, timeout=call_timeout_s)
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
+        self.reachable = False
+        self.last_error: str | None = "not connected yet"
+        self.changed_at = datetime.now(UTC)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self.messages: Counter[tuple[str, str]] = Counter()
+        """OCPP messages seen on the daemon's event stream, by (action, direction)."""
+        self.events_seen = 0
+        self.events_dropped = 0
+        self.resubscriptions = 0
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self._pump())
+        self._task.set_name("daemon-events")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self.client.close()
+
+    async def call(self, fn: Callable[[IpcClient], Awaitable[T]]) -> T:
+        """Run one client call, keeping `reachable` right (raises DaemonUnavailable / IpcError)."""
+        try:
+            result = await fn(self.client)
+        except DaemonUnavailable as exc:
+            self._set_reachable(False, str(exc))
+            raise
+        self._set_reachable(True, None)
+        return result
+
+    # --- fan-out to SSE clients ---------------------------------------------------
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(queue)
+
+    def _broadcast(self, event: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            if queue.full():  # a slow browser loses its oldest events, nobody else notices
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(event)
+
+    # --- the shared subscription ------------------------------------------------------
+    async def _pump(self) -> None:
+        delay = self.retry_min_s
+
+        def subscribed() -> None:
+            nonlocal delay
+            delay = self.retry_min_s
+            self._set_reachable(True, None)
+
+        while True:
+            try:
+                async for event in self.client.events(on_subscribed=subscribed):
+                    self._on_event(event)
+            except DaemonUnavailable as exc:
+                self._set_reachable(False, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the pump must outlive any surprise
+                log.exception("daemon event stream failed")
+                self._set_reachable(False, f"event stream failed: {exc.__class__.__name__}")
+            await asyncio.sleep(delay)
+            delay = min(self.retry_max_s, delay * 2)
+            self.resubscriptions += 1
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.events_seen += 1
+        kind = event.get("kind")
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        if kind == "ocpp_message":
+            self.messages[(str(data.get("action") or "unknown"), str(data.get("direction") or "unknown"))] += 1
+            return  # counted, not shown: at one per frame they would flood the page
+        if kind == "ipc_events_dropped":
+            self.events_dropped = int(data.get("dropped_total") or 0)
+        self.recent.append(event)
+        self._broadcast(event)
+
+    def _set_reachable(self, reachable: bool, error: str | None) -> None:
+        if reachable == self.reachable:
+            if error:
+                self.last_error = error
+            return
+        self.reachable, self.last_error, self.changed_at = reachable, error, datetime.now(UTC)
+        (log.info if reachable else log.warning)("station daemon " + ("reachable" if reachable else "unreachable"),
+                                                 socket=str(self.socket_path), error=error)
+        event = {"kind": "daemon", "at": self.changed_at.isoformat(),
+                 "data": {"reachable": reachable, "error": error}}
+        self.recent.append(event)
+        self._broadcast(event)

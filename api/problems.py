@@ -1,0 +1,43 @@
+"""Problem flags a technician should see at a glance, derived from the daemon's status.
+
+Computed here (not in the page) so that /status carries them for monitoring too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UNDERVOLTAGE_V = 207.0
+"""230 V − 10 %: the lower bound of EN 50160 supply voltage."""
+
+
+def problems(status: dict[str, Any]) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+
+    def flag(code: str, message: str, severity: str = "error") -> None:
+        found.append({"code": code, "severity": severity, "message": message})
+
+    ocpp = status.get("ocpp") or {}
+    connected = ocpp.get("connected") if "connected" in ocpp else status.get("csms_online")
+    if not connected:
+        detail = ocpp.get("last_error") or "not connected"
+        flag("csms_unreachable", f"CSMS unreachable: {detail}")
+    clock = status.get("clock") or {}
+    if clock and not clock.get("trusted"):
+        flag("clock_not_synced", "clock not synchronized (no NTP and no time from the CSMS yet)", "warning")
+    store = status.get("store") or {}
+    if store and store.get("healthy") is False:
+        flag("store_unhealthy", f"state database cannot be written: {store.get('last_error') or 'unknown error'}")
+    for conn in status.get("connectors") or []:
+        cid = conn.get("id")
+        link = conn.get("controller_link") or {}
+        if not link.get("up"):
+            flag("esp32_link_down", f"connector {cid}: ESP32 link down ({link.get('reason') or 'no reason given'})")
+        elif conn.get("status") == "Faulted":
+            flag("connector_faulted", f"connector {cid} faulted: {conn.get('error_code')} {conn.get('info') or ''}".strip())
+        volts = ((conn.get("meter") or {}).get("voltage_v")) or []
+        low = [v for v in volts if isinstance(v, (int, float)) and 0 < v < UNDERVOLTAGE_V]
+        if low:
+            # A phase at 0 V is taken as not wired (single-phase supply on a three-phase meter).
+            flag("undervoltage", f"connector {cid}: supply voltage {min(low):.0f} V is below {UNDERVOLTAGE_V:.0f} V")
+    return found

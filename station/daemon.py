@@ -1,0 +1,168 @@
+"""`station run`: one asyncio process wiring hardware links → core → OCPP client and IPC.
+
+Every background task is created here and cancelled here on shutdown (SIGTERM/SIGINT),
+in reverse order of dependency, so the process stops within a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable
+from functools import partial
+from typing import Any
+
+import structlog
+
+from station import __version__, sdnotify
+from station.config import Settings
+from station.controller.link import Esp32Link
+from station.core.clock import Clock
+from station.core.station import StationCore
+from station.core.store import Store
+from station.ipc.server import IpcServer
+from station.ocpp.client import OcppClient, link_params
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_mono = time.monotonic()
+        self.store = Store(settings.db_path)
+        self.core = StationCore(
+            store=self.store,
+            clock=Clock(),
+            connector_ids=range(1, settings.connectors + 1),
+            max_current_a=settings.max_current_a,
+            meter_value_seconds=settings.meter_value_seconds,
+            has_meter=bool(settings.meter_port),
+        )
+        ports = [p.strip() for p in settings.esp32_port.split(",") if p.strip()]
+        self.links: dict[int, Esp32Link] = {}
+        for cid in self.core.connectors:
+            link = Esp32Link(
+                ports[min(cid, len(ports)) - 1],
+                baud=settings.esp32_baud,
+                on_status=partial(self.core.on_controller_status, cid),
+                on_link=partial(self.core.on_controller_link, cid),
+                poll_interval=settings.esp32_poll_seconds,
+                link_timeout=settings.esp32_link_timeout_seconds,
+            )
+            self.links[cid] = link
+            self.core.attach_controller(cid, link)
+        self.meter = self._build_meter(settings)
+        self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
+                               on_reset=self._reset)
+        self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop: asyncio.Event | None = None
+
+    async def _reset(self, kind: str) -> None:
+        """A CSMS Reset: stop cleanly; systemd (Restart=always) starts the daemon again."""
+        log.warning("restarting on the CSMS's request", kind=kind)
+        if self._stop is not None:
+            self._stop.set()
+
+    def _build_meter(self, settings: Settings) -> Any:
+        if not settings.meter_port:
+            log.info("no energy meter configured: transactions will report no energy")
+            return None
+        from station.meter.client import ModbusMeter
+        from station.meter.registers import MAPS
+
+        return ModbusMeter(
+            settings.meter_port,
+            register_map=MAPS[settings.meter_model],
+            unit=settings.meter_unit,
+            baud=settings.meter_baud,
+            poll_interval=settings.meter_poll_seconds,
+            on_reading=self.core.on_meter_reading,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Daemon-level facts for IPC `status` (merged with the core's snapshot there)."""
+        return {
+            "station_id": self.settings.station_name,
+            "software_version": __version__,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "ocpp": self.ocpp.status(),
+            "esp32": {
+                str(cid): {
+                    "port": link.port if hasattr(link, "port") else None,
+                    "link_up": link.link_up,
+                    "firmware": link.firmware,
+                    "stats": _as_dict(link.stats),
+                }
+                for cid, link in self.links.items()
+            },
+            "meter": None if self.meter is None else {
+                "port": self.settings.meter_port,
+                "model": self.settings.meter_model,
+                "healthy": self.meter.healthy,
+                "stats": _as_dict(self.meter.stats),
+            },
+        }
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+        self._tasks[-1].set_name(name)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.core.tick()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        log.info("station starting", station_id=self.settings.station_name, version=__version__,
+                 connectors=len(self.core.connectors), state_dir=str(self.settings.state_dir))
+        await self.ipc.start()
+        for cid, link in self.links.items():
+            self._spawn(link.run(), f"esp32-{cid}")
+        if self.meter is not None:
+            self._spawn(self.meter.run(), "meter")
+        self._spawn(self.ocpp.run(), "ocpp")
+        self._spawn(self._tick(), "tick")
+        interval = sdnotify.watchdog_interval()
+        if interval is not None:
+            self._spawn(sdnotify.watchdog_task(interval), "watchdog")
+        sdnotify.ready()
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiter and not task.cancelled() and task.exception():
+                    log.error("background task failed", task=task.get_name(), exc_info=task.exception())
+        finally:
+            sdnotify.stopping()
+            log.info("station stopping")
+            waiter.cancel()
+            for task in reversed(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.ipc.close()
+            await self.core.close()
+            self.store.close()
+            log.info("station stopped")
+
+
+def _as_dict(stats: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(vars(stats))
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    daemon = Daemon(settings)
+    await daemon.run(stop)
+    return 0

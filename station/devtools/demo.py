@@ -1,0 +1,312 @@
+"""`station demo`: the whole charge point on one machine, no hardware.
+
+Separate real processes — ESP32 + EV simulator and meter simulator (each on a pseudo-terminal),
+the station daemon and the API — plus the development CSMS hosted here, so the script can
+play the operator's part (remote start/stop) and check what reached the backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from station import exitcodes
+from station.devtools.csms import DevCsms
+
+STATION_ID = "DEMO_AC_001"
+REQUIRED = ("BootNotification", "StatusNotification", "Heartbeat")
+
+
+def free_port(preferred: int | None = None) -> int:
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+def say(who: str, text: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp}  {who:<8} {text}", flush=True)
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    pump: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Demo:
+    version: str
+    seconds: float | None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="station-demo-")))
+    children: list[Child] = field(default_factory=list)
+    api_port: int = 0
+    csms: DevCsms | None = None
+
+    # --- processes ---------------------------------------------------------------------
+    async def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
+        log_path = self.workdir / f"{name}.log"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        child = Child(name, process, log_path)
+        child.pump = asyncio.create_task(self._pump(child))
+        self.children.append(child)
+        return child
+
+    async def _pump(self, child: Child) -> None:
+        assert child.process.stdout is not None
+        with child.log_path.open("w") as log:
+            async for raw in child.process.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                log.write(line + "\n")
+                log.flush()
+                if child.name == "station":
+                    self._narrate_station(line)
+
+    def _narrate_station(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        text = str(event.get("event", ""))
+        if text == "connector status":
+            say("station", f"connector {event.get('connector_id')} → {event.get('status')}"
+                + (f" ({event['info']})" if event.get("info") else ""))
+        elif text in ("transaction started", "transaction ended", "boot accepted"):
+            detail = {k: event[k] for k in ("transaction_id", "reason", "energy_wh", "heartbeat_interval") if k in event}
+            say("station", f"{text} {detail}")
+        elif text.startswith("ocpp link: connected") or text == "charge controller link":
+            say("station", text if text != "charge controller link" else
+                f"ESP32 link {'up' if event.get('up') else 'DOWN'}: {event.get('reason')}")
+        elif event.get("level") in ("error", "critical"):
+            say("station", f"ERROR {text}")
+
+    async def stop_all(self) -> None:
+        for child in reversed(self.children):
+            if child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            try:
+                await asyncio.wait_for(child.process.wait(), 8)
+            except TimeoutError:
+                say("demo", f"{child.name} did not stop within 8 s; killing it")
+                child.process.kill()
+                await child.process.wait()
+            if child.pump:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(child.pump, 2)
+        if self.csms:
+            await self.csms.stop()
+
+    # --- the simulated world --------------------------------------------------------------
+    async def ev(self, cmd: str, **params: Any) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(self.workdir / "esp32.sock"))
+        writer.write((json.dumps({"cmd": cmd, **params}) + "\n").encode())
+        await writer.drain()
+        await reader.readline()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+    async def wait_for_path(self, path: Path, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{path} did not appear within {timeout:.0f} s (see logs in {self.workdir})")
+            await asyncio.sleep(0.05)
+
+    def _watch_csms(self) -> asyncio.Task[None]:
+        async def watch() -> None:
+            assert self.csms is not None
+            seen = 0
+            while True:
+                await asyncio.sleep(0.1)
+                for item in self.csms.received[seen:]:
+                    if item.kind == "call":
+                        say("CSMS", f"← {item.action} {_brief(item.action, item.payload)}")
+                seen = len(self.csms.received)
+
+        return asyncio.create_task(watch())
+
+    # --- the script -----------------------------------------------------------------------
+    async def run(self) -> int:
+        self.csms = DevCsms(port=free_port(9000), heartbeat_interval=5)
+        await self.csms.start()
+        watcher = self._watch_csms()
+        self.api_port = free_port(8080)
+        token = secrets.token_urlsafe(16)
+        d = self.workdir
+        env = {
+            "STATION_ENV_FILE": os.devnull,
+            "OCPP_STATION_NAME": STATION_ID,
+            "OCPP_PRIMARY": self.version,
+            "OCPP_201_URL": self.csms.url("201"),
+            "OCPP_16_URL": self.csms.url("16"),
+            "STATION_ESP32_PORT": str(d / "esp32"),
+            "STATION_METER_PORT": str(d / "meter"),
+            "STATION_METER_VALUE_SECONDS": "5",
+            "STATION_STATE_DIR": str(d / "state"),
+            "STATION_IPC_SOCKET": str(d / "station.sock"),
+            "STATION_API_BIND": f"127.0.0.1:{self.api_port}",
+            "STATION_API_TOKEN": token,
+            "STATION_LOG_FORMAT": "json",
+            "STATION_BACKOFF_MIN_SECONDS": "0.5",
+            "STATION_BACKOFF_MAX_SECONDS": "5",
+        }
+        try:
+            say("demo", f"working directory {d} (process logs: *.log)")
+            say("demo", f"CSMS listening on {self.csms.url(self.version)} (OCPP {_label(self.version)})")
+            await self.spawn("meter-sim", "-m", "station", "sim", "meter", "--link", str(d / "meter"),
+                             "--control", str(d / "meter.sock"), "--energy-wh", "1520300")
+            await self.spawn("esp32-sim", "-m", "station", "sim", "esp32", "--link", str(d / "esp32"),
+                             "--control", str(d / "esp32.sock"), "--meter-control", str(d / "meter.sock"))
+            await self.wait_for_path(d / "esp32")
+            await self.wait_for_path(d / "esp32.sock")
+            await self.wait_for_path(d / "meter")
+            await self.spawn("station", "-m", "station", "run", env=env)
+            await self.spawn("api", "-m", "api", env=env)
+            say("demo", f"status page: http://127.0.0.1:{self.api_port}/   (API docs: /docs)")
+            await self.csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            if self.seconds is None:
+                say("demo", "playing charging sessions until Ctrl-C")
+                while True:
+                    await self.session(charge_s=30)
+                    await asyncio.sleep(10)
+            else:
+                started = time.monotonic()
+                await self.session(charge_s=max(4.0, self.seconds - 12))
+                remaining = self.seconds - (time.monotonic() - started)
+                if remaining > 0:
+                    await asyncio.sleep(remaining)
+                return self.verdict()
+        except (RuntimeError, TimeoutError) as exc:
+            say("demo", f"FAILED: {exc or 'timed out'} — logs in {d}")
+            return exitcodes.FAILURE
+        finally:
+            watcher.cancel()
+            say("demo", "stopping every process")
+            await self.stop_all()
+        return exitcodes.OK
+
+    async def session(self, charge_s: float) -> None:
+        assert self.csms is not None
+        say("EV", "cable plugged in")
+        await self.ev("plug")
+        await asyncio.sleep(1.0)
+        start = ("RequestStartTransaction", {"idToken": {"idToken": "DEMO-RFID-1", "type": "ISO14443"},
+                                             "remoteStartId": int(time.time()) % 100000, "evseId": 1})
+        if self.version == "16":
+            start = ("RemoteStartTransaction", {"idTag": "DEMO-RFID-1", "connectorId": 1})
+        say("CSMS", f"→ {start[0]} (driver authorized in the app)")
+        answer = await self.csms.call(STATION_ID, *start)
+        say("CSMS", f"  answer: {answer.get('status')}")
+        await asyncio.sleep(0.5)
+        say("EV", "requests charge (state C)")
+        await self.ev("ev_charge")
+        await asyncio.sleep(charge_s)
+        tx = self._current_transaction()
+        say("CSMS", "→ stop the session")
+        if self.version == "16":
+            await self.csms.call(STATION_ID, "RemoteStopTransaction", {"transactionId": tx})
+        else:
+            await self.csms.call(STATION_ID, "RequestStopTransaction", {"transactionId": tx})
+        await asyncio.sleep(1.5)
+        say("EV", "cable unplugged")
+        await self.ev("unplug")
+        await asyncio.sleep(1.0)
+
+    def _current_transaction(self) -> Any:
+        assert self.csms is not None
+        for item in reversed(self.csms.received):
+            if item.kind == "call" and item.action == "TransactionEvent" and item.payload["eventType"] == "Started":
+                return item.payload["transactionInfo"]["transactionId"]
+            if item.kind == "call" and item.action == "StartTransaction":
+                return self.csms.last_transaction_id
+        raise RuntimeError("the CSMS never saw the transaction start")
+
+    def verdict(self) -> int:
+        assert self.csms is not None
+        actions = [r.action for r in self.csms.received if r.kind == "call"]
+        tx = [r for r in self.csms.received if r.kind == "call" and r.action in
+              ("TransactionEvent", "StartTransaction", "StopTransaction")]
+        started = any(r.action == "StartTransaction" or r.payload.get("eventType") == "Started" for r in tx)
+        ended = any(r.action == "StopTransaction" or r.payload.get("eventType") == "Ended" for r in tx)
+        missing = [a for a in REQUIRED if a not in actions]
+        missing += [] if started else ["transaction start"]
+        missing += [] if ended else ["transaction end"]
+        counts = {a: actions.count(a) for a in dict.fromkeys(actions)}
+        say("demo", f"CSMS received: {counts}")
+        if missing:
+            say("demo", f"FAILED: the CSMS never received {', '.join(missing)}")
+            return exitcodes.FAILURE
+        say("demo", "OK: boot, status, heartbeat and a complete transaction reached the CSMS")
+        return exitcodes.OK
+
+
+def _label(version: str) -> str:
+    return "2.0.1" if version == "201" else "1.6J"
+
+
+def _brief(action: str, payload: dict[str, Any]) -> str:
+    if action == "StatusNotification":
+        return f"connector {payload.get('connectorId') or payload.get('evseId')}: " \
+               f"{payload.get('connectorStatus') or payload.get('status')}"
+    if action == "TransactionEvent":
+        samples = {s.get("measurand"): s["value"] for mv in payload.get("meterValue", []) for s in mv["sampledValue"]
+                   if "phase" not in s}
+        meter = ""
+        if "Energy.Active.Import.Register" in samples:
+            meter = f" energy {samples['Energy.Active.Import.Register']} Wh"
+        if "Power.Active.Import" in samples:
+            meter += f", power {samples['Power.Active.Import']} W"
+        return f"{payload['eventType']} seq {payload['seqNo']} ({payload['triggerReason']}){meter}"
+    if action in ("StartTransaction", "StopTransaction"):
+        return f"meter {payload.get('meterStart', payload.get('meterStop'))} Wh"
+    if action == "MeterValues":
+        values = {v.get("measurand"): v["value"] for v in payload["meterValue"][0]["sampledValue"] if "phase" not in v}
+        return f"energy {values.get('Energy.Active.Import.Register')} Wh, power {values.get('Power.Active.Import')} W"
+    return ""
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from station import logs
+
+    logs.configure("console" if sys.stderr.isatty() else "json", "warning")
+    seconds = args.seconds if args.seconds is not None else (
+        float(os.environ["DEMO_SECONDS"]) if os.environ.get("DEMO_SECONDS") else None)
+    version = args.ocpp or os.environ.get("OCPP_PRIMARY", "201")
+    if version not in ("201", "16"):
+        print(f"demo: OCPP_PRIMARY={version!r}: expected 201 or 16", file=sys.stderr)
+        return exitcodes.CONFIG
+    demo = Demo(version=version, seconds=seconds)
+    try:
+        code = asyncio.run(demo.run())
+    except KeyboardInterrupt:
+        code = exitcodes.OK
+    if code == exitcodes.OK:
+        shutil.rmtree(demo.workdir, ignore_errors=True)
+    return code

@@ -1,0 +1,90 @@
+"""Start the real station daemon as a subprocess next to a real dev CSMS and the ESP32 simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from station.controller.simulator import SimulatorProcess
+from station.devtools.csms import DevCsms
+
+STATION_ID = "E2E_AC_001"
+CANARY_PASSWORD = "canary-pw-Zq81x"
+
+
+def station_env(directory: Path, csms: DevCsms, esp32_port: Path | str, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
+    return {
+        **base,
+        "STATION_ENV_FILE": os.devnull,
+        "OCPP_STATION_NAME": STATION_ID,
+        "OCPP_201_URL": csms.url("201"),
+        "OCPP_16_URL": csms.url("16"),
+        "STATION_ESP32_PORT": str(esp32_port),
+        "STATION_STATE_DIR": str(directory / "state"),
+        "STATION_IPC_SOCKET": str(directory / "station.sock"),
+        "STATION_LOG_FORMAT": "json",
+        "STATION_BACKOFF_MIN_SECONDS": "0.2",
+        "STATION_BACKOFF_MAX_SECONDS": "1",
+        **extra,
+    }
+
+
+class DaemonProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> DaemonProcess:
+        self._log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "station", "run", env=self.env, stdout=self._log, stderr=self._log,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        return self
+
+    async def wait_ipc(self, timeout: float = 10) -> None:
+        socket_path = Path(self.env["STATION_IPC_SOCKET"])
+        async with asyncio.timeout(timeout):
+            while not socket_path.exists():
+                assert self.proc is not None and self.proc.returncode is None, self.log()
+                await asyncio.sleep(0.05)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(timeout):
+                code = await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def running_station(
+    directory: Path, *, version: str = "201", simulator: bool = True, **extra: str
+) -> AsyncIterator[tuple[DevCsms, SimulatorProcess | None, DaemonProcess]]:
+    async with DevCsms(heartbeat_interval=2) as csms:
+        sim_cm = SimulatorProcess(directory, interval=5) if simulator else contextlib.nullcontext()
+        async with sim_cm as sim:
+            port = sim.port if sim else directory / "no-esp32"
+            env = station_env(directory, csms, port, OCPP_PRIMARY=version, **extra)
+            daemon = await DaemonProcess(env, directory / "station.log").start()
+            try:
+                yield csms, sim, daemon
+            finally:
+                await daemon.stop()

@@ -1,0 +1,42 @@
+"""Figures the reliability tests report (printed as a table at the end of the run, see conftest)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+SOAK = os.environ.get("STATION_SOAK") == "1"
+"""Long variants: set by `make soak` (the slow tests also check `--runslow` through the marker)."""
+
+
+@dataclass
+class Figures:
+    trials: int = 0
+    faults: int = 0
+    events_checked: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    crashes: int = 0
+
+
+RESULTS: dict[str, Figures] = {}
+
+
+def record(name: str, **counts: int) -> Figures:
+    """Add counts under `name` (a test area); returns the running totals."""
+    figures = RESULTS.setdefault(name, Figures())
+    for key, value in counts.items():
+        setattr(figures, key, getattr(figures, key) + int(value))
+    return figures
+
+
+def summary_lines() -> list[str]:
+    if not RESULTS:
+        return []
+    names = [f.name for f in fields(Figures)]
+    width = max(len(n) for n in RESULTS) + 2
+    header = "area".ljust(width) + "".join(n.replace("_", " ").rjust(16) for n in names)
+    rows = [header, "-" * len(header)]
+    for area, figures in sorted(RESULTS.items()):
+        rows.append(area.ljust(width) + "".join(str(getattr(figures, n)).rjust(16) for n in names))
+    return rows

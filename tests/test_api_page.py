@@ -1,0 +1,85 @@
+"""The technician status page in headless Chromium against the real API: plug a vehicle in, see the page change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from station.core.model import MeterReading
+from tests.station_rig import Daemon, daemon, serve_api, settings_for, sock_path, wait_for  # noqa: F401
+
+assert daemon and sock_path
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason="Chromium not installed: `apt-get install chromium` (make test does it as root)"),
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+async def test_plugging_in_a_vehicle_changes_the_page_live(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    async with serve_api(settings_for(tmp_path, sock_path)) as url:
+        async with httpx.AsyncClient(base_url=url) as api:
+            await wait_for(lambda: _reachable(api), what="API sees the daemon")
+        page = await browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+        await page.goto(url + "/")
+        status = page.get_by_test_id("connector-1-status")
+        await expect(status).to_have_text("Available")
+        await expect(page.get_by_test_id("daemon")).to_have_text("live")
+        await expect(page.get_by_test_id("problems")).to_contain_text("No problems detected")
+
+        daemon.core.on_meter_reading(MeterReading(energy_import_wh=12_000.0, power_w=7100.0,
+                                                  voltage_v=(201.0, 229.0, 230.0)))
+        daemon.core.request_start(1, "DRIVER0042")
+        daemon.esp.plug()
+        daemon.esp.ev_requests_charge()
+
+        await expect(status).to_have_text("Charging")
+        await expect(page.get_by_test_id("events")).to_contain_text("transaction started on connector 1")
+        await expect(page.locator("#problems li[data-code=undervoltage]")).to_contain_text("201 V")
+        await expect(page.get_by_test_id("connector-1")).to_contain_text("token ****0042")
+        await page.screenshot(path=str(tmp_path / "status-page-phone.png"), full_page=True)
+        if os.environ.get("STATION_SCREENSHOT_DIR"):
+            shutil.copy(tmp_path / "status-page-phone.png", os.environ["STATION_SCREENSHOT_DIR"])
+
+
+async def test_the_page_shows_when_the_daemon_goes_away(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    async with serve_api(settings_for(tmp_path, sock_path)) as url:
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        await expect(page.get_by_test_id("connector-1-status")).to_have_text("Available")
+        await daemon.stop()
+        await expect(page.get_by_test_id("problems")).to_contain_text("Station daemon unreachable")
+        await expect(page.get_by_test_id("events")).to_contain_text("station daemon unreachable")
+
+
+async def _reachable(api: httpx.AsyncClient) -> bool:
+    return bool((await api.get("/health")).json()["daemon"]["reachable"])
