@@ -32,7 +32,7 @@ from ocpp.exceptions import OCPPError
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
 from station.ocpp import schema
-from station.ocpp.rpc import CallErrorReceived, StrictChargePoint
+from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all
 
 if TYPE_CHECKING:
     from station.ocpp.client import OcppClient
@@ -177,18 +177,6 @@ def current_limit(schedule_periods: list[dict[str, Any]], elapsed_s: float = 0) 
     return float(max(in_force, key=lambda p: float(p.get("startPeriod", 0)))["limit"])
 
 
-async def wait_event(event: asyncio.Event, seconds: float) -> bool:
-    """Wait for `event` at most `seconds`. Unlike `asyncio.wait_for` on Python 3.11, a cancellation
-    arriving as the event fires is never swallowed (a swallowed one left a session's loops running
-    after its connection was closed, and the shutdown waiting on them forever)."""
-    try:
-        async with asyncio.timeout(seconds):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
-
-
 OUTBOX_BATCH = 100
 """Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
 
@@ -300,11 +288,7 @@ class BaseSession(StrictChargePoint):
                 task.result()  # re-raise ConnectionClosed / bugs for the link to log
         finally:
             self.core.set_csms_online(False)
-            for task in (receiver, main, *self._tasks):
-                task.cancel()
-            for task in (receiver, main, *self._tasks):
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_all((receiver, main, *self._tasks, *self._after_tasks))
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -367,7 +351,9 @@ class BaseSession(StrictChargePoint):
     async def _heartbeat_loop(self) -> None:
         while True:
             self._heartbeat_changed.clear()
-            if await wait_event(self._heartbeat_changed, self.client.heartbeat_seconds):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.client.heartbeat_seconds):
+                    await self._heartbeat_changed.wait()
                 continue  # interval changed: start waiting afresh
             await self.send_heartbeat()
 
@@ -409,7 +395,9 @@ class BaseSession(StrictChargePoint):
                     entries = []
                 entries = [e for e in entries if e.id not in self._confirmed]
                 if not entries:
-                    await wait_event(self._outbox_wake, 5)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(5):
+                            await self._outbox_wake.wait()
                     continue
                 backlog = len(entries) >= OUTBOX_BATCH  # replaying a queue: share the deletes' fsync
                 for entry in entries:

@@ -75,6 +75,23 @@ def may_hold_secret(text: str) -> bool:
 _ID_IN_BROKEN_FRAME = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
 
 
+async def cancel_all(tasks: Any) -> None:
+    """Cancel tasks and wait until they are really done.
+
+    Cancels again while any is left: Python 3.11's `asyncio.wait_for` (used inside the `ocpp`
+    library) can swallow a cancellation, which would otherwise hang shutdown. Our own
+    cancellation still propagates (no `suppress(BaseException)` around an await).
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # mark retrieved; errors were logged where they happened
+
+
 class CallErrorReceived(Exception):
     """The peer answered our CALL with a CALLERROR."""
 
@@ -331,6 +348,15 @@ class StrictChargePoint(ChargePoint):
                 self._after_tasks.add(task)
                 task.add_done_callback(self._after_tasks.discard)
 
+    async def _response_for(self, unique_id: str, timeout: float) -> Any:
+        """The answer to our CALL `unique_id` (others are stale and dropped); TimeoutError after `timeout`."""
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await self._response_queue.get()
+                if response.unique_id == unique_id:
+                    return response
+                self.log.warning("ocpp: dropped a response to an earlier call", station_id=self.id, unique_id=response.unique_id)
+
     @property
     def _after_tasks(self) -> set[asyncio.Future[Any]]:
         tasks = self.__dict__.setdefault("_after_task_set", set())
@@ -338,21 +364,6 @@ class StrictChargePoint(ChargePoint):
 
     def _is_known_action(self, action: str) -> bool:
         return action in known_actions(self._ocpp_version)
-
-    async def _get_specific_response(self, unique_id: str, timeout: float) -> Any:
-        """The answer to our CALL `unique_id`; answers to earlier, timed-out calls are dropped.
-
-        Replaces the library's version, which waits with `asyncio.wait_for`: on Python 3.11 that
-        swallows a cancellation arriving together with the answer, and the cancelled session's
-        loops then ran on (a closed link's session never ended; `station loadtest` hung on stop).
-        """
-        async with asyncio.timeout(timeout):
-            while True:
-                response = await self._response_queue.get()
-                if response.unique_id == unique_id:
-                    return response
-                self.log.warning("ocpp: answer to an unknown or expired call dropped", station_id=self.id,
-                                 unique_id=response.unique_id)
 
     # -------------------------------------------------------------------- send
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True, timeout: float | None = None) -> dict[str, Any]:
@@ -371,7 +382,7 @@ class StrictChargePoint(ChargePoint):
             self._actions_of_pending[call.unique_id] = action
             try:
                 await self._send(call.to_json(), [MessageType.Call, call.unique_id, action, call.payload])
-                response = await self._get_specific_response(call.unique_id, timeout or self._response_timeout)
+                response = await self._response_for(call.unique_id, timeout or self._response_timeout)
             finally:
                 self._actions_of_pending.pop(call.unique_id, None)
         if response.message_type_id == MessageType.CallError:
