@@ -345,7 +345,8 @@ def _quiet_logs() -> None:
     """Warnings and errors only: N stations logging every frame would measure the terminal."""
     import structlog
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))  # stdout carries the report
     logging.getLogger().setLevel(logging.WARNING)
 
 

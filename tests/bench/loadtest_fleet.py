@@ -31,7 +31,7 @@ async def run(stations: int, seconds: float, ocpp: str) -> dict[str, Any]:
             stdout=csms_log, stderr=csms_log)
         await asyncio.sleep(1.5)
         started = time.monotonic()
-        load = await asyncio.create_subprocess_exec(
+        load = await asyncio.create_subprocess_exec(  # its warnings go to stderr (inherited)
             sys.executable, "-m", "station", "loadtest", "--stations", str(stations), "--ocpp", ocpp,
             "--csms", f"ws://127.0.0.1:{port}/ocpp{ocpp}/", "--duration", str(seconds), "--report-every", "10",
             env=env, stdout=asyncio.subprocess.PIPE)
@@ -41,7 +41,10 @@ async def run(stations: int, seconds: float, ocpp: str) -> dict[str, Any]:
         last = {"csms": cpu_seconds(csms.pid), "load": cpu_seconds(load.pid), "at": time.monotonic()}
         while line := await load.stdout.readline():
             print(line.decode().rstrip(), flush=True)
-            lines.append(json.loads(line))
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue  # not a report line
             if lines[-1].get("summary") or load.returncode is not None:
                 continue
             now = {"csms": cpu_seconds(csms.pid), "load": cpu_seconds(load.pid), "at": time.monotonic()}
