@@ -93,6 +93,9 @@ async def serve_api(settings: Settings) -> AsyncIterator[str]:
     """The real app under uvicorn on 127.0.0.1, on a port the kernel picked; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # asyncio sets TCP_NODELAY only on sockets it creates; without it every keep-alive answer
+    # waits ~40 ms for a delayed ACK (Nagle). Accepted sockets inherit the option on Linux.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(settings)
