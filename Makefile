@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak bench venv system-deps clean
+.PHONY: demo test soak bench loadtest venv system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,8 @@ soak: venv system-deps
 bench: venv
 	$(PY) -m tests.bench
 
+loadtest: venv
+	$(PY) -m tests.bench.loadtest_fleet
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-results.json
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-results.json loadtest-results.json

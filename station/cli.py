@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (DEMO_SECONDS)")
 
     sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port)", add_help=False)
+    sub.add_parser("loadtest", help="simulate N stations against a CSMS (backend sizing)", add_help=False)
     sim = sub.add_parser("sim", help="hardware simulators on pseudo-terminals")
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)
     sim_sub.add_parser("esp32", help="ESP32 charge controller + EV simulator", add_help=False)
@@ -144,6 +145,10 @@ def _delegate(argv: list[str]) -> int | None:
         from station.devtools import csms
 
         return csms.main(argv[1:])
+    if argv[:1] == ["loadtest"]:
+        from station.devtools import loadtest
+
+        return loadtest.main(argv[1:])
     if argv[:2] == ["sim", "esp32"]:
         from station.controller import simulator
 

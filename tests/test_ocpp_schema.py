@@ -9,8 +9,8 @@ import pytest
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallResult, _validate_payload
 
-from station.ocpp.rpc import _MAY_HOLD_SECRET, SECRET_CONFIG_KEYS, SECRET_KEYS
-from station.ocpp.schema import compiled_validator, validate_payload
+from station.ocpp.rpc import SECRET_CONFIG_KEYS, SECRET_KEYS, may_hold_secret
+from station.ocpp.schema import compiled_validator, known_actions, validate_payload
 
 METER = [{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
     {"value": 1234.5, "context": "Sample.Periodic", "measurand": "Energy.Active.Import.Register",
@@ -101,5 +101,15 @@ def test_unknown_actions_get_the_library_error() -> None:
 
 def test_every_secret_name_triggers_the_redaction_path() -> None:
     for name in SECRET_KEYS | SECRET_CONFIG_KEYS:
-        assert _MAY_HOLD_SECRET.search(f'{{"{name.upper()}": "x"}}')
-        assert _MAY_HOLD_SECRET.search(f'{{"key": "{name}"}}')
+        assert may_hold_secret(f'{{"{name.upper()}": "x"}}')
+        assert may_hold_secret(f'{{"key": "{name}"}}')
+    assert not may_hold_secret('{"idToken": {"idToken": "ABC", "type": "ISO14443"}}')
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "1.6"])
+def test_known_actions_are_the_library_action_enum(version: str) -> None:
+    from ocpp.v16.enums import Action as Action16
+    from ocpp.v201.enums import Action as Action201
+
+    enum = Action201 if version == "2.0.1" else Action16
+    assert known_actions(version) == {a.value for a in enum}

@@ -173,6 +173,9 @@ async def test_daemon_on_a_full_state_disk_charges_reports_and_loses_nothing(tmp
                     # The EV charges and pauses: events the daemon cannot write.
                     await sim.command("ev_charge")
                     await sim.wait_for(lambda s: s["RL"] == 1, timeout=10)
+                    async with asyncio.timeout(10):  # the station polls: let it see the charging first
+                        while (await ipc.status())["connectors"][0]["status"] != "Charging":
+                            await asyncio.sleep(0.05)
                     async with asyncio.timeout(15):
                         while (await store_state())["healthy"]:
                             await asyncio.sleep(0.2)

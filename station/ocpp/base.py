@@ -31,7 +31,8 @@ from ocpp.exceptions import OCPPError
 
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
-from station.ocpp.rpc import CallErrorReceived, StrictChargePoint
+from station.ocpp import schema
+from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all
 
 if TYPE_CHECKING:
     from station.ocpp.client import OcppClient
@@ -287,11 +288,7 @@ class BaseSession(StrictChargePoint):
                 task.result()  # re-raise ConnectionClosed / bugs for the link to log
         finally:
             self.core.set_csms_online(False)
-            for task in (receiver, main, *self._tasks):
-                task.cancel()
-            for task in (receiver, main, *self._tasks):
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_all((receiver, main, *self._tasks, *self._after_tasks))
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -311,6 +308,7 @@ class BaseSession(StrictChargePoint):
                 await self.send_status(conn, force=True)
             self.spawn(self._heartbeat_loop(), "ocpp-heartbeat")
             self.spawn(self._outbox_loop(), "ocpp-outbox")
+            self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
@@ -354,7 +352,8 @@ class BaseSession(StrictChargePoint):
         while True:
             self._heartbeat_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_changed.wait(), self.client.heartbeat_seconds)
+                async with asyncio.timeout(self.client.heartbeat_seconds):
+                    await self._heartbeat_changed.wait()
                 continue  # interval changed: start waiting afresh
             await self.send_heartbeat()
 
@@ -397,25 +396,28 @@ class BaseSession(StrictChargePoint):
                 entries = [e for e in entries if e.id not in self._confirmed]
                 if not entries:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._outbox_wake.wait(), 5)
+                        async with asyncio.timeout(5):
+                            await self._outbox_wake.wait()
                     continue
+                backlog = len(entries) >= OUTBOX_BATCH  # replaying a queue: share the deletes' fsync
                 for entry in entries:
                     wait = entry.next_attempt - time.time()
                     if wait > 0:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(asyncio.Event().wait(), wait)
+                        await asyncio.sleep(wait)
                         break  # re-read: keep strict order
                     if not await self._deliver(entry):
                         break
+                    if not backlog:
+                        self._flush_confirmed()
         finally:
             self._flush_confirmed()
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
         """Send one entry; True when it left the queue (confirmed, skipped or parked).
 
-        A confirmed entry is deleted by `_flush_confirmed`, in one commit with the others
-        confirmed in the same pass (at most `OUTBOX_BATCH`): deletion still follows the
-        CSMS's confirmation, only the fsync is shared.
+        A confirmed entry is deleted by `_flush_confirmed`: at once normally, and while a backlog
+        is replayed in one commit with the others confirmed in the same pass (at most
+        `OUTBOX_BATCH`): deletion still follows the CSMS's confirmation, only the fsync is shared.
         """
         try:
             message = self.transaction_message(entry)

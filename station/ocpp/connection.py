@@ -21,7 +21,6 @@ and, when the session ends or the link dies, reconnects. Decisions it owns:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import random
 import ssl
@@ -38,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.headers import build_authorization_basic
 
-from station.ocpp.rpc import SUBPROTOCOL
+from station.ocpp.rpc import SUBPROTOCOL, cancel_all
 
 log = structlog.get_logger("station.ocpp.link")
 
@@ -429,14 +428,10 @@ class OcppLink:
             elif closed in done:
                 reason = _closed_text_of(ws)
         finally:
-            for task in (session, probe, closed):
-                if task is not None and not task.done():
-                    task.cancel()
-            for task in (session, probe, closed):
-                if task is not None:
-                    with contextlib.suppress(BaseException):
-                        await task
-            await ws.close()
+            try:
+                await cancel_all([t for t in (session, probe, closed) if t is not None])
+            finally:
+                await ws.close()
             self._active = None
             self.state.connected = False
             self.state.last_error = reason

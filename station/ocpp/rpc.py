@@ -41,14 +41,8 @@ from ocpp.charge_point import (
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
-from ocpp.v16 import call as call16
-from ocpp.v16 import call_result as call_result16
-from ocpp.v16.enums import Action as Action16
-from ocpp.v201 import call as call201
-from ocpp.v201 import call_result as call_result201
-from ocpp.v201.enums import Action as Action201
 
-from station.ocpp.schema import validate_payload
+from station.ocpp.schema import known_actions, validate_payload
 
 Version = Literal["201", "16"]
 """OCPP version as the configuration names it (`OCPP_PRIMARY`)."""
@@ -68,10 +62,34 @@ _quiet_library_logger.addHandler(logging.NullHandler())
 _quiet_library_logger.propagate = False
 _quiet_library_logger.disabled = True
 
-_MAY_HOLD_SECRET = re.compile("password|authorizationkey|privatekey", re.IGNORECASE)
+SECRET_HINTS = ("password", "authorizationkey", "privatekey")
 """Every SECRET_KEYS / SECRET_CONFIG_KEYS name contains one of these: a frame without them needs no redaction."""
 
+
+def may_hold_secret(text: str) -> bool:
+    """False when no secret name occurs in the frame text (substring tests; a regex costs ~10x more)."""
+    low = text.lower()
+    return any(hint in low for hint in SECRET_HINTS)
+
+
 _ID_IN_BROKEN_FRAME = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
+
+
+async def cancel_all(tasks: Any) -> None:
+    """Cancel tasks and wait until they are really done.
+
+    Cancels again while any is left: Python 3.11's `asyncio.wait_for` (used inside the `ocpp`
+    library) can swallow a cancellation, which would otherwise hang shutdown. Our own
+    cancellation still propagates (no `suppress(BaseException)` around an await).
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # mark retrieved; errors were logged where they happened
 
 
 class CallErrorReceived(Exception):
@@ -183,8 +201,6 @@ class StrictChargePoint(ChargePoint):
             raise ValueError(f"unknown OCPP version {version!r}; expected '201' or '16'")
         self.version = version
         self._ocpp_version = LIBRARY_VERSION[version]
-        self._call = call201 if version == "201" else call16
-        self._call_result = call_result201 if version == "201" else call_result16
         super().__init__(peer_id, connection, response_timeout=response_timeout, logger=_quiet_library_logger)
         self.side = side
         self.log = log or structlog.get_logger("station.ocpp")
@@ -199,7 +215,7 @@ class StrictChargePoint(ChargePoint):
         kind = {2: "", 3: " result", 4: " error"}.get(message[0] if message else 0, "")
         body = message[-1] if message and message[0] in (2, 3) else message[2:] if message else []
         text = frame_text(body)
-        if _MAY_HOLD_SECRET.search(text):  # walking the payload costs more than the rest of the frame
+        if may_hold_secret(text):  # walking the payload costs more than the rest of the frame
             text = frame_text(redact(action, body))
         self.on_frame(direction, action, message)
         self.log.info(
@@ -213,11 +229,13 @@ class StrictChargePoint(ChargePoint):
     def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
         """Hook for subclasses that record traffic (the dev CSMS); `message` is the parsed frame."""
 
-    async def _send(self, message: str) -> None:
-        try:
-            parsed = json.loads(message)
-        except ValueError:
-            parsed = []
+    async def _send(self, message: str, parsed: list[Any] | None = None) -> None:
+        """Log and send one frame; `parsed` is the frame as a list when the caller has it (saves a parse)."""
+        if parsed is None:
+            try:
+                parsed = json.loads(message)
+            except ValueError:
+                parsed = []
         if parsed:
             action = parsed[2] if parsed[0] == 2 else self._actions_of_pending.pop(str(parsed[1]), None)
             self._log_frame("out", action, parsed, parsed[1])
@@ -321,7 +339,7 @@ class StrictChargePoint(ChargePoint):
                 await self._send_error(msg.unique_id, "InternalError", "Response could not be built")
                 return
         self._actions_of_pending[msg.unique_id] = msg.action
-        await self._send(result.to_json())
+        await self._send(result.to_json(), [MessageType.CallResult, result.unique_id, result.payload])
         after = handlers.get("_after_action")
         if after is not None:
             follow_up = after(payload=msg.payload) if getattr(after, "_raw_payload", False) else after(**camel_to_snake_case(msg.payload))
@@ -330,18 +348,22 @@ class StrictChargePoint(ChargePoint):
                 self._after_tasks.add(task)
                 task.add_done_callback(self._after_tasks.discard)
 
+    async def _response_for(self, unique_id: str, timeout: float) -> Any:
+        """The answer to our CALL `unique_id` (others are stale and dropped); TimeoutError after `timeout`."""
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await self._response_queue.get()
+                if response.unique_id == unique_id:
+                    return response
+                self.log.warning("ocpp: dropped a response to an earlier call", station_id=self.id, unique_id=response.unique_id)
+
     @property
     def _after_tasks(self) -> set[asyncio.Future[Any]]:
         tasks = self.__dict__.setdefault("_after_task_set", set())
         return tasks
 
     def _is_known_action(self, action: str) -> bool:
-        enum = Action201 if self.version == "201" else Action16
-        try:
-            enum(action)
-        except ValueError:
-            return False
-        return True
+        return action in known_actions(self._ocpp_version)
 
     # -------------------------------------------------------------------- send
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True, timeout: float | None = None) -> dict[str, Any]:
@@ -359,8 +381,8 @@ class StrictChargePoint(ChargePoint):
                 self._response_queue.get_nowait()
             self._actions_of_pending[call.unique_id] = action
             try:
-                await self._send(call.to_json())
-                response = await self._get_specific_response(call.unique_id, timeout or self._response_timeout)
+                await self._send(call.to_json(), [MessageType.Call, call.unique_id, action, call.payload])
+                response = await self._response_for(call.unique_id, timeout or self._response_timeout)
             finally:
                 self._actions_of_pending.pop(call.unique_id, None)
         if response.message_type_id == MessageType.CallError:

@@ -70,7 +70,9 @@ class V16Session(BaseSession):
                                        "meterStart": whole_wh(data.get("meter_start_wh")), "timestamp": timestamp}
             return "StartTransaction", payload
         if entry.kind == "updated":
-            samples = sampled_values(meter, "Sample.Periodic" if entry.trigger == "MeterValuePeriodic" else "Other")
+            if entry.trigger not in ("MeterValuePeriodic", "MeterValueClock", "Trigger"):
+                return None  # e.g. ChargingStateChanged: 1.6 says it with StatusNotification
+            samples = sampled_values(meter, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock"}.get(entry.trigger, "Trigger"))
             if not samples:
                 return None
             return "MeterValues", {"connectorId": entry.connector_id, "transactionId": self._csms_id(entry),

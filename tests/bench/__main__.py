@@ -1,0 +1,184 @@
+"""`make bench`: every figure of issue 10, repeated, side by side with the bare-library baseline.
+
+    python -m tests.bench [--runs 3] [--events 10000] [--quick] [--out bench-results.json]
+
+Writes bench-results.json (every run's raw figures plus min/median/max) and prints a table.
+Targets are the issue's; a figure that misses one is marked MISS, never hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.bench import scenarios
+from tests.bench.common import BenchCsms, spread
+
+# (key, label, unit, target, "max" = lower is better / "min" = higher is better)
+FIGURES: list[tuple[str, str, str, float | None, str]] = [
+    ("status_total_p50_ms", "(1) ESP32 change → CSMS, poll 0.25 s, p50", "ms", None, "max"),
+    ("status_total_p99_ms", "(1) ESP32 change → CSMS, poll 0.25 s, p99", "ms", 10.0, "max"),
+    ("status_poll_share_p50_ms", "(1)   of which waiting for the poll, p50", "ms", None, "max"),
+    ("status_station_p99_ms", "(1)   of which station (wire → CSMS), p99", "ms", 10.0, "max"),
+    ("status_push_p50_ms", "(1) change reported at once → CSMS, p50", "ms", None, "max"),
+    ("status_push_p99_ms", "(1) change reported at once → CSMS, p99", "ms", 10.0, "max"),
+    ("remote_201_p50_ms", "(2) RequestStartTransaction → authorize frame, p50", "ms", None, "max"),
+    ("remote_201_p99_ms", "(2) RequestStartTransaction → authorize frame, p99", "ms", 10.0, "max"),
+    ("remote_16_p50_ms", "(2) RemoteStartTransaction (1.6) → authorize frame, p50", "ms", None, "max"),
+    ("remote_16_p99_ms", "(2) RemoteStartTransaction (1.6) → authorize frame, p99", "ms", 10.0, "max"),
+    ("replay_msgs_per_s", "(3) offline replay, 2.0.1", "msg/s", 2000.0, "min"),
+    ("replay_daemon_cpu_us_per_msg", "(3)   daemon CPU per message", "µs", None, "max"),
+    ("replay_csms_cpu_us_per_msg", "(3)   dev CSMS (harness) CPU per message", "µs", None, "max"),
+    ("replay_lost", "(3)   lost", "", 0.0, "max"),
+    ("replay_duplicated", "(3)   duplicated", "", 0.0, "max"),
+    ("rss_daemon_start_mb", "(4) daemon RSS after start", "MB", 40.0, "max"),
+    ("rss_daemon_events_mb", "(4) daemon RSS after the replay", "MB", 40.0, "max"),
+    ("rss_api_start_mb", "(4) API RSS after start", "MB", 55.0, "max"),
+    ("rss_api_events_mb", "(4) API RSS after the replay", "MB", 55.0, "max"),
+    ("idle_cpu_daemon_pct", "(4) daemon idle CPU", "%", 0.5, "max"),
+    ("idle_cpu_api_pct", "(4) API idle CPU", "%", 0.5, "max"),
+    ("start_to_boot_s", "(5) process start → BootNotification", "s", 1.0, "max"),
+    ("once_wall_s", "(5) station --once wall time (daemon running)", "s", 2.0, "max"),
+]
+BASELINE: dict[str, str] = {
+    "status_station_p99_ms": "bare_status_p99_ms",
+    "status_push_p99_ms": "bare_status_p99_ms",
+    "status_push_p50_ms": "bare_status_p50_ms",
+    "remote_201_p50_ms": "bare_remote_p50_ms",
+    "remote_201_p99_ms": "bare_remote_p99_ms",
+    "replay_msgs_per_s": "bare_replay_msgs_per_s",
+    "start_to_boot_s": "bare_start_to_boot_s",
+}
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "kernel": platform.release(), "load_at_start": os.getloadavg()}
+
+
+async def one_run(base: Path, args: argparse.Namespace, run: int) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    work = base / f"run{run}"
+    async with BenchCsms(heartbeat_interval=300) as csms:
+        def step(name: str) -> Path:
+            path = work / name
+            path.mkdir(parents=True)
+            print(f"  run {run}: {name}", file=sys.stderr, flush=True)
+            return path
+
+        raw["start"] = s = await scenarios.start_and_idle(step("start"), csms, args.idle_seconds)
+        figures.update(start_to_boot_s=s["start_to_boot_s"], once_wall_s=s["once_wall_s"],
+                       rss_daemon_start_mb=s["rss_after_start"]["daemon_mb"], rss_api_start_mb=s["rss_after_start"]["api_mb"],
+                       idle_cpu_daemon_pct=s["idle_cpu_percent"]["daemon"], idle_cpu_api_pct=s["idle_cpu_percent"]["api"])
+        raw["bare_boot"] = b = await scenarios.bare(step("bare-boot"), csms, "boot")
+        figures["bare_start_to_boot_s"] = b["start_to_boot_s"]
+
+        raw["replay"] = r = await scenarios.replay(step("replay"), csms, args.events)
+        figures.update(replay_msgs_per_s=r["messages_per_s"], replay_lost=r["lost"], replay_duplicated=r["duplicated"],
+                       rss_daemon_events_mb=r["rss_after_events"]["daemon_mb"], rss_api_events_mb=r["rss_after_events"]["api_mb"],
+                       replay_daemon_cpu_us_per_msg=r["cpu_us_per_message"]["daemon"],
+                       replay_csms_cpu_us_per_msg=r["cpu_us_per_message"]["csms"])
+        csms.forget()
+        raw["bare_replay"] = b = await scenarios.bare(step("bare-replay"), csms, "replay", count=args.events)
+        figures["bare_replay_msgs_per_s"] = b["messages_per_s"]
+        csms.forget()
+
+        raw["push"] = p = await scenarios.latency(step("latency-push"), csms, version="201", status_events=args.status_events,
+                                                  push=True, remote_starts=args.remote_starts, poll_seconds=0.25)
+        figures.update(status_push_p50_ms=p["status"]["total"]["p50_ms"], status_push_p99_ms=p["status"]["total"]["p99_ms"],
+                       remote_201_p50_ms=p["remote_start"]["p50_ms"], remote_201_p99_ms=p["remote_start"]["p99_ms"])
+        raw["bare_status"] = b = await scenarios.bare(step("bare-status"), csms, "status", count=args.status_events)
+        figures.update(bare_status_p50_ms=b["status"]["p50_ms"], bare_status_p99_ms=b["status"]["p99_ms"])
+        raw["bare_remote"] = b = await scenarios.bare(step("bare-remote"), csms, "remote", count=args.remote_starts)
+        figures.update(bare_remote_p50_ms=b["remote_start"]["p50_ms"], bare_remote_p99_ms=b["remote_start"]["p99_ms"])
+
+        raw["poll"] = q = await scenarios.latency(step("latency-poll"), csms, version="201", status_events=args.poll_events,
+                                                  push=False, remote_starts=0, poll_seconds=0.25)
+        figures.update(status_total_p50_ms=q["status"]["total"]["p50_ms"], status_total_p99_ms=q["status"]["total"]["p99_ms"],
+                       status_poll_share_p50_ms=q["status"]["change_to_wire"]["p50_ms"],
+                       status_station_p99_ms=q["status"]["wire_to_csms"]["p99_ms"])
+        raw["remote16"] = v = await scenarios.latency(step("latency-16"), csms, version="16", status_events=0, push=True,
+                                                      remote_starts=max(20, args.remote_starts // 2), poll_seconds=0.25)
+        figures.update(remote_16_p50_ms=v["remote_start"]["p50_ms"], remote_16_p99_ms=v["remote_start"]["p99_ms"])
+    return {"figures": figures, "raw": raw}
+
+
+def verdict(value: float, target: float | None, sense: str) -> str:
+    if target is None:
+        return ""
+    ok = value <= target if sense == "max" else value >= target
+    return "ok" if ok else "MISS"
+
+
+def table(summary: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'figure':<58} {'min':>9} {'median':>9} {'max':>9}  {'target':>9}  {'':4}  baseline (median, ratio)",
+             "-" * 130]
+    for key, label, unit, target, sense in FIGURES:
+        if key not in summary:
+            continue
+        s = summary[key]
+        target_text = "" if target is None else f"{'≤' if sense == 'max' else '≥'}{target:g} {unit}"
+        base = ""
+        if key in BASELINE and BASELINE[key] in summary:
+            b = summary[BASELINE[key]]["median"]
+            base = f"{b:.3f} {unit}  ×{s['median'] / b:.2f}" if b else ""
+        lines.append(f"{label:<58} {s['min']:>9.3f} {s['median']:>9.3f} {s['max']:>9.3f}  {target_text:>9}  "
+                     f"{verdict(s['median'], target, sense):4}  {base}")
+    return "\n".join(lines)
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "settings": vars(args) | {"out": str(args.out)}, "runs": []}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
+        for run in range(1, args.runs + 1):
+            results["runs"].append(await one_run(Path(tmp), args, run))
+    keys = results["runs"][0]["figures"].keys()
+    results["summary"] = {k: spread([r["figures"][k] for r in results["runs"]]) for k in keys}
+    results["targets"] = {key: {"target": target, "sense": sense, "verdict": verdict(results["summary"][key]["median"], target, sense)}
+                          for key, _, _, target, sense in FIGURES if target is not None and key in results["summary"]}
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", type=int, default=10_000, help="queued transaction events to replay")
+    parser.add_argument("--status-events", type=int, default=1000, help="state changes reported at once")
+    parser.add_argument("--poll-events", type=int, default=100, help="state changes found by the 0.25 s poll")
+    parser.add_argument("--remote-starts", type=int, default=100)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="small counts, one run (checks the harness)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.events, args.status_events, args.poll_events, args.remote_starts, args.idle_seconds = 1, 500, 40, 10, 10, 3
+    logging.disable(logging.WARNING)
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # the CSMS's frame log
+    os.environ.setdefault("STATION_ENV_FILE", os.devnull)
+    results = asyncio.run(amain(args))
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['nproc']} CPUs, Python "
+          f"{results['machine']['python']}; {args.runs} run(s) in {results['wall_seconds']} s")
+    print(table(results["summary"]))
+    print(f"\nfull results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
