@@ -11,7 +11,7 @@ drains, and what the CSMS received is checked against the state database:
 - per transaction the 2.0.1 seqNo run 0..n without a gap, Started first, Ended last;
 - a seqNo received twice is a byte-identical retransmission (OCPP delivery is at
   least once: a kill between the CSMS's confirmation and the outbox delete resends);
-- energy readings never decrease within a transaction; nothing is parked or left queued.
+- energy readings (Modbus meter simulator) never decrease within a transaction; nothing is parked or left queued.
 
 `make test` kills 20 times; `make soak` 200.
 """
@@ -34,6 +34,7 @@ import pytest
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms, Received
 from station.ipc.client import IpcClient
+from station.meter.sim_process import MeterSimProcess
 from tests.e2e import STATION_ID, DaemonProcess, station_env
 from tests.reliability import record
 
@@ -167,7 +168,7 @@ def check(received: list[Received], db: Path) -> dict[str, int]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
         stored = {row[0]: row[1] for row in con.execute("SELECT id, seq_next FROM transactions")}
         parked = con.execute("SELECT COUNT(*) FROM outbox WHERE parked=1").fetchone()[0]
-    lost = duplicated = 0
+    lost = duplicated = readings = 0
     problems: list[str] = []
     for tx_id, seq_next in stored.items():
         seqs = by_tx.get(tx_id, {})
@@ -193,12 +194,14 @@ def check(received: list[Received], db: Path) -> dict[str, int]:
         if kinds[-1] != "Ended" or kinds.count("Ended") != 1:
             problems.append(f"{tx_id}: Ended is not exactly the last event: {kinds}")
         energy = [e for p in ordered for e in energy_of(p)]
+        readings += len(energy)
         if energy != sorted(energy):
             problems.append(f"{tx_id}: energy readings decrease: {energy}")
     if parked:
         problems.append(f"{parked} outbox entries parked (never sent again)")
     assert not problems, "\n".join(problems[:20])
-    return {"transactions": len(stored), "events": len(events), "lost": lost, "duplicated": duplicated}
+    return {"transactions": len(stored), "events": len(events), "lost": lost, "duplicated": duplicated,
+            "readings": readings}
 
 
 async def run_crash_trials(tmp_path: Path, kills: int) -> None:
@@ -207,10 +210,14 @@ async def run_crash_trials(tmp_path: Path, kills: int) -> None:
     rig = CrashRig(tmp_path, random.Random(seed))
     await rig.csms_up()
     assert rig.csms is not None
-    async with SimulatorProcess(tmp_path, interval=1) as sim:
+    async with (
+        MeterSimProcess(tmp_path, speedup=200, energy_wh=1_000_000) as meter,
+        SimulatorProcess(tmp_path, interval=1, extra_args=["--meter-control", str(meter.control)]) as sim,
+    ):
         rig.sim = sim
         rig.env = station_env(tmp_path, rig.csms, sim.port, OCPP_PRIMARY="201", STATION_METER_VALUE_SECONDS="1",
-                              OCPP_HEARTBEAT_SECONDS="5")
+                              OCPP_HEARTBEAT_SECONDS="5", STATION_METER_PORT=str(meter.link),
+                              STATION_METER_POLL_SECONDS="0.2")
         try:
             for _ in range(kills):
                 await rig.trial()
@@ -227,7 +234,7 @@ async def run_crash_trials(tmp_path: Path, kills: int) -> None:
     log = (tmp_path / "station.log").read_text(errors="replace")
     crashes = rig.crashes + log.count('"background task failed"')
     print(f"crash trials: {kills} SIGKILLs, {rig.csms_toggles} CSMS stops/starts, {counts['transactions']} transactions, "
-          f"{counts['events']} TransactionEvents checked, lost {counts['lost']}, duplicated {counts['duplicated']}, "
+          f"{counts['events']} TransactionEvents and {counts['readings']} energy readings checked, lost {counts['lost']}, duplicated {counts['duplicated']}, "
           f"crashes {crashes}")
     record("crash consistency", trials=kills, faults=kills + rig.csms_toggles, events_checked=counts["events"],
            lost=counts["lost"], duplicated=counts["duplicated"], crashes=crashes)
