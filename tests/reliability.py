@@ -15,7 +15,9 @@ class Figures:
     faults: int = 0
     events_checked: int = 0
     lost: int = 0
-    duplicated: int = 0
+    resent: int = 0
+    """Identical retransmissions (delivery is at least once; a CSMS deduplicates on transaction id
+    and seqNo). A copy that differs from the first fails the test instead of being counted here."""
     crashes: int = 0
 
 

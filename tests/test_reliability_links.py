@@ -89,7 +89,7 @@ async def test_connection_cut_mid_call_is_resent_after_reconnect_and_nothing_is_
             assert duplicated >= 1
             assert rig.client is not None and rig.client.link.state.reconnects >= 1
             record("link faults", trials=1, faults=1, events_checked=len(transaction_events(csms.received)),
-                   duplicated=duplicated)
+                   resent=duplicated)
         finally:
             await rig.stop()
 
@@ -125,7 +125,7 @@ async def test_csms_slower_than_the_call_timeout_loses_nothing(tmp_path: Path) -
             by_seq = transaction_events(csms.received)
             duplicated = assert_complete_and_identical(by_seq)
             assert duplicated >= 3  # the slow answers were resent, then confirmed
-            record("link faults", trials=1, faults=5, events_checked=len(by_seq), duplicated=duplicated)
+            record("link faults", trials=1, faults=5, events_checked=len(by_seq), resent=duplicated)
         finally:
             await rig.stop()
 
@@ -153,7 +153,7 @@ async def test_csms_restart_while_charging_delivers_everything_after_reconnect(t
         by_seq = transaction_events(received)
         duplicated = assert_complete_and_identical(by_seq)
         assert [by_seq[s][0]["eventType"] for s in (0, max(by_seq))] == ["Started", "Ended"]
-        record("link faults", trials=1, faults=1, events_checked=len(by_seq), duplicated=duplicated)
+        record("link faults", trials=1, faults=1, events_checked=len(by_seq), resent=duplicated)
     finally:
         await rig.stop()
         await csms.stop()

@@ -125,9 +125,17 @@ function describe(e) {
   }
 }
 
+let daemonShown;  // reachability of the daemon as the list last showed it (undefined: not yet)
+
 function addEvent(e) {
   if (e.kind === "meter") return;  // every second: shown on the connector, not in the list
-  if (e.data && e.data.initial) return;  // the stream's opening state, not something that happened
+  if (e.kind === "daemon") {
+    const known = daemonShown;
+    daemonShown = e.data.reachable;
+    // The stream's opening state is news only when it differs from what the list shows: the
+    // daemon may have gone away between loading the page and opening the stream.
+    if (e.data.initial && (known === e.data.reachable || (known === undefined && e.data.reachable))) return;
+  }
   const list = $("events");
   list.prepend(el("li", { "data-kind": e.kind }, el("time", {}, time(e.at)), el("span", {}, describe(e))));
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
