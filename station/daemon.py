@@ -96,6 +96,7 @@ class Daemon:
             "software_version": __version__,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "ocpp": self.ocpp.status(),
+            "firmware": {"status": self.firmware.status.value, "request_id": self.firmware.current().request_id},
             "esp32": {
                 str(cid): {
                     "port": link.port if hasattr(link, "port") else None,
