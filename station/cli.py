@@ -35,6 +35,7 @@ def _settings_flags() -> argparse.ArgumentParser:
             dest=f"setting_{name}",
             metavar=variable_of(name),
             help=field.description,
+            default=argparse.SUPPRESS,  # absent: a subcommand must not reset a flag given before it
         )
     return parent
 
@@ -42,7 +43,8 @@ def _settings_flags() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     settings_flags = _settings_flags()
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--env-file", type=Path, help="env file to read (default /etc/ocpp_station.env)")
+    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
+                        help="env file to read (default /etc/ocpp_station.env)")
 
     parser = argparse.ArgumentParser(
         prog="station",
@@ -95,7 +97,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_config(args: argparse.Namespace) -> LoadedConfig:
-    return load(_overrides(args), args.env_file)
+    return load(_overrides(args), getattr(args, "env_file", None))
 
 
 def _setup_logging(settings: Settings | None, *, stream: Any = None) -> None:

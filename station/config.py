@@ -210,6 +210,14 @@ def _read_env_file(path: Path, required: bool) -> dict[str, str]:
         raise ConfigError(f"config error: env file {path} cannot be read: {exc.__class__.__name__}") from None
     import io
 
+    from dotenv.parser import parse_stream
+
+    # dotenv skips a line it cannot parse with a warning; a station would then run without it
+    # (say, a password line with a stray quote). The line number only: its text may be a secret.
+    broken = [b.original.line for b in parse_stream(io.StringIO(raw)) if b.error]
+    if broken:
+        raise ConfigError(f"config error: env file {path} line {broken[0]} is not KEY=value "
+                          "(quote a value that has spaces, # or quotes in it)")
     values = dotenv_values(stream=io.StringIO(raw))
     return {k: v for k, v in values.items() if v is not None}
 

@@ -15,6 +15,9 @@ class Figures:
     faults: int = 0
     events_checked: int = 0
     lost: int = 0
+    duplicated: int = 0
+    """Events the CSMS would count twice: a second, different message for a (transaction, seqNo)
+    already received, or a second Started/Ended. Each one also fails its test."""
     resent: int = 0
     """Identical retransmissions (delivery is at least once; a CSMS deduplicates on transaction id
     and seqNo). A copy that differs from the first fails the test instead of being counted here."""

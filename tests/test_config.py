@@ -128,6 +128,14 @@ def test_unreadable_env_file_is_an_error_not_a_traceback(tmp_path: Path) -> None
         load(env_file=path)
 
 
+def test_unparseable_env_file_line_is_an_error_naming_the_line_not_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "broken.env"
+    path.write_text(f"OCPP_STATION_NAME=ORGE_AC_001\nOCPP_STATION_PASSWORD=\"{CANARY}\n")
+    with pytest.raises(ConfigError, match="line 2 is not KEY=value") as err:
+        load(env_file=path)
+    assert CANARY not in str(err.value)
+
+
 def run_station(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
@@ -175,3 +183,11 @@ def test_help_lists_commands_and_exit_codes() -> None:
     assert result.returncode == 0
     for word in ("run", "status", "demo", "config", "--once", "78", "configuration error"):
         assert word in result.stdout
+
+
+def test_env_file_and_flags_given_before_the_command_are_kept(env_file: Path) -> None:
+    result = run_station("--env-file", str(env_file), "--esp32-port", "/dev/ttyAMA0", "config", "show")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line and not line.startswith("#")}
+    assert f"(file:{env_file})" in lines["OCPP_STATION_NAME"]
+    assert "/dev/ttyAMA0" in lines["STATION_ESP32_PORT"] and "(cli)" in lines["STATION_ESP32_PORT"]

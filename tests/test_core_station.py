@@ -168,6 +168,12 @@ async def test_link_loss_faults_the_connector_and_keeps_the_transaction(
     assert core.connectors[1].transaction is not None
 
 
+async def test_a_link_that_never_came_up_reports_why(store: Store) -> None:
+    core = StationCore(store=store, clock=Clock(trusted=True))
+    core.on_controller_link(1, False, "cannot open /dev/ttyUSB0: no such file")
+    assert core.connectors[1].link_reason == "cannot open /dev/ttyUSB0: no such file"
+
+
 async def test_open_transaction_survives_a_restart(store: Store, tmp_path: Path) -> None:
     core = StationCore(store=store, clock=Clock(trusted=True))
     esp = RecordingController(core)

@@ -17,7 +17,7 @@ def test_demo_plays_a_complete_session_and_exits_zero(version: str) -> None:
                             timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "OK: boot, status, heartbeat and a complete transaction reached the CSMS" in out
+    assert "OK: boot, status, heartbeat and a complete, metered transaction reached the CSMS" in out
     assert "status page: http://127.0.0.1:" in out
     started = "TransactionEvent Started" if version == "201" else "← StartTransaction"
     ended = "TransactionEvent Ended" if version == "201" else "← StopTransaction"

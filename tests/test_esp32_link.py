@@ -14,6 +14,7 @@ import pytest
 import serial
 
 from station.controller.link import Esp32Link
+from tests.aio import running
 from station.controller.simulator import SimulatorProcess
 from station.core.model import ControllerState, ControllerStatus, PilotState
 from station.core.ports import ChargeController, ControllerError
@@ -49,17 +50,6 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def running_link(link: Esp32Link) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(link.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-@contextlib.asynccontextmanager
 async def setup(
     tmp_path: Path, *, sim_interval: float = 30.0, **link_kwargs: Any
 ) -> AsyncIterator[tuple[SimulatorProcess, Esp32Link, Recorder]]:
@@ -69,7 +59,7 @@ async def setup(
                               "confirm_timeout": 0.5, **link_kwargs}
     async with SimulatorProcess(tmp_path, interval=sim_interval) as sim:
         link = Esp32Link(str(sim.port), on_status=rec.on_status, on_link=rec.on_link, **kwargs)
-        async with running_link(link):
+        async with running(link.run()):
             await rec.until(lambda: link.link_up)
             yield sim, link, rec
 
@@ -213,7 +203,7 @@ async def test_link_started_before_the_device_exists_comes_up_when_it_appears(tm
     sim = SimulatorProcess(tmp_path, interval=30)
     link = Esp32Link(str(sim.port), on_status=rec.on_status, on_link=rec.on_link, poll_interval=0.1,
                      reopen_backoff=(0.05, 0.2))
-    async with running_link(link):
+    async with running(link.run()):
         await rec.until(lambda: bool(rec.links))
         assert rec.links[0][0] is False and "cannot open" in rec.links[0][1]
         async with sim:
@@ -251,7 +241,7 @@ async def test_a_failing_callback_is_logged_and_does_not_stop_the_link(tmp_path:
 
     async with SimulatorProcess(tmp_path, interval=30) as sim:
         link = Esp32Link(str(sim.port), on_status=broken, on_link=lambda up, r: None, poll_interval=0.1)
-        async with running_link(link):
+        async with running(link.run()):
             async with asyncio.timeout(WAIT):
                 while not calls:
                     await asyncio.sleep(0.05)
@@ -266,7 +256,7 @@ async def test_cancelling_run_closes_the_port(tmp_path: Path) -> None:
     async with SimulatorProcess(tmp_path, interval=30) as sim:
         rec = Recorder()
         link = Esp32Link(str(sim.port), on_status=rec.on_status, on_link=rec.on_link)
-        async with running_link(link):
+        async with running(link.run()):
             await rec.until(lambda: link.link_up)
         # exclusive open succeeds only if the link really let go of the port
         port = serial.Serial(str(sim.port), 115200, exclusive=True)
@@ -298,7 +288,7 @@ async def test_simulator_tells_the_meter_simulator_the_charging_current(tmp_path
         sim = SimulatorProcess(tmp_path, interval=30, extra_args=["--meter-control", str(tmp_path / "meter.ctl")])
         async with sim:
             link = Esp32Link(str(sim.port), on_status=rec.on_status, on_link=rec.on_link, poll_interval=0.1)
-            async with running_link(link):
+            async with running(link.run()):
                 await rec.until(lambda: link.link_up)
                 await plugged_and_connected(sim, rec)
                 await link.set_max_current(13)

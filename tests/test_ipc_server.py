@@ -18,21 +18,12 @@ from station.core.model import MeterReading
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
 from station.ipc.server import IpcServer
-from tests.station_rig import Daemon, settle, wait_for
+from tests.station_rig import Daemon, daemon, settle, wait_for  # noqa: F401 (fixture)
 
 
 @pytest.fixture
 def sock_path(tmp_path: Path) -> Path:
     return tmp_path / "run" / "station" / "station.sock"
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path, sock_path: Path) -> AsyncIterator[Daemon]:
-    d = Daemon(tmp_path, sock_path)
-    d.link_up()
-    await d.start()
-    yield d
-    await d.close()
 
 
 @pytest.fixture

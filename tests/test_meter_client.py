@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from station.core.ports import EnergyMeter
 from station.meter.client import ModbusMeter, effective_parity
 from station.meter.registers import ADL400
 from station.meter.sim_process import MeterSimError, MeterSimProcess
+from tests.aio import running
 
 NOMINAL_V = 230.0
 
@@ -40,17 +40,6 @@ class Recorder:
         return len(self.readings)
 
 
-@contextlib.asynccontextmanager
-async def running(meter: ModbusMeter) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(meter.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def make_meter(port: Path | str, on_reading: Callable[[MeterReading], object], **kw: object) -> ModbusMeter:
     options: dict[str, object] = {"poll_interval": 0.05, "timeout": 0.2, "retries": 1, "unhealthy_after": 3}
     options.update(kw)
@@ -61,7 +50,7 @@ async def test_readings_match_the_set_load_within_tolerance(tmp_path: Path) -> N
     rec = Recorder()
     async with MeterSimProcess(tmp_path, load_a=16.0, energy_wh=1000.0) as sim:
         meter = make_meter(sim.link, rec)
-        async with running(meter):
+        async with running(meter.run()):
             await wait_until(lambda: rec.count() >= 3)
     reading = rec.readings[-1]
     assert reading.current_a is not None and reading.voltage_v is not None
@@ -79,7 +68,7 @@ async def test_readings_follow_a_load_change(tmp_path: Path) -> None:
     rec = Recorder()
     async with MeterSimProcess(tmp_path, load_a=10.0) as sim:
         meter = make_meter(sim.link, rec)
-        async with running(meter):
+        async with running(meter.run()):
             await wait_until(lambda: rec.count() >= 1)
             await sim.command("set_load", current_a=32.0)
             await wait_until(lambda: rec.readings[-1].current_a is not None and rec.readings[-1].current_a[0] > 31)
@@ -95,7 +84,7 @@ async def test_energy_increases_while_loaded_and_never_decreases(tmp_path: Path)
     # 3600x: one second of 16 A three-phase charging adds ~11 kWh, i.e. ~110 register counts.
     async with MeterSimProcess(tmp_path, load_a=16.0, energy_wh=5000.0, speedup=3600.0) as sim:
         meter = make_meter(sim.link, rec)
-        async with running(meter):
+        async with running(meter.run()):
             await wait_until(lambda: rec.count() >= 1)
             first = rec.readings[0].energy_import_wh
             await wait_until(lambda: rec.readings[-1].energy_import_wh >= first + 1000.0)
@@ -108,7 +97,7 @@ async def test_failed_reads_are_retried_counted_and_never_produce_a_reading(tmp_
     rec = Recorder()
     async with MeterSimProcess(tmp_path, load_a=16.0, energy_wh=2000.0) as sim:
         meter = make_meter(sim.link, rec)
-        async with running(meter):
+        async with running(meter.run()):
             await wait_until(lambda: meter.healthy)
             before = meter.last_reading
             await sim.command("fail", seconds=60)
@@ -127,7 +116,7 @@ async def test_meter_recovers_after_a_failure(tmp_path: Path) -> None:
     rec = Recorder()
     async with MeterSimProcess(tmp_path, load_a=8.0, energy_wh=3000.0) as sim:
         meter = make_meter(sim.link, rec)
-        async with running(meter):
+        async with running(meter.run()):
             await wait_until(lambda: meter.healthy)
             await sim.command("fail", seconds=60)
             await wait_until(lambda: not meter.healthy)
@@ -143,7 +132,7 @@ async def test_energy_going_backwards_is_flagged_and_not_passed_on(tmp_path: Pat
     rec = Recorder()
     async with MeterSimProcess(tmp_path, load_a=0.0, energy_wh=50_000.0) as sim:
         meter = make_meter(sim.link, rec)
-        async with running(meter):
+        async with running(meter.run()):
             await wait_until(lambda: rec.count() >= 1)
             await sim.command("set_energy", wh=20_000.0)
             await wait_until(lambda: meter.stats.non_monotonic >= 3)
@@ -161,7 +150,7 @@ async def test_port_that_disappears_is_reopened_when_it_returns(tmp_path: Path) 
     await sim.start()
     meter = make_meter(sim.link, rec, reconnect_max=0.2)
     try:
-        async with running(meter):
+        async with running(meter.run()):
             await wait_until(lambda: meter.healthy)
             await sim.stop()  # USB adapter unplugged: the pty vanishes under the open port
             await wait_until(lambda: not meter.healthy)
@@ -178,7 +167,7 @@ async def test_port_that_disappears_is_reopened_when_it_returns(tmp_path: Path) 
 async def test_missing_port_counts_failures_without_crashing(tmp_path: Path) -> None:
     rec = Recorder()
     meter = make_meter(tmp_path / "no-such-port", rec, reconnect_max=0.05)
-    async with running(meter) as task:
+    async with running(meter.run()) as task:
         await wait_until(lambda: meter.stats.polls_failed >= 3)
         assert not task.done()
     assert rec.count() == 0
@@ -195,7 +184,7 @@ async def test_raising_async_callback_is_logged_and_polling_continues(tmp_path: 
 
     async with MeterSimProcess(tmp_path, load_a=6.0, energy_wh=100.0) as sim:
         meter = make_meter(sim.link, explode)
-        async with running(meter) as task:
+        async with running(meter.run()) as task:
             await wait_until(lambda: calls >= 3)
             assert not task.done()
     assert meter.stats.polls_ok >= 3 and meter.last_reading is not None

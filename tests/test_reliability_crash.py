@@ -168,7 +168,7 @@ def check(received: list[Received], db: Path) -> dict[str, int]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
         stored = {row[0]: row[1] for row in con.execute("SELECT id, seq_next FROM transactions")}
         parked = con.execute("SELECT COUNT(*) FROM outbox WHERE parked=1").fetchone()[0]
-    lost = resent = readings = 0
+    lost = duplicated = resent = readings = 0
     problems: list[str] = []
     for tx_id, seq_next in stored.items():
         seqs = by_tx.get(tx_id, {})
@@ -186,9 +186,11 @@ def check(received: list[Received], db: Path) -> dict[str, int]:
             if len(copies) > 1:
                 resent += len(copies) - 1
                 if any(json.dumps(c, sort_keys=True) != json.dumps(copies[0], sort_keys=True) for c in copies):
+                    duplicated += 1
                     problems.append(f"{tx_id} seqNo {seq}: received {len(copies)} times with different content")
         ordered = [seqs[s][0] for s in sorted(seqs)]
         kinds = [p["eventType"] for p in ordered]
+        duplicated += max(0, kinds.count("Started") - 1) + max(0, kinds.count("Ended") - 1)
         if kinds[0] != "Started" or kinds.count("Started") != 1:
             problems.append(f"{tx_id}: Started is not exactly the first event: {kinds}")
         if kinds[-1] != "Ended" or kinds.count("Ended") != 1:
@@ -200,7 +202,7 @@ def check(received: list[Received], db: Path) -> dict[str, int]:
     if parked:
         problems.append(f"{parked} outbox entries parked (never sent again)")
     assert not problems, "\n".join(problems[:20])
-    return {"transactions": len(stored), "events": len(events), "lost": lost, "resent": resent,
+    return {"transactions": len(stored), "events": len(events), "lost": lost, "duplicated": duplicated, "resent": resent,
             "readings": readings}
 
 
@@ -234,10 +236,10 @@ async def run_crash_trials(tmp_path: Path, kills: int) -> None:
     log = (tmp_path / "station.log").read_text(errors="replace")
     crashes = rig.crashes + log.count('"background task failed"')
     print(f"crash trials: {kills} SIGKILLs, {rig.csms_toggles} CSMS stops/starts, {counts['transactions']} transactions, "
-          f"{counts['events']} TransactionEvents and {counts['readings']} energy readings checked, lost {counts['lost']}, resent (identical) {counts['resent']}, "
+          f"{counts['events']} TransactionEvents and {counts['readings']} energy readings checked, lost {counts['lost']}, duplicated {counts['duplicated']}, resent (identical) {counts['resent']}, "
           f"crashes {crashes}")
     record("crash consistency", trials=kills, faults=kills + rig.csms_toggles, events_checked=counts["events"],
-           lost=counts["lost"], resent=counts["resent"], crashes=crashes)
+           lost=counts["lost"], duplicated=counts["duplicated"], resent=counts["resent"], crashes=crashes)
     assert crashes == 0
 
 

@@ -179,6 +179,7 @@ class StationCore:
     def on_controller_link(self, connector_id: int, up: bool, reason: str) -> None:
         conn = self.connectors[connector_id]
         if conn.link_up == up:
+            conn.link_reason = reason  # still down, maybe for a new reason (`status`, `--once` show it)
             return
         conn.link_up, conn.link_reason = up, reason
         (log.info if up else log.warning)("charge controller link", connector_id=connector_id, up=up, reason=reason)

@@ -27,6 +27,8 @@ from station import exitcodes
 from station.devtools.csms import DevCsms
 
 STATION_ID = "DEMO_AC_001"
+METER_SPEEDUP = 60
+"""The demo's sessions last seconds; the meter's register counts 0.1 kWh steps."""
 REQUIRED = ("BootNotification", "StatusNotification", "Heartbeat")
 
 
@@ -180,8 +182,12 @@ class Demo:
         try:
             say("demo", f"working directory {d} (process logs: *.log)")
             say("demo", f"CSMS listening on {self.csms.url(self.version)} (OCPP {_label(self.version)})")
+            # The meter counts in 0.1 kWh steps: at real speed a short demo session would bill 0 Wh.
             await self.spawn("meter-sim", "-m", "station", "sim", "meter", "--link", str(d / "meter"),
-                             "--control", str(d / "meter.sock"), "--energy-wh", "1520300")
+                             "--control", str(d / "meter.sock"), "--energy-wh", "1520300",
+                             "--speedup", str(METER_SPEEDUP))
+            say("demo", f"meter simulator: energy counts {METER_SPEEDUP}x faster than real time "
+                        "(one second of charging bills one minute)")
             await self.spawn("esp32-sim", "-m", "station", "sim", "esp32", "--link", str(d / "esp32"),
                              "--control", str(d / "esp32.sock"), "--meter-control", str(d / "meter.sock"))
             await self.wait_for_path(d / "esp32")
@@ -258,17 +264,32 @@ class Demo:
         missing = [a for a in REQUIRED if a not in actions]
         missing += [] if started else ["transaction start"]
         missing += [] if ended else ["transaction end"]
+        readings = [wh for wh in map(_energy_wh, tx) if wh is not None]
+        missing += [] if len(readings) >= 2 and readings[-1] > readings[0] else ["a rising energy reading"]
         counts = {a: actions.count(a) for a in dict.fromkeys(actions)}
         say("demo", f"CSMS received: {counts}")
         if missing:
             say("demo", f"FAILED: the CSMS never received {', '.join(missing)}")
             return exitcodes.FAILURE
-        say("demo", "OK: boot, status, heartbeat and a complete transaction reached the CSMS")
+        say("demo", "OK: boot, status, heartbeat and a complete, metered transaction reached the CSMS")
         return exitcodes.OK
 
 
 def _label(version: str) -> str:
     return "2.0.1" if version == "201" else "1.6J"
+
+
+def _energy_wh(received: Any) -> float | None:
+    """The energy register a transaction message carries (Wh), if any."""
+    payload = received.payload
+    if received.action in ("StartTransaction", "StopTransaction"):
+        value = payload.get("meterStart", payload.get("meterStop"))
+        return None if value is None else float(value)
+    for mv in payload.get("meterValue", []):
+        for sample in mv["sampledValue"]:
+            if sample.get("measurand") == "Energy.Active.Import.Register" and "phase" not in sample:
+                return float(sample["value"])
+    return None
 
 
 def _brief(action: str, payload: dict[str, Any]) -> str:
