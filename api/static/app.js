@@ -119,16 +119,22 @@ function describe(e) {
       ` (${d.trigger})`;
     case "csms": return d.connected ? `CSMS connected (OCPP ${d.version})` : `CSMS disconnected: ${d.last_error || ""}`;
     case "controller_link": return `ESP32 link ${d.up ? "up" : "down"} on connector ${d.connector_id}: ${d.reason}`;
-    case "outbox": return `offline queue: ${d.depth}`;
+    case "outbox": return d.depth ? `offline queue: ${d.depth} message(s) waiting for the CSMS` : "offline queue empty";
     case "daemon": return d.reachable ? "station daemon reachable" : `station daemon unreachable: ${d.error || ""}`;
     default: return `${e.kind} ${JSON.stringify(d).slice(0, 120)}`;
   }
 }
 
 let daemonShown;  // reachability of the daemon as the list last showed it (undefined: not yet)
+let queueWasEmpty = true;  // the offline queue fills and drains with every message: list only the changes
 
 function addEvent(e) {
   if (e.kind === "meter") return;  // every second: shown on the connector, not in the list
+  if (e.kind === "outbox") {
+    const empty = !(e.data && e.data.depth);
+    if (empty === queueWasEmpty) return;
+    queueWasEmpty = empty;
+  }
   if (e.kind === "daemon") {
     const known = daemonShown;
     daemonShown = e.data.reachable;
