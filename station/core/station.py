@@ -24,6 +24,7 @@ import structlog
 from station.core.clock import Clock
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.events import EventBus
+from station.core.smart_charging import SmartCharging
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.ports import ChargeController, ControllerError
 from station.core.store import OutboxEntry, Store, StoreError, TransactionRecord
@@ -153,6 +154,9 @@ class StationCore:
         self._closing = False
         self._unsaved: list[tuple[TransactionRecord, OutboxEntry]] = []
         self._unsaved_logged = False
+        self.charging = SmartCharging(self)
+        """Installed charging profiles; their composite is the `csms` limit source."""
+        self.charging.reevaluate()
 
     # --- wiring -----------------------------------------------------------------
     def attach_controller(self, connector_id: int, controller: ChargeController) -> None:
@@ -160,6 +164,7 @@ class StationCore:
 
     async def close(self) -> None:
         self._closing = True
+        await self.charging.close()
         tasks = [c.actuator for c in self.connectors.values() if c.actuator and not c.actuator.done()]
         for task in tasks:
             task.cancel()
@@ -196,6 +201,7 @@ class StationCore:
     def tick(self) -> None:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
         now = time.monotonic()
+        self.charging.ensure_running()
         if self._unsaved and self._save_unsaved():
             self.events.publish("outbox", depth=self._outbox_depth())
         for conn in self.connectors.values():
@@ -424,6 +430,7 @@ class StationCore:
         conn.last_periodic = time.monotonic()
         self._record(conn, "started", pending.trigger)
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
+        self.charging.transaction_started(conn)
 
     def _end_transaction(self, conn: Connector, reason: str, trigger: str) -> None:
         tx = conn.transaction
@@ -435,6 +442,7 @@ class StationCore:
         conn.transaction = None
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,
                  energy_wh=tx.energy_wh)
+        self.charging.transaction_ended(tx.id)
 
     def _record(self, conn: Connector, kind: str, trigger: str) -> None:
         """Persist the transaction's new state and its outbox message in one SQLite transaction."""

@@ -29,6 +29,15 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from ocpp.exceptions import OCPPError
 
+from station.core.charging_profiles import (
+    DEFAULT_PHASES,
+    NOMINAL_VOLTAGE_V,
+    ChargingProfile,
+    Kind,
+    Period,
+    Purpose,
+    Recurrency,
+)
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
 from station.firmware import FirmwareNote, FirmwareRequest
@@ -40,8 +49,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("station.ocpp")
 
-NOMINAL_VOLTAGE_V = 230.0  # for W → A conversion of charging limits
-PHASES = 3
+PHASES = DEFAULT_PHASES
 
 
 @dataclass(slots=True)
@@ -163,19 +171,46 @@ def parse_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def amps_from_limit(limit: float, unit: str, phases: int | None = None) -> float:
-    """A schedule limit in A or W as a per-phase current (W assumes 230 V per phase)."""
-    if unit.upper() == "W":
-        return float(limit) / (NOMINAL_VOLTAGE_V * (phases or PHASES))
-    return float(limit)
+def charging_profile(connector_id: int, raw: dict[str, Any], schedule: dict[str, Any], *, profile_id: int,
+                     transaction_id: str | None = None) -> ChargingProfile | str:
+    """An OCPP chargingProfile (both versions name its fields alike) as the core's profile, or why not."""
+    purpose = raw["chargingProfilePurpose"]
+    periods = tuple(Period(int(p["startPeriod"]), float(p["limit"]), p.get("numberPhases"))
+                    for p in schedule.get("chargingSchedulePeriod") or [])
+    times: dict[str, datetime | None] = {}
+    for key, text in (("validFrom", raw.get("validFrom")), ("validTo", raw.get("validTo")),
+                      ("startSchedule", schedule.get("startSchedule"))):
+        times[key] = parse_time(text) if text else None
+        if text and times[key] is None:
+            return f"{key} is not a timestamp"
+    return ChargingProfile(
+        id=profile_id, connector_id=connector_id, stack_level=int(raw["stackLevel"]),
+        purpose=Purpose.STATION_MAX if purpose in ("ChargePointMaxProfile", "ChargingStationMaxProfile") else Purpose(purpose),
+        kind=Kind(raw["chargingProfileKind"]), periods=periods, rate_unit=str(schedule.get("chargingRateUnit", "A")),
+        recurrency=Recurrency(raw["recurrencyKind"]) if raw.get("recurrencyKind") else None,
+        valid_from=times["validFrom"], valid_to=times["validTo"], start_schedule=times["startSchedule"],
+        duration_s=int(schedule["duration"]) if schedule.get("duration") is not None else None,
+        transaction_id=transaction_id,
+    )
 
 
-def current_limit(schedule_periods: list[dict[str, Any]], elapsed_s: float = 0) -> float | None:
-    """The limit in force `elapsed_s` after the schedule start (the last period that has begun)."""
-    in_force = [p for p in schedule_periods if float(p.get("startPeriod", 0)) <= elapsed_s]
-    if not in_force:
-        return None
-    return float(max(in_force, key=lambda p: float(p.get("startPeriod", 0)))["limit"])
+def composite_periods(core: StationCore, connector_id: int, duration_s: int, unit: str) -> tuple[datetime, list[dict[str, Any]]]:
+    """GetCompositeSchedule: the profiles' composite capped by the station's other limits (hardware, local)."""
+    targets = list(core.connectors.values()) if connector_id == 0 else [core.connectors[connector_id]]
+    other = [a for c in targets for source, a in c.limits.items() if source != "csms"]
+    cap = min(other) if other else 32.0  # as Connector.limit_a with no source
+    start = core.clock.now().replace(microsecond=0)
+    schedule = core.charging.composite(connector_id, duration_s, start)
+    periods: list[dict[str, Any]] = []
+    for offset, amps in schedule.periods:
+        limit = cap if amps is None else min(amps, cap)
+        if unit.upper() == "W":
+            limit *= NOMINAL_VOLTAGE_V * PHASES
+        value = round(limit, 1)
+        if periods and periods[-1]["limit"] == value:
+            continue
+        periods.append({"startPeriod": offset, "limit": value})
+    return start, periods
 
 
 OUTBOX_BATCH = 100
@@ -514,26 +549,3 @@ class BaseSession(StrictChargePoint):
         """When the event really happened: corrected if it was stamped before the clock was trusted."""
         s = entry.stamp
         return iso(self.core.clock.correct(s.wall, s.mono, s.boot_id, s.trusted))
-
-    # ---- shared command helpers ---------------------------------------------------
-    def apply_limit(self, connector_id: int, unit: str, periods: list[dict[str, Any]], phases: int | None = None) -> bool:
-        limit = current_limit(periods)
-        if limit is None:
-            return False
-        amps = amps_from_limit(limit, unit, phases)
-        ok = self.core.set_limit(connector_id, amps, "csms")
-        if ok:
-            self.client.save_limit(connector_id, amps)
-        return ok
-
-    def clear_limit(self, connector_id: int | None) -> bool:
-        saved = self.client.saved_limits()
-        targets = [connector_id] if connector_id is not None else list(saved)
-        cleared = False
-        for cid in targets:
-            if cid in saved or connector_id is not None:
-                cleared |= cid in saved
-                self.core.set_limit(cid, None, "csms")
-                self.client.save_limit(cid, None)
-        return cleared
-

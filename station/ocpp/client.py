@@ -78,8 +78,6 @@ class OcppClient:
             firmware.notify = self._firmware_notify
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
         core.authorizer = self
-        for cid, amps in self.saved_limits().items():
-            core.set_limit(cid, amps, "csms")
 
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
@@ -221,22 +219,6 @@ class OcppClient:
                 pass
         if self.session is not None:
             self.session.heartbeat_changed()
-
-    # ---- charging limits from the CSMS (persisted so a restart keeps them) -----------
-    def saved_limits(self) -> dict[int, float]:
-        raw = self.core.store.get("ocpp:limits", {}) or {}
-        return {int(k): float(v) for k, v in raw.items()}
-
-    def save_limit(self, connector_id: int, amps: float | None) -> None:
-        limits = self.saved_limits()
-        if amps is None:
-            limits.pop(connector_id, None)
-        else:
-            limits[connector_id] = amps
-        try:
-            self.core.store.put("ocpp:limits", {str(k): v for k, v in limits.items()})
-        except StoreError:
-            pass
 
     # ---- reset ---------------------------------------------------------------------
     def schedule_reset(self, kind: str, *, when_idle: bool) -> None:

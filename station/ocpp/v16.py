@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from station.core.charging_profiles import Purpose
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry, StoreError
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
@@ -19,6 +20,8 @@ from station.ocpp.base import (
     SETTINGS,
     BaseSession,
     Unsendable,
+    charging_profile,
+    composite_periods,
     format_value,
     iso,
     parse_time,
@@ -143,7 +146,9 @@ class V16Session(BaseSession):
         ok, _ = self.core.request_start(connector, payload["idTag"], "Central", trigger="RemoteStart")
         profile = payload.get("chargingProfile")
         if ok and profile and connector:
-            self._apply_profile(connector, profile)
+            reason = self._apply_profile(connector, profile)
+            if reason:
+                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
         return {"status": "Accepted" if ok else "Rejected"}
 
     @on_raw("RemoteStopTransaction")
@@ -256,11 +261,16 @@ class V16Session(BaseSession):
             return {"status": "Rejected"}
         return {"status": "Accepted"}
 
-    def _apply_profile(self, connector: int, profile: dict[str, Any]) -> bool:
-        schedule = profile.get("chargingSchedule") or {}
-        periods = schedule.get("chargingSchedulePeriod") or []
-        phases = periods[0].get("numberPhases") if periods else None
-        return self.apply_limit(connector, schedule.get("chargingRateUnit", "A"), periods, phases)
+    def _apply_profile(self, connector: int, raw: dict[str, Any], *, transaction_id: str | None = None) -> str | None:
+        """Install a csChargingProfiles on a connector; why not, or None when installed."""
+        schedule = raw.get("chargingSchedule") or {}
+        if raw["chargingProfileKind"] == "Absolute" and not schedule.get("startSchedule"):
+            raw = {**raw, "chargingProfileKind": "Relative"}  # 1.6: no startSchedule → relative to charging start
+        profile = charging_profile(connector, raw, schedule, profile_id=int(raw["chargingProfileId"]),
+                                   transaction_id=transaction_id)
+        if isinstance(profile, str):
+            return profile
+        return self.core.charging.install(profile, replace_same_stack=True)
 
     @on_raw("SetChargingProfile")
     def on_set_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -268,26 +278,39 @@ class V16Session(BaseSession):
         profile = payload["csChargingProfiles"]
         if connector != 0 and connector not in self.core.connectors:
             return {"status": "Rejected"}
-        if profile["chargingProfilePurpose"] == "TxProfile" and not (connector and self.core.connectors[connector].transaction):
+        transaction_id = None
+        if profile["chargingProfilePurpose"] == "TxProfile":
+            conn = self.core.connectors.get(connector)
+            if conn is None or conn.transaction is None:
+                return {"status": "Rejected"}  # a TxProfile needs an active transaction
+            if "transactionId" in profile and str(profile["transactionId"]) != conn.transaction.csms_id:
+                return {"status": "Rejected"}
+            transaction_id = conn.transaction.id
+        reason = self._apply_profile(connector, profile, transaction_id=transaction_id)
+        if reason:
+            self.log.info("ocpp: charging profile rejected", reason=reason)
             return {"status": "Rejected"}
-        return {"status": "Accepted" if self._apply_profile(connector, profile) else "Rejected"}
+        return {"status": "Accepted"}
 
     @on_raw("ClearChargingProfile")
     def on_clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"status": "Accepted" if self.clear_limit(payload.get("connectorId")) else "Unknown"}
+        purpose = payload.get("chargingProfilePurpose")
+        cleared = self.core.charging.clear(
+            profile_id=payload.get("id"), connector_id=payload.get("connectorId"),
+            purpose=Purpose.STATION_MAX if purpose == "ChargePointMaxProfile" else Purpose(purpose) if purpose else None,
+            stack_level=payload.get("stackLevel"))
+        return {"status": "Accepted" if cleared else "Unknown"}
 
     @on_raw("GetCompositeSchedule")
     def on_get_composite_schedule(self, payload: dict[str, Any]) -> dict[str, Any]:
         connector = int(payload["connectorId"])
-        targets = list(self.core.connectors.values()) if connector == 0 else [self.core.connectors.get(connector)]
-        if None in targets:
+        if connector != 0 and connector not in self.core.connectors:
             return {"status": "Rejected"}
-        amps = min(c.limit_a for c in targets if c is not None)
         unit = payload.get("chargingRateUnit", "A")
-        limit = amps if unit == "A" else amps * 230 * 3
-        return {"status": "Accepted", "connectorId": connector, "scheduleStart": iso(datetime.now(UTC)),
-                "chargingSchedule": {"duration": int(payload["duration"]), "chargingRateUnit": unit,
-                                     "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit, 1)}]}}
+        start, periods = composite_periods(self.core, connector, int(payload["duration"]), unit)
+        return {"status": "Accepted", "connectorId": connector, "scheduleStart": iso(start),
+                "chargingSchedule": {"duration": int(payload["duration"]), "startSchedule": iso(start),
+                                     "chargingRateUnit": unit, "chargingSchedulePeriod": periods}}
 
     @on_raw("SendLocalList")
     def on_send_local_list(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from station.core.charging_profiles import Purpose
 from station.core.model import ConnectorStatus
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry, StoreError
@@ -18,6 +19,7 @@ from station.ocpp.base import (
     parse_time,
     parse_value,
 )
+from station.ocpp.base import charging_profile, composite_periods
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
 
@@ -127,7 +129,9 @@ class V201Session(BaseSession):
         if not ok:
             return {"status": "Rejected", "statusInfo": status_info(reason)}
         if profile and evse:
-            self._apply_profile(evse, profile)
+            reason = self._apply_profile(evse, profile)
+            if reason:
+                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
         return {"status": "Accepted"}
 
     @on_raw("RequestStopTransaction")
@@ -274,14 +278,15 @@ class V201Session(BaseSession):
             results.append(result)
         return {"setVariableResult": results}
 
-    def _apply_profile(self, evse: int, profile: dict[str, Any]) -> bool:
-        schedules = profile.get("chargingSchedule") or []
-        if not schedules:
-            return False
-        schedule = schedules[0]
-        periods = schedule.get("chargingSchedulePeriod") or []
-        phases = periods[0].get("numberPhases") if periods else None
-        return self.apply_limit(evse, schedule.get("chargingRateUnit", "A"), periods, phases)
+    def _apply_profile(self, evse: int, raw: dict[str, Any], *, replace_same_stack: bool = False) -> str | None:
+        """Install a chargingProfile on an EVSE; why not, or None when installed."""
+        schedules = raw.get("chargingSchedule") or []
+        if len(schedules) != 1:
+            return "one chargingSchedule per profile supported (no ISO 15118)"
+        profile = charging_profile(evse, raw, schedules[0], profile_id=int(raw["id"]), transaction_id=raw.get("transactionId"))
+        if isinstance(profile, str):
+            return profile
+        return self.core.charging.install(profile, replace_same_stack=replace_same_stack)
 
     @on_raw("SetChargingProfile")
     def on_set_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -290,26 +295,32 @@ class V201Session(BaseSession):
         if evse != 0 and evse not in self.core.connectors:
             return {"status": "Rejected", "statusInfo": status_info("unknown evse")}
         if profile["chargingProfilePurpose"] == "TxProfile" and not (evse and self.core.connectors[evse].transaction):
-            return {"status": "Rejected", "statusInfo": status_info("no transaction")}
-        return {"status": "Accepted" if self._apply_profile(evse, profile) else "Rejected"}
+            return {"status": "Rejected", "statusInfo": status_info("no transaction")}  # K01.FR.09
+        reason = self._apply_profile(evse, profile)
+        if reason:
+            return {"status": "Rejected", "statusInfo": status_info(reason)}
+        return {"status": "Accepted"}
 
     @on_raw("ClearChargingProfile")
     def on_clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
-        evse = (payload.get("chargingProfileCriteria") or {}).get("evseId")
-        return {"status": "Accepted" if self.clear_limit(evse) else "Unknown"}
+        criteria = payload.get("chargingProfileCriteria") or {}
+        purpose = criteria.get("chargingProfilePurpose")
+        cleared = self.core.charging.clear(
+            profile_id=payload.get("chargingProfileId"), connector_id=criteria.get("evseId"),
+            purpose=Purpose.STATION_MAX if purpose == "ChargingStationMaxProfile" else Purpose(purpose) if purpose else None,
+            stack_level=criteria.get("stackLevel"))
+        return {"status": "Accepted" if cleared else "Unknown"}
 
     @on_raw("GetCompositeSchedule")
     def on_get_composite_schedule(self, payload: dict[str, Any]) -> dict[str, Any]:
         evse = int(payload["evseId"])
-        targets = list(self.core.connectors.values()) if evse == 0 else [self.core.connectors.get(evse)]
-        if None in targets:
-            return {"status": "Rejected"}
-        amps = min(c.limit_a for c in targets if c is not None)
+        if evse != 0 and evse not in self.core.connectors:
+            return {"status": "Rejected", "statusInfo": status_info("unknown evse")}
         unit = payload.get("chargingRateUnit", "A")
-        limit = amps if unit == "A" else amps * 230 * 3
+        start, periods = composite_periods(self.core, evse, int(payload["duration"]), unit)
         return {"status": "Accepted", "schedule": {
-            "evseId": evse, "duration": int(payload["duration"]), "scheduleStart": iso(datetime.now(UTC)),
-            "chargingRateUnit": unit, "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit, 1)}],
+            "evseId": evse, "duration": int(payload["duration"]), "scheduleStart": iso(start),
+            "chargingRateUnit": unit, "chargingSchedulePeriod": periods,
         }}
 
     @on_raw("SendLocalList")
