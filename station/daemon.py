@@ -12,12 +12,11 @@ import signal
 import time
 from collections.abc import Awaitable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from station import __version__, sdnotify
-from station.config import Settings
 from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
@@ -25,11 +24,15 @@ from station.core.store import Store
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
 
+if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (station/handover.py)
+    from station.config import Settings
+    from station.handover import DaemonSettings
+
 log = structlog.get_logger(__name__)
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings | DaemonSettings) -> None:
         self.settings = settings
         self.started_mono = time.monotonic()
         self.store = Store(settings.db_path)
@@ -67,7 +70,7 @@ class Daemon:
         if self._stop is not None:
             self._stop.set()
 
-    def _build_meter(self, settings: Settings) -> Any:
+    def _build_meter(self, settings: Settings | DaemonSettings) -> Any:
         if not settings.meter_port:
             log.info("no energy meter configured: transactions will report no energy")
             return None
@@ -156,7 +159,7 @@ def _as_dict(stats: Any) -> dict[str, Any]:
     return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(vars(stats))
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings | DaemonSettings) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

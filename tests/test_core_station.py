@@ -59,6 +59,51 @@ async def test_remote_start_then_plug_in_starts_a_transaction_and_authorizes_the
     assert outbox(store)[0] == ("started", 0, "RemoteStart")
 
 
+async def test_remote_start_with_vehicle_plugged_commits_started_and_charging_state_together(
+    core: StationCore, esp: RecordingController, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    esp.plug()
+    await settle()
+    commits: list[str] = []
+    real = store.transaction
+
+    def counting(what: str):  # type: ignore[no-untyped-def]
+        commits.append(what)
+        return real(what)
+
+    monkeypatch.setattr(store, "transaction", counting)
+    core.request_start(1, "TOKEN1")
+    assert outbox(store) == [("started", 0, "RemoteStart"), ("updated", 1, "ChargingStateChanged")]
+    assert commits == ["record transaction events"]  # one fsync before the controller may be told
+
+
+async def test_controller_is_authorized_after_the_start_is_stored_and_before_events_are_relayed(
+    core: StationCore, esp: RecordingController, store: Store
+) -> None:
+    esp.plug()
+    await settle()
+    stored_when_commanded: list[list[tuple[str, int, str]]] = []
+    real_authorize = esp.authorize
+
+    async def authorize() -> None:
+        stored_when_commanded.append(outbox(store))
+        await real_authorize()
+
+    esp.authorize = authorize  # type: ignore[method-assign]
+    commands_seen_by_subscriber: list[list[tuple[str, int | None]]] = []
+    with core.events.subscribe() as events:
+        async def first_event() -> None:
+            await events.get()
+            commands_seen_by_subscriber.append(list(esp.commands))
+
+        listener = asyncio.create_task(first_event())
+        await settle()
+        core.request_start(1, "TOKEN1")
+        await asyncio.wait_for(listener, 5)
+    assert stored_when_commanded[0][0] == ("started", 0, "RemoteStart")
+    assert ("authorize", None) in commands_seen_by_subscriber[0]
+
+
 async def test_vehicle_asking_for_charge_makes_the_connector_charging(
     core: StationCore, esp: RecordingController, store: Store
 ) -> None:

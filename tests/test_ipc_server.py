@@ -340,6 +340,29 @@ async def test_subscribe_streams_events_as_they_happen(daemon: Daemon, sock_path
     task.cancel()
 
 
+async def test_a_burst_of_events_reaches_the_subscriber_complete_and_in_order(daemon: Daemon, sock_path: Path) -> None:
+    subscribed = asyncio.Event()
+    energies: list[float] = []
+    kinds: set[str] = set()
+
+    async def collect() -> None:
+        async for event in IpcClient(sock_path).events(on_subscribed=subscribed.set):
+            kinds.add(event["kind"])
+            if event["kind"] == "meter":
+                energies.append(event["data"]["meter"]["energy_wh"])
+
+    task = asyncio.ensure_future(collect())
+    await asyncio.wait_for(subscribed.wait(), 5)
+    for burst in range(3):  # bursts written while the previous one is still being held back
+        for k in range(300):
+            daemon.core.on_meter_reading(MeterReading(energy_import_wh=float(burst * 300 + k)))
+        await asyncio.sleep(0)
+    await wait_for(lambda: len(energies) == 900, what="every meter event")
+    assert energies == [float(k) for k in range(900)]
+    assert "ipc_events_dropped" not in kinds
+    task.cancel()
+
+
 async def test_subscription_can_be_limited_to_some_kinds(daemon: Daemon, sock_path: Path) -> None:
     subscribed = asyncio.Event()
     seen: list[str] = []

@@ -15,7 +15,8 @@ import dataclasses
 import math
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -154,6 +155,9 @@ class StationCore:
         self._closing = False
         self._unsaved: list[tuple[TransactionRecord, OutboxEntry]] = []
         self._unsaved_logged = False
+        self._holding = 0
+        self._held_events: list[tuple[str, dict[str, Any]]] = []
+        self._held_actuations: list[Connector] = []
         self.charging = SmartCharging(self)
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
@@ -268,8 +272,9 @@ class StationCore:
         for conn in self.connectors.values():
             tx = conn.transaction
             if tx and (tx.id == transaction_id or (transaction_id is None and conn.id == connector_id)):
-                self._end_transaction(conn, reason, trigger)
-                self._reconcile(conn)
+                with self._one_pass():
+                    self._end_transaction(conn, reason, trigger)
+                    self._reconcile(conn)
                 return True
             if transaction_id is None and conn.id == connector_id and conn.pending:
                 conn.pending = None
@@ -336,11 +341,12 @@ class StationCore:
 
     def end_all_transactions(self, reason: str, trigger: str) -> int:
         ended = 0
-        for conn in self.connectors.values():
-            if conn.transaction:
-                self._end_transaction(conn, reason, trigger)
-                self._reconcile(conn)
-                ended += 1
+        with self._one_pass():
+            for conn in self.connectors.values():
+                if conn.transaction:
+                    self._end_transaction(conn, reason, trigger)
+                    self._reconcile(conn)
+                    ended += 1
         return ended
 
     # --- views --------------------------------------------------------------------
@@ -370,9 +376,52 @@ class StationCore:
         plugged = [c for c in free if c.vehicle_present]
         return (plugged or free or [None])[0]
 
+    @contextmanager
+    def _one_pass(self) -> Iterator[None]:
+        """Hold the records, commands and events of one pass, then release them in the order that matters.
+
+        A remote start records Started and, in the same pass, ChargingStateChanged: written
+        together they cost one fsync instead of two before the controller may be told anything.
+        On release: (1) the records are committed — a start is durable before energy can flow —
+        (2) the actuators are started, so the controller command goes out before (3) the events
+        (OCPP, IPC) are relayed, in the order they happened and each with its own snapshot.
+        """
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if self._holding == 0:
+                self._release()
+
+    def _release(self) -> None:
+        if self._unsaved:
+            self._save_unsaved()  # on a store error the events wait in memory, as in `_record`
+        actuations, self._held_actuations = self._held_actuations, []
+        for conn in actuations:
+            self._actuate(conn)
+        events, self._held_events = self._held_events, []
+        depth: int | None = None
+        for kind, data in events:
+            if kind == "transaction":
+                if depth is None:
+                    depth = self._outbox_depth()
+                data["outbox_depth"] = depth
+            self.events.publish(kind, **data)
+
+    def _publish(self, kind: str, **data: Any) -> None:
+        if self._holding:
+            self._held_events.append((kind, data))
+        else:
+            self.events.publish(kind, **data)
+
     def _reconcile(self, conn: Connector) -> None:
         if self._closing:
             return
+        with self._one_pass():
+            self._reconcile_pass(conn)
+
+    def _reconcile_pass(self, conn: Connector) -> None:
         report = conn.report
         if conn.transaction and conn.link_up and report is not None and report.pilot == PilotState.A:
             self._end_transaction(conn, "EVDisconnected", "EVCommunicationLost")
@@ -401,7 +450,7 @@ class StationCore:
         self._actuate(conn)
 
     def _publish_connector(self, conn: Connector) -> None:
-        self.events.publish("connector", connector_id=conn.id, connector=conn.to_json())
+        self._publish("connector", connector_id=conn.id, connector=conn.to_json())
 
     def _start_transaction(self, conn: Connector) -> None:
         pending = conn.pending
@@ -462,6 +511,9 @@ class StationCore:
         )
         tx.seq_next += 1
         self._unsaved.append((dataclasses.replace(tx), entry))
+        if self._holding:  # committed with the pass's other records (`_one_pass`)
+            self._held_events.append(("transaction", {"event": kind, "trigger": trigger, "transaction": tx.to_json()}))
+            return
         self._save_unsaved()
         self.events.publish("transaction", event=kind, trigger=trigger, transaction=tx.to_json(),
                             outbox_depth=self._outbox_depth())
@@ -508,6 +560,10 @@ class StationCore:
 
     def _actuate(self, conn: Connector) -> None:
         if conn.controller is None or not conn.link_up:
+            return
+        if self._holding:
+            if conn not in self._held_actuations:
+                self._held_actuations.append(conn)
             return
         if conn.actuator and not conn.actuator.done():
             conn.actuate_again = True

@@ -40,6 +40,13 @@ TOKEN_TYPES = ("Local", "Central", "ISO14443", "ISO15693", "KeyCode", "eMAID", "
 MAX_PAGE = 500
 PROBE_TIMEOUT_S = 30.0
 CONTROL_METHODS = frozenset({"start", "stop", "availability", "unlock", "limit"})
+STREAM_COALESCE_S = 0.02
+"""After a write to a subscriber, events wait this long and go out together (one write, one wake-up).
+
+A replay makes two `ocpp_message` events per message: written one by one, the socket writes
+and the API's wake-ups cost more CPU than the message itself (docs/performance.md). The
+first event after a quiet spell is written at once; only a burst is held up, by at most this.
+"""
 
 
 class IpcServer:
@@ -375,8 +382,11 @@ class Connection:
         await self.write(message)
 
     async def write(self, message: dict[str, Any]) -> None:
+        await self.write_lines(protocol.encode(message))
+
+    async def write_lines(self, data: bytes) -> None:
         async with self._write_lock:
-            self.writer.write(protocol.encode(message))
+            self.writer.write(data)
             await self.writer.drain()
 
     async def stream(self, req_id: Any, params: dict[str, Any]) -> None:
@@ -401,13 +411,18 @@ class Connection:
                         if gone in done:
                             getter.cancel()
                             return
-                        event = getter.result()
+                        batch = [getter.result()]
+                        while not sub.queue.empty():
+                            batch.append(sub.queue.get_nowait())
+                        lines: list[bytes] = []
                         if sub.dropped != reported_drops:
                             reported_drops = sub.dropped
-                            await self.write({"kind": "ipc_events_dropped", "at": event.at.isoformat(),
-                                              "data": {"dropped_total": reported_drops}})
-                        if wanted is None or event.kind in wanted:
-                            await self.write(event.to_json())
+                            lines.append(protocol.encode({"kind": "ipc_events_dropped", "at": batch[0].at.isoformat(),
+                                                          "data": {"dropped_total": reported_drops}}))
+                        lines.extend(protocol.encode(e.to_json()) for e in batch if wanted is None or e.kind in wanted)
+                        if lines:
+                            await self.write_lines(b"".join(lines))
+                            await asyncio.sleep(STREAM_COALESCE_S)
                 finally:
                     gone.cancel()
             finally:
