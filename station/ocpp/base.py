@@ -171,10 +171,19 @@ def parse_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def profile_purpose(text: str) -> Purpose | None:
+    """An OCPP chargingProfilePurpose (either version's name for the station maximum); None if unsupported."""
+    if text in ("ChargePointMaxProfile", "ChargingStationMaxProfile"):
+        return Purpose.STATION_MAX
+    return Purpose(text) if text in ("TxDefaultProfile", "TxProfile") else None
+
+
 def charging_profile(connector_id: int, raw: dict[str, Any], schedule: dict[str, Any], *, profile_id: int,
                      transaction_id: str | None = None) -> ChargingProfile | str:
     """An OCPP chargingProfile (both versions name its fields alike) as the core's profile, or why not."""
-    purpose = raw["chargingProfilePurpose"]
+    purpose = profile_purpose(raw["chargingProfilePurpose"])
+    if purpose is None:
+        return f"purpose {raw['chargingProfilePurpose']} not supported"
     periods = tuple(Period(int(p["startPeriod"]), float(p["limit"]), p.get("numberPhases"))
                     for p in schedule.get("chargingSchedulePeriod") or [])
     times: dict[str, datetime | None] = {}
@@ -185,7 +194,7 @@ def charging_profile(connector_id: int, raw: dict[str, Any], schedule: dict[str,
             return f"{key} is not a timestamp"
     return ChargingProfile(
         id=profile_id, connector_id=connector_id, stack_level=int(raw["stackLevel"]),
-        purpose=Purpose.STATION_MAX if purpose in ("ChargePointMaxProfile", "ChargingStationMaxProfile") else Purpose(purpose),
+        purpose=purpose,
         kind=Kind(raw["chargingProfileKind"]), periods=periods, rate_unit=str(schedule.get("chargingRateUnit", "A")),
         recurrency=Recurrency(raw["recurrencyKind"]) if raw.get("recurrencyKind") else None,
         valid_from=times["validFrom"], valid_to=times["validTo"], start_schedule=times["startSchedule"],

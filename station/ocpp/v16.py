@@ -11,24 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from station.core.charging_profiles import Purpose
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry, StoreError
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
-from station.ocpp.base import (
-    SETTING_BY_KEY,
-    SETTINGS,
-    BaseSession,
-    Unsendable,
-    charging_profile,
-    composite_periods,
-    format_value,
-    iso,
-    parse_time,
-    parse_value,
-)
+from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
+from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
+from station.ocpp.base import parse_time  # noqa: I001 — kept apart from the line smart charging edits
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
                 "SoftReset", "UnlockCommand", "DeAuthorized"}
@@ -294,11 +284,10 @@ class V16Session(BaseSession):
 
     @on_raw("ClearChargingProfile")
     def on_clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
-        purpose = payload.get("chargingProfilePurpose")
+        purpose = profile_purpose(payload["chargingProfilePurpose"]) if "chargingProfilePurpose" in payload else None
         cleared = self.core.charging.clear(
             profile_id=payload.get("id"), connector_id=payload.get("connectorId"),
-            purpose=Purpose.STATION_MAX if purpose == "ChargePointMaxProfile" else Purpose(purpose) if purpose else None,
-            stack_level=payload.get("stackLevel"))
+            purpose=purpose, stack_level=payload.get("stackLevel"))
         return {"status": "Accepted" if cleared else "Unknown"}
 
     @on_raw("GetCompositeSchedule")

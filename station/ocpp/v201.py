@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from station.core.charging_profiles import Purpose
 from station.core.model import ConnectorStatus
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry, StoreError
@@ -19,7 +18,7 @@ from station.ocpp.base import (
     parse_time,
     parse_value,
 )
-from station.ocpp.base import charging_profile, composite_periods
+from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
 
@@ -304,11 +303,12 @@ class V201Session(BaseSession):
     @on_raw("ClearChargingProfile")
     def on_clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
         criteria = payload.get("chargingProfileCriteria") or {}
-        purpose = criteria.get("chargingProfilePurpose")
+        purpose = profile_purpose(criteria["chargingProfilePurpose"]) if "chargingProfilePurpose" in criteria else None
+        if "chargingProfilePurpose" in criteria and purpose is None and "chargingProfileId" not in payload:
+            return {"status": "Unknown"}  # e.g. ChargingStationExternalConstraints: never installed here
         cleared = self.core.charging.clear(
             profile_id=payload.get("chargingProfileId"), connector_id=criteria.get("evseId"),
-            purpose=Purpose.STATION_MAX if purpose == "ChargingStationMaxProfile" else Purpose(purpose) if purpose else None,
-            stack_level=criteria.get("stackLevel"))
+            purpose=purpose, stack_level=criteria.get("stackLevel"))
         return {"status": "Accepted" if cleared else "Unknown"}
 
     @on_raw("GetCompositeSchedule")
