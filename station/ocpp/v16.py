@@ -18,7 +18,7 @@ from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable,
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
-from station.ocpp.base import parse_time  # noqa: I001 — kept apart from the line smart charging edits
+from station.ocpp.base import parse_time
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
                 "SoftReset", "UnlockCommand", "DeAuthorized"}
