@@ -120,7 +120,8 @@ def test_the_composite_holds_until_the_next_change(stack: list[ChargingProfile],
     after = next_change(stack, 1, t, tx)
     assert after is None or after > t
     horizon = after if after is not None else t + timedelta(days=30)
-    probe = t + (horizon - t) * fraction
+    span_us = (horizon - t) // timedelta(microseconds=1)
+    probe = t + timedelta(microseconds=min(int(span_us * fraction), span_us - 1))  # strictly before the change
     assert limit_at(stack, 1, probe, tx) == limit_at(stack, 1, t, tx)
 
 
