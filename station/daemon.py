@@ -21,6 +21,7 @@ from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store
+from station.firmware import FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
 
@@ -58,11 +59,16 @@ class Daemon:
             self.links[cid] = link
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
+        self.firmware = FirmwareUpdater(settings.state_dir, is_idle=self._idle, now=self.core.clock.now)
         self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
-                               on_reset=self._reset)
+                               on_reset=self._reset, firmware=self.firmware)
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
+
+    def _idle(self) -> bool:
+        """No transaction runs: a remote update may restart the daemon now."""
+        return not any(c.transaction for c in self.core.connectors.values())
 
     async def _reset(self, kind: str) -> None:
         """A CSMS Reset: stop cleanly; systemd (Restart=always) starts the daemon again."""
@@ -93,6 +99,7 @@ class Daemon:
             "software_version": __version__,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "ocpp": self.ocpp.status(),
+            "firmware": {"status": self.firmware.status.value, "request_id": self.firmware.current().request_id},
             "esp32": {
                 str(cid): {
                     "port": link.port if hasattr(link, "port") else None,

@@ -347,6 +347,11 @@ def read_result(*, state_dir: Path = Path("/var/lib/station")) -> dict[str, obje
     return data if isinstance(data, dict) else None
 
 
+def clear_result(*, state_dir: Path = Path("/var/lib/station")) -> None:
+    """Daemon side: the outcome was reported to the CSMS; never report it again."""
+    (state_dir / "update" / "result.json").unlink(missing_ok=True)
+
+
 def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float = DEFAULT_GRACE_S, interval: float = DEFAULT_INTERVAL_S) -> Result:
     """``station-update.service`` side: carry out a request and leave ``result.json`` beside it."""
     try:

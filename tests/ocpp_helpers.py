@@ -51,6 +51,7 @@ from station.core.clock import Clock  # noqa: E402
 from station.core.station import StationCore  # noqa: E402
 from station.core.store import Store  # noqa: E402
 from station.devtools.csms import DevCsms, Received  # noqa: E402
+from station.firmware import FirmwareUpdater  # noqa: E402
 from station.ocpp.client import OcppClient  # noqa: E402
 from station.ocpp.connection import LinkParams  # noqa: E402
 from tests.core_helpers import RecordingController  # noqa: E402
@@ -72,6 +73,8 @@ class Rig:
     task: asyncio.Task[None] | None = None
     resets: list[str] = field(default_factory=list)
     clock: Clock | None = None
+    firmware: FirmwareUpdater | None = None
+    """Remote update (UpdateFirmware) handler; None: refused."""
 
     def params(self) -> LinkParams:
         return LinkParams(self.station_id, primary=self.version, url_201=self.csms.url("201"), url_16=self.csms.url("16"), **FAST_LINK)
@@ -86,7 +89,8 @@ class Rig:
         async def on_reset(kind: str) -> None:
             self.resets.append(kind)
 
-        self.client = OcppClient(self.params(), self.core, boot_retry_seconds=0.05, response_timeout=3, on_reset=on_reset)
+        self.client = OcppClient(self.params(), self.core, boot_retry_seconds=0.05, response_timeout=3, on_reset=on_reset,
+                                 firmware=self.firmware)
         self.task = asyncio.create_task(self.client.run())
         return self
 

@@ -65,7 +65,7 @@ async def test_trigger_message_sends_the_requested_message_after_answering(rig: 
 
 
 async def test_trigger_message_for_an_unsupported_message_is_not_implemented(rig: Rig) -> None:
-    answer = await call(rig, "TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"},
+    answer = await call(rig, "TriggerMessage", {"requestedMessage": "LogStatusNotification"},
                         "TriggerMessage", {"requestedMessage": "DiagnosticsStatusNotification"})
     assert answer["status"] == "NotImplemented"
 

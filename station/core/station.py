@@ -339,6 +339,15 @@ class StationCore:
         self.meter_value_seconds = seconds
         self._persist("meter_value_seconds", seconds)
 
+    def record_triggered_update(self, connector_id: int) -> bool:
+        """The CSMS asked for the transaction's state now (TriggerMessage): an `updated` event,
+        trigger `Trigger`, through the outbox like every other one. False without a transaction."""
+        conn = self.connectors.get(connector_id)
+        if conn is None or conn.transaction is None:
+            return False
+        self._record(conn, "updated", "Trigger")
+        return True
+
     def end_all_transactions(self, reason: str, trigger: str) -> int:
         ended = 0
         with self._one_pass():

@@ -43,6 +43,7 @@ from station.core.charging_profiles import (
 )
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
+from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp import schema
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all
 
@@ -284,6 +285,10 @@ class BaseSession(StrictChargePoint):
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any] | None:
+        """FirmwareStatusNotification for a status, or None when this version has no word for it."""
+        raise NotImplementedError
+
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         raise NotImplementedError
 
@@ -360,6 +365,7 @@ class BaseSession(StrictChargePoint):
             self.spawn(self._heartbeat_loop(), "ocpp-heartbeat")
             self.spawn(self._outbox_loop(), "ocpp-outbox")
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
+            self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
@@ -428,6 +434,24 @@ class BaseSession(StrictChargePoint):
             await self.request("StatusNotification", payload)
         except (CallErrorReceived, TimeoutError) as exc:
             log.warning("ocpp: StatusNotification not confirmed", connector_id=conn.id, error=str(exc))
+
+    # ---- remote update -------------------------------------------------------------
+    async def send_firmware_status(self, note: FirmwareNote, *, triggered: bool = False) -> None:
+        payload = self.firmware_status_payload(note, triggered=triggered)
+        if payload is not None:
+            await self.request("FirmwareStatusNotification", payload)
+
+    def start_firmware_update(self, request: FirmwareRequest) -> tuple[str, str]:
+        """(answer status, reason) for an UpdateFirmware; the work begins in `launch_firmware_update`."""
+        if self.client.firmware is None:
+            return "Rejected", "remote update not configured"
+        answer = self.client.firmware.start(request)
+        self.log.info("ocpp: UpdateFirmware", status=answer.status, reason=answer.reason or None)
+        return answer.status, answer.reason
+
+    def launch_firmware_update(self) -> None:
+        if self.client.firmware is not None:
+            self.client.firmware.launch()
 
     # ---- outbox ------------------------------------------------------------------
     def wake_outbox(self) -> None:

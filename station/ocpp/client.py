@@ -20,9 +20,10 @@ import structlog
 from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
+from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
-from station.ocpp.rpc import CallErrorReceived
+from station.ocpp.rpc import CallErrorReceived, cancel_all
 
 log = structlog.get_logger("station.ocpp")
 
@@ -52,6 +53,7 @@ class OcppClient:
         response_timeout: float = 30,
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
+        firmware: FirmwareUpdater | None = None,
     ) -> None:
         self.params = params
         self.core = core
@@ -68,16 +70,25 @@ class OcppClient:
         self.boot_exchange: Exchange | None = None
         """Evidence of the BootNotification this process's link was accepted with."""
         self._reset_task: asyncio.Task[None] | None = None
+        self.firmware = firmware
+        """Remote update (UpdateFirmware); None: requests are refused."""
+        self._firmware_unsent: FirmwareNote | None = None
+        self._firmware_lock = asyncio.Lock()
+        if firmware is not None:
+            firmware.notify = self._firmware_notify
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
         core.authorizer = self
 
     async def run(self) -> None:
-        """Keep the CSMS link up until cancelled."""
+        """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
+        watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
         try:
             await self.link.run()
         finally:
             if self._reset_task is not None:
                 self._reset_task.cancel()
+            if watcher is not None:
+                await cancel_all([watcher])
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -147,6 +158,35 @@ class OcppClient:
             log.warning("ocpp: Authorize failed; using local authorization", error=exc.__class__.__name__)
             return None
         return session.authorize_result(response)
+
+    # ---- remote update (FirmwareStatusNotification) ------------------------------------
+    def firmware_note(self) -> FirmwareNote:
+        """The status a triggered FirmwareStatusNotification reports."""
+        return self.firmware.current() if self.firmware is not None else FirmwareNote(FirmwareStatus.IDLE)
+
+    async def _firmware_notify(self, note: FirmwareNote) -> None:
+        self._firmware_unsent = note
+        await self.flush_firmware()
+
+    async def flush_firmware(self) -> None:
+        """Send the latest undelivered firmware status (statuses are not queued: only the newest
+        one is sent after a reconnect). A final status is confirmed to the updater once delivered."""
+        async with self._firmware_lock:
+            note, session = self._firmware_unsent, self.session
+            if note is None or session is None or not session.accepted:
+                return
+            try:
+                await session.send_firmware_status(note)
+            except (CallErrorReceived, TimeoutError) as exc:
+                log.warning("ocpp: FirmwareStatusNotification not confirmed", status=note.status.value, error=str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 — link closed mid-call: sent again after reconnect
+                log.warning("ocpp: FirmwareStatusNotification not sent", status=note.status.value, error=exc.__class__.__name__)
+                return
+            if self._firmware_unsent is note:
+                self._firmware_unsent = None
+            if note.final and self.firmware is not None:
+                self.firmware.confirm_result()
 
     # ---- settings --------------------------------------------------------------------
     def setting(self, key: str) -> Any:

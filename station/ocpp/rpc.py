@@ -72,6 +72,14 @@ def may_hold_secret(text: str) -> bool:
     return any(hint in low for hint in SECRET_HINTS)
 
 
+_URL_USERINFO = re.compile(r"(://)[^/@\s\"]+@")
+"""`user:password@` in a URL (UpdateFirmware location): masked in every frame logged."""
+
+
+def mask_url_userinfo(text: str) -> str:
+    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text and "://" in text else text
+
+
 _ID_IN_BROKEN_FRAME = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
 
 
@@ -217,6 +225,7 @@ class StrictChargePoint(ChargePoint):
         text = frame_text(body)
         if may_hold_secret(text):  # walking the payload costs more than the rest of the frame
             text = frame_text(redact(action, body))
+        text = mask_url_userinfo(text)
         self.on_frame(direction, action, message)
         self.log.info(
             f"{prefix} {action or '?'}{kind} {text}",

@@ -13,10 +13,12 @@ from typing import Any
 
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry, StoreError
+from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
 from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
+from station.ocpp.base import parse_time
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
                 "SoftReset", "UnlockCommand", "DeAuthorized"}
@@ -26,6 +28,25 @@ ERROR_CODES = {"ConnectorLockFailure", "EVCommunicationError", "GroundFailure", 
                "PowerSwitchFailure", "ReaderFailure", "ResetFailure", "UnderVoltage", "OverVoltage", "WeakSignal"}
 UNLOCK_STATUS = {"Unlocked": "Unlocked", "UnlockFailed": "UnlockFailed", "OngoingAuthorizedTransaction": "UnlockFailed",
                  "UnknownConnector": "NotSupported"}
+
+FIRMWARE_STATUS = {
+    FirmwareStatus.IDLE: "Idle",
+    FirmwareStatus.DOWNLOADING: "Downloading",
+    FirmwareStatus.DOWNLOADED: "Downloaded",
+    FirmwareStatus.DOWNLOAD_FAILED: "DownloadFailed",
+    FirmwareStatus.INVALID_SIGNATURE: "InstallationFailed",
+    FirmwareStatus.INSTALL_VERIFICATION_FAILED: "InstallationFailed",
+    FirmwareStatus.INSTALLING: "Installing",
+    FirmwareStatus.INSTALLED: "Installed",
+    FirmwareStatus.INSTALLATION_FAILED: "InstallationFailed",
+}
+"""2.0.1-only steps (DownloadScheduled, SignatureVerified, InstallScheduled) are not sent in 1.6..."""
+FIRMWARE_STATUS_TRIGGERED = {
+    FirmwareStatus.DOWNLOAD_SCHEDULED: "Idle",
+    FirmwareStatus.SIGNATURE_VERIFIED: "Downloaded",
+    FirmwareStatus.INSTALL_SCHEDULED: "Downloaded",
+}
+"""...but a triggered notification names the nearest 1.6 status."""
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
@@ -104,6 +125,10 @@ class V16Session(BaseSession):
         info = response.get("idTagInfo") or {}
         return AuthResult(str(info.get("status", "Invalid")), info.get("expiryDate"))
 
+    def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any] | None:
+        status = FIRMWARE_STATUS.get(note.status) or (FIRMWARE_STATUS_TRIGGERED.get(note.status) if triggered else None)
+        return {"status": status} if status else None
+
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RemoteStartTransaction")
     def on_remote_start(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +170,7 @@ class V16Session(BaseSession):
         connector = payload.get("connectorId")
         if connector and connector not in self.core.connectors:
             return {"status": "Rejected"}
-        if message in ("Heartbeat", "StatusNotification", "BootNotification"):
+        if message in ("Heartbeat", "StatusNotification", "BootNotification", "FirmwareStatusNotification"):
             return {"status": "Accepted"}
         if message == "MeterValues":
             return {"status": "Accepted" if any(c.last_meter for c in self._targets(connector)) else "Rejected"}
@@ -163,6 +188,8 @@ class V16Session(BaseSession):
         elif message == "StatusNotification":
             for conn in self._targets(connector):
                 await self.send_status(conn, force=True)
+        elif message == "FirmwareStatusNotification":
+            await self.send_firmware_status(self.client.firmware_note(), triggered=True)
         elif message == "MeterValues":
             for conn in self._targets(connector):
                 if conn.last_meter:
@@ -174,6 +201,24 @@ class V16Session(BaseSession):
 
     def _targets(self, connector: int | None) -> list[Connector]:
         return [self.core.connectors[connector]] if connector else list(self.core.connectors.values())
+
+    @on_raw("UpdateFirmware")
+    def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """1.6's answer is empty: a request that cannot be taken is only logged."""
+        request = FirmwareRequest(
+            location=payload["location"],
+            retrieve_at=parse_time(payload["retrieveDate"]) or datetime.now(UTC),
+            retries=payload.get("retries"),
+            retry_interval_s=payload.get("retryInterval"),
+        )
+        status, reason = self.start_firmware_update(request)
+        if status not in ("Accepted", "AcceptedCanceled"):
+            self.log.warning("ocpp: UpdateFirmware not carried out", reason=reason)
+        return {}
+
+    @after_raw("UpdateFirmware")
+    async def after_update_firmware(self, payload: dict[str, Any]) -> None:
+        self.launch_firmware_update()
 
     @on_raw("GetConfiguration")
     def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -8,12 +8,14 @@ from typing import Any
 from station.core.model import ConnectorStatus
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry, StoreError
+from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp.base import (
     SETTING_BY_VARIABLE,
     SETTINGS,
     BaseSession,
     format_value,
     iso,
+    parse_time,
     parse_value,
 )
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
@@ -90,7 +92,7 @@ class V201Session(BaseSession):
         if entry.kind == "started" and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
-        context = CONTEXT.get(entry.kind, "Sample.Periodic" if entry.trigger == "MeterValuePeriodic" else "Other")
+        context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "Trigger": "Trigger"}.get(entry.trigger, "Other"))
         samples = sampled_values(data.get("meter"), context)
         if samples:
             payload["meterValue"] = [{"timestamp": timestamp, "sampledValue": samples}]
@@ -108,6 +110,12 @@ class V201Session(BaseSession):
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         info = response.get("idTokenInfo") or {}
         return AuthResult(str(info.get("status", "Unknown")), info.get("cacheExpiryDateTime"))
+
+    def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any]:
+        payload: dict[str, Any] = {"status": note.status.value}
+        if note.request_id is not None:
+            payload["requestId"] = note.request_id
+        return payload
 
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RequestStartTransaction")
@@ -165,6 +173,10 @@ class V201Session(BaseSession):
         if message == "MeterValues":
             has = any(c.last_meter for c in self._targets(evse))
             return {"status": "Accepted" if has else "Rejected"}
+        if message == "FirmwareStatusNotification":
+            return {"status": "Accepted"}
+        if message == "TransactionEvent":
+            return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
         return {"status": "NotImplemented"}
 
     @after_raw("TriggerMessage")
@@ -176,6 +188,12 @@ class V201Session(BaseSession):
         elif message == "StatusNotification":
             for conn in self._targets(evse):
                 await self.send_status(conn, force=True)
+        elif message == "FirmwareStatusNotification":
+            await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "TransactionEvent":
+            # Through the durable outbox like every transaction event: seqNo stays contiguous.
+            for conn in self._targets(evse):
+                self.core.record_triggered_update(conn.id)
         elif message == "MeterValues":
             for conn in self._targets(evse):
                 if conn.last_meter:
@@ -187,6 +205,33 @@ class V201Session(BaseSession):
 
     def _targets(self, evse: int | None) -> list[Connector]:
         return [self.core.connectors[evse]] if evse else list(self.core.connectors.values())
+
+    @on_raw("UpdateFirmware")
+    def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+        firmware = payload["firmware"]
+        request = FirmwareRequest(
+            location=firmware["location"],
+            retrieve_at=parse_time(firmware["retrieveDateTime"]) or datetime.now(UTC),
+            request_id=int(payload["requestId"]),
+            install_at=parse_time(firmware["installDateTime"]) if firmware.get("installDateTime") else None,
+            signing_certificate=firmware.get("signingCertificate"),
+            signature=firmware.get("signature"),
+            retries=payload.get("retries"),
+            retry_interval_s=payload.get("retryInterval"),
+        )
+        status, reason = self.start_firmware_update(request)
+        answer: dict[str, Any] = {"status": status}
+        if reason and status not in ("Accepted", "AcceptedCanceled"):
+            answer["statusInfo"] = status_info(reason)
+        return answer
+
+    @after_raw("UpdateFirmware")
+    async def after_update_firmware(self, payload: dict[str, Any]) -> None:
+        self.launch_firmware_update()
+        if self.client.firmware is not None and self.client.firmware.last_answer == "InvalidCertificate":
+            await self.request("SecurityEventNotification", {
+                "type": "InvalidFirmwareSigningCertificate", "timestamp": iso(self.core.clock.now()),
+                "techInfo": "UpdateFirmware signing certificate refused"})
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:

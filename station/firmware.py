@@ -1,0 +1,552 @@
+"""Remote software update ordered by the CSMS (OCPP UpdateFirmware), without any OCPP in it.
+
+The daemon runs unprivileged and would be killed by its own restart, so it only fetches and
+checks the release artefact and then hands it to the root-owned update flow with
+:func:`station.update.request_update` (``station-update.path`` → ``station-update.service``,
+install beside the current release, switch, smoke test, automatic rollback). After the
+restart, the outcome in ``result.json`` becomes the final status, reported once.
+
+Statuses (OCPP 2.0.1 names; the 1.6 adapter maps them onto its smaller set)::
+
+    DownloadScheduled (until retrieveDateTime) → Downloading → Downloaded
+      → SignatureVerified (signed requests) → InstallScheduled (installDateTime, or a
+      transaction still running) → Installing (handed over) → restart → Installed | InstallationFailed
+    failures: DownloadFailed (after the retries), InstallVerificationFailed (checksum, not a
+      release of this project), InvalidSignature
+
+Checksum convention (OCPP carries none): the SHA-256 of the artefact is taken from the URL
+fragment ``#sha256=<64 hex>`` (as pip does; never sent to the server) or, without one, from a
+sidecar file at ``<url>.sha256`` (``sha256sum`` output or the bare hex digest). An artefact
+with neither is not installed. The version is read from the wheel or sdist file name.
+
+Interface: ``FirmwareUpdater(state_dir, is_idle=...)``; the OCPP client sets ``notify``,
+runs :meth:`FirmwareUpdater.run` (watches for the update flow's result), calls
+:meth:`start` then :meth:`launch` (after the CSMS got its answer) per request, reads
+:meth:`current`, and calls :meth:`confirm_result` once the final status was delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx
+import structlog
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature as _BadSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+from station import update
+
+log = structlog.get_logger("station.firmware")
+
+PROJECT = "ocpp-station"
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""A station wheel or sdist is well below 1 MiB; anything near this is not one."""
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_INTERVAL_S = 60.0
+SIDECAR_MAX_BYTES = 4096
+_SHA256_FRAGMENT = re.compile(r"(?:^|&)sha256=([^&]*)")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class FirmwareStatus(StrEnum):
+    IDLE = "Idle"
+    DOWNLOAD_SCHEDULED = "DownloadScheduled"
+    DOWNLOADING = "Downloading"
+    DOWNLOADED = "Downloaded"
+    DOWNLOAD_FAILED = "DownloadFailed"
+    SIGNATURE_VERIFIED = "SignatureVerified"
+    INVALID_SIGNATURE = "InvalidSignature"
+    INSTALL_VERIFICATION_FAILED = "InstallVerificationFailed"
+    INSTALL_SCHEDULED = "InstallScheduled"
+    INSTALLING = "Installing"
+    INSTALLED = "Installed"
+    INSTALLATION_FAILED = "InstallationFailed"
+
+
+TERMINAL = frozenset({
+    FirmwareStatus.IDLE, FirmwareStatus.DOWNLOAD_FAILED, FirmwareStatus.INVALID_SIGNATURE,
+    FirmwareStatus.INSTALL_VERIFICATION_FAILED, FirmwareStatus.INSTALLED, FirmwareStatus.INSTALLATION_FAILED,
+})
+"""Nothing in progress after these: a triggered notification says Idle."""
+
+
+@dataclass(frozen=True)
+class FirmwareRequest:
+    """One UpdateFirmware, version-neutral."""
+
+    location: str
+    retrieve_at: datetime
+    request_id: int | None = None
+    install_at: datetime | None = None
+    signing_certificate: str | None = None
+    signature: str | None = None
+    retries: int | None = None
+    retry_interval_s: float | None = None
+
+
+@dataclass(frozen=True)
+class FirmwareNote:
+    """A status for the CSMS. ``final``: the update flow's outcome; confirm it once delivered."""
+
+    status: FirmwareStatus
+    request_id: int | None = None
+    detail: str = ""
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to UpdateFirmware: Accepted, AcceptedCanceled, Rejected or InvalidCertificate."""
+
+    status: str
+    reason: str = ""
+
+
+Notify = Callable[[FirmwareNote], Awaitable[None]]
+
+
+class _Failed(Exception):
+    def __init__(self, status: FirmwareStatus, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/path`` only: user info and query (pre-signed tokens) never reach a log."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return "<unparseable URL>"
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+
+
+def split_location(location: str) -> tuple[str, str | None]:
+    """(URL to fetch, SHA-256 from a ``#sha256=`` fragment or None). The fragment is never sent."""
+    parts = urlsplit(location)
+    match = _SHA256_FRAGMENT.search(parts.fragment)
+    return urlunsplit(parts._replace(fragment="")), (match.group(1).lower() if match else None)
+
+
+def sidecar_url(url: str) -> str:
+    """``<url>.sha256``: the checksum file beside the artefact (query kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + ".sha256"))
+
+
+def parse_sidecar(text: str) -> str | None:
+    """The digest in a ``.sha256`` file: ``sha256sum`` output (first line) or the bare hex."""
+    words = text.strip().split()
+    return words[0].lower() if words and _HEX64.match(words[0]) else None
+
+
+def artefact_name(url: str) -> str:
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def release_version(filename: str, project: str = PROJECT) -> str:
+    """The version from a wheel or sdist file name of ``project``; ValueError otherwise."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(filename)
+        elif filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+        else:
+            raise ValueError(f"{filename!r} is neither a wheel nor an sdist")
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise ValueError(str(exc)) from None
+    if name != canonicalize_name(project):
+        raise ValueError(f"{filename!r} is a release of {name}, not of {project}")
+    return update.check_version(str(version))
+
+
+def check_certificate(pem: str, now: datetime) -> str | None:
+    """Why the signing certificate cannot be used (None: it can)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        return f"unreadable signing certificate: {exc}"[:200]
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return "signing certificate outside its validity period"
+    return None
+
+
+def verify_signature(pem: str, signature_b64: str, sha256: bytes, path: Path) -> str | None:
+    """Why the signature over the artefact does not verify (None: it does).
+
+    RSA (PKCS#1 v1.5 or PSS) and ECDSA over SHA-256 use the digest taken while downloading;
+    Ed25519 signs the whole artefact.
+    """
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    except (ValueError, binascii.Error) as exc:
+        return f"unreadable signature or certificate: {exc.__class__.__name__}"
+    prehashed = Prehashed(hashes.SHA256())
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            try:
+                key.verify(signature, sha256, padding.PKCS1v15(), prehashed)
+            except _BadSignature:
+                key.verify(signature, sha256, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO), prehashed)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, sha256, ec.ECDSA(prehashed))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, path.read_bytes())
+        else:
+            return f"unsupported signing key {key.__class__.__name__}"
+    except _BadSignature:
+        return "signature does not match the artefact"
+    return None
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    """An error for the log without the URL's user info or query."""
+    text = str(exc)
+    parts = urlsplit(url)
+    for secret in (parts.username, parts.password, parts.query, url):
+        if secret:
+            text = text.replace(secret, "***")
+    return f"{exc.__class__.__name__}: {text}"[:300] if text else exc.__class__.__name__
+
+
+# ----------------------------------------------------------------------------- the updater
+class FirmwareUpdater:
+    """Carries out one CSMS-ordered update at a time; see the module docstring."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        is_idle: Callable[[], bool] = lambda: True,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        default_retries: int = DEFAULT_RETRIES,
+        default_retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
+        poll_seconds: float = 5.0,
+        http_timeout_s: float = 60.0,
+        project: str = PROJECT,
+    ) -> None:
+        self.state_dir = state_dir
+        self.directory = state_dir / "firmware"
+        self.is_idle = is_idle
+        self.now = now
+        self.max_bytes = max_bytes
+        self.default_retries = default_retries
+        self.default_retry_interval_s = default_retry_interval_s
+        self.poll_seconds = poll_seconds
+        self.http_timeout_s = http_timeout_s
+        self.project = project
+        self.notify: Notify | None = None
+        self.last_answer = ""
+        """The answer to the latest request (Accepted, AcceptedCanceled, Rejected, InvalidCertificate)."""
+        self.attempts = 0
+        """Download attempts of the last request (for tests and status)."""
+        self._status = FirmwareStatus.IDLE
+        self._request_id: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._next: FirmwareRequest | None = None
+        self._result_changed = asyncio.Event()
+        handed = self._handed_over()
+        if handed is not None:
+            self._status = FirmwareStatus.INSTALLING
+            self._request_id = handed.get("request_id")  # type: ignore[assignment]
+
+    # ---- state -----------------------------------------------------------------------
+    @property
+    def status(self) -> FirmwareStatus:
+        return self._status
+
+    @property
+    def busy(self) -> bool:
+        return self._status not in TERMINAL or (self._task is not None and not self._task.done())
+
+    def current(self) -> FirmwareNote:
+        """What a triggered FirmwareStatusNotification reports: Idle unless something is in progress."""
+        if not self.busy:
+            return FirmwareNote(FirmwareStatus.IDLE)
+        return FirmwareNote(self._status, self._request_id)
+
+    @property
+    def _marker(self) -> Path:
+        return self.directory / "installing.json"
+
+    def _handed_over(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._marker.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    # ---- requests --------------------------------------------------------------------
+    def start(self, request: FirmwareRequest) -> Answer:
+        """Accept (or refuse) a request; the work begins with :meth:`launch`.
+
+        A request while another is still downloading or waiting cancels that one
+        (``AcceptedCanceled``); once an artefact was handed over to the update flow it cannot
+        be called back, so the new request is ``Rejected``.
+        """
+        answer = self._answer(request)
+        self.last_answer = answer.status
+        return answer
+
+    def _answer(self, request: FirmwareRequest) -> Answer:
+        if self._status == FirmwareStatus.INSTALLING:
+            return Answer("Rejected", "an update is being installed")
+        if request.signature and not request.signing_certificate:
+            return Answer("InvalidCertificate", "signature without signing certificate")
+        if request.signing_certificate:
+            problem = check_certificate(request.signing_certificate, self.now())
+            if problem:
+                log.warning("firmware: signing certificate refused", reason=problem)
+                return Answer("InvalidCertificate", problem)
+        canceled = self._task is not None and not self._task.done()
+        if canceled:
+            log.warning("firmware: update canceled by a newer request", request_id=self._request_id)
+            assert self._task is not None
+            self._task.cancel()
+        self._next = request
+        return Answer("AcceptedCanceled" if canceled else "Accepted")
+
+    def launch(self) -> None:
+        """Begin the accepted request (called once the CSMS has its answer, so statuses follow it)."""
+        request, self._next = self._next, None
+        if request is None:
+            return
+        previous = self._task
+        self._request_id = request.request_id
+        self._task = asyncio.get_running_loop().create_task(self._job(request, previous), name="firmware-update")
+
+    async def close(self) -> None:
+        for task in (self._task,):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # ---- the update flow's outcome ------------------------------------------------------
+    async def run(self) -> None:
+        """Report the update flow's result once it appears (now, or after the smoke test)."""
+        try:
+            while True:
+                note = self._result_note()
+                if note is not None:
+                    await self._emit(note)
+                    self._result_changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_seconds):
+                            await self._result_changed.wait()
+                    continue
+                await asyncio.sleep(self.poll_seconds)
+        finally:
+            await self.close()
+
+    def _result_note(self) -> FirmwareNote | None:
+        result = update.read_result(state_dir=self.state_dir)
+        if result is None:
+            return None
+        handed = self._handed_over() or {}
+        request_id = handed.get("request_id") if isinstance(handed.get("request_id"), int) else None
+        ok = bool(result.get("ok"))
+        detail = str(result.get("detail", ""))
+        status = FirmwareStatus.INSTALLED if ok else FirmwareStatus.INSTALLATION_FAILED
+        if self._status != status:
+            (log.info if ok else log.error)(
+                "firmware: update flow finished", status=status.value, action=result.get("action"),
+                version=result.get("version"), previous=result.get("previous"), detail=detail, request_id=request_id,
+            )
+        self._status, self._request_id = status, request_id
+        return FirmwareNote(status, request_id, detail, final=True)
+
+    def confirm_result(self) -> None:
+        """The CSMS confirmed the final status: forget the result so it is never sent again."""
+        handed = self._handed_over() or {}
+        update.clear_result(state_dir=self.state_dir)
+        self._marker.unlink(missing_ok=True)
+        artefact = handed.get("artefact")
+        if isinstance(artefact, str) and Path(artefact).parent == self.directory:
+            Path(artefact).unlink(missing_ok=True)
+        self._result_changed.set()
+
+    # ---- one request ---------------------------------------------------------------------
+    async def _emit(self, note: FirmwareNote) -> None:
+        self._status = note.status
+        if self.notify is None:
+            return
+        try:
+            await self.notify(note)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — a status that could not be sent never stops the update
+            log.warning("firmware: status not delivered", status=note.status.value, error=exc.__class__.__name__)
+
+    async def _job(self, request: FirmwareRequest, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await previous
+        rid = request.request_id
+        url, expected = split_location(request.location)
+        shown = redact_url(url)
+        log.info("firmware: update requested", url=shown, request_id=rid, retrieve_at=request.retrieve_at.isoformat(),
+                 signed=bool(request.signature))
+        self.attempts = 0
+        try:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"unsupported URL scheme in {shown}")
+            try:
+                version = release_version(artefact_name(url), self.project)
+            except (ValueError, update.UpdateError) as exc:
+                raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, str(exc)) from None
+            wait = (request.retrieve_at - self.now()).total_seconds()
+            if wait > 0:
+                await self._emit(FirmwareNote(FirmwareStatus.DOWNLOAD_SCHEDULED, rid))
+                await asyncio.sleep(wait)
+            await self._emit(FirmwareNote(FirmwareStatus.DOWNLOADING, rid))
+            path, digest, sidecar = await self._download(request, url, shown)
+            await self._emit(FirmwareNote(FirmwareStatus.DOWNLOADED, rid))
+            expected = expected or sidecar
+            if expected is None:
+                raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED,
+                              "no checksum: give the URL a #sha256=<hex> fragment or publish <url>.sha256")
+            if digest.hex() != expected:
+                raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, "SHA-256 of the artefact does not match its checksum")
+            if request.signing_certificate:
+                problem = (verify_signature(request.signing_certificate, request.signature, digest, path)
+                           if request.signature else "no signature")
+                if problem:
+                    raise _Failed(FirmwareStatus.INVALID_SIGNATURE, problem)
+                await self._emit(FirmwareNote(FirmwareStatus.SIGNATURE_VERIFIED, rid))
+            await self._wait_install(request)
+            self._marker.write_text(json.dumps({"request_id": rid, "version": version, "artefact": str(path)}))
+            try:
+                update.request_update(path, version, state_dir=self.state_dir)
+            except (OSError, update.UpdateError) as exc:
+                self._marker.unlink(missing_ok=True)
+                raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, f"hand-over failed: {exc}") from None
+            log.warning("firmware: artefact verified and handed to the update flow; the daemon will be restarted",
+                        version=version, request_id=rid)
+            await self._emit(FirmwareNote(FirmwareStatus.INSTALLING, rid))
+        except _Failed as failed:
+            self._clean(keep=None)
+            log.error("firmware: update failed", status=failed.status.value, detail=failed.detail, url=shown, request_id=rid)
+            await self._emit(FirmwareNote(failed.status, rid, failed.detail))
+        except asyncio.CancelledError:
+            log.info("firmware: update canceled", request_id=rid)
+            raise
+        finally:
+            self._clean(keep=self._handed_over())
+
+    async def _wait_install(self, request: FirmwareRequest) -> None:
+        """Until installDateTime and until no transaction runs (the restart would end it)."""
+        scheduled = False
+        while True:
+            wait = (request.install_at - self.now()).total_seconds() if request.install_at else 0.0
+            if wait <= 0 and self.is_idle():
+                return
+            if not scheduled:
+                await self._emit(FirmwareNote(FirmwareStatus.INSTALL_SCHEDULED, request.request_id))
+                scheduled = True
+            await asyncio.sleep(min(max(wait, 0.0), 1.0) if wait > 0 else 1.0)
+
+    async def _download(self, request: FirmwareRequest, url: str, shown: str) -> tuple[Path, bytes, str | None]:
+        """(artefact path, its SHA-256, the sidecar's digest if one was fetched), with retries."""
+        attempts = max(1, request.retries if request.retries is not None else self.default_retries)
+        interval = request.retry_interval_s if request.retry_interval_s is not None else self.default_retry_interval_s
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / artefact_name(url)
+        _, fragment = split_location(request.location)
+        last = ""
+        async with httpx.AsyncClient(timeout=self.http_timeout_s, follow_redirects=True, max_redirects=5) as client:
+            for attempt in range(1, attempts + 1):
+                self.attempts = attempt
+                try:
+                    digest = await self._fetch(client, url, target)
+                    sidecar = None if fragment else await self._fetch_sidecar(client, url)
+                    return target, digest, sidecar
+                except _Failed:
+                    raise
+                except (httpx.HTTPError, OSError) as exc:
+                    last = _describe(exc, url)
+                    log.warning(f"firmware: download attempt {attempt}/{attempts} failed", url=shown, error=last)
+                if attempt < attempts:
+                    await asyncio.sleep(max(0.0, float(interval)))
+        raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"{attempts} attempt(s) failed; last: {last}")
+
+    async def _fetch(self, client: httpx.AsyncClient, url: str, target: Path) -> bytes:
+        """Stream ``url`` into ``target`` (via a temp file beside it) within ``max_bytes``; its SHA-256."""
+        hasher = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=self.directory)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                async with client.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                        raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
+                    size = 0
+                    async for chunk in response.aiter_bytes(65536):
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
+                        hasher.update(chunk)
+                        handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return hasher.digest()
+
+    async def _fetch_sidecar(self, client: httpx.AsyncClient, url: str) -> str | None:
+        """The digest published at ``<url>.sha256``; None when there is none (404/410)."""
+        async with client.stream("GET", sidecar_url(url)) as response:
+            if response.status_code in (404, 410):
+                return None
+            if response.status_code != 200:
+                raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > SIDECAR_MAX_BYTES:
+                    raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, "checksum file too large")
+        digest = parse_sidecar(body.decode("utf-8", "replace"))
+        if digest is None:
+            raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, "checksum file holds no SHA-256 digest")
+        return digest
+
+    def _clean(self, keep: dict[str, Any] | None) -> None:
+        """Remove downloads nobody will install (the handed-over artefact stays for the update flow)."""
+        kept = {Path(str(keep.get("artefact")))} if keep else set()
+        if not self.directory.is_dir():
+            return
+        for item in self.directory.iterdir():
+            if item.name == "installing.json" or item in kept:
+                continue
+            with contextlib.suppress(OSError):
+                item.unlink()

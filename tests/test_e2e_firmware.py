@@ -1,0 +1,47 @@
+"""End to end: a remote update through the real `station run` process, the ESP32 simulator on a
+pty, the dev CSMS and a real HTTP server; the update flow's side is played by its files."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from station import update
+from tests.e2e import STATION_ID, DaemonProcess, running_station
+from tests.firmware_helpers import ARTEFACT, WHEEL, artefact_server, sha256
+from tests.ocpp_helpers import eventually
+
+
+async def test_daemon_hands_a_verified_update_over_and_reports_installed_once_after_its_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with artefact_server() as http:
+        http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
+        location = http.url(f"/releases/{WHEEL}", userinfo="fleet:s3cret-Pw") + f"#sha256={sha256(ARTEFACT)}"
+        async with running_station(tmp_path) as (csms, _sim, daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": 5, "firmware": {
+                "location": location, "retrieveDateTime": datetime.now(UTC).isoformat()}})
+            assert answer["status"] == "Accepted"
+            await csms.wait_for("FirmwareStatusNotification", STATION_ID,
+                                lambda r: r.payload["status"] in ("Installing", "DownloadFailed", "InstallVerificationFailed"), timeout=20)
+            request = json.loads((state / "update" / "request.json").read_text())
+            assert request["version"] == "9.9.0" and Path(request["artefact"]).read_bytes() == ARTEFACT
+            # station-update.service (root) carries it out, restarts the daemon, and leaves result.json.
+            (state / "update" / "request.json").unlink()
+            result = update.Result(True, "updated", "9.9.0", "0.1.0", "9.9.0 healthy")
+            (state / "update" / "result.json").write_text(json.dumps(result.to_json()))
+            await daemon.stop()
+            restarted = await DaemonProcess(daemon.env, tmp_path / "station.log").start()
+            try:
+                installed = await csms.wait_for("FirmwareStatusNotification", STATION_ID,
+                                                lambda r: r.payload["status"] == "Installed", timeout=20)
+                assert installed.payload["requestId"] == 5
+                await eventually(lambda: not (state / "update" / "result.json").exists(), timeout=10)
+            finally:
+                await restarted.stop()
+            log = daemon.log()
+    sent = [r.payload["status"] for r in csms.calls("FirmwareStatusNotification", STATION_ID)]
+    assert sent == ["Downloading", "Downloaded", "Installing", "Installed"]
+    assert "s3cret-Pw" not in log and "fleet:" not in log
+    assert not (state / "firmware" / WHEEL).exists()
