@@ -289,6 +289,23 @@ async def test_a_result_written_after_the_start_is_reported_when_it_appears(tmp_
         await rig.stop()
 
 
+async def test_an_update_interrupted_by_a_restart_is_carried_on(tmp_path: Path, http: ArtefactServer) -> None:
+    location = http.url(f"/releases/{WHEEL}", userinfo="fleet:pw") + f"#sha256={sha256(ARTEFACT)}"
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("201", csms, tmp_path)
+        await update_firmware(rig, location, request_id=9, retrieve_in=2)
+        await final_status(rig, "DownloadScheduled")
+        await rig.stop()
+        saved = tmp_path / "state" / "firmware" / "job.json"
+        assert saved.stat().st_mode & 0o777 == 0o600
+        rig = await started_rig("201", csms, tmp_path)
+        installing = await final_status(rig, "Installing", "DownloadFailed", "InstallVerificationFailed")
+        await rig.stop()
+    assert installing.payload == {"status": "Installing", "requestId": 9}
+    assert statuses(rig) == ["DownloadScheduled", "DownloadScheduled", "Downloading", "Downloaded", "Installing"]
+    assert request_file(tmp_path).exists() and not saved.exists()
+
+
 # ------------------------------------------------------------------------------- TriggerMessage
 async def test_trigger_firmware_status_reports_idle_when_nothing_is_in_progress(rig: Rig) -> None:
     mark = rig.csms.mark()
