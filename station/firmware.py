@@ -395,11 +395,10 @@ class FirmwareUpdater:
             self.launch()
 
     async def close(self) -> None:
-        for task in (self._task,):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # unlike awaiting it, never swallows our own cancellation
 
     # ---- the update flow's outcome ------------------------------------------------------
     async def run(self) -> None:
@@ -460,8 +459,9 @@ class FirmwareUpdater:
 
     async def _job(self, request: FirmwareRequest, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await previous
+            # The replaced request finishes cancelling first; asyncio.wait (not a suppressed await)
+            # so that this job, replaced in turn meanwhile, is cancelled too.
+            await asyncio.wait({previous})
         rid = request.request_id
         url, expected = split_location(request.location)
         shown = redact_url(url)
