@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from station.core.charging_profiles import ChargingProfile, Kind, Period, Purpose
+from station.core.charging_profiles import MAX_PERIODS, MAX_PROFILES, ChargingProfile, Kind, Period, Purpose
 from station.core.clock import Clock
 from station.core.model import ConnectorStatus, ControllerState, PilotState
 from station.core.station import StationCore
@@ -159,3 +159,25 @@ async def test_close_cancels_the_evaluation_task(core: StationCore) -> None:
     assert task is not None and not task.done()
     await core.close()
     assert task.done()
+
+
+async def test_installed_profiles_and_periods_are_bounded(core: StationCore) -> None:
+    now = core.clock.now()
+    slots = [(Purpose.TX_DEFAULT, level, c) for c in (0, 1) for level in range(9)]
+    slots += [(Purpose.STATION_MAX, level, 0) for level in range(9)]
+    for pid, (purpose, level, connector) in enumerate(slots[:MAX_PROFILES]):
+        assert core.charging.install(absolute(pid, now, (0, 16.0), purpose=purpose, level=level, connector=connector)) is None
+    purpose, level, connector = slots[MAX_PROFILES]
+    extra = absolute(99, now, (0, 16.0), purpose=purpose, level=level, connector=connector)
+    assert "installed already" in (core.charging.install(extra) or "")
+    assert core.charging.install(absolute(0, now, (0, 10.0))) is None  # replacing one is fine
+    many = tuple((i * 60, 16.0) for i in range(MAX_PERIODS + 1))
+    assert "periods" in (core.charging.install(absolute(0, now, *many)) or "")
+
+
+async def test_status_shows_the_installed_profiles_and_the_next_change(core: StationCore) -> None:
+    now = core.clock.now()
+    core.charging.install(absolute(1, now, (0, 16.0), (600, 10.0)))
+    shown = core.snapshot()["smart_charging"]
+    assert [p["id"] for p in shown["profiles"]] == [1]
+    assert shown["next_change"] == (now + timedelta(seconds=600)).isoformat()

@@ -16,7 +16,7 @@ from station.devtools.csms import DevCsms
 from station.ocpp.base import iso
 from tests.e2e import STATION_ID, DaemonProcess, running_station
 
-BOUNDARY_S = 4
+BOUNDARY_S = 5
 """Second period starts this long after the profile's start: long enough to see the first one first."""
 
 

@@ -29,6 +29,10 @@ NOMINAL_VOLTAGE_V = 230.0
 DEFAULT_PHASES = 3
 MAX_STACK_LEVEL = 8
 """Advertised as ChargeProfileMaxStackLevel / SmartChargingCtrlr.ProfileStackLevel."""
+MAX_PERIODS = 48
+"""Periods per schedule (ChargingScheduleMaxPeriods / SmartChargingCtrlr.PeriodsPerSchedule): half-hourly for a day."""
+MAX_PROFILES = 24
+"""Profiles installed at once (MaxChargingProfilesInstalled / SmartChargingCtrlr.Entries)."""
 MAX_COMPOSITE_PERIODS = 1024
 """A composite schedule is cut after this many periods (a week of minute-long periods would not fit an answer)."""
 
@@ -147,6 +151,8 @@ def validate(profile: ChargingProfile) -> str | None:
         return f"unknown rate unit {profile.rate_unit!r}"
     if not profile.periods:
         return "no schedule periods"
+    if len(profile.periods) > MAX_PERIODS:
+        return f"at most {MAX_PERIODS} periods per schedule"
     if profile.periods[0].start_s != 0:
         return "the first period must start at 0"
     starts = [p.start_s for p in profile.periods]

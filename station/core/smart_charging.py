@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from station.core.charging_profiles import (
+    MAX_PROFILES,
     ChargingProfile,
     CompositeSchedule,
     Kind,
@@ -54,6 +55,7 @@ class SmartCharging:
         self.profiles: list[ChargingProfile] = self._load()
         self.applied: dict[int, float | None] = {}
         """What this object last set as each connector's `csms` limit (None: left alone)."""
+        self.next_change: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
@@ -114,6 +116,9 @@ class SmartCharging:
         if same_slot and not replace_same_stack:
             return f"profile {same_slot[0].id} already has this purpose and stack level"
         gone = {p.id for p in same_slot}
+        kept = [p for p in self.profiles if p.id != profile.id and p.id not in gone]
+        if len(kept) >= MAX_PROFILES:
+            return f"{MAX_PROFILES} profiles installed already"
         self.profiles = [p for p in self.profiles if p.id != profile.id and p.id not in gone] + [profile]
         self._save()
         log.info("charging profile installed", profile_id=profile.id, connector_id=profile.connector_id,
@@ -222,6 +227,7 @@ class SmartCharging:
             after = next_change(self.profiles, conn.id, now, tx)
             if after is not None and (wake is None or after < wake):
                 wake = after
+        self.next_change = wake
         return wake
 
     def reevaluate(self) -> None:
@@ -264,5 +270,7 @@ class SmartCharging:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        return [p.to_json() for p in self.profiles]
+    def snapshot(self) -> dict[str, Any]:
+        """For `station status` / the API: why a connector has the `csms` limit it has, and until when."""
+        return {"profiles": [p.to_json() for p in self.profiles],
+                "next_change": self.next_change.isoformat() if self.next_change else None}

@@ -369,6 +369,7 @@ class StationCore:
             "store": {"healthy": self.store.healthy and not self._unsaved, "last_error": self.store.last_error,
                       "unsaved_events": len(self._unsaved)},
             "has_meter": self.has_meter,
+            "smart_charging": self.charging.snapshot(),
         }
 
     def _outbox_depth(self) -> int:

@@ -31,6 +31,9 @@ from ocpp.exceptions import OCPPError
 
 from station.core.charging_profiles import (
     DEFAULT_PHASES,
+    MAX_PERIODS,
+    MAX_PROFILES,
+    MAX_STACK_LEVEL,
     NOMINAL_VOLTAGE_V,
     ChargingProfile,
     Kind,
@@ -127,7 +130,11 @@ SETTINGS: tuple[Setting, ...] = (
             default="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage"),
     Setting("ChargingScheduleAllowedChargingRateUnit", "SmartChargingCtrlr", "RateUnit", str, readonly=True,
             default="Current,Power"),
-    Setting("ChargeProfileMaxStackLevel", "SmartChargingCtrlr", "ProfileStackLevel", int, readonly=True, default=8),
+    Setting("ChargeProfileMaxStackLevel", "SmartChargingCtrlr", "ProfileStackLevel", int, readonly=True,
+            default=MAX_STACK_LEVEL),
+    Setting("ChargingScheduleMaxPeriods", "SmartChargingCtrlr", "PeriodsPerSchedule", int, readonly=True,
+            default=MAX_PERIODS),
+    Setting("MaxChargingProfilesInstalled", "SmartChargingCtrlr", "Entries", int, readonly=True, default=MAX_PROFILES),
     Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
             default="Core,LocalAuthListManagement,RemoteTrigger,SmartCharging"),
     Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
