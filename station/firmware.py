@@ -23,6 +23,8 @@ Interface: ``FirmwareUpdater(state_dir, is_idle=...)``; the OCPP client sets ``n
 runs :meth:`FirmwareUpdater.run` (watches for the update flow's result), calls
 :meth:`start` then :meth:`launch` (after the CSMS got its answer) per request, reads
 :meth:`current`, and calls :meth:`confirm_result` once the final status was delivered.
+An accepted request is kept in ``firmware/job.json`` (0600) until it ends, so a restart in the
+middle (power cut, watchdog) carries it on instead of leaving the CSMS at "Downloading".
 """
 
 from __future__ import annotations
@@ -339,18 +341,69 @@ class FirmwareUpdater:
             return
         previous = self._task
         self._request_id = request.request_id
+        self._save_job(request)
         self._task = asyncio.get_running_loop().create_task(self._job(request, previous), name="firmware-update")
 
+    # ---- an accepted request survives a restart (power cut, watchdog) until it ends ----------
+    @property
+    def _job_file(self) -> Path:
+        return self.directory / "job.json"
+
+    def _save_job(self, request: FirmwareRequest) -> None:
+        """0600: the location may carry credentials."""
+        data = {
+            "location": request.location, "retrieve_at": request.retrieve_at.isoformat(), "request_id": request.request_id,
+            "install_at": request.install_at.isoformat() if request.install_at else None,
+            "signing_certificate": request.signing_certificate, "signature": request.signature,
+            "retries": request.retries, "retry_interval_s": request.retry_interval_s,
+        }
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / ".job.json.new"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self._job_file)
+        except OSError as exc:
+            log.warning("firmware: request not saved; a restart would forget it", error=str(exc))
+
+    def _load_job(self) -> FirmwareRequest | None:
+        try:
+            data = json.loads(self._job_file.read_text())
+            return FirmwareRequest(
+                location=str(data["location"]), retrieve_at=datetime.fromisoformat(data["retrieve_at"]),
+                request_id=data.get("request_id"),
+                install_at=datetime.fromisoformat(data["install_at"]) if data.get("install_at") else None,
+                signing_certificate=data.get("signing_certificate"), signature=data.get("signature"),
+                retries=data.get("retries"), retry_interval_s=data.get("retry_interval_s"),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("firmware: unreadable saved request dropped", error=exc.__class__.__name__)
+            self._job_file.unlink(missing_ok=True)
+            return None
+
+    def _resume(self) -> None:
+        """A request the daemon was working on when it stopped is carried on (not handed over yet)."""
+        if self._task is not None or self._handed_over() is not None:
+            return
+        request = self._load_job()
+        if request is not None:
+            log.warning("firmware: resuming an update interrupted by a restart", request_id=request.request_id)
+            self._next = request
+            self.launch()
+
     async def close(self) -> None:
-        for task in (self._task,):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # unlike awaiting it, never swallows our own cancellation
 
     # ---- the update flow's outcome ------------------------------------------------------
     async def run(self) -> None:
         """Report the update flow's result once it appears (now, or after the smoke test)."""
+        self._resume()
         try:
             while True:
                 note = self._result_note()
@@ -406,8 +459,9 @@ class FirmwareUpdater:
 
     async def _job(self, request: FirmwareRequest, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await previous
+            # The replaced request finishes cancelling first; asyncio.wait (not a suppressed await)
+            # so that this job, replaced in turn meanwhile, is cancelled too.
+            await asyncio.wait({previous})
         rid = request.request_id
         url, expected = split_location(request.location)
         shown = redact_url(url)
@@ -449,8 +503,10 @@ class FirmwareUpdater:
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, f"hand-over failed: {exc}") from None
             log.warning("firmware: artefact verified and handed to the update flow; the daemon will be restarted",
                         version=version, request_id=rid)
+            self._job_file.unlink(missing_ok=True)
             await self._emit(FirmwareNote(FirmwareStatus.INSTALLING, rid))
         except _Failed as failed:
+            self._job_file.unlink(missing_ok=True)
             self._clean(keep=None)
             log.error("firmware: update failed", status=failed.status.value, detail=failed.detail, url=shown, request_id=rid)
             await self._emit(FirmwareNote(failed.status, rid, failed.detail))
@@ -546,7 +602,7 @@ class FirmwareUpdater:
         if not self.directory.is_dir():
             return
         for item in self.directory.iterdir():
-            if item.name == "installing.json" or item in kept:
+            if item.name in ("installing.json", "job.json") or item in kept:
                 continue
             with contextlib.suppress(OSError):
                 item.unlink()

@@ -91,3 +91,21 @@ async def test_a_two_period_profile_changes_the_offered_current_at_its_boundary_
             assert offered(await sim.command("state")) == 8
         finally:
             assert await again.stop() == 0
+
+
+async def test_a_lower_limit_while_charging_reaches_the_esp32_when_the_ev_pauses(tmp_path: Path) -> None:
+    """The firmware takes a new maximum only when not charging: the station holds it until the EV pauses."""
+    async with running_station(tmp_path, version="201") as (csms, sim, _daemon):
+        assert sim is not None
+        await start_session(csms, sim, "201")
+        await sim.command("ev_charge")
+        before = offered(await sim.wait_for(lambda s: int(s["RL"]) == 1, timeout=10))
+        start = datetime.now(UTC) - timedelta(seconds=2 * BOUNDARY_S)  # both periods have begun: 8 A now
+        assert await set_two_period_profile(csms, "201", start) == "Accepted"
+        assert await composite_limits(csms, "201", 60) == [(0, 8.0)]  # a round trip after the change
+        assert offered(await sim.command("state")) == before != 8  # not sent while charging
+        await sim.command("ev_pause")
+        await sim.wait_for(lambda s: offered(s) == 8, timeout=10)
+        await sim.command("ev_charge")
+        state = await sim.wait_for(lambda s: int(s["RL"]) == 1, timeout=10)
+        assert state["charging_current_a"] == 8

@@ -218,6 +218,15 @@ async def test_a_second_request_cancels_a_scheduled_one_and_is_accepted_canceled
     assert installing.payload["requestId"] == 2
 
 
+async def test_only_the_newest_of_several_quick_requests_is_carried_out(rig201: Rig, http: ArtefactServer) -> None:
+    location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
+    answers = [(await update_firmware(rig201, location, request_id=n, retrieve_in=3600 if n < 3 else 0))["status"] for n in (1, 2, 3)]
+    assert answers == ["Accepted", "AcceptedCanceled", "AcceptedCanceled"]
+    installing = await final_status(rig201, "Installing")
+    assert installing.payload["requestId"] == 3
+    assert [r.payload["requestId"] for r in rig201.calls("FirmwareStatusNotification") if r.payload["status"] == "Installing"] == [3]
+
+
 async def test_a_request_while_an_update_is_installing_is_rejected(rig: Rig, http: ArtefactServer, tmp_path: Path) -> None:
     location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
     await update_firmware(rig, location, request_id=1)
@@ -287,6 +296,23 @@ async def test_a_result_written_after_the_start_is_reported_when_it_appears(tmp_
         (state / "later.json").rename(state / "update" / "result.json")
         await final_status(rig, "Installed")
         await rig.stop()
+
+
+async def test_an_update_interrupted_by_a_restart_is_carried_on(tmp_path: Path, http: ArtefactServer) -> None:
+    location = http.url(f"/releases/{WHEEL}", userinfo="fleet:pw") + f"#sha256={sha256(ARTEFACT)}"
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("201", csms, tmp_path)
+        await update_firmware(rig, location, request_id=9, retrieve_in=2)
+        await final_status(rig, "DownloadScheduled")
+        await rig.stop()
+        saved = tmp_path / "state" / "firmware" / "job.json"
+        assert saved.stat().st_mode & 0o777 == 0o600
+        rig = await started_rig("201", csms, tmp_path)
+        installing = await final_status(rig, "Installing", "DownloadFailed", "InstallVerificationFailed")
+        await rig.stop()
+    assert installing.payload == {"status": "Installing", "requestId": 9}
+    assert statuses(rig) == ["DownloadScheduled", "DownloadScheduled", "Downloading", "Downloaded", "Installing"]
+    assert request_file(tmp_path).exists() and not saved.exists()
 
 
 # ------------------------------------------------------------------------------- TriggerMessage

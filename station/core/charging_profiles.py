@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 NOMINAL_VOLTAGE_V = 230.0
@@ -306,10 +306,3 @@ def composite_schedule(profiles: Sequence[ChargingProfile], connector_id: int, s
     result.periods[:] = merged
     return result
 
-
-def utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def bind_transaction(profile: ChargingProfile, transaction_id: str) -> ChargingProfile:
-    return replace(profile, transaction_id=transaction_id)
