@@ -9,6 +9,7 @@ import pytest
 
 from station.core.model import MeterReading
 from station.devtools.csms import DevCsms
+from station.ocpp.rpc import StrictChargePoint
 from tests.ocpp_helpers import Rig, eventually
 
 
@@ -50,6 +51,26 @@ async def test_boot_then_status_of_every_connector(rig: Rig) -> None:
         assert status.payload["connectorStatus"] == "Available" and status.payload["evseId"] == 1
     else:
         assert status.payload["status"] == "Available" and status.payload["errorCode"] == "NoError"
+
+
+async def test_remote_start_with_the_vehicle_plugged_in_commands_the_controller_before_answering(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rig.core is not None and rig.esp is not None
+    esp = rig.esp
+    await rig.csms.wait_for("StatusNotification")
+    esp.plug()
+    commands_when_answered: list[list[tuple[str, int | None]]] = []
+    real_send = StrictChargePoint._send
+
+    async def send(self: StrictChargePoint, message: str, parsed: list[object] | None = None) -> None:
+        if self.side == "station" and message.startswith("[3,"):
+            commands_when_answered.append(list(esp.commands))
+        await real_send(self, message, parsed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StrictChargePoint, "_send", send)
+    assert (await remote_start(rig))["status"] == "Accepted"
+    assert ("authorize", None) in commands_when_answered[-1]
 
 
 async def test_full_charging_session(rig: Rig) -> None:

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from station.devtools.csms import DevCsms, Received
-from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, error_code_for, redact
+from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, error_code_for, frame_text, payload_text, redact
 from tests.ocpp_helpers import boot_payload
 
 
@@ -128,6 +128,18 @@ def test_redact_masks_passwords_and_secret_configuration_values() -> None:
     for payload in (set_variables, change_configuration, nested):
         assert "hunter2" not in json.dumps(redact("X", payload))
     assert redact("X", {"key": "HeartbeatInterval", "value": "60"}) == {"key": "HeartbeatInterval", "value": "60"}
+
+
+def test_logged_payload_is_cut_from_the_compact_frame_else_serialised_again() -> None:
+    payload = {"eventType": "Updated", "meterValue": [{"sampledValue": [{"value": 1.5}]}], "note": "\u00fc"}
+    call = [2, "id-1", "TransactionEvent", payload]
+    assert payload_text(json.dumps(call, separators=(",", ":")), call) == frame_text(payload)
+    result = [3, "id-1", {"status": "Accepted"}]
+    assert payload_text(json.dumps(result, separators=(",", ":")), result) == '{"status":"Accepted"}'
+    assert payload_text(json.dumps(call), call) is None  # not compact: the caller serialises the payload itself
+    assert payload_text(json.dumps(call, separators=(",", ":")).encode(), call) is None
+    error = [4, "id-1", "InternalError", "x", {}]
+    assert payload_text(json.dumps(error, separators=(",", ":")), error) is None
 
 
 async def test_frame_logs_never_contain_secrets(link: tuple[DevCsms, StrictChargePoint]) -> None:

@@ -401,6 +401,16 @@ class BaseSession(StrictChargePoint):
             if not was:
                 log.info("clock trusted from the CSMS's currentTime", now=iso(self.core.clock.now()))
 
+    async def controller_first(self) -> None:
+        """Yield once before answering a remote start, so the charge controller is told first.
+
+        The core has stored the start and started the connector's actuator (with any charging
+        profile already applied); one loop turn lets it write the command to the ESP32 before
+        the answer is serialised, validated, logged and sent (a few hundred µs here, more on a
+        Raspberry Pi). The driver waits on the command, the CSMS only on the answer.
+        """
+        await asyncio.sleep(0)
+
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:
         self._heartbeat_changed.set()

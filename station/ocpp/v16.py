@@ -131,7 +131,7 @@ class V16Session(BaseSession):
 
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RemoteStartTransaction")
-    def on_remote_start(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_remote_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         connector = payload.get("connectorId")
         ok, _ = self.core.request_start(connector, payload["idTag"], "Central", trigger="RemoteStart")
         profile = payload.get("chargingProfile")
@@ -139,6 +139,8 @@ class V16Session(BaseSession):
             reason = self._apply_profile(connector, profile)
             if reason:
                 self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+        if ok:
+            await self.controller_first()
         return {"status": "Accepted" if ok else "Rejected"}
 
     @on_raw("RemoteStopTransaction")

@@ -119,7 +119,7 @@ class V201Session(BaseSession):
 
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RequestStartTransaction")
-    def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         token = payload["idToken"]
         evse = payload.get("evseId")
         profile = payload.get("chargingProfile")
@@ -131,6 +131,7 @@ class V201Session(BaseSession):
             reason = self._apply_profile(evse, profile)
             if reason:
                 self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+        await self.controller_first()
         return {"status": "Accepted"}
 
     @on_raw("RequestStopTransaction")

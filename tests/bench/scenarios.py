@@ -254,6 +254,9 @@ async def bare(workdir: Path, csms: BenchCsms, mode: str, **options: Any) -> dic
     out = workdir / f"bare-{mode}.json"
     argv = python_argv("-m", "tests.bench.bare_client", mode, "--url", csms.url("201"), "--out", str(out),
                        *[f"--{k}={v}" for k, v in options.items()])
+    # The previous bare client (same station id) has exited, but the CSMS may not have seen its
+    # connection close yet: a remote start sent now would go to that dead session and time out.
+    await csms.wait_connected("BARE_LIBRARY_CP", timeout=10, connected=False)
     since = len(csms.arrivals)
     client = await Proc(argv, None, workdir / f"bare-{mode}.log").start()
     task = None
