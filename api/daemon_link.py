@@ -46,6 +46,10 @@ class DaemonLink:
         self.resubscriptions = 0
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._subscribed = False
+        self._retry_now = asyncio.Event()
+        """Set by a successful call while the subscription waits out its backoff: the daemon is back,
+        subscribe now rather than miss the events of the next seconds (a session just started)."""
 
     async def start(self) -> None:
         self._task = asyncio.ensure_future(self._pump())
@@ -66,6 +70,8 @@ class DaemonLink:
             self._set_reachable(False, str(exc))
             raise
         self._set_reachable(True, None)
+        if not self._subscribed:
+            self._retry_now.set()
         return result
 
     # --- fan-out to SSE clients ---------------------------------------------------
@@ -91,9 +97,11 @@ class DaemonLink:
         def subscribed() -> None:
             nonlocal delay
             delay = self.retry_min_s
+            self._subscribed = True
             self._set_reachable(True, None)
 
         while True:
+            self._retry_now.clear()
             try:
                 async for event in self.client.events(on_subscribed=subscribed):
                     self._on_event(event)
@@ -102,7 +110,10 @@ class DaemonLink:
             except Exception as exc:  # noqa: BLE001 - the pump must outlive any surprise
                 log.exception("daemon event stream failed")
                 self._set_reachable(False, f"event stream failed: {exc.__class__.__name__}")
-            await asyncio.sleep(delay)
+            self._subscribed = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._retry_now.wait()
             delay = min(self.retry_max_s, delay * 2)
             self.resubscriptions += 1
 
