@@ -43,17 +43,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
 import structlog
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature as _BadSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx, cryptography and packaging are imported where an update needs them: at module level they
+# cost the daemon ~11 MB of memory for a feature used a few times a year (docs/performance.md).
 
 from station import update
 
@@ -172,6 +171,9 @@ def artefact_name(url: str) -> str:
 
 def release_version(filename: str, project: str = PROJECT) -> str:
     """The version from a wheel or sdist file name of ``project``; ValueError otherwise."""
+    from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
+                                 parse_sdist_filename, parse_wheel_filename)
+
     try:
         if filename.endswith(".whl"):
             name, version, _, _ = parse_wheel_filename(filename)
@@ -188,6 +190,8 @@ def release_version(filename: str, project: str = PROJECT) -> str:
 
 def check_certificate(pem: str, now: datetime) -> str | None:
     """Why the signing certificate cannot be used (None: it can)."""
+    from cryptography import x509
+
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
     except ValueError as exc:
@@ -203,6 +207,12 @@ def verify_signature(pem: str, signature_b64: str, sha256: bytes, path: Path) ->
     RSA (PKCS#1 v1.5 or PSS) and ECDSA over SHA-256 use the digest taken while downloading;
     Ed25519 signs the whole artefact.
     """
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature as _BadSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
     try:
         signature = base64.b64decode(signature_b64, validate=True)
         key = x509.load_pem_x509_certificate(pem.encode()).public_key()
@@ -536,6 +546,8 @@ class FirmwareUpdater:
         target = self.directory / artefact_name(url)
         _, fragment = split_location(request.location)
         last = ""
+        import httpx
+
         async with httpx.AsyncClient(timeout=self.http_timeout_s, follow_redirects=True, max_redirects=5) as client:
             for attempt in range(1, attempts + 1):
                 self.attempts = attempt
@@ -554,6 +566,8 @@ class FirmwareUpdater:
 
     async def _fetch(self, client: httpx.AsyncClient, url: str, target: Path) -> bytes:
         """Stream ``url`` into ``target`` (via a temp file beside it) within ``max_bytes``; its SHA-256."""
+        import httpx
+
         hasher = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=self.directory)
         tmp = Path(tmp_name)
@@ -581,6 +595,8 @@ class FirmwareUpdater:
 
     async def _fetch_sidecar(self, client: httpx.AsyncClient, url: str) -> str | None:
         """The digest published at ``<url>.sha256``; None when there is none (404/410)."""
+        import httpx
+
         async with client.stream("GET", sidecar_url(url)) as response:
             if response.status_code in (404, 410):
                 return None

@@ -84,6 +84,7 @@ async def test_station_run_becomes_a_daemon_process_without_pydantic(tmp_path: P
         assert b"station.handover" in cmdline  # same PID, now the daemon's interpreter
         assert CANARY.encode() not in b" ".join(cmdline)
         assert "pydantic" not in maps  # pydantic_core is a shared object: mapped once imported
+        assert "cryptography" not in maps  # imported only while a firmware update is verified
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
