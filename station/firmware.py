@@ -2,7 +2,7 @@
 
 The daemon runs unprivileged and would be killed by its own restart, so it only fetches and
 checks the release artefact and then hands it to the root-owned update flow with
-:func:`station.update.request_update` (``station-update.path`` → ``station-update.service``,
+:func:`station.update_request.request_update` (``station-update.path`` → ``station-update.service``,
 install beside the current release, switch, smoke test, automatic rollback). After the
 restart, the outcome in ``result.json`` becomes the final status, reported once.
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 # httpx, cryptography and packaging are imported where an update needs them: at module level they
 # cost the daemon ~11 MB of memory for a feature used a few times a year (docs/performance.md).
 
-from station import update
+from station import update_request
 
 log = structlog.get_logger("station.firmware")
 
@@ -185,7 +185,7 @@ def release_version(filename: str, project: str = PROJECT) -> str:
         raise ValueError(str(exc)) from None
     if name != canonicalize_name(project):
         raise ValueError(f"{filename!r} is a release of {name}, not of {project}")
-    return update.check_version(str(version))
+    return update_request.check_version(str(version))
 
 
 def check_certificate(pem: str, now: datetime) -> str | None:
@@ -429,7 +429,7 @@ class FirmwareUpdater:
             await self.close()
 
     def _result_note(self) -> FirmwareNote | None:
-        result = update.read_result(state_dir=self.state_dir)
+        result = update_request.read_result(state_dir=self.state_dir)
         if result is None:
             return None
         handed = self._handed_over() or {}
@@ -448,7 +448,7 @@ class FirmwareUpdater:
     def confirm_result(self) -> None:
         """The CSMS confirmed the final status: forget the result so it is never sent again."""
         handed = self._handed_over() or {}
-        update.clear_result(state_dir=self.state_dir)
+        update_request.clear_result(state_dir=self.state_dir)
         self._marker.unlink(missing_ok=True)
         artefact = handed.get("artefact")
         if isinstance(artefact, str) and Path(artefact).parent == self.directory:
@@ -483,7 +483,7 @@ class FirmwareUpdater:
                 raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"unsupported URL scheme in {shown}")
             try:
                 version = release_version(artefact_name(url), self.project)
-            except (ValueError, update.UpdateError) as exc:
+            except (ValueError, update_request.UpdateError) as exc:
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, str(exc)) from None
             wait = (request.retrieve_at - self.now()).total_seconds()
             if wait > 0:
@@ -507,8 +507,8 @@ class FirmwareUpdater:
             await self._wait_install(request)
             self._marker.write_text(json.dumps({"request_id": rid, "version": version, "artefact": str(path)}))
             try:
-                update.request_update(path, version, state_dir=self.state_dir)
-            except (OSError, update.UpdateError) as exc:
+                update_request.request_update(path, version, state_dir=self.state_dir)
+            except (OSError, update_request.UpdateError) as exc:
                 self._marker.unlink(missing_ok=True)
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, f"hand-over failed: {exc}") from None
             log.warning("firmware: artefact verified and handed to the update flow; the daemon will be restarted",

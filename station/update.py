@@ -31,7 +31,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -41,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from station import hostops
+from station.update_request import UpdateError, check_version, clear_result, read_result, request_update
 
 EXIT_OK = 0
 EXIT_ROLLED_BACK = 1
@@ -50,13 +50,6 @@ DEFAULT_GRACE_S = 120.0
 DEFAULT_INTERVAL_S = 5.0
 KEEP_RELEASES = 3
 REQUEST_DIR = Path("var/lib/station/update")
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
-
-
-class UpdateError(Exception):
-    """The update could not be carried out; nothing was switched."""
-
-
 @dataclass(frozen=True)
 class Layout:
     """Where releases and update records live below a root (``/`` on a device)."""
@@ -115,12 +108,6 @@ class Result:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-def check_version(version: str) -> str:
-    if not _VERSION.match(version):
-        raise UpdateError(f"bad version {version!r}: letters, digits and . + _ - only")
-    return version
 
 
 @contextlib.contextmanager
@@ -319,37 +306,6 @@ def prune(*, root: Path = Path("/"), keep: int = KEEP_RELEASES) -> list[str]:
     for version in doomed:
         shutil.rmtree(layout.release(version), ignore_errors=True)
     return doomed
-
-
-# --- hand-off from the daemon (OCPP UpdateFirmware) --------------------------------------------
-
-
-def request_update(artefact: Path, version: str, *, state_dir: Path = Path("/var/lib/station")) -> Path:
-    """Daemon side: ask ``station-update.path`` to install ``artefact`` (already downloaded and
-    checksum-verified into ``state_dir``). Returns the request file; the daemon will be restarted."""
-    check_version(version)
-    directory = state_dir / "update"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "result.json").unlink(missing_ok=True)
-    tmp = directory / ".request.json.new"
-    tmp.write_text(json.dumps({"version": version, "artefact": str(artefact), "utc": hostops.utcnow()}))
-    os.replace(tmp, directory / "request.json")
-    return directory / "request.json"
-
-
-def read_result(*, state_dir: Path = Path("/var/lib/station")) -> dict[str, object] | None:
-    """Daemon side, after start: the outcome of the last requested update, if any."""
-    path = state_dir / "update" / "result.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def clear_result(*, state_dir: Path = Path("/var/lib/station")) -> None:
-    """Daemon side: the outcome was reported to the CSMS; never report it again."""
-    (state_dir / "update" / "result.json").unlink(missing_ok=True)
 
 
 def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float = DEFAULT_GRACE_S, interval: float = DEFAULT_INTERVAL_S) -> Result:

@@ -36,6 +36,14 @@ class RecordingController:
     link_up = True
     firmware = "test"
 
+    @classmethod
+    def attached(cls, core: object, connector_id: int = 1) -> RecordingController:
+        """A controller attached to `core` that has sent its first status report."""
+        controller = cls(core, connector_id)
+        core.attach_controller(connector_id, controller)  # type: ignore[attr-defined]
+        core.on_controller_status(connector_id, controller.current)  # type: ignore[attr-defined]
+        return controller
+
     def _emit(self, **changes: object) -> None:
         self.current = dataclasses.replace(self.current, **changes)  # type: ignore[arg-type]
         self.core.on_controller_status(self.connector_id, self.current)  # type: ignore[attr-defined]

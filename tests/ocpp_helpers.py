@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from station.core.clock import Clock
+from station.core.station import StationCore
+from station.core.store import Store
+from station.devtools.csms import DevCsms, Received
+from station.firmware import FirmwareUpdater
+from station.ocpp.client import OcppClient
+from station.ocpp.connection import LinkParams
 from station.ocpp.rpc import StrictChargePoint
+from tests.core_helpers import RecordingController
 
 BOOT_201 = {"chargingStation": {"model": "AC22", "vendorName": "Orge"}, "reason": "PowerUp"}
 BOOT_16 = {"chargePointModel": "AC22", "chargePointVendor": "Orge"}
@@ -43,19 +54,6 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None
 
 
 # --------------------------------------------------------------------------- full station rig
-import contextlib  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from station.core.clock import Clock  # noqa: E402
-from station.core.station import StationCore  # noqa: E402
-from station.core.store import Store  # noqa: E402
-from station.devtools.csms import DevCsms, Received  # noqa: E402
-from station.firmware import FirmwareUpdater  # noqa: E402
-from station.ocpp.client import OcppClient  # noqa: E402
-from station.ocpp.connection import LinkParams  # noqa: E402
-from tests.core_helpers import RecordingController  # noqa: E402
-
 FAST_LINK = {"backoff_min": 0.01, "backoff_max": 0.05, "open_timeout": 2}
 
 
@@ -116,3 +114,15 @@ class Rig:
         assert self.core is not None
         core = self.core
         await eventually(lambda: core.store.outbox_depth() == 0, timeout)
+
+
+@contextlib.asynccontextmanager
+async def rig_on_dev_csms(version: str, db: Path, *, heartbeat_interval: int = 300) -> AsyncIterator[Rig]:
+    """A station rig on a fresh dev CSMS, past its first StatusNotification."""
+    async with DevCsms(heartbeat_interval=heartbeat_interval) as csms:
+        rig = await Rig(version, csms, db).start()
+        try:
+            await csms.wait_for("StatusNotification", timeout=10)
+            yield rig
+        finally:
+            await rig.stop()

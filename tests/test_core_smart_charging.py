@@ -28,10 +28,7 @@ async def core(tmp_path: Path) -> AsyncIterator[StationCore]:
 
 @pytest.fixture
 async def esp(core: StationCore) -> RecordingController:
-    esp = RecordingController(core)
-    core.attach_controller(1, esp)
-    core.on_controller_status(1, esp.current)
-    return esp
+    return RecordingController.attached(core)
 
 
 def absolute(pid: int, start: datetime, *periods: tuple[int, float], purpose: Purpose = Purpose.TX_DEFAULT,

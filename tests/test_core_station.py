@@ -28,10 +28,7 @@ async def core(store: Store) -> StationCore:
 
 @pytest.fixture
 async def esp(core: StationCore) -> RecordingController:
-    esp = RecordingController(core)
-    core.attach_controller(1, esp)
-    core.on_controller_status(1, esp.current)
-    return esp
+    return RecordingController.attached(core)
 
 
 async def settle() -> None:
@@ -221,9 +218,7 @@ async def test_a_link_that_never_came_up_reports_why(store: Store) -> None:
 
 async def test_open_transaction_survives_a_restart(store: Store, tmp_path: Path) -> None:
     core = StationCore(store=store, clock=Clock(trusted=True))
-    esp = RecordingController(core)
-    core.attach_controller(1, esp)
-    core.on_controller_status(1, esp.current)
+    esp = RecordingController.attached(core)
     core.request_start(1, "T")
     esp.plug()
     await settle()

@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 
 from station.core.model import MeterReading
-from station.devtools.csms import DevCsms
 from station.ocpp.rpc import StrictChargePoint
-from tests.ocpp_helpers import Rig, eventually
+from tests.ocpp_helpers import Rig, eventually, rig_on_dev_csms
 
 
 @pytest.fixture(params=["201", "16"])
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with DevCsms(heartbeat_interval=30) as csms:
-        rig = await Rig(request.param, csms, tmp_path / "station.db").start()
+    async with rig_on_dev_csms(request.param, tmp_path / "station.db", heartbeat_interval=30) as rig:
         yield rig
-        await rig.stop()
 
 
 def tx_actions(rig: Rig) -> list[str]:

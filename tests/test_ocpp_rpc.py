@@ -10,7 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from station.devtools.csms import DevCsms, Received
-from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, error_code_for, frame_text, payload_text, redact
+from station.ocpp.rpc import (CallErrorReceived, StrictChargePoint, error_code_for, frame_text, mask_url_secrets,
+                              payload_text, redact)
 from tests.ocpp_helpers import boot_payload
 
 
@@ -157,3 +158,12 @@ async def test_frame_logs_never_contain_secrets(link: tuple[DevCsms, StrictCharg
             await csms.call("CP", action, payload)
     assert any(action in entry["event"] for entry in logs)
     assert "hunter2-secret" not in repr(logs)
+
+
+def test_logged_urls_lose_their_credentials_and_presigned_query_but_keep_host_path_and_checksum() -> None:
+    frame = ('{"firmware": {"location": "https://fleet:Pw-1@dl.example/r/s-1.0.whl'
+             '?X-Amz-Signature=abc123&X-Amz-Credential=AKIA#sha256=00ff"}}')
+    masked = mask_url_secrets(frame)
+    assert "Pw-1" not in masked and "abc123" not in masked and "AKIA" not in masked
+    assert "https://***@dl.example/r/s-1.0.whl?***#sha256=00ff" in masked
+    assert mask_url_secrets('{"idToken": "no url?here"}') == '{"idToken": "no url?here"}'

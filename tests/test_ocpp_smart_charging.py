@@ -9,18 +9,14 @@ from typing import Any
 
 import pytest
 
-from station.devtools.csms import DevCsms
 from station.ocpp.base import iso
-from tests.ocpp_helpers import Rig, eventually
+from tests.ocpp_helpers import Rig, eventually, rig_on_dev_csms
 
 
 @pytest.fixture(params=["201", "16"])
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with DevCsms(heartbeat_interval=300) as csms:
-        rig = await Rig(request.param, csms, tmp_path / "station.db").start()
-        await csms.wait_for("StatusNotification", timeout=10)
+    async with rig_on_dev_csms(request.param, tmp_path / "station.db") as rig:
         yield rig
-        await rig.stop()
 
 
 def ocpp_profile(rig: Rig, pid: int, purpose: str, periods: list[tuple[int, float]], *, level: int = 0,

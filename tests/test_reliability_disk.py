@@ -52,9 +52,7 @@ async def test_unwritable_state_database_keeps_charging_reports_it_and_loses_no_
 ) -> None:
     store = Store(tmp_path / "state.db")
     core = StationCore(store=store)
-    esp = RecordingController(core)
-    core.attach_controller(1, esp)
-    core.on_controller_status(1, esp.current)
+    esp = RecordingController.attached(core)
     esp.plug()
     core.request_start(1, "TAG-1")
     await settle()

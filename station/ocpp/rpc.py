@@ -73,11 +73,17 @@ def may_hold_secret(text: str) -> bool:
 
 
 _URL_USERINFO = re.compile(r"(://)[^/@\s\"]+@")
-"""`user:password@` in a URL (UpdateFirmware location): masked in every frame logged."""
+_URL_QUERY = re.compile(r"(://[^\s\"?#]*)\?[^\s\"#]*")
 
 
-def mask_url_userinfo(text: str) -> str:
-    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text and "://" in text else text
+def mask_url_secrets(text: str) -> str:
+    """`user:password@` and the query (a pre-signed URL's token) of any URL in a logged frame
+    (UpdateFirmware and GetLog locations) become `***`."""
+    if "://" not in text:
+        return text
+    if "@" in text:
+        text = _URL_USERINFO.sub(r"\1***@", text)
+    return _URL_QUERY.sub(r"\1?***", text) if "?" in text else text
 
 
 _ID_IN_BROKEN_FRAME = re.compile(r'^\s*\[\s*\d+\s*,\s*"([^"\\]{1,36})"')
@@ -247,7 +253,7 @@ class StrictChargePoint(ChargePoint):
         text = payload_text(raw, message) or frame_text(body)
         if may_hold_secret(text):  # walking the payload costs more than the rest of the frame
             text = frame_text(redact(action, body))
-        text = mask_url_userinfo(text)
+        text = mask_url_secrets(text)
         self.log.info(
             f"{prefix} {action or '?'}{kind} {text}",
             station_id=self.id,

@@ -1,0 +1,54 @@
+"""The daemon's side of a software update: leave a request, read the outcome.
+
+Kept apart from :mod:`station.update` (the root-side flow and its CLI) so that the daemon, which
+only ever writes ``request.json`` and reads ``result.json``, does not carry that code in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
+
+
+class UpdateError(Exception):
+    """The update could not be carried out; nothing was switched."""
+
+
+def check_version(version: str) -> str:
+    if not _VERSION.match(version):
+        raise UpdateError(f"bad version {version!r}: letters, digits and . + _ - only")
+    return version
+
+
+def request_update(artefact: Path, version: str, *, state_dir: Path = Path("/var/lib/station")) -> Path:
+    """Daemon side: ask ``station-update.path`` to install ``artefact`` (already downloaded and
+    checksum-verified into ``state_dir``). Returns the request file; the daemon will be restarted."""
+    check_version(version)
+    directory = state_dir / "update"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "result.json").unlink(missing_ok=True)
+    tmp = directory / ".request.json.new"
+    utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tmp.write_text(json.dumps({"version": version, "artefact": str(artefact), "utc": utc}))
+    os.replace(tmp, directory / "request.json")
+    return directory / "request.json"
+
+
+def read_result(*, state_dir: Path = Path("/var/lib/station")) -> dict[str, object] | None:
+    """Daemon side, after start: the outcome of the last requested update, if any."""
+    path = state_dir / "update" / "result.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def clear_result(*, state_dir: Path = Path("/var/lib/station")) -> None:
+    """Daemon side: the outcome was reported to the CSMS; never report it again."""
+    (state_dir / "update" / "result.json").unlink(missing_ok=True)
