@@ -45,7 +45,7 @@ from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp import schema
-from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all
+from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
 
 if TYPE_CHECKING:
     from station.ocpp.client import OcppClient
@@ -575,3 +575,27 @@ class BaseSession(StrictChargePoint):
         """When the event really happened: corrected if it was stamped before the clock was trusted."""
         s = entry.stamp
         return iso(self.core.clock.correct(s.wall, s.mono, s.boot_id, s.trusted))
+
+    # --- CSMS calls answered alike in both versions ----------------------------------------
+    def update_local_list(self, version: int, full: bool, entries: dict[str, tuple[str, str | None] | None]) -> str:
+        """SendLocalList, once the version's payload is read: the answer's status."""
+        if not full and version <= self.core.store.local_list_version():
+            return "VersionMismatch"
+        try:
+            self.core.store.local_list_update(version, entries, full=full)
+        except StoreError:
+            return "Failed"
+        return "Accepted"
+
+    @on_raw("ClearCache")
+    def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.core.store.cache_clear()
+        except StoreError:
+            return {"status": "Rejected"}
+        return {"status": "Accepted"}
+
+    @on_raw("DataTransfer")
+    def on_data_transfer(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("ocpp: DataTransfer from an unknown vendor rejected", vendor_id=payload.get("vendorId"))
+        return {"status": "UnknownVendorId"}

@@ -305,33 +305,12 @@ class V16Session(BaseSession):
 
     @on_raw("SendLocalList")
     def on_send_local_list(self, payload: dict[str, Any]) -> dict[str, Any]:
-        version = int(payload["listVersion"])
-        full = payload["updateType"] == "Full"
-        if not full and version <= self.core.store.local_list_version():
-            return {"status": "VersionMismatch"}
         entries: dict[str, tuple[str, str | None] | None] = {}
         for item in payload.get("localAuthorizationList") or []:
             info = item.get("idTagInfo")
             entries[item["idTag"]] = (info["status"], info.get("expiryDate")) if info else None
-        try:
-            self.core.store.local_list_update(version, entries, full=full)
-        except StoreError:
-            return {"status": "Failed"}
-        return {"status": "Accepted"}
+        return {"status": self.update_local_list(int(payload["listVersion"]), payload["updateType"] == "Full", entries)}
 
     @on_raw("GetLocalListVersion")
     def on_get_local_list_version(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"listVersion": self.core.store.local_list_version()}
-
-    @on_raw("ClearCache")
-    def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
-        try:
-            self.core.store.cache_clear()
-        except StoreError:
-            return {"status": "Rejected"}
-        return {"status": "Accepted"}
-
-    @on_raw("DataTransfer")
-    def on_data_transfer(self, payload: dict[str, Any]) -> dict[str, Any]:
-        self.log.info("ocpp: DataTransfer from an unknown vendor rejected", vendor_id=payload.get("vendorId"))
-        return {"status": "UnknownVendorId"}

@@ -13,6 +13,7 @@ from station.ocpp.base import (
     SETTING_BY_VARIABLE,
     SETTINGS,
     BaseSession,
+    Setting,
     format_value,
     iso,
     parse_time,
@@ -52,6 +53,19 @@ def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str,
 def status_info(reason: str) -> dict[str, str]:
     code = "".join(word[:1].upper() + word[1:] for word in reason.replace(":", " ").split()[:3])[:20] or "Rejected"
     return {"reasonCode": code, "additionalInfo": reason[:512]}
+
+
+def _lookup_variable(item: dict[str, Any]) -> tuple[dict[str, Any], Setting | None]:
+    """A Get/SetVariables entry's result so far, and its setting; None: the result says why not."""
+    component, variable = item["component"], item["variable"]
+    result: dict[str, Any] = {"component": component, "variable": variable}
+    setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
+    if item.get("attributeType", "Actual") != "Actual":
+        result["attributeStatus"] = "NotSupportedAttributeType"
+        return result, None
+    if setting is None:
+        result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
+    return result, setting
 
 
 class V201Session(BaseSession):
@@ -238,14 +252,8 @@ class V201Session(BaseSession):
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
         results = []
         for item in payload["getVariableData"]:
-            component, variable = item["component"], item["variable"]
-            result: dict[str, Any] = {"component": component, "variable": variable}
-            setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
-            if item.get("attributeType", "Actual") != "Actual":
-                result["attributeStatus"] = "NotSupportedAttributeType"
-            elif setting is None:
-                result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
-            else:
+            result, setting = _lookup_variable(item)
+            if setting is not None:
                 result["attributeStatus"] = "Accepted"
                 result["attributeValue"] = format_value(self.client.setting(setting.key))[:2500]
             results.append(result)
@@ -255,17 +263,11 @@ class V201Session(BaseSession):
     def on_set_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
         results = []
         for item in payload["setVariableData"]:
-            component, variable = item["component"], item["variable"]
-            result: dict[str, Any] = {"component": component, "variable": variable}
-            setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
-            if item.get("attributeType", "Actual") != "Actual":
-                result["attributeStatus"] = "NotSupportedAttributeType"
-            elif setting is None:
-                result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
-            elif setting.readonly:
+            result, setting = _lookup_variable(item)
+            if setting is not None and setting.readonly:
                 result["attributeStatus"] = "Rejected"
                 result["attributeStatusInfo"] = {"reasonCode": "ReadOnly"}
-            else:
+            elif setting is not None:
                 try:
                     self.client.change_setting(setting, parse_value(setting, item["attributeValue"]))
                     result["attributeStatus"] = "Accepted"
@@ -326,33 +328,12 @@ class V201Session(BaseSession):
 
     @on_raw("SendLocalList")
     def on_send_local_list(self, payload: dict[str, Any]) -> dict[str, Any]:
-        version = int(payload["versionNumber"])
-        full = payload["updateType"] == "Full"
-        if not full and version <= self.core.store.local_list_version():
-            return {"status": "VersionMismatch"}
         entries: dict[str, tuple[str, str | None] | None] = {}
         for item in payload.get("localAuthorizationList") or []:
             info = item.get("idTokenInfo")
             entries[item["idToken"]["idToken"]] = (info["status"], info.get("cacheExpiryDateTime")) if info else None
-        try:
-            self.core.store.local_list_update(version, entries, full=full)
-        except StoreError:
-            return {"status": "Failed"}
-        return {"status": "Accepted"}
+        return {"status": self.update_local_list(int(payload["versionNumber"]), payload["updateType"] == "Full", entries)}
 
     @on_raw("GetLocalListVersion")
     def on_get_local_list_version(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"versionNumber": self.core.store.local_list_version()}
-
-    @on_raw("ClearCache")
-    def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
-        try:
-            self.core.store.cache_clear()
-        except StoreError:
-            return {"status": "Rejected"}
-        return {"status": "Accepted"}
-
-    @on_raw("DataTransfer")
-    def on_data_transfer(self, payload: dict[str, Any]) -> dict[str, Any]:
-        self.log.info("ocpp: DataTransfer from an unknown vendor rejected", vendor_id=payload.get("vendorId"))
-        return {"status": "UnknownVendorId"}
