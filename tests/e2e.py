@@ -17,12 +17,14 @@ STATION_ID = "E2E_AC_001"
 CANARY_PASSWORD = "canary-pw-Zq81x"
 
 
-def station_env(directory: Path, csms: DevCsms, esp32_port: Path | str, **extra: str) -> dict[str, str]:
+def station_env(directory: Path, csms: DevCsms, esp32_port: Path | str, *, station_id: str = STATION_ID,
+                **extra: str) -> dict[str, str]:
+    """The daemon's and the API's environment: everything on loopback and under `directory`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
     return {
         **base,
         "STATION_ENV_FILE": os.devnull,
-        "OCPP_STATION_NAME": STATION_ID,
+        "OCPP_STATION_NAME": station_id,
         "OCPP_201_URL": csms.url("201"),
         "OCPP_16_URL": csms.url("16"),
         "STATION_ESP32_PORT": str(esp32_port),

@@ -112,25 +112,6 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def station_env(directory: Path, csms: DevCsms, esp32_port: Path | str, **extra: str) -> dict[str, str]:
-    """The daemon's and the API's environment: everything on loopback and under `directory`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
-    return {
-        **base,
-        "STATION_ENV_FILE": os.devnull,
-        "OCPP_STATION_NAME": STATION_ID,
-        "OCPP_201_URL": csms.url("201"),
-        "OCPP_16_URL": csms.url("16"),
-        "STATION_ESP32_PORT": str(esp32_port),
-        "STATION_STATE_DIR": str(directory / "state"),
-        "STATION_IPC_SOCKET": str(directory / "station.sock"),
-        "STATION_LOG_FORMAT": "json",
-        "STATION_BACKOFF_MIN_SECONDS": "0.2",
-        "STATION_BACKOFF_MAX_SECONDS": "1",
-        **extra,
-    }
-
-
 # ------------------------------------------------------------------ CSMS with arrival times
 @dataclass
 class Arrival:

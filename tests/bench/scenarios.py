@@ -33,9 +33,9 @@ from tests.bench.common import (
     latency_summary,
     python_argv,
     rss_mb,
-    station_env,
 )
 from tests.bench.workload import delivery_report, event_index, queue_transaction_events
+from tests.e2e import station_env
 
 AUTHORIZE = encode_authorize()
 STATUS_ACTIONS = {"201": ("Occupied", "Available"), "16": ("Preparing", "Available")}
@@ -49,7 +49,7 @@ def _status_of(item: Any) -> str | None:
 async def daemon(directory: Path, csms: BenchCsms, port: Path | str, *, api: bool = False,
                  **env: str) -> AsyncIterator[tuple[Proc, Proc | None, dict[str, str]]]:
     """The real daemon (`python -m station run`) and optionally the API (`python -m api`)."""
-    environment = station_env(directory, csms, port, STATION_API_BIND=f"127.0.0.1:{free_port()}", **env)
+    environment = station_env(directory, csms, port, station_id=STATION_ID, STATION_API_BIND=f"127.0.0.1:{free_port()}", **env)
     station = await Proc(python_argv("-m", "station", "run"), environment, directory / "station.log").start()
     api_proc: Proc | None = None
     try:
