@@ -76,6 +76,7 @@ class OcppClient:
         self._firmware_lock = asyncio.Lock()
         if firmware is not None:
             firmware.notify = self._firmware_notify
+            firmware.security_event = core.security_events.record
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
         core.authorizer = self
 
@@ -232,6 +233,7 @@ class OcppClient:
             await asyncio.sleep(1)
         await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
+        self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
         if self.on_reset is not None:
             await self.on_reset(kind)
 
