@@ -117,6 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", int, default=None, minimum=1),
     Setting("MeterValueSampleInterval", "SampledDataCtrlr", "TxUpdatedInterval", int, minimum=1,
             getter=lambda c: int(c.core.meter_value_seconds)),
+    Setting("WebSocketPingInterval", "OCPPCommCtrlr", "WebSocketPingInterval", int, minimum=0),
     Setting("TransactionMessageAttempts", "OCPPCommCtrlr", "MessageAttempts", int, default=3, minimum=1),
     Setting("TransactionMessageRetryInterval", "OCPPCommCtrlr", "MessageAttemptInterval", int, default=60, minimum=0),
     Setting("ConnectionTimeOut", "TxCtrlr", "EVConnectionTimeOut", int, minimum=1,
