@@ -454,6 +454,7 @@ class OcppLink:
             probe = asyncio.create_task(asyncio.sleep(max(0.0, remaining)), name="ocpp-primary-probe-timer")
             waiters.add(probe)
         reason = "session ended"
+        stopping = False
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if probe is not None and probe in done and not session.done():
@@ -471,6 +472,9 @@ class OcppLink:
                     log.error("ocpp link: session failed", exc_info=error)
             elif closed in done:
                 reason = _closed_text_of(ws)
+        except asyncio.CancelledError:
+            stopping = True  # the station closes the link itself (shutdown, `--once` done): not an error
+            raise
         finally:
             try:
                 await cancel_all([t for t in (session, probe, closed, keepalive) if t is not None])
@@ -478,10 +482,14 @@ class OcppLink:
                 await ws.close()
             self._active = None
             self.state.connected = False
-            self.state.last_error = reason
-            self.state.last_error_kind = FailureKind.LOST
-            self._publish()
-            log.warning(f"ocpp link: disconnected ({reason})", version=version)
+            if stopping:
+                self._publish()
+                log.info("ocpp link: closed by the station", version=version)
+            else:
+                self.state.last_error = reason
+                self.state.last_error_kind = FailureKind.LOST
+                self._publish()
+                log.warning(f"ocpp link: disconnected ({reason})", version=version)
 
 
 def _closed_text(error: ConnectionClosed) -> str:
