@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Awaitable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,7 +21,7 @@ from station import __version__, logs, sdnotify
 from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
-from station.core.store import Store
+from station.core.store import Store, StoreError
 from station.diagnostics import archive
 from station.diagnostics.log_upload import LogUploader
 from station.diagnostics.recorder import SEGMENTS, FlightRecorder
@@ -153,13 +154,10 @@ class Daemon:
     def snapshot(self) -> dict[str, Any]:
         return {**self.core.snapshot(), **self.status()}
 
-    def security_lines(self, since: Any, until: Any) -> list[str] | None:
+    def security_lines(self, since: Any, until: Any) -> list[str]:
         """The local security log in the window, read here in the event loop (the store is not
-        shared with the archive's worker thread); None while the station keeps none."""
-        security = getattr(self.core, "security_events", None)
-        if security is None:
-            return None
-        return list(security.export_lines(since, until))
+        shared with the archive's worker thread)."""
+        return list(self.core.security_events.export_lines(since, until))
 
     def archive_sources(self, since: Any = None, until: Any = None) -> archive.Sources:
         lines = self.security_lines(since, until)
@@ -167,9 +165,18 @@ class Daemon:
             station_id=self.settings.station_name, config=self.config_dump(), snapshot=self.snapshot(),
             recorder_lines=self.recorder.lines if self.recorder else None,
             log_file=getattr(self.settings, "log_file", None),
-            security_lines=(lambda _since, _until: lines) if lines is not None else None,
+            security_lines=lambda _since, _until: lines,
             mask=logs.redact_text,
         )
+    def _record_startup(self) -> None:
+        """StartupOfTheDevice: says whether the computer booted or only the daemon restarted."""
+        boot_id = _kernel_boot_id()
+        previous = self.store.get("security:kernel_boot_id")
+        what = "daemon restarted" if boot_id and boot_id == previous else "device booted"
+        self.core.security_events.record("StartupOfTheDevice", f"{what}; station software {__version__}")
+        if boot_id and boot_id != previous:
+            with contextlib.suppress(StoreError):
+                self.store.put("security:kernel_boot_id", boot_id)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
@@ -184,6 +191,7 @@ class Daemon:
         self._stop = stop
         log.info("station starting", station_id=self.settings.station_name, version=__version__,
                  connectors=len(self.core.connectors), state_dir=str(self.settings.state_dir))
+        self._record_startup()
         await self.ipc.start()
         for cid, link in self.links.items():
             self._spawn(link.run(), f"esp32-{cid}")
@@ -214,6 +222,13 @@ class Daemon:
             if self.recorder is not None:
                 self.recorder.close()
             log.info("station stopped")
+
+
+def _kernel_boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _as_dict(stats: Any) -> dict[str, Any]:

@@ -173,3 +173,15 @@ async def test_16_supported_feature_profiles_include_firmware_management(tmp_pat
         idle = await csms.wait_for("DiagnosticsStatusNotification", STATION_ID, timeout=10)
     assert "FirmwareManagement" in answer["configurationKey"][0]["value"].split(",")
     assert triggered["status"] == "Accepted" and idle.payload == {"status": "Idle"}
+
+
+async def test_getlog_securitylog_uploads_the_local_security_log(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, "GetLog", {**get_log(http.url("/logs/"), 16), "logType": "SecurityLog"})
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+    content = members(http.received[f"/logs/{answer['filename']}"])
+    assert "-security-" in answer["filename"]
+    assert set(content) == {"manifest.json", "security.log"}
+    assert b"StartupOfTheDevice" in content["security.log"]

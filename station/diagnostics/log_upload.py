@@ -21,7 +21,8 @@ triggered notification, and awaits :meth:`close` on shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -189,12 +190,14 @@ class LogUploader:
                  oldest=request.since.isoformat() if request.since else None,
                  latest=request.until.isoformat() if request.until else None)
         built: archive.Built | None = None
+        job_dir: Path | None = None
         try:
             await self._emit(LogNote(LogStatus.UPLOADING, rid, origin))
             if self.before_build is not None:
                 self.before_build()
             sources = self.sources(request.since, request.until)
-            built = await asyncio.to_thread(archive.build, self.work_dir, sources, log_type=request.log_type,
+            job_dir = self._job_dir()
+            built = await asyncio.to_thread(archive.build, job_dir, sources, log_type=request.log_type,
                                             since=request.since, until=request.until, now=self.now(), name=name)
             self.last_built = built
             log.info("logs: archive built", file=name, bytes=built.size_bytes, seconds=round(built.seconds, 3))
@@ -211,9 +214,19 @@ class LogUploader:
             log.info("logs: upload canceled", request_id=rid)
             raise
         finally:
-            if built is not None:
-                with contextlib.suppress(OSError):
-                    built.path.unlink()
+            if job_dir is not None:
+                shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _job_dir(self) -> Path:
+        """A fresh directory per archive: a canceled job's build thread may still be writing in its own.
+        Leftovers of earlier jobs (a crash, a canceled build) are removed."""
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        for old in self.work_dir.iterdir():
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        return Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
 
     async def _upload(self, request: LogRequest, path: Path) -> str:
         retries = request.retries if request.retries is not None else self.default_retries
