@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     )
     backoff_min_seconds: float = _var("STATION_BACKOFF_MIN_SECONDS", "First reconnect delay.", default=1.0, gt=0)
     backoff_max_seconds: float = _var("STATION_BACKOFF_MAX_SECONDS", "Longest reconnect delay.", default=60.0, gt=0)
+    ping_interval_seconds: int = _var(
+        "STATION_PING_INTERVAL_SECONDS",
+        "WebSocket ping interval until the CSMS sets WebSocketPingInterval (0 = no pings).",
+        default=20, ge=0, le=86400,
+    )
+    ping_timeout_seconds: float = _var(
+        "STATION_PING_TIMEOUT_SECONDS", "A pong later than this declares the CSMS link dead.", default=20.0, gt=0
+    )
 
     # --- hardware -----------------------------------------------------------
     esp32_port: str = _var("STATION_ESP32_PORT", "Serial device of the ESP32 charge controller.", default="/dev/esp32")

@@ -26,6 +26,7 @@ from station.core.authorization import Authorization, Settings, StoredSettings
 from station.core.clock import Clock
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.events import EventBus
+from station.core.security_events import SecurityEventLog
 from station.core.smart_charging import SmartCharging
 from station.core.reservations import Reservations
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
@@ -147,6 +148,9 @@ class StationCore:
         self.store = store
         self.clock = clock or Clock()
         self.events = EventBus()
+        self.security_events = SecurityEventLog(store, self.clock, self.events)
+        """record(type, tech_info): local security log + durable SecurityEventNotification."""
+        self.clock.on_step = self._clock_stepped
         self.authorizer: Authorizer | None = None
         self.csms_online = False
         self.has_meter = has_meter
@@ -173,6 +177,9 @@ class StationCore:
         self.charging = SmartCharging(self)
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
+
+    def _clock_stepped(self, seconds: float, source: str) -> None:
+        self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
 
     # --- wiring -----------------------------------------------------------------
     def attach_controller(self, connector_id: int, controller: ChargeController) -> None:

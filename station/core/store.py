@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY, connector_id INTEGER, id_token TEXT NOT NULL, token_type TEXT NOT NULL,
     group_id TEXT, expires_at TEXT NOT NULL, connector_type TEXT
 );
+CREATE TABLE IF NOT EXISTS security_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    wall TEXT NOT NULL,
+    mono REAL NOT NULL,
+    boot_id TEXT NOT NULL,
+    trusted INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    tech_info TEXT,
+    critical INTEGER NOT NULL
+);
 """
 ADDED_COLUMNS = (
     ("auth_cache", "group_id", "TEXT"),
@@ -77,6 +87,9 @@ ADDED_COLUMNS = (
     ("local_list", "group_id", "TEXT"),
 )
 """Columns added after the first release: an older database gets them when opened."""
+
+SECURITY_LOG_ROWS = 10_000
+"""The security log keeps this many newest events (a few MB at most; GetLog SecurityLog exports it)."""
 
 
 class StoreError(Exception):
@@ -117,12 +130,18 @@ class TransactionRecord:
 
 @dataclass(slots=True)
 class OutboxEntry:
-    """A transaction message waiting for the CSMS's confirmation, in protocol-neutral form."""
+    """A message waiting for the CSMS's confirmation, in protocol-neutral form.
+
+    Mostly transaction messages (kind started | updated | ended). Other durable station→CSMS
+    messages (security events, NotifyEvent) share the queue with an empty `transaction_id`, so
+    they get the same guarantees (written before sent, replayed in order after an outage or a
+    kill -9, deleted only when confirmed): see `Store.append_message`.
+    """
 
     id: int
     transaction_id: str
     connector_id: int
-    kind: str  # started | updated | ended
+    kind: str  # started | updated | ended, or a non-transaction kind (append_message)
     seq_no: int
     trigger: str
     stamp: Stamp
@@ -133,6 +152,10 @@ class OutboxEntry:
     last_error: str | None = None
     next_attempt: float = 0.0
     """Unix time before which a refused entry is not sent again."""
+
+    @property
+    def is_transaction(self) -> bool:
+        return bool(self.transaction_id)
 
 
 _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
@@ -233,6 +256,20 @@ class Store:
         entry.id = int(cur.lastrowid or 0)
         return entry.id
 
+    def append_message(self, db: sqlite3.Connection, kind: str, stamp: Stamp, data: dict[str, Any], *,
+                       offline: bool = False) -> int:
+        """Queue a station→CSMS message that belongs to no transaction, inside the caller's SQLite transaction.
+
+        The generic durable path for messages other than transaction events (SecurityEventNotification,
+        NotifyEvent, ...): same outbox, same order, same retry/park rules. `kind` names the message
+        protocol-neutrally; the OCPP side turns it into a CALL with a builder registered in
+        `station.ocpp.outbox_kinds`. `data` must be JSON-ready and must not hold secrets.
+        """
+        if kind in ("started", "updated", "ended"):
+            raise ValueError(f"{kind} is a transaction message kind")
+        return self.append_outbox(db, OutboxEntry(id=0, transaction_id="", connector_id=0, kind=kind, seq_no=0,
+                                                  trigger="", stamp=stamp, offline=offline, data=data))
+
     def pending_outbox(self, limit: int = 100, *, due_only: bool = False) -> list[OutboxEntry]:
         sql = "SELECT * FROM outbox WHERE parked=0"
         args: list[Any] = []
@@ -276,6 +313,23 @@ class Store:
             offline=bool(r["offline"]), data=json.loads(r["data"]), attempts=r["attempts"],
             parked=bool(r["parked"]), last_error=r["last_error"], next_attempt=r["next_attempt"],
         )
+
+    # --- security log -----------------------------------------------------------
+    def append_security_log(self, db: sqlite3.Connection, stamp: Stamp, type_: str, tech_info: str | None,
+                            critical: bool) -> int:
+        """One security event into the bounded local security log (oldest rows beyond the bound go)."""
+        cur = db.execute(
+            "INSERT INTO security_log (wall, mono, boot_id, trusted, type, tech_info, critical) VALUES (?,?,?,?,?,?,?)",
+            (stamp.wall.isoformat(), stamp.mono, stamp.boot_id, int(stamp.trusted), type_, tech_info, int(critical)),
+        )
+        row_id = int(cur.lastrowid or 0)
+        if row_id > SECURITY_LOG_ROWS:
+            db.execute("DELETE FROM security_log WHERE id<=?", (row_id - SECURITY_LOG_ROWS,))
+        return row_id
+
+    def security_log(self) -> list[sqlite3.Row]:
+        """All rows of the security log, oldest first."""
+        return self._db.execute("SELECT * FROM security_log ORDER BY id").fetchall()
 
     # --- settings -------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:

@@ -44,7 +44,10 @@ from station.core.charging_profiles import (
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
 from station.firmware import FirmwareNote, FirmwareRequest
+from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
+from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
+from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
 
 if TYPE_CHECKING:
@@ -117,6 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", int, default=None, minimum=1),
     Setting("MeterValueSampleInterval", "SampledDataCtrlr", "TxUpdatedInterval", int, minimum=1,
             getter=lambda c: int(c.core.meter_value_seconds)),
+    Setting("WebSocketPingInterval", "OCPPCommCtrlr", "WebSocketPingInterval", int, minimum=0),
     Setting("TransactionMessageAttempts", "OCPPCommCtrlr", "MessageAttempts", int, default=3, minimum=1),
     Setting("TransactionMessageRetryInterval", "OCPPCommCtrlr", "MessageAttemptInterval", int, default=60, minimum=0),
     Setting("ConnectionTimeOut", "TxCtrlr", "EVConnectionTimeOut", int, minimum=1,
@@ -371,7 +375,7 @@ class BaseSession(StrictChargePoint):
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
                     if conn is not None:
                         await self.send_status(conn)
-                elif event.kind == "transaction":
+                elif event.kind in ("transaction", MESSAGE_QUEUED):
                     self._outbox_wake.set()
                 elif event.kind == "reservation":
                     self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
@@ -517,8 +521,8 @@ class BaseSession(StrictChargePoint):
         `OUTBOX_BATCH`): deletion still follows the CSMS's confirmation, only the fsync is shared.
         """
         try:
-            message = self.transaction_message(entry)
-        except Unsendable as exc:
+            message = self.transaction_message(entry) if entry.is_transaction else message_for(self, entry)
+        except (Unsendable, UnknownKind) as exc:
             return self._failed(entry, str(exc), park_now=True)
         if message is None:
             log.debug("ocpp: outbox entry has no message in this version", entry=entry.id, kind=entry.kind)
@@ -536,6 +540,8 @@ class BaseSession(StrictChargePoint):
         except OCPPError as exc:  # our payload or their answer violates the schema
             return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
         self._confirmed.append(entry.id)
+        if not entry.is_transaction:
+            return True
         try:
             self.on_transaction_confirmed(entry, response)
         except Exception:  # noqa: BLE001 — the CSMS confirmed; never resend because our follow-up failed
@@ -572,13 +578,13 @@ class BaseSession(StrictChargePoint):
         self.core.events.publish("outbox", depth=self._depth())
         if park:
             log.error(
-                "ocpp: transaction message parked for inspection (not sent again)",
+                "ocpp: queued message parked for inspection (not sent again)",
                 entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, seq_no=entry.seq_no,
                 attempts=attempts, error=error,
             )
             return True
         log.warning(
-            f"ocpp: transaction message not confirmed; retry {attempts}/{limit} in {delay:g} s",
+            f"ocpp: queued message not confirmed; retry {attempts}/{limit} in {delay:g} s",
             entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, error=error,
         )
         return False

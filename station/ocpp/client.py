@@ -76,7 +76,11 @@ class OcppClient:
         self._firmware_lock = asyncio.Lock()
         if firmware is not None:
             firmware.notify = self._firmware_notify
+            firmware.security_event = core.security_events.record
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
+        ping = core.store.get("ocpp:WebSocketPingInterval", None)
+        if ping is not None:  # set by the CSMS earlier: outlives restarts
+            self.link.set_ping_interval(int(ping))
         core.authorizer = self
 
     async def run(self) -> None:
@@ -193,6 +197,8 @@ class OcppClient:
         definition = SETTING_BY_KEY[key.lower()]
         if definition.key == "HeartbeatInterval":
             return self.heartbeat_seconds
+        if definition.key == "WebSocketPingInterval":
+            return int(self.link.ping_interval)
         if definition.getter is not None:
             return definition.getter(self)
         return self.core.store.get(f"ocpp:{definition.key}", definition.default)
@@ -203,6 +209,9 @@ class OcppClient:
             self.set_heartbeat_interval(int(value), persist=True)
         elif definition.key == "MeterValueSampleInterval":
             self.core.set_meter_value_interval(float(value))
+        elif definition.key == "WebSocketPingInterval":
+            self.core.store.put("ocpp:WebSocketPingInterval", int(value))
+            self.link.set_ping_interval(int(value))
         elif definition.key == "ConnectionTimeOut":
             self.core.store.put("connection_timeout_s", float(value))
             self.core.connection_timeout_s = float(value)
@@ -232,6 +241,7 @@ class OcppClient:
             await asyncio.sleep(1)
         await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
+        self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
         if self.on_reset is not None:
             await self.on_reset(kind)
 
@@ -252,4 +262,6 @@ def link_params(settings: Any) -> LinkParams:
         primary_retry_seconds=settings.primary_retry_seconds,
         backoff_min=settings.backoff_min_seconds,
         backoff_max=settings.backoff_max_seconds,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
     )

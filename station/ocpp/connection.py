@@ -13,14 +13,18 @@ and, when the session ends or the link dies, reconnects. Decisions it owns:
   returns to the fallback at once). Authentication failures never trigger a fallback.
 - Reconnect: exponential backoff with full jitter between `backoff_min` and `backoff_max`
   after every failed attempt or lost link; never a tight loop.
-- Liveness: WebSocket ping every `ping_interval` s, link declared dead when a pong is
-  `ping_timeout` s late (defaults 20 + 20: a dead NAT path is noticed within 40 s).
+- Liveness: WebSocket ping every `ping_interval` s (OCPP's WebSocketPingInterval, changeable
+  while connected; 0 = no pings), link declared dead and reset at once when a pong is
+  `ping_timeout` s late (defaults 20 + 20: a dead NAT path is noticed within 40 s). The pings
+  are ours, not websockets' keepalive: that one sends a close frame into the dead path and
+  waits `close_timeout` more for an answer that cannot come.
 - Security profile (see `resolve_security_profile`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import random
 import ssl
@@ -239,6 +243,9 @@ class OcppLink:
         self._failures = 0
         self._ssl_context: ssl.SSLContext | None = None
         self._active: TrackedConnection | None = None
+        self.ping_interval = float(params.ping_interval)
+        self._ping_changed = asyncio.Event()
+        self._dead: str | None = None
 
     # ------------------------------------------------------------------ config
     def url_for(self, version: str) -> str | None:
@@ -269,8 +276,8 @@ class OcppLink:
             "subprotocols": [SUBPROTOCOL[version]],
             "additional_headers": headers,
             "open_timeout": self.params.open_timeout,
-            "ping_interval": self.params.ping_interval,
-            "ping_timeout": self.params.ping_timeout,
+            "ping_interval": None,  # our own keepalive (`_keepalive`)
+            "ping_timeout": None,
             "close_timeout": 5,
             "proxy": None,
             "max_size": 2**20,
@@ -278,6 +285,39 @@ class OcppLink:
         if secure:
             kwargs["ssl"] = self.ssl_context()
         return kwargs
+
+    def set_ping_interval(self, seconds: float) -> None:
+        """WebSocketPingInterval: applies to the connection that is up now (0 = no pings)."""
+        self.ping_interval = max(0.0, float(seconds))
+        self._ping_changed.set()
+
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        """Ping every `ping_interval`; no pong within `ping_timeout`: reset the connection now.
+
+        A path that swallows packets cannot carry a close handshake either, so the socket is
+        aborted instead of closed: the session ends and the reconnect starts at once.
+        """
+        while True:
+            self._ping_changed.clear()
+            interval = self.ping_interval
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval if interval > 0 else None):
+                    await self._ping_changed.wait()
+                continue  # interval changed: start waiting afresh
+            try:
+                pong = await ws.ping()
+            except ConnectionClosed:
+                return
+            try:
+                async with asyncio.timeout(self.params.ping_timeout):
+                    await pong
+            except TimeoutError:
+                self._dead = f"ping timeout (no pong within {self.params.ping_timeout:g} s)"
+                log.warning(f"ocpp link: {self._dead}; resetting the connection")
+                ws.transport.abort()
+                return
+            except ConnectionClosed:
+                return
 
     # ------------------------------------------------------------------- state
     def _publish(self) -> None:
@@ -404,6 +444,8 @@ class OcppLink:
         self._publish()
         log.info(f"ocpp link: connected to {self.state.url} with OCPP {_label(version)}", version=version, connects=self.state.connects)
         session = asyncio.create_task(self._on_session(tracked, version), name=f"ocpp-session-{version}")
+        self._dead = None
+        keepalive = asyncio.create_task(self._keepalive(ws), name="ocpp-keepalive")
         closed = asyncio.ensure_future(ws.wait_closed())
         waiters: set[asyncio.Future[Any]] = {session, closed}
         probe: asyncio.Task[None] | None = None
@@ -412,13 +454,16 @@ class OcppLink:
             probe = asyncio.create_task(asyncio.sleep(max(0.0, remaining)), name="ocpp-primary-probe-timer")
             waiters.add(probe)
         reason = "session ended"
+        stopping = False
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if probe is not None and probe in done and not session.done():
                 reason = f"probing primary OCPP {_label(self.primary)}"
                 log.info(f"ocpp link: closing OCPP {_label(version)} link to probe the primary OCPP {_label(self.primary)}")
                 await ws.close(1000, "probing primary")
-            if session.done() and not session.cancelled():
+            if self._dead is not None:
+                reason = self._dead
+            elif session.done() and not session.cancelled():
                 error = session.exception()
                 if isinstance(error, ConnectionClosed):
                     reason = _closed_text(error)
@@ -427,17 +472,24 @@ class OcppLink:
                     log.error("ocpp link: session failed", exc_info=error)
             elif closed in done:
                 reason = _closed_text_of(ws)
+        except asyncio.CancelledError:
+            stopping = True  # the station closes the link itself (shutdown, `--once` done): not an error
+            raise
         finally:
             try:
-                await cancel_all([t for t in (session, probe, closed) if t is not None])
+                await cancel_all([t for t in (session, probe, closed, keepalive) if t is not None])
             finally:
                 await ws.close()
             self._active = None
             self.state.connected = False
-            self.state.last_error = reason
-            self.state.last_error_kind = FailureKind.LOST
-            self._publish()
-            log.warning(f"ocpp link: disconnected ({reason})", version=version)
+            if stopping:
+                self._publish()
+                log.info("ocpp link: closed by the station", version=version)
+            else:
+                self.state.last_error = reason
+                self.state.last_error_kind = FailureKind.LOST
+                self._publish()
+                log.warning(f"ocpp link: disconnected ({reason})", version=version)
 
 
 def _closed_text(error: ConnectionClosed) -> str:

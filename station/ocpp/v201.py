@@ -281,11 +281,7 @@ class V201Session(BaseSession):
 
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
-        self.launch_firmware_update()
-        if self.client.firmware is not None and self.client.firmware.last_answer == "InvalidCertificate":
-            await self.request("SecurityEventNotification", {
-                "type": "InvalidFirmwareSigningCertificate", "timestamp": iso(self.core.clock.now()),
-                "techInfo": "UpdateFirmware signing certificate refused"})
+        self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
