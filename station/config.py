@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         "STATION_PRIMARY_RETRY_SECONDS", "How long to stay on the fallback version before probing the primary.",
         default=3600.0, gt=0,
     )
+    version_return_seconds: float = _var(
+        "STATION_VERSION_RETURN_SECONDS", "How often to try to return to the OCPP version that transaction messages "
+        "wait for (docs/ocpp.md, version switches).", default=60.0, gt=0,
+    )
     backoff_min_seconds: float = _var("STATION_BACKOFF_MIN_SECONDS", "First reconnect delay.", default=1.0, gt=0)
     backoff_max_seconds: float = _var("STATION_BACKOFF_MAX_SECONDS", "Longest reconnect delay.", default=60.0, gt=0)
     ping_interval_seconds: int = _var(

@@ -369,6 +369,14 @@ class StationCore:
             if conn.transaction and conn.transaction.id == transaction_id:
                 conn.transaction.csms_id = csms_id
 
+    def pin_transaction_version(self, transaction_id: str, version: str) -> None:
+        """Bind a transaction to the OCPP version its first message goes out in (docs/ocpp.md,
+        "Version switches"): all its later messages wait for that version."""
+        self.store.pin_version(transaction_id, version)
+        for conn in self.connectors.values():
+            if conn.transaction and conn.transaction.id == transaction_id and conn.transaction.ocpp_version is None:
+                conn.transaction.ocpp_version = version
+
     def transaction_by_csms_id(self, csms_id: str) -> TransactionRecord | None:
         return next((c.transaction for c in self.connectors.values()
                      if c.transaction and c.transaction.csms_id == csms_id), None)
@@ -395,6 +403,14 @@ class StationCore:
                     self._reconcile(conn)
                     ended += 1
         return ended
+
+    def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
+        """An operator sends parked outbox entries (all, or these) again, with fresh attempts."""
+        released = self.store.release_parked(entry_ids)
+        if released:
+            log.warning("parked transaction messages released by the operator", entries=released)
+            self.events.publish("outbox", depth=self._outbox_depth(), released=released)
+        return released
 
     # --- views --------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     stop_reason TEXT,
     seq_next INTEGER NOT NULL DEFAULT 0,
     csms_id TEXT,
-    charging_state TEXT NOT NULL DEFAULT 'EVConnected'
+    charging_state TEXT NOT NULL DEFAULT 'EVConnected',
+    ocpp_version TEXT
 );
 CREATE INDEX IF NOT EXISTS transactions_open ON transactions(ended_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -80,13 +81,6 @@ CREATE TABLE IF NOT EXISTS security_log (
     critical INTEGER NOT NULL
 );
 """
-ADDED_COLUMNS = (
-    ("auth_cache", "group_id", "TEXT"),
-    ("auth_cache", "last_used", "REAL NOT NULL DEFAULT 0"),
-    ("auth_cache", "uses", "INTEGER NOT NULL DEFAULT 0"),
-    ("local_list", "group_id", "TEXT"),
-)
-"""Columns added after the first release: an older database gets them when opened."""
 
 SECURITY_LOG_ROWS = 10_000
 """The security log keeps this many newest events (a few MB at most; GetLog SecurityLog exports it)."""
@@ -111,6 +105,8 @@ class TransactionRecord:
     seq_next: int = 0
     csms_id: str | None = None
     charging_state: str = "EVConnected"
+    ocpp_version: str | None = None
+    """The OCPP version its first message went out in ("201" | "16"): all its messages go in it."""
 
     @property
     def energy_wh(self) -> float | None:
@@ -125,6 +121,7 @@ class TransactionRecord:
             "meter_start_wh": self.meter_start_wh, "meter_stop_wh": self.meter_stop_wh,
             "energy_wh": self.energy_wh, "stop_reason": self.stop_reason,
             "charging_state": self.charging_state, "csms_id": self.csms_id,
+            "ocpp_version": self.ocpp_version,
         }
 
 
@@ -153,12 +150,27 @@ class OutboxEntry:
     next_attempt: float = 0.0
     """Unix time before which a refused entry is not sent again."""
 
+    def summary(self) -> dict[str, Any]:
+        """What an operator needs to judge a parked entry; no token (the data stays in the store)."""
+        return {
+            "id": self.id, "transaction_id": self.transaction_id, "connector_id": self.connector_id,
+            "kind": self.kind, "seq_no": self.seq_no, "trigger": self.trigger, "recorded_at": self.stamp.wall.isoformat(),
+            "attempts": self.attempts, "parked": self.parked, "last_error": self.last_error,
+        }
     @property
     def is_transaction(self) -> bool:
         return bool(self.transaction_id)
 
 
 _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
+_SET_SEPARATELY = ("csms_id", "ocpp_version")
+"""Columns only their own setters write: the core's copy of a transaction may not know them yet."""
+_ADDED_COLUMNS = {
+    "transactions": {"ocpp_version": "TEXT"},
+    "auth_cache": {"group_id": "TEXT", "last_used": "REAL NOT NULL DEFAULT 0", "uses": "INTEGER NOT NULL DEFAULT 0"},
+    "local_list": {"group_id": "TEXT"},
+}
+"""Columns added after the first release: added to an older database when it is opened."""
 
 
 class Store:
@@ -175,15 +187,19 @@ class Store:
             self._db.execute("PRAGMA cache_size=-1024")
             self._db.execute("PRAGMA busy_timeout=2000")
             self._db.executescript(SCHEMA)
-            for table, column, decl in ADDED_COLUMNS:
-                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            self._add_columns()
         self.healthy = True
         self.last_error: str | None = None
 
     def close(self) -> None:
         self._db.close()
+
+    def _add_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -214,8 +230,8 @@ class Store:
 
     # --- transactions ---------------------------------------------------------
     def save_transaction(self, db: sqlite3.Connection, tx: TransactionRecord) -> None:
-        """Upsert; the CSMS's transaction id is only ever set by `set_csms_transaction_id`."""
-        columns = [c for c in _TX_COLUMNS if c != "csms_id"]
+        """Upsert; the CSMS's transaction id and the OCPP version are only set by their own setters."""
+        columns = [c for c in _TX_COLUMNS if c not in _SET_SEPARATELY]
         updates = ",".join(f"{c}=excluded.{c}" for c in columns if c != "id")
         db.execute(
             f"INSERT INTO transactions ({','.join(columns)}) VALUES ({','.join('?' for _ in columns)})"
@@ -244,6 +260,27 @@ class Store:
         with self.transaction("set csms transaction id") as db:
             db.execute("UPDATE transactions SET csms_id=? WHERE id=?", (csms_id, tx_id))
 
+    def pin_version(self, tx_id: str, version: str) -> None:
+        """Bind a transaction to the OCPP version its first message is sent in (kept if already bound)."""
+        with self.transaction("pin transaction version") as db:
+            db.execute("UPDATE transactions SET ocpp_version=? WHERE id=? AND ocpp_version IS NULL", (version, tx_id))
+
+    def versions_needed(self) -> dict[str, int]:
+        """Per OCPP version: open transactions bound to it plus queued messages of transactions bound to it."""
+        rows = self._db.execute(
+            "SELECT ocpp_version, COUNT(*) FROM ("
+            " SELECT t.ocpp_version FROM outbox o JOIN transactions t ON t.id = o.transaction_id"
+            "  WHERE o.parked=0 AND t.ocpp_version IS NOT NULL"
+            " UNION ALL SELECT ocpp_version FROM transactions WHERE ended_at IS NULL AND ocpp_version IS NOT NULL"
+            ") GROUP BY ocpp_version").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def held_outbox(self, version: str) -> int:
+        """Queued messages bound to an OCPP version other than `version` (they wait for theirs)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM outbox o JOIN transactions t ON t.id = o.transaction_id"
+            " WHERE o.parked=0 AND t.ocpp_version IS NOT NULL AND t.ocpp_version<>?", (version,)).fetchone()[0])
+
     # --- outbox ---------------------------------------------------------------
     def append_outbox(self, db: sqlite3.Connection, entry: OutboxEntry) -> int:
         s = entry.stamp
@@ -270,17 +307,39 @@ class Store:
         return self.append_outbox(db, OutboxEntry(id=0, transaction_id="", connector_id=0, kind=kind, seq_no=0,
                                                   trigger="", stamp=stamp, offline=offline, data=data))
 
-    def pending_outbox(self, limit: int = 100, *, due_only: bool = False) -> list[OutboxEntry]:
-        sql = "SELECT * FROM outbox WHERE parked=0"
+    def pending_outbox(self, limit: int = 100, *, due_only: bool = False, version: str | None = None) -> list[OutboxEntry]:
+        """Queued entries in order; with `version`, only those that may go out in it (not bound to another)."""
+        sql = "SELECT o.* FROM outbox o"
         args: list[Any] = []
+        if version is not None:
+            sql += " LEFT JOIN transactions t ON t.id = o.transaction_id WHERE o.parked=0" \
+                   " AND (t.ocpp_version IS NULL OR t.ocpp_version=?)"
+            args.append(version)
+        else:
+            sql += " WHERE o.parked=0"
         if due_only:
-            sql += " AND next_attempt<=?"
+            sql += " AND o.next_attempt<=?"
             args.append(time.time())
-        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        rows = self._db.execute(sql + " ORDER BY o.id LIMIT ?", (*args, limit)).fetchall()
         return [self._entry(r) for r in rows]
 
     def parked_outbox(self) -> list[OutboxEntry]:
         return [self._entry(r) for r in self._db.execute("SELECT * FROM outbox WHERE parked=1 ORDER BY id")]
+
+    def parked_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=1").fetchone()[0])
+
+    def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
+        """Put parked entries (all, or these) back in the queue with fresh attempts; the ids released."""
+        with self.transaction("release parked outbox entries") as db:
+            if entry_ids is None:
+                ids = [int(r[0]) for r in db.execute("SELECT id FROM outbox WHERE parked=1 ORDER BY id")]
+            else:
+                marks = ",".join("?" for _ in entry_ids)
+                ids = [int(r[0]) for r in db.execute(
+                    f"SELECT id FROM outbox WHERE parked=1 AND id IN ({marks}) ORDER BY id", entry_ids)]
+            db.executemany("UPDATE outbox SET parked=0, attempts=0, next_attempt=0 WHERE id=?", [(i,) for i in ids])
+        return ids
 
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=0").fetchone()[0])

@@ -10,7 +10,8 @@ One `BaseSession` lives per WebSocket connection. Its life:
 3. Three loops run until the link drops: heartbeat at the CSMS's interval; the durable outbox
    replayed strictly in order (an entry leaves the outbox only when the CSMS confirmed it;
    CALLERROR / no answer → retried after `interval × attempt`, parked after `attempts` tries,
-   never dropped); connector events → StatusNotification.
+   never dropped); connector events → StatusNotification. A transaction is bound to the version
+   its Started went out in; its messages wait while the link runs the other version.
 
 A version module provides the message shapes (`boot_payload`, `status_payload`,
 `transaction_message`, ...) and its CSMS-initiated handlers.
@@ -375,7 +376,7 @@ class BaseSession(StrictChargePoint):
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
                     if conn is not None:
                         await self.send_status(conn)
-                elif event.kind in ("transaction", MESSAGE_QUEUED):
+                elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
                 elif event.kind == "reservation":
                     self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
@@ -490,7 +491,8 @@ class BaseSession(StrictChargePoint):
                 self._outbox_wake.clear()
                 self._flush_confirmed()
                 try:
-                    entries = store.pending_outbox(OUTBOX_BATCH)
+                    # Messages of a transaction bound to the other version wait for it (docs/ocpp.md).
+                    entries = store.pending_outbox(OUTBOX_BATCH, version=self.VERSION)
                 except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
                     log.error("ocpp: cannot read the outbox", error=str(exc))
                     entries = []
@@ -529,6 +531,11 @@ class BaseSession(StrictChargePoint):
             self._confirmed.append(entry.id)
             return True
         action, payload = message
+        if entry.kind == "started":
+            try:  # before it can reach the CSMS: a Started sent once binds the transaction to this version
+                self.core.pin_transaction_version(entry.transaction_id, self.VERSION)
+            except StoreError:
+                return False
         try:
             response = await self.request(action, payload)
         except CallErrorReceived as exc:

@@ -62,7 +62,7 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -113,9 +113,12 @@ class OcppClient:
         state["boot"] = self.boot
         state["heartbeat_seconds"] = self.heartbeat_seconds
         try:
-            state["parked_messages"] = len(self.core.store.parked_outbox())
+            state["parked_messages"] = self.core.store.parked_count()
+            state["unfinished_by_version"] = self.core.store.versions_needed()
+            version = self.link.state.version if self.link.state.connected else None
+            state["held_messages"] = self.core.store.held_outbox(version) if version else None
         except Exception:  # noqa: BLE001 — a broken store must not break a status read
-            state["parked_messages"] = None
+            state["parked_messages"] = state["unfinished_by_version"] = state["held_messages"] = None
         return state
 
     async def probe(self) -> dict[str, Any]:
@@ -260,6 +263,7 @@ def link_params(settings: Any) -> LinkParams:
         client_key=settings.client_key,
         fallback_after=settings.fallback_after,
         primary_retry_seconds=settings.primary_retry_seconds,
+        version_return_seconds=settings.version_return_seconds,
         backoff_min=settings.backoff_min_seconds,
         backoff_max=settings.backoff_max_seconds,
         ping_interval=settings.ping_interval_seconds,
