@@ -75,7 +75,8 @@ class Daemon:
                                 ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
         self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder)
-        self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
+        self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
+                             diagnostics=self.diagnostics)
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
 
@@ -158,6 +159,17 @@ class Daemon:
         """The local security log in the window, read here in the event loop (the store is not
         shared with the archive's worker thread)."""
         return list(self.core.security_events.export_lines(since, until))
+
+    def diagnostics(self, since: str | None, until: str | None) -> dict[str, Any]:
+        """For `station report` over IPC: the recorder flushed to disk, the masked configuration,
+        the snapshot and the security log in the window."""
+        from station.ocpp.base import parse_time
+
+        if self.recorder is not None:
+            self.recorder.flush()
+        lines = self.security_lines(parse_time(since) if since else None, parse_time(until) if until else None)
+        return {"config": archive.mask_config(self.config_dump()), "snapshot": self.snapshot(), "security": lines,
+                "recorder": str(self.recorder.directory) if self.recorder else None}
 
     def archive_sources(self, since: Any = None, until: Any = None) -> archive.Sources:
         lines = self.security_lines(since, until)
