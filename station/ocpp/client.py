@@ -25,7 +25,8 @@ from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
-from station.ocpp.rpc import CallErrorReceived, cancel_all
+from station.ocpp import schema
+from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
 
 log = structlog.get_logger("station.ocpp")
 
@@ -102,9 +103,11 @@ class OcppClient:
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
         watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
+        warm = asyncio.create_task(schema.warm_up_boot(LIBRARY_VERSION[self.link.primary]), name="ocpp-boot-warm-up")
         try:
             await self.link.run()
         finally:
+            await cancel_all([warm])
             if self._reset_task is not None:
                 self._reset_task.cancel()
             if watcher is not None:

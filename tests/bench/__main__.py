@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import cellular, scenarios
-from tests.bench.common import BenchCsms, spread
+from tests.bench.common import BenchCsms, compile_bytecode, spread
 
 # (key, label, unit, target, "max" = lower is better / "min" = higher is better)
 FIGURES: list[tuple[str, str, str, float | None, str]] = [
@@ -237,6 +237,7 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # the CSMS's frame log
     os.environ.setdefault("STATION_ENV_FILE", os.devnull)
+    compile_bytecode()
     results = asyncio.run(amain(args))
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['nproc']} CPUs, Python "

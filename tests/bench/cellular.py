@@ -38,7 +38,7 @@ from station.core.clock import Clock
 from station.core.store import Store
 from station.devtools.linkemu import LinkEmulator, LinkProfile
 from station.ipc.client import IpcClient
-from tests.bench.common import STATION_ID, BenchCsms, latency_summary
+from tests.bench.common import STATION_ID, BenchCsms, compile_bytecode, latency_summary
 from tests.bench.scenarios import STATUS_ACTIONS, _boot_arrival, _status_of, daemon
 from tests.bench.workload import delivery_report, event_index, queue_transaction_events
 
@@ -281,6 +281,7 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     os.environ.setdefault("STATION_ENV_FILE", os.devnull)
+    compile_bytecode()
 
     async def run() -> dict[str, Any]:
         with contextlib.nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
