@@ -21,9 +21,11 @@ from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store
+from station.credentials import Credentials
 from station.firmware import FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
+from station.pki import MANUFACTURER_ROOT
 
 if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (station/handover.py)
     from station.config import Settings
@@ -59,9 +61,16 @@ class Daemon:
             self.links[cid] = link
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
-        self.firmware = FirmwareUpdater(settings.state_dir, is_idle=self._idle, now=self.core.clock.now)
-        self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
-                               on_reset=self._reset, firmware=self.firmware)
+        params = link_params(settings)
+        self.credentials = Credentials(settings.state_dir, params, now=self.core.clock.now)
+        roots = self.credentials.roots
+        roots.seed(MANUFACTURER_ROOT, settings.manufacturer_roots)
+        self.firmware = FirmwareUpdater(
+            settings.state_dir, is_idle=self._idle, now=self.core.clock.now,
+            manufacturer_roots=lambda: [r.certificate for r in roots.roots(MANUFACTURER_ROOT)],
+            allow_unsigned=settings.firmware_allow_unsigned)
+        self.ocpp = OcppClient(params, self.core, heartbeat_seconds=settings.heartbeat_seconds,
+                               on_reset=self._reset, firmware=self.firmware, credentials=self.credentials)
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None

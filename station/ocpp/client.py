@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -24,6 +24,10 @@ from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived, cancel_all
+from station.ocpp.security import Renewal, SecurityEvents, report_event
+
+if TYPE_CHECKING:
+    from station.credentials import Credentials
 
 log = structlog.get_logger("station.ocpp")
 
@@ -54,6 +58,7 @@ class OcppClient:
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.params = params
         self.core = core
@@ -62,7 +67,14 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed)
+        self.credentials = credentials
+        """Password, client certificate, profile and roots the CSMS may change; None: fixed (tests, --once)."""
+        self._owned: set[asyncio.Task[Any]] = set()
+        self.security_events = SecurityEvents(self)
+        self.renewal = Renewal(self)
+        if credentials is not None:
+            credentials.on_event = lambda kind, info: report_event(self, kind, info)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=credentials)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -87,8 +99,12 @@ class OcppClient:
         finally:
             if self._reset_task is not None:
                 self._reset_task.cancel()
-            if watcher is not None:
-                await cancel_all([watcher])
+            await cancel_all([t for t in (watcher, *self._owned) if t is not None])
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task of the client (security events, renewal) to cancel it on shutdown."""
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -165,6 +181,8 @@ class OcppClient:
         return self.firmware.current() if self.firmware is not None else FirmwareNote(FirmwareStatus.IDLE)
 
     async def _firmware_notify(self, note: FirmwareNote) -> None:
+        if note.status is FirmwareStatus.INVALID_SIGNATURE:
+            report_event(self, "InvalidFirmwareSignature", note.detail)  # L01.FR.03
         self._firmware_unsent = note
         await self.flush_firmware()
 
@@ -199,6 +217,11 @@ class OcppClient:
 
     def change_setting(self, definition: Setting, value: Any) -> None:
         """Persist and apply a writable setting now (raises StoreError when it cannot be saved)."""
+        if definition.setter is not None:
+            definition.setter(self, value)
+            log.info("ocpp: configuration changed", key=definition.key,
+                     value="***" if definition.write_only else value)
+            return
         if definition.key == "HeartbeatInterval":
             self.set_heartbeat_interval(int(value), persist=True)
         elif definition.key == "MeterValueSampleInterval":
@@ -209,6 +232,34 @@ class OcppClient:
         else:
             self.core.store.put(f"ocpp:{definition.key}", value)
         log.info("ocpp: configuration changed", key=definition.key, value=value)
+
+    # ---- security settings (A01, A05) -------------------------------------------------
+    def change_password(self, text: str) -> None:
+        """BasicAuthPassword / AuthorizationKey: stored 0600, tried on a reconnect right after the answer."""
+        if self.credentials is None:
+            raise ValueError("the password is fixed by the station's configuration")
+        self.credentials.set_password(text, self.session.VERSION if self.session else "201")
+        self._reconnect_soon()
+
+    def raise_security_profile(self, profile: int) -> None:
+        """SecurityCtrlr.SecurityProfile / SecurityProfile: only up (A05); ValueError says why not."""
+        if self.credentials is None:
+            raise ValueError("the security profile is fixed by the station's configuration")
+        self.credentials.raise_profile(profile)
+        self._reconnect_soon()
+
+    def profile_refusal(self, profile: int) -> str | None:
+        """Why the security profile cannot be raised to `profile` now (for SetNetworkProfile); None: it can."""
+        if self.credentials is None:
+            return "the security profile is fixed by the station's configuration"
+        return self.credentials.profile_refusal(profile)
+
+    def _reconnect_soon(self) -> None:
+        async def reconnect() -> None:
+            await asyncio.sleep(0.3)  # the answer goes out first
+            await self.link.disconnect()
+
+        self.own(asyncio.get_running_loop().create_task(reconnect(), name="ocpp-reconnect"))
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
         self.heartbeat_seconds = max(1, int(seconds))
