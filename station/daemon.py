@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Awaitable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,7 +21,7 @@ from station import __version__, sdnotify
 from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
-from station.core.store import Store
+from station.core.store import Store, StoreError
 from station.credentials import Credentials
 from station.firmware import FirmwareUpdater
 from station.ipc.server import IpcServer
@@ -126,6 +127,16 @@ class Daemon:
             },
         }
 
+    def _record_startup(self) -> None:
+        """StartupOfTheDevice: says whether the computer booted or only the daemon restarted."""
+        boot_id = _kernel_boot_id()
+        previous = self.store.get("security:kernel_boot_id")
+        what = "daemon restarted" if boot_id and boot_id == previous else "device booted"
+        self.core.security_events.record("StartupOfTheDevice", f"{what}; station software {__version__}")
+        if boot_id and boot_id != previous:
+            with contextlib.suppress(StoreError):
+                self.store.put("security:kernel_boot_id", boot_id)
+
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
         self._tasks[-1].set_name(name)
@@ -139,6 +150,7 @@ class Daemon:
         self._stop = stop
         log.info("station starting", station_id=self.settings.station_name, version=__version__,
                  connectors=len(self.core.connectors), state_dir=str(self.settings.state_dir))
+        self._record_startup()
         await self.ipc.start()
         for cid, link in self.links.items():
             self._spawn(link.run(), f"esp32-{cid}")
@@ -167,6 +179,13 @@ class Daemon:
             await self.core.close()
             self.store.close()
             log.info("station stopped")
+
+
+def _kernel_boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _as_dict(stats: Any) -> dict[str, Any]:

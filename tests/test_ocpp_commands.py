@@ -100,6 +100,22 @@ async def test_set_variables_persist_and_apply_the_meter_value_interval(rig: Rig
     assert rig.core.meter_value_seconds == 15 and rig.core.store.get("meter_value_seconds") == 15
 
 
+async def test_websocket_ping_interval_is_read_written_persisted_and_applied_to_the_link(rig: Rig) -> None:
+    assert rig.core is not None and rig.client is not None
+    if rig.version == "201":
+        variable = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "WebSocketPingInterval"}}
+        before = (await rig.csms.call("CP", "GetVariables", {"getVariableData": [variable]}))["getVariableResult"][0]
+        answer = await rig.csms.call("CP", "SetVariables", {"setVariableData": [variable | {"attributeValue": "7"}]})
+        assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+    else:
+        before = (await rig.csms.call("CP", "GetConfiguration", {"key": ["WebSocketPingInterval"]}))["configurationKey"][0]
+        before["attributeValue"] = before["value"]
+        answer = await rig.csms.call("CP", "ChangeConfiguration", {"key": "WebSocketPingInterval", "value": "7"})
+        assert answer["status"] == "Accepted"
+    assert before["attributeValue"] == "20"  # LinkParams' default until the CSMS sets one
+    assert rig.client.link.ping_interval == 7 and rig.core.store.get("ocpp:WebSocketPingInterval") == 7
+
+
 async def test_charging_profile_sets_a_current_limit_that_reaches_the_controller_and_clears(rig: Rig) -> None:
     assert rig.core is not None and rig.esp is not None
     rig.core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")

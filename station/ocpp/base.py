@@ -10,7 +10,8 @@ One `BaseSession` lives per WebSocket connection. Its life:
 3. Three loops run until the link drops: heartbeat at the CSMS's interval; the durable outbox
    replayed strictly in order (an entry leaves the outbox only when the CSMS confirmed it;
    CALLERROR / no answer → retried after `interval × attempt`, parked after `attempts` tries,
-   never dropped); connector events → StatusNotification.
+   never dropped); connector events → StatusNotification. A transaction is bound to the version
+   its Started went out in; its messages wait while the link runs the other version.
 
 A version module provides the message shapes (`boot_payload`, `status_payload`,
 `transaction_message`, ...) and its CSMS-initiated handlers.
@@ -44,9 +45,11 @@ from station.core.charging_profiles import (
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
 from station.firmware import FirmwareNote, FirmwareRequest
+from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
+from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
+from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
-from station.ocpp.security import report_event
 
 if TYPE_CHECKING:
     from station.ocpp.client import OcppClient
@@ -122,6 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", int, default=None, minimum=1),
     Setting("MeterValueSampleInterval", "SampledDataCtrlr", "TxUpdatedInterval", int, minimum=1,
             getter=lambda c: int(c.core.meter_value_seconds)),
+    Setting("WebSocketPingInterval", "OCPPCommCtrlr", "WebSocketPingInterval", int, minimum=0),
     Setting("TransactionMessageAttempts", "OCPPCommCtrlr", "MessageAttempts", int, default=3, minimum=1),
     Setting("TransactionMessageRetryInterval", "OCPPCommCtrlr", "MessageAttemptInterval", int, default=60, minimum=0),
     Setting("ConnectionTimeOut", "TxCtrlr", "EVConnectionTimeOut", int, minimum=1,
@@ -385,7 +389,6 @@ class BaseSession(StrictChargePoint):
             self.spawn(self._outbox_loop(), "ocpp-outbox")
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
-            self.spawn(self.client.security_events.flush(), "ocpp-security-events")
             credentials = self.client.credentials
             if credentials is not None and credentials.profile == 3 and credentials.renewal_due() \
                     and self.client.renewal.refusal() is None:
@@ -395,7 +398,7 @@ class BaseSession(StrictChargePoint):
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
                     if conn is not None:
                         await self.send_status(conn)
-                elif event.kind == "transaction":
+                elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
 
     async def _boot(self) -> None:
@@ -481,8 +484,6 @@ class BaseSession(StrictChargePoint):
             return "Rejected", "remote update not configured"
         answer = self.client.firmware.start(request)
         self.log.info("ocpp: UpdateFirmware", status=answer.status, reason=answer.reason or None)
-        if answer.status == "InvalidCertificate":
-            report_event(self.client, "InvalidFirmwareSigningCertificate", answer.reason)  # L01.FR.02
         return answer.status, answer.reason
 
     def launch_firmware_update(self) -> None:
@@ -500,7 +501,8 @@ class BaseSession(StrictChargePoint):
                 self._outbox_wake.clear()
                 self._flush_confirmed()
                 try:
-                    entries = store.pending_outbox(OUTBOX_BATCH)
+                    # Messages of a transaction bound to the other version wait for it (docs/ocpp.md).
+                    entries = store.pending_outbox(OUTBOX_BATCH, version=self.VERSION)
                 except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
                     log.error("ocpp: cannot read the outbox", error=str(exc))
                     entries = []
@@ -531,14 +533,19 @@ class BaseSession(StrictChargePoint):
         `OUTBOX_BATCH`): deletion still follows the CSMS's confirmation, only the fsync is shared.
         """
         try:
-            message = self.transaction_message(entry)
-        except Unsendable as exc:
+            message = self.transaction_message(entry) if entry.is_transaction else message_for(self, entry)
+        except (Unsendable, UnknownKind) as exc:
             return self._failed(entry, str(exc), park_now=True)
         if message is None:
             log.debug("ocpp: outbox entry has no message in this version", entry=entry.id, kind=entry.kind)
             self._confirmed.append(entry.id)
             return True
         action, payload = message
+        if entry.kind == "started":
+            try:  # before it can reach the CSMS: a Started sent once binds the transaction to this version
+                self.core.pin_transaction_version(entry.transaction_id, self.VERSION)
+            except StoreError:
+                return False
         try:
             response = await self.request(action, payload)
         except CallErrorReceived as exc:
@@ -550,6 +557,8 @@ class BaseSession(StrictChargePoint):
         except OCPPError as exc:  # our payload or their answer violates the schema
             return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
         self._confirmed.append(entry.id)
+        if not entry.is_transaction:
+            return True
         try:
             self.on_transaction_confirmed(entry, response)
         except Exception:  # noqa: BLE001 — the CSMS confirmed; never resend because our follow-up failed
@@ -586,13 +595,13 @@ class BaseSession(StrictChargePoint):
         self.core.events.publish("outbox", depth=self._depth())
         if park:
             log.error(
-                "ocpp: transaction message parked for inspection (not sent again)",
+                "ocpp: queued message parked for inspection (not sent again)",
                 entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, seq_no=entry.seq_no,
                 attempts=attempts, error=error,
             )
             return True
         log.warning(
-            f"ocpp: transaction message not confirmed; retry {attempts}/{limit} in {delay:g} s",
+            f"ocpp: queued message not confirmed; retry {attempts}/{limit} in {delay:g} s",
             entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, error=error,
         )
         return False

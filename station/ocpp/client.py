@@ -24,7 +24,7 @@ from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived, cancel_all
-from station.ocpp.security import Renewal, SecurityEvents, report_event
+from station.ocpp.security import Renewal, report_event
 
 if TYPE_CHECKING:
     from station.credentials import Credentials
@@ -70,11 +70,11 @@ class OcppClient:
         self.credentials = credentials
         """Password, client certificate, profile and roots the CSMS may change; None: fixed (tests, --once)."""
         self._owned: set[asyncio.Task[Any]] = set()
-        self.security_events = SecurityEvents(self)
         self.renewal = Renewal(self)
         if credentials is not None:
             credentials.on_event = lambda kind, info: report_event(self, kind, info)
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=credentials)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=credentials,
+                             needs=core.store.versions_needed)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -88,7 +88,11 @@ class OcppClient:
         self._firmware_lock = asyncio.Lock()
         if firmware is not None:
             firmware.notify = self._firmware_notify
+            firmware.security_event = core.security_events.record
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
+        ping = core.store.get("ocpp:WebSocketPingInterval", None)
+        if ping is not None:  # set by the CSMS earlier: outlives restarts
+            self.link.set_ping_interval(int(ping))
         core.authorizer = self
 
     async def run(self) -> None:
@@ -125,9 +129,12 @@ class OcppClient:
         state["boot"] = self.boot
         state["heartbeat_seconds"] = self.heartbeat_seconds
         try:
-            state["parked_messages"] = len(self.core.store.parked_outbox())
+            state["parked_messages"] = self.core.store.parked_count()
+            state["unfinished_by_version"] = self.core.store.versions_needed()
+            version = self.link.state.version if self.link.state.connected else None
+            state["held_messages"] = self.core.store.held_outbox(version) if version else None
         except Exception:  # noqa: BLE001 — a broken store must not break a status read
-            state["parked_messages"] = None
+            state["parked_messages"] = state["unfinished_by_version"] = state["held_messages"] = None
         return state
 
     async def probe(self) -> dict[str, Any]:
@@ -181,8 +188,6 @@ class OcppClient:
         return self.firmware.current() if self.firmware is not None else FirmwareNote(FirmwareStatus.IDLE)
 
     async def _firmware_notify(self, note: FirmwareNote) -> None:
-        if note.status is FirmwareStatus.INVALID_SIGNATURE:
-            report_event(self, "InvalidFirmwareSignature", note.detail)  # L01.FR.03
         self._firmware_unsent = note
         await self.flush_firmware()
 
@@ -211,6 +216,8 @@ class OcppClient:
         definition = SETTING_BY_KEY[key.lower()]
         if definition.key == "HeartbeatInterval":
             return self.heartbeat_seconds
+        if definition.key == "WebSocketPingInterval":
+            return int(self.link.ping_interval)
         if definition.getter is not None:
             return definition.getter(self)
         return self.core.store.get(f"ocpp:{definition.key}", definition.default)
@@ -226,6 +233,9 @@ class OcppClient:
             self.set_heartbeat_interval(int(value), persist=True)
         elif definition.key == "MeterValueSampleInterval":
             self.core.set_meter_value_interval(float(value))
+        elif definition.key == "WebSocketPingInterval":
+            self.core.store.put("ocpp:WebSocketPingInterval", int(value))
+            self.link.set_ping_interval(int(value))
         elif definition.key == "ConnectionTimeOut":
             self.core.store.put("connection_timeout_s", float(value))
             self.core.connection_timeout_s = float(value)
@@ -283,6 +293,7 @@ class OcppClient:
             await asyncio.sleep(1)
         await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
+        self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
         if self.on_reset is not None:
             await self.on_reset(kind)
 
@@ -301,6 +312,9 @@ def link_params(settings: Any) -> LinkParams:
         client_key=settings.client_key,
         fallback_after=settings.fallback_after,
         primary_retry_seconds=settings.primary_retry_seconds,
+        version_return_seconds=settings.version_return_seconds,
         backoff_min=settings.backoff_min_seconds,
         backoff_max=settings.backoff_max_seconds,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
     )

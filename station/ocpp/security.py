@@ -5,15 +5,13 @@
 payload shapes differ (the version is in `self.VERSION`). The work is done by
 `station.credentials.Credentials` and `station.pki.RootStore`; nothing here touches files.
 
-`report_event` is the one place security events leave the OCPP layer (log + SecurityEventNotification).
+Security events raised here go to `core.security_events` (durable, see `station.core.security_events`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -31,64 +29,15 @@ ROOT_TYPE_FROM_16 = {"CentralSystemRootCertificate": pki.CSMS_ROOT, "Manufacture
 ROOT_TYPE_TO_16 = {v: k for k, v in ROOT_TYPE_FROM_16.items()}
 ISO15118_TYPES = frozenset({"V2GRootCertificate", "MORootCertificate", "V2GCertificateChain"})
 """2.0.1 certificate types of ISO 15118 (Plug & Charge): this station has no 15118 stack."""
-EVENT_NAMES_16 = {
-    "InvalidCsmsCertificate": "InvalidCentralSystemCertificate",
-    "InvalidChargingStationCertificate": "InvalidChargePointCertificate",
-    "FailedToAuthenticateAtCsms": "FailedToAuthenticationAtCentralSystem",
-    "CsmsFailedToAuthenticate": "CentralSystemFailedToAuthentication",
-}
-"""Security events are recorded with their 2.0.1 names; the 1.6 whitepaper names these differently."""
 DEFAULT_WAIT_MINIMUM_S = 60
 DEFAULT_REPEAT_TIMES = 3
 MAX_CHAIN_SIZE = 10000
 
 
 # ------------------------------------------------------------------------- security events
-class SecurityEvents:
-    """Security events for the CSMS: logged at once, sent while a session is accepted.
-
-    Not durable yet: events raised while offline wait in memory (up to 100) and are sent after
-    the next boot; the durable queue (issue 16 item 5) replaces this class's queue.
-    """
-
-    def __init__(self, client: OcppClient) -> None:
-        self.client = client
-        self._waiting: deque[tuple[str, str, str]] = deque(maxlen=100)
-        self._lock = asyncio.Lock()
-
-    def record(self, kind: str, tech_info: str = "") -> None:
-        when = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        log.warning("security event", security_event=kind, tech_info=tech_info)
-        self._waiting.append((kind, when, tech_info[:255]))
-        with contextlib.suppress(RuntimeError):  # no loop: sent after the next boot
-            task = asyncio.get_running_loop().create_task(self.flush(), name="ocpp-security-events")
-            self.client.own(task)
-
-    async def flush(self) -> None:
-        async with self._lock:
-            while self._waiting:
-                session = self.client.session
-                if session is None or not session.accepted:
-                    return
-                kind, when, info = self._waiting[0]
-                name = EVENT_NAMES_16.get(kind, kind) if session.VERSION == "16" else kind
-                payload: dict[str, Any] = {"type": name, "timestamp": when}
-                if info:
-                    payload["techInfo"] = info
-                try:
-                    await session.request("SecurityEventNotification", payload)
-                except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
-                    log.warning("security event not confirmed; sent again later", security_event=kind, error=str(exc))
-                    return
-                except Exception as exc:  # noqa: BLE001 — link closed mid-call: sent after the reconnect
-                    log.warning("security event not sent", security_event=kind, error=exc.__class__.__name__)
-                    return
-                self._waiting.popleft()
-
-
 def report_event(client: OcppClient, kind: str, tech_info: str = "") -> None:
-    """Raise a security event (2.0.1 name); the single call site for the whole daemon."""
-    client.security_events.record(kind, tech_info)
+    """Raise a security event (2.0.1 name): the durable security log and SecurityEventNotification."""
+    client.core.security_events.record(kind, tech_info)
 
 
 # ------------------------------------------------------------------------- certificate renewal

@@ -251,7 +251,7 @@ class V201Session(SecurityHandlers, BaseSession):
 
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
-        self.launch_firmware_update()
+        self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
