@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = _var(
         "STATION_LOG_LEVEL", "Log level.", default="info"
     )
+    log_file: Path | None = _var(
+        "STATION_LOG_FILE", "Write the daemon's log to this file (kept to 2 x 10 MB) instead of stderr; for hosts "
+        "without journald. Diagnostics archives read it.", default=None,
+    )
+    flight_recorder_mb: int = _var(
+        "STATION_FLIGHT_RECORDER_MB", "Disk kept for the flight recorder (raw ESP32, OCPP and meter traffic, "
+        "in STATION_STATE_DIR/flight-recorder); 0 = off.", default=16, ge=0, le=1024,
+    )
 
     @field_validator("station_name")
     @classmethod

@@ -44,6 +44,7 @@ from station.core.charging_profiles import (
 )
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
+from station.diagnostics.log_upload import LogAnswer, LogNote, LogRequest
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
@@ -145,7 +146,7 @@ SETTINGS: tuple[Setting, ...] = (
             default=MAX_PERIODS),
     Setting("MaxChargingProfilesInstalled", "SmartChargingCtrlr", "Entries", int, readonly=True, default=MAX_PROFILES),
     Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
-            default="Core,LocalAuthListManagement,RemoteTrigger,SmartCharging"),
+            default="Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"),
     Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
     Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, getter=lambda c: c.link.profile,
             setter=lambda c, v: c.raise_security_profile(int(v))),
@@ -252,6 +253,17 @@ def composite_periods(core: StationCore, connector_id: int, duration_s: int, uni
     return start, periods
 
 
+def log_request(payload: dict[str, Any]) -> LogRequest:
+    """A GetLog (2.0.1, and 1.6 with the security whitepaper: same fields) as a version-neutral request."""
+    params = payload["log"]
+    return LogRequest(
+        location=params["remoteLocation"], log_type=payload["logType"], request_id=int(payload["requestId"]),
+        since=parse_time(params["oldestTimestamp"]) if params.get("oldestTimestamp") else None,
+        until=parse_time(params["latestTimestamp"]) if params.get("latestTimestamp") else None,
+        retries=payload.get("retries"), retry_interval_s=payload.get("retryInterval"), origin="GetLog",
+    )
+
+
 OUTBOX_BATCH = 100
 """Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
 
@@ -327,6 +339,12 @@ class BaseSession(StrictChargePoint):
                                         status=str(status) if status is not None else "Accepted"))
         self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
 
+    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
+        """Every frame goes to the flight recorder (masked there), when the daemon keeps one."""
+        recorder = self.client.recorder
+        if recorder is not None:
+            recorder.ocpp(direction, action, message, raw)
+
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
                       timeout: float | None = None) -> dict[str, Any]:
         """A CALL to the CSMS, recorded as evidence (status, round trip) for `station --once` and the API."""
@@ -389,6 +407,7 @@ class BaseSession(StrictChargePoint):
             self.spawn(self._outbox_loop(), "ocpp-outbox")
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
+            self.spawn(self.client.flush_log_status(), "ocpp-log-status")
             credentials = self.client.credentials
             if credentials is not None and credentials.profile == 3 and credentials.renewal_due() \
                     and self.client.renewal.refusal() is None:
@@ -400,6 +419,8 @@ class BaseSession(StrictChargePoint):
                         await self.send_status(conn)
                 elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
+                elif event.kind == "reservation":
+                    self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
 
     async def _boot(self) -> None:
         while True:
@@ -437,6 +458,16 @@ class BaseSession(StrictChargePoint):
         Raspberry Pi). The driver waits on the command, the CSMS only on the answer.
         """
         await asyncio.sleep(0)
+
+    async def reservation_changed(self, data: dict[str, Any]) -> None:
+        """Tell the CSMS about a reservation that ended by itself (2.0.1 ReservationStatusUpdate)."""
+
+    async def _reservation_changed(self, data: dict[str, Any]) -> None:
+        try:
+            await self.reservation_changed(data)
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("ocpp: reservation status not confirmed", reservation_id=data.get("reservation_id"),
+                        error=str(exc))
 
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:
@@ -489,6 +520,28 @@ class BaseSession(StrictChargePoint):
     def launch_firmware_update(self) -> None:
         if self.client.firmware is not None:
             self.client.firmware.launch()
+
+    # ---- log uploads -------------------------------------------------------------------
+    def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]] | None:
+        """(action, payload) reporting a log upload's status, or None when this version has no word for it."""
+        raise NotImplementedError
+
+    async def send_log_status(self, note: LogNote, *, triggered: bool = False) -> None:
+        message = self.log_status_message(note, triggered=triggered)
+        if message is not None:
+            await self.request(*message)
+
+    def start_log_upload(self, request: LogRequest) -> LogAnswer:
+        """The answer to a GetLog / GetDiagnostics; the work begins in `launch_log_upload`."""
+        if self.client.logs is None:
+            return LogAnswer("Rejected", reason="log upload not configured")
+        answer = self.client.logs.start(request)
+        self.log.info(f"ocpp: {request.origin}", status=answer.status, filename=answer.filename, reason=answer.reason or None)
+        return answer
+
+    def launch_log_upload(self) -> None:
+        if self.client.logs is not None:
+            self.client.logs.launch()
 
     # ---- outbox ------------------------------------------------------------------
     def wake_outbox(self) -> None:

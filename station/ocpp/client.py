@@ -21,6 +21,8 @@ from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
+from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
+from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived, cancel_all
@@ -59,6 +61,8 @@ class OcppClient:
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
         credentials: Credentials | None = None,
+        logs: LogUploader | None = None,
+        recorder: FlightRecorder | None = None,
     ) -> None:
         self.params = params
         self.core = core
@@ -89,6 +93,14 @@ class OcppClient:
         if firmware is not None:
             firmware.notify = self._firmware_notify
             firmware.security_event = core.security_events.record
+        self.logs = logs
+        """Log uploads (GetLog, GetDiagnostics); None: requests are refused."""
+        self.recorder = recorder
+        """The flight recorder every OCPP frame is written to; None: not recorded."""
+        self._log_unsent: LogNote | None = None
+        self._log_lock = asyncio.Lock()
+        if logs is not None:
+            logs.notify = self._log_notify
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
         ping = core.store.get("ocpp:WebSocketPingInterval", None)
         if ping is not None:  # set by the CSMS earlier: outlives restarts
@@ -104,9 +116,11 @@ class OcppClient:
             if self._reset_task is not None:
                 self._reset_task.cancel()
             await cancel_all([t for t in (watcher, *self._owned) if t is not None])
+            if self.logs is not None:
+                await self.logs.close()
 
     def own(self, task: asyncio.Task[Any]) -> None:
-        """Keep a background task of the client (security events, renewal) to cancel it on shutdown."""
+        """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
         self._owned.add(task)
         task.add_done_callback(self._owned.discard)
 
@@ -210,6 +224,32 @@ class OcppClient:
                 self._firmware_unsent = None
             if note.final and self.firmware is not None:
                 self.firmware.confirm_result()
+
+    # ---- log uploads (LogStatusNotification / DiagnosticsStatusNotification) -------------
+    def log_note(self) -> LogNote:
+        """The status a triggered log status notification reports."""
+        return self.logs.current() if self.logs is not None else LogNote(LogStatus.IDLE)
+
+    async def _log_notify(self, note: LogNote) -> None:
+        self._log_unsent = note
+        await self.flush_log_status()
+
+    async def flush_log_status(self) -> None:
+        """Send the latest undelivered log status (only the newest one is sent after a reconnect)."""
+        async with self._log_lock:
+            note, session = self._log_unsent, self.session
+            if note is None or session is None or not session.accepted:
+                return
+            try:
+                await session.send_log_status(note)
+            except (CallErrorReceived, TimeoutError) as exc:
+                log.warning("ocpp: log status not confirmed", status=note.status.value, error=str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 — link closed mid-call: sent again after reconnect
+                log.warning("ocpp: log status not sent", status=note.status.value, error=exc.__class__.__name__)
+                return
+            if self._log_unsent is note:
+                self._log_unsent = None
 
     # ---- settings --------------------------------------------------------------------
     def setting(self, key: str) -> Any:
