@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 StatusFn = Callable[[], dict[str, Any]]
 ProbeFn = Callable[[], Awaitable[Any]]
+DiagnosticsFn = Callable[[str | None, str | None], dict[str, Any]]
+"""(since, until as ISO text) → what `station report` needs from the daemon (masked config, snapshot, security log)."""
 
 MAX_CONNECTIONS = 32
 MAX_IN_FLIGHT = 8
@@ -60,12 +62,14 @@ class IpcServer:
         status: StatusFn,
         probe: ProbeFn | None = None,
         *,
+        diagnostics: DiagnosticsFn | None = None,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.path = Path(path)
         self.core = core
         self._status = status
         self._probe = probe
+        self._diagnostics = diagnostics
         self.max_connections = max_connections
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -85,6 +89,7 @@ class IpcServer:
             "probe": self._m_probe,
             "outbox": self._m_outbox,
             "outbox_release": self._m_outbox_release,
+            "diagnostics": self._m_diagnostics,
         }
 
     # --- lifecycle ----------------------------------------------------------------
@@ -188,6 +193,16 @@ class IpcServer:
         result["process"] = _process_facts()
         result["ipc"] = {"path": str(self.path), "clients": len(self._connections), "subscribers": self.subscribers}
         return result
+
+    async def _m_diagnostics(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "since", "until")
+        if self._diagnostics is None:
+            raise IpcError(protocol.UNAVAILABLE, "this daemon builds no diagnostics")
+        since, until = params.get("since"), params.get("until")
+        for value in (since, until):
+            if value is not None and not isinstance(value, str):
+                raise IpcError(protocol.INVALID_PARAMS, "since and until are ISO 8601 text")
+        return self._diagnostics(since, until)
 
     async def _m_connectors(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         _no_params(params)
