@@ -7,7 +7,8 @@ The configuration file gives the provisioned values. The CSMS can then (OCPP A01
   while neither worked), and a success with the previous one drops the new one and is reported.
 - have a new client certificate signed: the key is made here and never leaves the station; the
   signed certificate is used from its notBefore on, and becomes the certificate only once a
-  connection worked with it. If the CSMS refuses it, the previous certificate is used again.
+  connection worked with it. After `PROFILE_ATTEMPTS` failed connections with it in a row, the
+  previous certificate is used again.
 - raise the security profile, never lower it (A05.FR.01, A00.FR.005): the new profile is tried;
   after `PROFILE_ATTEMPTS` failed connections in a row the previous profile is restored and
   the fallback reported.
@@ -81,6 +82,7 @@ class Credentials:
         self._station = self.directory / "station"
         self._try_new_password = True
         self._profile_failures = 0
+        self._certificate_failures = 0
         self._state = self._load()
         if not self._file.exists():
             self._save()
@@ -188,6 +190,7 @@ class Credentials:
             self._event("FailedToAuthenticateAtCsms", "the CSMS refused the new password; the previous one is in use again")
             changed = True
         if "certificate" in attempt.trying:
+            self._certificate_failures = 0
             self._promote_certificate()
         if "profile" in attempt.trying:
             self._state["profile"] = self._state.pop("profile_candidate")
@@ -203,10 +206,16 @@ class Credentials:
             self._try_new_password = "password" not in attempt.trying  # alternate until one works
             log.warning("credentials: password refused; trying the "
                         + ("new" if self._try_new_password else "previous") + " one next")
-        if "certificate" in attempt.trying and kind in (FailureKind.AUTH_FAILED, FailureKind.TLS, FailureKind.REFUSED):
-            for name in ("new.pem", "new.key"):
-                (self._station / name).unlink(missing_ok=True)
-            self._event("FailedToAuthenticateAtCsms", "the new client certificate was refused; the previous one is in use again")
+        if "certificate" in attempt.trying and kind is not FailureKind.LOST:
+            # A refused client certificate shows as a TLS alert, or (TLS 1.3) as a reset after the
+            # handshake: count every failure, give up on the new certificate after a few in a row.
+            self._certificate_failures += 1
+            if self._certificate_failures >= PROFILE_ATTEMPTS:
+                self._certificate_failures = 0
+                for name in ("new.pem", "new.key"):
+                    (self._station / name).unlink(missing_ok=True)
+                self._event("FailedToAuthenticateAtCsms",
+                            f"no connection with the new client certificate ({kind.value}); the previous one is in use again")
         if "profile" in attempt.trying and kind is not FailureKind.LOST:
             self._profile_failures += 1
             if self._profile_failures >= PROFILE_ATTEMPTS:

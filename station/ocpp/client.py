@@ -81,7 +81,8 @@ class OcppClient:
         if credentials is not None:
             credentials.on_event = lambda kind, info: report_event(self, kind, info)
         self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=credentials,
-                             needs=core.store.versions_needed)
+                             needs=core.store.versions_needed,
+                             on_security_event=core.security_events.record)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
