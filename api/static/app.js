@@ -1,9 +1,10 @@
 // Technician status page: /status for the picture, /events (SSE) to keep it live. No build step.
 "use strict";
 
-const KINDS = ["daemon", "connector", "transaction", "meter", "csms", "outbox", "controller_link",
+const KINDS = ["daemon", "connector", "transaction", "meter", "meter_health", "csms", "outbox", "controller_link",
                "ipc_events_dropped"];
-const REFRESH_ON = new Set(["daemon", "connector", "transaction", "csms", "outbox", "controller_link"]);
+const REFRESH_ON = new Set(["daemon", "connector", "transaction", "csms", "outbox", "controller_link",
+                            "meter_health"]);
 const MAX_EVENTS = 40;
 const $ = (id) => document.getElementById(id);
 
@@ -119,6 +120,7 @@ function describe(e) {
       ` (${d.trigger})`;
     case "csms": return d.connected ? `CSMS connected (OCPP ${d.version})` : `CSMS disconnected: ${d.last_error || ""}`;
     case "controller_link": return `ESP32 link ${d.up ? "up" : "down"} on connector ${d.connector_id}: ${d.reason}`;
+    case "meter_health": return d.healthy ? "energy meter answers again" : `energy meter not answering: ${d.reason || ""}`;
     case "outbox": return d.depth ? `offline queue: ${d.depth} message(s) waiting for the CSMS` : "offline queue empty";
     case "daemon": return d.reachable ? "station daemon reachable" : `station daemon unreachable: ${d.error || ""}`;
     default: return `${e.kind} ${JSON.stringify(d).slice(0, 120)}`;
