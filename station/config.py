@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         "STATION_PRIMARY_RETRY_SECONDS", "How long to stay on the fallback version before probing the primary.",
         default=3600.0, gt=0,
     )
+    version_return_seconds: float = _var(
+        "STATION_VERSION_RETURN_SECONDS", "How often to try to return to the OCPP version that transaction messages "
+        "wait for (docs/ocpp.md, version switches).", default=60.0, gt=0,
+    )
     backoff_min_seconds: float = _var("STATION_BACKOFF_MIN_SECONDS", "First reconnect delay.", default=1.0, gt=0)
     backoff_max_seconds: float = _var("STATION_BACKOFF_MAX_SECONDS", "Longest reconnect delay.", default=60.0, gt=0)
     ping_interval_seconds: int = _var(
@@ -127,6 +131,14 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = _var(
         "STATION_LOG_LEVEL", "Log level.", default="info"
+    )
+    log_file: Path | None = _var(
+        "STATION_LOG_FILE", "Write the daemon's log to this file (kept to 2 x 10 MB) instead of stderr; for hosts "
+        "without journald. Diagnostics archives read it.", default=None,
+    )
+    flight_recorder_mb: int = _var(
+        "STATION_FLIGHT_RECORDER_MB", "Disk kept for the flight recorder (raw ESP32, OCPP and meter traffic, "
+        "in STATION_STATE_DIR/flight-recorder); 0 = off.", default=16, ge=0, le=1024,
     )
 
     @field_validator("station_name")

@@ -61,8 +61,9 @@ async def test_trigger_message_sends_the_requested_message_after_answering(rig: 
 
 
 async def test_trigger_message_for_an_unsupported_message_is_not_implemented(rig: Rig) -> None:
-    answer = await call(rig, "TriggerMessage", {"requestedMessage": "LogStatusNotification"},
-                        "TriggerMessage", {"requestedMessage": "DiagnosticsStatusNotification"})
+    if rig.version == "16":
+        pytest.skip("the station answers every TriggerMessage 1.6 defines")
+    answer = await rig.csms.call("CP", "TriggerMessage", {"requestedMessage": "PublishFirmwareStatusNotification"})
     assert answer["status"] == "NotImplemented"
 
 

@@ -25,6 +25,7 @@ import structlog
 from station.core.clock import Clock
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.events import EventBus
+from station.core.security_events import SecurityEventLog
 from station.core.smart_charging import SmartCharging
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.ports import ChargeController, ControllerError
@@ -138,6 +139,9 @@ class StationCore:
         self.store = store
         self.clock = clock or Clock()
         self.events = EventBus()
+        self.security_events = SecurityEventLog(store, self.clock, self.events)
+        """record(type, tech_info): local security log + durable SecurityEventNotification."""
+        self.clock.on_step = self._clock_stepped
         self.authorizer: Authorizer | None = None
         self.csms_online = False
         self.has_meter = has_meter
@@ -163,6 +167,9 @@ class StationCore:
         self.charging = SmartCharging(self)
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
+
+    def _clock_stepped(self, seconds: float, source: str) -> None:
+        self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
 
     # --- wiring -----------------------------------------------------------------
     def attach_controller(self, connector_id: int, controller: ChargeController) -> None:
@@ -346,6 +353,14 @@ class StationCore:
             if conn.transaction and conn.transaction.id == transaction_id:
                 conn.transaction.csms_id = csms_id
 
+    def pin_transaction_version(self, transaction_id: str, version: str) -> None:
+        """Bind a transaction to the OCPP version its first message goes out in (docs/ocpp.md,
+        "Version switches"): all its later messages wait for that version."""
+        self.store.pin_version(transaction_id, version)
+        for conn in self.connectors.values():
+            if conn.transaction and conn.transaction.id == transaction_id and conn.transaction.ocpp_version is None:
+                conn.transaction.ocpp_version = version
+
     def transaction_by_csms_id(self, csms_id: str) -> TransactionRecord | None:
         return next((c.transaction for c in self.connectors.values()
                      if c.transaction and c.transaction.csms_id == csms_id), None)
@@ -372,6 +387,14 @@ class StationCore:
                     self._reconcile(conn)
                     ended += 1
         return ended
+
+    def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
+        """An operator sends parked outbox entries (all, or these) again, with fresh attempts."""
+        released = self.store.release_parked(entry_ids)
+        if released:
+            log.warning("parked transaction messages released by the operator", entries=released)
+            self.events.publish("outbox", depth=self._outbox_depth(), released=released)
+        return released
 
     # --- views --------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

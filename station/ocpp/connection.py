@@ -11,6 +11,9 @@ and, when the session ends or the link dies, reconnects. Decisions it owns:
   version that worked is preferred for `primary_retry_seconds`, then the primary is probed
   again (a working fallback connection is closed cleanly for the probe; one failed probe
   returns to the fallback at once). Authentication failures never trigger a fallback.
+- Unfinished work (`needs`): a version with open transactions or queued messages bound to it is
+  not left voluntarily (no primary probe); a version whose bound messages wait is returned to
+  (a probe, every `version_return_seconds`) once the current one has nothing left to finish.
 - Reconnect: exponential backoff with full jitter between `backoff_min` and `backoff_max`
   after every failed attempt or lost link; never a tight loop.
 - Liveness: WebSocket ping every `ping_interval` s (OCPP's WebSocketPingInterval, changeable
@@ -47,6 +50,9 @@ log = structlog.get_logger("station.ocpp.link")
 
 SessionCallback = Callable[[Any, str], Awaitable[None]]
 """`async def on_session(ws, version)`; runs while connected. `version` is "201" or "16"."""
+NeedsCallback = Callable[[], dict[str, int]]
+"""Per version, how much unfinished work is bound to it (open transactions, queued messages)."""
+NEEDS_POLL_SECONDS = 1.0
 
 
 class LinkConfigError(ValueError):
@@ -76,6 +82,7 @@ class LinkParams:
     client_key: Path | str | None = None
     fallback_after: int = 3
     primary_retry_seconds: float = 3600
+    version_return_seconds: float = 60
     backoff_min: float = 1
     backoff_max: float = 60
     ping_interval: float = 20
@@ -225,8 +232,12 @@ class OcppLink:
         on_state: Callable[[LinkState], None] | None = None,
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
+        needs: NeedsCallback | None = None,
     ) -> None:
         self.params = params
+        self._needs = needs
+        self._return_to: str | None = None
+        self._next_return = monotonic() + params.version_return_seconds
         self.profile = resolve_security_profile(params)
         self._on_session = on_session
         self._on_state = on_state
@@ -328,10 +339,53 @@ class OcppLink:
                 log.exception("link state observer failed")
 
     def _choose_version(self) -> tuple[str, str]:
-        """The version to try next and why (probe of the primary when the fallback period is over)."""
-        if self._preferred != self.primary and self._monotonic() - self._preferred_since >= self.params.primary_retry_seconds:
+        """The version to try next and why (probe of the primary when the fallback period is over,
+        or of the version unfinished work waits for)."""
+        if self._return_to is not None:
+            version, self._return_to = self._return_to, None
+            return version, "probe"
+        if (self._preferred != self.primary and not self._needed(self._preferred)
+                and self._monotonic() - self._preferred_since >= self.params.primary_retry_seconds):
             return self.primary, "probe"
         return self._preferred, "preferred"
+
+    def _needed(self, version: str) -> int:
+        if self._needs is None:
+            return 0
+        try:
+            return int(self._needs().get(version, 0))
+        except Exception:  # noqa: BLE001 — a broken store must not stop the link
+            log.exception("ocpp link: cannot read the unfinished work per version")
+            return 0
+
+    def _leave_for(self, version: str) -> tuple[str | None, float]:
+        """While connected on `version`: the version to go to now (or None) and when to ask again.
+
+        Work bound to the current version is finished first; then the other version is
+        returned to if work waits for it; then the primary is probed after its retry period.
+        """
+        poll = NEEDS_POLL_SECONDS if self._needs is not None else float("inf")
+        if self._needed(version):
+            return None, poll
+        other = self._other(version)
+        now = self._monotonic()
+        if other is not None and self._needed(other):
+            if now >= self._next_return:
+                return other, 0.0
+            poll = min(poll, self._next_return - now)
+        if version != self.primary:
+            remaining = self.params.primary_retry_seconds - (now - self._preferred_since)
+            if remaining <= 0:
+                return self.primary, 0.0
+            poll = min(poll, remaining)
+        return None, poll
+
+    async def _leave_when_due(self, version: str) -> str:
+        while True:
+            target, wait = self._leave_for(version)
+            if target is not None:
+                return target
+            await asyncio.sleep(wait)
 
     def _switch(self, version: str, reason: str) -> None:
         if version == self._preferred:
@@ -344,6 +398,7 @@ class OcppLink:
         )
         self._preferred = version
         self._preferred_since = self._monotonic()
+        self._next_return = self._preferred_since + self.params.version_return_seconds
         self._unreachable_in_a_row = 0
         self.state.preferred_version = version
 
@@ -392,9 +447,10 @@ class OcppLink:
             log.warning(f"ocpp link: cannot connect to {url}: {failure.text}", version=version, kind=failure.kind.value)
         other = self._other(version)
         if why == "probe":
-            # The primary is still not usable: back to what worked, for another period.
+            # The primary (or the version work waits for) is still not usable: back to what worked.
             self._preferred_since = self._monotonic()
-            log.warning(f"ocpp link: primary OCPP {_label(version)} still unavailable; staying on OCPP {_label(self._preferred)}")
+            self._next_return = self._preferred_since + self.params.version_return_seconds
+            log.warning(f"ocpp link: OCPP {_label(version)} still unavailable; staying on OCPP {_label(self._preferred)}")
         elif other is not None:
             if failure.kind is FailureKind.REFUSED:
                 self._switch(other, f"OCPP {_label(version)} endpoint refused: {failure.text}")
@@ -448,19 +504,26 @@ class OcppLink:
         keepalive = asyncio.create_task(self._keepalive(ws), name="ocpp-keepalive")
         closed = asyncio.ensure_future(ws.wait_closed())
         waiters: set[asyncio.Future[Any]] = {session, closed}
-        probe: asyncio.Task[None] | None = None
-        if version != self.primary:
-            remaining = self.params.primary_retry_seconds - (self._monotonic() - self._preferred_since)
-            probe = asyncio.create_task(asyncio.sleep(max(0.0, remaining)), name="ocpp-primary-probe-timer")
+        probe: asyncio.Task[str] | None = None
+        if version != self.primary or self._needs is not None:
+            probe = asyncio.create_task(self._leave_when_due(version), name="ocpp-version-probe-timer")
             waiters.add(probe)
         reason = "session ended"
         stopping = False
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if probe is not None and probe in done and not session.done():
-                reason = f"probing primary OCPP {_label(self.primary)}"
-                log.info(f"ocpp link: closing OCPP {_label(version)} link to probe the primary OCPP {_label(self.primary)}")
-                await ws.close(1000, "probing primary")
+                target = probe.result()
+                self._return_to = target
+                if target == self.primary and not self._needed(target):
+                    reason = f"probing primary OCPP {_label(self.primary)}"
+                    log.info(f"ocpp link: closing OCPP {_label(version)} link to probe the primary OCPP {_label(self.primary)}")
+                    await ws.close(1000, "probing primary")
+                else:
+                    reason = f"returning to OCPP {_label(target)}: transaction messages wait for it"
+                    log.warning(f"ocpp link: closing OCPP {_label(version)} link: transaction messages wait for "
+                                f"OCPP {_label(target)}", waiting=self._needed(target))
+                    await ws.close(1000, "returning to the other version")
             if self._dead is not None:
                 reason = self._dead
             elif session.done() and not session.cancelled():

@@ -8,6 +8,7 @@ from typing import Any
 from station.core.model import ConnectorStatus
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry, StoreError
+from station.diagnostics.log_upload import LogNote
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp.base import (
     SETTING_BY_VARIABLE,
@@ -16,6 +17,7 @@ from station.ocpp.base import (
     Setting,
     format_value,
     iso,
+    log_request,
     parse_time,
     parse_value,
 )
@@ -131,6 +133,12 @@ class V201Session(BaseSession):
             payload["requestId"] = note.request_id
         return payload
 
+    def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]]:
+        payload: dict[str, Any] = {"status": note.status.value}
+        if note.request_id is not None:
+            payload["requestId"] = note.request_id
+        return "LogStatusNotification", payload
+
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RequestStartTransaction")
     async def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +196,7 @@ class V201Session(BaseSession):
         if message == "MeterValues":
             has = any(c.last_meter for c in self._targets(evse))
             return {"status": "Accepted" if has else "Rejected"}
-        if message == "FirmwareStatusNotification":
+        if message in ("FirmwareStatusNotification", "LogStatusNotification"):
             return {"status": "Accepted"}
         if message == "TransactionEvent":
             return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
@@ -205,6 +213,8 @@ class V201Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "LogStatusNotification":
+            await self.send_log_status(self.client.log_note(), triggered=True)
         elif message == "TransactionEvent":
             # Through the durable outbox like every transaction event: seqNo stays contiguous.
             for conn in self._targets(evse):
@@ -242,11 +252,21 @@ class V201Session(BaseSession):
 
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
-        self.launch_firmware_update()
-        if self.client.firmware is not None and self.client.firmware.last_answer == "InvalidCertificate":
-            await self.request("SecurityEventNotification", {
-                "type": "InvalidFirmwareSigningCertificate", "timestamp": iso(self.core.clock.now()),
-                "techInfo": "UpdateFirmware signing certificate refused"})
+        self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
+
+    @on_raw("GetLog")
+    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = self.start_log_upload(log_request(payload))
+        result: dict[str, Any] = {"status": answer.status}
+        if answer.filename:
+            result["filename"] = answer.filename
+        if answer.reason and answer.status == "Rejected":
+            result["statusInfo"] = status_info(answer.reason)
+        return result
+
+    @after_raw("GetLog")
+    def after_get_log(self, payload: dict[str, Any]) -> None:
+        self.launch_log_upload()
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
