@@ -37,6 +37,7 @@ from api.models import (
     Ready,
     ReleaseRequest,
     ReleaseResult,
+    Reservation,
     StartRequest,
     StartResult,
     Status,
@@ -209,6 +210,11 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
              responses={**ERRORS, 404: {"model": ErrorBody, "description": "No such connector."}})
     async def connector(connector_id: Annotated[int, PathParam(ge=1)]) -> dict[str, Any]:
         return mask_tokens(await daemon(lambda c: c.connector(connector_id)))  # type: ignore[no-any-return]
+
+    @app.get("/reservations", response_model=list[Reservation], tags=["state"], responses=ERRORS,
+             summary="Reservations the CSMS made (ReserveNow), by id; tokens masked")
+    async def reservations() -> list[dict[str, Any]]:
+        return mask_tokens(await daemon(lambda c: c.reservations()))  # type: ignore[no-any-return]
 
     @app.get("/transactions", response_model=TransactionPage, tags=["state"], responses=ERRORS,
              summary="Recent transactions, most recent first")

@@ -142,7 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
             default=MAX_PERIODS),
     Setting("MaxChargingProfilesInstalled", "SmartChargingCtrlr", "Entries", int, readonly=True, default=MAX_PROFILES),
     Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
-            default="Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging"),
+            default="Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"),
     Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
     Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, readonly=True, getter=lambda c: c.link.profile),
 )
@@ -397,6 +397,8 @@ class BaseSession(StrictChargePoint):
                         await self.send_status(conn)
                 elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
+                elif event.kind == "reservation":
+                    self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
 
     async def _boot(self) -> None:
         while True:
@@ -434,6 +436,16 @@ class BaseSession(StrictChargePoint):
         Raspberry Pi). The driver waits on the command, the CSMS only on the answer.
         """
         await asyncio.sleep(0)
+
+    async def reservation_changed(self, data: dict[str, Any]) -> None:
+        """Tell the CSMS about a reservation that ended by itself (2.0.1 ReservationStatusUpdate)."""
+
+    async def _reservation_changed(self, data: dict[str, Any]) -> None:
+        try:
+            await self.reservation_changed(data)
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("ocpp: reservation status not confirmed", reservation_id=data.get("reservation_id"),
+                        error=str(exc))
 
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:

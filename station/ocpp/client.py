@@ -58,9 +58,12 @@ class OcppClient:
         firmware: FirmwareUpdater | None = None,
         logs: LogUploader | None = None,
         recorder: FlightRecorder | None = None,
+        boot_reason: str = "PowerUp",
     ) -> None:
         self.params = params
         self.core = core
+        self.boot_reason = boot_reason
+        """Why this process started (station.boot_reason); 2.0.1 BootNotification's `reason`."""
         self.info = info or StationInfo()
         self.boot_retry_seconds = boot_retry_seconds
         self.response_timeout = response_timeout
