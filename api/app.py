@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import metrics
 from api.daemon_link import DaemonLink
+from api.guard import BodyGuard
 from api.models import (
     AvailabilityRequest,
     AvailabilityResult,
@@ -113,6 +114,8 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.link = link
+    # Token and body size are checked on the raw request, before FastAPI reads any body (api/guard.py).
+    app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------
