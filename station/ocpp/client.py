@@ -69,7 +69,8 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed,
+                             on_security_event=core.security_events.record)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
