@@ -117,6 +117,7 @@ class Daemon:
             baud=settings.meter_baud,
             poll_interval=settings.meter_poll_seconds,
             on_reading=self._on_meter_reading,
+            on_health=self.core.on_meter_health,
         )
 
     def _on_meter_reading(self, reading: Any) -> None:
@@ -145,6 +146,7 @@ class Daemon:
                 "port": self.settings.meter_port,
                 "model": self.settings.meter_model,
                 "healthy": self.meter.healthy,
+                "last_error": self.meter.last_error,
                 "stats": _as_dict(self.meter.stats),
             },
         }

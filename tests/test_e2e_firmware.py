@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from station import update
+from station.field import update
 from tests.e2e import STATION_ID, DaemonProcess, running_station
 from tests.firmware_helpers import ARTEFACT, WHEEL, artefact_server, sha256
 from tests.ocpp_helpers import eventually

@@ -1,7 +1,7 @@
 """Remote update from the CSMS (UpdateFirmware, FirmwareStatusNotification) in both versions.
 
 Real components: the dev CSMS on 127.0.0.1, a real HTTP server serving the artefact, real
-SQLite; the hand-over is the real `station.update.request_update` (request.json in the state
+SQLite; the hand-over is the real `station.field.update.request_update` (request.json in the state
 dir) and the outcome the real `result.json` the update flow leaves.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from station import update
+from station.field import update
 from station.devtools.csms import DevCsms, Received
 from station.firmware import FirmwareUpdater
 from station import pki
