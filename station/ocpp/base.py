@@ -328,12 +328,12 @@ class BaseSession(StrictChargePoint):
             recorder.ocpp(direction, action, message, raw)
 
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
-                      timeout: float | None = None) -> dict[str, Any]:
+                      timeout: float | None = None, queued: bool = False) -> dict[str, Any]:
         """A CALL to the CSMS, recorded as evidence (status, round trip) for `station --once` and the API."""
         started = time.perf_counter()
         record = Exchange(action, "out", datetime.now(UTC).isoformat())
         try:
-            response = await super().request(action, payload, validate=validate, timeout=timeout)
+            response = await super().request(action, payload, validate=validate, timeout=timeout, queued=queued)
         except CallErrorReceived as exc:
             record.status, record.error = "CallError", f"{exc.code}: {exc.description}"
             raise
@@ -578,7 +578,7 @@ class BaseSession(StrictChargePoint):
             except StoreError:
                 return False
         try:
-            response = await self.request(action, payload)
+            response = await self.request(action, payload, queued=True)  # live calls may go first
         except CallErrorReceived as exc:
             return self._failed(entry, f"CALLERROR {exc.code}: {exc.description}")
         except TimeoutError:

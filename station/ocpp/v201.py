@@ -80,7 +80,7 @@ class V201Session(BaseSession):
         station: dict[str, Any] = {"model": info.model, "vendorName": info.vendor, "firmwareVersion": info.firmware_version}
         if info.serial_number:
             station["serialNumber"] = info.serial_number
-        return {"chargingStation": station, "reason": "PowerUp"}
+        return {"chargingStation": station, "reason": self.client.boot_reason}
 
     def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
         status = CONNECTOR_STATUS.get(conn.derived.status, "Occupied")
