@@ -157,6 +157,7 @@ class OutboxEntry:
             "kind": self.kind, "seq_no": self.seq_no, "trigger": self.trigger, "recorded_at": self.stamp.wall.isoformat(),
             "attempts": self.attempts, "parked": self.parked, "last_error": self.last_error,
         }
+
     @property
     def is_transaction(self) -> bool:
         return bool(self.transaction_id)

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from station.core.security_events import LoginFailureBursts
 from station.core.station import StationCore
 from station.ipc import protocol
 from station.ipc.protocol import IpcError
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 StatusFn = Callable[[], dict[str, Any]]
 ProbeFn = Callable[[], Awaitable[Any]]
+DiagnosticsFn = Callable[[str | None, str | None], dict[str, Any]]
+"""(since, until as ISO text) → what `station report` needs from the daemon (masked config, snapshot, security log)."""
 
 MAX_CONNECTIONS = 32
 MAX_IN_FLIGHT = 8
@@ -60,12 +63,14 @@ class IpcServer:
         status: StatusFn,
         probe: ProbeFn | None = None,
         *,
+        diagnostics: DiagnosticsFn | None = None,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.path = Path(path)
         self.core = core
         self._status = status
         self._probe = probe
+        self._diagnostics = diagnostics
         self.max_connections = max_connections
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -83,9 +88,14 @@ class IpcServer:
             "unlock": self._m_unlock,
             "limit": self._m_limit,
             "probe": self._m_probe,
+            "login_failed": self._m_login_failed,
             "outbox": self._m_outbox,
             "outbox_release": self._m_outbox_release,
+            "diagnostics": self._m_diagnostics,
         }
+        self.login_failures = LoginFailureBursts(
+            lambda info: core.security_events.record("MaintenanceLoginFailed", info))
+        """Failed local logins (the API's token checks): one security event per burst."""
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -188,6 +198,16 @@ class IpcServer:
         result["process"] = _process_facts()
         result["ipc"] = {"path": str(self.path), "clients": len(self._connections), "subscribers": self.subscribers}
         return result
+
+    async def _m_diagnostics(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "since", "until")
+        if self._diagnostics is None:
+            raise IpcError(protocol.UNAVAILABLE, "this daemon builds no diagnostics")
+        since, until = params.get("since"), params.get("until")
+        for value in (since, until):
+            if value is not None and not isinstance(value, str):
+                raise IpcError(protocol.INVALID_PARAMS, "since and until are ISO 8601 text")
+        return self._diagnostics(since, until)
 
     async def _m_connectors(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         _no_params(params)
@@ -306,6 +326,15 @@ class IpcServer:
         targets = self.core.connectors.values() if cid == 0 else [self.core.connectors[cid]]
         return {"connector_id": cid, "local_limit_a": amps,
                 "effective_limit_a": {str(c.id): c.limit_a for c in targets}}
+
+    async def _m_login_failed(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The API saw `count` failed token checks from `source` (e.g. "local API from 10.0.0.7")."""
+        _only(params, "source", "count")
+        source = params.get("source")
+        if not isinstance(source, str) or not 0 < len(source) <= 100:
+            raise IpcError(protocol.INVALID_PARAMS, "source: expected a string of 1..100 characters")
+        count = _int(params, "count", default=1, low=1, high=1_000_000)
+        return {"event": self.login_failures.failed(source, count)}
 
     async def _m_outbox(self, params: dict[str, Any]) -> dict[str, Any]:
         """The queue's depth and its parked entries (refused by the CSMS, kept for the operator)."""
