@@ -124,6 +124,9 @@ class V16Session(SecurityHandlers, BaseSession):
         return "StopTransaction", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        if entry.kind == "ended" and response.get("idTagInfo"):  # the cache learns the idTag's status
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
+                                                entry.data.get("id_token"))
         if entry.kind != "started":
             return
         self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))

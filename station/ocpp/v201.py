@@ -120,7 +120,8 @@ class V201Session(SecurityHandlers, BaseSession):
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
-            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
+                                                entry.data.get("id_token") if entry.kind == "started" else None)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
