@@ -51,7 +51,7 @@ from station import __version__
 from station.config import Settings
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
-from station.logs import register_secrets
+from station.logs import mask_tokens, register_secrets  # the daemon masks too (IPC); again here, to be sure
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -75,21 +75,6 @@ CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Refused in the connector's current state (reason given)."},
     422: {"model": ErrorBody, "description": "Invalid request."},
 }
-
-
-def mask_tokens(value: Any) -> Any:
-    """Driver tokens (RFID UIDs) can be cloned to charge on someone's account: show only their tail."""
-    if isinstance(value, dict):
-        return {k: (_mask(v) if k == "id_token" else mask_tokens(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_tokens(v) for v in value]
-    return value
-
-
-def _mask(token: Any) -> Any:
-    if not isinstance(token, str):
-        return token
-    return "****" + token[-4:] if len(token) > 4 else "****"
 
 
 def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI:
