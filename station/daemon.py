@@ -27,6 +27,7 @@ from station.diagnostics.recorder import SEGMENTS, FlightRecorder
 from station.firmware import FirmwareStatus, FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
+from station.ocpp.endpoints import Endpoints
 
 if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (station/handover.py)
     from station.config import Settings
@@ -77,7 +78,8 @@ class Daemon:
                                 ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
         self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
-                               boot_reason=self.boot_reason)
+                               boot_reason=self.boot_reason,
+                               endpoints=Endpoints(link_params(settings), settings.state_dir))
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
         self._tasks: list[asyncio.Task[Any]] = []
