@@ -93,9 +93,9 @@ def parse_priority(text: str, known: set[int]) -> list[int]:
 
 
 def never_lower(current: int, new: int) -> str | None:
-    """The security rule for a new endpoint: its security profile may not be lower than the one in use
-    (B09.FR.04, no AllowSecurityProfileDowngrade). The single call site of this rule; the security
-    helper's own function replaces it once it lands on main."""
+    """B09.FR.04 (no AllowSecurityProfileDowngrade): a network profile's security profile may not be
+    lower than the one in use. Raising it is left to `station.credentials` (SecurityCtrlr.SecurityProfile),
+    which tries the higher profile and falls back when it fails."""
     if new < current:
         return f"security profile {new} is lower than the active profile {current}"
     return None
@@ -123,6 +123,10 @@ def refusal(profile: NetworkProfile, *, active_security_profile: int, has_passwo
     lower = never_lower(active_security_profile, profile.security_profile)
     if lower:
         return "NoSecurityDowngrade", lower
+    if profile.security_profile > active_security_profile:
+        # Raising the profile has one owner (station.credentials: tried, and undone when it fails).
+        return "InvalidNetworkConf", (f"security profile {profile.security_profile} is above the active "
+                                      f"{active_security_profile}: raise SecurityCtrlr.SecurityProfile first")
     if profile.security_profile >= 2 and parts.scheme != "wss":
         return "InvalidNetworkConf", f"security profile {profile.security_profile} needs a wss:// URL"
     if profile.security_profile in (1, 2) and not has_password:

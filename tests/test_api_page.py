@@ -85,6 +85,27 @@ async def _reachable(api: httpx.AsyncClient) -> bool:
     return bool((await api.get("/health")).json()["daemon"]["reachable"])
 
 
+async def test_a_reservation_shows_on_the_page_with_its_token_masked(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.async_api import expect
+
+    from station.core.reservations import Reservation
+
+    async with serve_api(settings_for(tmp_path, sock_path)) as url:
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        await expect(page.get_by_test_id("connector-1-status")).to_have_text("Available")
+        expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        daemon.core.reservations.reserve(Reservation(31, 1, "DRIVER0077", "ISO14443", None, expires))
+        await expect(page.get_by_test_id("connector-1-status")).to_have_text("Reserved")
+        await expect(page.get_by_test_id("connector-1")).to_contain_text("for token ****0077")
+        await expect(page.get_by_test_id("events")).to_contain_text("reservation 31 accepted on connector 1")
+        assert "DRIVER0077" not in await page.content()
+
+
 async def test_a_meter_that_stops_answering_shows_as_a_problem_on_the_page(
     tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
 ) -> None:

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,6 +27,10 @@ from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.endpoints import Endpoints
 from station.ocpp.rpc import CallErrorReceived, cancel_all
+from station.ocpp.security import Renewal, report_event
+
+if TYPE_CHECKING:
+    from station.credentials import Credentials
 
 log = structlog.get_logger("station.ocpp")
 
@@ -57,6 +61,7 @@ class OcppClient:
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
+        credentials: Credentials | None = None,
         logs: LogUploader | None = None,
         recorder: FlightRecorder | None = None,
         boot_reason: str = "PowerUp",
@@ -71,6 +76,12 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
+        self.credentials = credentials
+        """Password, client certificate, profile and roots the CSMS may change; None: fixed (tests, --once)."""
+        self._owned: set[asyncio.Task[Any]] = set()
+        self.renewal = Renewal(self)
+        if credentials is not None:
+            credentials.on_event = lambda kind, info: report_event(self, kind, info)
         self.endpoints = endpoints
         """Network connection profiles (SetNetworkProfile, NetworkConfigurationPriority); None: the configured URLs only."""
         self._link_changed = asyncio.Event()
@@ -104,8 +115,8 @@ class OcppClient:
         core.authorizer = self
 
     def _new_link(self, params: LinkParams) -> OcppLink:
-        link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=self.core.store.versions_needed,
-                        on_security_event=self.core.security_events.record)
+        link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=self.credentials,
+                        needs=self.core.store.versions_needed, on_security_event=self.core.security_events.record)
         ping = self.core.store.get("ocpp:WebSocketPingInterval", None)
         if ping is not None:  # set by the CSMS earlier: outlives restarts
             link.set_ping_interval(int(ping))
@@ -122,8 +133,7 @@ class OcppClient:
         finally:
             if self._reset_task is not None:
                 self._reset_task.cancel()
-            if watcher is not None:
-                await cancel_all([watcher])
+            await cancel_all([t for t in (watcher, *self._owned) if t is not None])
             if self.logs is not None:
                 await self.logs.close()
 
@@ -153,6 +163,11 @@ class OcppClient:
 
     def _profile_outcome(self, entry: dict[str, Any]) -> None:
         self.core.events.publish("network_profile", **entry)
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -301,6 +316,11 @@ class OcppClient:
 
     def change_setting(self, definition: Setting, value: Any) -> None:
         """Persist and apply a writable setting now (raises StoreError when it cannot be saved)."""
+        if definition.setter is not None:
+            definition.setter(self, value)
+            log.info("ocpp: configuration changed", key=definition.key,
+                     value="***" if definition.write_only else value)
+            return
         if definition.key == "HeartbeatInterval":
             self.set_heartbeat_interval(int(value), persist=True)
         elif definition.key == "MeterValueSampleInterval":
@@ -321,6 +341,34 @@ class OcppClient:
         else:
             self.core.store.put(f"ocpp:{definition.key}", value)
         log.info("ocpp: configuration changed", key=definition.key, value=value)
+
+    # ---- security settings (A01, A05) -------------------------------------------------
+    def change_password(self, text: str) -> None:
+        """BasicAuthPassword / AuthorizationKey: stored 0600, tried on a reconnect right after the answer."""
+        if self.credentials is None:
+            raise ValueError("the password is fixed by the station's configuration")
+        self.credentials.set_password(text, self.session.VERSION if self.session else "201")
+        self._reconnect_soon()
+
+    def raise_security_profile(self, profile: int) -> None:
+        """SecurityCtrlr.SecurityProfile / SecurityProfile: only up (A05); ValueError says why not."""
+        if self.credentials is None:
+            raise ValueError("the security profile is fixed by the station's configuration")
+        self.credentials.raise_profile(profile)
+        self._reconnect_soon()
+
+    def profile_refusal(self, profile: int) -> str | None:
+        """Why the security profile cannot be raised to `profile` now (for SetNetworkProfile); None: it can."""
+        if self.credentials is None:
+            return "the security profile is fixed by the station's configuration"
+        return self.credentials.profile_refusal(profile)
+
+    def _reconnect_soon(self) -> None:
+        async def reconnect() -> None:
+            await asyncio.sleep(0.3)  # the answer goes out first
+            await self.link.disconnect()
+
+        self.own(asyncio.get_running_loop().create_task(reconnect(), name="ocpp-reconnect"))
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
         self.heartbeat_seconds = max(1, int(seconds))

@@ -27,6 +27,7 @@ from station.ocpp.base import (
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
+from station.ocpp.security import SecurityHandlers, report_event
 
 TRIGGER_REASONS = {
     "Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "Deauthorized",
@@ -73,7 +74,7 @@ def _lookup_variable(item: dict[str, Any]) -> tuple[dict[str, Any], Setting | No
     return result, setting
 
 
-class V201Session(BaseSession):
+class V201Session(SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -121,7 +122,8 @@ class V201Session(BaseSession):
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
-            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
+                                                entry.data.get("id_token") if entry.kind == "started" else None)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
@@ -241,6 +243,8 @@ class V201Session(BaseSession):
             return {"status": "Accepted"}
         if message == "TransactionEvent":
             return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
+        if message == "SignChargingStationCertificate":
+            return {"status": self.trigger_certificate_renewal()}
         return {"status": "NotImplemented"}
 
     @after_raw("TriggerMessage")
@@ -254,6 +258,8 @@ class V201Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "SignChargingStationCertificate" and self.client.renewal.refusal() is None:
+            self.client.renewal.start("TriggerMessage")
         elif message == "LogStatusNotification":
             await self.send_log_status(self.client.log_note(), triggered=True)
         elif message == "TransactionEvent":
@@ -275,6 +281,10 @@ class V201Session(BaseSession):
     @on_raw("UpdateFirmware")
     def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         firmware = payload["firmware"]
+        if not firmware.get("signingCertificate"):
+            # 2.0.1 has no unsigned update here: the signing certificate is what ties it to the manufacturer.
+            report_event(self.client, "InvalidFirmwareSigningCertificate", "UpdateFirmware without signing certificate")
+            return {"status": "InvalidCertificate", "statusInfo": status_info("signed firmware required")}
         request = FirmwareRequest(
             location=firmware["location"],
             retrieve_at=parse_time(firmware["retrieveDateTime"]) or datetime.now(UTC),
@@ -308,9 +318,11 @@ class V201Session(BaseSession):
                                                          "additionalInfo": "only OCPP20 or OCPP16 over JSON"}}
         profile = NetworkProfile(int(payload["configurationSlot"]), data["ocppCsmsUrl"], version,
                                  int(data["securityProfile"]), int(data["messageTimeout"]))
-        params = self.client.params
-        why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=bool(params.password),
-                              has_client_cert=bool(params.client_cert and params.client_key))
+        params, credentials = self.client.params, self.client.credentials
+        has_password = credentials.has_password() if credentials is not None else bool(params.password)
+        has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,
+                              has_client_cert=has_cert)
         if why is not None:
             self.log.warning("ocpp: SetNetworkProfile rejected", slot=profile.slot, reason=why[1])
             return {"status": "Rejected", "statusInfo": {"reasonCode": why[0], "additionalInfo": why[1][:512]}}
@@ -342,7 +354,10 @@ class V201Session(BaseSession):
         results = []
         for item in payload["getVariableData"]:
             result, setting = _lookup_variable(item)
-            if setting is not None:
+            if setting is not None and setting.write_only:
+                result["attributeStatus"] = "Rejected"  # a secret is never read back
+                result["attributeStatusInfo"] = {"reasonCode": "WriteOnly"}
+            elif setting is not None:
                 result["attributeStatus"] = "Accepted"
                 result["attributeValue"] = format_value(self.client.setting(setting.key))[:2500]
             results.append(result)
