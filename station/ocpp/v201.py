@@ -199,6 +199,15 @@ class V201Session(SecurityHandlers, BaseSession):
             await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
                                                            "reservationUpdateStatus": data["status"]})
 
+    @on_raw("GetTransactionStatus")
+    def on_get_transaction_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """E14: is the transaction still running, and are its (or any transaction's) messages queued."""
+        ongoing, queued = self.core.transaction_status(payload.get("transactionId"))
+        answer: dict[str, Any] = {"messagesInQueue": queued}
+        if ongoing is not None:
+            answer["ongoingIndicator"] = ongoing
+        return answer
+
     @on_raw("RequestStopTransaction")
     def on_request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
         stopped = self.core.request_stop(payload["transactionId"], reason="Remote", trigger="RemoteStop")
