@@ -154,6 +154,8 @@ class StationCore:
         self.authorizer: Authorizer | None = None
         self.csms_online = False
         self.has_meter = has_meter
+        self.meter_health: dict[str, Any] | None = None
+        """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
         self.meter_value_seconds = float(store.get("meter_value_seconds", meter_value_seconds))
         self.connection_timeout_s = float(store.get("connection_timeout_s", connection_timeout_s))
         self.connectors: dict[int, Connector] = {}
@@ -221,6 +223,19 @@ class StationCore:
         conn.last_meter = reading
         self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
         self.auth.enforce_energy(conn)
+
+    def on_meter_health(self, healthy: bool, reason: str) -> None:
+        """The meter answers again, or stopped answering: billing depends on it, so this is a
+        station problem (status, /ready, metrics) and a `meter_health` event (monitoring subscribes)."""
+        previous = self.meter_health
+        if previous is not None and previous["healthy"] == healthy:
+            return
+        self.meter_health = {"healthy": healthy, "reason": reason, "since": self.clock.now().isoformat()}
+        if not healthy:
+            log.error("energy meter not answering: energy cannot be measured for billing", reason=reason)
+        elif previous is not None:
+            log.info("energy meter answers again", reason=reason)
+        self.events.publish("meter_health", **self.meter_health)
 
     def tick(self) -> None:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
@@ -404,6 +419,19 @@ class StationCore:
                     ended += 1
         return ended
 
+    def transaction_status(self, transaction_id: str | None) -> tuple[bool | None, bool]:
+        """(ongoing — None when no id was asked about —, messages still queued) for GetTransactionStatus (E14).
+
+        Queued means recorded and not yet confirmed by the CSMS (parked ones included: they are
+        not delivered either), for that transaction or, without an id, for any transaction.
+        """
+        queued = self.store.queued_for_transaction(transaction_id) > 0 or any(
+            tx.id == transaction_id or transaction_id is None for tx, _ in self._unsaved)
+        if transaction_id is None:
+            return None, queued
+        ongoing = any(c.transaction is not None and c.transaction.id == transaction_id for c in self.connectors.values())
+        return ongoing, queued
+
     def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
         """An operator sends parked outbox entries (all, or these) again, with fresh attempts."""
         released = self.store.release_parked(entry_ids)
@@ -423,6 +451,7 @@ class StationCore:
             "store": {"healthy": self.store.healthy and not self._unsaved, "last_error": self.store.last_error,
                       "unsaved_events": len(self._unsaved)},
             "has_meter": self.has_meter,
+            "meter_health": self.meter_health,
             "smart_charging": self.charging.snapshot(),
             "reservations": self.reservations.snapshot(),
         }

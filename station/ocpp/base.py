@@ -116,6 +116,12 @@ class Setting:
     minimum: int | None = None
     getter: Callable[[OcppClient], Any] | None = None
     """For values computed from the station (read-only)."""
+    reboot: bool = False
+    """A change takes effect at the next start (answered RebootRequired)."""
+    setter: Callable[[OcppClient, Any], None] | None = None
+    """Applies a value instead of storing it (ValueError: refused, with the reason)."""
+    write_only: bool = False
+    """A secret: accepted, never read back (GetVariables Rejected, not in GetConfiguration)."""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -143,8 +149,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MaxChargingProfilesInstalled", "SmartChargingCtrlr", "Entries", int, readonly=True, default=MAX_PROFILES),
     Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
             default="Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"),
+    Setting("NetworkConfigurationPriority", "OCPPCommCtrlr", "NetworkConfigurationPriority", str, reboot=True,
+            getter=lambda c: c.endpoints.priority() if c.endpoints is not None else "0"),
+    Setting("NetworkProfileConnectionAttempts", "OCPPCommCtrlr", "NetworkProfileConnectionAttempts", int, default=3,
+            minimum=1),
     Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
-    Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, readonly=True, getter=lambda c: c.link.profile),
+    Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, getter=lambda c: c.link.profile,
+            setter=lambda c, v: c.raise_security_profile(int(v))),
+    Setting("AuthorizationKey", "SecurityCtrlr", "BasicAuthPassword", str, write_only=True,
+            setter=lambda c, v: c.change_password(str(v))),
+    Setting("CpoName", "SecurityCtrlr", "OrganizationName", str, default=""),
+    Setting("CertSigningWaitMinimum", "SecurityCtrlr", "CertSigningWaitMinimum", int, default=60, minimum=1),
+    Setting("CertSigningRepeatTimes", "SecurityCtrlr", "CertSigningRepeatTimes", int, default=3, minimum=0),
+    Setting("CertificateSignedMaxChainSize", "SecurityCtrlr", "MaxCertificateChainSize", int, readonly=True,
+            default=10000),
+    Setting("CertificateStoreMaxLength", "SecurityCtrlr", "CertificateStoreMaxLength", int, readonly=True,
+            default=20),
+    Setting("CertificateEntries", "SecurityCtrlr", "CertificateEntries", int, readonly=True,
+            getter=lambda c: c.credentials.roots.count() if c.credentials else 0),
+    Setting("AdditionalRootCertificateCheck", "SecurityCtrlr", "AdditionalRootCertificateCheck", bool,
+            readonly=True, default=False),
 )
 SETTING_BY_KEY = {s.key.lower(): s for s in SETTINGS}
 SETTING_BY_VARIABLE = {(s.component.lower(), s.variable.lower()): s for s in SETTINGS}
@@ -390,6 +414,10 @@ class BaseSession(StrictChargePoint):
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
             self.spawn(self.client.flush_log_status(), "ocpp-log-status")
+            credentials = self.client.credentials
+            if credentials is not None and credentials.profile == 3 and credentials.renewal_due() \
+                    and self.client.renewal.refusal() is None:
+                self.client.renewal.start("client certificate expires within a month")  # A03
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,7 +26,12 @@ from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp import schema
+from station.ocpp.endpoints import Endpoints
 from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
+from station.ocpp.security import Renewal, report_event
+
+if TYPE_CHECKING:
+    from station.credentials import Credentials
 
 log = structlog.get_logger("station.ocpp")
 
@@ -57,9 +62,11 @@ class OcppClient:
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
+        credentials: Credentials | None = None,
         logs: LogUploader | None = None,
         recorder: FlightRecorder | None = None,
         boot_reason: str = "PowerUp",
+        endpoints: Endpoints | None = None,
     ) -> None:
         self.params = params
         self.core = core
@@ -70,8 +77,19 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed,
-                             on_security_event=core.security_events.record)
+        self.credentials = credentials
+        """Password, client certificate, profile and roots the CSMS may change; None: fixed (tests, --once)."""
+        self._owned: set[asyncio.Task[Any]] = set()
+        self.renewal = Renewal(self)
+        if credentials is not None:
+            credentials.on_event = lambda kind, info: report_event(self, kind, info)
+        self.endpoints = endpoints
+        """Network connection profiles (SetNetworkProfile, NetworkConfigurationPriority); None: the configured URLs only."""
+        self._link_changed = asyncio.Event()
+        self._failures_at_connect = 0
+        if endpoints is not None:
+            endpoints.on_outcome = self._profile_outcome
+        self.link = self._new_link(endpoints.params() if endpoints is not None else params)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -95,28 +113,70 @@ class OcppClient:
         if logs is not None:
             logs.notify = self._log_notify
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
-        ping = core.store.get("ocpp:WebSocketPingInterval", None)
-        if ping is not None:  # set by the CSMS earlier: outlives restarts
-            self.link.set_ping_interval(int(ping))
         core.authorizer = self
+
+    def _new_link(self, params: LinkParams) -> OcppLink:
+        link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=self.credentials,
+                        needs=self.core.store.versions_needed, on_security_event=self.core.security_events.record)
+        ping = self.core.store.get("ocpp:WebSocketPingInterval", None)
+        if ping is not None:  # set by the CSMS earlier: outlives restarts
+            link.set_ping_interval(int(ping))
+        return link
 
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
         watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
         warm = asyncio.create_task(schema.warm_up_boot(LIBRARY_VERSION[self.link.primary]), name="ocpp-boot-warm-up")
         try:
-            await self.link.run()
+            if self.endpoints is not None and self.endpoints.switching:
+                await self._run_profiles(self.endpoints)
+            else:
+                await self.link.run()
         finally:
             await cancel_all([warm])
             if self._reset_task is not None:
                 self._reset_task.cancel()
-            if watcher is not None:
-                await cancel_all([watcher])
+            await cancel_all([t for t in (watcher, *self._owned) if t is not None])
             if self.logs is not None:
                 await self.logs.close()
 
+    async def _run_profiles(self, endpoints: Endpoints) -> None:
+        """Run the link on one network profile after the other (see station.ocpp.endpoints)."""
+        while True:
+            task = asyncio.create_task(self.link.run(), name="ocpp-link")
+            self._failures_at_connect = self.link.state.failed_attempts
+            try:
+                while not task.done():
+                    attempts = max(1, int(self.setting("NetworkProfileConnectionAttempts")))
+                    failures = self.link.state.failed_attempts - self._failures_at_connect
+                    if failures >= attempts and not endpoints.staying:
+                        break
+                    self._link_changed.clear()
+                    waiter = asyncio.ensure_future(self._link_changed.wait())
+                    try:
+                        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+            finally:
+                await cancel_all([task])
+            failures = self.link.state.failed_attempts - self._failures_at_connect
+            endpoints.failed(failures, self.link.state.last_error)
+            self.boot_accepted_version = None  # B10.FR.10: a BootNotification on the new connection
+            self.link = self._new_link(endpoints.params())
+
+    def _profile_outcome(self, entry: dict[str, Any]) -> None:
+        self.core.events.publish("network_profile", **entry)
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
+        if state.connected:
+            self._failures_at_connect = state.failed_attempts
+        self._link_changed.set()
         self.publish_state()
         if self._on_link_state is not None:
             self._on_link_state(state)
@@ -125,6 +185,8 @@ class OcppClient:
         self.exchanges.append(exchange)
 
     def publish_state(self) -> None:
+        if self.endpoints is not None and self.session is not None and self.session.boot_accepted.is_set():
+            self.endpoints.accepted(self.core.security_events.record)
         self.core.events.publish("csms", **self.status())
 
     def status(self) -> dict[str, Any]:
@@ -133,6 +195,8 @@ class OcppClient:
         state["booted"] = bool(self.session and self.session.boot_accepted.is_set())
         state["boot"] = self.boot
         state["heartbeat_seconds"] = self.heartbeat_seconds
+        if self.endpoints is not None:
+            state["network_profile"] = self.endpoints.describe(self.endpoints.slot)
         try:
             state["parked_messages"] = self.core.store.parked_count()
             state["unfinished_by_version"] = self.core.store.versions_needed()
@@ -255,6 +319,11 @@ class OcppClient:
 
     def change_setting(self, definition: Setting, value: Any) -> None:
         """Persist and apply a writable setting now (raises StoreError when it cannot be saved)."""
+        if definition.setter is not None:
+            definition.setter(self, value)
+            log.info("ocpp: configuration changed", key=definition.key,
+                     value="***" if definition.write_only else value)
+            return
         if definition.key == "HeartbeatInterval":
             self.set_heartbeat_interval(int(value), persist=True)
         elif definition.key == "MeterValueSampleInterval":
@@ -262,12 +331,47 @@ class OcppClient:
         elif definition.key == "WebSocketPingInterval":
             self.core.store.put("ocpp:WebSocketPingInterval", int(value))
             self.link.set_ping_interval(int(value))
+        elif definition.key == "NetworkConfigurationPriority":
+            if self.endpoints is None:
+                raise ValueError("this station keeps no network profiles")
+            try:
+                self.endpoints.set_priority(str(value))  # ValueError: unknown slot; used from the next start
+            except OSError as exc:
+                raise StoreError(str(exc)) from None
         elif definition.key == "ConnectionTimeOut":
             self.core.store.put("connection_timeout_s", float(value))
             self.core.connection_timeout_s = float(value)
         else:
             self.core.store.put(f"ocpp:{definition.key}", value)
         log.info("ocpp: configuration changed", key=definition.key, value=value)
+
+    # ---- security settings (A01, A05) -------------------------------------------------
+    def change_password(self, text: str) -> None:
+        """BasicAuthPassword / AuthorizationKey: stored 0600, tried on a reconnect right after the answer."""
+        if self.credentials is None:
+            raise ValueError("the password is fixed by the station's configuration")
+        self.credentials.set_password(text, self.session.VERSION if self.session else "201")
+        self._reconnect_soon()
+
+    def raise_security_profile(self, profile: int) -> None:
+        """SecurityCtrlr.SecurityProfile / SecurityProfile: only up (A05); ValueError says why not."""
+        if self.credentials is None:
+            raise ValueError("the security profile is fixed by the station's configuration")
+        self.credentials.raise_profile(profile)
+        self._reconnect_soon()
+
+    def profile_refusal(self, profile: int) -> str | None:
+        """Why the security profile cannot be raised to `profile` now (for SetNetworkProfile); None: it can."""
+        if self.credentials is None:
+            return "the security profile is fixed by the station's configuration"
+        return self.credentials.profile_refusal(profile)
+
+    def _reconnect_soon(self) -> None:
+        async def reconnect() -> None:
+            await asyncio.sleep(0.3)  # the answer goes out first
+            await self.link.disconnect()
+
+        self.own(asyncio.get_running_loop().create_task(reconnect(), name="ocpp-reconnect"))
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
         self.heartbeat_seconds = max(1, int(seconds))

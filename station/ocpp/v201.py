@@ -10,6 +10,8 @@ from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry, StoreError
 from station.diagnostics.log_upload import LogNote
+from station.network_profiles import VERSIONS, NetworkProfile
+from station.network_profiles import refusal as profile_refusal
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp.base import (
     SETTING_BY_VARIABLE,
@@ -25,6 +27,7 @@ from station.ocpp.base import (
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
+from station.ocpp.security import SecurityHandlers, report_event
 
 TRIGGER_REASONS = {
     "Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "Deauthorized",
@@ -71,7 +74,7 @@ def _lookup_variable(item: dict[str, Any]) -> tuple[dict[str, Any], Setting | No
     return result, setting
 
 
-class V201Session(BaseSession):
+class V201Session(SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -119,7 +122,8 @@ class V201Session(BaseSession):
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
-            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
+                                                entry.data.get("id_token") if entry.kind == "started" else None)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
@@ -195,6 +199,15 @@ class V201Session(BaseSession):
             await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
                                                            "reservationUpdateStatus": data["status"]})
 
+    @on_raw("GetTransactionStatus")
+    def on_get_transaction_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """E14: is the transaction still running, and are its (or any transaction's) messages queued."""
+        ongoing, queued = self.core.transaction_status(payload.get("transactionId"))
+        answer: dict[str, Any] = {"messagesInQueue": queued}
+        if ongoing is not None:
+            answer["ongoingIndicator"] = ongoing
+        return answer
+
     @on_raw("RequestStopTransaction")
     def on_request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
         stopped = self.core.request_stop(payload["transactionId"], reason="Remote", trigger="RemoteStop")
@@ -239,6 +252,8 @@ class V201Session(BaseSession):
             return {"status": "Accepted"}
         if message == "TransactionEvent":
             return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
+        if message == "SignChargingStationCertificate":
+            return {"status": self.trigger_certificate_renewal()}
         return {"status": "NotImplemented"}
 
     @after_raw("TriggerMessage")
@@ -252,6 +267,8 @@ class V201Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "SignChargingStationCertificate" and self.client.renewal.refusal() is None:
+            self.client.renewal.start("TriggerMessage")
         elif message == "LogStatusNotification":
             await self.send_log_status(self.client.log_note(), triggered=True)
         elif message == "TransactionEvent":
@@ -273,6 +290,10 @@ class V201Session(BaseSession):
     @on_raw("UpdateFirmware")
     def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         firmware = payload["firmware"]
+        if not firmware.get("signingCertificate"):
+            # 2.0.1 has no unsigned update here: the signing certificate is what ties it to the manufacturer.
+            report_event(self.client, "InvalidFirmwareSigningCertificate", "UpdateFirmware without signing certificate")
+            return {"status": "InvalidCertificate", "statusInfo": status_info("signed firmware required")}
         request = FirmwareRequest(
             location=firmware["location"],
             retrieve_at=parse_time(firmware["retrieveDateTime"]) or datetime.now(UTC),
@@ -293,6 +314,36 @@ class V201Session(BaseSession):
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
         self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
 
+    @on_raw("SetNetworkProfile")
+    def on_set_network_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """B09: validated and stored; used once NetworkConfigurationPriority names it and the station restarts."""
+        endpoints = self.client.endpoints
+        if endpoints is None:
+            return {"status": "Rejected", "statusInfo": status_info("network profiles not kept by this station")}
+        data = payload["connectionData"]
+        version = VERSIONS.get(data["ocppVersion"])
+        if data["ocppTransport"] != "JSON" or version is None:
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "InvalidNetworkConf",
+                                                         "additionalInfo": "only OCPP20 or OCPP16 over JSON"}}
+        profile = NetworkProfile(int(payload["configurationSlot"]), data["ocppCsmsUrl"], version,
+                                 int(data["securityProfile"]), int(data["messageTimeout"]))
+        params, credentials = self.client.params, self.client.credentials
+        has_password = credentials.has_password() if credentials is not None else bool(params.password)
+        has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,
+                              has_client_cert=has_cert)
+        if why is not None:
+            self.log.warning("ocpp: SetNetworkProfile rejected", slot=profile.slot, reason=why[1])
+            return {"status": "Rejected", "statusInfo": {"reasonCode": why[0], "additionalInfo": why[1][:512]}}
+        try:
+            endpoints.set_profile(profile)
+        except OSError as exc:
+            self.log.error("ocpp: network profile not saved", error=str(exc))
+            return {"status": "Failed", "statusInfo": status_info("could not be saved")}
+        self.log.info("ocpp: network profile stored", slot=profile.slot, version=version,
+                      security_profile=profile.security_profile)
+        return {"status": "Accepted"}
+
     @on_raw("GetLog")
     def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
         answer = self.start_log_upload(log_request(payload))
@@ -312,7 +363,10 @@ class V201Session(BaseSession):
         results = []
         for item in payload["getVariableData"]:
             result, setting = _lookup_variable(item)
-            if setting is not None:
+            if setting is not None and setting.write_only:
+                result["attributeStatus"] = "Rejected"  # a secret is never read back
+                result["attributeStatusInfo"] = {"reasonCode": "WriteOnly"}
+            elif setting is not None:
                 result["attributeStatus"] = "Accepted"
                 result["attributeValue"] = format_value(self.client.setting(setting.key))[:2500]
             results.append(result)
@@ -329,7 +383,7 @@ class V201Session(BaseSession):
             elif setting is not None:
                 try:
                     self.client.change_setting(setting, parse_value(setting, item["attributeValue"]))
-                    result["attributeStatus"] = "Accepted"
+                    result["attributeStatus"] = "RebootRequired" if setting.reboot else "Accepted"
                 except ValueError as exc:
                     result["attributeStatus"] = "Rejected"
                     result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": str(exc)[:512]}
