@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from station import pki
-from station.ocpp.connection import Attempt, FailureKind, LinkConfigError, LinkParams, resolve_security_profile
+from station.ocpp.connection import Attempt, FailureKind, LinkParams, resolve_security_profile
 
 log = structlog.get_logger("station.credentials")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from station.devtools.csms import DevCsms
-from tests.ocpp_helpers import Rig, eventually
+from tests.ocpp_helpers import Rig, eventually, started_rig
 from tests.pki_helpers import TestPki, make_pki
 
 PASSWORD = "profile-Passw0rd-123"
@@ -30,11 +30,7 @@ def optional_client_certs(test_pki: TestPki) -> ssl.SSLContext:
 async def started(version: str, csms: DevCsms, test_pki: TestPki, tmp_path: Path, **link: object) -> Rig:
     settings = {"password": PASSWORD, "ca_bundle": test_pki.ca, "client_cert": test_pki.client_cert,
                 "client_key": test_pki.client_key, "security_profile": 2, **link}
-    rig = Rig(version, csms, tmp_path / "station.db", state_dir=tmp_path / "state", link=settings)
-    mark = csms.mark()
-    await rig.start()
-    await csms.wait_for("StatusNotification", since=mark, timeout=10)
-    return rig
+    return await started_rig(version, csms, tmp_path, **settings)
 
 
 async def set_profile(rig: Rig, profile: int) -> str:
