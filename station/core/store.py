@@ -359,6 +359,12 @@ class Store:
             db.executemany("UPDATE outbox SET parked=0, attempts=0, next_attempt=0 WHERE id=?", [(i,) for i in ids])
         return ids
 
+    def queued_for_transaction(self, tx_id: str | None = None) -> int:
+        """Transaction messages not yet confirmed (parked ones too): of `tx_id`, or of any transaction."""
+        if tx_id is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE transaction_id<>''").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE transaction_id=?", (tx_id,)).fetchone()[0])
+
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=0").fetchone()[0])
 
