@@ -63,8 +63,18 @@ class Daemon:
         self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware)
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
+        self._bind_meter_facts()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
+
+    def _bind_meter_facts(self) -> None:
+        """The energy meter's facts in the device model (FiscalMetering); none without a meter."""
+        meter = self.meter
+        if meter is None:
+            return
+        model = self.core.device_model
+        model.set_default("FiscalMetering", "Model", str(self.settings.meter_model).upper())
+        model.bind("FiscalMetering", "Problem", get=lambda _: not meter.healthy)
 
     def _idle(self) -> bool:
         """No transaction runs: a remote update may restart the daemon now."""

@@ -291,6 +291,9 @@ class Store:
         row = self._db.execute("SELECT status, expires_at FROM local_list WHERE id_token=?", (token,)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def local_list_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0])
+
     def cache_put(self, token: str, status: str, expires_at: str | None) -> None:
         with self.transaction("update auth cache") as db:
             db.execute("INSERT OR REPLACE INTO auth_cache VALUES (?,?,?,?)", (token, status, expires_at, time.time()))

@@ -1,10 +1,12 @@
-"""The OCPP client the daemon runs: link + per-connection version session + persisted settings.
+"""The OCPP client the daemon runs: link + per-connection version session.
 
     client = OcppClient(link_params, core, on_reset=...)
     await client.run()          # until cancelled
 
 It is also the core's `Authorizer`: Authorize goes to the CSMS while a session is up and
-accepted, otherwise the core falls back to its local list and cache.
+accepted, otherwise the core falls back to its local list and cache. Its settings
+(HeartbeatInterval, message attempts...) live in the core's device model; it binds the
+communication variables it owns there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
-from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
+from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived, cancel_all
 
@@ -76,8 +78,20 @@ class OcppClient:
         self._firmware_lock = asyncio.Lock()
         if firmware is not None:
             firmware.notify = self._firmware_notify
-        self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
+        self._bind_variables(heartbeat_seconds)
         core.authorizer = self
+
+    def _bind_variables(self, heartbeat_seconds: int) -> None:
+        model = self.core.device_model
+        model.set_default("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(heartbeat_seconds)))
+        model.bind("OCPPCommCtrlr", "HeartbeatInterval", apply=lambda *_: self._heartbeat_changed())
+        model.bind("OCPPCommCtrlr", "MessageTimeout", instance="Default", get=lambda _: round(self.response_timeout))
+        model.bind("SecurityCtrlr", "Identity", get=lambda _: self.params.station_id)
+        model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile)
+        info = self.info
+        for variable, value in (("Model", info.model), ("VendorName", info.vendor),
+                                ("SerialNumber", info.serial_number or ""), ("FirmwareVersion", info.firmware_version)):
+            model.set_default("ChargingStation", variable, value)
 
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
@@ -188,35 +202,19 @@ class OcppClient:
             if note.final and self.firmware is not None:
                 self.firmware.confirm_result()
 
-    # ---- settings --------------------------------------------------------------------
-    def setting(self, key: str) -> Any:
-        definition = SETTING_BY_KEY[key.lower()]
-        if definition.key == "HeartbeatInterval":
-            return self.heartbeat_seconds
-        if definition.getter is not None:
-            return definition.getter(self)
-        return self.core.store.get(f"ocpp:{definition.key}", definition.default)
-
-    def change_setting(self, definition: Setting, value: Any) -> None:
-        """Persist and apply a writable setting now (raises StoreError when it cannot be saved)."""
-        if definition.key == "HeartbeatInterval":
-            self.set_heartbeat_interval(int(value), persist=True)
-        elif definition.key == "MeterValueSampleInterval":
-            self.core.set_meter_value_interval(float(value))
-        elif definition.key == "ConnectionTimeOut":
-            self.core.store.put("connection_timeout_s", float(value))
-            self.core.connection_timeout_s = float(value)
-        else:
-            self.core.store.put(f"ocpp:{definition.key}", value)
-        log.info("ocpp: configuration changed", key=definition.key, value=value)
+    # ---- heartbeat interval (OCPPCommCtrlr.HeartbeatInterval) ------------------------
+    @property
+    def heartbeat_seconds(self) -> int:
+        return int(self.core.device_model.value("OCPPCommCtrlr", "HeartbeatInterval"))
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
-        self.heartbeat_seconds = max(1, int(seconds))
-        if persist:
-            try:
-                self.core.store.put("ocpp:HeartbeatInterval", self.heartbeat_seconds)
-            except StoreError:
-                pass
+        """The CSMS's interval (BootNotification: this run only; SetVariables: persisted)."""
+        try:
+            self.core.device_model.set("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(seconds)), persist=persist)
+        except StoreError:
+            self.core.device_model.set("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(seconds)), persist=False)
+
+    def _heartbeat_changed(self) -> None:
         if self.session is not None:
             self.session.heartbeat_changed()
 

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from station.core.station import AuthResult, Connector, meter_json
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import OutboxEntry
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
-from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
+from station.ocpp import variables
+from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
-from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
+from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.base import parse_time
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
@@ -115,7 +116,7 @@ class V16Session(BaseSession):
             return
         self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
         status = (response.get("idTagInfo") or {}).get("status")
-        if status not in (None, "Accepted") and self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
+        if status not in (None, "Accepted") and self.stop_on_invalid_id() and self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
             self.log.warning("ocpp: CSMS refused the idTag of a started transaction; stopped", status=status)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
@@ -224,34 +225,11 @@ class V16Session(BaseSession):
 
     @on_raw("GetConfiguration")
     def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        wanted = payload.get("key")
-        known, unknown = [], []
-        for key in wanted if wanted else [s.key for s in SETTINGS]:
-            setting = SETTING_BY_KEY.get(key.lower())
-            if setting is None:
-                unknown.append(key)
-                continue
-            known.append({"key": setting.key, "readonly": setting.readonly, "value": format_value(self.client.setting(setting.key))[:500]})
-        result: dict[str, Any] = {"configurationKey": known}
-        if unknown:
-            result["unknownKey"] = unknown
-        return result
+        return variables.get_configuration(self.core.device_model, payload)
 
     @on_raw("ChangeConfiguration")
     def on_change_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        key = payload["key"]
-        if key.lower() in SECRET_CONFIG_KEYS:
-            return {"status": "NotSupported"}  # the password lives in the station's configuration file
-        setting = SETTING_BY_KEY.get(key.lower())
-        if setting is None:
-            return {"status": "NotSupported"}
-        if setting.readonly:
-            return {"status": "Rejected"}
-        try:
-            self.client.change_setting(setting, parse_value(setting, payload["value"]))
-        except (ValueError, StoreError):
-            return {"status": "Rejected"}
-        return {"status": "Accepted"}
+        return variables.change_configuration(self.core.device_model, payload)
 
     def _apply_profile(self, connector: int, raw: dict[str, Any], *, transaction_id: str | None = None) -> str | None:
         """Install a csChargingProfiles on a connector; why not, or None when installed."""
