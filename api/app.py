@@ -34,7 +34,10 @@ from api.models import (
     Health,
     LimitRequest,
     LimitResult,
+    Outbox,
     Ready,
+    ReleaseRequest,
+    ReleaseResult,
     StartRequest,
     StartResult,
     Status,
@@ -290,6 +293,18 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def clear_limit(request: Request, connector_id: Annotated[int, PathParam(ge=0)]) -> Any:
         return await control(request, "limit", lambda c: c.limit(connector_id, None),
                              connector_id=connector_id, amps=None)
+
+    @app.get("/outbox/parked", response_model=Outbox, tags=["state"], responses=ERRORS,
+             summary="Transaction messages the CSMS refused too often (parked, not sent until released)")
+    async def parked() -> Any:
+        return await daemon(lambda c: c.outbox())
+
+    @app.post("/outbox/parked/release", response_model=ReleaseResult, tags=["control"],
+              dependencies=guarded, responses=CONTROL_ERRORS,
+              summary="Send parked messages again with fresh attempts (all, or the ids given)")
+    async def release_parked(request: Request, body: ReleaseRequest | None = None) -> Any:
+        ids = body.ids if body is not None else None
+        return await control(request, "outbox_release", lambda c: c.release_parked(ids), ids=ids)
 
     # --- status page -------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -106,6 +106,10 @@ class OcppLink(Open):
     reconnects: int | None = None
     last_sent_at: str | None = None
     last_received_at: str | None = None
+    parked_messages: int | None = Field(None, description="Transaction messages the CSMS refused too often: kept, "
+                                        "not sent until released (GET /outbox/parked).")
+    held_messages: int | None = Field(None, description="Queued messages of transactions bound to the other OCPP "
+                                      "version: sent once the station is back on it.")
 
 
 class Clock(Open):
@@ -214,3 +218,32 @@ class LimitResult(BaseModel):
     connector_id: int
     local_limit_a: float | None
     effective_limit_a: dict[str, float]
+
+
+class ParkedEntry(BaseModel):
+    id: int
+    transaction_id: str
+    connector_id: int
+    kind: str = Field(description="started | updated | ended")
+    seq_no: int
+    trigger: str
+    recorded_at: str
+    attempts: int
+    parked: bool
+    last_error: str | None = None
+
+
+class Outbox(BaseModel):
+    depth: int = Field(description="Messages queued for the CSMS (parked ones not counted).")
+    parked: list[ParkedEntry]
+    unfinished_by_version: dict[str, int] = Field(
+        description="Per OCPP version (201, 16): open transactions and queued messages bound to it.")
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] | None = Field(None, max_length=1000, description="Entries to release; omitted or null: all.")
+
+
+class ReleaseResult(BaseModel):
+    released: list[int]

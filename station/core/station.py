@@ -28,6 +28,7 @@ from station.core.device_model import DeviceModel
 from station.core.device_state import bind_core
 from station.core.standard_variables import STANDARD
 from station.core.events import EventBus
+from station.core.security_events import SecurityEventLog
 from station.core.smart_charging import SmartCharging
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.ports import ChargeController, ControllerError
@@ -141,6 +142,9 @@ class StationCore:
         self.store = store
         self.clock = clock or Clock()
         self.events = EventBus()
+        self.security_events = SecurityEventLog(store, self.clock, self.events)
+        """record(type, tech_info): local security log + durable SecurityEventNotification."""
+        self.clock.on_step = self._clock_stepped
         self.authorizer: Authorizer | None = None
         self.csms_online = False
         self.has_meter = has_meter
@@ -174,6 +178,9 @@ class StationCore:
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
         bind_core(dm, self)
+
+    def _clock_stepped(self, seconds: float, source: str) -> None:
+        self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
 
     # --- wiring -----------------------------------------------------------------
     def attach_controller(self, connector_id: int, controller: ChargeController) -> None:
@@ -344,6 +351,14 @@ class StationCore:
             if conn.transaction and conn.transaction.id == transaction_id:
                 conn.transaction.csms_id = csms_id
 
+    def pin_transaction_version(self, transaction_id: str, version: str) -> None:
+        """Bind a transaction to the OCPP version its first message goes out in (docs/ocpp.md,
+        "Version switches"): all its later messages wait for that version."""
+        self.store.pin_version(transaction_id, version)
+        for conn in self.connectors.values():
+            if conn.transaction and conn.transaction.id == transaction_id and conn.transaction.ocpp_version is None:
+                conn.transaction.ocpp_version = version
+
     def transaction_by_csms_id(self, csms_id: str) -> TransactionRecord | None:
         return next((c.transaction for c in self.connectors.values()
                      if c.transaction and c.transaction.csms_id == csms_id), None)
@@ -373,6 +388,14 @@ class StationCore:
                     self._reconcile(conn)
                     ended += 1
         return ended
+
+    def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
+        """An operator sends parked outbox entries (all, or these) again, with fresh attempts."""
+        released = self.store.release_parked(entry_ids)
+        if released:
+            log.warning("parked transaction messages released by the operator", entries=released)
+            self.events.publish("outbox", depth=self._outbox_depth(), released=released)
+        return released
 
     # --- views --------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -88,6 +88,14 @@ class IpcClient:
         """Set (or clear with None) the local current limit; connector 0 = every connector."""
         return dict(await self.call("limit", {"connector_id": connector_id, "amps": amps}))
 
+    async def outbox(self) -> dict[str, Any]:
+        """`{"depth", "parked": [entry summaries], "unfinished_by_version"}`."""
+        return dict(await self.call("outbox"))
+
+    async def release_parked(self, ids: list[int] | None = None) -> dict[str, Any]:
+        """Send parked outbox entries again (all when `ids` is None); `{"released": [ids]}`."""
+        return dict(await self.call("outbox_release", {} if ids is None else {"ids": ids}))
+
     async def probe(self, timeout: float | None = None) -> Any:
         """Ask the daemon for a fresh Heartbeat + StatusNotification on its own CSMS connection."""
         return await self.call("probe", timeout=timeout)

@@ -39,7 +39,8 @@ MAX_TOKEN_LENGTH = 20
 TOKEN_TYPES = ("Local", "Central", "ISO14443", "ISO15693", "KeyCode", "eMAID", "MacAddress", "NoAuthorization")
 MAX_PAGE = 500
 PROBE_TIMEOUT_S = 30.0
-CONTROL_METHODS = frozenset({"start", "stop", "availability", "unlock", "limit"})
+CONTROL_METHODS = frozenset({"start", "stop", "availability", "unlock", "limit", "outbox_release"})
+MAX_RELEASE_IDS = 1000
 STREAM_COALESCE_S = 0.02
 """After a write to a subscriber, events wait this long and go out together (one write, one wake-up).
 
@@ -81,6 +82,8 @@ class IpcServer:
             "unlock": self._m_unlock,
             "limit": self._m_limit,
             "probe": self._m_probe,
+            "outbox": self._m_outbox,
+            "outbox_release": self._m_outbox_release,
         }
 
     # --- lifecycle ----------------------------------------------------------------
@@ -287,6 +290,25 @@ class IpcServer:
         targets = self.core.connectors.values() if cid == 0 else [self.core.connectors[cid]]
         return {"connector_id": cid, "local_limit_a": amps,
                 "effective_limit_a": {str(c.id): c.limit_a for c in targets}}
+
+    async def _m_outbox(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The queue's depth and its parked entries (refused by the CSMS, kept for the operator)."""
+        _no_params(params)
+        store = self.core.store
+        return {"depth": store.outbox_depth(), "parked": [e.summary() for e in store.parked_outbox()],
+                "unfinished_by_version": store.versions_needed()}
+
+    async def _m_outbox_release(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "ids")
+        ids = params.get("ids")
+        if ids is not None and (not isinstance(ids, list) or len(ids) > MAX_RELEASE_IDS or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            raise IpcError(protocol.INVALID_PARAMS, f"ids: expected a list of at most {MAX_RELEASE_IDS} entry ids, "
+                           "or nothing to release every parked entry")
+        released = self.core.release_parked(ids)
+        if ids and not released:
+            raise IpcError(protocol.NOT_FOUND, "none of these entries is parked")
+        return {"released": released}
 
     async def _m_probe(self, params: dict[str, Any]) -> Any:
         _no_params(params)

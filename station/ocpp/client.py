@@ -23,6 +23,8 @@ from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
+from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
+from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived, cancel_all
@@ -56,6 +58,8 @@ class OcppClient:
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
+        logs: LogUploader | None = None,
+        recorder: FlightRecorder | None = None,
     ) -> None:
         self.params = params
         self.core = core
@@ -64,7 +68,7 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -78,6 +82,15 @@ class OcppClient:
         self._firmware_lock = asyncio.Lock()
         if firmware is not None:
             firmware.notify = self._firmware_notify
+            firmware.security_event = core.security_events.record
+        self.logs = logs
+        """Log uploads (GetLog, GetDiagnostics); None: requests are refused."""
+        self.recorder = recorder
+        """The flight recorder every OCPP frame is written to; None: not recorded."""
+        self._log_unsent: LogNote | None = None
+        self._log_lock = asyncio.Lock()
+        if logs is not None:
+            logs.notify = self._log_notify
         self._bind_variables(heartbeat_seconds)
         core.authorizer = self
 
@@ -86,6 +99,9 @@ class OcppClient:
         model.set_default("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(heartbeat_seconds)))
         model.bind("OCPPCommCtrlr", "HeartbeatInterval", apply=lambda *_: self._heartbeat_changed())
         model.bind("OCPPCommCtrlr", "MessageTimeout", instance="Default", get=lambda _: round(self.response_timeout))
+        model.set_default("OCPPCommCtrlr", "WebSocketPingInterval", round(self.params.ping_interval))
+        self.link.set_ping_interval(int(model.value("OCPPCommCtrlr", "WebSocketPingInterval")))
+        model.bind("OCPPCommCtrlr", "WebSocketPingInterval", apply=lambda _, seconds: self.link.set_ping_interval(seconds))
         model.bind("SecurityCtrlr", "Identity", get=lambda _: self.params.station_id)
         model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile)
         info = self.info
@@ -103,6 +119,8 @@ class OcppClient:
                 self._reset_task.cancel()
             if watcher is not None:
                 await cancel_all([watcher])
+            if self.logs is not None:
+                await self.logs.close()
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -123,9 +141,12 @@ class OcppClient:
         state["boot"] = self.boot
         state["heartbeat_seconds"] = self.heartbeat_seconds
         try:
-            state["parked_messages"] = len(self.core.store.parked_outbox())
+            state["parked_messages"] = self.core.store.parked_count()
+            state["unfinished_by_version"] = self.core.store.versions_needed()
+            version = self.link.state.version if self.link.state.connected else None
+            state["held_messages"] = self.core.store.held_outbox(version) if version else None
         except Exception:  # noqa: BLE001 — a broken store must not break a status read
-            state["parked_messages"] = None
+            state["parked_messages"] = state["unfinished_by_version"] = state["held_messages"] = None
         return state
 
     async def probe(self) -> dict[str, Any]:
@@ -202,6 +223,32 @@ class OcppClient:
             if note.final and self.firmware is not None:
                 self.firmware.confirm_result()
 
+    # ---- log uploads (LogStatusNotification / DiagnosticsStatusNotification) -------------
+    def log_note(self) -> LogNote:
+        """The status a triggered log status notification reports."""
+        return self.logs.current() if self.logs is not None else LogNote(LogStatus.IDLE)
+
+    async def _log_notify(self, note: LogNote) -> None:
+        self._log_unsent = note
+        await self.flush_log_status()
+
+    async def flush_log_status(self) -> None:
+        """Send the latest undelivered log status (only the newest one is sent after a reconnect)."""
+        async with self._log_lock:
+            note, session = self._log_unsent, self.session
+            if note is None or session is None or not session.accepted:
+                return
+            try:
+                await session.send_log_status(note)
+            except (CallErrorReceived, TimeoutError) as exc:
+                log.warning("ocpp: log status not confirmed", status=note.status.value, error=str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 — link closed mid-call: sent again after reconnect
+                log.warning("ocpp: log status not sent", status=note.status.value, error=exc.__class__.__name__)
+                return
+            if self._log_unsent is note:
+                self._log_unsent = None
+
     # ---- heartbeat interval (OCPPCommCtrlr.HeartbeatInterval) ------------------------
     @property
     def heartbeat_seconds(self) -> int:
@@ -230,6 +277,7 @@ class OcppClient:
             await asyncio.sleep(1)
         await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
+        self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
         if self.on_reset is not None:
             await self.on_reset(kind)
 
@@ -248,6 +296,9 @@ def link_params(settings: Any) -> LinkParams:
         client_key=settings.client_key,
         fallback_after=settings.fallback_after,
         primary_retry_seconds=settings.primary_retry_seconds,
+        version_return_seconds=settings.version_return_seconds,
         backoff_min=settings.backoff_min_seconds,
         backoff_max=settings.backoff_max_seconds,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
     )

@@ -249,6 +249,7 @@ class StrictChargePoint(ChargePoint):
     def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any,
                    raw: Any = None) -> None:
         self.on_frame(direction, action, message)
+        self.on_wire(direction, action, message, raw)
         if not _logs_info(self.log):
             return
         if self.side == "csms":
@@ -271,6 +272,9 @@ class StrictChargePoint(ChargePoint):
 
     def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
         """Hook for subclasses that record traffic (the dev CSMS); `message` is the parsed frame."""
+
+    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
+        """Hook for the station's flight recorder: the frame as it crossed the wire (`raw`, text) too."""
 
     async def _send(self, message: str, parsed: list[Any] | None = None) -> None:
         """Log and send one frame; `parsed` is the frame as a list when the caller has it (saves a parse)."""

@@ -13,13 +13,14 @@ from typing import Any
 
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry
+from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
 from station.ocpp import variables
 from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
-from station.ocpp.base import parse_time
+from station.ocpp.base import log_request, parse_time
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
                 "SoftReset", "UnlockCommand", "DeAuthorized"}
@@ -48,6 +49,12 @@ FIRMWARE_STATUS_TRIGGERED = {
     FirmwareStatus.INSTALL_SCHEDULED: "Downloaded",
 }
 """...but a triggered notification names the nearest 1.6 status."""
+
+
+DIAGNOSTICS_STATUS = {LogStatus.IDLE: "Idle", LogStatus.UPLOADING: "Uploading", LogStatus.UPLOADED: "Uploaded"}
+"""DiagnosticsStatusNotification's words; every failure is UploadFailed, a canceled upload says nothing."""
+LOG_STATUS_16 = frozenset(LogStatus) - {LogStatus.ACCEPTED_CANCELED}
+"""The whitepaper's LogStatusNotification lacks AcceptedCanceled."""
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
@@ -130,6 +137,18 @@ class V16Session(BaseSession):
         status = FIRMWARE_STATUS.get(note.status) or (FIRMWARE_STATUS_TRIGGERED.get(note.status) if triggered else None)
         return {"status": status} if status else None
 
+    def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]] | None:
+        if note.origin == "GetDiagnostics" or (triggered and note.status is LogStatus.IDLE):
+            if note.status is LogStatus.ACCEPTED_CANCELED:
+                return None
+            return "DiagnosticsStatusNotification", {"status": DIAGNOSTICS_STATUS.get(note.status, "UploadFailed")}
+        if note.status not in LOG_STATUS_16:
+            return None
+        payload: dict[str, Any] = {"status": note.status.value}
+        if note.request_id is not None:
+            payload["requestId"] = note.request_id
+        return "LogStatusNotification", payload
+
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RemoteStartTransaction")
     async def on_remote_start(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +192,8 @@ class V16Session(BaseSession):
         connector = payload.get("connectorId")
         if connector and connector not in self.core.connectors:
             return {"status": "Rejected"}
-        if message in ("Heartbeat", "StatusNotification", "BootNotification", "FirmwareStatusNotification"):
+        if message in ("Heartbeat", "StatusNotification", "BootNotification", "FirmwareStatusNotification",
+                       "DiagnosticsStatusNotification"):
             return {"status": "Accepted"}
         if message == "MeterValues":
             return {"status": "Accepted" if any(c.last_meter for c in self._targets(connector)) else "Rejected"}
@@ -193,6 +213,10 @@ class V16Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "DiagnosticsStatusNotification":
+            note = self.client.log_note()
+            status = DIAGNOSTICS_STATUS.get(note.status, "Idle")
+            await self.request("DiagnosticsStatusNotification", {"status": status})
         elif message == "MeterValues":
             for conn in self._targets(connector):
                 if conn.last_meter:
@@ -222,6 +246,35 @@ class V16Session(BaseSession):
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
         self.launch_firmware_update()
+
+    @on_raw("GetDiagnostics")
+    def on_get_diagnostics(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """1.6: the answer names the file; no file name means no upload will follow."""
+        request = LogRequest(
+            location=payload["location"], origin="GetDiagnostics",
+            since=parse_time(payload["startTime"]) if payload.get("startTime") else None,
+            until=parse_time(payload["stopTime"]) if payload.get("stopTime") else None,
+            retries=payload.get("retries"), retry_interval_s=payload.get("retryInterval"),
+        )
+        answer = self.start_log_upload(request)
+        return {"fileName": answer.filename} if answer.filename and answer.status != "Rejected" else {}
+
+    @after_raw("GetDiagnostics")
+    def after_get_diagnostics(self, payload: dict[str, Any]) -> None:
+        self.launch_log_upload()
+
+    @on_raw("GetLog")
+    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The 1.6 security whitepaper's GetLog: the 2.0.1 message."""
+        answer = self.start_log_upload(log_request(payload))
+        result: dict[str, Any] = {"status": answer.status}
+        if answer.filename:
+            result["filename"] = answer.filename
+        return result
+
+    @after_raw("GetLog")
+    def after_get_log(self, payload: dict[str, Any]) -> None:
+        self.launch_log_upload()
 
     @on_raw("GetConfiguration")
     def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from typing import Any
 from station.core.device_state import availability
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry
+from station.diagnostics.log_upload import LogNote
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp import variables
-from station.ocpp.base import BaseSession, iso, parse_time
+from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
@@ -103,6 +104,12 @@ class V201Session(BaseSession):
             payload["requestId"] = note.request_id
         return payload
 
+    def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]]:
+        payload: dict[str, Any] = {"status": note.status.value}
+        if note.request_id is not None:
+            payload["requestId"] = note.request_id
+        return "LogStatusNotification", payload
+
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RequestStartTransaction")
     async def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +167,7 @@ class V201Session(BaseSession):
         if message == "MeterValues":
             has = any(c.last_meter for c in self._targets(evse))
             return {"status": "Accepted" if has else "Rejected"}
-        if message == "FirmwareStatusNotification":
+        if message in ("FirmwareStatusNotification", "LogStatusNotification"):
             return {"status": "Accepted"}
         if message == "TransactionEvent":
             return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
@@ -177,6 +184,8 @@ class V201Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "LogStatusNotification":
+            await self.send_log_status(self.client.log_note(), triggered=True)
         elif message == "TransactionEvent":
             # Through the durable outbox like every transaction event: seqNo stays contiguous.
             for conn in self._targets(evse):
@@ -214,11 +223,21 @@ class V201Session(BaseSession):
 
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
-        self.launch_firmware_update()
-        if self.client.firmware is not None and self.client.firmware.last_answer == "InvalidCertificate":
-            await self.request("SecurityEventNotification", {
-                "type": "InvalidFirmwareSigningCertificate", "timestamp": iso(self.core.clock.now()),
-                "techInfo": "UpdateFirmware signing certificate refused"})
+        self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
+
+    @on_raw("GetLog")
+    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = self.start_log_upload(log_request(payload))
+        result: dict[str, Any] = {"status": answer.status}
+        if answer.filename:
+            result["filename"] = answer.filename
+        if answer.reason and answer.status == "Rejected":
+            result["statusInfo"] = status_info(answer.reason)
+        return result
+
+    @after_raw("GetLog")
+    def after_get_log(self, payload: dict[str, Any]) -> None:
+        self.launch_log_upload()
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
