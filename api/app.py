@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import metrics
 from api.daemon_link import DaemonLink
+from api.guard import BodyGuard
 from api.models import (
     AvailabilityRequest,
     AvailabilityResult,
@@ -38,6 +39,7 @@ from api.models import (
     Ready,
     ReleaseRequest,
     ReleaseResult,
+    Reservation,
     StartRequest,
     StartResult,
     Status,
@@ -113,6 +115,8 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.link = link
+    # Token and body size are checked on the raw request, before FastAPI reads any body (api/guard.py).
+    app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------
@@ -206,6 +210,11 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
              responses={**ERRORS, 404: {"model": ErrorBody, "description": "No such connector."}})
     async def connector(connector_id: Annotated[int, PathParam(ge=1)]) -> dict[str, Any]:
         return mask_tokens(await daemon(lambda c: c.connector(connector_id)))  # type: ignore[no-any-return]
+
+    @app.get("/reservations", response_model=list[Reservation], tags=["state"], responses=ERRORS,
+             summary="Reservations the CSMS made (ReserveNow), by id; tokens masked")
+    async def reservations() -> list[dict[str, Any]]:
+        return mask_tokens(await daemon(lambda c: c.reservations()))  # type: ignore[no-any-return]
 
     @app.get("/transactions", response_model=TransactionPage, tags=["state"], responses=ERRORS,
              summary="Recent transactions, most recent first")

@@ -76,6 +76,16 @@ class Transaction(Open):
     csms_id: str | None = None
 
 
+class Reservation(Open):
+    id: int = Field(description="The CSMS's reservation id.")
+    connector_id: int | None = Field(description="The reserved connector; null: any connector of the station.")
+    id_token: str = Field(description="Masked: only the last 4 characters are shown.")
+    token_type: str
+    group_id: str | None = Field(None, description="Tokens of this group may use the reservation too.")
+    expires_at: str = Field(description="When the reservation ends unless used (UTC).")
+    connector_type: str | None = None
+
+
 class Connector(Open):
     id: int
     status: str = Field(description="OCPP connector status (Available, Preparing, Charging, ... Faulted).")
@@ -96,6 +106,7 @@ class Connector(Open):
     pending_authorization: bool = False
     meter: MeterSample | None = None
     last_command_error: str | None = None
+    reservation: Reservation | None = Field(None, description="The reservation this connector shows (status Reserved).")
 
 
 class OcppLink(Open):
@@ -137,6 +148,7 @@ class Status(Open):
     csms_online: bool
     clock: Clock
     store: dict[str, Any] = Field(default_factory=dict)
+    reservations: list[Reservation] = Field(default_factory=list, description="Reservations held (ReserveNow).")
     problems: list[Problem] = Field(default_factory=list)
 
 
@@ -176,6 +188,9 @@ class StartResult(BaseModel):
     connector_id: int | None
     transaction_id: str | None = None
     detail: str
+    authorization: dict[str, Any] | None = Field(
+        None, description="How the token was authorized: status and source (csms, local_list, cache, offline_unknown, "
+                          "not_required).")
 
 
 class StopResult(BaseModel):

@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     release = outbox_sub.add_parser("release", parents=[common, settings_flags], help="send parked messages again")
     release.add_argument("ids", nargs="*", type=int, metavar="ID", help="entry ids (from `station outbox`)")
     release.add_argument("--all", action="store_true", help="release every parked message")
+    report = sub.add_parser("report", parents=[common, settings_flags],
+                            help="write a diagnostics archive (logs, config, state, flight recorder) for a technician",
+                            description="Write the same archive GetLog uploads: the station's log lines, its "
+                            "configuration (secrets masked), a state snapshot and the flight recorder. Works with or "
+                            "without the daemon running.")
+    from station.diagnostics.report import add_arguments
+
+    add_arguments(report)
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_sub.add_parser("show", parents=[common, settings_flags],
@@ -141,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _outbox(args)
         if args.command == "config":
             return _config_show(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "demo":
             from station.devtools.demo import run_demo
 
@@ -182,6 +193,14 @@ def _run(args: argparse.Namespace) -> int:
     # resident memory); exec_daemon returns only when that is impossible, then it runs here.
     handover.exec_daemon(loaded.settings)
     return handover.run_daemon(loaded.settings)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from station.diagnostics import report
+
+    loaded = load_config(args)
+    values = {row["variable"]: row["value"] for row in describe(loaded)}
+    return report.run(args, loaded.settings, values)
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -12,12 +12,11 @@ import signal
 import time
 from collections.abc import Awaitable
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from station import __version__, logs, sdnotify
+from station import __version__, boot_reason, logs, sdnotify
 from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
@@ -25,7 +24,7 @@ from station.core.store import Store, StoreError
 from station.diagnostics import archive
 from station.diagnostics.log_upload import LogUploader
 from station.diagnostics.recorder import SEGMENTS, FlightRecorder
-from station.firmware import FirmwareUpdater
+from station.firmware import FirmwareStatus, FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
 
@@ -69,13 +68,18 @@ class Daemon:
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
         self.firmware = FirmwareUpdater(settings.state_dir, is_idle=self._idle, now=self.core.clock.now)
+        self.boot_reason = boot_reason.determine(self.store, settings.state_dir, boot_id=boot_reason.kernel_boot_id())
+        self._restart_reason: str | None = None
+        """Set when the stop is a planned restart: the next start's BootNotification reason."""
         self.logs = LogUploader(settings.state_dir / "diagnostics", self.archive_sources,
                                 station_id=settings.station_name, now=self.core.clock.now,
                                 before_build=self.recorder.flush if self.recorder else None,
                                 ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
         self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
-                               on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder)
-        self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
+                               on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
+                               boot_reason=self.boot_reason)
+        self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
+                             diagnostics=self.diagnostics)
         self._bind_meter_facts()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
@@ -96,6 +100,7 @@ class Daemon:
     async def _reset(self, kind: str) -> None:
         """A CSMS Reset: stop cleanly; systemd (Restart=always) starts the daemon again."""
         log.warning("restarting on the CSMS's request", kind=kind)
+        self._restart_reason = "RemoteReset"
         if self._stop is not None:
             self._stop.set()
 
@@ -165,6 +170,17 @@ class Daemon:
         shared with the archive's worker thread)."""
         return list(self.core.security_events.export_lines(since, until))
 
+    def diagnostics(self, since: str | None, until: str | None) -> dict[str, Any]:
+        """For `station report` over IPC: the recorder flushed to disk, the masked configuration,
+        the snapshot and the security log in the window."""
+        from station.ocpp.base import parse_time
+
+        if self.recorder is not None:
+            self.recorder.flush()
+        lines = self.security_lines(parse_time(since) if since else None, parse_time(until) if until else None)
+        return {"config": archive.mask_config(self.config_dump()), "snapshot": self.snapshot(), "security": lines,
+                "recorder": str(self.recorder.directory) if self.recorder else None}
+
     def archive_sources(self, since: Any = None, until: Any = None) -> archive.Sources:
         lines = self.security_lines(since, until)
         return archive.Sources(
@@ -176,13 +192,21 @@ class Daemon:
         )
     def _record_startup(self) -> None:
         """StartupOfTheDevice: says whether the computer booted or only the daemon restarted."""
-        boot_id = _kernel_boot_id()
+        boot_id = boot_reason.kernel_boot_id()
         previous = self.store.get("security:kernel_boot_id")
         what = "daemon restarted" if boot_id and boot_id == previous else "device booted"
         self.core.security_events.record("StartupOfTheDevice", f"{what}; station software {__version__}")
         if boot_id and boot_id != previous:
             with contextlib.suppress(StoreError):
                 self.store.put("security:kernel_boot_id", boot_id)
+
+    def _record_shutdown(self) -> None:
+        """A clean stop; a CSMS Reset or a handed-over firmware update names the next start's reason."""
+        planned = self._restart_reason
+        if planned is None and self.firmware.status == FirmwareStatus.INSTALLING:
+            planned = "FirmwareUpdate"
+        with contextlib.suppress(StoreError):
+            boot_reason.record_shutdown(self.store, next_reason=planned)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
@@ -198,6 +222,9 @@ class Daemon:
         log.info("station starting", station_id=self.settings.station_name, version=__version__,
                  connectors=len(self.core.connectors), state_dir=str(self.settings.state_dir))
         self._record_startup()
+        log.info("boot reason", reason=self.boot_reason)
+        with contextlib.suppress(StoreError):
+            boot_reason.record_start(self.store, self.settings.state_dir, boot_id=boot_reason.kernel_boot_id())
         await self.ipc.start()
         for cid, link in self.links.items():
             self._spawn(link.run(), f"esp32-{cid}")
@@ -224,17 +251,11 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.ipc.close()
             await self.core.close()
+            self._record_shutdown()
             self.store.close()
             if self.recorder is not None:
                 self.recorder.close()
             log.info("station stopped")
-
-
-def _kernel_boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
 
 
 def _as_dict(stats: Any) -> dict[str, Any]:

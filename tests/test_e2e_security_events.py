@@ -95,3 +95,29 @@ async def test_a_reset_from_the_csms_is_reported_after_the_daemon_restarts(versi
             assert all(copy == reset[0] for copy in reset)
         finally:
             await restarted.stop()
+
+
+async def test_a_burst_of_wrong_api_tokens_reaches_the_csms_as_one_maintenance_login_failed(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.test_api_e2e import api_process
+
+    async with DevCsms(heartbeat_interval=5) as csms, SimulatorProcess(tmp_path, interval=5) as sim:
+        env = station_env(tmp_path, csms, sim.port)
+        daemon = await DaemonProcess(env, tmp_path / "station.log").start()
+        try:
+            await csms.wait_for("SecurityEventNotification", STATION_ID, timeout=20)  # StartupOfTheDevice
+            async with api_process(env, tmp_path / "api.log") as url, httpx.AsyncClient(base_url=url) as api:
+                for n in range(20):
+                    response = await api.post("/connectors/1/start", json={"id_token": "TAG"},
+                                              headers={"Authorization": f"Bearer guess-{n}"})
+                    assert response.status_code == 401
+                event = await csms.wait_for("SecurityEventNotification", STATION_ID,
+                                            predicate=lambda r: r.payload["type"] == "MaintenanceLoginFailed", timeout=10)
+                await asyncio.sleep(2.5)  # the rest of the burst reaches the daemon and raises nothing more
+            logins = [e for e in security_events(csms) if e.payload["type"] == "MaintenanceLoginFailed"]
+            assert len(logins) == 1 and "local API from 127.0.0.1" in event.payload["techInfo"]
+            assert "guess" not in event.payload["techInfo"]
+            _validate_payload(Call(event.unique_id, event.action, event.payload), "2.0.1")
+        finally:
+            await daemon.stop()

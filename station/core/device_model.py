@@ -519,6 +519,10 @@ class DeviceModel:
               **where: Any) -> Any:
         return self.current(self.entry(component, variable, **where), attribute)
 
+    def get(self, component: str, variable: str, **where: Any) -> Any:
+        """The Actual value (`station.core.authorization.Settings`)."""
+        return self.value(component, variable, **where)
+
     def set(self, component: str, variable: str, value: Any, *, persist: bool = True,
             attribute: AttributeType = AttributeType.ACTUAL, **where: Any) -> None:
         """Station code changes a value (no mutability check). `persist=False`: this run only.

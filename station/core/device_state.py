@@ -56,7 +56,7 @@ def bind_core(model: DeviceModel, core: StationCore) -> None:
         return (controller.firmware or "") if controller is not None else ""
 
     def local_list_entries(_: Entry) -> int:
-        return core.store.local_list_count()
+        return core.store.local_list_size()
 
     bindings: list[tuple[str, str, dict[str, Any]]] = [
         ("ChargingStation", "AvailabilityState", {"get": lambda _: station_availability(core)}),

@@ -10,6 +10,7 @@ station's configuration file are set with `DeviceModel.set_default` at start.
 
 from __future__ import annotations
 
+from station.core.authorization import CACHE_MAX_ENTRIES
 from station.core.charging_profiles import MAX_PERIODS, MAX_PROFILES, MAX_STACK_LEVEL
 from station.core.device_model import Attribute, AttributeType, DataType, Variable
 from station.core.device_model import Mutability as M
@@ -24,7 +25,7 @@ MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.I
 """What `station.ocpp.meter_values` can send (the meter's registers)."""
 SAMPLED = "Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage,Frequency"
 TX_POINTS = ("ParkingBayOccupancy", "EVConnected", "Authorized", "DataSigned", "PowerPathClosed", "EnergyTransfer")
-FEATURE_PROFILES_16 = "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging"
+FEATURE_PROFILES_16 = "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"
 MESSAGE_LIMITS = {"GetReport": (100, 65536), "GetVariables": (50, 65536), "SetVariables": (50, 65536)}
 """DeviceDataCtrlr ItemsPerMessage / BytesPerMessage per message: (items, bytes)."""
 
@@ -104,19 +105,20 @@ SECURITY = (
     Variable("SecurityCtrlr", "CertificateEntries", I, default=0),
 )
 
-AUTH = (
-    Variable("AuthCtrlr", "Enabled", B, default=True),
-    Variable("AuthCtrlr", "AuthorizeRemoteStart", B, RW, default=True, key16="AuthorizeRemoteTxRequests",
-             owner_required=True),
-    Variable("AuthCtrlr", "LocalAuthorizeOffline", B, RW, default=True, key16="LocalAuthorizeOffline",
-             owner_required=True),
-    Variable("AuthCtrlr", "LocalPreAuthorize", B, RW, default=True, key16="LocalPreAuthorize", owner_required=True),
-    Variable("AuthCtrlr", "OfflineTxForUnknownIdEnabled", B, RW, default=False, key16="AllowOfflineTxForUnknownId",
-             owner_required=True),
+AUTH = (  # read by station.core.authorization at every decision (no apply hook needed)
+    Variable("AuthCtrlr", "Enabled", B, RW, default=True),
+    Variable("AuthCtrlr", "AuthorizeRemoteStart", B, RW, default=False, key16="AuthorizeRemoteTxRequests"),
+    Variable("AuthCtrlr", "LocalAuthorizeOffline", B, RW, default=True, key16="LocalAuthorizeOffline"),
+    Variable("AuthCtrlr", "LocalPreAuthorize", B, RW, default=True, key16="LocalPreAuthorize"),
+    Variable("AuthCtrlr", "OfflineTxForUnknownIdEnabled", B, RW, default=False, key16="AllowOfflineTxForUnknownId"),
+    Variable("AuthCtrlr", "DisableRemoteAuthorization", B, RW, default=False),
     Variable("AuthCacheCtrlr", "Available", B, default=True),
-    Variable("AuthCacheCtrlr", "Enabled", B, RW, default=True, key16="AuthorizationCacheEnabled", owner_required=True),
+    Variable("AuthCacheCtrlr", "Enabled", B, RW, default=True, key16="AuthorizationCacheEnabled"),
+    Variable("AuthCacheCtrlr", "LifeTime", I, RW, default=86400, unit="s", min_limit=0),
+    Variable("AuthCacheCtrlr", "Policy", OPTION, RW, default="LRU", values_list=("LRU", "LFU", "FIFO")),
+    Variable("AuthCacheCtrlr", "Storage", I, default=CACHE_MAX_ENTRIES, description="most tokens the cache holds"),
     Variable("LocalAuthListCtrlr", "Available", B, default=True),
-    Variable("LocalAuthListCtrlr", "Enabled", B, RW, default=True, key16="LocalAuthListEnabled", owner_required=True),
+    Variable("LocalAuthListCtrlr", "Enabled", B, RW, default=True, key16="LocalAuthListEnabled"),
     Variable("LocalAuthListCtrlr", "Entries", I, default=0, description="tokens in the local list now"),
     Variable("LocalAuthListCtrlr", "ItemsPerMessage", I, default=1000, key16="SendLocalListMaxLength"),
     Variable("LocalAuthListCtrlr", "BytesPerMessage", I, default=65536),
@@ -129,6 +131,8 @@ TRANSACTIONS = (
              key16="ConnectionTimeOut", store_key="connection_timeout_s"),
     Variable("TxCtrlr", "StopTxOnEVSideDisconnect", B, default=True, key16="StopTransactionOnEVSideDisconnect"),
     Variable("TxCtrlr", "StopTxOnInvalidId", B, RW, default=True, key16="StopTransactionOnInvalidId"),
+    Variable("TxCtrlr", "MaxEnergyOnInvalidId", I, RW, default=0, unit="Wh", min_limit=0, key16="MaxEnergyOnInvalidId",
+             description="with StopTxOnInvalidId false: energy a refused token's transaction may still draw"),
     Variable("TxCtrlr", "TxStartPoint", MEMBERS, default="PowerPathClosed", values_list=TX_POINTS,
              description="a transaction starts once the session is authorized and an EV is plugged in"),
     Variable("TxCtrlr", "TxStopPoint", MEMBERS, default="EVConnected,Authorized", values_list=TX_POINTS),
@@ -196,10 +200,11 @@ MONITORING = (
              owner_required=True),
 )
 
-RESERVATION = (
-    Variable("ReservationCtrlr", "Available", B, default=False),
-    Variable("ReservationCtrlr", "Enabled", B, RW, default=False, owner_required=True),
-    Variable("ReservationCtrlr", "NonEvseSpecific", B, default=False),
+RESERVATION = (  # read by station.core.reservations
+    Variable("ReservationCtrlr", "Available", B, default=True),
+    Variable("ReservationCtrlr", "Enabled", B, RW, default=True),
+    Variable("ReservationCtrlr", "NonEvseSpecific", B, default=True, key16="ReserveConnectorZeroSupported",
+             description="a reservation may name no EVSE (1.6: connector 0)"),
 )
 
 STANDARD: tuple[Variable, ...] = (

@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS auth_cache (
     id_token TEXT PRIMARY KEY, status TEXT NOT NULL, expires_at TEXT, updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS local_list (id_token TEXT PRIMARY KEY, status TEXT NOT NULL, expires_at TEXT);
+CREATE TABLE IF NOT EXISTS reservations (
+    id INTEGER PRIMARY KEY, connector_id INTEGER, id_token TEXT NOT NULL, token_type TEXT NOT NULL,
+    group_id TEXT, expires_at TEXT NOT NULL, connector_type TEXT
+);
 CREATE TABLE IF NOT EXISTS security_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     wall TEXT NOT NULL,
@@ -153,6 +157,7 @@ class OutboxEntry:
             "kind": self.kind, "seq_no": self.seq_no, "trigger": self.trigger, "recorded_at": self.stamp.wall.isoformat(),
             "attempts": self.attempts, "parked": self.parked, "last_error": self.last_error,
         }
+
     @property
     def is_transaction(self) -> bool:
         return bool(self.transaction_id)
@@ -161,7 +166,11 @@ class OutboxEntry:
 _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
 _SET_SEPARATELY = ("csms_id", "ocpp_version")
 """Columns only their own setters write: the core's copy of a transaction may not know them yet."""
-_ADDED_COLUMNS = {"transactions": {"ocpp_version": "TEXT"}}
+_ADDED_COLUMNS = {
+    "transactions": {"ocpp_version": "TEXT"},
+    "auth_cache": {"group_id": "TEXT", "last_used": "REAL NOT NULL DEFAULT 0", "uses": "INTEGER NOT NULL DEFAULT 0"},
+    "local_list": {"group_id": "TEXT"},
+}
 """Columns added after the first release: added to an older database when it is opened."""
 
 
@@ -395,8 +404,9 @@ class Store:
     def local_list_version(self) -> int:
         return int(self.get("local_list_version", 0))
 
-    def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | None], *, full: bool) -> None:
-        """entries: token → (status, expires_at), or None to remove the token (differential update)."""
+    def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | tuple[str, str | None, str | None] | None],
+                          *, full: bool) -> None:
+        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update)."""
         with self.transaction("update local list") as db:
             if full:
                 db.execute("DELETE FROM local_list")
@@ -404,24 +414,86 @@ class Store:
                 if value is None:
                     db.execute("DELETE FROM local_list WHERE id_token=?", (token,))
                 else:
-                    db.execute("INSERT OR REPLACE INTO local_list VALUES (?,?,?)", (token, value[0], value[1]))
+                    group = value[2] if len(value) > 2 else None  # type: ignore[misc]
+                    db.execute("INSERT OR REPLACE INTO local_list (id_token, status, expires_at, group_id) VALUES (?,?,?,?)",
+                               (token, value[0], value[1], group))
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('local_list_version', ?)", (str(version),))
 
     def local_list_lookup(self, token: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT status, expires_at FROM local_list WHERE id_token=?", (token,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def local_list_count(self) -> int:
+    def local_list_entry(self, token: str) -> AuthEntry | None:
+        row = self._db.execute("SELECT status, expires_at, group_id FROM local_list WHERE id_token=?", (token,)).fetchone()
+        return AuthEntry(row[0], row[1], row[2]) if row else None
+
+    def local_list_size(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0])
 
-    def cache_put(self, token: str, status: str, expires_at: str | None) -> None:
+    def cache_put(self, token: str, status: str, expires_at: str | None, group_id: str | None = None,
+                  *, max_entries: int | None = None, policy: str = "LRU") -> None:
+        """Store (or refresh) a token's answer; over `max_entries` the policy's victims leave first."""
+        now = time.time()
         with self.transaction("update auth cache") as db:
-            db.execute("INSERT OR REPLACE INTO auth_cache VALUES (?,?,?,?)", (token, status, expires_at, time.time()))
+            db.execute(
+                "INSERT INTO auth_cache (id_token, status, expires_at, updated, group_id, last_used, uses)"
+                " VALUES (?,?,?,?,?,?,1) ON CONFLICT(id_token) DO UPDATE SET status=excluded.status,"
+                " expires_at=excluded.expires_at, updated=excluded.updated, group_id=excluded.group_id,"
+                " last_used=excluded.last_used, uses=uses+1",
+                (token, status, expires_at, now, group_id, now))
+            if max_entries is not None:
+                order = {"LFU": "uses, last_used", "FIFO": "updated"}.get(policy.upper(), "last_used")
+                db.execute(
+                    f"DELETE FROM auth_cache WHERE id_token IN (SELECT id_token FROM auth_cache ORDER BY {order}"
+                    " LIMIT max(0, (SELECT COUNT(*) FROM auth_cache) - ?))", (max_entries,))
 
     def cache_lookup(self, token: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT status, expires_at FROM auth_cache WHERE id_token=?", (token,)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def cache_entry(self, token: str) -> AuthEntry | None:
+        row = self._db.execute("SELECT status, expires_at, group_id, updated FROM auth_cache WHERE id_token=?",
+                               (token,)).fetchone()
+        return AuthEntry(row[0], row[1], row[2], row[3]) if row else None
+
+    def cache_used(self, token: str) -> None:
+        """A cache hit: counts for the LRU and LFU policies."""
+        with self.transaction("auth cache hit") as db:
+            db.execute("UPDATE auth_cache SET last_used=?, uses=uses+1 WHERE id_token=?", (time.time(), token))
+
+    def cache_remove(self, token: str) -> None:
+        with self.transaction("remove auth cache entry") as db:
+            db.execute("DELETE FROM auth_cache WHERE id_token=?", (token,))
+
+    def cache_size(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM auth_cache").fetchone()[0])
+
     def cache_clear(self) -> None:
         with self.transaction("clear auth cache") as db:
             db.execute("DELETE FROM auth_cache")
+
+    # --- reservations -----------------------------------------------------------
+    def reservation_put(self, r: dict[str, Any]) -> None:
+        """Insert or replace (same id) a reservation: keys as the `reservations` columns."""
+        with self.transaction("store reservation") as db:
+            db.execute("INSERT OR REPLACE INTO reservations (id, connector_id, id_token, token_type, group_id,"
+                       " expires_at, connector_type) VALUES (:id,:connector_id,:id_token,:token_type,:group_id,"
+                       ":expires_at,:connector_type)", r)
+
+    def reservation_delete(self, reservation_id: int) -> None:
+        with self.transaction("remove reservation") as db:
+            db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+
+    def reservations(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM reservations ORDER BY id")]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEntry:
+    """A token's entry in the local list or the authorization cache."""
+
+    status: str
+    expires_at: str | None = None
+    group_id: str | None = None
+    updated: float | None = None
+    """Unix time the cache entry was written (None for the local list)."""

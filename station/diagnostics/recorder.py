@@ -80,11 +80,7 @@ class FlightRecorder:
     # ---- segments ------------------------------------------------------------------
     def segment_paths(self) -> list[Path]:
         """The ring's files, oldest first."""
-        try:
-            names = sorted(p.name for p in self.directory.iterdir() if _NAME.match(p.name))
-        except OSError:
-            return []
-        return [self.directory / n for n in names]
+        return segment_paths(self.directory)
 
     def _open(self, *, initial: bool = False) -> None:
         try:
@@ -184,21 +180,7 @@ class FlightRecorder:
     # ---- reading -------------------------------------------------------------------
     def lines(self, since: float | None = None, until: float | None = None) -> Iterator[str]:
         """Recorded lines between two epoch times (inclusive), oldest first; flush first."""
-        low = stamp_of(since) if since is not None else ""
-        high = stamp_of(until) if until is not None else "~"
-        for path in self.segment_paths():
-            try:
-                if since is not None and path.stat().st_mtime < since - 1:
-                    continue  # last written before the window opened
-                with path.open(encoding="utf-8", errors="replace") as handle:
-                    for line in handle:
-                        stamp = line[:STAMP_LENGTH]
-                        if stamp > high:
-                            break
-                        if stamp >= low and line.endswith("\n"):
-                            yield line
-            except OSError:
-                continue
+        return read_lines(self.directory, since, until)
 
     def size_bytes(self) -> int:
         total = 0
@@ -208,6 +190,35 @@ class FlightRecorder:
             except OSError:
                 pass
         return total
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    """A ring's files, oldest first."""
+    try:
+        names = sorted(p.name for p in Path(directory).iterdir() if _NAME.match(p.name))
+    except OSError:
+        return []
+    return [Path(directory) / n for n in names]
+
+
+def read_lines(directory: Path, since: float | None = None, until: float | None = None) -> Iterator[str]:
+    """A ring's lines between two epoch times (inclusive), oldest first, without writing to it
+    (`station report` reads the running daemon's ring this way)."""
+    low = stamp_of(since) if since is not None else ""
+    high = stamp_of(until) if until is not None else "~"
+    for path in segment_paths(directory):
+        try:
+            if since is not None and path.stat().st_mtime < since - 1:
+                continue  # last written before the window opened
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    stamp = line[:STAMP_LENGTH]
+                    if stamp > high:
+                        break
+                    if stamp >= low and line.endswith("\n"):
+                        yield line
+        except OSError:
+            continue
 
 
 def _redact_frame(action: str | None, message: list[Any]) -> list[Any]:

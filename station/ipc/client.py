@@ -74,6 +74,14 @@ class IpcClient:
         params: dict[str, Any] = {"connector_id": connector_id, "id_token": id_token, "token_type": token_type}
         return dict(await self.call("start", params))
 
+    async def present_token(self, id_token: str, token_type: str = "ISO14443", connector_id: int | None = None) -> dict[str, Any]:
+        """Hold a token to the (virtual) RFID reader: stops the transaction it may stop, else starts one."""
+        return dict(await self.call("present_token", {"connector_id": connector_id, "id_token": id_token,
+                                                      "token_type": token_type}))
+
+    async def reservations(self) -> list[dict[str, Any]]:
+        return list(await self.call("reservations"))
+
     async def stop(self, transaction_id: str | None = None, *, connector_id: int | None = None) -> dict[str, Any]:
         params = {"transaction_id": transaction_id} if transaction_id is not None else {"connector_id": connector_id}
         return dict(await self.call("stop", params))

@@ -230,11 +230,6 @@ class BaseSession(StrictChargePoint):
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def stop_on_invalid_id(self) -> bool:
-        """TxCtrlr.StopTxOnInvalidId (1.6 StopTransactionOnInvalidId): end a started transaction
-        whose token the CSMS refused in its answer."""
-        return bool(self.core.device_model.value("TxCtrlr", "StopTxOnInvalidId"))
-
     def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any] | None:
         """FirmwareStatusNotification for a status, or None when this version has no word for it."""
         raise NotImplementedError
@@ -330,6 +325,8 @@ class BaseSession(StrictChargePoint):
                         await self.send_status(conn)
                 elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
+                elif event.kind == "reservation":
+                    self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
 
     async def _boot(self) -> None:
         while True:
@@ -367,6 +364,16 @@ class BaseSession(StrictChargePoint):
         Raspberry Pi). The driver waits on the command, the CSMS only on the answer.
         """
         await asyncio.sleep(0)
+
+    async def reservation_changed(self, data: dict[str, Any]) -> None:
+        """Tell the CSMS about a reservation that ended by itself (2.0.1 ReservationStatusUpdate)."""
+
+    async def _reservation_changed(self, data: dict[str, Any]) -> None:
+        try:
+            await self.reservation_changed(data)
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("ocpp: reservation status not confirmed", reservation_id=data.get("reservation_id"),
+                        error=str(exc))
 
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:

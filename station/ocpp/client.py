@@ -60,15 +60,19 @@ class OcppClient:
         firmware: FirmwareUpdater | None = None,
         logs: LogUploader | None = None,
         recorder: FlightRecorder | None = None,
+        boot_reason: str = "PowerUp",
     ) -> None:
         self.params = params
         self.core = core
+        self.boot_reason = boot_reason
+        """Why this process started (station.boot_reason); 2.0.1 BootNotification's `reason`."""
         self.info = info or StationInfo()
         self.boot_retry_seconds = boot_retry_seconds
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed,
+                             on_security_event=core.security_events.record)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)

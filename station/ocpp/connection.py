@@ -44,6 +44,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.headers import build_authorization_basic
 
+from station.ocpp import tls_check
 from station.ocpp.rpc import SUBPROTOCOL, cancel_all
 
 log = structlog.get_logger("station.ocpp.link")
@@ -233,11 +234,15 @@ class OcppLink:
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
         needs: NeedsCallback | None = None,
+        on_security_event: Callable[[str, str], object] | None = None,
     ) -> None:
         self.params = params
         self._needs = needs
         self._return_to: str | None = None
         self._next_return = monotonic() + params.version_return_seconds
+        self._on_security_event = on_security_event
+        self._security_reported: set[str] = set()
+        """TLS security events raised since the last connection: one per kind, not one per retry."""
         self.profile = resolve_security_profile(params)
         self._on_session = on_session
         self._on_state = on_state
@@ -272,6 +277,7 @@ class OcppLink:
         if self._ssl_context is None:
             ca = str(self.params.ca_bundle) if self.params.ca_bundle else None
             context = ssl.create_default_context(cafile=ca)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security: TLS 1.2 or newer
             if self.profile == 3:
                 assert self.params.client_cert and self.params.client_key
                 context.load_cert_chain(str(self.params.client_cert), str(self.params.client_key))
@@ -473,10 +479,14 @@ class OcppLink:
                 raise _Failure(FailureKind.REFUSED, f"HTTP {status} on upgrade") from None
             raise _Failure(FailureKind.UNREACHABLE, f"HTTP {status} on upgrade") from None
         except ssl.SSLError as exc:
-            raise _Failure(FailureKind.TLS, f"TLS: {exc.reason or exc.__class__.__name__}") from None
+            text = f"TLS: {exc.reason or exc.__class__.__name__}"
+            await self._tls_security_event(url, exc, text)
+            raise _Failure(FailureKind.TLS, text) from None
         except (InvalidHandshake, InvalidURI) as exc:
             raise _Failure(FailureKind.REFUSED, f"handshake: {exc}") from None
         except (OSError, TimeoutError, EOFError) as exc:
+            if isinstance(exc, (ConnectionResetError, EOFError)) and urlsplit(url).scheme == "wss":
+                await self._tls_security_event(url, exc, "connection reset during the TLS handshake")
             raise _Failure(FailureKind.UNREACHABLE, f"{exc.__class__.__name__}: {exc}".rstrip(": ")) from None
         if ws.subprotocol != SUBPROTOCOL[version]:
             await ws.close(1002, "subprotocol required")
@@ -484,7 +494,31 @@ class OcppLink:
         if version != self._preferred:
             self._switch(version, "probe of the primary succeeded")
         self._unreachable_in_a_row = 0
+        self._security_reported.clear()
         await self._serve(ws, version)
+
+    async def _tls_security_event(self, url: str, exc: BaseException, text: str) -> None:
+        """Raise InvalidCsmsCertificate / InvalidTLSVersion / InvalidTLSCipherSuite for a failed handshake.
+
+        Once per kind until a connection succeeds (not once per retry); a failure that does not
+        name its cause gets one diagnostic handshake per outage (`station.ocpp.tls_check`).
+        """
+        if self._on_security_event is None:
+            return
+        kind, detail = tls_check.classify(exc), f"{public_url(url)}: {text}"
+        if kind is None and "diagnosed" not in self._security_reported:
+            self._security_reported.add("diagnosed")
+            parts = urlsplit(url)
+            found = await tls_check.diagnose(parts.hostname or "", parts.port or 443, timeout=self.params.open_timeout)
+            if found is not None:
+                kind, detail = found[0], f"{public_url(url)}: {found[1]}"
+        if kind is None or kind in self._security_reported:
+            return
+        self._security_reported.add(kind)
+        try:
+            self._on_security_event(kind, detail)
+        except Exception:  # noqa: BLE001 — reporting must not break the reconnect loop
+            log.exception("ocpp link: security event not recorded", type=kind)
 
     async def _serve(self, ws: ClientConnection, version: str) -> None:
         tracked = TrackedConnection(ws, self.state)

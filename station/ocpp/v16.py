@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
@@ -98,6 +99,8 @@ class V16Session(BaseSession):
         if entry.kind == "started":
             payload: dict[str, Any] = {"connectorId": entry.connector_id, "idTag": (data.get("id_token") or "")[:20],
                                        "meterStart": whole_wh(data.get("meter_start_wh")), "timestamp": timestamp}
+            if data.get("reservation_id") is not None:
+                payload["reservationId"] = int(data["reservation_id"])
             return "StartTransaction", payload
         if entry.kind == "updated":
             if entry.trigger not in ("MeterValuePeriodic", "MeterValueClock", "Trigger"):
@@ -122,16 +125,15 @@ class V16Session(BaseSession):
         if entry.kind != "started":
             return
         self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
-        status = (response.get("idTagInfo") or {}).get("status")
-        if status not in (None, "Accepted") and self.stop_on_invalid_id() and self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
-            self.log.warning("ocpp: CSMS refused the idTag of a started transaction; stopped", status=status)
+        # 1.6 §5.x: the cache learns the verdict; a refused idTag stops (StopTransactionOnInvalidId) or limits
+        self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idTag": id_token[:20]}
 
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         info = response.get("idTagInfo") or {}
-        return AuthResult(str(info.get("status", "Invalid")), info.get("expiryDate"))
+        return AuthResult(str(info.get("status", "Invalid")), info.get("expiryDate"), info.get("parentIdTag"))
 
     def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any] | None:
         status = FIRMWARE_STATUS.get(note.status) or (FIRMWARE_STATUS_TRIGGERED.get(note.status) if triggered else None)
@@ -153,15 +155,44 @@ class V16Session(BaseSession):
     @on_raw("RemoteStartTransaction")
     async def on_remote_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         connector = payload.get("connectorId")
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):  # AuthorizeRemoteTxRequests
+            return {"status": "Rejected" if self.core.start_refusal(connector, payload["idTag"]) else "Accepted"}
         ok, _ = self.core.request_start(connector, payload["idTag"], "Central", trigger="RemoteStart")
-        profile = payload.get("chargingProfile")
-        if ok and profile and connector:
+        if ok:
+            self._remote_start_profile(connector, payload.get("chargingProfile"))
+            await self.controller_first()
+        return {"status": "Accepted" if ok else "Rejected"}
+
+    @after_raw("RemoteStartTransaction")
+    async def after_remote_start(self, payload: dict[str, Any]) -> None:
+        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            return
+        connector = payload.get("connectorId")
+        outcome = await self.core.auth.start(connector, payload["idTag"], "Central", trigger="RemoteStart")
+        if outcome.accepted:
+            self._remote_start_profile(connector, payload.get("chargingProfile"))
+        else:
+            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
+
+    def _remote_start_profile(self, connector: int | None, profile: dict[str, Any] | None) -> None:
+        if profile and connector:
             reason = self._apply_profile(connector, profile)
             if reason:
                 self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
-        if ok:
-            await self.controller_first()
-        return {"status": "Accepted" if ok else "Rejected"}
+
+    @on_raw("ReserveNow")
+    def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:
+        connector = int(payload["connectorId"])
+        if connector == 0 and not self.core.reservations.setting("NonEvseSpecific"):
+            return {"status": "Rejected"}  # ReserveConnectorZeroSupported is false
+        status = self.core.reservations.reserve(Reservation(
+            id=int(payload["reservationId"]), connector_id=connector or None, id_token=payload["idTag"],
+            token_type="Central", group_id=payload.get("parentIdTag"), expires_at=payload["expiryDate"]))
+        return {"status": status}
+
+    @on_raw("CancelReservation")
+    def on_cancel_reservation(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted" if self.core.reservations.cancel(int(payload["reservationId"])) else "Rejected"}
 
     @on_raw("RemoteStopTransaction")
     def on_remote_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +370,7 @@ class V16Session(BaseSession):
         entries: dict[str, tuple[str, str | None] | None] = {}
         for item in payload.get("localAuthorizationList") or []:
             info = item.get("idTagInfo")
-            entries[item["idTag"]] = (info["status"], info.get("expiryDate")) if info else None
+            entries[item["idTag"]] = (info["status"], info.get("expiryDate"), info.get("parentIdTag")) if info else None
         return {"status": self.update_local_list(int(payload["listVersion"]), payload["updateType"] == "Full", entries)}
 
     @on_raw("GetLocalListVersion")

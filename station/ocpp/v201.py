@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from station.core.device_state import availability
+from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote
@@ -50,7 +51,7 @@ class V201Session(BaseSession):
         station: dict[str, Any] = {"model": info.model, "vendorName": info.vendor, "firmwareVersion": info.firmware_version}
         if info.serial_number:
             station["serialNumber"] = info.serial_number
-        return {"chargingStation": station, "reason": "PowerUp"}
+        return {"chargingStation": station, "reason": self.client.boot_reason}
 
     def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
         status = availability(conn)
@@ -76,6 +77,8 @@ class V201Session(BaseSession):
         }
         if entry.offline:
             payload["offline"] = True
+        if entry.kind == "started" and data.get("reservation_id") is not None:
+            payload["reservationId"] = int(data["reservation_id"])
         if entry.kind == "started" and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
@@ -86,17 +89,16 @@ class V201Session(BaseSession):
         return "TransactionEvent", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
-        status = (response.get("idTokenInfo") or {}).get("status")
-        if entry.kind == "started" and status not in (None, "Accepted") and self.stop_on_invalid_id():
-            if self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
-                self.log.warning("ocpp: CSMS refused the token of a started transaction; stopped", status=status)
+        if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
 
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         info = response.get("idTokenInfo") or {}
-        return AuthResult(str(info.get("status", "Unknown")), info.get("cacheExpiryDateTime"))
+        group = (info.get("groupIdToken") or {}).get("idToken")
+        return AuthResult(str(info.get("status", "Unknown")), info.get("cacheExpiryDateTime"), group)
 
     def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any]:
         payload: dict[str, Any] = {"status": note.status.value}
@@ -115,17 +117,54 @@ class V201Session(BaseSession):
     async def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         token = payload["idToken"]
         evse = payload.get("evseId")
-        profile = payload.get("chargingProfile")
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            # F01.FR.xx: as if the token were presented here: answered now, authorized after the answer.
+            reason = self.core.start_refusal(evse, token["idToken"])
+            return {"status": "Rejected", "statusInfo": status_info(reason)} if reason else {"status": "Accepted"}
         ok, reason = self.core.request_start(evse, token["idToken"], token.get("type", "Central"),
                                              remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
         if not ok:
             return {"status": "Rejected", "statusInfo": status_info(reason)}
+        self._remote_start_profile(evse, payload.get("chargingProfile"))
+        await self.controller_first()
+        return {"status": "Accepted"}
+
+    @after_raw("RequestStartTransaction")
+    async def after_request_start(self, payload: dict[str, Any]) -> None:
+        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            return
+        token, evse = payload["idToken"], payload.get("evseId")
+        outcome = await self.core.auth.start(evse, token["idToken"], token.get("type", "Central"),
+                                             trigger="RemoteStart", remote_start_id=payload["remoteStartId"])
+        if outcome.accepted:
+            self._remote_start_profile(evse, payload.get("chargingProfile"))
+        else:
+            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
+
+    def _remote_start_profile(self, evse: int | None, profile: dict[str, Any] | None) -> None:
         if profile and evse:
             reason = self._apply_profile(evse, profile)
             if reason:
                 self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
-        await self.controller_first()
-        return {"status": "Accepted"}
+
+    @on_raw("ReserveNow")
+    def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:
+        token, group = payload["idToken"], payload.get("groupIdToken") or {}
+        status = self.core.reservations.reserve(Reservation(
+            id=int(payload["id"]), connector_id=payload.get("evseId"), id_token=token["idToken"],
+            token_type=token["type"], group_id=group.get("idToken"), expires_at=payload["expiryDateTime"],
+            connector_type=payload.get("connectorType")))
+        return {"status": status}
+
+    @on_raw("CancelReservation")
+    def on_cancel_reservation(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted" if self.core.reservations.cancel(int(payload["reservationId"])) else "Rejected"}
+
+    async def reservation_changed(self, data: dict[str, Any]) -> None:
+        """H04: an expired or removed reservation is reported; the others are the CSMS's own doing."""
+        if data["status"] in ("Expired", "Removed"):
+            await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
+                                                           "reservationUpdateStatus": data["status"]})
 
     @on_raw("RequestStopTransaction")
     def on_request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -298,7 +337,8 @@ class V201Session(BaseSession):
         entries: dict[str, tuple[str, str | None] | None] = {}
         for item in payload.get("localAuthorizationList") or []:
             info = item.get("idTokenInfo")
-            entries[item["idToken"]["idToken"]] = (info["status"], info.get("cacheExpiryDateTime")) if info else None
+            entries[item["idToken"]["idToken"]] = (info["status"], info.get("cacheExpiryDateTime"),
+                                                   (info.get("groupIdToken") or {}).get("idToken")) if info else None
         return {"status": self.update_local_list(int(payload["versionNumber"]), payload["updateType"] == "Full", entries)}
 
     @on_raw("GetLocalListVersion")
