@@ -47,7 +47,7 @@ from api.models import (
     TransactionPage,
     UnlockResult,
 )
-from api.problems import problems
+from api.problems import meter_problem, problems
 from station import __version__
 from station.config import Settings
 from station.ipc import protocol
@@ -168,7 +168,8 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             since=link.changed_at.isoformat()))
 
     @app.get("/ready", response_model=Ready, tags=["health"], responses={503: {"model": Ready}},
-             summary="Daemon reachable, ESP32 link up, CSMS connected, state database writable (503 unless all)")
+             summary="Daemon reachable, ESP32 link up, CSMS connected, state database writable, "
+                     "meter answering (503 unless all)")
     async def ready() -> JSONResponse:
         try:
             status = await link.call(lambda c: c.status())
@@ -182,8 +183,10 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         connected = bool(ocpp.get("connected", status.get("csms_online")))
         store = status.get("store") or {}
         store_ok = bool(store.get("healthy", True))
+        meter_down = meter_problem(status)
+        meter = None if not status.get("meter") else Check(ok=not meter_down, detail=meter_down or "meter answers")
         body = Ready(
-            ready=not esp_down and connected and store_ok,
+            ready=not esp_down and connected and store_ok and not meter_down,
             daemon=Check(ok=True, detail="daemon answers on " + str(settings.ipc_socket)),
             esp32=Check(ok=not esp_down, detail="; ".join(esp_down) or f"{len(links)} link(s) up"),
             csms=Check(ok=connected, detail=(f"connected (OCPP {ocpp.get('version')})" if connected
@@ -191,6 +194,7 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             store=Check(ok=store_ok, detail="state database writable" if store_ok else
                         f"state database not writable ({store.get('unsaved_events', 0)} event(s) waiting in memory): "
                         f"{store.get('last_error')}"),
+            meter=meter,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

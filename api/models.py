@@ -44,6 +44,8 @@ class Ready(BaseModel):
     esp32: Check
     csms: Check
     store: Check | None = Field(default=None, description="State database writable (disk not full or read-only).")
+    meter: Check | None = Field(default=None, description="Energy meter answering (billing depends on it); "
+                                "absent when no meter is configured.")
 
 
 # --- state ---------------------------------------------------------------------------
@@ -131,7 +133,7 @@ class Clock(Open):
 
 class Problem(BaseModel):
     code: Literal["csms_unreachable", "clock_not_synced", "store_unhealthy", "esp32_link_down",
-                  "connector_faulted", "undervoltage"]
+                  "connector_faulted", "undervoltage", "meter_unhealthy"]
     severity: Literal["error", "warning"]
     message: str
 

@@ -21,12 +21,14 @@ from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store, StoreError
+from station.credentials import Credentials
 from station.diagnostics import archive
 from station.diagnostics.log_upload import LogUploader
 from station.diagnostics.recorder import SEGMENTS, FlightRecorder
 from station.firmware import FirmwareStatus, FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
+from station.pki import MANUFACTURER_ROOT
 
 if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (station/handover.py)
     from station.config import Settings
@@ -67,7 +69,14 @@ class Daemon:
             self.links[cid] = link
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
-        self.firmware = FirmwareUpdater(settings.state_dir, is_idle=self._idle, now=self.core.clock.now)
+        params = link_params(settings)
+        self.credentials = Credentials(settings.state_dir, params, now=self.core.clock.now)
+        roots = self.credentials.roots
+        roots.seed(MANUFACTURER_ROOT, settings.manufacturer_roots)
+        self.firmware = FirmwareUpdater(
+            settings.state_dir, is_idle=self._idle, now=self.core.clock.now,
+            manufacturer_roots=lambda: [r.certificate for r in roots.roots(MANUFACTURER_ROOT)],
+            allow_unsigned=settings.firmware_allow_unsigned)
         self.boot_reason = boot_reason.determine(self.store, settings.state_dir, boot_id=boot_reason.kernel_boot_id())
         self._restart_reason: str | None = None
         """Set when the stop is a planned restart: the next start's BootNotification reason."""
@@ -75,9 +84,9 @@ class Daemon:
                                 station_id=settings.station_name, now=self.core.clock.now,
                                 before_build=self.recorder.flush if self.recorder else None,
                                 ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
-        self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
+        self.ocpp = OcppClient(params, self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
-                               boot_reason=self.boot_reason)
+                               boot_reason=self.boot_reason, credentials=self.credentials)
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
         self._bind_meter_facts()
@@ -118,6 +127,7 @@ class Daemon:
             baud=settings.meter_baud,
             poll_interval=settings.meter_poll_seconds,
             on_reading=self._on_meter_reading,
+            on_health=self.core.on_meter_health,
         )
 
     def _on_meter_reading(self, reading: Any) -> None:
@@ -146,6 +156,7 @@ class Daemon:
                 "port": self.settings.meter_port,
                 "model": self.settings.meter_model,
                 "healthy": self.meter.healthy,
+                "last_error": self.meter.last_error,
                 "stats": _as_dict(self.meter.stats),
             },
         }

@@ -150,7 +150,7 @@ async def test_get_configuration_reports_every_core_key_with_its_readonly_flag(r
     assert keys["HeartbeatInterval"]["readonly"] is False and keys["NumberOfConnectors"] == {
         "key": "NumberOfConnectors", "readonly": True, "value": "1"}
     assert keys["GetConfigurationMaxKeys"]["value"] == "50"
-    assert "value" not in keys["AuthorizationKey"]
+    assert "AuthorizationKey" not in keys  # write-only: never read back
 
 
 async def test_change_configuration_statuses(rig16: Rig) -> None:

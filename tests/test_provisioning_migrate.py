@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from station import envfile, migrate
+from station import envfile
+from station.field import migrate
 from tests.provisioning_support import calls, fake_systemctl
 
 OLD = "wss://old.example/ocpp/"

@@ -275,13 +275,17 @@ class Authorization:
         return presented == group
 
     # ---- the CSMS's verdict on a started transaction ----------------------------------
-    def on_transaction_token(self, transaction_id: str, result: AuthResult) -> str:
-        """TransactionEventResponse.idTokenInfo / StartTransaction.conf idTagInfo; what was done."""
+    def on_transaction_token(self, transaction_id: str, result: AuthResult, id_token: str | None = None) -> str:
+        """TransactionEventResponse.idTokenInfo / Start- or StopTransaction.conf idTagInfo; what was done.
+
+        `id_token`: the token the message named (an ended transaction is no longer in the core).
+        """
         conn = next((c for c in self.core.connectors.values()
                      if c.transaction and c.transaction.id == transaction_id), None)
         tx = conn.transaction if conn else None
-        if tx is not None and tx.id_token:
-            self.remember(tx.id_token, result)
+        token = id_token or (tx.id_token if tx is not None else None)
+        if token:
+            self.remember(token, result)
         if result.status == "Accepted" or conn is None or tx is None:
             return "none"
         if self.setting("TxCtrlr", "StopTxOnInvalidId"):

@@ -144,6 +144,9 @@ class Variable:
     secret: bool = False
     owner_required: bool = False
     """Writes are refused until the module that acts on the value bound an `apply` hook."""
+    owner_stores: bool = False
+    """The owner keeps the value (e.g. the password in its 0600 file): a write only calls its `apply`,
+    which refuses with ValueError (its message goes to the CSMS); reads go through its getter."""
     key16: str | None = None
     """The OCPP 1.6 configuration key of this variable."""
     only16: bool = False
@@ -160,6 +163,7 @@ class Variable:
 
     @property
     def writable(self) -> bool:
+        """Some attribute may be written (its value persists, by the model or by its owner)."""
         return any(a.mutability != Mutability.READ_ONLY for a in self.attributes())
 
 
@@ -577,6 +581,8 @@ class DeviceModel:
             return Result(Status.REJECTED, reason=exc.reason, info=exc.info)
         if why:
             return Result(Status.REJECTED, reason="InvalidValue", info=why)
+        if entry.variable.owner_stores:
+            return self._hand_over(entry, spec.type, value)
         try:
             self._commit(entry, spec.type, value, persist=True)
         except Exception as exc:  # noqa: BLE001 — StoreError: the disk refused; nothing changed
@@ -588,6 +594,25 @@ class DeviceModel:
             return Result(Status.REBOOT_REQUIRED)
         return Result(Status.ACCEPTED)
 
+    def _hand_over(self, entry: Entry, attribute: AttributeType, value: Any) -> Result:
+        """An owner-stored value: the owner applies (and keeps) it, or says why not."""
+        assert entry.apply is not None  # owner_stores variables are owner_required too
+        try:
+            entry.apply(entry, value)
+        except ValueError as exc:
+            return Result(Status.REJECTED, reason="InvalidValue", info=str(exc)[:200])
+        except Exception as exc:  # noqa: BLE001 — the owner failed: nothing changed
+            log.error("device model: owner could not apply a value", variable=entry.path, error=exc.__class__.__name__)
+            return Result(Status.REJECTED, reason="InternalError", info="the value could not be applied")
+        log.info("device model: value changed", variable=entry.path, attribute=attribute.value,
+                 value=MASK if entry.variable.secret else format_value(value)[:100])
+        for listener in list(self.listeners):
+            try:
+                listener(entry, attribute, value)
+            except Exception:  # noqa: BLE001
+                log.exception("device model: change listener failed", variable=entry.path)
+        return Result(Status.REBOOT_REQUIRED if entry.variable.reboot_required else Status.ACCEPTED)
+
     # ---- views -------------------------------------------------------------------------
     def snapshot(self, *, include16: bool = True) -> list[dict[str, Any]]:
         """Every variable with its attributes and characteristics, secrets masked (IPC / API view)."""
@@ -597,7 +622,7 @@ class DeviceModel:
             for spec in entry.variable.attributes():
                 mutability = entry.mutability(spec)
                 row: dict[str, Any] = {"type": spec.type.value, "mutability": mutability.value,
-                                       "persistent": spec.mutability != Mutability.READ_ONLY}
+                                       "persistent": entry.variable.writable}
                 if entry.variable.secret or spec.mutability == Mutability.WRITE_ONLY:
                     row["value"] = MASK
                 else:

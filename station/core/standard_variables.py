@@ -96,13 +96,25 @@ OCPP_COMM = (
              key16="SupportedFeatureProfiles", only16=True),
 )
 
-SECURITY = (
+SECURITY = (  # A01-A05; owned by the OCPP client's credentials (station.credentials)
     Variable("SecurityCtrlr", "Identity", S, max_limit=48, key16="ChargePointId"),
-    Variable("SecurityCtrlr", "SecurityProfile", I, min_limit=0, max_limit=3, key16="SecurityProfile"),
+    Variable("SecurityCtrlr", "SecurityProfile", I, RW, min_limit=0, max_limit=3, key16="SecurityProfile",
+             owner_required=True, owner_stores=True, description="can only be raised (A05)"),
     Variable("SecurityCtrlr", "BasicAuthPassword", S, RW, secret=True, min_limit=16, max_limit=40,
-             key16="AuthorizationKey", owner_required=True),
-    Variable("SecurityCtrlr", "OrganizationName", S, default="", max_limit=64),
-    Variable("SecurityCtrlr", "CertificateEntries", I, default=0),
+             key16="AuthorizationKey", owner_required=True, owner_stores=True,
+             description="kept 0600 by the station's credentials, tried on a reconnect"),
+    Variable("SecurityCtrlr", "OrganizationName", S, RW, default="", max_limit=64, key16="CpoName",
+             store_key="ocpp:CpoName", description="O of the station's CSR"),
+    Variable("SecurityCtrlr", "CertSigningWaitMinimum", I, RW, default=60, unit="s", min_limit=1, max_limit=86400,
+             key16="CertSigningWaitMinimum", store_key="ocpp:CertSigningWaitMinimum"),
+    Variable("SecurityCtrlr", "CertSigningRepeatTimes", I, RW, default=3, min_limit=0, max_limit=100,
+             key16="CertSigningRepeatTimes", store_key="ocpp:CertSigningRepeatTimes"),
+    Variable("SecurityCtrlr", "MaxCertificateChainSize", I, default=10000, key16="CertificateSignedMaxChainSize"),
+    Variable("SecurityCtrlr", "CertificateStoreMaxLength", I, default=20, key16="CertificateStoreMaxLength",
+             only16=True, description="root certificates of all kinds together"),
+    Variable("SecurityCtrlr", "CertificateEntries", I, default=0, key16="CertificateEntries",
+             description="root certificates installed"),
+    Variable("SecurityCtrlr", "AdditionalRootCertificateCheck", B, default=False, key16="AdditionalRootCertificateCheck"),
 )
 
 AUTH = (  # read by station.core.authorization at every decision (no apply hook needed)

@@ -157,6 +157,8 @@ class StationCore:
         self.authorizer: Authorizer | None = None
         self.csms_online = False
         self.has_meter = has_meter
+        self.meter_health: dict[str, Any] | None = None
+        """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
         connector_ids = list(connector_ids)
         self.device_model = DeviceModel(store, {cid: (1,) for cid in connector_ids})
         """Every setting and fact the CSMS and the local API see (`station.core.device_model`)."""
@@ -234,6 +236,19 @@ class StationCore:
         conn.last_meter = reading
         self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
         self.auth.enforce_energy(conn)
+
+    def on_meter_health(self, healthy: bool, reason: str) -> None:
+        """The meter answers again, or stopped answering: billing depends on it, so this is a
+        station problem (status, /ready, metrics) and a `meter_health` event (monitoring subscribes)."""
+        previous = self.meter_health
+        if previous is not None and previous["healthy"] == healthy:
+            return
+        self.meter_health = {"healthy": healthy, "reason": reason, "since": self.clock.now().isoformat()}
+        if not healthy:
+            log.error("energy meter not answering: energy cannot be measured for billing", reason=reason)
+        elif previous is not None:
+            log.info("energy meter answers again", reason=reason)
+        self.events.publish("meter_health", **self.meter_health)
 
     def tick(self) -> None:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
@@ -439,6 +454,7 @@ class StationCore:
             "store": {"healthy": self.store.healthy and not self._unsaved, "last_error": self.store.last_error,
                       "unsaved_events": len(self._unsaved)},
             "has_meter": self.has_meter,
+            "meter_health": self.meter_health,
             "smart_charging": self.charging.snapshot(),
             "reservations": self.reservations.snapshot(),
         }

@@ -175,9 +175,13 @@ class LinkEmulator:
         if self._server is not None:
             self._server.close()
         self.cut()
-        for task in list(self._handlers):
+        self._open.set()  # held connections see their reset and end
+        # The handlers end on their own once reset; cancelling them would make asyncio's stream
+        # callback log the cancellation as an error.
+        _, pending = await asyncio.wait(self._handlers, timeout=2) if self._handlers else (set(), set())
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()

@@ -256,12 +256,12 @@ class BaseSession(StrictChargePoint):
             recorder.ocpp(direction, action, message, raw)
 
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
-                      timeout: float | None = None) -> dict[str, Any]:
+                      timeout: float | None = None, queued: bool = False) -> dict[str, Any]:
         """A CALL to the CSMS, recorded as evidence (status, round trip) for `station --once` and the API."""
         started = time.perf_counter()
         record = Exchange(action, "out", datetime.now(UTC).isoformat())
         try:
-            response = await super().request(action, payload, validate=validate, timeout=timeout)
+            response = await super().request(action, payload, validate=validate, timeout=timeout, queued=queued)
         except CallErrorReceived as exc:
             record.status, record.error = "CallError", f"{exc.code}: {exc.description}"
             raise
@@ -318,6 +318,10 @@ class BaseSession(StrictChargePoint):
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
             self.spawn(self.client.flush_log_status(), "ocpp-log-status")
+            credentials = self.client.credentials
+            if credentials is not None and credentials.profile == 3 and credentials.renewal_due() \
+                    and self.client.renewal.refusal() is None:
+                self.client.renewal.start("client certificate expires within a month")  # A03
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
@@ -506,7 +510,7 @@ class BaseSession(StrictChargePoint):
             except StoreError:
                 return False
         try:
-            response = await self.request(action, payload)
+            response = await self.request(action, payload, queued=True)  # live calls may go first
         except CallErrorReceived as exc:
             return self._failed(entry, f"CALLERROR {exc.code}: {exc.description}")
         except TimeoutError:

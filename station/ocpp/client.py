@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -28,6 +28,10 @@ from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived, cancel_all
+from station.ocpp.security import Renewal, report_event
+
+if TYPE_CHECKING:
+    from station.credentials import Credentials
 
 log = structlog.get_logger("station.ocpp")
 
@@ -58,6 +62,7 @@ class OcppClient:
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
+        credentials: Credentials | None = None,
         logs: LogUploader | None = None,
         recorder: FlightRecorder | None = None,
         boot_reason: str = "PowerUp",
@@ -71,7 +76,14 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed,
+        self.credentials = credentials
+        """Password, client certificate, profile and roots the CSMS may change; None: fixed (tests, --once)."""
+        self._owned: set[asyncio.Task[Any]] = set()
+        self.renewal = Renewal(self)
+        if credentials is not None:
+            credentials.on_event = lambda kind, info: report_event(self, kind, info)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=credentials,
+                             needs=core.store.versions_needed,
                              on_security_event=core.security_events.record)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
@@ -107,7 +119,11 @@ class OcppClient:
         self.link.set_ping_interval(int(model.value("OCPPCommCtrlr", "WebSocketPingInterval")))
         model.bind("OCPPCommCtrlr", "WebSocketPingInterval", apply=lambda _, seconds: self.link.set_ping_interval(seconds))
         model.bind("SecurityCtrlr", "Identity", get=lambda _: self.params.station_id)
-        model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile)
+        model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile,
+                   apply=lambda _, profile: self.raise_security_profile(int(profile)))
+        model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda _, text: self.change_password(str(text)))
+        model.bind("SecurityCtrlr", "CertificateEntries",
+                   get=lambda _: self.credentials.roots.count() if self.credentials else 0)
         info = self.info
         for variable, value in (("Model", info.model), ("VendorName", info.vendor),
                                 ("SerialNumber", info.serial_number or ""), ("FirmwareVersion", info.firmware_version)):
@@ -121,10 +137,14 @@ class OcppClient:
         finally:
             if self._reset_task is not None:
                 self._reset_task.cancel()
-            if watcher is not None:
-                await cancel_all([watcher])
+            await cancel_all([t for t in (watcher, *self._owned) if t is not None])
             if self.logs is not None:
                 await self.logs.close()
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -257,6 +277,34 @@ class OcppClient:
     @property
     def heartbeat_seconds(self) -> int:
         return int(self.core.device_model.value("OCPPCommCtrlr", "HeartbeatInterval"))
+
+    # ---- security settings (A01, A05) -------------------------------------------------
+    def change_password(self, text: str) -> None:
+        """BasicAuthPassword / AuthorizationKey: stored 0600, tried on a reconnect right after the answer."""
+        if self.credentials is None:
+            raise ValueError("the password is fixed by the station's configuration")
+        self.credentials.set_password(text, self.session.VERSION if self.session else "201")
+        self._reconnect_soon()
+
+    def raise_security_profile(self, profile: int) -> None:
+        """SecurityCtrlr.SecurityProfile / SecurityProfile: only up (A05); ValueError says why not."""
+        if self.credentials is None:
+            raise ValueError("the security profile is fixed by the station's configuration")
+        self.credentials.raise_profile(profile)
+        self._reconnect_soon()
+
+    def profile_refusal(self, profile: int) -> str | None:
+        """Why the security profile cannot be raised to `profile` now (for SetNetworkProfile); None: it can."""
+        if self.credentials is None:
+            return "the security profile is fixed by the station's configuration"
+        return self.credentials.profile_refusal(profile)
+
+    def _reconnect_soon(self) -> None:
+        async def reconnect() -> None:
+            await asyncio.sleep(0.3)  # the answer goes out first
+            await self.link.disconnect()
+
+        self.own(asyncio.get_running_loop().create_task(reconnect(), name="ocpp-reconnect"))
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
         """The CSMS's interval (BootNotification: this run only; SetVariables: persisted)."""

@@ -16,6 +16,7 @@ from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
+from station.ocpp.security import SecurityHandlers, report_event
 
 TRIGGER_REASONS = {
     "Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "Deauthorized",
@@ -42,7 +43,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-class V201Session(BaseSession):
+class V201Session(SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -90,7 +91,8 @@ class V201Session(BaseSession):
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
-            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
+                                                entry.data.get("id_token") if entry.kind == "started" else None)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
@@ -210,6 +212,8 @@ class V201Session(BaseSession):
             return {"status": "Accepted"}
         if message == "TransactionEvent":
             return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
+        if message == "SignChargingStationCertificate":
+            return {"status": self.trigger_certificate_renewal()}
         return {"status": "NotImplemented"}
 
     @after_raw("TriggerMessage")
@@ -223,6 +227,8 @@ class V201Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "SignChargingStationCertificate" and self.client.renewal.refusal() is None:
+            self.client.renewal.start("TriggerMessage")
         elif message == "LogStatusNotification":
             await self.send_log_status(self.client.log_note(), triggered=True)
         elif message == "TransactionEvent":
@@ -244,6 +250,10 @@ class V201Session(BaseSession):
     @on_raw("UpdateFirmware")
     def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         firmware = payload["firmware"]
+        if not firmware.get("signingCertificate"):
+            # 2.0.1 has no unsigned update here: the signing certificate is what ties it to the manufacturer.
+            report_event(self.client, "InvalidFirmwareSigningCertificate", "UpdateFirmware without signing certificate")
+            return {"status": "InvalidCertificate", "statusInfo": status_info("signed firmware required")}
         request = FirmwareRequest(
             location=firmware["location"],
             retrieve_at=parse_time(firmware["retrieveDateTime"]) or datetime.now(UTC),

@@ -85,24 +85,29 @@ def set_variables(model: DeviceModel, payload: dict[str, Any], size: int | None 
 def _key_value(model: DeviceModel, entry: Entry) -> dict[str, Any]:
     assert entry.variable.key16 is not None
     row: dict[str, Any] = {"key": entry.variable.key16, "readonly": entry.read_only}
-    outcome = model.read(entry)
-    if outcome.status == Status.ACCEPTED:
-        row["value"] = (outcome.value or "")[:MAX_16_VALUE]
-    return row  # a write-only key (AuthorizationKey) is listed without its value
+    row["value"] = (model.read(entry).value or "")[:MAX_16_VALUE]
+    return row
+
+
+def _readable(model: DeviceModel, entry: Entry) -> bool:
+    return model.read(entry).status == Status.ACCEPTED
 
 
 def get_configuration(model: DeviceModel, payload: dict[str, Any]) -> dict[str, Any]:
-    """GetConfiguration: every key when none is named; unknown keys listed in `unknownKey`."""
+    """GetConfiguration: every key when none is named; unknown keys listed in `unknownKey`.
+
+    A write-only key (AuthorizationKey) is never reported: not listed, and `unknownKey` when named
+    (the 1.6 security whitepaper: a CSMS reading all keys must not get the password back)."""
     wanted = payload.get("key") or []
     if not wanted:
-        return {"configurationKey": [_key_value(model, e) for e in model.keys16()]}
+        return {"configurationKey": [_key_value(model, e) for e in model.keys16() if _readable(model, e)]}
     most = int(model.value("DeviceDataCtrlr", "ItemsPerMessage", instance="GetVariables"))
     if len(wanted) > most:
         raise RpcError("OccurrenceConstraintViolation", f"{len(wanted)} keys; GetConfigurationMaxKeys is {most}")
     known, unknown = [], []
     for key in wanted:
         entry = model.by_key16(key)
-        if entry is None:
+        if entry is None or not _readable(model, entry):
             unknown.append(key)
         else:
             known.append(_key_value(model, entry))

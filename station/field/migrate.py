@@ -22,8 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from station import envfile, hostops
-from station.fleet import check_url
+from station import envfile
+from station.field import hostops
+from station.field.fleet import check_url
 
 ENV_PATH = Path("etc/ocpp_station.env")
 LOG_PATH = Path("var/lib/station-update/migrations.jsonl")
