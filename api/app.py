@@ -52,7 +52,7 @@ from station import __version__
 from station.config import Settings
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
-from station.logs import register_secrets
+from station.logs import mask_tokens, register_secrets  # the daemon masks too (IPC); again here, to be sure
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -76,21 +76,6 @@ CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Refused in the connector's current state (reason given)."},
     422: {"model": ErrorBody, "description": "Invalid request."},
 }
-
-
-def mask_tokens(value: Any) -> Any:
-    """Driver tokens (RFID UIDs) can be cloned to charge on someone's account: show only their tail."""
-    if isinstance(value, dict):
-        return {k: (_mask(v) if k == "id_token" else mask_tokens(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_tokens(v) for v in value]
-    return value
-
-
-def _mask(token: Any) -> Any:
-    if not isinstance(token, str):
-        return token
-    return "****" + token[-4:] if len(token) > 4 else "****"
 
 
 def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI:
@@ -246,9 +231,12 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         finally:
             link.unsubscribe(queue)
 
-    @app.get("/events/recent", tags=["state"], summary="The last events the API saw (newest last)")
+    @app.get("/events/recent", tags=["state"],
+             summary="The last events the API saw, oldest first: the last 50 connector, transaction, link, "
+                     "problem and daemon events, and the last 10 of each routine kind (meter readings, "
+                     "offline queue, periodic transaction updates)")
     async def recent_events() -> list[dict[str, Any]]:
-        return mask_tokens(list(link.recent))  # type: ignore[no-any-return]
+        return mask_tokens(link.recent())  # type: ignore[no-any-return]
 
     @app.get("/metrics", tags=["state"], response_class=Response,
              summary="Prometheus exposition (answers even when the daemon is down: station_daemon_up 0)")

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = _var(
         "STATION_LOG_LEVEL", "Log level.", default="info"
     )
+    log_driver_tokens: bool = _var(
+        "STATION_LOG_DRIVER_TOKENS", "Show drivers' tokens (idToken / idTag) in log lines, for debugging; masked to "
+        "their last 4 characters otherwise. API and IPC answers always mask them.", default=False,
+    )
     log_file: Path | None = _var(
         "STATION_LOG_FILE", "Write the daemon's log to this file (kept to 2 x 10 MB) instead of stderr; for hosts "
         "without journald. Diagnostics archives read it.", default=None,

@@ -31,8 +31,9 @@ async def csms(test_pki: TestPki) -> AsyncIterator[DevCsms]:
 async def started(version: str, csms: DevCsms, test_pki: TestPki, tmp_path: Path) -> Rig:
     rig = Rig(version, csms, tmp_path / "station.db", state_dir=tmp_path / "state",
               link={"password": OLD, "ca_bundle": test_pki.ca})
+    mark = csms.mark()
     await rig.start()
-    await csms.wait_for("StatusNotification", timeout=10)
+    await csms.wait_for("StatusNotification", since=mark, timeout=10)
     return rig
 
 

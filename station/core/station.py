@@ -435,6 +435,19 @@ class StationCore:
                     ended += 1
         return ended
 
+    def transaction_status(self, transaction_id: str | None) -> tuple[bool | None, bool]:
+        """(ongoing — None when no id was asked about —, messages still queued) for GetTransactionStatus (E14).
+
+        Queued means recorded and not yet confirmed by the CSMS (parked ones included: they are
+        not delivered either), for that transaction or, without an id, for any transaction.
+        """
+        queued = self.store.queued_for_transaction(transaction_id) > 0 or any(
+            tx.id == transaction_id or transaction_id is None for tx, _ in self._unsaved)
+        if transaction_id is None:
+            return None, queued
+        ongoing = any(c.transaction is not None and c.transaction.id == transaction_id for c in self.connectors.values())
+        return ongoing, queued
+
     def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
         """An operator sends parked outbox entries (all, or these) again, with fresh attempts."""
         released = self.store.release_parked(entry_ids)

@@ -421,7 +421,7 @@ class CertificateAuthority:
 
     certificate_pem: str
     key_pem: bytes = field(repr=False)
-    days: float = 30
+    days: float = 365
 
     @classmethod
     def from_files(cls, cert: str, key: str) -> CertificateAuthority:
