@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from station import pki
-from station.ocpp.connection import Attempt, FailureKind, LinkConfigError, LinkParams, resolve_security_profile
+from station.ocpp.connection import Attempt, FailureKind, LinkParams, resolve_security_profile
 
 log = structlog.get_logger("station.credentials")
 
@@ -71,8 +71,11 @@ class Credentials:
         roots: pki.RootStore | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_event: EventSink | None = None,
+        read_only: bool = False,
     ) -> None:
         self.params = params
+        self.read_only = read_only
+        """Use what the daemon stored without changing a file (`station --once`, possibly run as root)."""
         self.directory = state_dir / "pki"
         self.roots = roots or pki.RootStore(self.directory / "roots")
         self.now = now
@@ -84,9 +87,10 @@ class Credentials:
         self._profile_failures = 0
         self._certificate_failures = 0
         self._state = self._load()
-        if not self._file.exists():
-            self._save()
-        self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+        if not read_only:
+            if not self._file.exists():
+                self._save()
+            self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
 
     # ------------------------------------------------------------------ persistence
     def _provisioned(self) -> str:
@@ -102,7 +106,9 @@ class Credentials:
         except (OSError, ValueError) as exc:
             log.error("credentials: state unreadable; using the provisioned values", error=exc.__class__.__name__)
             state = {}
-        if state and state.get("provisioned") != self._provisioned():
+        if state and state.get("provisioned") != self._provisioned() and self.read_only:
+            state = {}
+        elif state and state.get("provisioned") != self._provisioned():
             log.warning("credentials: provisioned values changed; credentials set over OCPP are discarded")
             for name in ("cert.pem", "key.pem", "new.pem", "new.key", "pending.key", "previous.pem", "previous.key"):
                 (self._station / name).unlink(missing_ok=True)
@@ -111,7 +117,8 @@ class Credentials:
         return state
 
     def _save(self) -> None:
-        pki.write_private(self._file, json.dumps(self._state).encode())
+        if not self.read_only:
+            pki.write_private(self._file, json.dumps(self._state).encode())
 
     # ------------------------------------------------------------------ what is in force
     @property
@@ -206,7 +213,7 @@ class Credentials:
             self._try_new_password = "password" not in attempt.trying  # alternate until one works
             log.warning("credentials: password refused; trying the "
                         + ("new" if self._try_new_password else "previous") + " one next")
-        if "certificate" in attempt.trying and kind is not FailureKind.LOST:
+        if "certificate" in attempt.trying and kind is not FailureKind.LOST and not self.read_only:
             # A refused client certificate shows as a TLS alert, or (TLS 1.3) as a reset after the
             # handshake: count every failure, give up on the new certificate after a few in a row.
             self._certificate_failures += 1
@@ -278,10 +285,16 @@ class Credentials:
         self._event("ReconfigurationOfSecurityParameters", f"security profile {new} requested by the CSMS")
 
     # ------------------------------------------------------------------ A02/A03: client certificate
-    def new_csr(self, organization: str) -> str:
-        """A new key (0600, on the device) and its CSR; the key waits for the signed certificate."""
-        key = pki.new_key_pem()
-        pki.write_private(self._station / "pending.key", key)
+    def new_csr(self, organization: str, *, fresh: bool = True) -> str:
+        """A CSR for a new key (0600, made on the device), which waits for the signed certificate.
+
+        `fresh=False` (a repeated request) signs the pending key again, so that a CertificateSigned
+        for the earlier request still matches."""
+        pending = self._station / "pending.key"
+        key = None if fresh else (pending.read_bytes() if pending.exists() else None)
+        if key is None:
+            key = pki.new_key_pem()
+            pki.write_private(pending, key)
         return pki.csr_pem(key, self.params.station_id, organization)
 
     def install_signed(self, chain_pem: str) -> str | None:
@@ -315,11 +328,16 @@ class Credentials:
         pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
         pki.write_private(self._station / "new.key", key)
         pending.unlink()
-        log.warning("credentials: new client certificate installed; it is used from the next connection on",
-                    serial=format(leaf.serial_number, "x"), not_after=leaf.not_valid_after_utc.isoformat())
+        log.warning("credentials: new client certificate installed", serial=format(leaf.serial_number, "x"),
+                    not_after=leaf.not_valid_after_utc.isoformat())
+        if self.profile != 3:
+            # Not presented on this profile: nothing to prove it on now, it is there for a raise to 3.
+            self._promote_certificate()
         return None
 
     def _promote_certificate(self) -> None:
+        if self.read_only:
+            return
         station = self._station
         if (station / "cert.pem").exists():
             (station / "cert.pem").replace(station / "previous.pem")

@@ -49,10 +49,10 @@ class NetworkProfile:
     source: str = "csms"
 
     def endpoint(self, station_id: str) -> str:
-        """The WebSocket URL: ocppCsmsUrl + "/" + identity (a configured slot-0 URL follows the
-        station's own URL rule and is used as given)."""
-        if self.source == "config":
-            return self.url
+        """The WebSocket URL. From the CSMS: ocppCsmsUrl + "/" + identity (B09). From the env file or
+        ``station-migrate-csms``: the station's URL rule (the identity appended only after a "/")."""
+        if self.source in ("config", "migrate"):
+            return self.url + station_id if self.url.endswith("/") else self.url
         return (self.url if self.url.endswith("/") else self.url + "/") + station_id
 
     def to_json(self) -> dict[str, Any]:
