@@ -158,11 +158,12 @@ class FlightRecorder:
     def meter(self, connector_id: int, reading: Any) -> None:
         self.record(f"meter-{connector_id}", "-", _compact(meter_json(reading)))
 
-    def ocpp(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
-        """One OCPP frame, masked as the frame log masks it."""
+    def ocpp(self, direction: str, action: str | None, message: list[Any], raw: Any,
+             masked: Callable[[], Any] | None = None) -> None:
+        """One OCPP frame, masked as the frame log masks it (`masked()`: its payload, already masked)."""
         text = raw if isinstance(raw, str) else frame_text(message)
         if may_hold_secret(text):
-            text = frame_text(_redact_frame(action, message))
+            text = frame_text(_redact_frame(action, message, masked))
         self.record("ocpp", direction, mask_url_secrets(text))
 
     def flush(self) -> None:
@@ -221,9 +222,9 @@ def read_lines(directory: Path, since: float | None = None, until: float | None 
             continue
 
 
-def _redact_frame(action: str | None, message: list[Any]) -> list[Any]:
+def _redact_frame(action: str | None, message: list[Any], masked: Callable[[], Any] | None = None) -> list[Any]:
     if message and message[0] in (2, 3):
-        return [*message[:-1], redact(action, message[-1])]
+        return [*message[:-1], masked() if masked is not None else redact(action, message[-1])]
     return message
 
 

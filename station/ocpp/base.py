@@ -249,11 +249,12 @@ class BaseSession(StrictChargePoint):
                                         status=str(status) if status is not None else "Accepted"))
         self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
 
-    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
+    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any,
+                masked: Callable[[], Any] | None = None) -> None:
         """Every frame goes to the flight recorder (masked there), when the daemon keeps one."""
         recorder = self.client.recorder
         if recorder is not None:
-            recorder.ocpp(direction, action, message, raw)
+            recorder.ocpp(direction, action, message, raw, masked)
 
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
                       timeout: float | None = None, queued: bool = False) -> dict[str, Any]:
