@@ -156,6 +156,10 @@ class Authorization:
         """A value of the device model (declared in station/core/standard_variables.py)."""
         return self.settings.get(component, variable)
 
+    def local_list_limit(self) -> int:
+        """The most tokens the local list may hold (1.6 LocalAuthListMaxLength; SendLocalList beyond: Failed)."""
+        return int(self.setting("LocalAuthListCtrlr", "LocalAuthListMaxLength"))
+
     def flags(self) -> Flags:
         s = self.setting
         return Flags(
