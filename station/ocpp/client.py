@@ -285,6 +285,8 @@ class OcppClient:
             self.core.connection_timeout_s = float(value)
         else:
             self.core.store.put(f"ocpp:{definition.key}", value)
+            if definition.key == "ClockAlignedDataInterval":
+                self.core.aligned.interval_changed()
         log.info("ocpp: configuration changed", key=definition.key, value=value)
 
     # ---- security settings (A01, A05) -------------------------------------------------
