@@ -225,9 +225,12 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         finally:
             link.unsubscribe(queue)
 
-    @app.get("/events/recent", tags=["state"], summary="The last events the API saw (newest last)")
+    @app.get("/events/recent", tags=["state"],
+             summary="The last events the API saw, oldest first: the last 50 connector, transaction, link, "
+                     "problem and daemon events, and the last 10 of each routine kind (meter readings, "
+                     "offline queue, periodic transaction updates)")
     async def recent_events() -> list[dict[str, Any]]:
-        return mask_tokens(list(link.recent))  # type: ignore[no-any-return]
+        return mask_tokens(link.recent())  # type: ignore[no-any-return]
 
     @app.get("/metrics", tags=["state"], response_class=Response,
              summary="Prometheus exposition (answers even when the daemon is down: station_daemon_up 0)")

@@ -28,6 +28,7 @@ from station.diagnostics.recorder import SEGMENTS, FlightRecorder
 from station.firmware import FirmwareStatus, FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
+from station.ocpp.endpoints import Endpoints
 from station.pki import MANUFACTURER_ROOT
 
 if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (station/handover.py)
@@ -87,7 +88,8 @@ class Daemon:
                                 ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
         self.ocpp = OcppClient(params, self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
-                               boot_reason=self.boot_reason, credentials=self.credentials)
+                               boot_reason=self.boot_reason, credentials=self.credentials,
+                               endpoints=Endpoints(params, settings.state_dir))
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
         self._tasks: list[asyncio.Task[Any]] = []

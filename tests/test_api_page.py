@@ -128,3 +128,36 @@ async def test_a_meter_that_stops_answering_shows_as_a_problem_on_the_page(
             await expect(page.locator("#problems li[data-code=meter_unhealthy]")).to_contain_text(
                 "energy meter adl400 on", timeout=15_000)
             await expect(page.get_by_test_id("events")).to_contain_text("energy meter not answering")
+
+
+async def test_last_events_keep_the_session_however_many_meter_readings_came_between(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    async with serve_api(settings_for(tmp_path, sock_path)) as url:
+        async with httpx.AsyncClient(base_url=url) as api:
+            await wait_for(lambda: _reachable(api), what="API sees the daemon")
+            daemon.core.request_start(1, "DRIVER0042")
+            daemon.esp.plug()
+            daemon.esp.ev_requests_charge()
+            await wait_for(lambda: daemon.core.connectors[1].derived.status.value == "Charging", what="charging")
+            for wh in range(1, 301):  # five minutes of charging at one reading a second
+                daemon.core.on_meter_reading(MeterReading(energy_import_wh=float(wh), power_w=7000.0))
+            daemon.esp.unplug()
+            for wh in range(301, 401):
+                daemon.core.on_meter_reading(MeterReading(energy_import_wh=300.0))
+            daemon.core.on_meter_reading(MeterReading(energy_import_wh=300.5))
+
+            async def all_seen() -> bool:
+                recent = (await api.get("/events/recent")).json()
+                return any(e["kind"] == "meter" and e["data"]["meter"]["energy_wh"] == 300.5 for e in recent)
+
+            await wait_for(all_seen, what="the API to see the last meter reading")
+        page = await browser.new_page()  # a technician opens the page after the session
+        await page.goto(url + "/")
+        events = page.get_by_test_id("events")
+        await expect(events).to_contain_text("transaction started on connector 1")
+        await expect(events).to_contain_text("transaction ended on connector 1")
+        await expect(events).to_contain_text("connector 1: Charging")
+        await expect(events).to_contain_text("connector 1: Available")

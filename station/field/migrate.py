@@ -1,13 +1,18 @@
 """Move a station to a new CSMS endpoint, reverting by itself if it never gets in
 (``station-migrate-csms``).
 
-How seed operators moved chargers: change the URL in ``/etc/ocpp_station.env``, keep the old
-one beside it (``OCPP_201_URL_PREVIOUS`` / ``OCPP_16_URL_PREVIOUS``) as the fallback, restart
-the daemon and wait for ``station --once`` to report a BootNotification accepted by the new
-CSMS (exit 0). If that does not happen within ``--limit`` seconds — or the new CSMS rejects
-the password (exit 4) or the configuration is unusable (exit 78), which waiting cannot
-fix — the previous URL goes back, the daemon restarts, and the outcome is logged in
-``/var/lib/station-update/migrations.jsonl``. ``--revert`` goes back to the fallback by hand.
+The same mechanism as OCPP's SetNetworkProfile + NetworkConfigurationPriority
+(``station.network_profiles``): the new URL becomes a network profile in the daemon's state
+directory and goes first in the priority, the previous order stays behind it. The daemon is
+restarted; it tries the new endpoint (``NetworkProfileConnectionAttempts`` times) and, when it
+cannot get in, falls back to the profile that last worked on its own, so the station is never
+stranded. This tool waits for ``station --once`` to report a BootNotification accepted *through
+the new endpoint* within ``--limit`` seconds. If the daemon fell back instead, or the new CSMS
+rejects the password (exit 4), or the configuration is unusable (exit 78), or the limit passes,
+the previous priority goes back, the daemon restarts, and the outcome is logged in
+``/var/lib/station-update/migrations.jsonl`` (the daemon's own record of each attempt is in
+``network-profiles.jsonl`` in its state directory). ``--revert`` restores the priority from
+before the last migration. ``/etc/ocpp_station.env`` is not changed: its URLs stay profile 0.
 
 Exit codes: 0 migrated (or reverted on request), 1 new endpoint failed and was reverted,
 2 usage error, 3 reverted but the old endpoint is unhealthy too.
@@ -24,89 +29,143 @@ from pathlib import Path
 
 from station import envfile
 from station.field import hostops
-from station.field.fleet import check_url
+from station.network_profiles import CONFIGURED_SLOT, SLOTS, NetworkProfile, ProfileFile, ProfileState, refusal
 
 ENV_PATH = Path("etc/ocpp_station.env")
 LOG_PATH = Path("var/lib/station-update/migrations.jsonl")
+DEFAULT_STATE_DIR = "/var/lib/station"
 EXIT_OK, EXIT_REVERTED, EXIT_USAGE, EXIT_REVERT_FAILED = 0, 1, 2, 3
 DEFAULT_LIMIT_S = 300.0
 
 
-def _variable(version: str) -> str:
-    return "OCPP_201_URL" if version == "201" else "OCPP_16_URL"
+def _state_dir(root: Path, values: dict[str, str]) -> Path:
+    return root / (values.get("STATION_STATE_DIR") or DEFAULT_STATE_DIR).lstrip("/")
 
 
-def _write(root: Path, values: dict[str, str]) -> None:
-    path = root / ENV_PATH
+def _configured_security_profile(values: dict[str, str]) -> int:
+    """The profile the station runs with now (as `resolve_security_profile` infers it)."""
+    explicit = values.get("STATION_SECURITY_PROFILE")
+    if explicit and explicit.isdigit():
+        return int(explicit)
+    primary = values.get("OCPP_201_URL") if values.get("OCPP_PRIMARY", "201") == "201" else values.get("OCPP_16_URL")
+    secure = (primary or values.get("OCPP_201_URL") or values.get("OCPP_16_URL") or "").startswith("wss://")
+    if secure and values.get("STATION_CLIENT_CERT"):
+        return 3
+    if values.get("OCPP_STATION_PASSWORD"):
+        return 2 if secure else 1
+    return 0
+
+
+def _owner(path: Path) -> tuple[int, int] | None:
+    """Root writes the daemon's file for the daemon's user."""
+    if os.geteuid() != 0:
+        return None
     info = path.stat()
-    header = "Written by station-migrate-csms (previous URLs kept as *_PREVIOUS). Mode 0600."
-    owner = (info.st_uid, info.st_gid) if os.geteuid() == 0 else None
-    envfile.write_atomic(path, envfile.render(values, header), owner=owner)
+    return info.st_uid, info.st_gid
+
+
+def _slot_for(state: ProfileState, url: str) -> int:
+    for slot, profile in state.profiles.items():
+        if profile.url == url:
+            return slot
+    free = [s for s in SLOTS if s != CONFIGURED_SLOT and s not in state.priority and s != state.last_good]
+    return free[0] if free else max(s for s in SLOTS if s != state.last_good)
+
+
+def _expected(smoke: hostops.SmokeResult) -> str | None:
+    ocpp = (smoke.report or {}).get("ocpp")
+    return ocpp.get("url") if isinstance(ocpp, dict) else None
 
 
 def _give_up(code: int) -> bool:
     return code in (hostops.EXIT_AUTH_FAILURE, hostops.EXIT_CONFIG)
 
 
-def migrate(url: str, *, version: str | None = None, root: Path = Path("/"), limit: float = DEFAULT_LIMIT_S, interval: float = 5.0) -> tuple[int, dict[str, object]]:
-    """Switch the endpoint for ``version`` (default: the configured primary) to ``url``."""
+def migrate(url: str, *, version: str | None = None, root: Path = Path("/"), limit: float = DEFAULT_LIMIT_S,
+            interval: float = 5.0) -> tuple[int, dict[str, object]]:
+    """Make ``url`` the first network profile (OCPP ``version``, default the configured primary)."""
     values = envfile.read(root / ENV_PATH)
+    station_id = values.get("OCPP_STATION_NAME")
+    if not station_id:
+        return EXIT_USAGE, {"ok": False, "detail": f"{ENV_PATH} has no station identity"}
     version = version or values.get("OCPP_PRIMARY", "201")
-    variable = _variable(version)
-    old = values.get(variable, "")
-    problem = check_url("new URL", url)
-    if problem or not values.get("OCPP_STATION_NAME"):
-        return EXIT_USAGE, {"ok": False, "detail": problem or f"{ENV_PATH} has no station identity"}
-    record: dict[str, object] = {"utc": hostops.utcnow(), "variable": variable, "new": url, "previous": old}
-    if old == url:
+    state_dir = _state_dir(root, values)
+    profiles = ProfileFile(state_dir)
+    state = profiles.load()
+    active = _configured_security_profile(values)
+    profile = NetworkProfile(_slot_for(state, url), url, version, active, source="migrate")
+    why = refusal(profile, active_security_profile=active, has_password=bool(values.get("OCPP_STATION_PASSWORD")),
+                  has_client_cert=bool(values.get("STATION_CLIENT_CERT")))
+    if why is not None:
+        return EXIT_USAGE, {"ok": False, "detail": f"new URL refused: {why[1]}"}
+    endpoint = profile.endpoint(station_id)
+    previous = list(state.priority)
+    record: dict[str, object] = {"utc": hostops.utcnow(), "slot": profile.slot, "new": url, "version": version,
+                                 "previous_priority": previous}
+    if previous and previous[0] == profile.slot and state.profiles.get(profile.slot) == profile:
         return EXIT_OK, {**record, "ok": True, "action": "unchanged"}
-    updated = {**values, variable: url}
-    if old:
-        updated[f"{variable}_PREVIOUS"] = old
-    _write(root, updated)
+    state.profiles[profile.slot] = profile
+    state.priority = [profile.slot, *[s for s in previous if s != profile.slot]]
+    owner = _owner(state_dir) if state_dir.exists() else None
+    profiles.save(state, owner=owner)
+    profiles.record("migrate", profile={"slot": profile.slot, "url": endpoint, "version": version}, priority=state.priority)
     hostops.restart_units()
     smoke, attempts = hostops.wait_healthy(root, limit, interval, give_up_on=_give_up)
-    record.update(attempts=attempts, smoke=smoke.summary())
-    if smoke.ok:
+    record.update(attempts=attempts, smoke=smoke.summary(), connected_to=_expected(smoke))
+    if smoke.ok and _expected(smoke) == endpoint:
         code, record = EXIT_OK, {**record, "ok": True, "action": "migrated"}
     else:
-        _write(root, values)
-        hostops.restart_units()
-        back = hostops.run_smoke(root)
-        reverted_ok = back.ok
-        record.update(ok=False, action="reverted" if reverted_ok else "revert-unhealthy", after_revert=back.summary(),
-                      detail=f"new endpoint not accepted (exit {smoke.exit_code}) after {attempts} attempt(s); {variable} restored")
-        code = EXIT_REVERTED if reverted_ok else EXIT_REVERT_FAILED
+        fell_back = smoke.ok
+        code, back = _restore(root, profiles, previous, owner)
+        detail = ("the daemon could not connect through the new endpoint and fell back" if fell_back
+                  else f"new endpoint not accepted (exit {smoke.exit_code}) after {attempts} check(s)")
+        record.update(ok=False, action="reverted" if code == EXIT_OK else "revert-unhealthy", after_revert=back,
+                      detail=f"{detail}; previous priority {previous} restored")
+        code = EXIT_REVERTED if code == EXIT_OK else EXIT_REVERT_FAILED
     hostops.append_jsonl(root / LOG_PATH, record)
     return code, record
 
 
-def revert(*, version: str | None = None, root: Path = Path("/")) -> tuple[int, dict[str, object]]:
-    """Put the ``*_PREVIOUS`` URL back (and keep the abandoned one as the new fallback)."""
-    values = envfile.read(root / ENV_PATH)
-    variable = _variable(version or values.get("OCPP_PRIMARY", "201"))
-    previous = values.get(f"{variable}_PREVIOUS")
-    if not previous:
-        return EXIT_USAGE, {"ok": False, "detail": f"no {variable}_PREVIOUS to go back to"}
-    _write(root, {**values, variable: previous, f"{variable}_PREVIOUS": values.get(variable, "")})
+def _restore(root: Path, profiles: ProfileFile, priority: list[int], owner: tuple[int, int] | None) -> tuple[int, dict[str, object]]:
+    state = profiles.load()
+    state.priority = [s for s in priority if s == CONFIGURED_SLOT or s in state.profiles] or [CONFIGURED_SLOT]
+    profiles.save(state, owner=owner)
+    profiles.record("migrate-revert", priority=state.priority)
     hostops.restart_units()
-    smoke = hostops.run_smoke(root)
-    record = {"utc": hostops.utcnow(), "ok": smoke.ok, "action": "revert", "variable": variable, "new": previous, "smoke": smoke.summary()}
+    back = hostops.run_smoke(root)
+    return (EXIT_OK if back.ok else EXIT_REVERT_FAILED), back.summary()
+
+
+def revert(*, root: Path = Path("/")) -> tuple[int, dict[str, object]]:
+    """Restore the priority from before the last migration."""
+    values = envfile.read(root / ENV_PATH)
+    state_dir = _state_dir(root, values)
+    profiles = ProfileFile(state_dir)
+    migrations = [h for h in profiles.history(500) if h.get("event") == "migrate"]
+    try:
+        logged = [json.loads(line) for line in (root / LOG_PATH).read_text().splitlines() if line.strip()]
+    except OSError:
+        logged = []
+    before = next((r.get("previous_priority") for r in reversed(logged) if isinstance(r.get("previous_priority"), list)), None)
+    if not migrations or before is None:
+        return EXIT_USAGE, {"ok": False, "detail": "no migration to revert"}
+    code, back = _restore(root, profiles, [int(s) for s in before], _owner(state_dir) if state_dir.exists() else None)
+    record = {"utc": hostops.utcnow(), "ok": code == EXIT_OK, "action": "revert", "priority": before, "smoke": back}
     hostops.append_jsonl(root / LOG_PATH, record)
-    return (EXIT_OK if smoke.ok else EXIT_REVERT_FAILED), record
+    return code, record
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="station-migrate-csms", description=__doc__.split("\n\n")[0])
     parser.add_argument("url", nargs="?", help="new CSMS URL (ws:// or wss://, no credentials)")
-    parser.add_argument("--ocpp", choices=["201", "16"], help="which endpoint (default: OCPP_PRIMARY)")
+    parser.add_argument("--ocpp", choices=["201", "16"], help="OCPP version of the new endpoint (default: OCPP_PRIMARY)")
     parser.add_argument("--limit", type=float, default=DEFAULT_LIMIT_S, help="seconds for BootNotification to be accepted (default %(default)s)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between checks (default %(default)s)")
-    parser.add_argument("--revert", action="store_true", help="go back to the previous URL")
+    parser.add_argument("--revert", action="store_true", help="go back to the priority before the last migration")
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")))
     args = parser.parse_args(argv)
     if args.revert:
-        code, record = revert(version=args.ocpp, root=args.root)
+        code, record = revert(root=args.root)
     elif args.url:
         code, record = migrate(args.url, version=args.ocpp, root=args.root, limit=args.limit, interval=args.interval)
     else:

@@ -117,6 +117,8 @@ class Setting:
     minimum: int | None = None
     getter: Callable[[OcppClient], Any] | None = None
     """For values computed from the station (read-only)."""
+    reboot: bool = False
+    """A change takes effect at the next start (answered RebootRequired)."""
     setter: Callable[[OcppClient, Any], None] | None = None
     """Applies a value instead of storing it (ValueError: refused, with the reason)."""
     write_only: bool = False
@@ -148,6 +150,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MaxChargingProfilesInstalled", "SmartChargingCtrlr", "Entries", int, readonly=True, default=MAX_PROFILES),
     Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
             default="Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"),
+    Setting("NetworkConfigurationPriority", "OCPPCommCtrlr", "NetworkConfigurationPriority", str, reboot=True,
+            getter=lambda c: c.endpoints.priority() if c.endpoints is not None else "0"),
+    Setting("NetworkProfileConnectionAttempts", "OCPPCommCtrlr", "NetworkProfileConnectionAttempts", int, default=3,
+            minimum=1),
     Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
     Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, getter=lambda c: c.link.profile,
             setter=lambda c, v: c.raise_security_profile(int(v))),

@@ -25,6 +25,7 @@ from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
+from station.ocpp.endpoints import Endpoints
 from station.ocpp.rpc import CallErrorReceived, cancel_all
 from station.ocpp.security import Renewal, report_event
 
@@ -64,6 +65,7 @@ class OcppClient:
         logs: LogUploader | None = None,
         recorder: FlightRecorder | None = None,
         boot_reason: str = "PowerUp",
+        endpoints: Endpoints | None = None,
     ) -> None:
         self.params = params
         self.core = core
@@ -80,9 +82,13 @@ class OcppClient:
         self.renewal = Renewal(self)
         if credentials is not None:
             credentials.on_event = lambda kind, info: report_event(self, kind, info)
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=credentials,
-                             needs=core.store.versions_needed,
-                             on_security_event=core.security_events.record)
+        self.endpoints = endpoints
+        """Network connection profiles (SetNetworkProfile, NetworkConfigurationPriority); None: the configured URLs only."""
+        self._link_changed = asyncio.Event()
+        self._failures_at_connect = 0
+        if endpoints is not None:
+            endpoints.on_outcome = self._profile_outcome
+        self.link = self._new_link(endpoints.params() if endpoints is not None else params)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -106,22 +112,57 @@ class OcppClient:
         if logs is not None:
             logs.notify = self._log_notify
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
-        ping = core.store.get("ocpp:WebSocketPingInterval", None)
-        if ping is not None:  # set by the CSMS earlier: outlives restarts
-            self.link.set_ping_interval(int(ping))
         core.authorizer = self
+
+    def _new_link(self, params: LinkParams) -> OcppLink:
+        link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=self.credentials,
+                        needs=self.core.store.versions_needed, on_security_event=self.core.security_events.record)
+        ping = self.core.store.get("ocpp:WebSocketPingInterval", None)
+        if ping is not None:  # set by the CSMS earlier: outlives restarts
+            link.set_ping_interval(int(ping))
+        return link
 
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
         watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
         try:
-            await self.link.run()
+            if self.endpoints is not None and self.endpoints.switching:
+                await self._run_profiles(self.endpoints)
+            else:
+                await self.link.run()
         finally:
             if self._reset_task is not None:
                 self._reset_task.cancel()
             await cancel_all([t for t in (watcher, *self._owned) if t is not None])
             if self.logs is not None:
                 await self.logs.close()
+
+    async def _run_profiles(self, endpoints: Endpoints) -> None:
+        """Run the link on one network profile after the other (see station.ocpp.endpoints)."""
+        while True:
+            task = asyncio.create_task(self.link.run(), name="ocpp-link")
+            self._failures_at_connect = self.link.state.failed_attempts
+            try:
+                while not task.done():
+                    attempts = max(1, int(self.setting("NetworkProfileConnectionAttempts")))
+                    failures = self.link.state.failed_attempts - self._failures_at_connect
+                    if failures >= attempts and not endpoints.staying:
+                        break
+                    self._link_changed.clear()
+                    waiter = asyncio.ensure_future(self._link_changed.wait())
+                    try:
+                        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+            finally:
+                await cancel_all([task])
+            failures = self.link.state.failed_attempts - self._failures_at_connect
+            endpoints.failed(failures, self.link.state.last_error)
+            self.boot_accepted_version = None  # B10.FR.10: a BootNotification on the new connection
+            self.link = self._new_link(endpoints.params())
+
+    def _profile_outcome(self, entry: dict[str, Any]) -> None:
+        self.core.events.publish("network_profile", **entry)
 
     def own(self, task: asyncio.Task[Any]) -> None:
         """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
@@ -130,6 +171,9 @@ class OcppClient:
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
+        if state.connected:
+            self._failures_at_connect = state.failed_attempts
+        self._link_changed.set()
         self.publish_state()
         if self._on_link_state is not None:
             self._on_link_state(state)
@@ -138,6 +182,8 @@ class OcppClient:
         self.exchanges.append(exchange)
 
     def publish_state(self) -> None:
+        if self.endpoints is not None and self.session is not None and self.session.boot_accepted.is_set():
+            self.endpoints.accepted(self.core.security_events.record)
         self.core.events.publish("csms", **self.status())
 
     def status(self) -> dict[str, Any]:
@@ -146,6 +192,8 @@ class OcppClient:
         state["booted"] = bool(self.session and self.session.boot_accepted.is_set())
         state["boot"] = self.boot
         state["heartbeat_seconds"] = self.heartbeat_seconds
+        if self.endpoints is not None:
+            state["network_profile"] = self.endpoints.describe(self.endpoints.slot)
         try:
             state["parked_messages"] = self.core.store.parked_count()
             state["unfinished_by_version"] = self.core.store.versions_needed()
@@ -280,6 +328,13 @@ class OcppClient:
         elif definition.key == "WebSocketPingInterval":
             self.core.store.put("ocpp:WebSocketPingInterval", int(value))
             self.link.set_ping_interval(int(value))
+        elif definition.key == "NetworkConfigurationPriority":
+            if self.endpoints is None:
+                raise ValueError("this station keeps no network profiles")
+            try:
+                self.endpoints.set_priority(str(value))  # ValueError: unknown slot; used from the next start
+            except OSError as exc:
+                raise StoreError(str(exc)) from None
         elif definition.key == "ConnectionTimeOut":
             self.core.store.put("connection_timeout_s", float(value))
             self.core.connection_timeout_s = float(value)

@@ -404,7 +404,7 @@ class V16Session(SecurityHandlers, BaseSession):
             self.client.change_setting(setting, parse_value(setting, payload["value"]))
         except (ValueError, StoreError):
             return {"status": "Rejected"}
-        return {"status": "Accepted"}
+        return {"status": "RebootRequired" if setting.reboot else "Accepted"}
 
     def _apply_profile(self, connector: int, raw: dict[str, Any], *, transaction_id: str | None = None) -> str | None:
         """Install a csChargingProfiles on a connector; why not, or None when installed."""

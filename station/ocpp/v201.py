@@ -10,6 +10,8 @@ from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry, StoreError
 from station.diagnostics.log_upload import LogNote
+from station.network_profiles import VERSIONS, NetworkProfile
+from station.network_profiles import refusal as profile_refusal
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp.base import (
     SETTING_BY_VARIABLE,
@@ -313,6 +315,36 @@ class V201Session(SecurityHandlers, BaseSession):
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
         self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
 
+    @on_raw("SetNetworkProfile")
+    def on_set_network_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """B09: validated and stored; used once NetworkConfigurationPriority names it and the station restarts."""
+        endpoints = self.client.endpoints
+        if endpoints is None:
+            return {"status": "Rejected", "statusInfo": status_info("network profiles not kept by this station")}
+        data = payload["connectionData"]
+        version = VERSIONS.get(data["ocppVersion"])
+        if data["ocppTransport"] != "JSON" or version is None:
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "InvalidNetworkConf",
+                                                         "additionalInfo": "only OCPP20 or OCPP16 over JSON"}}
+        profile = NetworkProfile(int(payload["configurationSlot"]), data["ocppCsmsUrl"], version,
+                                 int(data["securityProfile"]), int(data["messageTimeout"]))
+        params, credentials = self.client.params, self.client.credentials
+        has_password = credentials.has_password() if credentials is not None else bool(params.password)
+        has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,
+                              has_client_cert=has_cert)
+        if why is not None:
+            self.log.warning("ocpp: SetNetworkProfile rejected", slot=profile.slot, reason=why[1])
+            return {"status": "Rejected", "statusInfo": {"reasonCode": why[0], "additionalInfo": why[1][:512]}}
+        try:
+            endpoints.set_profile(profile)
+        except OSError as exc:
+            self.log.error("ocpp: network profile not saved", error=str(exc))
+            return {"status": "Failed", "statusInfo": status_info("could not be saved")}
+        self.log.info("ocpp: network profile stored", slot=profile.slot, version=version,
+                      security_profile=profile.security_profile)
+        return {"status": "Accepted"}
+
     @on_raw("GetLog")
     def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
         answer = self.start_log_upload(log_request(payload))
@@ -352,7 +384,7 @@ class V201Session(SecurityHandlers, BaseSession):
             elif setting is not None:
                 try:
                     self.client.change_setting(setting, parse_value(setting, item["attributeValue"]))
-                    result["attributeStatus"] = "Accepted"
+                    result["attributeStatus"] = "RebootRequired" if setting.reboot else "Accepted"
                 except ValueError as exc:
                     result["attributeStatus"] = "Rejected"
                     result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": str(exc)[:512]}
