@@ -350,7 +350,8 @@ class OcppClient:
         if self.credentials is None:
             raise ValueError("the password is fixed by the station's configuration")
         self.credentials.set_password(text, self.session.VERSION if self.session else "201")
-        self._reconnect_soon()
+        if self.link.profile in (1, 2):
+            self._reconnect_soon()
 
     def raise_security_profile(self, profile: int) -> None:
         """SecurityCtrlr.SecurityProfile / SecurityProfile: only up (A05); ValueError says why not."""

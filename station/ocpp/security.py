@@ -83,7 +83,7 @@ class Renewal:
         for attempt in range(repeats + 1):
             session = self.client.session
             if session is not None and session.accepted:
-                csr = credentials.new_csr(str(self.client.setting("CpoName")))
+                csr = credentials.new_csr(str(self.client.setting("CpoName")), fresh=attempt == 0)
                 payload: dict[str, Any] = {"csr": csr}
                 if session.VERSION == "201":
                     payload["certificateType"] = "ChargingStationCertificate"
