@@ -291,7 +291,7 @@ class Authorization:
             tx = conn.transaction
             assert tx is not None
             if await self.may_stop(tx.id_token, id_token, token_type):
-                self.core.request_stop(tx.id, reason="Local", trigger="StopAuthorized")
+                self.core.request_stop(tx.id, reason="Local", trigger="StopAuthorized", stop_token=(id_token, token_type))
                 return {"action": "stopped", "connector_id": conn.id, "transaction_id": tx.id}
         if any(c.transaction for c in self._candidates_to_stop(connector_id)) and connector_id is not None:
             return {"action": "refused", "connector_id": connector_id,

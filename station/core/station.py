@@ -330,12 +330,15 @@ class StationCore:
         return True, "accepted"
 
     def request_stop(self, transaction_id: str | None = None, *, connector_id: int | None = None,
-                     reason: str = "Remote", trigger: str = "RemoteStop") -> bool:
+                     reason: str = "Remote", trigger: str = "RemoteStop",
+                     stop_token: tuple[str, str] | None = None) -> bool:
+        """End a transaction (or drop a pending authorization). `stop_token`: (idToken, type) of the token
+        that stopped it, when one did (2.0.1 Ended `idToken`, 1.6 StopTransaction `idTag`)."""
         for conn in self.connectors.values():
             tx = conn.transaction
             if tx and (tx.id == transaction_id or (transaction_id is None and conn.id == connector_id)):
                 with self._one_pass():
-                    self._end_transaction(conn, reason, trigger)
+                    self._end_transaction(conn, reason, trigger, stop_token)
                     self._reconcile(conn)
                 return True
             if transaction_id is None and conn.id == connector_id and conn.pending:
@@ -586,13 +589,15 @@ class StationCore:
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
         self.charging.transaction_started(conn)
 
-    def _end_transaction(self, conn: Connector, reason: str, trigger: str) -> None:
+    def _end_transaction(self, conn: Connector, reason: str, trigger: str,
+                         stop_token: tuple[str, str] | None = None) -> None:
         tx = conn.transaction
         assert tx is not None
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
-        self._record(conn, "ended", trigger)
+        self._record(conn, "ended", trigger,
+                     {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else None)
         conn.transaction = None
         self.auth.transaction_ended(conn, tx.id)
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,

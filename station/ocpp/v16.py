@@ -117,8 +117,8 @@ class V16Session(SecurityHandlers, BaseSession):
         reason = STOP_REASON_FROM_201.get(reason, reason)
         payload = {"transactionId": self._csms_id(entry), "meterStop": whole_wh(data.get("meter_stop_wh")),
                    "timestamp": timestamp, "reason": reason if reason in STOP_REASONS else "Other"}
-        if data.get("id_token"):
-            payload["idTag"] = data["id_token"][:20]
+        if data.get("stop_id_token") or data.get("id_token"):  # who stopped it, else who started it
+            payload["idTag"] = (data.get("stop_id_token") or data["id_token"])[:20]
         samples = sampled_values(meter, "Transaction.End", data.get("measurands"))  # StopTxnSampledData
         if samples:
             payload["transactionData"] = [{"timestamp": timestamp, "sampledValue": samples}]
@@ -127,7 +127,7 @@ class V16Session(SecurityHandlers, BaseSession):
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if entry.kind == "ended" and response.get("idTagInfo"):  # the cache learns the idTag's status
             self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
-                                                entry.data.get("id_token"))
+                                                entry.data.get("stop_id_token") or entry.data.get("id_token"))
         if entry.kind != "started":
             return
         self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))

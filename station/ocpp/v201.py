@@ -114,6 +114,10 @@ class V201Session(SecurityHandlers, BaseSession):
         if entry.kind == "started" and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
+        if entry.kind == "ended" and data.get("stop_id_token"):  # E07: the token that stopped it
+            token_type = data.get("stop_token_type") or "Local"
+            payload["idToken"] = {"idToken": data["stop_id_token"],
+                                  "type": token_type if token_type in TOKEN_TYPES else "Local"}
         context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock",
                                            "Trigger": "Trigger"}.get(entry.trigger, "Other"))
         samples = sampled_values(data.get("meter"), context, data.get("measurands"))
@@ -123,8 +127,8 @@ class V201Session(SecurityHandlers, BaseSession):
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
-            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
-                                                entry.data.get("id_token") if entry.kind == "started" else None)
+            token = entry.data.get("id_token") if entry.kind == "started" else entry.data.get("stop_id_token")
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response), token)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
