@@ -30,6 +30,7 @@ from api.models import (
     Check,
     Connector,
     DaemonReachability,
+    DeviceVariable,
     ErrorBody,
     Health,
     LimitRequest,
@@ -209,6 +210,11 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def transactions(limit: Annotated[int, Query(ge=1, le=500)] = 20,
                            offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         return mask_tokens(await daemon(lambda c: c.transactions(limit, offset)))  # type: ignore[no-any-return]
+
+    @app.get("/device-model", response_model=list[DeviceVariable], tags=["state"], responses=ERRORS,
+             summary="Every OCPP variable (the device model) with its value; read-only, secrets masked")
+    async def device_model() -> list[dict[str, Any]]:
+        return await daemon(lambda c: c.device_model())
 
     @app.get("/events", response_class=EventSourceResponse, tags=["state"],
              summary="Live events (Server-Sent Events): connector, transaction, meter, csms, daemon, ...")

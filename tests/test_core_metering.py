@@ -61,8 +61,8 @@ def core_with_meter(tmp_path: Path) -> tuple[StationCore, RecordingController]:
 
 async def test_each_transaction_message_records_the_measurands_of_its_moment_that_the_meter_has(tmp_path: Path) -> None:
     core, esp = core_with_meter(tmp_path)
-    core.settings.set("SampledDataCtrlr", "TxStartedMeasurands", "Energy.Active.Import.Register")  # type: ignore[attr-defined]
-    core.settings.set("SampledDataCtrlr", "TxEndedMeasurands", "Voltage,Frequency")  # type: ignore[attr-defined]
+    core.device_model.set("SampledDataCtrlr", "TxStartedMeasurands", "Energy.Active.Import.Register")
+    core.device_model.set("SampledDataCtrlr", "TxEndedMeasurands", "Voltage,Frequency")
     core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
     esp.plug()
     core.request_stop(connector_id=1)
@@ -82,7 +82,7 @@ async def test_clock_aligned_values_while_idle_are_durable_meter_values_stamped_
 
 async def test_send_during_idle_keeps_clock_aligned_values_out_of_transactions(tmp_path: Path) -> None:
     core, esp = core_with_meter(tmp_path)
-    core.settings.set("AlignedDataCtrlr", "SendDuringIdle", True)  # type: ignore[attr-defined]
+    core.device_model.set("AlignedDataCtrlr", "SendDuringIdle", True)
     core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
     esp.plug()
     before = core.store.outbox_depth()

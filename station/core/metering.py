@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from station.core.authorization import Variable
-
 if TYPE_CHECKING:
+    from station.core.device_model import DeviceModel, Entry
     from station.core.station import StationCore
 
 log = structlog.get_logger(__name__)
@@ -33,19 +32,6 @@ log = structlog.get_logger(__name__)
 SENDABLE = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage", "Frequency")
 """Measurands a `MeterReading` can carry to the CSMS (what station/ocpp/meter_values.py formats)."""
 DEFAULT_SAMPLED = ",".join(SENDABLE)
-
-METER_VARIABLES: tuple[Variable, ...] = (
-    Variable("SampledDataCtrlr", "TxStartedMeasurands", str, DEFAULT_SAMPLED),
-    Variable("SampledDataCtrlr", "TxUpdatedMeasurands", str, DEFAULT_SAMPLED, "MeterValuesSampledData"),
-    Variable("SampledDataCtrlr", "TxEndedMeasurands", str, DEFAULT_SAMPLED, "StopTxnSampledData"),
-    Variable("AlignedDataCtrlr", "Measurands", str, "Energy.Active.Import.Register", "MeterValuesAlignedData"),
-    Variable("AlignedDataCtrlr", "TxEndedMeasurands", str, "", "StopTxnAlignedData"),
-    Variable("AlignedDataCtrlr", "SendDuringIdle", bool, False),
-)
-"""Settings this module reads; the interval of clock-aligned values is `ALIGNED_INTERVAL_KEY`."""
-
-ALIGNED_INTERVAL_KEY = "ocpp:ClockAlignedDataInterval"
-"""AlignedDataCtrlr.Interval / 1.6 ClockAlignedDataInterval (seconds, 0 = off), where it is stored."""
 
 MEASURAND_SETTING = {
     "started": ("SampledDataCtrlr", "TxStartedMeasurands"),
@@ -64,6 +50,29 @@ def unsupported(text: str, supported: Iterable[str]) -> list[str]:
     """The measurands in `text` the station cannot provide (empty: the value may be accepted)."""
     allowed = set(supported)
     return [m for m in parse_measurands(text) if m not in allowed]
+
+
+def bind_metering(model: DeviceModel, core: StationCore) -> None:
+    """Own the metering variables of the device model (standard_variables.TRANSACTIONS).
+
+    A measurand list is accepted only when the meter provides every measurand in it; a new
+    AlignedDataCtrlr.Interval restarts the clock-aligned grid at once.
+    """
+
+    def meter_has(_: Entry, value: Any) -> str | None:
+        missing = unsupported(str(value), core.measurands)
+        if missing:
+            return f"the meter does not measure {', '.join(missing)}"
+        return None
+
+    for component, variable in [*MEASURAND_SETTING.values(), ("AlignedDataCtrlr", "TxEndedMeasurands")]:
+        model.bind(component, variable, validate=meter_has, apply=_read_when_used)
+    model.bind("AlignedDataCtrlr", "Interval", apply=lambda _, __: core.aligned.interval_changed())
+    model.bind("AlignedDataCtrlr", "SendDuringIdle", apply=_read_when_used)
+
+
+def _read_when_used(_: Entry, __: Any) -> None:
+    """Nothing to do on a change: the value is read each time it is needed."""
 
 
 def next_boundary(now: datetime, interval_s: float) -> datetime:

@@ -23,10 +23,13 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from station.core.authorization import AUTH_VARIABLES, Authorization, Settings, StoredSettings
-from station.core.metering import ALIGNED_INTERVAL_KEY, MEASURAND_SETTING, METER_VARIABLES, SENDABLE, AlignedSampler, parse_measurands
+from station.core.authorization import Authorization, Settings
 from station.core.clock import Clock, Stamp
+from station.core.metering import MEASURAND_SETTING, SENDABLE, AlignedSampler, bind_metering, parse_measurands
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
+from station.core.device_model import DeviceModel
+from station.core.device_state import bind_core
+from station.core.standard_variables import STANDARD
 from station.core.events import EventBus
 from station.core.security_events import MESSAGE_QUEUED, SecurityEventLog
 from station.core.smart_charging import SmartCharging
@@ -159,8 +162,17 @@ class StationCore:
         self.has_meter = has_meter
         self.meter_health: dict[str, Any] | None = None
         """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
-        self.meter_value_seconds = float(store.get("meter_value_seconds", meter_value_seconds))
-        self.connection_timeout_s = float(store.get("connection_timeout_s", connection_timeout_s))
+        connector_ids = list(connector_ids)
+        self.device_model = DeviceModel(store, {cid: (1,) for cid in connector_ids})
+        """Every setting and fact the CSMS and the local API see (`station.core.device_model`)."""
+        dm = self.device_model
+        dm.declare(*STANDARD)
+        dm.set_default("SampledDataCtrlr", "TxUpdatedInterval", max(1, round(meter_value_seconds)))
+        dm.set_default("TxCtrlr", "EVConnectionTimeOut", max(1, round(connection_timeout_s)))
+        self.meter_value_seconds = float(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
+        self.connection_timeout_s = float(dm.value("TxCtrlr", "EVConnectionTimeOut"))
+        dm.bind("SampledDataCtrlr", "TxUpdatedInterval", apply=lambda _, v: setattr(self, "meter_value_seconds", float(v)))
+        dm.bind("TxCtrlr", "EVConnectionTimeOut", apply=lambda _, v: setattr(self, "connection_timeout_s", float(v)))
         self.connectors: dict[int, Connector] = {}
         for cid in connector_ids:
             conn = Connector(cid, operative=bool(store.get(f"operative:{cid}", True)))
@@ -170,13 +182,12 @@ class StationCore:
             if tx.connector_id in self.connectors:
                 self.connectors[tx.connector_id].transaction = tx
                 log.info("transaction restored", transaction_id=tx.id, connector_id=tx.connector_id)
-        self.settings: Settings = settings or StoredSettings(store, AUTH_VARIABLES + METER_VARIABLES)
-        """The CSMS-changeable settings (the device model once it holds them)."""
         self.measurands = frozenset(SENDABLE if measurands is None else measurands)
         """What the meter can provide; the only measurands a CSMS may choose (station/core/metering.py)."""
-        self.aligned = AlignedSampler(self, lambda: store.get(ALIGNED_INTERVAL_KEY, 0))
+        self.aligned = AlignedSampler(self, lambda: dm.value("AlignedDataCtrlr", "Interval"))
         """Clock-aligned meter values (AlignedDataCtrlr.Interval / ClockAlignedDataInterval)."""
-        self.auth = Authorization(self, self.settings)
+        bind_metering(dm, self)
+        self.auth = Authorization(self, settings or dm)
         """Who may charge (local list, cache, CSMS) and what a refused token's transaction may still do."""
         self.reservations = Reservations(self)
         self._closing = False
@@ -188,6 +199,7 @@ class StationCore:
         self.charging = SmartCharging(self)
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
+        bind_core(dm, self)
 
     def _clock_stepped(self, seconds: float, source: str) -> None:
         self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
@@ -411,8 +423,11 @@ class StationCore:
                      if c.transaction and c.transaction.csms_id == csms_id), None)
 
     def set_meter_value_interval(self, seconds: float) -> None:
-        self.meter_value_seconds = seconds
-        self._persist("meter_value_seconds", seconds)
+        """Persisted through the device model (SampledDataCtrlr.TxUpdatedInterval), applied at once."""
+        try:
+            self.device_model.set("SampledDataCtrlr", "TxUpdatedInterval", max(1, round(seconds)))
+        except StoreError:
+            self.meter_value_seconds = seconds
 
     def record_triggered_update(self, connector_id: int) -> bool:
         """The CSMS asked for the transaction's state now (TriggerMessage): an `updated` event,
@@ -607,7 +622,7 @@ class StationCore:
     def selected_measurands(self, moment: str) -> list[str]:
         """The measurands configured for `moment` (started, updated, ended, clock) the meter provides."""
         try:
-            configured = parse_measurands(self.settings.get(*MEASURAND_SETTING[moment]))
+            configured = parse_measurands(self.device_model.value(*MEASURAND_SETTING[moment]))
         except Exception:  # noqa: BLE001 — an unreadable setting: send what the meter has
             configured = list(SENDABLE)
         return [m for m in configured if m in self.measurands]
@@ -619,7 +634,7 @@ class StationCore:
         outside one: a durable `meter_values` message. AlignedDataCtrlr.SendDuringIdle true: only
         while no transaction runs on the station.
         """
-        idle_only = bool(self.settings.get("AlignedDataCtrlr", "SendDuringIdle"))
+        idle_only = bool(self.device_model.value("AlignedDataCtrlr", "SendDuringIdle"))
         if idle_only and any(c.transaction for c in self.connectors.values()):
             return
         stamp = Stamp(boundary, time.monotonic(), self.clock.boot_id, self.clock.trusted)

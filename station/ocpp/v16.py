@@ -13,10 +13,11 @@ from typing import Any
 
 from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector, meter_json
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
-from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
+from station.ocpp import variables
+from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from ocpp.exceptions import NotSupportedError
@@ -379,32 +380,11 @@ class V16Session(SecurityHandlers, BaseSession):
 
     @on_raw("GetConfiguration")
     def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        wanted = payload.get("key")
-        known, unknown = [], []
-        for key in wanted if wanted else [s.key for s in SETTINGS if not s.write_only]:
-            setting = SETTING_BY_KEY.get(key.lower())
-            if setting is None or setting.write_only:  # AuthorizationKey is write-only
-                unknown.append(key)
-                continue
-            known.append({"key": setting.key, "readonly": setting.readonly, "value": format_value(self.client.setting(setting.key))[:500]})
-        result: dict[str, Any] = {"configurationKey": known}
-        if unknown:
-            result["unknownKey"] = unknown
-        return result
+        return variables.get_configuration(self.core.device_model, payload)
 
     @on_raw("ChangeConfiguration")
     def on_change_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        key = payload["key"]
-        setting = SETTING_BY_KEY.get(key.lower())
-        if setting is None:
-            return {"status": "NotSupported"}
-        if setting.readonly:
-            return {"status": "Rejected"}
-        try:
-            self.client.change_setting(setting, parse_value(setting, payload["value"]))
-        except (ValueError, StoreError):
-            return {"status": "Rejected"}
-        return {"status": "RebootRequired" if setting.reboot else "Accepted"}
+        return variables.change_configuration(self.core.device_model, payload)
 
     def _apply_profile(self, connector: int, raw: dict[str, Any], *, transaction_id: str | None = None) -> str | None:
         """Install a csChargingProfiles on a connector; why not, or None when installed."""
