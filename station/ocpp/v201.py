@@ -16,6 +16,7 @@ from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp import variables
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
+from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
@@ -36,8 +37,8 @@ TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "
 CONTEXT = {"started": "Transaction.Begin", "ended": "Transaction.End"}
 
 
-def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
-    return _samples(meter, context, as_text=False)
+def sampled_values(meter: dict[str, Any] | None, context: str, measurands: list[str] | None = None) -> list[dict[str, Any]]:
+    return _samples(meter, context, as_text=False, measurands=measurands)
 
 
 def status_info(reason: str) -> dict[str, str]:
@@ -89,10 +90,14 @@ class V201Session(SecurityHandlers, BaseSession):
             token_type = data.get("stop_token_type") or "Local"
             payload["idToken"] = {"idToken": data["stop_id_token"],
                                   "type": token_type if token_type in TOKEN_TYPES else "Local"}
-        context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "Trigger": "Trigger"}.get(entry.trigger, "Other"))
-        samples = sampled_values(data.get("meter"), context)
+        context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock",
+                                           "Trigger": "Trigger"}.get(entry.trigger, "Other"))
+        samples = sampled_values(data.get("meter"), context, data.get("measurands"))
+        values = ended_aligned_values(data, as_text=False) if entry.kind == "ended" else []
         if samples:
-            payload["meterValue"] = [{"timestamp": timestamp, "sampledValue": samples}]
+            values.append({"timestamp": timestamp, "sampledValue": samples})
+        if values:
+            payload["meterValue"] = values
         return "TransactionEvent", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
