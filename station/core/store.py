@@ -193,8 +193,9 @@ _ADDED_COLUMNS = {
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _owner_only(self.path)
+        if str(path) != ":memory:":  # SQLite's in-memory database (station --once): no file to create
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         with self._guard("open"):

@@ -38,8 +38,8 @@ TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "
 CONTEXT = {"started": "Transaction.Begin", "ended": "Transaction.End"}
 
 
-def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
-    return _samples(meter, context, as_text=False)
+def sampled_values(meter: dict[str, Any] | None, context: str, measurands: list[str] | None = None) -> list[dict[str, Any]]:
+    return _samples(meter, context, as_text=False, measurands=measurands)
 
 
 def status_info(reason: str) -> dict[str, str]:
@@ -91,8 +91,9 @@ class V201Session(SecurityHandlers, BaseSession):
             token_type = data.get("stop_token_type") or "Local"
             payload["idToken"] = {"idToken": data["stop_id_token"],
                                   "type": token_type if token_type in TOKEN_TYPES else "Local"}
-        context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "Trigger": "Trigger"}.get(entry.trigger, "Other"))
-        samples = sampled_values(data.get("meter"), context)
+        context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock",
+                                           "Trigger": "Trigger"}.get(entry.trigger, "Other"))
+        samples = sampled_values(data.get("meter"), context, data.get("measurands"))
         if samples:
             payload["meterValue"] = [{"timestamp": timestamp, "sampledValue": samples}]
         return "TransactionEvent", payload
