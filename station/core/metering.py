@@ -38,7 +38,15 @@ MEASURAND_SETTING = {
     "updated": ("SampledDataCtrlr", "TxUpdatedMeasurands"),
     "ended": ("SampledDataCtrlr", "TxEndedMeasurands"),
     "clock": ("AlignedDataCtrlr", "Measurands"),
+    "ended_clock": ("AlignedDataCtrlr", "TxEndedMeasurands"),
 }
+ENDED_ALIGNED_MAX = 500
+"""Clock-aligned samples kept for one transaction's end message (1.6 StopTxnAlignedData); oldest dropped."""
+
+
+def ended_aligned_key(transaction_id: str) -> str:
+    """Where a running transaction's clock-aligned samples for its end message are kept (kv)."""
+    return f"tx_aligned:{transaction_id}"
 
 
 def parse_measurands(text: Any) -> list[str]:
@@ -65,7 +73,7 @@ def bind_metering(model: DeviceModel, core: StationCore) -> None:
             return f"the meter does not measure {', '.join(missing)}"
         return None
 
-    for component, variable in [*MEASURAND_SETTING.values(), ("AlignedDataCtrlr", "TxEndedMeasurands")]:
+    for component, variable in MEASURAND_SETTING.values():
         model.bind(component, variable, validate=meter_has, apply=_read_when_used)
     model.bind("AlignedDataCtrlr", "Interval", apply=lambda _, __: core.aligned.interval_changed())
     model.bind("AlignedDataCtrlr", "SendDuringIdle", apply=_read_when_used)

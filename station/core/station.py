@@ -11,6 +11,7 @@ through the same callback that triggered the command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
@@ -25,7 +26,15 @@ import structlog
 
 from station.core.authorization import Authorization, Settings
 from station.core.clock import Clock, Stamp
-from station.core.metering import MEASURAND_SETTING, SENDABLE, AlignedSampler, bind_metering, parse_measurands
+from station.core.metering import (
+    ENDED_ALIGNED_MAX,
+    MEASURAND_SETTING,
+    SENDABLE,
+    AlignedSampler,
+    bind_metering,
+    ended_aligned_key,
+    parse_measurands,
+)
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
 from station.core.device_state import bind_core
@@ -611,8 +620,14 @@ class StationCore:
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
-        self._record(conn, "ended", trigger,
-                     {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else None)
+        extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
+        aligned = self.store.get(ended_aligned_key(tx.id), [])
+        if aligned:
+            extra["aligned"] = {"measurands": self.selected_measurands("ended_clock"), "values": aligned}
+        self._record(conn, "ended", trigger, extra or None)
+        if aligned:
+            with contextlib.suppress(StoreError):  # the end message holds them now
+                self.store.delete(ended_aligned_key(tx.id))
         conn.transaction = None
         self.auth.transaction_ended(conn, tx.id)
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,
@@ -634,6 +649,7 @@ class StationCore:
         outside one: a durable `meter_values` message. AlignedDataCtrlr.SendDuringIdle true: only
         while no transaction runs on the station.
         """
+        self._keep_for_end(boundary)
         idle_only = bool(self.device_model.value("AlignedDataCtrlr", "SendDuringIdle"))
         if idle_only and any(c.transaction for c in self.connectors.values()):
             return
@@ -660,6 +676,22 @@ class StationCore:
             log.error("clock-aligned meter values not recorded: state database refused the write")
             return
         self.events.publish(MESSAGE_QUEUED, message="meter_values")
+
+    def _keep_for_end(self, boundary: datetime) -> None:
+        """AlignedDataCtrlr.TxEndedMeasurands (1.6 StopTxnAlignedData): a running transaction keeps
+        its clock-aligned readings for its end message (kept in the store: they survive a restart)."""
+        if not self.selected_measurands("ended_clock"):
+            return
+        for conn in self.connectors.values():
+            if conn.transaction is None or conn.last_meter is None:
+                continue
+            key = ended_aligned_key(conn.transaction.id)
+            try:
+                samples = list(self.store.get(key, []))[-(ENDED_ALIGNED_MAX - 1):]
+                samples.append({"timestamp": boundary.isoformat(), "meter": meter_json(conn.last_meter)})
+                self.store.put(key, samples)
+            except StoreError:
+                log.error("clock-aligned reading for the transaction's end not kept", transaction_id=conn.transaction.id)
 
     def _record(self, conn: Connector, kind: str, trigger: str, extra: dict[str, Any] | None = None, *,
                 stamp: Stamp | None = None) -> None:

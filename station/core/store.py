@@ -420,6 +420,10 @@ class Store:
         row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    def delete(self, key: str) -> None:
+        with self.transaction(f"delete {key}") as db:
+            db.execute("DELETE FROM kv WHERE key=?", (key,))
+
     def put(self, key: str, value: Any) -> None:
         with self.transaction(f"set {key}") as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))

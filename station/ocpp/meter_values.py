@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from station.ocpp.outbox_kinds import register
@@ -48,6 +49,19 @@ def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool,
         if phase:
             item["phase"] = phase
         out.append(item)
+    return out
+
+
+def ended_aligned_values(data: dict[str, Any], *, as_text: bool) -> list[dict[str, Any]]:
+    """A transaction's clock-aligned readings kept for its end message (AlignedDataCtrlr.TxEndedMeasurands,
+    1.6 StopTxnAlignedData): one meterValue per boundary, context Sample.Clock."""
+    aligned = data.get("aligned") or {}
+    out = []
+    for value in aligned.get("values") or []:
+        samples = sampled_values(value.get("meter"), "Sample.Clock", as_text=as_text, measurands=aligned.get("measurands"))
+        if samples:
+            at = datetime.fromisoformat(value["timestamp"]).astimezone(UTC)
+            out.append({"timestamp": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "sampledValue": samples})
     return out
 
 

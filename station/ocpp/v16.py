@@ -19,6 +19,7 @@ from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
 from station.ocpp import variables
 from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
+from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
 from ocpp.exceptions import NotSupportedError
 
@@ -121,8 +122,11 @@ class V16Session(SecurityHandlers, BaseSession):
         if data.get("stop_id_token") or data.get("id_token"):  # who stopped it, else who started it
             payload["idTag"] = (data.get("stop_id_token") or data["id_token"])[:20]
         samples = sampled_values(meter, "Transaction.End", data.get("measurands"))  # StopTxnSampledData
+        values = ended_aligned_values(data, as_text=True)  # StopTxnAlignedData
         if samples:
-            payload["transactionData"] = [{"timestamp": timestamp, "sampledValue": samples}]
+            values.append({"timestamp": timestamp, "sampledValue": samples})
+        if values:
+            payload["transactionData"] = values
         return "StopTransaction", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from station.ocpp import variables
 from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
+from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
@@ -94,8 +95,11 @@ class V201Session(SecurityHandlers, BaseSession):
         context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock",
                                            "Trigger": "Trigger"}.get(entry.trigger, "Other"))
         samples = sampled_values(data.get("meter"), context, data.get("measurands"))
+        values = ended_aligned_values(data, as_text=False) if entry.kind == "ended" else []
         if samples:
-            payload["meterValue"] = [{"timestamp": timestamp, "sampledValue": samples}]
+            values.append({"timestamp": timestamp, "sampledValue": samples})
+        if values:
+            payload["meterValue"] = values
         return "TransactionEvent", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
