@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import metrics
 from api.daemon_link import DaemonLink
+from api.guard import BodyGuard
 from api.models import (
     AvailabilityRequest,
     AvailabilityResult,
@@ -33,7 +34,11 @@ from api.models import (
     Health,
     LimitRequest,
     LimitResult,
+    Outbox,
     Ready,
+    ReleaseRequest,
+    ReleaseResult,
+    Reservation,
     StartRequest,
     StartResult,
     Status,
@@ -109,6 +114,8 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.link = link
+    # Token and body size are checked on the raw request, before FastAPI reads any body (api/guard.py).
+    app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------
@@ -203,6 +210,11 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def connector(connector_id: Annotated[int, PathParam(ge=1)]) -> dict[str, Any]:
         return mask_tokens(await daemon(lambda c: c.connector(connector_id)))  # type: ignore[no-any-return]
 
+    @app.get("/reservations", response_model=list[Reservation], tags=["state"], responses=ERRORS,
+             summary="Reservations the CSMS made (ReserveNow), by id; tokens masked")
+    async def reservations() -> list[dict[str, Any]]:
+        return mask_tokens(await daemon(lambda c: c.reservations()))  # type: ignore[no-any-return]
+
     @app.get("/transactions", response_model=TransactionPage, tags=["state"], responses=ERRORS,
              summary="Recent transactions, most recent first")
     async def transactions(limit: Annotated[int, Query(ge=1, le=500)] = 20,
@@ -284,6 +296,18 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def clear_limit(request: Request, connector_id: Annotated[int, PathParam(ge=0)]) -> Any:
         return await control(request, "limit", lambda c: c.limit(connector_id, None),
                              connector_id=connector_id, amps=None)
+
+    @app.get("/outbox/parked", response_model=Outbox, tags=["state"], responses=ERRORS,
+             summary="Transaction messages the CSMS refused too often (parked, not sent until released)")
+    async def parked() -> Any:
+        return await daemon(lambda c: c.outbox())
+
+    @app.post("/outbox/parked/release", response_model=ReleaseResult, tags=["control"],
+              dependencies=guarded, responses=CONTROL_ERRORS,
+              summary="Send parked messages again with fresh attempts (all, or the ids given)")
+    async def release_parked(request: Request, body: ReleaseRequest | None = None) -> Any:
+        ids = body.ids if body is not None else None
+        return await control(request, "outbox_release", lambda c: c.release_parked(ids), ids=ids)
 
     # --- status page -------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from station.ipc.client import DaemonUnavailable, IpcClient
+from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +47,9 @@ class DaemonLink:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._task: asyncio.Task[None] | None = None
         self._subscribed = False
+        self._auth_failures = 0
+        self._auth_client: str | None = None
+        self._auth_task: asyncio.Task[None] | None = None
         self._retry_now = asyncio.Event()
         """Set by a successful call while the subscription waits out its backoff: the daemon is back,
         subscribe now rather than miss the events of the next seconds (a session just started)."""
@@ -56,11 +59,35 @@ class DaemonLink:
         self._task.set_name("daemon-events")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        for task in (self._task, self._auth_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self.client.close()
+
+    # --- failed token checks → the daemon's security events --------------------------
+    def report_auth_failure(self, client: str | None) -> None:
+        """Count a failed token check; the daemon hears of them at most once a second, counted.
+
+        The daemon turns them into one MaintenanceLoginFailed security event per burst. Coalescing
+        here keeps a password-guessing client from turning each guess into an IPC round trip.
+        """
+        self._auth_failures += 1
+        self._auth_client = client
+        if self._auth_task is None or self._auth_task.done():
+            self._auth_task = asyncio.ensure_future(self._flush_auth_failures())
+            self._auth_task.set_name("auth-failure-report")
+
+    async def _flush_auth_failures(self) -> None:
+        while self._auth_failures:
+            count, self._auth_failures = self._auth_failures, 0
+            params = {"source": f"local API from {self._auth_client or 'unknown'}", "count": count}
+            try:
+                await self.call(lambda c: c.call("login_failed", params))
+            except (DaemonUnavailable, IpcError) as exc:
+                log.warning("failed logins not reported to the daemon", count=count, error=str(exc))
+            await asyncio.sleep(1.0)
 
     async def call(self, fn: Callable[[IpcClient], Awaitable[T]]) -> T:
         """Run one client call, keeping `reachable` right (raises DaemonUnavailable / IpcError)."""

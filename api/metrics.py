@@ -45,6 +45,10 @@ class StationCollector(Collector):
                                   value=float(ocpp.get("reconnects") or 0))
         yield _gauge("station_offline_queue_depth", "Transaction messages waiting for the CSMS.",
                      status.get("outbox_depth"))
+        yield _gauge("station_outbox_parked", "Transaction messages parked after being refused (sent again "
+                     "only when an operator releases them).", ocpp.get("parked_messages"))
+        yield _gauge("station_outbox_held", "Queued transaction messages waiting for the OCPP version their "
+                     "transaction started in.", ocpp.get("held_messages"))
         yield _gauge("station_clock_trusted", "1 when the wall clock is synchronized.",
                      (status.get("clock") or {}).get("trusted"))
         yield _gauge("station_uptime_seconds", "Daemon uptime.", status.get("uptime_s"))

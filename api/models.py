@@ -76,6 +76,16 @@ class Transaction(Open):
     csms_id: str | None = None
 
 
+class Reservation(Open):
+    id: int = Field(description="The CSMS's reservation id.")
+    connector_id: int | None = Field(description="The reserved connector; null: any connector of the station.")
+    id_token: str = Field(description="Masked: only the last 4 characters are shown.")
+    token_type: str
+    group_id: str | None = Field(None, description="Tokens of this group may use the reservation too.")
+    expires_at: str = Field(description="When the reservation ends unless used (UTC).")
+    connector_type: str | None = None
+
+
 class Connector(Open):
     id: int
     status: str = Field(description="OCPP connector status (Available, Preparing, Charging, ... Faulted).")
@@ -96,6 +106,7 @@ class Connector(Open):
     pending_authorization: bool = False
     meter: MeterSample | None = None
     last_command_error: str | None = None
+    reservation: Reservation | None = Field(None, description="The reservation this connector shows (status Reserved).")
 
 
 class OcppLink(Open):
@@ -106,6 +117,10 @@ class OcppLink(Open):
     reconnects: int | None = None
     last_sent_at: str | None = None
     last_received_at: str | None = None
+    parked_messages: int | None = Field(None, description="Transaction messages the CSMS refused too often: kept, "
+                                        "not sent until released (GET /outbox/parked).")
+    held_messages: int | None = Field(None, description="Queued messages of transactions bound to the other OCPP "
+                                      "version: sent once the station is back on it.")
 
 
 class Clock(Open):
@@ -133,6 +148,7 @@ class Status(Open):
     csms_online: bool
     clock: Clock
     store: dict[str, Any] = Field(default_factory=dict)
+    reservations: list[Reservation] = Field(default_factory=list, description="Reservations held (ReserveNow).")
     problems: list[Problem] = Field(default_factory=list)
 
 
@@ -160,6 +176,9 @@ class StartResult(BaseModel):
     connector_id: int | None
     transaction_id: str | None = None
     detail: str
+    authorization: dict[str, Any] | None = Field(
+        None, description="How the token was authorized: status and source (csms, local_list, cache, offline_unknown, "
+                          "not_required).")
 
 
 class StopResult(BaseModel):
@@ -202,3 +221,32 @@ class LimitResult(BaseModel):
     connector_id: int
     local_limit_a: float | None
     effective_limit_a: dict[str, float]
+
+
+class ParkedEntry(BaseModel):
+    id: int
+    transaction_id: str
+    connector_id: int
+    kind: str = Field(description="started | updated | ended")
+    seq_no: int
+    trigger: str
+    recorded_at: str
+    attempts: int
+    parked: bool
+    last_error: str | None = None
+
+
+class Outbox(BaseModel):
+    depth: int = Field(description="Messages queued for the CSMS (parked ones not counted).")
+    parked: list[ParkedEntry]
+    unfinished_by_version: dict[str, int] = Field(
+        description="Per OCPP version (201, 16): open transactions and queued messages bound to it.")
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] | None = Field(None, max_length=1000, description="Entries to release; omitted or null: all.")
+
+
+class ReleaseResult(BaseModel):
+    released: list[int]

@@ -70,6 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Ask the running daemon (over its IPC socket) for its state.")
     status.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
+    outbox = sub.add_parser("outbox", parents=[common, settings_flags],
+                            help="show parked transaction messages, or release them to be sent again",
+                            description="Transaction messages the CSMS refused `TransactionMessageAttempts` times are "
+                            "parked: kept, not sent again. `station outbox` lists them; `station outbox release "
+                            "ID ...` (or `--all`) sends them again with fresh attempts.")
+    outbox.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
+    release = outbox_sub.add_parser("release", parents=[common, settings_flags], help="send parked messages again")
+    release.add_argument("ids", nargs="*", type=int, metavar="ID", help="entry ids (from `station outbox`)")
+    release.add_argument("--all", action="store_true", help="release every parked message")
+    report = sub.add_parser("report", parents=[common, settings_flags],
+                            help="write a diagnostics archive (logs, config, state, flight recorder) for a technician",
+                            description="Write the same archive GetLog uploads: the station's log lines, its "
+                            "configuration (secrets masked), a state snapshot and the flight recorder. Works with or "
+                            "without the daemon running.")
+    from station.diagnostics.report import add_arguments
+
+    add_arguments(report)
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_sub.add_parser("show", parents=[common, settings_flags],
@@ -127,8 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "outbox":
+            return _outbox(args)
         if args.command == "config":
             return _config_show(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "demo":
             from station.devtools.demo import run_demo
 
@@ -172,6 +195,14 @@ def _run(args: argparse.Namespace) -> int:
     return handover.run_daemon(loaded.settings)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from station.diagnostics import report
+
+    loaded = load_config(args)
+    values = {row["variable"]: row["value"] for row in describe(loaded)}
+    return report.run(args, loaded.settings, values)
+
+
 def _config_show(args: argparse.Namespace) -> int:
     loaded = load_config(args)
     rows = describe(loaded)
@@ -207,9 +238,47 @@ def _status(args: argparse.Namespace) -> int:
     version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
     print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
           f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}")
-    print(f"offline queue: {status.get('outbox_depth')}   clock trusted: {status.get('clock', {}).get('trusted')}")
+    print(f"offline queue: {status.get('outbox_depth')}   parked: {ocpp.get('parked_messages')}   "
+          f"waiting for the other OCPP version: {ocpp.get('held_messages') or 0}   "
+          f"clock trusted: {status.get('clock', {}).get('trusted')}")
     for c in status.get("connectors", []):
         tx = c.get("transaction")
         print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
               f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else ""))
+    return exitcodes.OK
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from station.ipc.client import DaemonUnavailable, IpcClient
+    from station.ipc.protocol import IpcError
+
+    loaded = load_config(args)
+    releasing = getattr(args, "outbox_command", None) == "release"
+    if releasing and not args.ids and not args.all:
+        print("station outbox release: give entry ids or --all", file=sys.stderr)
+        return exitcodes.USAGE
+
+    async def ask() -> dict[str, Any]:
+        async with IpcClient(loaded.settings.ipc_socket) as client:
+            if releasing:
+                return await client.release_parked(None if args.all else list(args.ids))
+            return await client.outbox()
+
+    try:
+        answer = asyncio.run(ask())
+    except DaemonUnavailable as exc:
+        print(f"station daemon not reachable at {loaded.settings.ipc_socket}: {exc}", file=sys.stderr)
+        return exitcodes.DAEMON_UNAVAILABLE
+    except IpcError as exc:
+        print(f"station outbox: {exc.message}", file=sys.stderr)
+        return exitcodes.USAGE
+    if getattr(args, "json", False):
+        print(json.dumps(answer, indent=2, default=str))
+    elif releasing:
+        print(f"released {len(answer['released'])} parked message(s): {' '.join(map(str, answer['released']))}")
+    else:
+        print(f"queued: {answer['depth']}   parked: {len(answer['parked'])}")
+        for e in answer["parked"]:
+            print(f"  #{e['id']}  {e['kind']:<8} seqNo {e['seq_no']:<4} transaction {e['transaction_id']}  "
+                  f"attempts {e['attempts']}  {e['last_error'] or ''}")
     return exitcodes.OK

@@ -76,8 +76,20 @@ class Settings(BaseSettings):
         "STATION_PRIMARY_RETRY_SECONDS", "How long to stay on the fallback version before probing the primary.",
         default=3600.0, gt=0,
     )
+    version_return_seconds: float = _var(
+        "STATION_VERSION_RETURN_SECONDS", "How often to try to return to the OCPP version that transaction messages "
+        "wait for (docs/ocpp.md, version switches).", default=60.0, gt=0,
+    )
     backoff_min_seconds: float = _var("STATION_BACKOFF_MIN_SECONDS", "First reconnect delay.", default=1.0, gt=0)
     backoff_max_seconds: float = _var("STATION_BACKOFF_MAX_SECONDS", "Longest reconnect delay.", default=60.0, gt=0)
+    ping_interval_seconds: int = _var(
+        "STATION_PING_INTERVAL_SECONDS",
+        "WebSocket ping interval until the CSMS sets WebSocketPingInterval (0 = no pings).",
+        default=20, ge=0, le=86400,
+    )
+    ping_timeout_seconds: float = _var(
+        "STATION_PING_TIMEOUT_SECONDS", "A pong later than this declares the CSMS link dead.", default=20.0, gt=0
+    )
 
     # --- hardware -----------------------------------------------------------
     esp32_port: str = _var("STATION_ESP32_PORT", "Serial device of the ESP32 charge controller.", default="/dev/esp32")
@@ -119,6 +131,14 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = _var(
         "STATION_LOG_LEVEL", "Log level.", default="info"
+    )
+    log_file: Path | None = _var(
+        "STATION_LOG_FILE", "Write the daemon's log to this file (kept to 2 x 10 MB) instead of stderr; for hosts "
+        "without journald. Diagnostics archives read it.", default=None,
+    )
+    flight_recorder_mb: int = _var(
+        "STATION_FLIGHT_RECORDER_MB", "Disk kept for the flight recorder (raw ESP32, OCPP and meter traffic, "
+        "in STATION_STATE_DIR/flight-recorder); 0 = off.", default=16, ge=0, le=1024,
     )
 
     @field_validator("station_name")

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from station import __version__, sdnotify
+from station import __version__, boot_reason, logs, sdnotify
 from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
-from station.core.store import Store
-from station.firmware import FirmwareUpdater
+from station.core.store import Store, StoreError
+from station.diagnostics import archive
+from station.diagnostics.log_upload import LogUploader
+from station.diagnostics.recorder import SEGMENTS, FlightRecorder
+from station.firmware import FirmwareStatus, FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
 
@@ -45,6 +48,10 @@ class Daemon:
             meter_value_seconds=settings.meter_value_seconds,
             has_meter=bool(settings.meter_port),
         )
+        recorder_mb = int(getattr(settings, "flight_recorder_mb", 0) or 0)
+        self.recorder = FlightRecorder(settings.state_dir / "flight-recorder", segments=SEGMENTS,
+                                       segment_bytes=recorder_mb * 1024 * 1024 // SEGMENTS,
+                                       mask=logs.redact_text) if recorder_mb else None
         ports = [p.strip() for p in settings.esp32_port.split(",") if p.strip()]
         self.links: dict[int, Esp32Link] = {}
         for cid in self.core.connectors:
@@ -55,14 +62,24 @@ class Daemon:
                 on_link=partial(self.core.on_controller_link, cid),
                 poll_interval=settings.esp32_poll_seconds,
                 link_timeout=settings.esp32_link_timeout_seconds,
+                on_raw=partial(self.recorder.esp32, cid) if self.recorder else None,
             )
             self.links[cid] = link
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
         self.firmware = FirmwareUpdater(settings.state_dir, is_idle=self._idle, now=self.core.clock.now)
+        self.boot_reason = boot_reason.determine(self.store, settings.state_dir, boot_id=boot_reason.kernel_boot_id())
+        self._restart_reason: str | None = None
+        """Set when the stop is a planned restart: the next start's BootNotification reason."""
+        self.logs = LogUploader(settings.state_dir / "diagnostics", self.archive_sources,
+                                station_id=settings.station_name, now=self.core.clock.now,
+                                before_build=self.recorder.flush if self.recorder else None,
+                                ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
         self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
-                               on_reset=self._reset, firmware=self.firmware)
-        self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe)
+                               on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
+                               boot_reason=self.boot_reason)
+        self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
+                             diagnostics=self.diagnostics)
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
 
@@ -73,6 +90,7 @@ class Daemon:
     async def _reset(self, kind: str) -> None:
         """A CSMS Reset: stop cleanly; systemd (Restart=always) starts the daemon again."""
         log.warning("restarting on the CSMS's request", kind=kind)
+        self._restart_reason = "RemoteReset"
         if self._stop is not None:
             self._stop.set()
 
@@ -89,8 +107,13 @@ class Daemon:
             unit=settings.meter_unit,
             baud=settings.meter_baud,
             poll_interval=settings.meter_poll_seconds,
-            on_reading=self.core.on_meter_reading,
+            on_reading=self._on_meter_reading,
         )
+
+    def _on_meter_reading(self, reading: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.meter(1, reading)
+        self.core.on_meter_reading(reading)
 
     def status(self) -> dict[str, Any]:
         """Daemon-level facts for IPC `status` (merged with the core's snapshot there)."""
@@ -117,6 +140,68 @@ class Daemon:
             },
         }
 
+    # ---- diagnostics (GetLog, GetDiagnostics, `station report`) ----------------------------
+    def config_dump(self) -> dict[str, Any]:
+        """The effective configuration and the CSMS-set values (masked by the archive)."""
+        settings = self.settings
+        names = getattr(type(settings), "model_fields", None)
+        values = {name: getattr(settings, name) for name in names} if names else dict(vars(settings))
+        ocpp: dict[str, Any] = {}
+        from station.ocpp.base import SETTINGS
+
+        for setting in SETTINGS:
+            try:
+                ocpp[setting.key] = self.ocpp.setting(setting.key)
+            except Exception as exc:  # noqa: BLE001 — one unreadable value must not cost the archive
+                ocpp[setting.key] = f"(unreadable: {exc.__class__.__name__})"
+        return {"settings": values, "ocpp": ocpp}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.core.snapshot(), **self.status()}
+
+    def security_lines(self, since: Any, until: Any) -> list[str]:
+        """The local security log in the window, read here in the event loop (the store is not
+        shared with the archive's worker thread)."""
+        return list(self.core.security_events.export_lines(since, until))
+
+    def diagnostics(self, since: str | None, until: str | None) -> dict[str, Any]:
+        """For `station report` over IPC: the recorder flushed to disk, the masked configuration,
+        the snapshot and the security log in the window."""
+        from station.ocpp.base import parse_time
+
+        if self.recorder is not None:
+            self.recorder.flush()
+        lines = self.security_lines(parse_time(since) if since else None, parse_time(until) if until else None)
+        return {"config": archive.mask_config(self.config_dump()), "snapshot": self.snapshot(), "security": lines,
+                "recorder": str(self.recorder.directory) if self.recorder else None}
+
+    def archive_sources(self, since: Any = None, until: Any = None) -> archive.Sources:
+        lines = self.security_lines(since, until)
+        return archive.Sources(
+            station_id=self.settings.station_name, config=self.config_dump(), snapshot=self.snapshot(),
+            recorder_lines=self.recorder.lines if self.recorder else None,
+            log_file=getattr(self.settings, "log_file", None),
+            security_lines=lambda _since, _until: lines,
+            mask=logs.redact_text,
+        )
+    def _record_startup(self) -> None:
+        """StartupOfTheDevice: says whether the computer booted or only the daemon restarted."""
+        boot_id = boot_reason.kernel_boot_id()
+        previous = self.store.get("security:kernel_boot_id")
+        what = "daemon restarted" if boot_id and boot_id == previous else "device booted"
+        self.core.security_events.record("StartupOfTheDevice", f"{what}; station software {__version__}")
+        if boot_id and boot_id != previous:
+            with contextlib.suppress(StoreError):
+                self.store.put("security:kernel_boot_id", boot_id)
+
+    def _record_shutdown(self) -> None:
+        """A clean stop; a CSMS Reset or a handed-over firmware update names the next start's reason."""
+        planned = self._restart_reason
+        if planned is None and self.firmware.status == FirmwareStatus.INSTALLING:
+            planned = "FirmwareUpdate"
+        with contextlib.suppress(StoreError):
+            boot_reason.record_shutdown(self.store, next_reason=planned)
+
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
         self._tasks[-1].set_name(name)
@@ -130,6 +215,10 @@ class Daemon:
         self._stop = stop
         log.info("station starting", station_id=self.settings.station_name, version=__version__,
                  connectors=len(self.core.connectors), state_dir=str(self.settings.state_dir))
+        self._record_startup()
+        log.info("boot reason", reason=self.boot_reason)
+        with contextlib.suppress(StoreError):
+            boot_reason.record_start(self.store, self.settings.state_dir, boot_id=boot_reason.kernel_boot_id())
         await self.ipc.start()
         for cid, link in self.links.items():
             self._spawn(link.run(), f"esp32-{cid}")
@@ -156,7 +245,10 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.ipc.close()
             await self.core.close()
+            self._record_shutdown()
             self.store.close()
+            if self.recorder is not None:
+                self.recorder.close()
             log.info("station stopped")
 
 

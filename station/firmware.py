@@ -274,6 +274,8 @@ class FirmwareUpdater:
         self.http_timeout_s = http_timeout_s
         self.project = project
         self.notify: Notify | None = None
+        self.security_event: Callable[[str, str], object] | None = None
+        """`SecurityEventLog.record` (set by the OCPP client): refused certificates and signatures, FirmwareUpdated."""
         self.last_answer = ""
         """The answer to the latest request (Accepted, AcceptedCanceled, Rejected, InvalidCertificate)."""
         self.attempts = 0
@@ -330,11 +332,13 @@ class FirmwareUpdater:
         if self._status == FirmwareStatus.INSTALLING:
             return Answer("Rejected", "an update is being installed")
         if request.signature and not request.signing_certificate:
+            self._security_event("InvalidFirmwareSigningCertificate", "UpdateFirmware: signature without signing certificate")
             return Answer("InvalidCertificate", "signature without signing certificate")
         if request.signing_certificate:
             problem = check_certificate(request.signing_certificate, self.now())
             if problem:
                 log.warning("firmware: signing certificate refused", reason=problem)
+                self._security_event("InvalidFirmwareSigningCertificate", f"UpdateFirmware: {problem}")
                 return Answer("InvalidCertificate", problem)
         canceled = self._task is not None and not self._task.done()
         if canceled:
@@ -443,7 +447,18 @@ class FirmwareUpdater:
                 version=result.get("version"), previous=result.get("previous"), detail=detail, request_id=request_id,
             )
         self._status, self._request_id = status, request_id
+        if ok and handed and not handed.get("security_event"):
+            # Once per update, also across restarts before the CSMS confirmed the final status.
+            self._security_event("FirmwareUpdated", f"version {result.get('version')} installed"
+                                 f" (was {result.get('previous')}), request {request_id}")
+            handed["security_event"] = True
+            with contextlib.suppress(OSError):
+                self._marker.write_text(json.dumps(handed))
         return FirmwareNote(status, request_id, detail, final=True)
+
+    def _security_event(self, type_: str, tech_info: str) -> None:
+        if self.security_event is not None:
+            self.security_event(type_, tech_info)
 
     def confirm_result(self) -> None:
         """The CSMS confirmed the final status: forget the result so it is never sent again."""
@@ -502,6 +517,7 @@ class FirmwareUpdater:
                 problem = (verify_signature(request.signing_certificate, request.signature, digest, path)
                            if request.signature else "no signature")
                 if problem:
+                    self._security_event("InvalidFirmwareSignature", f"request {rid}: {problem}")
                     raise _Failed(FirmwareStatus.INVALID_SIGNATURE, problem)
                 await self._emit(FirmwareNote(FirmwareStatus.SIGNATURE_VERIFIED, rid))
             await self._wait_install(request)

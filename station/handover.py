@@ -112,7 +112,14 @@ def run_daemon(settings: Any) -> int:
     from station.daemon import serve
 
     logs.register_secrets(settings.secrets())
-    logs.configure(settings.log_format, settings.log_level)
+    log_file = getattr(settings, "log_file", None)
+    stream: Any = None
+    if log_file:
+        try:
+            stream = logs.RotatingFile(log_file)
+        except OSError as exc:
+            print(f"station: log file {log_file} not writable ({exc.strerror}); logging to stderr", file=sys.stderr)
+    logs.configure(settings.log_format, settings.log_level, stream=stream)
     try:
         return asyncio.run(serve(settings))
     except OSError as exc:

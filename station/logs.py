@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
@@ -52,6 +54,43 @@ def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
 def _final_redaction(_: Any, __: str, rendered: str) -> str:
     """Last line of defence: tracebacks and reprs rendered after the per-field pass."""
     return redact_text(rendered)
+
+
+LOG_FILE_BYTES = 10 * 1024 * 1024
+
+
+class RotatingFile:
+    """A log file for hosts without journald: at ``limit`` bytes it becomes ``<name>.1`` (the
+    previous ``.1`` is dropped), so it never fills the disk. Line-buffered, like stderr."""
+
+    def __init__(self, path: Path, limit: int = LOG_FILE_BYTES) -> None:
+        self.path = Path(path)
+        self.limit = limit
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("a", encoding="utf-8", buffering=1)
+        self._size = self._handle.tell()
+
+    def write(self, text: str) -> int:
+        written = self._handle.write(text)
+        self._size += len(text)
+        if self._size >= self.limit:
+            self._rotate()
+        return written
+
+    def _rotate(self) -> None:
+        self._handle.close()
+        try:
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        except OSError:
+            pass
+        self._handle = self.path.open("a", encoding="utf-8", buffering=1)
+        self._size = self._handle.tell()
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:

@@ -2,7 +2,11 @@
 
 With the daemon running, everything is asked of the daemon over IPC (a CSMS allows one
 connection per station id, so `--once` must not open a second one). Without it, `--once`
-opens its own CSMS connection and reads the ESP32 directly, then closes everything.
+opens its own CSMS connection and reads the ESP32 and the meter directly, then closes everything.
+
+Every check runs at the same time as the others, under a share of `--timeout` of its own
+(`Budget`): a CSMS that never answers (a firewall black hole) or a hanging disk cannot keep
+the ESP32, meter, clock, storage and power checks from being run and reported in time.
 """
 
 from __future__ import annotations
@@ -15,16 +19,26 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from station import __version__, exitcodes
 from station.config import ConfigError, Settings
 
 PI_MODEL = Path("/proc/device-tree/model")
 MIN_FREE_BYTES = 100 * 1024 * 1024
+ESP32_WAIT_S = 3.0
+"""Longest wait for the first status frame (the ESP32 answers a status request within a poll)."""
+METER_WAIT_S = 3.0
+LOCAL_CHECK_S = 3.0
+"""Disk, offline queue and power checks: each gets at most this long (a hung mount must not block)."""
+CHECK_ORDER = ("config", "csms", "esp32", "meter", "clock", "offline_queue", "state_store", "disk", "power",
+               "time_limit")
+T = TypeVar("T")
 
 
 def _utc() -> str:
@@ -35,10 +49,31 @@ def check(name: str, ok: bool, detail: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "ok": ok, "detail": detail, **extra}
 
 
+class Budget:
+    """`--timeout` split between the checks: each gets min(its own cap, what is left minus a reserve).
+
+    The reserve is kept for closing connections and printing the report, so the whole run
+    ends within the limit even when every check uses its full share.
+    """
+
+    def __init__(self, total: float) -> None:
+        self.total = max(1.0, total)
+        self.reserve = min(1.0, 0.15 * self.total)
+        self._deadline = time.monotonic() + self.total
+
+    def left(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def share(self, cap: float | None = None) -> float:
+        usable = max(0.1, self.left() - self.reserve)
+        return usable if cap is None else min(cap, usable)
+
+
 def run_once(args: argparse.Namespace) -> int:
     from station.cli import _setup_logging, load_config
 
     started_utc, t0 = _utc(), time.perf_counter()
+    budget = Budget(args.timeout)
     report: dict[str, Any] = {
         "ok": False, "exit_code": exitcodes.FAILURE, "station_id": None, "station_name": None,
         "software_version": __version__, "mode": None, "endpoint": None, "subprotocol": None,
@@ -55,13 +90,20 @@ def run_once(args: argparse.Namespace) -> int:
     settings = loaded.settings
     _setup_logging(settings, stream=sys.stderr)
     report["station_id"] = report["station_name"] = settings.station_name
-    report["checks"].append(check("config", True, f"env file {loaded.env_file or '(none)'}"))
+    results: dict[str, dict[str, Any]] = {"config": check("config", True, f"env file {loaded.env_file or '(none)'}")}
     try:
-        code = asyncio.run(asyncio.wait_for(_probe(settings, report), timeout=max(1.0, args.timeout)))
+        asyncio.run(asyncio.wait_for(_probe(settings, report, results, budget),
+                                     timeout=max(0.5, budget.left() - budget.reserve / 2)))
     except TimeoutError:
-        report["checks"].append(check("time_limit", False, f"--once did not finish within {args.timeout:g} s"))
-        code = _exit_code(report)
-    return _finish(report, code, t0)
+        # Only reached when a check ignored its own share; whatever finished is still reported.
+        results["time_limit"] = check("time_limit", False, f"--once did not finish within {budget.total:g} s")
+    report["checks"] = _ordered(results)
+    return _finish(report, _exit_code(report), t0)
+
+
+def _ordered(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {name: i for i, name in enumerate(CHECK_ORDER)}
+    return [results[name] for name in sorted(results, key=lambda n: rank.get(n, len(rank)))]
 
 
 def _finish(report: dict[str, Any], code: int, t0: float) -> int:
@@ -74,21 +116,70 @@ def _finish(report: dict[str, Any], code: int, t0: float) -> int:
     return code
 
 
-async def _probe(settings: Settings, report: dict[str, Any]) -> int:
+async def _probe(settings: Settings, report: dict[str, Any], results: dict[str, dict[str, Any]],
+                 budget: Budget) -> None:
     from station.ipc.client import DaemonUnavailable, IpcClient
 
+    local = [
+        _bounded(results, "disk", lambda: _off_loop(lambda: _disk_check(settings.state_dir)), budget.share(LOCAL_CHECK_S)),
+        _bounded(results, "power", lambda: _off_loop(_power_check), budget.share(LOCAL_CHECK_S)),
+    ]
+    local_tasks = [asyncio.ensure_future(c) for c in local]
     try:
-        async with IpcClient(settings.ipc_socket) as client:
+        async with IpcClient(settings.ipc_socket, timeout=budget.share(ESP32_WAIT_S)) as client:
             status = await client.status()
-            probe = await client.probe()
-        report["mode"] = "daemon"
-        _from_daemon(report, status, probe)
+            report["mode"] = "daemon"
+            _from_daemon_status(report, results, status)
+            await _bounded(results, "csms", lambda: _daemon_csms(client, report, status, budget.share()),
+                           budget.share(), what="the daemon's CSMS probe")
     except DaemonUnavailable:
-        report["mode"] = "standalone"
-        await _standalone(settings, report)
-    report["checks"].append(_disk_check(settings.state_dir))
-    report["checks"].append(_power_check())
-    return _exit_code(report)
+        if report["mode"] is None:
+            report["mode"] = "standalone"
+            await _standalone(settings, report, results, budget)
+        else:  # the daemon answered `status`, then went away
+            results.setdefault("csms", check("csms", False, "the daemon stopped answering during the probe",
+                                             kind="unreachable"))
+    finally:
+        await asyncio.gather(*local_tasks, return_exceptions=True)
+
+
+async def _bounded(results: dict[str, dict[str, Any]], name: str, run: Callable[[], Awaitable[dict[str, Any] | None]],
+                   seconds: float, *, what: str | None = None, kind: str | None = None) -> None:
+    """Run one check within `seconds`; a check that takes longer is reported as failed, naming the limit."""
+    try:
+        async with asyncio.timeout(seconds):
+            result = await run()
+    except TimeoutError:
+        extra = {"kind": kind} if kind else {}
+        results[name] = check(name, False, f"{what or 'the ' + name + ' check'} gave no result within "
+                                           f"{seconds:.1f} s", timed_out=True, **extra)
+        return
+    if result is not None:
+        results[name] = result
+
+
+async def _off_loop(fn: Callable[[], T]) -> T:
+    """Run a blocking call in a daemon thread: if it hangs (a dead mount), `--once` still ends on time.
+
+    (`asyncio.to_thread` would be waited for by `asyncio.run` at exit.)
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def work() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (fn(), None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting check
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=work, name="once-check", daemon=True).start()
+    return await future
 
 
 def _exit_code(report: dict[str, Any]) -> int:
@@ -150,7 +241,8 @@ def _queue_check(depth: int, connected: bool) -> dict[str, Any]:
                  + (" (being sent)" if connected else " (CSMS not connected)"), depth=depth)
 
 
-def _esp32_section(report: dict[str, Any], connectors: list[dict[str, Any]], link_up: bool, firmware: Any) -> None:
+def _esp32_section(report: dict[str, Any], connectors: list[dict[str, Any]], link_up: bool,
+                   firmware: Any) -> dict[str, Any]:
     report["esp32"] = {
         "link_up": link_up,
         "firmware": firmware,
@@ -160,37 +252,64 @@ def _esp32_section(report: dict[str, Any], connectors: list[dict[str, Any]], lin
         ],
     }
     if link_up:
-        report["checks"].append(check("esp32", True, "status frames received"))
-    else:
-        reasons = {c["controller_link"]["reason"] for c in connectors if not c["controller_link"]["up"]}
-        report["checks"].append(check("esp32", False, "no valid status frame from the ESP32: " + "; ".join(reasons)))
+        return check("esp32", True, "status frames received")
+    reasons = {c["controller_link"]["reason"] for c in connectors if not c["controller_link"]["up"]}
+    return check("esp32", False, "no valid status frame from the ESP32: " + "; ".join(sorted(reasons)))
 
 
-def _from_daemon(report: dict[str, Any], status: dict[str, Any], probe: dict[str, Any]) -> None:
+def meter_check(meter: dict[str, Any] | None) -> dict[str, Any]:
+    """From the daemon's `meter` status: skipped without a meter, failed while it does not answer."""
+    if meter is None:
+        return check("meter", True, "skipped: no energy meter configured (STATION_METER_PORT empty)", skipped=True)
+    stats = meter.get("stats") or {}
+    if meter.get("healthy"):
+        return check("meter", True, f"{meter.get('model')} on {meter.get('port')} answers "
+                     f"({stats.get('polls_ok', 0)} good polls)")
+    failures = stats.get("consecutive_failures", 0)
+    reason = meter.get("last_error") or "no answer"
+    return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading "
+                 f"({failures} failed polls in a row; last: {reason}); energy cannot be billed",
+                 consecutive_failures=failures)
+
+
+def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any]], status: dict[str, Any]) -> None:
+    _ocpp_section(report, status.get("ocpp", {}), [])
+    connectors = status.get("connectors", [])
+    links = status.get("esp32", {})
+    results["esp32"] = _esp32_section(
+        report, connectors, all(c["controller_link"]["up"] for c in connectors),
+        next((v.get("firmware") for v in links.values() if v.get("firmware")), None))
+    results["meter"] = meter_check(status.get("meter"))
+    clock = status.get("clock", {})
+    results["clock"] = _clock_check(bool(clock.get("trusted")), clock.get("source"))
+    results["offline_queue"] = _queue_check(int(status.get("outbox_depth", -1)),
+                                            bool(status.get("ocpp", {}).get("connected")))
+    store = status.get("store", {})
+    if not store.get("healthy", True):
+        results["state_store"] = check("state_store", False, f"state database: {store.get('last_error')}")
+
+
+async def _daemon_csms(client: Any, report: dict[str, Any], status: dict[str, Any], seconds: float) -> dict[str, Any]:
+    from station.ipc.client import DaemonUnavailable, IpcError
+
+    try:
+        probe = await client.probe(timeout=seconds)
+    except (DaemonUnavailable, IpcError) as exc:
+        _ocpp_section(report, status.get("ocpp", {}), [])
+        return check("csms", False, f"the daemon's CSMS probe failed: {exc}", kind="unreachable")
     state = probe.get("status") or status.get("ocpp", {})
     messages = probe.get("messages", [])
     _ocpp_section(report, state, messages)
-    report["checks"].append(_csms_check(state, messages, probe.get("error")))
-    connectors = status.get("connectors", [])
-    links = status.get("esp32", {})
-    _esp32_section(report, connectors, all(c["controller_link"]["up"] for c in connectors),
-                   next((v.get("firmware") for v in links.values() if v.get("firmware")), None))
-    clock = status.get("clock", {})
-    report["checks"].append(_clock_check(bool(clock.get("trusted")), clock.get("source")))
-    report["checks"].append(_queue_check(int(status.get("outbox_depth", -1)), bool(state.get("connected"))))
-    store = status.get("store", {})
-    if not store.get("healthy", True):
-        report["checks"].append(check("state_store", False, f"state database: {store.get('last_error')}"))
+    return _csms_check(state, messages, probe.get("error"))
 
 
-async def _standalone(settings: Settings, report: dict[str, Any]) -> None:
-    """Own CSMS connection (primary, then fallback) and a direct ESP32 read; everything closed after."""
+async def _standalone(settings: Settings, report: dict[str, Any], results: dict[str, dict[str, Any]],
+                      budget: Budget) -> None:
+    """Own CSMS connection (primary, then fallback), direct ESP32 and meter reads; everything closed after."""
     from station.controller.link import Esp32Link
     from station.core.clock import Clock
     from station.core.station import StationCore
     from station.core.store import Store
-    from station.ocpp.client import OcppClient, link_params
-    from station.ocpp.connection import LinkConfigError, OcppLink
 
     core = StationCore(store=Store(":memory:"), clock=Clock(), connector_ids=range(1, settings.connectors + 1))
     ports = [p.strip() for p in settings.esp32_port.split(",") if p.strip()]
@@ -201,67 +320,142 @@ async def _standalone(settings: Settings, report: dict[str, Any]) -> None:
                        poll_interval=0.1, link_timeout=settings.esp32_link_timeout_seconds)
         for cid in core.connectors
     }
-    tasks = [asyncio.create_task(link.run()) for link in links.values()]
-    # The ESP32 answers a status request within a poll; give it a moment before reporting statuses.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(2.0):
-            while not all(c.link_up for c in core.connectors.values()):
-                await asyncio.sleep(0.05)
-    done = asyncio.Event()
-    error: list[str] = []
-    params = link_params(settings)
-    try:
-        from dataclasses import replace
+    link_tasks = [asyncio.create_task(link.run()) for link in links.values()]
+    esp32_settled = asyncio.Event()
 
-        params = replace(params, fallback_after=1, backoff_min=0.1, backoff_max=0.3, open_timeout=4)
+    async def esp32() -> dict[str, Any]:
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(budget.share(ESP32_WAIT_S)):
+                    while not all(c.link_up for c in core.connectors.values()):
+                        await asyncio.sleep(0.05)
+        finally:
+            esp32_settled.set()
+        connectors = [c.to_json() for c in core.connectors.values()]
+        return _esp32_section(report, connectors, all(link.link_up for link in links.values()),
+                              next((link.firmware for link in links.values() if link.firmware), None))
+
+    csms_seconds = budget.share()
+    try:
+        await asyncio.gather(
+            _bounded(results, "esp32", esp32, budget.share(ESP32_WAIT_S + 0.5)),
+            _bounded(results, "meter", lambda: _standalone_meter(settings, budget.share(METER_WAIT_S)),
+                     budget.share(METER_WAIT_S + 0.5)),
+            _bounded(results, "offline_queue", lambda: _off_loop(lambda: _queue_check(_stored_depth(settings), False)),
+                     budget.share(LOCAL_CHECK_S)),
+            _standalone_csms(settings, core, report, results, csms_seconds, esp32_settled),
+        )
+    finally:
+        for task in link_tasks:
+            task.cancel()
+        await asyncio.gather(*link_tasks, return_exceptions=True)
+        results["clock"] = _clock_check(core.clock.trusted, core.clock.trust_source)
+        await core.close()
+
+
+async def _standalone_meter(settings: Settings, seconds: float) -> dict[str, Any]:
+    if not settings.meter_port:
+        return meter_check(None)
+    from station.meter.client import MeterReadError, ModbusMeter
+    from station.meter.registers import MAPS
+
+    meter = ModbusMeter(settings.meter_port, register_map=MAPS[settings.meter_model], unit=settings.meter_unit,
+                        baud=settings.meter_baud, on_reading=lambda _: None, retries=1,
+                        timeout=max(0.2, min(1.0, seconds / 3)))
+    where = f"{settings.meter_model} on {settings.meter_port}"
+    try:
+        reading = await meter.probe()
+    except MeterReadError as exc:
+        return check("meter", False, f"{where}: no valid reading ({exc}); energy cannot be billed")
+    return check("meter", True, f"{where} answers: {reading.energy_import_wh:.0f} Wh imported",
+                 energy_wh=reading.energy_import_wh)
+
+
+async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any],
+                           results: dict[str, dict[str, Any]], seconds: float, esp32_settled: asyncio.Event) -> None:
+    """BootNotification, StatusNotification(s) and a Heartbeat on a connection of our own, within `seconds`."""
+    from dataclasses import replace
+
+    from station.ocpp.client import OcppClient, link_params
+    from station.ocpp.connection import LinkConfigError, OcppLink, public_url
+
+    deadline = time.monotonic() + seconds
+    # Two connection attempts at least fit in the share (primary and fallback, or one retry).
+    open_timeout = max(0.5, min(4.0, seconds / 2.2))
+    try:
+        params = replace(link_params(settings), fallback_after=1, backoff_min=0.1, backoff_max=0.3,
+                         open_timeout=open_timeout)
         client = OcppClient(params, core, heartbeat_seconds=settings.heartbeat_seconds)
     except LinkConfigError as exc:
-        report["checks"].append(check("config", False, str(exc)))
-        client = None
-    if client is not None:
-        async def one_shot(ws: Any, version: str) -> None:
-            from station.ocpp.v16 import V16Session
-            from station.ocpp.v201 import V201Session
+        results["config"] = check("config", False, str(exc))
+        return
+    finished = asyncio.Event()
+    error: list[str] = []
+    step = ["connecting"]
 
-            session = V201Session(client, ws) if version == "201" else V16Session(client, ws)
-            reader = asyncio.create_task(session.start())
+    async def one_shot(ws: Any, version: str) -> None:
+        from station.ocpp.v16 import V16Session
+        from station.ocpp.v201 import V201Session
+
+        session = V201Session(client, ws) if version == "201" else V16Session(client, ws)
+        reader = asyncio.create_task(session.start())
+        try:
+            step[0] = "waiting for the BootNotification response"
+            wait = max(0.1, deadline - time.monotonic())
             try:
-                response = await session.request("BootNotification", session.boot_payload(), timeout=4)
-                session.trust_time(response.get("currentTime"))
-                if response.get("status") == "Accepted":
-                    for conn in core.connectors.values():
-                        await session.send_status(conn, force=True)
-                    await session.send_heartbeat(raise_errors=True)
-            except Exception as exc:  # noqa: BLE001 - reported in the check
-                error.append(f"{exc.__class__.__name__}: {exc}")
-            finally:
-                reader.cancel()
-                done.set()
+                response = await session.request("BootNotification", session.boot_payload(), timeout=wait)
+            except TimeoutError:
+                raise TimeoutError(f"no BootNotification response within {wait:.1f} s") from None
+            session.trust_time(response.get("currentTime"))
+            if response.get("status") == "Accepted":
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await esp32_settled.wait()
+                step[0] = "sending StatusNotification"
+                for conn in core.connectors.values():
+                    await session.send_status(conn, force=True)
+                step[0] = "waiting for the Heartbeat response"
+                await session.send_heartbeat(raise_errors=True)
+        except Exception as exc:  # noqa: BLE001 - reported in the check
+            error.append(f"{exc.__class__.__name__}: {exc}")
+        finished.set()
+        try:
+            # Keep the connection open until the state is read: --once closes it itself, cleanly.
+            await asyncio.Event().wait()
+        finally:
+            reader.cancel()
 
-        client.link = OcppLink(params, one_shot)
-        link_task = asyncio.create_task(client.link.run())
-        attempts_allowed = 4  # primary, fallback, and one retry of each
-        while not done.is_set() and client.link.state.failed_attempts < attempts_allowed:
-            if client.link.state.last_error_kind is not None and client.link.state.last_error_kind.value == "auth_failed":
-                break
-            await asyncio.sleep(0.05)
-        state = client.link.state.as_dict()
-        state["version"] = state.get("version") or client.link.state.preferred_version
-        link_task.cancel()
-        await asyncio.gather(link_task, return_exceptions=True)
-        messages = [e.to_json() for e in client.exchanges]
-        _ocpp_section(report, state, messages)
-        report["ocpp"]["connected"] = bool(messages)
-        report["checks"].append(_csms_check(state, messages, error[0] if error else None))
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    connectors = [c.to_json() for c in core.connectors.values()]
-    _esp32_section(report, connectors, all(link.link_up for link in links.values()),
-                   next((link.firmware for link in links.values() if link.firmware), None))
-    report["checks"].append(_clock_check(core.clock.trusted, core.clock.trust_source))
-    report["checks"].append(_queue_check(_stored_depth(settings), False))
-    await core.close()
+    client.link = OcppLink(params, one_shot)
+    link_task = asyncio.create_task(client.link.run())
+    attempts_allowed = 4  # primary, fallback, and one retry of each
+    timed_out = False
+    try:
+        async with asyncio.timeout(seconds):
+            while not finished.is_set() and client.link.state.failed_attempts < attempts_allowed:
+                kind = client.link.state.last_error_kind
+                if kind is not None and kind.value == "auth_failed":
+                    break
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        timed_out = True
+    state = client.link.state.as_dict()
+    state["version"] = state.get("version") or client.link.state.preferred_version
+    state["url"] = state.get("url") or public_url(client.link.url_for(state["version"]) or "") or None
+    link_task.cancel()
+    await asyncio.gather(link_task, return_exceptions=True)
+    messages = [e.to_json() for e in client.exchanges]
+    _ocpp_section(report, state, messages)
+    report["ocpp"]["connected"] = bool(messages)
+    if timed_out and not error:
+        attempts = client.link.state.failed_attempts
+        last = state.get("last_error")
+        detail = (f"no answer from {state['url'] or 'the CSMS'} within {seconds:.1f} s ({step[0]}; "
+                  f"{attempts} failed connection attempt(s), {open_timeout:.1f} s each at most"
+                  + (f"; last: {last}" if last else "") + "): a firewall or proxy may drop the traffic")
+        results["csms"] = check("csms", False, detail, kind=state.get("last_error_kind") or "unreachable",
+                                timed_out=True)
+        return
+    results["csms"] = _csms_check(state, messages, error[0] if error else None)
 
 
 def _stored_depth(settings: Settings) -> int:

@@ -187,3 +187,31 @@ async def test_every_control_request_is_logged_with_its_outcome(api: httpx.Async
     refused = next(e for e in logs if e["event"] == "control request refused")
     assert done["action"] == "limit" and done["outcome"]["local_limit_a"] == 12.0 and done["client"] == "127.0.0.1"
     assert refused["action"] == "stop" and refused["status"] == 409
+
+
+async def test_start_with_a_token_the_station_may_not_accept_offline_is_409_naming_the_decision(
+        api: httpx.AsyncClient, daemon: Daemon) -> None:
+    daemon.core.auth.settings.set("AuthCtrlr", "OfflineTxForUnknownIdEnabled", False)  # type: ignore[attr-defined]
+    response = await api.post("/connectors/1/start", json={"id_token": "STRANGER"}, headers=auth())
+    assert response.status_code == 409
+    assert response.json() == {"detail": "start refused: token not authorized (Unknown, local_list)"}
+    daemon.core.store.local_list_update(1, {"TECH-LIST": ("Accepted", None)}, full=True)
+    accepted = await api.post("/connectors/1/start", json={"id_token": "TECH-LIST"}, headers=auth())
+    assert accepted.json()["authorization"] == {"status": "Accepted", "source": "local_list"}
+
+
+async def test_a_reservation_is_listed_with_its_token_masked_and_shown_on_its_connector(
+        api: httpx.AsyncClient, daemon: Daemon) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from station.core.reservations import Reservation
+
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert daemon.core.reservations.reserve(Reservation(5, 1, "DRIVER-0042", "ISO14443", None, expires)) == "Accepted"
+    listed = (await api.get("/reservations")).json()
+    assert listed == [{"id": 5, "connector_id": 1, "id_token": "****0042", "token_type": "ISO14443", "group_id": None,
+                       "expires_at": expires, "connector_type": None}]
+    connector = (await api.get("/connectors/1")).json()
+    assert connector["status"] == "Reserved" and connector["reservation"]["id_token"] == "****0042"
+    refused = await api.post("/connectors/1/start", json={"id_token": "TECH1"}, headers=auth())
+    assert refused.status_code == 409 and "reserved" in refused.json()["detail"]

@@ -32,8 +32,11 @@ async def test_daemon_hands_a_verified_update_over_and_reports_installed_once_af
             result = update.Result(True, "updated", "9.9.0", "0.1.0", "9.9.0 healthy")
             (state / "update" / "result.json").write_text(json.dumps(result.to_json()))
             await daemon.stop()
+            since = csms.mark()
             restarted = await DaemonProcess(daemon.env, tmp_path / "station.log").start()
             try:
+                boot = await csms.wait_for("BootNotification", STATION_ID, since=since, timeout=20)
+                assert boot.payload["reason"] == "FirmwareUpdate"
                 installed = await csms.wait_for("FirmwareStatusNotification", STATION_ID,
                                                 lambda r: r.payload["status"] == "Installed", timeout=20)
                 assert installed.payload["requestId"] == 5

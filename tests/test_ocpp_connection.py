@@ -194,3 +194,50 @@ def test_explicit_profile_needs_its_credentials() -> None:
 def test_credentials_in_the_url_are_refused() -> None:
     with pytest.raises(LinkConfigError, match="credentials"):
         resolve_security_profile(LinkParams("CP", url_201="ws://cp:pw@h/"))
+
+
+# --------------------------------------------------------------------------- liveness (WebSocketPingInterval)
+
+async def test_a_black_holed_connection_is_reset_within_ping_interval_plus_timeout(running: Any) -> None:
+    from station.devtools.linkemu import LinkEmulator
+
+    async with DevCsms() as csms, LinkEmulator(csms.port) as path:
+        params = LinkParams("CP", url_201=path.url(csms.url("201")), ping_interval=0.5, ping_timeout=0.5, **FAST)
+        link = await running(OcppLink(params, booting_session("CP")))
+        await eventually(lambda: link.state.connected, 10)
+        path.black_hole()
+        lost = await path.wait_event("client_closed", since=path.black_holed_at or 0, timeout=10)
+        # interval + timeout = 1 s; websockets' own keepalive would add its 5 s close timeout
+        assert path.black_holed_at is not None and lost.at - path.black_holed_at <= 1.0 + 1.0
+        await eventually(lambda: not link.state.connected, 5)
+        assert link.state.last_error == "ping timeout (no pong within 0.5 s)"
+
+
+async def test_the_station_reconnects_once_a_black_hole_ends(running: Any) -> None:
+    from station.devtools.linkemu import LinkEmulator
+
+    async with DevCsms() as csms, LinkEmulator(csms.port) as path:
+        sessions: list[str] = []
+        params = LinkParams("CP", url_201=path.url(csms.url("201")), ping_interval=0.3, ping_timeout=0.3, **FAST)
+        link = await running(OcppLink(params, booting_session("CP", sessions)))
+        await eventually(lambda: sessions == ["201"], 10)
+        path.black_hole()
+        await eventually(lambda: not link.state.connected, 5)
+        await asyncio.sleep(0.5)  # reconnect attempts into the black hole do not complete
+        assert sessions == ["201"]
+        path.restore()
+        await eventually(lambda: len(sessions) == 2 and link.state.connected, 10)
+
+
+async def test_a_ping_interval_of_zero_sends_no_pings_and_a_new_interval_applies_at_once(running: Any) -> None:
+    from station.devtools.linkemu import LinkEmulator
+
+    async with DevCsms() as csms, LinkEmulator(csms.port) as path:
+        params = LinkParams("CP", url_201=path.url(csms.url("201")), ping_interval=0, ping_timeout=0.3, **FAST)
+        link = await running(OcppLink(params, booting_session("CP")))
+        await eventually(lambda: link.state.connected, 10)
+        path.black_hole()
+        await asyncio.sleep(1.0)
+        assert link.state.connected  # no pings: nothing notices the dead path
+        link.set_ping_interval(0.2)
+        await eventually(lambda: not link.state.connected, 5)

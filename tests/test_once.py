@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 from station import exitcodes
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms
+from station.meter.sim_process import MeterSimProcess
 from tests.e2e import CANARY_PASSWORD, STATION_ID, DaemonProcess, station_env
 
 REQUIRED_KEYS = {
@@ -36,6 +40,24 @@ async def run_once(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]
 
 def checks(report: dict[str, Any]) -> dict[str, bool]:
     return {c["name"]: c["ok"] for c in report["checks"]}
+
+
+@contextlib.asynccontextmanager
+async def black_hole() -> AsyncIterator[str]:
+    """A TCP listener that accepts and never answers (a firewall or proxy dropping the traffic)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/x"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
 
 
 def actions(report: dict[str, Any]) -> list[str]:
@@ -112,3 +134,37 @@ async def test_once_with_broken_config_exits_78_and_still_prints_json(tmp_path: 
     assert code == exitcodes.CONFIG
     assert checks(report)["config"] is False
     assert "OCPP_201_URL" in next(c["detail"] for c in report["checks"] if c["name"] == "config")
+
+
+@pytest.mark.parametrize("limit", [5.0, 15.0])
+async def test_once_against_a_csms_that_never_answers_exits_3_naming_the_timeout(tmp_path: Path, limit: float) -> None:
+    async with black_hole() as url, SimulatorProcess(tmp_path) as sim, MeterSimProcess(tmp_path) as meter:
+        csms = DevCsms()
+        env = station_env(tmp_path, csms, sim.port, OCPP_201_URL=url, OCPP_16_URL="", STATION_METER_PORT=str(meter.link))
+        args = ["--timeout", f"{limit:g}"] if limit != 15.0 else []  # 15 s is the default
+        code, report, _ = await run_once(env, *args)
+    assert code == exitcodes.CSMS_UNREACHABLE, report
+    csms_check = next(c for c in report["checks"] if c["name"] == "csms")
+    assert csms_check["kind"] == "unreachable" and url in csms_check["detail"]
+    assert re.search(r"within \d+(\.\d)? s", csms_check["detail"]), csms_check
+    assert "timed out during opening handshake" in csms_check["detail"]
+
+
+async def test_once_against_a_csms_that_never_answers_still_runs_every_other_check_in_time(tmp_path: Path) -> None:
+    async with black_hole() as url, SimulatorProcess(tmp_path) as sim, MeterSimProcess(tmp_path) as meter:
+        env = station_env(tmp_path, DevCsms(), sim.port, OCPP_201_URL=url, OCPP_16_URL="",
+                          STATION_METER_PORT=str(meter.link))
+        _, report, _ = await run_once(env, "--timeout", "5")
+    assert checks(report) == {"config": True, "csms": False, "esp32": True, "meter": True, "clock": checks(report)["clock"],
+                              "offline_queue": True, "disk": True, "power": True}
+    assert report["esp32"]["link_up"] is True
+    assert report["duration_ms"] <= 5000  # the limit is the behaviour under test
+
+
+async def test_a_healthy_once_reports_no_link_error_for_its_own_clean_disconnect(tmp_path: Path) -> None:
+    async with DevCsms() as csms, SimulatorProcess(tmp_path) as sim:
+        code, report, stderr = await run_once(station_env(tmp_path, csms, sim.port))
+    assert code == exitcodes.OK, report
+    assert report["ocpp"]["last_error"] is None
+    warnings = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert not [w for w in warnings if w["level"] == "warning" and "disconnected" in w["event"]], warnings

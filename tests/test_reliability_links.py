@@ -1,9 +1,10 @@
 """Faults on each link: the CSMS WebSocket and the ESP32 serial line.
 
 CSMS (real station session against the dev CSMS on loopback): the connection cut
-mid-call, a CSMS slower than the call timeout, a CSMS restart — no crash, the link
-comes back, every transaction event arrives (a resend after a lost answer is a
-byte-identical duplicate). TLS handshake failures: see test_ocpp_security.py.
+mid-call, a CSMS slower than the call timeout, a CSMS restart, a path that silently
+swallows everything (black hole, through the link emulator) in the middle of a charging
+session — no crash, the link comes back, every transaction event arrives (a resend after
+a lost answer is a byte-identical duplicate). TLS handshake failures: see test_ocpp_security.py.
 
 ESP32 (the real daemon and the simulator on a pty): the port vanishing and coming
 back, a reboot mid-session, garbage on the line, and frames arriving one byte per
@@ -25,6 +26,7 @@ from typing import Any
 from station.controller.protocol import encode_status_line
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms, Received
+from station.devtools.linkemu import LinkEmulator, LinkProfile
 from station.ipc.client import IpcClient
 from tests.e2e import STATION_ID, DaemonProcess, station_env
 from tests.ocpp_helpers import Rig, eventually
@@ -157,6 +159,51 @@ async def test_csms_restart_while_charging_delivers_everything_after_reconnect(t
     finally:
         await rig.stop()
         await csms.stop()
+
+
+async def test_a_black_hole_in_the_middle_of_a_charging_session_loses_nothing(tmp_path: Path) -> None:
+    """Real daemon, ESP32 simulator, dev CSMS; between them a 40 ms RTT path that goes silent for
+    a while (a NAT box forgetting the mapping): the station notices within ping interval +
+    timeout, queues what happens meanwhile, reconnects when the path returns, loses nothing."""
+    async with DevCsms(heartbeat_interval=60) as csms, SimulatorProcess(tmp_path, interval=1) as sim, \
+            LinkEmulator(csms.port, LinkProfile.rtt(40, 5)) as path:
+        env = station_env(tmp_path, csms, sim.port, OCPP_201_URL=path.url(csms.url("201")),
+                          OCPP_16_URL=path.url(csms.url("16")),
+                          STATION_PING_INTERVAL_SECONDS="1", STATION_PING_TIMEOUT_SECONDS="1")
+        daemon = await DaemonProcess(env, tmp_path / "station.log").start()
+        ipc = IpcClient(env["STATION_IPC_SOCKET"], timeout=5)
+        try:
+            await daemon.wait_ipc()
+            await wait_connector(ipc, lambda c: c["controller_link"]["up"], 20)
+            await sim.command("plug")
+            await ipc.start(1, "TAG-1")
+            await sim.command("ev_charge")
+            await wait_connector(ipc, lambda c: c["status"] == "Charging", 10)
+            await csms.wait_for("TransactionEvent", STATION_ID, lambda r: r.payload["eventType"] == "Started", timeout=10)
+
+            path.black_hole()
+            holed_at = time.monotonic()
+            lost = await path.wait_event("client_closed", since=holed_at, timeout=10)  # the station gave up the path
+            for command in ("ev_pause", "ev_charge", "ev_pause", "ev_charge"):  # charging state changes while offline
+                await sim.command(command)
+                await asyncio.sleep(0.4)
+            assert (await ipc.status())["ocpp"]["connected"] is False
+            path.restore()
+            restored_at = time.monotonic()
+            await path.wait_event("upstream_connected", since=restored_at, timeout=10)
+            await sim.command("unplug")
+            ended = await csms.wait_for("TransactionEvent", STATION_ID, lambda r: r.payload["eventType"] == "Ended",
+                                        timeout=20)
+            by_seq = transaction_events(csms.received, STATION_ID)
+            resent = assert_complete_and_identical(by_seq)
+            assert int(ended.payload["seqNo"]) == max(by_seq)
+            changes = [p[0]["transactionInfo"].get("chargingState") for _, p in sorted(by_seq.items())]
+            assert changes.count("SuspendedEV") >= 2  # the offline changes arrived, in order
+            print(f"black hole: detected after {lost.at - holed_at:.2f} s (ping 1 s + timeout 1 s)")
+            record("link faults", trials=1, faults=1, events_checked=len(by_seq), resent=resent)
+        finally:
+            await ipc.close()
+            assert await daemon.stop() == 0
 
 
 # --------------------------------------------------------------------------- ESP32 faults

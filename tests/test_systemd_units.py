@@ -33,11 +33,12 @@ def unit_keys(name: str) -> dict[str, list[str]]:
     return keys
 
 
-def exec_paths() -> set[str]:
-    """Absolute executables named by ExecStart= in all units."""
+def exec_paths(kinds: tuple[str, ...] = ("ExecStart",)) -> set[str]:
+    """Absolute executables named by ExecStart= (or the `kinds` given) in all units."""
     paths = set()
     for name in UNITS:
-        for value in unit_keys(name).get("ExecStart", []):
+        keys = unit_keys(name)
+        for value in (v for kind in kinds for v in keys.get(kind, [])):
             paths.add(value.lstrip("-@+!").split()[0])
     return paths
 
@@ -51,7 +52,7 @@ def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         system_units = Path("/lib/systemd/system")
     shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
     shutil.copytree(UNIT_DIR, root / "etc/systemd/system", dirs_exist_ok=True)
-    for exe in exec_paths():
+    for exe in exec_paths(("ExecStart", "ExecStopPost")):
         target = root / exe.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("#!/bin/sh\nexit 0\n")

@@ -2,8 +2,8 @@
 "use strict";
 
 const KINDS = ["daemon", "connector", "transaction", "meter", "csms", "outbox", "controller_link",
-               "ipc_events_dropped"];
-const REFRESH_ON = new Set(["daemon", "connector", "transaction", "csms", "outbox", "controller_link"]);
+               "reservation", "ipc_events_dropped"];
+const REFRESH_ON = new Set(["daemon", "connector", "transaction", "csms", "outbox", "controller_link", "reservation"]);
 const MAX_EVENTS = 40;
 const $ = (id) => document.getElementById(id);
 
@@ -58,6 +58,8 @@ function renderConnector(c) {
   if (c.error_code && c.error_code !== "NoError") rows.push(["Error", `${c.error_code} ${c.info || ""}`]);
   if (!c.operative) rows.push(["Availability", "out of service"]);
   if (c.pending_authorization) rows.push(["Session", "authorized, waiting for the vehicle"]);
+  if (c.reservation) rows.push(["Reserved", `for token ${c.reservation.id_token} until ${time(c.reservation.expires_at)}` +
+    ` (reservation ${c.reservation.id}${c.reservation.connector_id == null ? ", any connector" : ""})`]);
   if (tx) {
     rows.push(["Session", `since ${time(tx.started_at)} · token ${tx.id_token || "–"}`]);
     const start = tx.meter_start_wh;
@@ -119,6 +121,8 @@ function describe(e) {
       ` (${d.trigger})`;
     case "csms": return d.connected ? `CSMS connected (OCPP ${d.version})` : `CSMS disconnected: ${d.last_error || ""}`;
     case "controller_link": return `ESP32 link ${d.up ? "up" : "down"} on connector ${d.connector_id}: ${d.reason}`;
+    case "reservation": return `reservation ${d.reservation_id} ${d.status.toLowerCase()}` +
+      (d.connector_id != null ? ` on connector ${d.connector_id}` : " (any connector)");
     case "outbox": return d.depth ? `offline queue: ${d.depth} message(s) waiting for the CSMS` : "offline queue empty";
     case "daemon": return d.reachable ? "station daemon reachable" : `station daemon unreachable: ${d.error || ""}`;
     default: return `${e.kind} ${JSON.stringify(d).slice(0, 120)}`;

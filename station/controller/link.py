@@ -95,8 +95,11 @@ class Esp32Link:
         command_retries: int = 3,
         confirm_timeout: float = 1.0,
         reopen_backoff: tuple[float, float] = (0.5, 1.0),
+        on_raw: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.port = port
+        self._on_raw = on_raw
+        """Sees every byte read ("rx") and written ("tx"): the flight recorder."""
         self.baud = baud
         self._on_status = on_status
         self._on_link = on_link
@@ -186,6 +189,8 @@ class Esp32Link:
         if transport is None or transport.is_closing():
             raise _PortLost("serial port not open")
         transport.write(data)
+        if self._on_raw is not None:
+            self._on_raw("tx", data)
 
     async def _command(self, name: str, frame: bytes, confirmed: Callable[[ControllerStatus], bool]) -> None:
         """Send, then wait for a status frame showing the effect; retry; raise ControllerError."""
@@ -225,6 +230,8 @@ class Esp32Link:
     # ------------------------------------------------------------------ receive path
 
     def _on_bytes(self, data: bytes) -> None:
+        if self._on_raw is not None:
+            self._on_raw("rx", data)
         for result in self._parser.feed(data):
             self._results.put_nowait(result)
 

@@ -11,11 +11,15 @@ import ctypes
 import ctypes.util
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+STEP_S = 2.0
+"""A correction larger than this is a time change worth a SettingSystemTime security event
+(the same bound below which a trusted clock is not corrected at all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,8 @@ class Clock:
         self.trusted = kernel_clock_synchronized() if trusted is None else trusted
         self.trust_source = "system" if self.trusted else None
         self._offset = timedelta(0)
+        self.on_step: Callable[[float, str], object] | None = None
+        """Called with (seconds, source) when the station's time jumps by more than STEP_S."""
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset
@@ -58,7 +64,10 @@ class Clock:
             true_now = true_now.replace(tzinfo=UTC)
         drift = true_now - datetime.now(UTC)
         if not self.trusted or abs(drift.total_seconds()) > 2:
+            step = (drift - self._offset).total_seconds()
             self._offset = drift
+            if abs(step) > STEP_S and self.on_step is not None:
+                self.on_step(step, source)
         if not self.trusted:
             self.trusted = True
             self.trust_source = source

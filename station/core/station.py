@@ -22,10 +22,13 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from station.core.authorization import Authorization, Settings, StoredSettings
 from station.core.clock import Clock
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.events import EventBus
+from station.core.security_events import SecurityEventLog
 from station.core.smart_charging import SmartCharging
+from station.core.reservations import Reservations
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.ports import ChargeController, ControllerError
 from station.core.store import OutboxEntry, Store, StoreError, TransactionRecord
@@ -39,6 +42,8 @@ AuthStatus = Literal["Accepted", "Blocked", "Expired", "Invalid", "Unknown", "Co
 class AuthResult:
     status: str
     expires_at: str | None = None
+    group_id: str | None = None
+    """groupIdToken (2.0.1) or parentIdTag (1.6): tokens of one group may stop each other's transactions."""
 
 
 class Authorizer(Protocol):
@@ -54,6 +59,7 @@ class PendingAuthorization:
     remote_start_id: int | None
     trigger: str
     expires_mono: float
+    group_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -76,6 +82,8 @@ class Connector:
     actuator: asyncio.Task[None] | None = None
     actuate_again: bool = False
     last_command_error: str | None = None
+    reservation: dict[str, Any] | None = None
+    """The reservation this connector shows (set when the status is derived)."""
 
     @property
     def limit_a(self) -> float:
@@ -108,6 +116,7 @@ class Connector:
             "pending_authorization": bool(self.pending),
             "meter": meter_json(self.last_meter),
             "last_command_error": self.last_command_error,
+            "reservation": self.reservation,
         }
 
 
@@ -134,10 +143,14 @@ class StationCore:
         meter_value_seconds: float = 60.0,
         connection_timeout_s: float = 60.0,
         has_meter: bool = False,
+        settings: Settings | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
         self.events = EventBus()
+        self.security_events = SecurityEventLog(store, self.clock, self.events)
+        """record(type, tech_info): local security log + durable SecurityEventNotification."""
+        self.clock.on_step = self._clock_stepped
         self.authorizer: Authorizer | None = None
         self.csms_online = False
         self.has_meter = has_meter
@@ -152,6 +165,9 @@ class StationCore:
             if tx.connector_id in self.connectors:
                 self.connectors[tx.connector_id].transaction = tx
                 log.info("transaction restored", transaction_id=tx.id, connector_id=tx.connector_id)
+        self.auth = Authorization(self, settings or StoredSettings(store))
+        """Who may charge (local list, cache, CSMS) and what a refused token's transaction may still do."""
+        self.reservations = Reservations(self)
         self._closing = False
         self._unsaved: list[tuple[TransactionRecord, OutboxEntry]] = []
         self._unsaved_logged = False
@@ -161,6 +177,9 @@ class StationCore:
         self.charging = SmartCharging(self)
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
+
+    def _clock_stepped(self, seconds: float, source: str) -> None:
+        self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
 
     # --- wiring -----------------------------------------------------------------
     def attach_controller(self, connector_id: int, controller: ChargeController) -> None:
@@ -201,11 +220,13 @@ class StationCore:
             return
         conn.last_meter = reading
         self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
+        self.auth.enforce_energy(conn)
 
     def tick(self) -> None:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
         now = time.monotonic()
         self.charging.ensure_running()
+        self.reservations.expire(self.clock.now())
         if self._unsaved and self._save_unsaved():
             self.events.publish("outbox", depth=self._outbox_depth())
         for conn in self.connectors.values():
@@ -220,27 +241,40 @@ class StationCore:
                 # A command the controller did not confirm (a stop above all) is retried, not forgotten:
                 # the controller's status may not change again to trigger it.
                 self._actuate(conn)
+            if conn.transaction and conn.transaction.id in self.auth.invalid_limits:
+                self.auth.enforce_energy(conn)
+            elif self.reservations.by_id and not conn.transaction:
+                self._reconcile(conn)  # another connector's change may make this one show Reserved
 
     def set_csms_online(self, online: bool) -> None:
         self.csms_online = online
 
     # --- commands ---------------------------------------------------------------
     async def authorize_token(self, id_token: str, token_type: str = "ISO14443") -> AuthResult:
-        """Local list first, then the CSMS, then the cache when offline (OCPP's local authorization)."""
-        listed = self.store.local_list_lookup(id_token)
-        if listed and listed[0] == "Accepted":
-            return AuthResult(*listed)
-        result = await self.authorizer.authorize(id_token, token_type) if self.authorizer else None
-        if result is not None:
-            try:
-                self.store.cache_put(id_token, result.status, result.expires_at)
-            except StoreError:
-                pass
-            return result
-        cached = self.store.cache_lookup(id_token) or listed
-        if cached:
-            return AuthResult(*cached)
-        return AuthResult("Unknown")
+        """The authorization decision for a token (`core.auth.check`: local list, cache, CSMS per the settings)."""
+        decision = await self.auth.check(id_token, token_type)
+        return AuthResult(decision.status, None, decision.group_id)
+
+    def refresh(self, conn: Connector) -> None:
+        """Re-derive a connector's status after something outside its inputs changed (a reservation)."""
+        self._reconcile(conn)
+
+    def start_refusal(self, connector_id: int | None, id_token: str, group_id: str | None = None) -> str | None:
+        """Why a session for `id_token` cannot start on `connector_id` (None: any connector) now, or None."""
+        if connector_id and connector_id not in self.connectors:
+            return "unknown connector"
+        if group_id is None:
+            group_id = self.auth.group_of(id_token)
+        conn = self._pick_connector(connector_id, id_token, group_id)
+        if conn is None:
+            return "no free connector"
+        if conn.transaction or conn.pending:
+            return "connector busy"
+        if not conn.operative:
+            return "connector unavailable"
+        if conn.derived.status == ConnectorStatus.FAULTED:
+            return f"connector faulted: {conn.derived.info}"
+        return self.reservations.refusal(conn, id_token, group_id)
 
     def request_start(
         self,
@@ -249,19 +283,21 @@ class StationCore:
         token_type: str = "Central",
         remote_start_id: int | None = None,
         trigger: str = "RemoteStart",
+        group_id: str | None = None,
     ) -> tuple[bool, str]:
-        """Authorize a session on a connector (plug-in may come later). Returns (accepted, reason)."""
-        conn = self._pick_connector(connector_id)
-        if conn is None:
-            return False, "unknown connector" if connector_id else "no free connector"
-        if conn.transaction or conn.pending:
-            return False, "connector busy"
-        if not conn.operative:
-            return False, "connector unavailable"
-        if conn.derived.status == ConnectorStatus.FAULTED:
-            return False, f"connector faulted: {conn.derived.info}"
+        """Start a session for an authorized token on a connector (plug-in may come later): (accepted, reason).
+
+        The token is not checked here (`core.auth.start` does that first); reservations are.
+        """
+        if group_id is None:
+            group_id = self.auth.group_of(id_token)
+        refusal = self.start_refusal(connector_id, id_token, group_id)
+        if refusal is not None:
+            return False, refusal
+        conn = self._pick_connector(connector_id, id_token, group_id)
+        assert conn is not None
         conn.pending = PendingAuthorization(
-            id_token, token_type, remote_start_id, trigger, time.monotonic() + self.connection_timeout_s
+            id_token, token_type, remote_start_id, trigger, time.monotonic() + self.connection_timeout_s, group_id
         )
         log.info("session authorized", connector_id=conn.id, trigger=trigger, remote_start_id=remote_start_id)
         self._reconcile(conn)
@@ -295,6 +331,8 @@ class StationCore:
                 continue
             conn.operative, conn.inoperative_scheduled = operative, False
             self._persist(f"operative:{conn.id}", operative)
+            if not operative:
+                self.reservations.connector_inoperative(conn.id)
             self._reconcile(conn)
         return "Scheduled" if scheduled else "Accepted"
 
@@ -331,6 +369,14 @@ class StationCore:
             if conn.transaction and conn.transaction.id == transaction_id:
                 conn.transaction.csms_id = csms_id
 
+    def pin_transaction_version(self, transaction_id: str, version: str) -> None:
+        """Bind a transaction to the OCPP version its first message goes out in (docs/ocpp.md,
+        "Version switches"): all its later messages wait for that version."""
+        self.store.pin_version(transaction_id, version)
+        for conn in self.connectors.values():
+            if conn.transaction and conn.transaction.id == transaction_id and conn.transaction.ocpp_version is None:
+                conn.transaction.ocpp_version = version
+
     def transaction_by_csms_id(self, csms_id: str) -> TransactionRecord | None:
         return next((c.transaction for c in self.connectors.values()
                      if c.transaction and c.transaction.csms_id == csms_id), None)
@@ -358,6 +404,14 @@ class StationCore:
                     ended += 1
         return ended
 
+    def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
+        """An operator sends parked outbox entries (all, or these) again, with fresh attempts."""
+        released = self.store.release_parked(entry_ids)
+        if released:
+            log.warning("parked transaction messages released by the operator", entries=released)
+            self.events.publish("outbox", depth=self._outbox_depth(), released=released)
+        return released
+
     # --- views --------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -370,6 +424,7 @@ class StationCore:
                       "unsaved_events": len(self._unsaved)},
             "has_meter": self.has_meter,
             "smart_charging": self.charging.snapshot(),
+            "reservations": self.reservations.snapshot(),
         }
 
     def _outbox_depth(self) -> int:
@@ -379,10 +434,11 @@ class StationCore:
             return -1
 
     # --- internals ----------------------------------------------------------------
-    def _pick_connector(self, connector_id: int | None) -> Connector | None:
+    def _pick_connector(self, connector_id: int | None, id_token: str = "", group_id: str | None = None) -> Connector | None:
         if connector_id:
             return self.connectors.get(connector_id)
-        free = [c for c in self.connectors.values() if not c.transaction and not c.pending and c.operative]
+        free = [c for c in self.connectors.values() if not c.transaction and not c.pending and c.operative
+                and self.reservations.refusal(c, id_token, group_id) is None]
         plugged = [c for c in free if c.vehicle_present]
         return (plugged or free or [None])[0]
 
@@ -447,7 +503,13 @@ class StationCore:
             in_transaction=conn.transaction is not None,
             limit_suspended=conn.limit_a < 6,
         )
-        changed = derived != conn.derived
+        previous_reservation = conn.reservation
+        if derived.status == ConnectorStatus.AVAILABLE and (shown := self.reservations.shows_reserved(conn)):
+            derived = dataclasses.replace(derived, status=ConnectorStatus.RESERVED)
+            conn.reservation = shown.to_json()
+        else:
+            conn.reservation = None
+        changed = derived != conn.derived or conn.reservation != previous_reservation
         charging_changed = derived.charging_state != conn.derived.charging_state
         conn.derived = derived
         if conn.transaction and charging_changed and derived.charging_state != conn.transaction.charging_state:
@@ -478,7 +540,9 @@ class StationCore:
         )
         conn.transaction = tx
         conn.last_periodic = time.monotonic()
-        self._record(conn, "started", pending.trigger)
+        reservation_id = self.reservations.used(conn, pending.id_token, pending.group_id)
+        self._record(conn, "started", pending.trigger,
+                     {"reservation_id": reservation_id} if reservation_id is not None else None)
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
         self.charging.transaction_started(conn)
 
@@ -490,11 +554,12 @@ class StationCore:
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
         self._record(conn, "ended", trigger)
         conn.transaction = None
+        self.auth.transaction_ended(conn, tx.id)
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,
                  energy_wh=tx.energy_wh)
         self.charging.transaction_ended(tx.id)
 
-    def _record(self, conn: Connector, kind: str, trigger: str) -> None:
+    def _record(self, conn: Connector, kind: str, trigger: str, extra: dict[str, Any] | None = None) -> None:
         """Persist the transaction's new state and its outbox message in one SQLite transaction."""
         tx = conn.transaction
         assert tx is not None
@@ -517,6 +582,7 @@ class StationCore:
                 "meter_stop_wh": tx.meter_stop_wh,
                 "stop_reason": tx.stop_reason,
                 "has_meter": self.has_meter,
+                **(extra or {}),
             },
         )
         tx.seq_next += 1

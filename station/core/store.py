@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     stop_reason TEXT,
     seq_next INTEGER NOT NULL DEFAULT 0,
     csms_id TEXT,
-    charging_state TEXT NOT NULL DEFAULT 'EVConnected'
+    charging_state TEXT NOT NULL DEFAULT 'EVConnected',
+    ocpp_version TEXT
 );
 CREATE INDEX IF NOT EXISTS transactions_open ON transactions(ended_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -65,7 +66,24 @@ CREATE TABLE IF NOT EXISTS auth_cache (
     id_token TEXT PRIMARY KEY, status TEXT NOT NULL, expires_at TEXT, updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS local_list (id_token TEXT PRIMARY KEY, status TEXT NOT NULL, expires_at TEXT);
+CREATE TABLE IF NOT EXISTS reservations (
+    id INTEGER PRIMARY KEY, connector_id INTEGER, id_token TEXT NOT NULL, token_type TEXT NOT NULL,
+    group_id TEXT, expires_at TEXT NOT NULL, connector_type TEXT
+);
+CREATE TABLE IF NOT EXISTS security_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    wall TEXT NOT NULL,
+    mono REAL NOT NULL,
+    boot_id TEXT NOT NULL,
+    trusted INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    tech_info TEXT,
+    critical INTEGER NOT NULL
+);
 """
+
+SECURITY_LOG_ROWS = 10_000
+"""The security log keeps this many newest events (a few MB at most; GetLog SecurityLog exports it)."""
 
 
 class StoreError(Exception):
@@ -87,6 +105,8 @@ class TransactionRecord:
     seq_next: int = 0
     csms_id: str | None = None
     charging_state: str = "EVConnected"
+    ocpp_version: str | None = None
+    """The OCPP version its first message went out in ("201" | "16"): all its messages go in it."""
 
     @property
     def energy_wh(self) -> float | None:
@@ -101,17 +121,24 @@ class TransactionRecord:
             "meter_start_wh": self.meter_start_wh, "meter_stop_wh": self.meter_stop_wh,
             "energy_wh": self.energy_wh, "stop_reason": self.stop_reason,
             "charging_state": self.charging_state, "csms_id": self.csms_id,
+            "ocpp_version": self.ocpp_version,
         }
 
 
 @dataclass(slots=True)
 class OutboxEntry:
-    """A transaction message waiting for the CSMS's confirmation, in protocol-neutral form."""
+    """A message waiting for the CSMS's confirmation, in protocol-neutral form.
+
+    Mostly transaction messages (kind started | updated | ended). Other durable station→CSMS
+    messages (security events, NotifyEvent) share the queue with an empty `transaction_id`, so
+    they get the same guarantees (written before sent, replayed in order after an outage or a
+    kill -9, deleted only when confirmed): see `Store.append_message`.
+    """
 
     id: int
     transaction_id: str
     connector_id: int
-    kind: str  # started | updated | ended
+    kind: str  # started | updated | ended, or a non-transaction kind (append_message)
     seq_no: int
     trigger: str
     stamp: Stamp
@@ -123,8 +150,28 @@ class OutboxEntry:
     next_attempt: float = 0.0
     """Unix time before which a refused entry is not sent again."""
 
+    def summary(self) -> dict[str, Any]:
+        """What an operator needs to judge a parked entry; no token (the data stays in the store)."""
+        return {
+            "id": self.id, "transaction_id": self.transaction_id, "connector_id": self.connector_id,
+            "kind": self.kind, "seq_no": self.seq_no, "trigger": self.trigger, "recorded_at": self.stamp.wall.isoformat(),
+            "attempts": self.attempts, "parked": self.parked, "last_error": self.last_error,
+        }
+
+    @property
+    def is_transaction(self) -> bool:
+        return bool(self.transaction_id)
+
 
 _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
+_SET_SEPARATELY = ("csms_id", "ocpp_version")
+"""Columns only their own setters write: the core's copy of a transaction may not know them yet."""
+_ADDED_COLUMNS = {
+    "transactions": {"ocpp_version": "TEXT"},
+    "auth_cache": {"group_id": "TEXT", "last_used": "REAL NOT NULL DEFAULT 0", "uses": "INTEGER NOT NULL DEFAULT 0"},
+    "local_list": {"group_id": "TEXT"},
+}
+"""Columns added after the first release: added to an older database when it is opened."""
 
 
 class Store:
@@ -141,11 +188,19 @@ class Store:
             self._db.execute("PRAGMA cache_size=-1024")
             self._db.execute("PRAGMA busy_timeout=2000")
             self._db.executescript(SCHEMA)
+            self._add_columns()
         self.healthy = True
         self.last_error: str | None = None
 
     def close(self) -> None:
         self._db.close()
+
+    def _add_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -176,8 +231,8 @@ class Store:
 
     # --- transactions ---------------------------------------------------------
     def save_transaction(self, db: sqlite3.Connection, tx: TransactionRecord) -> None:
-        """Upsert; the CSMS's transaction id is only ever set by `set_csms_transaction_id`."""
-        columns = [c for c in _TX_COLUMNS if c != "csms_id"]
+        """Upsert; the CSMS's transaction id and the OCPP version are only set by their own setters."""
+        columns = [c for c in _TX_COLUMNS if c not in _SET_SEPARATELY]
         updates = ",".join(f"{c}=excluded.{c}" for c in columns if c != "id")
         db.execute(
             f"INSERT INTO transactions ({','.join(columns)}) VALUES ({','.join('?' for _ in columns)})"
@@ -206,6 +261,27 @@ class Store:
         with self.transaction("set csms transaction id") as db:
             db.execute("UPDATE transactions SET csms_id=? WHERE id=?", (csms_id, tx_id))
 
+    def pin_version(self, tx_id: str, version: str) -> None:
+        """Bind a transaction to the OCPP version its first message is sent in (kept if already bound)."""
+        with self.transaction("pin transaction version") as db:
+            db.execute("UPDATE transactions SET ocpp_version=? WHERE id=? AND ocpp_version IS NULL", (version, tx_id))
+
+    def versions_needed(self) -> dict[str, int]:
+        """Per OCPP version: open transactions bound to it plus queued messages of transactions bound to it."""
+        rows = self._db.execute(
+            "SELECT ocpp_version, COUNT(*) FROM ("
+            " SELECT t.ocpp_version FROM outbox o JOIN transactions t ON t.id = o.transaction_id"
+            "  WHERE o.parked=0 AND t.ocpp_version IS NOT NULL"
+            " UNION ALL SELECT ocpp_version FROM transactions WHERE ended_at IS NULL AND ocpp_version IS NOT NULL"
+            ") GROUP BY ocpp_version").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def held_outbox(self, version: str) -> int:
+        """Queued messages bound to an OCPP version other than `version` (they wait for theirs)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM outbox o JOIN transactions t ON t.id = o.transaction_id"
+            " WHERE o.parked=0 AND t.ocpp_version IS NOT NULL AND t.ocpp_version<>?", (version,)).fetchone()[0])
+
     # --- outbox ---------------------------------------------------------------
     def append_outbox(self, db: sqlite3.Connection, entry: OutboxEntry) -> int:
         s = entry.stamp
@@ -218,17 +294,53 @@ class Store:
         entry.id = int(cur.lastrowid or 0)
         return entry.id
 
-    def pending_outbox(self, limit: int = 100, *, due_only: bool = False) -> list[OutboxEntry]:
-        sql = "SELECT * FROM outbox WHERE parked=0"
+    def append_message(self, db: sqlite3.Connection, kind: str, stamp: Stamp, data: dict[str, Any], *,
+                       offline: bool = False) -> int:
+        """Queue a station→CSMS message that belongs to no transaction, inside the caller's SQLite transaction.
+
+        The generic durable path for messages other than transaction events (SecurityEventNotification,
+        NotifyEvent, ...): same outbox, same order, same retry/park rules. `kind` names the message
+        protocol-neutrally; the OCPP side turns it into a CALL with a builder registered in
+        `station.ocpp.outbox_kinds`. `data` must be JSON-ready and must not hold secrets.
+        """
+        if kind in ("started", "updated", "ended"):
+            raise ValueError(f"{kind} is a transaction message kind")
+        return self.append_outbox(db, OutboxEntry(id=0, transaction_id="", connector_id=0, kind=kind, seq_no=0,
+                                                  trigger="", stamp=stamp, offline=offline, data=data))
+
+    def pending_outbox(self, limit: int = 100, *, due_only: bool = False, version: str | None = None) -> list[OutboxEntry]:
+        """Queued entries in order; with `version`, only those that may go out in it (not bound to another)."""
+        sql = "SELECT o.* FROM outbox o"
         args: list[Any] = []
+        if version is not None:
+            sql += " LEFT JOIN transactions t ON t.id = o.transaction_id WHERE o.parked=0" \
+                   " AND (t.ocpp_version IS NULL OR t.ocpp_version=?)"
+            args.append(version)
+        else:
+            sql += " WHERE o.parked=0"
         if due_only:
-            sql += " AND next_attempt<=?"
+            sql += " AND o.next_attempt<=?"
             args.append(time.time())
-        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        rows = self._db.execute(sql + " ORDER BY o.id LIMIT ?", (*args, limit)).fetchall()
         return [self._entry(r) for r in rows]
 
     def parked_outbox(self) -> list[OutboxEntry]:
         return [self._entry(r) for r in self._db.execute("SELECT * FROM outbox WHERE parked=1 ORDER BY id")]
+
+    def parked_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=1").fetchone()[0])
+
+    def release_parked(self, entry_ids: list[int] | None = None) -> list[int]:
+        """Put parked entries (all, or these) back in the queue with fresh attempts; the ids released."""
+        with self.transaction("release parked outbox entries") as db:
+            if entry_ids is None:
+                ids = [int(r[0]) for r in db.execute("SELECT id FROM outbox WHERE parked=1 ORDER BY id")]
+            else:
+                marks = ",".join("?" for _ in entry_ids)
+                ids = [int(r[0]) for r in db.execute(
+                    f"SELECT id FROM outbox WHERE parked=1 AND id IN ({marks}) ORDER BY id", entry_ids)]
+            db.executemany("UPDATE outbox SET parked=0, attempts=0, next_attempt=0 WHERE id=?", [(i,) for i in ids])
+        return ids
 
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=0").fetchone()[0])
@@ -262,6 +374,23 @@ class Store:
             parked=bool(r["parked"]), last_error=r["last_error"], next_attempt=r["next_attempt"],
         )
 
+    # --- security log -----------------------------------------------------------
+    def append_security_log(self, db: sqlite3.Connection, stamp: Stamp, type_: str, tech_info: str | None,
+                            critical: bool) -> int:
+        """One security event into the bounded local security log (oldest rows beyond the bound go)."""
+        cur = db.execute(
+            "INSERT INTO security_log (wall, mono, boot_id, trusted, type, tech_info, critical) VALUES (?,?,?,?,?,?,?)",
+            (stamp.wall.isoformat(), stamp.mono, stamp.boot_id, int(stamp.trusted), type_, tech_info, int(critical)),
+        )
+        row_id = int(cur.lastrowid or 0)
+        if row_id > SECURITY_LOG_ROWS:
+            db.execute("DELETE FROM security_log WHERE id<=?", (row_id - SECURITY_LOG_ROWS,))
+        return row_id
+
+    def security_log(self) -> list[sqlite3.Row]:
+        """All rows of the security log, oldest first."""
+        return self._db.execute("SELECT * FROM security_log ORDER BY id").fetchall()
+
     # --- settings -------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
@@ -275,8 +404,9 @@ class Store:
     def local_list_version(self) -> int:
         return int(self.get("local_list_version", 0))
 
-    def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | None], *, full: bool) -> None:
-        """entries: token → (status, expires_at), or None to remove the token (differential update)."""
+    def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | tuple[str, str | None, str | None] | None],
+                          *, full: bool) -> None:
+        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update)."""
         with self.transaction("update local list") as db:
             if full:
                 db.execute("DELETE FROM local_list")
@@ -284,21 +414,86 @@ class Store:
                 if value is None:
                     db.execute("DELETE FROM local_list WHERE id_token=?", (token,))
                 else:
-                    db.execute("INSERT OR REPLACE INTO local_list VALUES (?,?,?)", (token, value[0], value[1]))
+                    group = value[2] if len(value) > 2 else None  # type: ignore[misc]
+                    db.execute("INSERT OR REPLACE INTO local_list (id_token, status, expires_at, group_id) VALUES (?,?,?,?)",
+                               (token, value[0], value[1], group))
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('local_list_version', ?)", (str(version),))
 
     def local_list_lookup(self, token: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT status, expires_at FROM local_list WHERE id_token=?", (token,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def cache_put(self, token: str, status: str, expires_at: str | None) -> None:
+    def local_list_entry(self, token: str) -> AuthEntry | None:
+        row = self._db.execute("SELECT status, expires_at, group_id FROM local_list WHERE id_token=?", (token,)).fetchone()
+        return AuthEntry(row[0], row[1], row[2]) if row else None
+
+    def local_list_size(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0])
+
+    def cache_put(self, token: str, status: str, expires_at: str | None, group_id: str | None = None,
+                  *, max_entries: int | None = None, policy: str = "LRU") -> None:
+        """Store (or refresh) a token's answer; over `max_entries` the policy's victims leave first."""
+        now = time.time()
         with self.transaction("update auth cache") as db:
-            db.execute("INSERT OR REPLACE INTO auth_cache VALUES (?,?,?,?)", (token, status, expires_at, time.time()))
+            db.execute(
+                "INSERT INTO auth_cache (id_token, status, expires_at, updated, group_id, last_used, uses)"
+                " VALUES (?,?,?,?,?,?,1) ON CONFLICT(id_token) DO UPDATE SET status=excluded.status,"
+                " expires_at=excluded.expires_at, updated=excluded.updated, group_id=excluded.group_id,"
+                " last_used=excluded.last_used, uses=uses+1",
+                (token, status, expires_at, now, group_id, now))
+            if max_entries is not None:
+                order = {"LFU": "uses, last_used", "FIFO": "updated"}.get(policy.upper(), "last_used")
+                db.execute(
+                    f"DELETE FROM auth_cache WHERE id_token IN (SELECT id_token FROM auth_cache ORDER BY {order}"
+                    " LIMIT max(0, (SELECT COUNT(*) FROM auth_cache) - ?))", (max_entries,))
 
     def cache_lookup(self, token: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT status, expires_at FROM auth_cache WHERE id_token=?", (token,)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def cache_entry(self, token: str) -> AuthEntry | None:
+        row = self._db.execute("SELECT status, expires_at, group_id, updated FROM auth_cache WHERE id_token=?",
+                               (token,)).fetchone()
+        return AuthEntry(row[0], row[1], row[2], row[3]) if row else None
+
+    def cache_used(self, token: str) -> None:
+        """A cache hit: counts for the LRU and LFU policies."""
+        with self.transaction("auth cache hit") as db:
+            db.execute("UPDATE auth_cache SET last_used=?, uses=uses+1 WHERE id_token=?", (time.time(), token))
+
+    def cache_remove(self, token: str) -> None:
+        with self.transaction("remove auth cache entry") as db:
+            db.execute("DELETE FROM auth_cache WHERE id_token=?", (token,))
+
+    def cache_size(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM auth_cache").fetchone()[0])
+
     def cache_clear(self) -> None:
         with self.transaction("clear auth cache") as db:
             db.execute("DELETE FROM auth_cache")
+
+    # --- reservations -----------------------------------------------------------
+    def reservation_put(self, r: dict[str, Any]) -> None:
+        """Insert or replace (same id) a reservation: keys as the `reservations` columns."""
+        with self.transaction("store reservation") as db:
+            db.execute("INSERT OR REPLACE INTO reservations (id, connector_id, id_token, token_type, group_id,"
+                       " expires_at, connector_type) VALUES (:id,:connector_id,:id_token,:token_type,:group_id,"
+                       ":expires_at,:connector_type)", r)
+
+    def reservation_delete(self, reservation_id: int) -> None:
+        with self.transaction("remove reservation") as db:
+            db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+
+    def reservations(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM reservations ORDER BY id")]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEntry:
+    """A token's entry in the local list or the authorization cache."""
+
+    status: str
+    expires_at: str | None = None
+    group_id: str | None = None
+    updated: float | None = None
+    """Unix time the cache entry was written (None for the local list)."""

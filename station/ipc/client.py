@@ -70,6 +70,14 @@ class IpcClient:
         params: dict[str, Any] = {"connector_id": connector_id, "id_token": id_token, "token_type": token_type}
         return dict(await self.call("start", params))
 
+    async def present_token(self, id_token: str, token_type: str = "ISO14443", connector_id: int | None = None) -> dict[str, Any]:
+        """Hold a token to the (virtual) RFID reader: stops the transaction it may stop, else starts one."""
+        return dict(await self.call("present_token", {"connector_id": connector_id, "id_token": id_token,
+                                                      "token_type": token_type}))
+
+    async def reservations(self) -> list[dict[str, Any]]:
+        return list(await self.call("reservations"))
+
     async def stop(self, transaction_id: str | None = None, *, connector_id: int | None = None) -> dict[str, Any]:
         params = {"transaction_id": transaction_id} if transaction_id is not None else {"connector_id": connector_id}
         return dict(await self.call("stop", params))
@@ -83,6 +91,14 @@ class IpcClient:
     async def limit(self, connector_id: int, amps: float | None) -> dict[str, Any]:
         """Set (or clear with None) the local current limit; connector 0 = every connector."""
         return dict(await self.call("limit", {"connector_id": connector_id, "amps": amps}))
+
+    async def outbox(self) -> dict[str, Any]:
+        """`{"depth", "parked": [entry summaries], "unfinished_by_version"}`."""
+        return dict(await self.call("outbox"))
+
+    async def release_parked(self, ids: list[int] | None = None) -> dict[str, Any]:
+        """Send parked outbox entries again (all when `ids` is None); `{"released": [ids]}`."""
+        return dict(await self.call("outbox_release", {} if ids is None else {"ids": ids}))
 
     async def probe(self, timeout: float | None = None) -> Any:
         """Ask the daemon for a fresh Heartbeat + StatusNotification on its own CSMS connection."""

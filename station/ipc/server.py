@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from station.core.security_events import LoginFailureBursts
 from station.core.station import StationCore
 from station.ipc import protocol
 from station.ipc.protocol import IpcError
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 StatusFn = Callable[[], dict[str, Any]]
 ProbeFn = Callable[[], Awaitable[Any]]
+DiagnosticsFn = Callable[[str | None, str | None], dict[str, Any]]
+"""(since, until as ISO text) → what `station report` needs from the daemon (masked config, snapshot, security log)."""
 
 MAX_CONNECTIONS = 32
 MAX_IN_FLIGHT = 8
@@ -39,7 +42,8 @@ MAX_TOKEN_LENGTH = 20
 TOKEN_TYPES = ("Local", "Central", "ISO14443", "ISO15693", "KeyCode", "eMAID", "MacAddress", "NoAuthorization")
 MAX_PAGE = 500
 PROBE_TIMEOUT_S = 30.0
-CONTROL_METHODS = frozenset({"start", "stop", "availability", "unlock", "limit"})
+CONTROL_METHODS = frozenset({"start", "stop", "availability", "unlock", "limit", "outbox_release", "present_token"})
+MAX_RELEASE_IDS = 1000
 STREAM_COALESCE_S = 0.02
 """After a write to a subscriber, events wait this long and go out together (one write, one wake-up).
 
@@ -59,12 +63,14 @@ class IpcServer:
         status: StatusFn,
         probe: ProbeFn | None = None,
         *,
+        diagnostics: DiagnosticsFn | None = None,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.path = Path(path)
         self.core = core
         self._status = status
         self._probe = probe
+        self._diagnostics = diagnostics
         self.max_connections = max_connections
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -74,13 +80,22 @@ class IpcServer:
             "connectors": self._m_connectors,
             "connector": self._m_connector,
             "transactions": self._m_transactions,
+            "reservations": self._m_reservations,
             "start": self._m_start,
+            "present_token": self._m_present_token,
             "stop": self._m_stop,
             "availability": self._m_availability,
             "unlock": self._m_unlock,
             "limit": self._m_limit,
             "probe": self._m_probe,
+            "login_failed": self._m_login_failed,
+            "outbox": self._m_outbox,
+            "outbox_release": self._m_outbox_release,
+            "diagnostics": self._m_diagnostics,
         }
+        self.login_failures = LoginFailureBursts(
+            lambda info: core.security_events.record("MaintenanceLoginFailed", info))
+        """Failed local logins (the API's token checks): one security event per burst."""
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -184,6 +199,16 @@ class IpcServer:
         result["ipc"] = {"path": str(self.path), "clients": len(self._connections), "subscribers": self.subscribers}
         return result
 
+    async def _m_diagnostics(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "since", "until")
+        if self._diagnostics is None:
+            raise IpcError(protocol.UNAVAILABLE, "this daemon builds no diagnostics")
+        since, until = params.get("since"), params.get("until")
+        for value in (since, until):
+            if value is not None and not isinstance(value, str):
+                raise IpcError(protocol.INVALID_PARAMS, "since and until are ISO 8601 text")
+        return self._diagnostics(since, until)
+
     async def _m_connectors(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         _no_params(params)
         return [c.to_json() for c in self.core.connectors.values()]
@@ -201,9 +226,11 @@ class IpcServer:
                 "limit": limit, "offset": offset}
 
     # --- commands -------------------------------------------------------------------
-    async def _m_start(self, params: dict[str, Any]) -> dict[str, Any]:
-        _only(params, "connector_id", "id_token", "token_type")
-        cid = self._connector_id(params, optional=True)
+    async def _m_reservations(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _no_params(params)
+        return self.core.reservations.snapshot()
+
+    def _token(self, params: dict[str, Any]) -> tuple[str, str]:
         token = params.get("id_token")
         if not isinstance(token, str) or not token.strip() or len(token) > MAX_TOKEN_LENGTH or not token.isprintable():
             raise IpcError(protocol.INVALID_PARAMS,
@@ -211,9 +238,25 @@ class IpcServer:
         token_type = params.get("token_type", "Local")
         if token_type not in TOKEN_TYPES:
             raise IpcError(protocol.INVALID_PARAMS, f"token_type: expected one of {', '.join(TOKEN_TYPES)}")
-        accepted, reason = self.core.request_start(cid, token, token_type, trigger="Authorized")
-        if not accepted:
-            raise IpcError(protocol.REJECTED, f"start refused: {reason}")
+        return token, token_type
+
+    async def _m_present_token(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What the RFID reader does with a card: stop the transaction it may stop, else start one."""
+        _only(params, "connector_id", "id_token", "token_type")
+        cid = self._connector_id(params, optional=True)
+        token, token_type = self._token({"token_type": "ISO14443", **params})
+        result = await self.core.auth.present(token, token_type, cid)
+        if result["action"] == "refused":
+            raise IpcError(protocol.REJECTED, f"token refused: {result['reason']}")
+        return result
+
+    async def _m_start(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "connector_id", "id_token", "token_type")
+        cid = self._connector_id(params, optional=True)
+        token, token_type = self._token(params)
+        outcome = await self.core.auth.start(cid, token, token_type, trigger="Authorized")
+        if not outcome.accepted:
+            raise IpcError(protocol.REJECTED, f"start refused: {outcome.reason}")
         conn = self.core.connectors[cid] if cid is not None else next(
             (c for c in self.core.connectors.values()
              if (c.pending and c.pending.id_token == token) or (c.transaction and c.transaction.id_token == token)),
@@ -221,6 +264,7 @@ class IpcServer:
         tx = conn.transaction if conn else None
         return {"accepted": True, "connector_id": conn.id if conn else None,
                 "transaction_id": tx.id if tx else None,
+                "authorization": outcome.decision.to_json() if outcome.decision else None,
                 "detail": "transaction started" if tx else "authorized: the transaction starts when a vehicle is plugged in"}
 
     async def _m_stop(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +326,34 @@ class IpcServer:
         targets = self.core.connectors.values() if cid == 0 else [self.core.connectors[cid]]
         return {"connector_id": cid, "local_limit_a": amps,
                 "effective_limit_a": {str(c.id): c.limit_a for c in targets}}
+
+    async def _m_login_failed(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The API saw `count` failed token checks from `source` (e.g. "local API from 10.0.0.7")."""
+        _only(params, "source", "count")
+        source = params.get("source")
+        if not isinstance(source, str) or not 0 < len(source) <= 100:
+            raise IpcError(protocol.INVALID_PARAMS, "source: expected a string of 1..100 characters")
+        count = _int(params, "count", default=1, low=1, high=1_000_000)
+        return {"event": self.login_failures.failed(source, count)}
+
+    async def _m_outbox(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The queue's depth and its parked entries (refused by the CSMS, kept for the operator)."""
+        _no_params(params)
+        store = self.core.store
+        return {"depth": store.outbox_depth(), "parked": [e.summary() for e in store.parked_outbox()],
+                "unfinished_by_version": store.versions_needed()}
+
+    async def _m_outbox_release(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, "ids")
+        ids = params.get("ids")
+        if ids is not None and (not isinstance(ids, list) or len(ids) > MAX_RELEASE_IDS or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            raise IpcError(protocol.INVALID_PARAMS, f"ids: expected a list of at most {MAX_RELEASE_IDS} entry ids, "
+                           "or nothing to release every parked entry")
+        released = self.core.release_parked(ids)
+        if ids and not released:
+            raise IpcError(protocol.NOT_FOUND, "none of these entries is parked")
+        return {"released": released}
 
     async def _m_probe(self, params: dict[str, Any]) -> Any:
         _no_params(params)

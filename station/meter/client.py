@@ -164,6 +164,24 @@ class ModbusMeter:
             self._close()
         return None
 
+    async def probe(self) -> MeterReading:
+        """One reading now, port opened and closed again (`station --once` without the daemon).
+
+        Nothing is published; raises MeterReadError saying why there is no trustworthy reading.
+        """
+        try:
+            if not await self._ensure_open():
+                raise MeterReadError(f"cannot open {self.port}")
+            error = "no answer"
+            for _ in range(self.retries + 1):
+                try:
+                    return await self._read()
+                except MeterReadError as exc:
+                    error = str(exc)
+            raise MeterReadError(error)
+        finally:
+            self._close()
+
     # -- internals ---------------------------------------------------------
 
     async def _read(self) -> MeterReading:

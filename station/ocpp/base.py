@@ -10,7 +10,8 @@ One `BaseSession` lives per WebSocket connection. Its life:
 3. Three loops run until the link drops: heartbeat at the CSMS's interval; the durable outbox
    replayed strictly in order (an entry leaves the outbox only when the CSMS confirmed it;
    CALLERROR / no answer → retried after `interval × attempt`, parked after `attempts` tries,
-   never dropped); connector events → StatusNotification.
+   never dropped); connector events → StatusNotification. A transaction is bound to the version
+   its Started went out in; its messages wait while the link runs the other version.
 
 A version module provides the message shapes (`boot_payload`, `status_payload`,
 `transaction_message`, ...) and its CSMS-initiated handlers.
@@ -43,8 +44,12 @@ from station.core.charging_profiles import (
 )
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import OutboxEntry, StoreError
+from station.diagnostics.log_upload import LogAnswer, LogNote, LogRequest
 from station.firmware import FirmwareNote, FirmwareRequest
+from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
+from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
+from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
 
 if TYPE_CHECKING:
@@ -117,6 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", int, default=None, minimum=1),
     Setting("MeterValueSampleInterval", "SampledDataCtrlr", "TxUpdatedInterval", int, minimum=1,
             getter=lambda c: int(c.core.meter_value_seconds)),
+    Setting("WebSocketPingInterval", "OCPPCommCtrlr", "WebSocketPingInterval", int, minimum=0),
     Setting("TransactionMessageAttempts", "OCPPCommCtrlr", "MessageAttempts", int, default=3, minimum=1),
     Setting("TransactionMessageRetryInterval", "OCPPCommCtrlr", "MessageAttemptInterval", int, default=60, minimum=0),
     Setting("ConnectionTimeOut", "TxCtrlr", "EVConnectionTimeOut", int, minimum=1,
@@ -136,7 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
             default=MAX_PERIODS),
     Setting("MaxChargingProfilesInstalled", "SmartChargingCtrlr", "Entries", int, readonly=True, default=MAX_PROFILES),
     Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
-            default="Core,LocalAuthListManagement,RemoteTrigger,SmartCharging"),
+            default="Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"),
     Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
     Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, readonly=True, getter=lambda c: c.link.profile),
 )
@@ -229,6 +235,17 @@ def composite_periods(core: StationCore, connector_id: int, duration_s: int, uni
     return start, periods
 
 
+def log_request(payload: dict[str, Any]) -> LogRequest:
+    """A GetLog (2.0.1, and 1.6 with the security whitepaper: same fields) as a version-neutral request."""
+    params = payload["log"]
+    return LogRequest(
+        location=params["remoteLocation"], log_type=payload["logType"], request_id=int(payload["requestId"]),
+        since=parse_time(params["oldestTimestamp"]) if params.get("oldestTimestamp") else None,
+        until=parse_time(params["latestTimestamp"]) if params.get("latestTimestamp") else None,
+        retries=payload.get("retries"), retry_interval_s=payload.get("retryInterval"), origin="GetLog",
+    )
+
+
 OUTBOX_BATCH = 100
 """Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
 
@@ -304,13 +321,19 @@ class BaseSession(StrictChargePoint):
                                         status=str(status) if status is not None else "Accepted"))
         self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
 
+    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
+        """Every frame goes to the flight recorder (masked there), when the daemon keeps one."""
+        recorder = self.client.recorder
+        if recorder is not None:
+            recorder.ocpp(direction, action, message, raw)
+
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
-                      timeout: float | None = None) -> dict[str, Any]:
+                      timeout: float | None = None, queued: bool = False) -> dict[str, Any]:
         """A CALL to the CSMS, recorded as evidence (status, round trip) for `station --once` and the API."""
         started = time.perf_counter()
         record = Exchange(action, "out", datetime.now(UTC).isoformat())
         try:
-            response = await super().request(action, payload, validate=validate, timeout=timeout)
+            response = await super().request(action, payload, validate=validate, timeout=timeout, queued=queued)
         except CallErrorReceived as exc:
             record.status, record.error = "CallError", f"{exc.code}: {exc.description}"
             raise
@@ -366,13 +389,16 @@ class BaseSession(StrictChargePoint):
             self.spawn(self._outbox_loop(), "ocpp-outbox")
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
+            self.spawn(self.client.flush_log_status(), "ocpp-log-status")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
                     if conn is not None:
                         await self.send_status(conn)
-                elif event.kind == "transaction":
+                elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
+                elif event.kind == "reservation":
+                    self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
 
     async def _boot(self) -> None:
         while True:
@@ -410,6 +436,16 @@ class BaseSession(StrictChargePoint):
         Raspberry Pi). The driver waits on the command, the CSMS only on the answer.
         """
         await asyncio.sleep(0)
+
+    async def reservation_changed(self, data: dict[str, Any]) -> None:
+        """Tell the CSMS about a reservation that ended by itself (2.0.1 ReservationStatusUpdate)."""
+
+    async def _reservation_changed(self, data: dict[str, Any]) -> None:
+        try:
+            await self.reservation_changed(data)
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("ocpp: reservation status not confirmed", reservation_id=data.get("reservation_id"),
+                        error=str(exc))
 
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:
@@ -463,6 +499,28 @@ class BaseSession(StrictChargePoint):
         if self.client.firmware is not None:
             self.client.firmware.launch()
 
+    # ---- log uploads -------------------------------------------------------------------
+    def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]] | None:
+        """(action, payload) reporting a log upload's status, or None when this version has no word for it."""
+        raise NotImplementedError
+
+    async def send_log_status(self, note: LogNote, *, triggered: bool = False) -> None:
+        message = self.log_status_message(note, triggered=triggered)
+        if message is not None:
+            await self.request(*message)
+
+    def start_log_upload(self, request: LogRequest) -> LogAnswer:
+        """The answer to a GetLog / GetDiagnostics; the work begins in `launch_log_upload`."""
+        if self.client.logs is None:
+            return LogAnswer("Rejected", reason="log upload not configured")
+        answer = self.client.logs.start(request)
+        self.log.info(f"ocpp: {request.origin}", status=answer.status, filename=answer.filename, reason=answer.reason or None)
+        return answer
+
+    def launch_log_upload(self) -> None:
+        if self.client.logs is not None:
+            self.client.logs.launch()
+
     # ---- outbox ------------------------------------------------------------------
     def wake_outbox(self) -> None:
         self._outbox_wake.set()
@@ -474,7 +532,8 @@ class BaseSession(StrictChargePoint):
                 self._outbox_wake.clear()
                 self._flush_confirmed()
                 try:
-                    entries = store.pending_outbox(OUTBOX_BATCH)
+                    # Messages of a transaction bound to the other version wait for it (docs/ocpp.md).
+                    entries = store.pending_outbox(OUTBOX_BATCH, version=self.VERSION)
                 except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
                     log.error("ocpp: cannot read the outbox", error=str(exc))
                     entries = []
@@ -505,16 +564,21 @@ class BaseSession(StrictChargePoint):
         `OUTBOX_BATCH`): deletion still follows the CSMS's confirmation, only the fsync is shared.
         """
         try:
-            message = self.transaction_message(entry)
-        except Unsendable as exc:
+            message = self.transaction_message(entry) if entry.is_transaction else message_for(self, entry)
+        except (Unsendable, UnknownKind) as exc:
             return self._failed(entry, str(exc), park_now=True)
         if message is None:
             log.debug("ocpp: outbox entry has no message in this version", entry=entry.id, kind=entry.kind)
             self._confirmed.append(entry.id)
             return True
         action, payload = message
+        if entry.kind == "started":
+            try:  # before it can reach the CSMS: a Started sent once binds the transaction to this version
+                self.core.pin_transaction_version(entry.transaction_id, self.VERSION)
+            except StoreError:
+                return False
         try:
-            response = await self.request(action, payload)
+            response = await self.request(action, payload, queued=True)  # live calls may go first
         except CallErrorReceived as exc:
             return self._failed(entry, f"CALLERROR {exc.code}: {exc.description}")
         except TimeoutError:
@@ -524,6 +588,8 @@ class BaseSession(StrictChargePoint):
         except OCPPError as exc:  # our payload or their answer violates the schema
             return self._failed(entry, f"{exc.code}: {exc.details.get('cause', '') if isinstance(exc.details, dict) else ''}"[:300])
         self._confirmed.append(entry.id)
+        if not entry.is_transaction:
+            return True
         try:
             self.on_transaction_confirmed(entry, response)
         except Exception:  # noqa: BLE001 — the CSMS confirmed; never resend because our follow-up failed
@@ -560,13 +626,13 @@ class BaseSession(StrictChargePoint):
         self.core.events.publish("outbox", depth=self._depth())
         if park:
             log.error(
-                "ocpp: transaction message parked for inspection (not sent again)",
+                "ocpp: queued message parked for inspection (not sent again)",
                 entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, seq_no=entry.seq_no,
                 attempts=attempts, error=error,
             )
             return True
         log.warning(
-            f"ocpp: transaction message not confirmed; retry {attempts}/{limit} in {delay:g} s",
+            f"ocpp: queued message not confirmed; retry {attempts}/{limit} in {delay:g} s",
             entry=entry.id, transaction_id=entry.transaction_id, kind=entry.kind, error=error,
         )
         return False

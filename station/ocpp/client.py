@@ -21,6 +21,8 @@ from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
+from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
+from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.rpc import CallErrorReceived, cancel_all
@@ -54,15 +56,21 @@ class OcppClient:
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
+        logs: LogUploader | None = None,
+        recorder: FlightRecorder | None = None,
+        boot_reason: str = "PowerUp",
     ) -> None:
         self.params = params
         self.core = core
+        self.boot_reason = boot_reason
+        """Why this process started (station.boot_reason); 2.0.1 BootNotification's `reason`."""
         self.info = info or StationInfo()
         self.boot_retry_seconds = boot_retry_seconds
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed)
+        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed,
+                             on_security_event=core.security_events.record)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -76,7 +84,19 @@ class OcppClient:
         self._firmware_lock = asyncio.Lock()
         if firmware is not None:
             firmware.notify = self._firmware_notify
+            firmware.security_event = core.security_events.record
+        self.logs = logs
+        """Log uploads (GetLog, GetDiagnostics); None: requests are refused."""
+        self.recorder = recorder
+        """The flight recorder every OCPP frame is written to; None: not recorded."""
+        self._log_unsent: LogNote | None = None
+        self._log_lock = asyncio.Lock()
+        if logs is not None:
+            logs.notify = self._log_notify
         self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
+        ping = core.store.get("ocpp:WebSocketPingInterval", None)
+        if ping is not None:  # set by the CSMS earlier: outlives restarts
+            self.link.set_ping_interval(int(ping))
         core.authorizer = self
 
     async def run(self) -> None:
@@ -89,6 +109,8 @@ class OcppClient:
                 self._reset_task.cancel()
             if watcher is not None:
                 await cancel_all([watcher])
+            if self.logs is not None:
+                await self.logs.close()
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -109,9 +131,12 @@ class OcppClient:
         state["boot"] = self.boot
         state["heartbeat_seconds"] = self.heartbeat_seconds
         try:
-            state["parked_messages"] = len(self.core.store.parked_outbox())
+            state["parked_messages"] = self.core.store.parked_count()
+            state["unfinished_by_version"] = self.core.store.versions_needed()
+            version = self.link.state.version if self.link.state.connected else None
+            state["held_messages"] = self.core.store.held_outbox(version) if version else None
         except Exception:  # noqa: BLE001 — a broken store must not break a status read
-            state["parked_messages"] = None
+            state["parked_messages"] = state["unfinished_by_version"] = state["held_messages"] = None
         return state
 
     async def probe(self) -> dict[str, Any]:
@@ -188,11 +213,39 @@ class OcppClient:
             if note.final and self.firmware is not None:
                 self.firmware.confirm_result()
 
+    # ---- log uploads (LogStatusNotification / DiagnosticsStatusNotification) -------------
+    def log_note(self) -> LogNote:
+        """The status a triggered log status notification reports."""
+        return self.logs.current() if self.logs is not None else LogNote(LogStatus.IDLE)
+
+    async def _log_notify(self, note: LogNote) -> None:
+        self._log_unsent = note
+        await self.flush_log_status()
+
+    async def flush_log_status(self) -> None:
+        """Send the latest undelivered log status (only the newest one is sent after a reconnect)."""
+        async with self._log_lock:
+            note, session = self._log_unsent, self.session
+            if note is None or session is None or not session.accepted:
+                return
+            try:
+                await session.send_log_status(note)
+            except (CallErrorReceived, TimeoutError) as exc:
+                log.warning("ocpp: log status not confirmed", status=note.status.value, error=str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 — link closed mid-call: sent again after reconnect
+                log.warning("ocpp: log status not sent", status=note.status.value, error=exc.__class__.__name__)
+                return
+            if self._log_unsent is note:
+                self._log_unsent = None
+
     # ---- settings --------------------------------------------------------------------
     def setting(self, key: str) -> Any:
         definition = SETTING_BY_KEY[key.lower()]
         if definition.key == "HeartbeatInterval":
             return self.heartbeat_seconds
+        if definition.key == "WebSocketPingInterval":
+            return int(self.link.ping_interval)
         if definition.getter is not None:
             return definition.getter(self)
         return self.core.store.get(f"ocpp:{definition.key}", definition.default)
@@ -203,6 +256,9 @@ class OcppClient:
             self.set_heartbeat_interval(int(value), persist=True)
         elif definition.key == "MeterValueSampleInterval":
             self.core.set_meter_value_interval(float(value))
+        elif definition.key == "WebSocketPingInterval":
+            self.core.store.put("ocpp:WebSocketPingInterval", int(value))
+            self.link.set_ping_interval(int(value))
         elif definition.key == "ConnectionTimeOut":
             self.core.store.put("connection_timeout_s", float(value))
             self.core.connection_timeout_s = float(value)
@@ -232,6 +288,7 @@ class OcppClient:
             await asyncio.sleep(1)
         await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
+        self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
         if self.on_reset is not None:
             await self.on_reset(kind)
 
@@ -250,6 +307,9 @@ def link_params(settings: Any) -> LinkParams:
         client_key=settings.client_key,
         fallback_after=settings.fallback_after,
         primary_retry_seconds=settings.primary_retry_seconds,
+        version_return_seconds=settings.version_return_seconds,
         backoff_min=settings.backoff_min_seconds,
         backoff_max=settings.backoff_max_seconds,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
     )

@@ -11,16 +11,23 @@ and, when the session ends or the link dies, reconnects. Decisions it owns:
   version that worked is preferred for `primary_retry_seconds`, then the primary is probed
   again (a working fallback connection is closed cleanly for the probe; one failed probe
   returns to the fallback at once). Authentication failures never trigger a fallback.
+- Unfinished work (`needs`): a version with open transactions or queued messages bound to it is
+  not left voluntarily (no primary probe); a version whose bound messages wait is returned to
+  (a probe, every `version_return_seconds`) once the current one has nothing left to finish.
 - Reconnect: exponential backoff with full jitter between `backoff_min` and `backoff_max`
   after every failed attempt or lost link; never a tight loop.
-- Liveness: WebSocket ping every `ping_interval` s, link declared dead when a pong is
-  `ping_timeout` s late (defaults 20 + 20: a dead NAT path is noticed within 40 s).
+- Liveness: WebSocket ping every `ping_interval` s (OCPP's WebSocketPingInterval, changeable
+  while connected; 0 = no pings), link declared dead and reset at once when a pong is
+  `ping_timeout` s late (defaults 20 + 20: a dead NAT path is noticed within 40 s). The pings
+  are ours, not websockets' keepalive: that one sends a close frame into the dead path and
+  waits `close_timeout` more for an answer that cannot come.
 - Security profile (see `resolve_security_profile`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import random
 import ssl
@@ -37,12 +44,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.headers import build_authorization_basic
 
+from station.ocpp import tls_check
 from station.ocpp.rpc import SUBPROTOCOL, cancel_all
 
 log = structlog.get_logger("station.ocpp.link")
 
 SessionCallback = Callable[[Any, str], Awaitable[None]]
 """`async def on_session(ws, version)`; runs while connected. `version` is "201" or "16"."""
+NeedsCallback = Callable[[], dict[str, int]]
+"""Per version, how much unfinished work is bound to it (open transactions, queued messages)."""
+NEEDS_POLL_SECONDS = 1.0
 
 
 class LinkConfigError(ValueError):
@@ -72,6 +83,7 @@ class LinkParams:
     client_key: Path | str | None = None
     fallback_after: int = 3
     primary_retry_seconds: float = 3600
+    version_return_seconds: float = 60
     backoff_min: float = 1
     backoff_max: float = 60
     ping_interval: float = 20
@@ -221,8 +233,16 @@ class OcppLink:
         on_state: Callable[[LinkState], None] | None = None,
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
+        needs: NeedsCallback | None = None,
+        on_security_event: Callable[[str, str], object] | None = None,
     ) -> None:
         self.params = params
+        self._needs = needs
+        self._return_to: str | None = None
+        self._next_return = monotonic() + params.version_return_seconds
+        self._on_security_event = on_security_event
+        self._security_reported: set[str] = set()
+        """TLS security events raised since the last connection: one per kind, not one per retry."""
         self.profile = resolve_security_profile(params)
         self._on_session = on_session
         self._on_state = on_state
@@ -239,6 +259,9 @@ class OcppLink:
         self._failures = 0
         self._ssl_context: ssl.SSLContext | None = None
         self._active: TrackedConnection | None = None
+        self.ping_interval = float(params.ping_interval)
+        self._ping_changed = asyncio.Event()
+        self._dead: str | None = None
 
     # ------------------------------------------------------------------ config
     def url_for(self, version: str) -> str | None:
@@ -254,6 +277,7 @@ class OcppLink:
         if self._ssl_context is None:
             ca = str(self.params.ca_bundle) if self.params.ca_bundle else None
             context = ssl.create_default_context(cafile=ca)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security: TLS 1.2 or newer
             if self.profile == 3:
                 assert self.params.client_cert and self.params.client_key
                 context.load_cert_chain(str(self.params.client_cert), str(self.params.client_key))
@@ -269,8 +293,8 @@ class OcppLink:
             "subprotocols": [SUBPROTOCOL[version]],
             "additional_headers": headers,
             "open_timeout": self.params.open_timeout,
-            "ping_interval": self.params.ping_interval,
-            "ping_timeout": self.params.ping_timeout,
+            "ping_interval": None,  # our own keepalive (`_keepalive`)
+            "ping_timeout": None,
             "close_timeout": 5,
             "proxy": None,
             "max_size": 2**20,
@@ -278,6 +302,39 @@ class OcppLink:
         if secure:
             kwargs["ssl"] = self.ssl_context()
         return kwargs
+
+    def set_ping_interval(self, seconds: float) -> None:
+        """WebSocketPingInterval: applies to the connection that is up now (0 = no pings)."""
+        self.ping_interval = max(0.0, float(seconds))
+        self._ping_changed.set()
+
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        """Ping every `ping_interval`; no pong within `ping_timeout`: reset the connection now.
+
+        A path that swallows packets cannot carry a close handshake either, so the socket is
+        aborted instead of closed: the session ends and the reconnect starts at once.
+        """
+        while True:
+            self._ping_changed.clear()
+            interval = self.ping_interval
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval if interval > 0 else None):
+                    await self._ping_changed.wait()
+                continue  # interval changed: start waiting afresh
+            try:
+                pong = await ws.ping()
+            except ConnectionClosed:
+                return
+            try:
+                async with asyncio.timeout(self.params.ping_timeout):
+                    await pong
+            except TimeoutError:
+                self._dead = f"ping timeout (no pong within {self.params.ping_timeout:g} s)"
+                log.warning(f"ocpp link: {self._dead}; resetting the connection")
+                ws.transport.abort()
+                return
+            except ConnectionClosed:
+                return
 
     # ------------------------------------------------------------------- state
     def _publish(self) -> None:
@@ -288,10 +345,53 @@ class OcppLink:
                 log.exception("link state observer failed")
 
     def _choose_version(self) -> tuple[str, str]:
-        """The version to try next and why (probe of the primary when the fallback period is over)."""
-        if self._preferred != self.primary and self._monotonic() - self._preferred_since >= self.params.primary_retry_seconds:
+        """The version to try next and why (probe of the primary when the fallback period is over,
+        or of the version unfinished work waits for)."""
+        if self._return_to is not None:
+            version, self._return_to = self._return_to, None
+            return version, "probe"
+        if (self._preferred != self.primary and not self._needed(self._preferred)
+                and self._monotonic() - self._preferred_since >= self.params.primary_retry_seconds):
             return self.primary, "probe"
         return self._preferred, "preferred"
+
+    def _needed(self, version: str) -> int:
+        if self._needs is None:
+            return 0
+        try:
+            return int(self._needs().get(version, 0))
+        except Exception:  # noqa: BLE001 — a broken store must not stop the link
+            log.exception("ocpp link: cannot read the unfinished work per version")
+            return 0
+
+    def _leave_for(self, version: str) -> tuple[str | None, float]:
+        """While connected on `version`: the version to go to now (or None) and when to ask again.
+
+        Work bound to the current version is finished first; then the other version is
+        returned to if work waits for it; then the primary is probed after its retry period.
+        """
+        poll = NEEDS_POLL_SECONDS if self._needs is not None else float("inf")
+        if self._needed(version):
+            return None, poll
+        other = self._other(version)
+        now = self._monotonic()
+        if other is not None and self._needed(other):
+            if now >= self._next_return:
+                return other, 0.0
+            poll = min(poll, self._next_return - now)
+        if version != self.primary:
+            remaining = self.params.primary_retry_seconds - (now - self._preferred_since)
+            if remaining <= 0:
+                return self.primary, 0.0
+            poll = min(poll, remaining)
+        return None, poll
+
+    async def _leave_when_due(self, version: str) -> str:
+        while True:
+            target, wait = self._leave_for(version)
+            if target is not None:
+                return target
+            await asyncio.sleep(wait)
 
     def _switch(self, version: str, reason: str) -> None:
         if version == self._preferred:
@@ -304,6 +404,7 @@ class OcppLink:
         )
         self._preferred = version
         self._preferred_since = self._monotonic()
+        self._next_return = self._preferred_since + self.params.version_return_seconds
         self._unreachable_in_a_row = 0
         self.state.preferred_version = version
 
@@ -352,9 +453,10 @@ class OcppLink:
             log.warning(f"ocpp link: cannot connect to {url}: {failure.text}", version=version, kind=failure.kind.value)
         other = self._other(version)
         if why == "probe":
-            # The primary is still not usable: back to what worked, for another period.
+            # The primary (or the version work waits for) is still not usable: back to what worked.
             self._preferred_since = self._monotonic()
-            log.warning(f"ocpp link: primary OCPP {_label(version)} still unavailable; staying on OCPP {_label(self._preferred)}")
+            self._next_return = self._preferred_since + self.params.version_return_seconds
+            log.warning(f"ocpp link: OCPP {_label(version)} still unavailable; staying on OCPP {_label(self._preferred)}")
         elif other is not None:
             if failure.kind is FailureKind.REFUSED:
                 self._switch(other, f"OCPP {_label(version)} endpoint refused: {failure.text}")
@@ -377,10 +479,14 @@ class OcppLink:
                 raise _Failure(FailureKind.REFUSED, f"HTTP {status} on upgrade") from None
             raise _Failure(FailureKind.UNREACHABLE, f"HTTP {status} on upgrade") from None
         except ssl.SSLError as exc:
-            raise _Failure(FailureKind.TLS, f"TLS: {exc.reason or exc.__class__.__name__}") from None
+            text = f"TLS: {exc.reason or exc.__class__.__name__}"
+            await self._tls_security_event(url, exc, text)
+            raise _Failure(FailureKind.TLS, text) from None
         except (InvalidHandshake, InvalidURI) as exc:
             raise _Failure(FailureKind.REFUSED, f"handshake: {exc}") from None
         except (OSError, TimeoutError, EOFError) as exc:
+            if isinstance(exc, (ConnectionResetError, EOFError)) and urlsplit(url).scheme == "wss":
+                await self._tls_security_event(url, exc, "connection reset during the TLS handshake")
             raise _Failure(FailureKind.UNREACHABLE, f"{exc.__class__.__name__}: {exc}".rstrip(": ")) from None
         if ws.subprotocol != SUBPROTOCOL[version]:
             await ws.close(1002, "subprotocol required")
@@ -388,7 +494,31 @@ class OcppLink:
         if version != self._preferred:
             self._switch(version, "probe of the primary succeeded")
         self._unreachable_in_a_row = 0
+        self._security_reported.clear()
         await self._serve(ws, version)
+
+    async def _tls_security_event(self, url: str, exc: BaseException, text: str) -> None:
+        """Raise InvalidCsmsCertificate / InvalidTLSVersion / InvalidTLSCipherSuite for a failed handshake.
+
+        Once per kind until a connection succeeds (not once per retry); a failure that does not
+        name its cause gets one diagnostic handshake per outage (`station.ocpp.tls_check`).
+        """
+        if self._on_security_event is None:
+            return
+        kind, detail = tls_check.classify(exc), f"{public_url(url)}: {text}"
+        if kind is None and "diagnosed" not in self._security_reported:
+            self._security_reported.add("diagnosed")
+            parts = urlsplit(url)
+            found = await tls_check.diagnose(parts.hostname or "", parts.port or 443, timeout=self.params.open_timeout)
+            if found is not None:
+                kind, detail = found[0], f"{public_url(url)}: {found[1]}"
+        if kind is None or kind in self._security_reported:
+            return
+        self._security_reported.add(kind)
+        try:
+            self._on_security_event(kind, detail)
+        except Exception:  # noqa: BLE001 — reporting must not break the reconnect loop
+            log.exception("ocpp link: security event not recorded", type=kind)
 
     async def _serve(self, ws: ClientConnection, version: str) -> None:
         tracked = TrackedConnection(ws, self.state)
@@ -404,21 +534,33 @@ class OcppLink:
         self._publish()
         log.info(f"ocpp link: connected to {self.state.url} with OCPP {_label(version)}", version=version, connects=self.state.connects)
         session = asyncio.create_task(self._on_session(tracked, version), name=f"ocpp-session-{version}")
+        self._dead = None
+        keepalive = asyncio.create_task(self._keepalive(ws), name="ocpp-keepalive")
         closed = asyncio.ensure_future(ws.wait_closed())
         waiters: set[asyncio.Future[Any]] = {session, closed}
-        probe: asyncio.Task[None] | None = None
-        if version != self.primary:
-            remaining = self.params.primary_retry_seconds - (self._monotonic() - self._preferred_since)
-            probe = asyncio.create_task(asyncio.sleep(max(0.0, remaining)), name="ocpp-primary-probe-timer")
+        probe: asyncio.Task[str] | None = None
+        if version != self.primary or self._needs is not None:
+            probe = asyncio.create_task(self._leave_when_due(version), name="ocpp-version-probe-timer")
             waiters.add(probe)
         reason = "session ended"
+        stopping = False
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if probe is not None and probe in done and not session.done():
-                reason = f"probing primary OCPP {_label(self.primary)}"
-                log.info(f"ocpp link: closing OCPP {_label(version)} link to probe the primary OCPP {_label(self.primary)}")
-                await ws.close(1000, "probing primary")
-            if session.done() and not session.cancelled():
+                target = probe.result()
+                self._return_to = target
+                if target == self.primary and not self._needed(target):
+                    reason = f"probing primary OCPP {_label(self.primary)}"
+                    log.info(f"ocpp link: closing OCPP {_label(version)} link to probe the primary OCPP {_label(self.primary)}")
+                    await ws.close(1000, "probing primary")
+                else:
+                    reason = f"returning to OCPP {_label(target)}: transaction messages wait for it"
+                    log.warning(f"ocpp link: closing OCPP {_label(version)} link: transaction messages wait for "
+                                f"OCPP {_label(target)}", waiting=self._needed(target))
+                    await ws.close(1000, "returning to the other version")
+            if self._dead is not None:
+                reason = self._dead
+            elif session.done() and not session.cancelled():
                 error = session.exception()
                 if isinstance(error, ConnectionClosed):
                     reason = _closed_text(error)
@@ -427,17 +569,24 @@ class OcppLink:
                     log.error("ocpp link: session failed", exc_info=error)
             elif closed in done:
                 reason = _closed_text_of(ws)
+        except asyncio.CancelledError:
+            stopping = True  # the station closes the link itself (shutdown, `--once` done): not an error
+            raise
         finally:
             try:
-                await cancel_all([t for t in (session, probe, closed) if t is not None])
+                await cancel_all([t for t in (session, probe, closed, keepalive) if t is not None])
             finally:
                 await ws.close()
             self._active = None
             self.state.connected = False
-            self.state.last_error = reason
-            self.state.last_error_kind = FailureKind.LOST
-            self._publish()
-            log.warning(f"ocpp link: disconnected ({reason})", version=version)
+            if stopping:
+                self._publish()
+                log.info("ocpp link: closed by the station", version=version)
+            else:
+                self.state.last_error = reason
+                self.state.last_error_kind = FailureKind.LOST
+                self._publish()
+                log.warning(f"ocpp link: disconnected ({reason})", version=version)
 
 
 def _closed_text(error: ConnectionClosed) -> str:

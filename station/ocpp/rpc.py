@@ -42,6 +42,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 
+from station.ocpp.callslot import CallSlot
 from station.ocpp.schema import known_actions, validate_payload
 
 Version = Literal["201", "16"]
@@ -234,6 +235,7 @@ class StrictChargePoint(ChargePoint):
         self.version = version
         self._ocpp_version = LIBRARY_VERSION[version]
         super().__init__(peer_id, connection, response_timeout=response_timeout, logger=_quiet_library_logger)
+        self._call_lock = CallSlot()  # one CALL in flight; live calls before queued ones (callslot.py)
         self.side = side
         self.log = log or structlog.get_logger("station.ocpp")
         self._actions_of_pending: dict[str, str] = {}
@@ -242,6 +244,7 @@ class StrictChargePoint(ChargePoint):
     def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any,
                    raw: Any = None) -> None:
         self.on_frame(direction, action, message)
+        self.on_wire(direction, action, message, raw)
         if not _logs_info(self.log):
             return
         if self.side == "csms":
@@ -264,6 +267,9 @@ class StrictChargePoint(ChargePoint):
 
     def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
         """Hook for subclasses that record traffic (the dev CSMS); `message` is the parsed frame."""
+
+    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
+        """Hook for the station's flight recorder: the frame as it crossed the wire (`raw`, text) too."""
 
     async def _send(self, message: str, parsed: list[Any] | None = None) -> None:
         """Log and send one frame; `parsed` is the frame as a list when the caller has it (saves a parse)."""
@@ -402,16 +408,18 @@ class StrictChargePoint(ChargePoint):
         return action in known_actions(self._ocpp_version)
 
     # -------------------------------------------------------------------- send
-    async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True, timeout: float | None = None) -> dict[str, Any]:
+    async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True, timeout: float | None = None,
+                      queued: bool = False) -> dict[str, Any]:
         """Send a CALL with a camelCase payload; return the CALLRESULT payload.
 
-        Raises CallErrorReceived on CALLERROR, asyncio.TimeoutError when no answer comes,
-        and OCPPError when our own payload violates the schema.
+        `queued`: a message from a backlog (the outbox); live calls waiting for the one CALL
+        slot go first. Raises CallErrorReceived on CALLERROR, asyncio.TimeoutError when no
+        answer comes, and OCPPError when our own payload violates the schema.
         """
         call = Call(str(uuid.uuid4()), action, payload)
         if validate:
             validate_payload(call, self._ocpp_version)
-        async with self._call_lock:
+        async with self._call_lock.hold(queued=queued):
             # Drop answers to calls that timed out earlier so they cannot be mistaken for ours.
             while not self._response_queue.empty():
                 self._response_queue.get_nowait()

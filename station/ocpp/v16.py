@@ -11,14 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry, StoreError
+from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
 from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
-from station.ocpp.base import parse_time
+from station.ocpp.base import log_request, parse_time
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
                 "SoftReset", "UnlockCommand", "DeAuthorized"}
@@ -47,6 +49,12 @@ FIRMWARE_STATUS_TRIGGERED = {
     FirmwareStatus.INSTALL_SCHEDULED: "Downloaded",
 }
 """...but a triggered notification names the nearest 1.6 status."""
+
+
+DIAGNOSTICS_STATUS = {LogStatus.IDLE: "Idle", LogStatus.UPLOADING: "Uploading", LogStatus.UPLOADED: "Uploaded"}
+"""DiagnosticsStatusNotification's words; every failure is UploadFailed, a canceled upload says nothing."""
+LOG_STATUS_16 = frozenset(LogStatus) - {LogStatus.ACCEPTED_CANCELED}
+"""The whitepaper's LogStatusNotification lacks AcceptedCanceled."""
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
@@ -90,6 +98,8 @@ class V16Session(BaseSession):
         if entry.kind == "started":
             payload: dict[str, Any] = {"connectorId": entry.connector_id, "idTag": (data.get("id_token") or "")[:20],
                                        "meterStart": whole_wh(data.get("meter_start_wh")), "timestamp": timestamp}
+            if data.get("reservation_id") is not None:
+                payload["reservationId"] = int(data["reservation_id"])
             return "StartTransaction", payload
         if entry.kind == "updated":
             if entry.trigger not in ("MeterValuePeriodic", "MeterValueClock", "Trigger"):
@@ -114,34 +124,74 @@ class V16Session(BaseSession):
         if entry.kind != "started":
             return
         self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
-        status = (response.get("idTagInfo") or {}).get("status")
-        if status not in (None, "Accepted") and self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
-            self.log.warning("ocpp: CSMS refused the idTag of a started transaction; stopped", status=status)
+        # 1.6 §5.x: the cache learns the verdict; a refused idTag stops (StopTransactionOnInvalidId) or limits
+        self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idTag": id_token[:20]}
 
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         info = response.get("idTagInfo") or {}
-        return AuthResult(str(info.get("status", "Invalid")), info.get("expiryDate"))
+        return AuthResult(str(info.get("status", "Invalid")), info.get("expiryDate"), info.get("parentIdTag"))
 
     def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any] | None:
         status = FIRMWARE_STATUS.get(note.status) or (FIRMWARE_STATUS_TRIGGERED.get(note.status) if triggered else None)
         return {"status": status} if status else None
 
+    def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]] | None:
+        if note.origin == "GetDiagnostics" or (triggered and note.status is LogStatus.IDLE):
+            if note.status is LogStatus.ACCEPTED_CANCELED:
+                return None
+            return "DiagnosticsStatusNotification", {"status": DIAGNOSTICS_STATUS.get(note.status, "UploadFailed")}
+        if note.status not in LOG_STATUS_16:
+            return None
+        payload: dict[str, Any] = {"status": note.status.value}
+        if note.request_id is not None:
+            payload["requestId"] = note.request_id
+        return "LogStatusNotification", payload
+
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RemoteStartTransaction")
     async def on_remote_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         connector = payload.get("connectorId")
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):  # AuthorizeRemoteTxRequests
+            return {"status": "Rejected" if self.core.start_refusal(connector, payload["idTag"]) else "Accepted"}
         ok, _ = self.core.request_start(connector, payload["idTag"], "Central", trigger="RemoteStart")
-        profile = payload.get("chargingProfile")
-        if ok and profile and connector:
+        if ok:
+            self._remote_start_profile(connector, payload.get("chargingProfile"))
+            await self.controller_first()
+        return {"status": "Accepted" if ok else "Rejected"}
+
+    @after_raw("RemoteStartTransaction")
+    async def after_remote_start(self, payload: dict[str, Any]) -> None:
+        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            return
+        connector = payload.get("connectorId")
+        outcome = await self.core.auth.start(connector, payload["idTag"], "Central", trigger="RemoteStart")
+        if outcome.accepted:
+            self._remote_start_profile(connector, payload.get("chargingProfile"))
+        else:
+            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
+
+    def _remote_start_profile(self, connector: int | None, profile: dict[str, Any] | None) -> None:
+        if profile and connector:
             reason = self._apply_profile(connector, profile)
             if reason:
                 self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
-        if ok:
-            await self.controller_first()
-        return {"status": "Accepted" if ok else "Rejected"}
+
+    @on_raw("ReserveNow")
+    def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:
+        connector = int(payload["connectorId"])
+        if connector == 0 and not self.core.reservations.setting("NonEvseSpecific"):
+            return {"status": "Rejected"}  # ReserveConnectorZeroSupported is false
+        status = self.core.reservations.reserve(Reservation(
+            id=int(payload["reservationId"]), connector_id=connector or None, id_token=payload["idTag"],
+            token_type="Central", group_id=payload.get("parentIdTag"), expires_at=payload["expiryDate"]))
+        return {"status": status}
+
+    @on_raw("CancelReservation")
+    def on_cancel_reservation(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted" if self.core.reservations.cancel(int(payload["reservationId"])) else "Rejected"}
 
     @on_raw("RemoteStopTransaction")
     def on_remote_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +222,8 @@ class V16Session(BaseSession):
         connector = payload.get("connectorId")
         if connector and connector not in self.core.connectors:
             return {"status": "Rejected"}
-        if message in ("Heartbeat", "StatusNotification", "BootNotification", "FirmwareStatusNotification"):
+        if message in ("Heartbeat", "StatusNotification", "BootNotification", "FirmwareStatusNotification",
+                       "DiagnosticsStatusNotification"):
             return {"status": "Accepted"}
         if message == "MeterValues":
             return {"status": "Accepted" if any(c.last_meter for c in self._targets(connector)) else "Rejected"}
@@ -192,6 +243,10 @@ class V16Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "DiagnosticsStatusNotification":
+            note = self.client.log_note()
+            status = DIAGNOSTICS_STATUS.get(note.status, "Idle")
+            await self.request("DiagnosticsStatusNotification", {"status": status})
         elif message == "MeterValues":
             for conn in self._targets(connector):
                 if conn.last_meter:
@@ -221,6 +276,35 @@ class V16Session(BaseSession):
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
         self.launch_firmware_update()
+
+    @on_raw("GetDiagnostics")
+    def on_get_diagnostics(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """1.6: the answer names the file; no file name means no upload will follow."""
+        request = LogRequest(
+            location=payload["location"], origin="GetDiagnostics",
+            since=parse_time(payload["startTime"]) if payload.get("startTime") else None,
+            until=parse_time(payload["stopTime"]) if payload.get("stopTime") else None,
+            retries=payload.get("retries"), retry_interval_s=payload.get("retryInterval"),
+        )
+        answer = self.start_log_upload(request)
+        return {"fileName": answer.filename} if answer.filename and answer.status != "Rejected" else {}
+
+    @after_raw("GetDiagnostics")
+    def after_get_diagnostics(self, payload: dict[str, Any]) -> None:
+        self.launch_log_upload()
+
+    @on_raw("GetLog")
+    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The 1.6 security whitepaper's GetLog: the 2.0.1 message."""
+        answer = self.start_log_upload(log_request(payload))
+        result: dict[str, Any] = {"status": answer.status}
+        if answer.filename:
+            result["filename"] = answer.filename
+        return result
+
+    @after_raw("GetLog")
+    def after_get_log(self, payload: dict[str, Any]) -> None:
+        self.launch_log_upload()
 
     @on_raw("GetConfiguration")
     def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +392,7 @@ class V16Session(BaseSession):
         entries: dict[str, tuple[str, str | None] | None] = {}
         for item in payload.get("localAuthorizationList") or []:
             info = item.get("idTagInfo")
-            entries[item["idTag"]] = (info["status"], info.get("expiryDate")) if info else None
+            entries[item["idTag"]] = (info["status"], info.get("expiryDate"), info.get("parentIdTag")) if info else None
         return {"status": self.update_local_list(int(payload["listVersion"]), payload["updateType"] == "Full", entries)}
 
     @on_raw("GetLocalListVersion")

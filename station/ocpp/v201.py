@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from station.core.model import ConnectorStatus
+from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector
 from station.core.store import OutboxEntry, StoreError
+from station.diagnostics.log_upload import LogNote
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp.base import (
     SETTING_BY_VARIABLE,
@@ -16,6 +18,7 @@ from station.ocpp.base import (
     Setting,
     format_value,
     iso,
+    log_request,
     parse_time,
     parse_value,
 )
@@ -77,7 +80,7 @@ class V201Session(BaseSession):
         station: dict[str, Any] = {"model": info.model, "vendorName": info.vendor, "firmwareVersion": info.firmware_version}
         if info.serial_number:
             station["serialNumber"] = info.serial_number
-        return {"chargingStation": station, "reason": "PowerUp"}
+        return {"chargingStation": station, "reason": self.client.boot_reason}
 
     def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
         status = CONNECTOR_STATUS.get(conn.derived.status, "Occupied")
@@ -103,6 +106,8 @@ class V201Session(BaseSession):
         }
         if entry.offline:
             payload["offline"] = True
+        if entry.kind == "started" and data.get("reservation_id") is not None:
+            payload["reservationId"] = int(data["reservation_id"])
         if entry.kind == "started" and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
@@ -113,17 +118,16 @@ class V201Session(BaseSession):
         return "TransactionEvent", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
-        status = (response.get("idTokenInfo") or {}).get("status")
-        if entry.kind == "started" and status not in (None, "Accepted"):
-            if self.core.request_stop(entry.transaction_id, reason="DeAuthorized", trigger="Deauthorized"):
-                self.log.warning("ocpp: CSMS refused the token of a started transaction; stopped", status=status)
+        if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
 
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         info = response.get("idTokenInfo") or {}
-        return AuthResult(str(info.get("status", "Unknown")), info.get("cacheExpiryDateTime"))
+        group = (info.get("groupIdToken") or {}).get("idToken")
+        return AuthResult(str(info.get("status", "Unknown")), info.get("cacheExpiryDateTime"), group)
 
     def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any]:
         payload: dict[str, Any] = {"status": note.status.value}
@@ -131,22 +135,65 @@ class V201Session(BaseSession):
             payload["requestId"] = note.request_id
         return payload
 
+    def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]]:
+        payload: dict[str, Any] = {"status": note.status.value}
+        if note.request_id is not None:
+            payload["requestId"] = note.request_id
+        return "LogStatusNotification", payload
+
     # ---- CSMS → station -------------------------------------------------------------
     @on_raw("RequestStartTransaction")
     async def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         token = payload["idToken"]
         evse = payload.get("evseId")
-        profile = payload.get("chargingProfile")
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            # F01.FR.xx: as if the token were presented here: answered now, authorized after the answer.
+            reason = self.core.start_refusal(evse, token["idToken"])
+            return {"status": "Rejected", "statusInfo": status_info(reason)} if reason else {"status": "Accepted"}
         ok, reason = self.core.request_start(evse, token["idToken"], token.get("type", "Central"),
                                              remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
         if not ok:
             return {"status": "Rejected", "statusInfo": status_info(reason)}
+        self._remote_start_profile(evse, payload.get("chargingProfile"))
+        await self.controller_first()
+        return {"status": "Accepted"}
+
+    @after_raw("RequestStartTransaction")
+    async def after_request_start(self, payload: dict[str, Any]) -> None:
+        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            return
+        token, evse = payload["idToken"], payload.get("evseId")
+        outcome = await self.core.auth.start(evse, token["idToken"], token.get("type", "Central"),
+                                             trigger="RemoteStart", remote_start_id=payload["remoteStartId"])
+        if outcome.accepted:
+            self._remote_start_profile(evse, payload.get("chargingProfile"))
+        else:
+            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
+
+    def _remote_start_profile(self, evse: int | None, profile: dict[str, Any] | None) -> None:
         if profile and evse:
             reason = self._apply_profile(evse, profile)
             if reason:
                 self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
-        await self.controller_first()
-        return {"status": "Accepted"}
+
+    @on_raw("ReserveNow")
+    def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:
+        token, group = payload["idToken"], payload.get("groupIdToken") or {}
+        status = self.core.reservations.reserve(Reservation(
+            id=int(payload["id"]), connector_id=payload.get("evseId"), id_token=token["idToken"],
+            token_type=token["type"], group_id=group.get("idToken"), expires_at=payload["expiryDateTime"],
+            connector_type=payload.get("connectorType")))
+        return {"status": status}
+
+    @on_raw("CancelReservation")
+    def on_cancel_reservation(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted" if self.core.reservations.cancel(int(payload["reservationId"])) else "Rejected"}
+
+    async def reservation_changed(self, data: dict[str, Any]) -> None:
+        """H04: an expired or removed reservation is reported; the others are the CSMS's own doing."""
+        if data["status"] in ("Expired", "Removed"):
+            await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
+                                                           "reservationUpdateStatus": data["status"]})
 
     @on_raw("RequestStopTransaction")
     def on_request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +235,7 @@ class V201Session(BaseSession):
         if message == "MeterValues":
             has = any(c.last_meter for c in self._targets(evse))
             return {"status": "Accepted" if has else "Rejected"}
-        if message == "FirmwareStatusNotification":
+        if message in ("FirmwareStatusNotification", "LogStatusNotification"):
             return {"status": "Accepted"}
         if message == "TransactionEvent":
             return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
@@ -205,6 +252,8 @@ class V201Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "LogStatusNotification":
+            await self.send_log_status(self.client.log_note(), triggered=True)
         elif message == "TransactionEvent":
             # Through the durable outbox like every transaction event: seqNo stays contiguous.
             for conn in self._targets(evse):
@@ -242,11 +291,21 @@ class V201Session(BaseSession):
 
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
-        self.launch_firmware_update()
-        if self.client.firmware is not None and self.client.firmware.last_answer == "InvalidCertificate":
-            await self.request("SecurityEventNotification", {
-                "type": "InvalidFirmwareSigningCertificate", "timestamp": iso(self.core.clock.now()),
-                "techInfo": "UpdateFirmware signing certificate refused"})
+        self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
+
+    @on_raw("GetLog")
+    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = self.start_log_upload(log_request(payload))
+        result: dict[str, Any] = {"status": answer.status}
+        if answer.filename:
+            result["filename"] = answer.filename
+        if answer.reason and answer.status == "Rejected":
+            result["statusInfo"] = status_info(answer.reason)
+        return result
+
+    @after_raw("GetLog")
+    def after_get_log(self, payload: dict[str, Any]) -> None:
+        self.launch_log_upload()
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +390,8 @@ class V201Session(BaseSession):
         entries: dict[str, tuple[str, str | None] | None] = {}
         for item in payload.get("localAuthorizationList") or []:
             info = item.get("idTokenInfo")
-            entries[item["idToken"]["idToken"]] = (info["status"], info.get("cacheExpiryDateTime")) if info else None
+            entries[item["idToken"]["idToken"]] = (info["status"], info.get("cacheExpiryDateTime"),
+                                                   (info.get("groupIdToken") or {}).get("idToken")) if info else None
         return {"status": self.update_local_list(int(payload["versionNumber"]), payload["updateType"] == "Full", entries)}
 
     @on_raw("GetLocalListVersion")

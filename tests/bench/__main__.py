@@ -1,9 +1,12 @@
-"""`make bench`: every figure of issue 10, repeated, side by side with the bare-library baseline.
+"""`make bench`: every figure of issues 10 and 18, side by side with the bare-library baseline.
 
-    python -m tests.bench [--runs 3] [--events 10000] [--quick] [--out bench-results.json]
+    python -m tests.bench [--runs 3] [--events 10000] [--quick] [--no-cellular] [--out bench-results.json]
 
 Writes bench-results.json (every run's raw figures plus min/median/max) and prints a table.
-Targets are the issue's; a figure that misses one is marked MISS, never hidden.
+Targets are the issues'; a figure that misses one is marked MISS, never hidden. The loopback
+scenarios run `--runs` times; the cellular ones (tests/bench/cellular.py: backlog at RTT 50,
+150 and 300 ms through the link emulator, live messages during it, a black hole) once, in the
+first run, to stay within about 10 minutes. "before" is the figure measured before issue 18.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import scenarios
+from tests.bench import cellular, scenarios
 from tests.bench.common import BenchCsms, spread
 
 # (key, label, unit, target, "max" = lower is better / "min" = higher is better)
@@ -46,8 +49,27 @@ FIGURES: list[tuple[str, str, str, float | None, str]] = [
     ("rss_api_events_mb", "(4) API RSS after the replay", "MB", 55.0, "max"),
     ("idle_cpu_daemon_pct", "(4) daemon idle CPU", "%", 0.5, "max"),
     ("idle_cpu_api_pct", "(4) API idle CPU", "%", 0.5, "max"),
-    ("start_to_boot_s", "(5) process start → BootNotification", "s", 1.0, "max"),
+    ("start_to_boot_s", "(5) process start → BootNotification", "s", 0.5, "max"),
     ("once_wall_s", "(5) station --once wall time (daemon running)", "s", 2.0, "max"),
+]
+RTTS = (50, 150, 300)
+for _rtt in RTTS:
+    FIGURES += [
+        (f"backlog_{_rtt}_msgs_per_s", f"(6) backlog replay, RTT {_rtt} ms", "msg/s", round(0.9 * 1000 / _rtt, 2), "min"),
+        (f"backlog_{_rtt}_minutes", f"(6)   the whole backlog takes (extrapolated)", "min", None, "max"),
+        (f"live_status_{_rtt}_p50_ms", f"(6)   plug-in → StatusNotification during it, p50", "ms", None, "max"),
+        (f"live_status_{_rtt}_p99_ms", f"(6)   plug-in → StatusNotification during it, p99", "ms", 2.0 * _rtt, "max"),
+        (f"live_authorize_{_rtt}_p50_ms", f"(6)   Authorize during it (in-process station), p50", "ms", None, "max"),
+        (f"live_authorize_{_rtt}_p99_ms", f"(6)   Authorize during it (in-process station), p99", "ms", 2.0 * _rtt, "max"),
+        (f"live_answer_{_rtt}_p50_ms", f"(6)   RequestStartTransaction answer during it, p50", "ms", None, "max"),
+        (f"live_answer_{_rtt}_p99_ms", f"(6)   RequestStartTransaction answer during it, p99", "ms", 2.0 * _rtt, "max"),
+    ]
+FIGURES += [
+    ("backlog_lost", "(6) backlog: lost (all RTTs, all 10,000 checked)", "", 0.0, "max"),
+    ("backlog_out_of_order", "(6) backlog: runs delivered out of order", "", 0.0, "max"),
+    ("dead_detection_max_s", "(7) black hole → connection reset (ping 5 s + timeout 5 s)", "s", 10.0, "max"),
+    ("dead_restore_to_event_max_s", "(7) path back → first transaction event", "s", None, "max"),
+    ("dead_lost", "(7) black hole: lost events", "", 0.0, "max"),
 ]
 BASELINE: dict[str, str] = {
     "status_station_p99_ms": "bare_status_p99_ms",
@@ -57,7 +79,16 @@ BASELINE: dict[str, str] = {
     "remote_201_p99_ms": "bare_remote_p99_ms",
     "replay_msgs_per_s": "bare_replay_msgs_per_s",
     "start_to_boot_s": "bare_start_to_boot_s",
+    **{f"backlog_{r}_msgs_per_s": f"bare_backlog_{r}_msgs_per_s" for r in RTTS},
 }
+BEFORE: dict[str, float] = {
+    "start_to_boot_s": 0.837,
+    "replay_daemon_cpu_us_per_msg": 802.0,
+    "replay_msgs_per_s": 834.0,
+    "rss_daemon_start_mb": 39.0,
+    "rss_daemon_events_mb": 40.2,
+}
+"""Medians of `make bench` at adecc1e (docs/performance.md), the figures issue 18 started from."""
 
 
 def machine() -> dict[str, Any]:
@@ -112,7 +143,36 @@ async def one_run(base: Path, args: argparse.Namespace, run: int) -> dict[str, A
         raw["remote16"] = v = await scenarios.latency(step("latency-16"), csms, version="16", status_events=0, push=True,
                                                       remote_starts=max(20, args.remote_starts // 2), poll_seconds=0.25)
         figures.update(remote_16_p50_ms=v["remote_start"]["p50_ms"], remote_16_p99_ms=v["remote_start"]["p99_ms"])
+        if run == 1 and not args.no_cellular:
+            await cellular_figures(step, csms, args, figures, raw)
     return {"figures": figures, "raw": raw}
+
+
+async def cellular_figures(step: Any, csms: BenchCsms, args: argparse.Namespace, figures: dict[str, Any],
+                           raw: dict[str, Any]) -> None:
+    lost = out_of_order = 0
+    for rtt in RTTS:
+        csms.forget()
+        raw[f"backlog_{rtt}"] = b = await cellular.backlog(step(f"backlog-{rtt}"), csms, rtt, args.events, args.probes)
+        lost += b["lost"]
+        out_of_order += 0 if b["in_order"] else 1
+        figures.update({f"backlog_{rtt}_msgs_per_s": b["messages_per_s"], f"backlog_{rtt}_minutes": b["backlog_minutes_extrapolated"],
+                        f"live_status_{rtt}_p50_ms": b["status_wait"]["p50_ms"], f"live_status_{rtt}_p99_ms": b["status_wait"]["p99_ms"],
+                        f"live_answer_{rtt}_p50_ms": b["remote_start_answer_wait"]["p50_ms"],
+                        f"live_answer_{rtt}_p99_ms": b["remote_start_answer_wait"]["p99_ms"]})
+        csms.forget()
+        raw[f"authorize_{rtt}"] = a = await cellular.authorize(step(f"authorize-{rtt}"), csms, rtt, min(args.events, 2000), args.probes)
+        figures.update({f"live_authorize_{rtt}_p50_ms": a["authorize_wait"]["p50_ms"],
+                        f"live_authorize_{rtt}_p99_ms": a["authorize_wait"]["p99_ms"]})
+        csms.forget()
+        await csms.wait_connected("BARE_LIBRARY_CP", timeout=10, connected=False)
+        raw[f"bare_backlog_{rtt}"] = c = await cellular.bare_backlog(step(f"bare-backlog-{rtt}"), csms, rtt)
+        figures[f"bare_backlog_{rtt}_msgs_per_s"] = c["messages_per_s"]
+    figures.update(backlog_lost=lost, backlog_out_of_order=out_of_order)
+    csms.forget()
+    raw["dead"] = d = await cellular.dead_connection(step("dead"), csms, trials=args.dead_trials)
+    figures.update(dead_detection_max_s=d["detection_max_s"], dead_restore_to_event_max_s=d["restore_to_first_event_max_s"],
+                   dead_lost=d["lost"])
 
 
 def verdict(value: float, target: float | None, sense: str) -> str:
@@ -123,8 +183,8 @@ def verdict(value: float, target: float | None, sense: str) -> str:
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'figure':<58} {'min':>9} {'median':>9} {'max':>9}  {'target':>9}  {'':4}  baseline (median, ratio)",
-             "-" * 130]
+    lines = [f"{'figure':<58} {'before':>9} {'min':>9} {'median':>9} {'max':>9}  {'target':>9}  {'':4}  baseline (median, ratio)",
+             "-" * 140]
     for key, label, unit, target, sense in FIGURES:
         if key not in summary:
             continue
@@ -134,7 +194,8 @@ def table(summary: dict[str, dict[str, float]]) -> str:
         if key in BASELINE and BASELINE[key] in summary:
             b = summary[BASELINE[key]]["median"]
             base = f"{b:.3f} {unit}  ×{s['median'] / b:.2f}" if b else ""
-        lines.append(f"{label:<58} {s['min']:>9.3f} {s['median']:>9.3f} {s['max']:>9.3f}  {target_text:>9}  "
+        before = f"{BEFORE[key]:>9.3f}" if key in BEFORE else " " * 9
+        lines.append(f"{label:<58} {before} {s['min']:>9.3f} {s['median']:>9.3f} {s['max']:>9.3f}  {target_text:>9}  "
                      f"{verdict(s['median'], target, sense):4}  {base}")
     return "\n".join(lines)
 
@@ -145,8 +206,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
         for run in range(1, args.runs + 1):
             results["runs"].append(await one_run(Path(tmp), args, run))
-    keys = results["runs"][0]["figures"].keys()
-    results["summary"] = {k: spread([r["figures"][k] for r in results["runs"]]) for k in keys}
+    keys = results["runs"][0]["figures"].keys()  # the cellular figures exist in the first run only
+    results["summary"] = {k: spread([r["figures"][k] for r in results["runs"] if k in r["figures"]]) for k in keys}
     results["targets"] = {key: {"target": target, "sense": sense, "verdict": verdict(results["summary"][key]["median"], target, sense)}
                           for key, _, _, target, sense in FIGURES if target is not None and key in results["summary"]}
     results["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -162,11 +223,15 @@ def main() -> None:
     parser.add_argument("--poll-events", type=int, default=100, help="state changes found by the 0.25 s poll")
     parser.add_argument("--remote-starts", type=int, default=100)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--probes", type=int, default=10, help="live messages of each kind during each backlog")
+    parser.add_argument("--dead-trials", type=int, default=2, help="black holes in the dead-connection scenario")
+    parser.add_argument("--no-cellular", action="store_true", help="skip the emulated-link scenarios")
     parser.add_argument("--quick", action="store_true", help="small counts, one run (checks the harness)")
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args()
     if args.quick:
         args.runs, args.events, args.status_events, args.poll_events, args.remote_starts, args.idle_seconds = 1, 500, 40, 10, 10, 3
+        args.probes, args.dead_trials = 3, 1
     logging.disable(logging.WARNING)
     import structlog
 

@@ -250,9 +250,10 @@ async def _remote_starts(csms: BenchCsms, sim: SimulatorProcess, tap: SerialTap,
 
 
 # --------------------------------------------------------------- baseline: the bare library client
-async def bare(workdir: Path, csms: BenchCsms, mode: str, **options: Any) -> dict[str, Any]:
+async def bare(workdir: Path, csms: BenchCsms, mode: str, *, url: str | None = None, **options: Any) -> dict[str, Any]:
+    """The bare library client doing `mode`; `url`: another way to the CSMS (the link emulator)."""
     out = workdir / f"bare-{mode}.json"
-    argv = python_argv("-m", "tests.bench.bare_client", mode, "--url", csms.url("201"), "--out", str(out),
+    argv = python_argv("-m", "tests.bench.bare_client", mode, "--url", url or csms.url("201"), "--out", str(out),
                        *[f"--{k}={v}" for k, v in options.items()])
     # The previous bare client (same station id) has exited, but the CSMS may not have seen its
     # connection close yet: a remote start sent now would go to that dead session and time out.

@@ -1,0 +1,151 @@
+"""ASGI gate in front of the API: bearer token before any body byte, and a cap on every body.
+
+FastAPI reads and parses a request body before it runs the route's dependencies, so a token
+check written as a dependency comes too late: an unauthenticated client could make the API
+buffer (and parse) any amount of data. This gate runs first, on the raw ASGI messages:
+
+- a request with a body-carrying method (POST, PUT, PATCH, DELETE: the control endpoints) is
+  answered 403/401 from its headers alone when control is disabled or the token is wrong; the
+  body is never read;
+- every request with a body is capped at `max_body` bytes: a larger Content-Length is refused
+  at once (413) and a chunked body is read only up to the cap, then refused (413) without the
+  rest being buffered. Below the cap the body is handed on unchanged.
+
+Failed token checks are reported to `on_auth_failure(client_host)` (the API forwards them to
+the daemon, which raises one MaintenanceLoginFailed security event per burst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY = 16 * 1024
+"""The largest control request (a start with a token) is about 100 bytes."""
+GUARDED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyGuard:
+    def __init__(self, app: ASGIApp, *, token: str, max_body: int = MAX_BODY,
+                 on_auth_failure: Callable[[str | None], None] | None = None) -> None:
+        self.app = app
+        self.token = token.encode()
+        self.max_body = max_body
+        self.on_auth_failure = on_auth_failure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        # Reading the body of an "Expect: 100-continue" request would ask the client to send it.
+        drain = None if headers.get("expect", b"").lower() == b"100-continue" else receive
+        if scope["method"] in GUARDED_METHODS:
+            refusal = self._refusal(headers.get("authorization"))
+            if refusal is not None:
+                if refusal[0] == 401 and self.on_auth_failure is not None:
+                    client = scope.get("client")
+                    self.on_auth_failure(client[0] if client else None)
+                await _answer(send, *refusal, drain=drain)
+                return
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_body
+            except ValueError:
+                await _answer(send, 400, "invalid Content-Length")
+                return
+            if too_big:
+                await _answer(send, 413, f"request body larger than {self.max_body} bytes")
+                return
+        if length is None and b"chunked" not in headers.get("transfer-encoding", b"").lower():
+            await self.app(scope, receive, send)  # no body at all
+            return
+        body = await self._read_capped(receive)
+        if body is None:
+            await _answer(send, 413, f"request body larger than {self.max_body} bytes", drain=drain)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _refusal(self, authorization: bytes | None) -> tuple[int, str, dict[str, str]] | None:
+        if not self.token:
+            return 403, "control endpoints are disabled: STATION_API_TOKEN is not configured", {}
+        scheme, _, credentials = (authorization or b"").partition(b" ")
+        if not authorization or scheme.lower() != b"bearer" or not credentials.strip():
+            return 401, "bearer token required (Authorization: Bearer <token>)", {"www-authenticate": "Bearer"}
+        if not secrets.compare_digest(credentials.strip(), self.token):
+            return 401, "invalid bearer token", {"www-authenticate": 'Bearer error="invalid_token"'}
+        return None
+
+    async def _read_capped(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it exceeds the cap (the rest is never read)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # http.disconnect when the client goes
+
+    return replay
+
+
+DRAIN_BYTES = 1024 * 1024
+DRAIN_SECONDS = 2.0
+
+
+async def _answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None, *,
+                  drain: Receive | None = None) -> None:
+    """Send a refusal; with `drain`, discard what the client still sends (bounded) before closing.
+
+    The status line goes out first. A client that stops sending when it sees it then gets the
+    whole answer: closing with its body still unread would make the kernel reset the connection
+    and the client would see a reset instead of the 401/413. Draining discards (memory stays
+    flat) and ends after DRAIN_BYTES or DRAIN_SECONDS: a client that never stops is cut off.
+    """
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw.append((b"connection", b"close"))  # the unread body (if any) is not waited for
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    if drain is not None:
+        await _discard(drain)
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _discard(receive: Receive) -> None:
+    drained = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while drained <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                drained += len(message.get("body", b""))

@@ -1,0 +1,249 @@
+"""A CSMS-ordered log upload (2.0.1 GetLog, 1.6 GetDiagnostics and the 1.6 security whitepaper's
+GetLog), without any OCPP in it: build the archive, upload it with retries, report each step.
+
+Statuses (2.0.1 ``UploadLogStatusEnumType`` names; the 1.6 adapter maps them for
+DiagnosticsStatusNotification)::
+
+    Uploading → Uploaded
+              → UploadFailure | PermissionDenied | NotSupportedOperation | BadMessage (after the retries)
+    Idle: nothing runs (a triggered notification)
+
+One request at a time: a new one cancels the running one (the answer says ``AcceptedCanceled``,
+and the canceled request's last status is ``AcceptedCanceled`` where the version has that word). The archive is built in
+a worker thread (compression) from sources taken in the event loop (state snapshot, flushed
+flight recorder) and deleted once the upload ended either way.
+
+Interface: the OCPP client sets ``notify``, calls :meth:`start` (the answer, with the file
+name) and then :meth:`launch` once the CSMS has its answer, reads :meth:`current` for a
+triggered notification, and awaits :meth:`close` on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+import structlog
+
+from station.diagnostics import archive
+from station.diagnostics.archive import public_location
+from station.diagnostics.upload import UploadError, check_location, upload
+
+log = structlog.get_logger("station.diagnostics")
+
+DEFAULT_RETRIES = 2
+"""Tries after the first when the request names none."""
+DEFAULT_RETRY_INTERVAL_S = 30.0
+
+
+class LogStatus(StrEnum):
+    IDLE = "Idle"
+    UPLOADING = "Uploading"
+    UPLOADED = "Uploaded"
+    UPLOAD_FAILURE = "UploadFailure"
+    BAD_MESSAGE = "BadMessage"
+    PERMISSION_DENIED = "PermissionDenied"
+    NOT_SUPPORTED_OPERATION = "NotSupportedOperation"
+    ACCEPTED_CANCELED = "AcceptedCanceled"
+    """2.0.1 only: the upload of this request was canceled by a newer request."""
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    """One GetLog / GetDiagnostics, version-neutral. ``origin``: "GetLog" or "GetDiagnostics"."""
+
+    location: str
+    log_type: str = archive.DIAGNOSTICS
+    request_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    retries: int | None = None
+    retry_interval_s: float | None = None
+    origin: str = "GetLog"
+
+
+@dataclass(frozen=True)
+class LogNote:
+    """A status for the CSMS."""
+
+    status: LogStatus
+    request_id: int | None = None
+    origin: str = "GetLog"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LogAnswer:
+    status: str  # Accepted, AcceptedCanceled, Rejected
+    filename: str | None = None
+    reason: str = ""
+
+
+Notify = Callable[[LogNote], Awaitable[None]]
+SourcesFactory = Callable[[datetime | None, datetime | None], archive.Sources]
+"""Called in the event loop (the snapshot and anything read from the store are taken there)."""
+
+
+class LogUploader:
+    """Carries out one log upload at a time; see the module docstring."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        sources: SourcesFactory,
+        *,
+        station_id: str,
+        before_build: Callable[[], None] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        default_retries: int = DEFAULT_RETRIES,
+        default_retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
+        timeout_s: float = 60.0,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self.work_dir = work_dir
+        self.sources = sources
+        self.station_id = station_id
+        self.before_build = before_build
+        self.now = now
+        self.default_retries = default_retries
+        self.default_retry_interval_s = default_retry_interval_s
+        self.timeout_s = timeout_s
+        self.ca_bundle = ca_bundle
+        self.notify: Notify | None = None
+        self.attempts = 0
+        self.last_built: archive.Built | None = None
+        """The latest archive built (its size and build time; for tests and the bench)."""
+        self._task: asyncio.Task[None] | None = None
+        self._running: LogRequest | None = None
+        self._next: tuple[LogRequest, str] | None = None
+        self._replacing: LogRequest | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def current(self) -> LogNote:
+        """What a triggered notification reports: Uploading (with the request) or Idle."""
+        if self.busy and self._running is not None:
+            return LogNote(LogStatus.UPLOADING, self._running.request_id, self._running.origin)
+        return LogNote(LogStatus.IDLE)
+
+    def start(self, request: LogRequest) -> LogAnswer:
+        """Accept (or refuse) a request; the work begins with :meth:`launch`."""
+        problem = check_location(request.location)
+        if problem:
+            log.warning("logs: upload request refused", reason=problem, location=public_location(request.location))
+            return LogAnswer("Rejected", reason=problem)
+        if request.since and request.until and request.since > request.until:
+            return LogAnswer("Rejected", reason="oldestTimestamp is after latestTimestamp")
+        canceled = self.busy
+        if canceled:
+            log.warning("logs: upload canceled by a newer request", request_id=self._running.request_id if self._running else None)
+            assert self._task is not None
+            self._task.cancel()
+            self._replacing = self._running
+        name = archive.archive_name(self.station_id, request.log_type, self.now())
+        self._next = (request, name)
+        return LogAnswer("AcceptedCanceled" if canceled else "Accepted", filename=name)
+
+    def launch(self) -> None:
+        """Begin the accepted request (after the CSMS got its answer, so statuses follow it)."""
+        pending, self._next = self._next, None
+        if pending is None:
+            return
+        request, name = pending
+        previous, replaced, self._replacing = self._task, self._replacing, None
+        self._running = request
+        self._task = asyncio.get_running_loop().create_task(self._job(request, name, previous, replaced), name="log-upload")
+
+    async def close(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def _emit(self, note: LogNote) -> None:
+        if self.notify is None:
+            return
+        try:
+            await self.notify(note)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — a status that could not be sent never stops the upload
+            log.warning("logs: status not delivered", status=note.status.value, error=exc.__class__.__name__)
+
+    async def _job(self, request: LogRequest, name: str, previous: asyncio.Task[None] | None,
+                   replaced: LogRequest | None) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        if replaced is not None:
+            await self._emit(LogNote(LogStatus.ACCEPTED_CANCELED, replaced.request_id, replaced.origin))
+        rid, origin = request.request_id, request.origin
+        shown = public_location(request.location)
+        log.info("logs: upload requested", log_type=request.log_type, location=shown, request_id=rid,
+                 oldest=request.since.isoformat() if request.since else None,
+                 latest=request.until.isoformat() if request.until else None)
+        built: archive.Built | None = None
+        job_dir: Path | None = None
+        try:
+            await self._emit(LogNote(LogStatus.UPLOADING, rid, origin))
+            if self.before_build is not None:
+                self.before_build()
+            sources = self.sources(request.since, request.until)
+            job_dir = self._job_dir()
+            built = await asyncio.to_thread(archive.build, job_dir, sources, log_type=request.log_type,
+                                            since=request.since, until=request.until, now=self.now(), name=name)
+            self.last_built = built
+            log.info("logs: archive built", file=name, bytes=built.size_bytes, seconds=round(built.seconds, 3))
+            where = await self._upload(request, built.path)
+            log.info("logs: uploaded", file=name, to=where, attempts=self.attempts, request_id=rid)
+            await self._emit(LogNote(LogStatus.UPLOADED, rid, origin))
+        except UploadError as failed:
+            log.error("logs: upload failed", status=failed.status, detail=failed.detail, location=shown, request_id=rid)
+            await self._emit(LogNote(LogStatus(failed.status), rid, origin, failed.detail))
+        except OSError as exc:
+            log.error("logs: archive could not be built", error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
+            await self._emit(LogNote(LogStatus.UPLOAD_FAILURE, rid, origin, "archive could not be built"))
+        except asyncio.CancelledError:
+            log.info("logs: upload canceled", request_id=rid)
+            raise
+        finally:
+            if job_dir is not None:
+                shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _job_dir(self) -> Path:
+        """A fresh directory per archive: a canceled job's build thread may still be writing in its own.
+        Leftovers of earlier jobs (a crash, a canceled build) are removed."""
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        for old in self.work_dir.iterdir():
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        return Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
+
+    async def _upload(self, request: LogRequest, path: Path) -> str:
+        retries = request.retries if request.retries is not None else self.default_retries
+        attempts = 1 + max(0, retries)
+        interval = request.retry_interval_s if request.retry_interval_s is not None else self.default_retry_interval_s
+        self.attempts = 0
+        last: UploadError | None = None
+        for attempt in range(1, attempts + 1):
+            self.attempts = attempt
+            try:
+                return await upload(path, request.location, timeout=self.timeout_s, ca_bundle=self.ca_bundle)
+            except UploadError as exc:
+                last = exc
+                log.warning(f"logs: upload attempt {attempt}/{attempts} failed", status=exc.status, detail=exc.detail)
+                if exc.status == "BadMessage" and attempt == 1 and "unsupported protocol" in exc.detail:
+                    break
+            if attempt < attempts:
+                await asyncio.sleep(max(0.0, float(interval)))
+        assert last is not None
+        raise UploadError(last.status, f"{self.attempts} attempt(s) failed; last: {last.detail}")

@@ -1,0 +1,233 @@
+"""The flight recorder: the last hours of raw ESP32 bytes, OCPP frames and meter readings on disk.
+
+When a driver complains, the question is nearly always "what exactly went over the wire?". The
+log has the OCPP frames but not the ESP32 bytes nor every meter reading, and journald may have
+rotated them away. The recorder keeps all three in one time-ordered text ring:
+
+    2026-11-30T00:12:03.123Z ocpp out [2,"6f1…","Heartbeat",{}]
+    2026-11-30T00:12:03.140Z esp32-1 rx S,C,2,32,0,0\\r\\n
+    2026-11-30T00:12:04.001Z meter-1 - {"energy_wh": 1234.0, …}
+
+Cost per message is one formatted line appended to a buffered file (no fsync: losing the last
+second on a power cut is acceptable for a diagnostic aid); the buffer is flushed when it is a
+second old or when an archive is built. Memory stays bounded (one file buffer) and so does the
+disk: ``segments`` files of at most ``segment_bytes`` each, the oldest deleted on rotation.
+
+Secrets are masked like the frame log masks them (`station.ocpp.rpc.redact`, URL user info and
+queries, the configured password and token) before a line is written: the ring is included in
+archives that leave the station.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from station.core.station import meter_json
+from station.ocpp.rpc import frame_text, mask_url_secrets, may_hold_secret, redact
+
+log = structlog.get_logger("station.diagnostics")
+
+SEGMENT_BYTES = 2 * 1024 * 1024
+SEGMENTS = 4
+FLUSH_SECONDS = 1.0
+REOPEN_SECONDS = 60.0
+_NAME = re.compile(r"^flight-(\d{6})\.log$")
+STAMP_LENGTH = len("2026-11-30T00:12:03.123Z")
+
+
+def stamp_of(when: float) -> str:
+    """The recorder's timestamp for an epoch time (fixed width, so lines compare as text)."""
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(when * 1000) % 1000:03d}Z"
+
+
+class FlightRecorder:
+    """A size-bounded ring of text lines in ``directory``; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        segments: int = SEGMENTS,
+        flush_seconds: float = FLUSH_SECONDS,
+        clock: Callable[[], float] = time.time,
+        mask: Callable[[str], str] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = max(4096, segment_bytes)
+        self.segments = max(2, segments)
+        self.flush_seconds = flush_seconds
+        self._clock = clock
+        self._mask = mask
+        self._file: TextIO | None = None
+        self._size = 0
+        self._index = 0
+        self._second = -1
+        self._prefix = ""
+        self._last_flush = 0.0
+        self._retry_at = 0.0
+        self.lines_written = 0
+        self._open(initial=True)
+
+    # ---- segments ------------------------------------------------------------------
+    def segment_paths(self) -> list[Path]:
+        """The ring's files, oldest first."""
+        return segment_paths(self.directory)
+
+    def _open(self, *, initial: bool = False) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            existing = self.segment_paths()
+            last = int(_NAME.match(existing[-1].name).group(1)) if existing else 0  # type: ignore[union-attr]
+            self._index = last + 1
+            for old in existing[: max(0, len(existing) - (self.segments - 1))]:
+                old.unlink(missing_ok=True)
+            path = self.directory / f"flight-{self._index % 1_000_000:06d}.log"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._file = open(fd, "w", buffering=65536, encoding="utf-8", errors="replace", newline="\n")  # noqa: SIM115
+            self._size = 0
+        except OSError as exc:
+            self._file = None
+            self._retry_at = self._clock() + REOPEN_SECONDS
+            log.warning("flight recorder: cannot write; recording paused", directory=str(self.directory),
+                        error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
+            return
+        if initial:
+            log.debug("flight recorder: recording", directory=str(self.directory), segment=path.name)
+
+    def _rotate(self) -> None:
+        self._close_file()
+        self._open()
+
+    def _close_file(self) -> None:
+        handle, self._file = self._file, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass
+
+    # ---- writing -------------------------------------------------------------------
+    def record(self, source: str, direction: str, text: str) -> None:
+        """Append one line; never raises (a full disk pauses recording, it never stops the station)."""
+        now = self._clock()
+        handle = self._file
+        if handle is None:
+            if now < self._retry_at:
+                return
+            self._open()
+            handle = self._file
+            if handle is None:
+                return
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        if "\n" in text or "\r" in text:
+            text = text.replace("\r", "\\r").replace("\n", "\\n")
+        if self._mask is not None:
+            text = self._mask(text)
+        line = f"{self._prefix}{int(now * 1000) % 1000:03d}Z {source} {direction} {text}\n"
+        try:
+            handle.write(line)
+            if now - self._last_flush >= self.flush_seconds:
+                handle.flush()
+                self._last_flush = now
+        except OSError as exc:
+            self._close_file()
+            self._retry_at = now + REOPEN_SECONDS
+            log.warning("flight recorder: write failed; recording paused", error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
+            return
+        self.lines_written += 1
+        self._size += len(line)
+        if self._size >= self.segment_bytes:
+            self._rotate()
+
+    def esp32(self, connector_id: int, direction: str, data: bytes) -> None:
+        """Raw serial bytes as they crossed the port (``rx`` from the ESP32, ``tx`` to it)."""
+        self.record(f"esp32-{connector_id}", direction, repr(data)[2:-1])
+
+    def meter(self, connector_id: int, reading: Any) -> None:
+        self.record(f"meter-{connector_id}", "-", _compact(meter_json(reading)))
+
+    def ocpp(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
+        """One OCPP frame, masked as the frame log masks it."""
+        text = raw if isinstance(raw, str) else frame_text(message)
+        if may_hold_secret(text):
+            text = frame_text(_redact_frame(action, message))
+        self.record("ocpp", direction, mask_url_secrets(text))
+
+    def flush(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except OSError:
+                self._close_file()
+            self._last_flush = self._clock()
+
+    def close(self) -> None:
+        self.flush()
+        self._close_file()
+
+    # ---- reading -------------------------------------------------------------------
+    def lines(self, since: float | None = None, until: float | None = None) -> Iterator[str]:
+        """Recorded lines between two epoch times (inclusive), oldest first; flush first."""
+        return read_lines(self.directory, since, until)
+
+    def size_bytes(self) -> int:
+        total = 0
+        for path in self.segment_paths():
+            try:
+                total += path.stat().st_size
+            except OSError:
+                pass
+        return total
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    """A ring's files, oldest first."""
+    try:
+        names = sorted(p.name for p in Path(directory).iterdir() if _NAME.match(p.name))
+    except OSError:
+        return []
+    return [Path(directory) / n for n in names]
+
+
+def read_lines(directory: Path, since: float | None = None, until: float | None = None) -> Iterator[str]:
+    """A ring's lines between two epoch times (inclusive), oldest first, without writing to it
+    (`station report` reads the running daemon's ring this way)."""
+    low = stamp_of(since) if since is not None else ""
+    high = stamp_of(until) if until is not None else "~"
+    for path in segment_paths(directory):
+        try:
+            if since is not None and path.stat().st_mtime < since - 1:
+                continue  # last written before the window opened
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    stamp = line[:STAMP_LENGTH]
+                    if stamp > high:
+                        break
+                    if stamp >= low and line.endswith("\n"):
+                        yield line
+        except OSError:
+            continue
+
+
+def _redact_frame(action: str | None, message: list[Any]) -> list[Any]:
+    if message and message[0] in (2, 3):
+        return [*message[:-1], redact(action, message[-1])]
+    return message
+
+
+def _compact(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), default=str)

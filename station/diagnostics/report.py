@@ -1,0 +1,138 @@
+"""`station report`: the GetLog archive, written locally for a technician.
+
+    station report [--out PATH] [--since 2h|ISO] [--until ISO] [--security]
+
+With the daemon running, it asks the daemon (IPC ``diagnostics``) for the masked configuration,
+a state snapshot and the security log, and the daemon flushes its flight recorder first.
+Without the daemon it still writes an archive: configuration from the env file, a snapshot of
+what the state database holds, the flight recorder and the log as they are on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from station import exitcodes
+from station.diagnostics import archive
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_SINCE = "24h"
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """``2h`` / ``30m`` / ``1d`` ago, or an ISO 8601 time (UTC when it names no zone)."""
+    match = _RELATIVE.match(text.strip())
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration like 2h nor an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=None,
+                        help="archive file or directory to write into (default: the current directory)")
+    parser.add_argument("--since", default=DEFAULT_SINCE, help="oldest time: a duration like 2h, 30m, 1d or an "
+                        "ISO 8601 time (default %(default)s); 'all' for everything kept")
+    parser.add_argument("--until", default=None, help="latest time (ISO 8601; default now)")
+    parser.add_argument("--security", action="store_true", help="the security log instead of the diagnostics archive")
+
+
+def _offline_snapshot(settings: Any) -> dict[str, Any]:
+    """What the state database says when no daemon answers (read only)."""
+    snapshot: dict[str, Any] = {"daemon": "not running (or its socket is not reachable)"}
+    db = Path(settings.db_path)
+    if not db.exists():
+        snapshot["store"] = f"{db} does not exist"
+        return snapshot
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        try:
+            tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+            snapshot["store"] = {t: connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        snapshot["store"] = f"unreadable: {exc.__class__.__name__}"
+    return snapshot
+
+
+async def _from_daemon(socket: Path, since: datetime | None, until: datetime | None) -> dict[str, Any] | None:
+    from station.ipc.client import DaemonUnavailable, IpcClient
+    from station.ipc.protocol import IpcError
+
+    try:
+        async with IpcClient(socket, timeout=10) as client:
+            return await client.call("diagnostics", {"since": since.isoformat() if since else None,
+                                                     "until": until.isoformat() if until else None})
+    except (DaemonUnavailable, IpcError, OSError, TimeoutError) as exc:
+        print(f"station report: daemon not reachable at {socket} ({exc}); archiving what is on disk", file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace, settings: Any, settings_values: dict[str, Any]) -> int:
+    from station import logs
+    from station.diagnostics.recorder import read_lines
+
+    logs.register_secrets(settings.secrets())
+    now = datetime.now(UTC)
+    try:
+        since = None if args.since in (None, "", "all") else parse_when(args.since, now)
+        until = parse_when(args.until, now) if args.until else None
+    except ValueError as exc:
+        print(f"station report: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    daemon = asyncio.run(_from_daemon(settings.ipc_socket, since, until))
+    recorder_dir = Path(settings.state_dir) / "flight-recorder"
+    security: list[str] | None = None
+    if daemon is not None:
+        config, snapshot = daemon["config"], daemon["snapshot"]
+        security = daemon.get("security")
+        if daemon.get("recorder"):
+            recorder_dir = Path(daemon["recorder"])
+    else:
+        config, snapshot = {"settings": settings_values}, _offline_snapshot(settings)
+    sources = archive.Sources(
+        station_id=settings.station_name, config=config, snapshot=snapshot,
+        recorder_lines=lambda low, high: read_lines(recorder_dir, low, high) if recorder_dir.is_dir() else (),
+        log_file=getattr(settings, "log_file", None),
+        security_lines=(lambda _low, _high: security) if security is not None else None,
+        mask=logs.redact_text,
+    )
+    out = Path(args.out) if args.out else Path.cwd()
+    if out.is_dir() or (args.out or "").endswith("/"):
+        directory, name = out, None
+    else:
+        directory, name = out.parent, out.name
+    log_type = archive.SECURITY if args.security else archive.DIAGNOSTICS
+    try:
+        built = archive.build(directory, sources, log_type=log_type, since=since, until=until, now=now, name=name)
+    except OSError as exc:
+        print(f"station report: cannot write the archive into {directory}: {exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.FAILURE
+    source = "from the running daemon" if daemon is not None else "without the daemon (not reachable)"
+    print(f"{built.path}  {built.size_bytes} bytes in {built.seconds:.2f} s, state {source}")
+    return exitcodes.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry (`python -m station.diagnostics.report`); `station report` is the usual one."""
+    from station.cli import main as cli_main
+
+    return cli_main(["report", *(argv or sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""Upload one file to the location a CSMS gave (GetLog remoteLocation, GetDiagnostics location).
+
+Where the file goes:
+
+- ``http(s)://`` — a location ending in ``/`` is a directory: the file name is appended;
+  otherwise the location is the upload URL itself (a pre-signed URL keeps its query). The file
+  is sent with ``PUT`` (what ``curl -T`` does, and what object stores and most CSMS upload
+  endpoints take); a server that answers 405 Method Not Allowed gets a ``POST``
+  multipart/form-data with the file in the field ``file`` (form-upload endpoints). User info in
+  the URL becomes HTTP basic authentication. httpx is imported here, when an upload runs.
+- ``ftp://`` / ``ftps://`` (explicit TLS, protected data channel) — passive mode; the path is a
+  directory (``CWD`` into it) unless its last segment ends in ``.tar.gz``, ``.tgz`` or ``.zip``,
+  which is then the file name; user info is the login (anonymous without). ftplib blocks, so it
+  runs in a worker thread; a cancelled upload closes its control socket so the thread ends.
+
+Failures raise :class:`UploadError` with the status the CSMS should get: ``PermissionDenied``
+(HTTP 401/403, FTP 530), ``NotSupportedOperation`` (HTTP 405/501 after POST, FTP 502/504),
+``BadMessage`` (HTTP 400, FTP 500/501) or ``UploadFailure`` (everything else). Messages never
+hold the URL's user info or query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from station.diagnostics.archive import public_location
+
+if TYPE_CHECKING:
+    import ftplib
+
+SCHEMES = frozenset({"http", "https", "ftp", "ftps"})
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class UploadError(Exception):
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def check_location(location: str) -> str | None:
+    """Why a location cannot be used (None: it can)."""
+    try:
+        parts = urlsplit(location)
+        parts.port  # noqa: B018 — raises ValueError on a bad port
+    except ValueError:
+        return "location is not a URL"
+    if parts.scheme.lower() not in SCHEMES:
+        return f"unsupported protocol {parts.scheme or '(none)'!r}: use http, https, ftp or ftps"
+    if not parts.hostname:
+        return "location has no host"
+    return None
+
+
+def target_url(location: str, filename: str) -> str:
+    """The HTTP URL the file is sent to (see the module docstring)."""
+    parts = urlsplit(location)
+    path = parts.path or "/"
+    if path.endswith("/"):
+        path += filename
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, path, parts.query, ""))
+
+
+async def upload(path: Path, location: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 ca_bundle: str | None = None) -> str:
+    """Upload ``path``; returns where it went (public form). Raises UploadError."""
+    problem = check_location(location)
+    if problem:
+        raise UploadError("BadMessage", problem)
+    scheme = urlsplit(location).scheme.lower()
+    if scheme in ("http", "https"):
+        return await _http(path, location, timeout, ca_bundle)
+    return await _ftp(path, location, timeout, ca_bundle)
+
+
+def _describe(exc: BaseException, location: str) -> str:
+    text = str(exc)
+    parts = urlsplit(location)
+    for secret in (parts.password, parts.username, parts.query):
+        if secret:
+            text = text.replace(secret, "***")
+            text = text.replace(unquote(secret), "***")
+    text = f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+    return text[:300]
+
+
+# ------------------------------------------------------------------------------------- HTTP
+async def _http(path: Path, location: str, timeout: float, ca_bundle: str | None) -> str:
+    import httpx
+
+    parts = urlsplit(location)
+    url = target_url(location, path.name)
+    auth = (unquote(parts.username), unquote(parts.password or "")) if parts.username else None
+    verify: Any = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+    shown = public_location(url)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, verify=verify, follow_redirects=False) as client:
+            with path.open("rb") as handle:
+                response = await client.put(url, content=handle.read(), auth=auth,
+                                            headers={"Content-Type": "application/gzip"})
+            if response.status_code == 405:
+                with path.open("rb") as handle:
+                    response = await client.post(url, auth=auth, files={"file": (path.name, handle, "application/gzip")})
+    except httpx.HTTPError as exc:
+        raise UploadError("UploadFailure", _describe(exc, location)) from None
+    except OSError as exc:
+        raise UploadError("UploadFailure", _describe(exc, location)) from None
+    code = response.status_code
+    if 200 <= code < 300:
+        return shown
+    if code in (401, 403):
+        raise UploadError("PermissionDenied", f"HTTP {code} from {shown}")
+    if code in (405, 501):
+        raise UploadError("NotSupportedOperation", f"HTTP {code} from {shown}: neither PUT nor POST accepted")
+    if code == 400:
+        raise UploadError("BadMessage", f"HTTP 400 from {shown}")
+    raise UploadError("UploadFailure", f"HTTP {code} from {shown}")
+
+
+# -------------------------------------------------------------------------------------- FTP
+def _ftp_status(exc: ftplib.Error) -> str:
+    code = str(exc)[:3]
+    if code == "530":
+        return "PermissionDenied"
+    if code in ("502", "504"):
+        return "NotSupportedOperation"
+    if code in ("500", "501"):
+        return "BadMessage"
+    return "UploadFailure"
+
+
+def _ftp_blocking(path: Path, location: str, timeout: float, ca_bundle: str | None, holder: list[Any]) -> str:
+    import ftplib
+
+    parts = urlsplit(location)
+    secure = parts.scheme.lower() == "ftps"
+    host, port = parts.hostname or "", parts.port or 21
+    user = unquote(parts.username) if parts.username else "anonymous"
+    password = unquote(parts.password or "") if parts.username else "anonymous@"
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    name = path.name
+    if segments and segments[-1].endswith(ARCHIVE_SUFFIXES):
+        name = segments.pop()
+    ftp: ftplib.FTP
+    if secure:
+        context = ssl.create_default_context(cafile=ca_bundle)
+        ftp = ftplib.FTP_TLS(context=context, timeout=timeout)
+    else:
+        ftp = ftplib.FTP(timeout=timeout)
+    holder.append(ftp)
+    try:
+        ftp.connect(host, port)
+        ftp.login(user, password)
+        if isinstance(ftp, ftplib.FTP_TLS):
+            ftp.prot_p()
+        ftp.set_pasv(True)
+        for segment in segments:
+            ftp.cwd(segment)
+        with path.open("rb") as handle:
+            ftp.storbinary(f"STOR {name}", handle)
+        try:
+            ftp.quit()
+        except (ftplib.Error, OSError):
+            pass
+    finally:
+        ftp.close()
+    shown_path = "/" + "/".join([*segments, name])
+    return urlunsplit((parts.scheme, f"{host}:{port}", shown_path, "", ""))
+
+
+async def _ftp(path: Path, location: str, timeout: float, ca_bundle: str | None) -> str:
+    import ftplib
+
+    holder: list[Any] = []
+    try:
+        return await asyncio.to_thread(_ftp_blocking, path, location, timeout, ca_bundle, holder)
+    except asyncio.CancelledError:
+        for ftp in holder:  # the thread's control-socket calls fail at once and the thread ends
+            sock = getattr(ftp, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        raise
+    except ftplib.Error as exc:
+        raise UploadError(_ftp_status(exc), _describe(exc, location)) from None
+    except (OSError, EOFError) as exc:
+        raise UploadError("UploadFailure", _describe(exc, location)) from None

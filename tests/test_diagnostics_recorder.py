@@ -1,0 +1,80 @@
+"""The flight recorder: a bounded on-disk ring of masked lines, read back by time window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from station.diagnostics.recorder import FlightRecorder, stamp_of
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_780_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_ring_never_holds_more_than_its_segments(tmp_path: Path) -> None:
+    recorder = FlightRecorder(tmp_path, segment_bytes=4096, segments=3)
+    for i in range(2000):
+        recorder.record("esp32-1", "rx", f"frame {i:05d} " + "x" * 40)
+    recorder.close()
+    paths = recorder.segment_paths()
+    assert len(paths) <= 3
+    assert sum(p.stat().st_size for p in paths) <= 3 * (4096 + 100)
+    assert "frame 01999" in paths[-1].read_text() or "frame 01999" in paths[-2].read_text()
+
+
+def test_a_restart_continues_in_a_new_segment_and_keeps_the_bound(tmp_path: Path) -> None:
+    for run in range(5):
+        recorder = FlightRecorder(tmp_path, segment_bytes=4096, segments=3)
+        recorder.record("ocpp", "out", f"run {run}")
+        recorder.close()
+    names = [p.name for p in FlightRecorder(tmp_path, segment_bytes=4096, segments=3).segment_paths()]
+    assert len(names) == 3 and names[-1] == "flight-000006.log"
+
+
+def test_lines_are_read_back_within_the_time_window(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recorder = FlightRecorder(tmp_path, clock=clock)
+    for i in range(10):
+        clock.now = 1_780_000_000.0 + i * 60
+        recorder.record("meter-1", "-", f"reading {i}")
+    recorder.flush()
+    lines = list(recorder.lines(1_780_000_000.0 + 120, 1_780_000_000.0 + 300))
+    assert [line.rsplit(" ", 1)[1].strip() for line in lines] == ["2", "3", "4", "5"]
+    assert lines[0].startswith(stamp_of(1_780_000_000.0 + 120))
+
+
+def test_ocpp_frames_are_masked_like_the_frame_log(tmp_path: Path) -> None:
+    recorder = FlightRecorder(tmp_path, mask=lambda text: text.replace("registered-secret", "***"))
+    frame = [2, "1", "ChangeConfiguration", {"key": "AuthorizationKey", "value": "secret-key-123"}]
+    recorder.ocpp("in", "ChangeConfiguration", frame, '[2,"1","ChangeConfiguration",{"key":"AuthorizationKey","value":"secret-key-123"}]')
+    url_frame = [2, "2", "GetLog", {"log": {"remoteLocation": "ftp://u:pw-in-url@host/x?token=abc"}}]
+    recorder.ocpp("in", "GetLog", url_frame, None)
+    recorder.record("ocpp", "in", "a registered-secret here")
+    recorder.flush()
+    text = "".join(recorder.lines())
+    assert "secret-key-123" not in text and "pw-in-url" not in text and "token=abc" not in text
+    assert "registered-secret" not in text
+    assert "AuthorizationKey" in text and "GetLog" in text
+
+
+def test_an_unwritable_directory_pauses_recording_without_raising(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    recorder = FlightRecorder(blocker / "ring")
+    recorder.record("esp32-1", "rx", "data")
+    assert recorder.lines_written == 0 and list(recorder.lines()) == []
+
+
+def test_binary_serial_bytes_are_written_escaped_on_one_line(tmp_path: Path) -> None:
+    recorder = FlightRecorder(tmp_path)
+    recorder.esp32(1, "tx", b"\x41\x02\x2c\x20\x10")
+    recorder.esp32(1, "rx", b"S,A,1\r\n")
+    recorder.flush()
+    lines = list(recorder.lines())
+    assert len(lines) == 2
+    assert lines[0].endswith(" esp32-1 tx A\\x02, \\x10\n")
+    assert lines[1].endswith(" esp32-1 rx S,A,1\\r\\n\n")

@@ -1,0 +1,187 @@
+"""End to end: remote logs through the real `station run` process, the ESP32 simulator on a pty,
+the dev CSMS, and real upload servers on loopback (HTTP, FTP via pyftpdlib)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from station.devtools.csms import DevCsms
+from tests.e2e import CANARY_PASSWORD, STATION_ID, running_station
+from tests.upload_servers import ftp_upload_server, http_upload_server
+
+CANARY_TOKEN = "canary-api-token-Hq7"
+CANARY_KEY = "canary-authkey-Lm55"
+CANARY_FTP_PASSWORD = "canary-ftp-Vb02"
+
+
+def members(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        return {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def statuses(csms: DevCsms, action: str, request_id: int | None = None) -> list[str]:
+    return [r.payload["status"] for r in csms.calls(action, STATION_ID)
+            if request_id is None or r.payload.get("requestId") == request_id]
+
+
+def final(status_set: set[str]) -> Callable[[Any], bool]:
+    return lambda r: r.payload["status"] in status_set
+
+
+DONE = {"Uploaded", "UploadFailure", "BadMessage", "PermissionDenied", "NotSupportedOperation"}
+
+
+def get_log(location: str, request_id: int, **extra: Any) -> dict[str, Any]:
+    return {"logType": "DiagnosticsLog", "requestId": request_id, "log": {"remoteLocation": location}, **extra}
+
+
+def logged_station(tmp_path: Path, version: str = "201", **extra: str) -> Any:
+    return running_station(tmp_path, version=version, STATION_LOG_FILE=str(tmp_path / "station-file.log"), **extra)
+
+
+async def test_getlog_uploads_the_diagnostics_archive_over_http_with_log_status_notifications(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, "GetLog", get_log(http.url("/logs/"), 7))
+            assert answer["status"] == "Accepted"
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+    assert statuses(csms, "LogStatusNotification", 7) == ["Uploading", "Uploaded"]
+    content = members(http.received[f"/logs/{answer['filename']}"])
+    assert set(content) == {"manifest.json", "station.log", "config.json", "state.json", "flight-recorder.log"}
+    recorder = content["flight-recorder.log"].decode()
+    assert " ocpp out " in recorder and '"BootNotification"' in recorder
+    assert " esp32-1 rx " in recorder and " esp32-1 tx " in recorder
+    assert b"station starting" in content["station.log"]
+    assert b'"connectors"' in content["state.json"]
+
+
+async def test_getlog_uploads_over_ftp_into_the_given_directory(tmp_path: Path) -> None:
+    with ftp_upload_server(tmp_path / "ftp") as ftp:
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, "GetLog", get_log(ftp.url("/incoming/"), 8))
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+        files = ftp.files()
+    assert statuses(csms, "LogStatusNotification", 8) == ["Uploading", "Uploaded"]
+    assert "manifest.json" in members(files[f"incoming/{answer['filename']}"])
+
+
+async def test_no_secret_reaches_the_archive(tmp_path: Path) -> None:
+    with ftp_upload_server(tmp_path / "ftp", password=CANARY_FTP_PASSWORD) as ftp:
+        async with logged_station(tmp_path, STATION_API_TOKEN=CANARY_TOKEN, OCPP_STATION_PASSWORD=CANARY_PASSWORD) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            await csms.call(STATION_ID, "SetVariables", {"setVariableData": [{
+                "component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
+                "attributeValue": CANARY_KEY}]})
+            answer = await csms.call(STATION_ID, "GetLog", get_log(ftp.url("/incoming/"), 9))
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+        data = ftp.files()[f"incoming/{answer['filename']}"]
+    text = b"".join(members(data).values())
+    assert b"BasicAuthPassword" in text and b"E2E_AC_001" in text  # the frames and the config are there...
+    for canary in (CANARY_PASSWORD, CANARY_TOKEN, CANARY_KEY, CANARY_FTP_PASSWORD):
+        assert canary.encode() not in text  # ...their secrets are not
+
+
+async def test_a_failing_upload_is_retried_then_reported_as_upload_failure(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        http.answers["/broken/x.tar.gz"] = [503, 503, 503]
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            await csms.call(STATION_ID, "GetLog", get_log(http.url("/broken/x.tar.gz"), 10, retries=2, retryInterval=0))
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+    assert statuses(csms, "LogStatusNotification", 10) == ["Uploading", "UploadFailure"]
+    assert http.hits("/broken/x.tar.gz") == 3
+
+
+async def test_an_upload_that_fails_once_succeeds_on_the_retry(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        http.answers["/flaky/x.tar.gz"] = [500]
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            await csms.call(STATION_ID, "GetLog", get_log(http.url("/flaky/x.tar.gz"), 11, retries=1, retryInterval=1))
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+    assert statuses(csms, "LogStatusNotification", 11) == ["Uploading", "Uploaded"]
+    assert "/flaky/x.tar.gz" in http.received
+
+
+async def test_a_new_getlog_cancels_the_running_upload_with_accepted_canceled(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        http.delay_s["/slow/x.tar.gz"] = 5.0
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            await csms.call(STATION_ID, "GetLog", get_log(http.url("/slow/x.tar.gz"), 12))
+            await csms.wait_for("LogStatusNotification", STATION_ID, lambda r: r.payload.get("requestId") == 12, timeout=20)
+            second = await csms.call(STATION_ID, "GetLog", get_log(http.url("/fast/"), 13))
+            await csms.wait_for("LogStatusNotification", STATION_ID,
+                                lambda r: r.payload.get("requestId") == 13 and r.payload["status"] in DONE, timeout=30)
+    assert second["status"] == "AcceptedCanceled"
+    assert statuses(csms, "LogStatusNotification", 12) == ["Uploading", "AcceptedCanceled"]
+    assert statuses(csms, "LogStatusNotification", 13) == ["Uploading", "Uploaded"]
+
+
+async def test_an_upload_refused_for_credentials_reports_permission_denied(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        http.credentials = "fleet:right"
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            await csms.call(STATION_ID, "GetLog", get_log(http.url("/logs/", userinfo="fleet:wrong"), 14, retries=0))
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+    assert statuses(csms, "LogStatusNotification", 14) == ["Uploading", "PermissionDenied"]
+
+
+async def test_a_triggered_log_status_notification_says_idle_when_nothing_runs(tmp_path: Path) -> None:
+    async with logged_station(tmp_path) as (csms, _sim, _daemon):
+        await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+        answer = await csms.call(STATION_ID, "TriggerMessage", {"requestedMessage": "LogStatusNotification"})
+        notification = await csms.wait_for("LogStatusNotification", STATION_ID, timeout=10)
+    assert answer["status"] == "Accepted"
+    assert notification.payload == {"status": "Idle"}
+
+
+async def test_16_getdiagnostics_uploads_over_ftp_with_diagnostics_status_notifications(tmp_path: Path) -> None:
+    with ftp_upload_server(tmp_path / "ftp") as ftp:
+        async with logged_station(tmp_path, version="16") as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, "GetDiagnostics", {"location": ftp.url("/incoming/")})
+            await csms.wait_for("DiagnosticsStatusNotification", STATION_ID, final({"Uploaded", "UploadFailed"}), timeout=30)
+        files = ftp.files()
+    assert statuses(csms, "DiagnosticsStatusNotification") == ["Uploading", "Uploaded"]
+    assert "flight-recorder.log" in members(files[f"incoming/{answer['fileName']}"])
+
+
+async def test_16_getlog_of_the_security_whitepaper_uploads_over_http(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        async with logged_station(tmp_path, version="16") as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, "GetLog", get_log(http.url("/logs/"), 15))
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+    assert answer["status"] == "Accepted"
+    assert statuses(csms, "LogStatusNotification", 15) == ["Uploading", "Uploaded"]
+    assert f"/logs/{answer['filename']}" in http.received
+
+
+async def test_16_supported_feature_profiles_include_firmware_management(tmp_path: Path) -> None:
+    async with logged_station(tmp_path, version="16") as (csms, _sim, _daemon):
+        await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+        answer = await csms.call(STATION_ID, "GetConfiguration", {"key": ["SupportedFeatureProfiles"]})
+        triggered = await csms.call(STATION_ID, "TriggerMessage", {"requestedMessage": "DiagnosticsStatusNotification"})
+        idle = await csms.wait_for("DiagnosticsStatusNotification", STATION_ID, timeout=10)
+    assert "FirmwareManagement" in answer["configurationKey"][0]["value"].split(",")
+    assert triggered["status"] == "Accepted" and idle.payload == {"status": "Idle"}
+
+
+async def test_getlog_securitylog_uploads_the_local_security_log(tmp_path: Path) -> None:
+    with http_upload_server() as http:
+        async with logged_station(tmp_path) as (csms, _sim, _daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, "GetLog", {**get_log(http.url("/logs/"), 16), "logType": "SecurityLog"})
+            await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
+    content = members(http.received[f"/logs/{answer['filename']}"])
+    assert "-security-" in answer["filename"]
+    assert set(content) == {"manifest.json", "security.log"}
+    assert b"StartupOfTheDevice" in content["security.log"]

@@ -1,0 +1,130 @@
+"""Reservations and authorization over OCPP, in both versions, against the real core, store and dev CSMS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ocpp_helpers import Rig, eventually, rig_on_dev_csms
+
+
+@pytest.fixture(params=["201", "16"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    async with rig_on_dev_csms(request.param, tmp_path / "station.db") as rig:
+        yield rig
+
+
+def soon(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def reserve(rig: Rig, rid: int, connector: int, token: str, expires: str, group: str | None = None) -> dict[str, Any]:
+    if rig.version == "201":
+        payload: dict[str, Any] = {"id": rid, "expiryDateTime": expires, "idToken": {"idToken": token, "type": "ISO14443"}}
+        if connector:
+            payload["evseId"] = connector
+        if group:
+            payload["groupIdToken"] = {"idToken": group, "type": "Central"}
+        return await rig.csms.call("CP", "ReserveNow", payload)
+    payload = {"reservationId": rid, "connectorId": connector, "expiryDate": expires, "idTag": token}
+    if group:
+        payload["parentIdTag"] = group
+    return await rig.csms.call("CP", "ReserveNow", payload)
+
+
+def status_key(rig: Rig) -> str:
+    return "connectorStatus" if rig.version == "201" else "status"
+
+
+async def test_reserve_now_shows_reserved_and_cancel_reservation_frees_the_connector(rig: Rig) -> None:
+    mark = rig.csms.mark()
+    assert (await reserve(rig, 11, 1, "RES-TAG", soon(600)))["status"] == "Accepted"
+    await rig.csms.wait_for("StatusNotification", predicate=lambda r: r.payload[status_key(rig)] == "Reserved", since=mark)
+    assert (await rig.csms.call("CP", "CancelReservation", {"reservationId": 11}))["status"] == "Accepted"
+    await rig.csms.wait_for("StatusNotification", predicate=lambda r: r.payload[status_key(rig)] == "Available", since=mark)
+    assert (await rig.csms.call("CP", "CancelReservation", {"reservationId": 11}))["status"] == "Rejected"
+
+
+async def test_a_reserved_connector_starts_only_for_its_token_and_the_start_names_the_reservation(rig: Rig) -> None:
+    assert rig.core is not None and rig.esp is not None
+    await reserve(rig, 12, 1, "RES-TAG", soon(600))
+    refused = await rig.core.auth.start(1, "OTHER", "ISO14443")
+    assert not refused.accepted and "reserved" in refused.reason
+    assert (await rig.core.auth.start(1, "RES-TAG", "ISO14443")).accepted
+    rig.esp.plug()
+    action = "TransactionEvent" if rig.version == "201" else "StartTransaction"
+    started = await rig.csms.wait_for(action, predicate=lambda r: r.payload.get("eventType", "Started") == "Started")
+    assert started.payload["reservationId"] == 12
+
+
+async def test_an_expired_reservation_is_reported_and_the_connector_is_available_again(rig: Rig) -> None:
+    assert rig.core is not None
+    mark = rig.csms.mark()
+    await reserve(rig, 13, 1, "RES-TAG", soon(0.5))
+    await eventually(lambda: bool(rig.core and rig.core.reservations.by_id))
+    await asyncio.sleep(0.6)
+    rig.core.tick()
+    await rig.csms.wait_for("StatusNotification", predicate=lambda r: r.payload[status_key(rig)] == "Available", since=mark)
+    if rig.version == "201":
+        update = await rig.csms.wait_for("ReservationStatusUpdate", since=mark)
+        assert update.payload == {"reservationId": 13, "reservationUpdateStatus": "Expired"}
+
+
+async def test_reserve_now_on_connector_zero_follows_reserve_connector_zero_supported(rig: Rig) -> None:
+    assert rig.core is not None
+    rig.core.auth.settings.set("ReservationCtrlr", "NonEvseSpecific", False)  # type: ignore[attr-defined]
+    assert (await reserve(rig, 14, 0, "RES-TAG", soon(600)))["status"] == "Rejected"
+    rig.core.auth.settings.set("ReservationCtrlr", "NonEvseSpecific", True)  # type: ignore[attr-defined]
+    assert (await reserve(rig, 14, 0, "RES-TAG", soon(600)))["status"] == "Accepted"
+
+
+async def test_a_local_start_asks_the_csms_and_a_refused_token_does_not_start(rig: Rig) -> None:
+    assert rig.core is not None
+    rig.csms.tokens["BAD-TAG"] = "Blocked"
+    outcome = await rig.core.auth.start(1, "BAD-TAG", "ISO14443")
+    assert not outcome.accepted and outcome.decision is not None and outcome.decision.source == "csms"
+    assert rig.core.connectors[1].pending is None
+    assert len(rig.calls("Authorize")) == 1
+
+
+async def test_a_csms_refusing_the_started_token_stops_the_transaction_and_the_controller(rig: Rig) -> None:
+    assert rig.core is not None and rig.esp is not None
+    rig.core.request_start(1, "LATE-BAD", "ISO14443", trigger="Authorized")
+    rig.esp.plug()
+    rig.esp.ev_requests_charge()
+    rig.csms.tokens["LATE-BAD"] = "Invalid"
+    end = "TransactionEvent" if rig.version == "201" else "StopTransaction"
+    ended = await rig.csms.wait_for(end, predicate=lambda r: r.payload.get("eventType", "Ended") == "Ended")
+    if rig.version == "201":
+        assert ended.payload["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+        assert ended.payload["triggerReason"] == "Deauthorized"
+    else:
+        assert ended.payload["reason"] == "DeAuthorized"
+    assert ("stop", None) in rig.esp.commands
+
+
+async def test_remote_start_is_authorized_first_when_configured(rig: Rig) -> None:
+    assert rig.core is not None
+    rig.core.auth.settings.set("AuthCtrlr", "AuthorizeRemoteStart", True)  # type: ignore[attr-defined]
+    rig.csms.tokens["REMOTE-BAD"] = "Invalid"
+    if rig.version == "201":
+        answer = await rig.csms.call("CP", "RequestStartTransaction",
+                                     {"idToken": {"idToken": "REMOTE-BAD", "type": "Central"}, "remoteStartId": 5, "evseId": 1})
+    else:
+        answer = await rig.csms.call("CP", "RemoteStartTransaction", {"idTag": "REMOTE-BAD", "connectorId": 1})
+    assert answer["status"] == "Accepted"  # answered first, authorized after (as a local presentation)
+    await rig.csms.wait_for("Authorize")
+    await rig.settle()
+    assert rig.core.connectors[1].pending is None
+    if rig.version == "201":
+        await rig.csms.call("CP", "RequestStartTransaction",
+                            {"idToken": {"idToken": "REMOTE-OK", "type": "Central"}, "remoteStartId": 6, "evseId": 1})
+    else:
+        await rig.csms.call("CP", "RemoteStartTransaction", {"idTag": "REMOTE-OK", "connectorId": 1})
+    await eventually(lambda: rig.core is not None and rig.core.connectors[1].pending is not None)
+    assert len(rig.calls("Authorize")) == 2
