@@ -292,3 +292,15 @@ def test_the_next_clock_aligned_time_is_the_next_multiple_after_now(now: float, 
     due = next_clock_aligned(now, interval)
     assert now < due <= now + interval
     assert (due % 86400) % interval == pytest.approx(0, abs=1e-6) or due % 86400 == pytest.approx(0, abs=1e-6)
+
+
+def test_a_disabled_monitoring_controller_raises_no_monitor_event_but_still_reports_hardware() -> None:
+    enabled = [False]
+    rig = Rig(enabled=lambda: enabled[0])
+    rig.engine.set_monitor(POWER, "UpperThreshold", 7000, 4)
+    rig.power(8000)
+    rig.engine.hardware(PROBLEM, True, severity=1)
+    assert [e.notification_type for e in rig.events] == ["HardWiredNotification"]
+    enabled[0] = True
+    rig.power(8100)
+    assert [e.notification_type for e in rig.events] == ["HardWiredNotification", "CustomMonitor"]

@@ -29,7 +29,15 @@ from typing import Any
 
 import structlog
 
+from station.core.clock import Clock
+from station.core.events import EventBus
+from station.core.security_events import MESSAGE_QUEUED
+from station.core.store import Store
+
 log = structlog.get_logger(__name__)
+
+MESSAGE_KIND = "notify_event"
+"""Outbox kind of a queued monitoring event (NotifyEvent in 2.0.1)."""
 
 MAX_MONITORS = 100
 """Custom monitors the station keeps; more are Rejected (a bound for memory and evaluation time)."""
@@ -280,6 +288,17 @@ def with_reference(monitor: Monitor, reading: Reading | str) -> Monitor:
 Sink = Callable[[MonitorEvent], None]
 """Queues one event for the CSMS (durably; the OCPP adapter sends it as NotifyEvent)."""
 
+
+def outbox_sink(store: Store, clock: Clock, events: EventBus) -> Sink:
+    """The daemon's sink: the generic durable outbox (`Store.append_message`), then a wake-up for the pump."""
+
+    def queue(event: MonitorEvent) -> None:
+        with store.transaction("queue monitoring event") as db:
+            store.append_message(db, MESSAGE_KIND, clock.stamp(), event.to_json())
+        events.publish(MESSAGE_QUEUED, message=MESSAGE_KIND)
+
+    return queue
+
 STATE_KEY = "monitoring:state"
 
 
@@ -288,7 +307,9 @@ class Monitoring:
 
     `resolve` reads a variable from the device model; `sink` queues an event durably; `online`
     says whether the CSMS is reachable now; `offline_severity` gives OfflineQueuingSeverity;
-    `transaction_on` gives the transaction running on an EVSE (None: none). `save` / `load`
+    `transaction_on` gives the transaction running on an EVSE (None: none); `enabled` is
+    MonitoringCtrlr.Enabled (off: monitors are kept but raise nothing; hard-wired hardware
+    notifications still go out). `save` / `load`
     persist the state (the store's key/value table in the daemon).
     """
 
@@ -296,6 +317,7 @@ class Monitoring:
                  load: Callable[[], dict[str, Any] | None], online: Callable[[], bool] = lambda: True,
                  offline_severity: Callable[[], int] = lambda: SEVERITY_MAX,
                  transaction_on: Callable[[int | None], str | None] = lambda evse: None,
+                 enabled: Callable[[], bool] = lambda: True,
                  preconfigured: Iterable[Monitor] = (), wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._resolve = resolve
         self._sink = sink
@@ -303,6 +325,7 @@ class Monitoring:
         self._online = online
         self._offline_severity = offline_severity
         self._transaction_on = transaction_on
+        self._enabled = enabled
         self._preconfigured = [replace(m, origin=Origin.PRECONFIGURED) for m in preconfigured]
         self._wall = wall
         saved = load()
@@ -396,6 +419,8 @@ class Monitoring:
     # ---- evaluation ---------------------------------------------------------------
     def evaluate(self, refs: Iterable[VariableRef] | None = None) -> None:
         """Check threshold and delta monitors (all, or those on `refs`) against the present values."""
+        if not self.state.monitors or not self._enabled():
+            return
         wanted = None if refs is None else set(refs)
         changed = False
         for monitor in list(self.state.monitors.values()):
@@ -440,15 +465,16 @@ class Monitoring:
         return None if not dues else max(0.0, min(dues) - self._wall().timestamp())
 
     def tick(self) -> None:
-        """Report every periodic monitor that is due (N08.FR.06/07)."""
+        """Report every periodic monitor that is due (N08.FR.06/07); a disabled controller skips the report."""
         now = self._wall().timestamp()
+        enabled = self._enabled()
         changed = False
         for monitor in list(self.state.monitors.values()):
             if monitor.due is None or monitor.due > now:
                 continue
             reading = self._resolve(monitor.ref)
             transaction_id = self._transaction_on(monitor.ref.evse)
-            if not isinstance(reading, str) and (transaction_id is not None or not monitor.transaction):
+            if enabled and not isinstance(reading, str) and (transaction_id is not None or not monitor.transaction):
                 self._raise(monitor, "Periodic", reading, transaction_id=transaction_id)
             monitor.due = first_due(monitor, now) if monitor.type is MonitorType.CLOCK_ALIGNED else max(
                 monitor.due + monitor.value, now)
