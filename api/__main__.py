@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ConfigError.exit_code
     settings = loaded.settings
     logs.register_secrets(settings.secrets())
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level, driver_tokens=settings.log_driver_tokens)
 
     from api.app import create_app
 

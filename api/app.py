@@ -30,6 +30,7 @@ from api.models import (
     Check,
     Connector,
     DaemonReachability,
+    DeviceVariable,
     ErrorBody,
     Health,
     LimitRequest,
@@ -46,12 +47,12 @@ from api.models import (
     TransactionPage,
     UnlockResult,
 )
-from api.problems import problems
+from api.problems import meter_problem, problems
 from station import __version__
 from station.config import Settings
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
-from station.logs import register_secrets
+from station.logs import mask_tokens, register_secrets  # the daemon masks too (IPC); again here, to be sure
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -75,21 +76,6 @@ CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Refused in the connector's current state (reason given)."},
     422: {"model": ErrorBody, "description": "Invalid request."},
 }
-
-
-def mask_tokens(value: Any) -> Any:
-    """Driver tokens (RFID UIDs) can be cloned to charge on someone's account: show only their tail."""
-    if isinstance(value, dict):
-        return {k: (_mask(v) if k == "id_token" else mask_tokens(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_tokens(v) for v in value]
-    return value
-
-
-def _mask(token: Any) -> Any:
-    if not isinstance(token, str):
-        return token
-    return "****" + token[-4:] if len(token) > 4 else "****"
 
 
 def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI:
@@ -167,7 +153,8 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             since=link.changed_at.isoformat()))
 
     @app.get("/ready", response_model=Ready, tags=["health"], responses={503: {"model": Ready}},
-             summary="Daemon reachable, ESP32 link up, CSMS connected, state database writable (503 unless all)")
+             summary="Daemon reachable, ESP32 link up, CSMS connected, state database writable, "
+                     "meter answering (503 unless all)")
     async def ready() -> JSONResponse:
         try:
             status = await link.call(lambda c: c.status())
@@ -181,8 +168,10 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         connected = bool(ocpp.get("connected", status.get("csms_online")))
         store = status.get("store") or {}
         store_ok = bool(store.get("healthy", True))
+        meter_down = meter_problem(status)
+        meter = None if not status.get("meter") else Check(ok=not meter_down, detail=meter_down or "meter answers")
         body = Ready(
-            ready=not esp_down and connected and store_ok,
+            ready=not esp_down and connected and store_ok and not meter_down,
             daemon=Check(ok=True, detail="daemon answers on " + str(settings.ipc_socket)),
             esp32=Check(ok=not esp_down, detail="; ".join(esp_down) or f"{len(links)} link(s) up"),
             csms=Check(ok=connected, detail=(f"connected (OCPP {ocpp.get('version')})" if connected
@@ -190,6 +179,7 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             store=Check(ok=store_ok, detail="state database writable" if store_ok else
                         f"state database not writable ({store.get('unsaved_events', 0)} event(s) waiting in memory): "
                         f"{store.get('last_error')}"),
+            meter=meter,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -221,6 +211,11 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
                            offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         return mask_tokens(await daemon(lambda c: c.transactions(limit, offset)))  # type: ignore[no-any-return]
 
+    @app.get("/device-model", response_model=list[DeviceVariable], tags=["state"], responses=ERRORS,
+             summary="Every OCPP variable (the device model) with its value; read-only, secrets masked")
+    async def device_model() -> list[dict[str, Any]]:
+        return await daemon(lambda c: c.device_model())
+
     @app.get("/events", response_class=EventSourceResponse, tags=["state"],
              summary="Live events (Server-Sent Events): connector, transaction, meter, csms, daemon, ...")
     async def events() -> AsyncIterator[ServerSentEvent]:
@@ -236,9 +231,12 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         finally:
             link.unsubscribe(queue)
 
-    @app.get("/events/recent", tags=["state"], summary="The last events the API saw (newest last)")
+    @app.get("/events/recent", tags=["state"],
+             summary="The last events the API saw, oldest first: the last 50 connector, transaction, link, "
+                     "problem and daemon events, and the last 10 of each routine kind (meter readings, "
+                     "offline queue, periodic transaction updates)")
     async def recent_events() -> list[dict[str, Any]]:
-        return mask_tokens(list(link.recent))  # type: ignore[no-any-return]
+        return mask_tokens(link.recent())  # type: ignore[no-any-return]
 
     @app.get("/metrics", tags=["state"], response_class=Response,
              summary="Prometheus exposition (answers even when the daemon is down: station_daemon_up 0)")

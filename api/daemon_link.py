@@ -25,6 +25,22 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 RECENT_EVENTS = 50
+"""Events a technician reads (connector, transaction start/end, links, problems, daemon) kept for the page."""
+RECENT_ROUTINE = 10
+"""Routine events, each kind in a buffer of its own so they never push the others out: one meter reading
+a second (and an offline-queue change and a periodic transaction update per meter value) would empty the
+list of a whole charging session within a minute."""
+
+
+def routine_kind(event: dict[str, Any]) -> str | None:
+    """The routine buffer an event goes to, or None for the events a technician reads."""
+    kind = event.get("kind")
+    if kind in ("meter", "outbox"):
+        return str(kind)
+    data = event.get("data")
+    if kind == "transaction" and isinstance(data, dict) and data.get("event") == "updated":
+        return "transaction_updated"
+    return None
 SUBSCRIBER_QUEUE = 256
 
 
@@ -38,7 +54,8 @@ class DaemonLink:
         self.reachable = False
         self.last_error: str | None = "not connected yet"
         self.changed_at = datetime.now(UTC)
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._routine: dict[str, deque[dict[str, Any]]] = {}
         self.messages: Counter[tuple[str, str]] = Counter()
         """OCPP messages seen on the daemon's event stream, by (action, direction)."""
         self.events_seen = 0
@@ -153,8 +170,20 @@ class DaemonLink:
             return  # counted, not shown: at one per frame they would flood the page
         if kind == "ipc_events_dropped":
             self.events_dropped = int(data.get("dropped_total") or 0)
-        self.recent.append(event)
+        self._remember(event)
         self._broadcast(event)
+
+    def _remember(self, event: dict[str, Any]) -> None:
+        routine = routine_kind(event)
+        if routine is None:
+            self._recent.append(event)
+        else:
+            self._routine.setdefault(routine, deque(maxlen=RECENT_ROUTINE)).append(event)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last events, oldest first: up to RECENT_EVENTS notable ones plus the latest routine ones."""
+        merged = [*self._recent, *(e for buffer in self._routine.values() for e in buffer)]
+        return sorted(merged, key=lambda e: str(e.get("at") or ""))
 
     def _set_reachable(self, reachable: bool, error: str | None) -> None:
         if reachable == self.reachable:
@@ -166,5 +195,5 @@ class DaemonLink:
                                                  socket=str(self.socket_path), error=error)
         event = {"kind": "daemon", "at": self.changed_at.isoformat(),
                  "data": {"reachable": reachable, "error": error}}
-        self.recent.append(event)
+        self._remember(event)
         self._broadcast(event)

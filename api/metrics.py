@@ -55,6 +55,14 @@ class StationCollector(Collector):
         yield _gauge("station_daemon_resident_memory_bytes", "Resident memory of the daemon process.",
                      (status.get("process") or {}).get("rss_bytes"))
 
+        meter = status.get("meter")
+        if meter:
+            health = status.get("meter_health") or {}
+            yield _gauge("station_meter_up", "1 while the energy meter answers (0 after failed polls in a row).",
+                         health.get("healthy", meter.get("healthy")))
+            stats = meter.get("stats") or {}
+            yield CounterMetricFamily("station_meter_polls_failed", "Meter polls that gave no valid reading.",
+                                      value=float(stats.get("polls_failed") or 0))
         link_up = GaugeMetricFamily("station_esp32_link_up", "1 while the ESP32 link answers.", labels=["connector"])
         rejected = CounterMetricFamily("station_serial_frame_errors", "Frames from the ESP32 rejected by the "
                                        "strict parser.", labels=["connector"])

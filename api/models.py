@@ -44,6 +44,8 @@ class Ready(BaseModel):
     esp32: Check
     csms: Check
     store: Check | None = Field(default=None, description="State database writable (disk not full or read-only).")
+    meter: Check | None = Field(default=None, description="Energy meter answering (billing depends on it); "
+                                "absent when no meter is configured.")
 
 
 # --- state ---------------------------------------------------------------------------
@@ -131,7 +133,7 @@ class Clock(Open):
 
 class Problem(BaseModel):
     code: Literal["csms_unreachable", "clock_not_synced", "store_unhealthy", "esp32_link_down",
-                  "connector_faulted", "undervoltage"]
+                  "connector_faulted", "undervoltage", "meter_unhealthy"]
     severity: Literal["error", "warning"]
     message: str
 
@@ -150,6 +152,18 @@ class Status(Open):
     store: dict[str, Any] = Field(default_factory=dict)
     reservations: list[Reservation] = Field(default_factory=list, description="Reservations held (ReserveNow).")
     problems: list[Problem] = Field(default_factory=list)
+
+
+class DeviceVariable(BaseModel):
+    """One device-model variable (OCPP 2.0.1 names) with its values; secrets are `***`."""
+
+    component: dict[str, Any] = Field(description="name, instance, evse {id, connectorId} as in OCPP 2.0.1.")
+    variable: dict[str, Any] = Field(description="name and instance.")
+    attributes: list[dict[str, Any]] = Field(description="type (Actual, MaxSet...), value, mutability, persistent.")
+    characteristics: dict[str, Any] = Field(description="dataType, unit, minLimit, maxLimit, valuesList, supportsMonitoring.")
+    key16: str | None = Field(None, description="The OCPP 1.6 configuration key mapped onto this variable.")
+    only16: bool = Field(False, description="A 1.6 key with no 2.0.1 variable.")
+    reboot_required: bool = False
 
 
 class TransactionPage(BaseModel):

@@ -11,6 +11,17 @@ UNDERVOLTAGE_V = 207.0
 """230 V − 10 %: the lower bound of EN 50160 supply voltage."""
 
 
+def meter_problem(status: dict[str, Any]) -> str | None:
+    """Why the energy meter is a problem now, or None (no meter, answering, or no verdict yet)."""
+    health = status.get("meter_health") or {}
+    if health.get("healthy") is not False:
+        return None
+    meter = status.get("meter") or {}
+    where = f" {meter.get('model')} on {meter.get('port')}" if meter.get("port") else ""
+    return (f"energy meter{where} not answering since {health.get('since')} ({health.get('reason')}): "
+            "energy cannot be measured for billing")
+
+
 def problems(status: dict[str, Any]) -> list[dict[str, str]]:
     found: list[dict[str, str]] = []
 
@@ -25,6 +36,9 @@ def problems(status: dict[str, Any]) -> list[dict[str, str]]:
     clock = status.get("clock") or {}
     if clock and not clock.get("trusted"):
         flag("clock_not_synced", "clock not synchronized (no NTP and no time from the CSMS yet)", "warning")
+    meter = meter_problem(status)
+    if meter:
+        flag("meter_unhealthy", meter)
     store = status.get("store") or {}
     if store and store.get("healthy") is False:
         flag("store_unhealthy", f"state database cannot be written: {store.get('last_error') or 'unknown error'}")

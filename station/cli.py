@@ -124,7 +124,7 @@ def _setup_logging(settings: Settings | None, *, stream: Any = None) -> None:
 
     if settings is not None:
         logs.register_secrets(settings.secrets())
-        logs.configure(settings.log_format, settings.log_level, stream=stream)
+        logs.configure(settings.log_format, settings.log_level, stream=stream, driver_tokens=settings.log_driver_tokens)
     else:
         logs.configure("auto", "info", stream=stream)
 

@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = _var("STATION_CA_BUNDLE", "CA bundle to verify the CSMS (wss://).", default=None)
     client_cert: Path | None = _var("STATION_CLIENT_CERT", "Client certificate (profile 3).", default=None)
     client_key: Path | None = _var("STATION_CLIENT_KEY", "Client certificate key (profile 3).", default=None)
+    manufacturer_roots: Path | None = _var(
+        "STATION_MANUFACTURER_ROOTS",
+        "PEM bundle of firmware manufacturer root certificates, added once to the certificate store "
+        "(the CSMS can install more with InstallCertificate).", default=None,
+    )
+    firmware_allow_unsigned: bool = _var(
+        "STATION_FIRMWARE_ALLOW_UNSIGNED",
+        "Accept OCPP 1.6 UpdateFirmware without signature (checksum only). Development rigs only: "
+        "off, an unsigned update is refused and only a signed one chaining to a manufacturer root is installed.",
+        default=False,
+    )
     fallback_after: int = _var(
         "STATION_FALLBACK_AFTER", "Failed attempts on the primary version before trying the other.", default=3, ge=1
     )
@@ -131,6 +142,10 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = _var(
         "STATION_LOG_LEVEL", "Log level.", default="info"
+    )
+    log_driver_tokens: bool = _var(
+        "STATION_LOG_DRIVER_TOKENS", "Show drivers' tokens (idToken / idTag) in log lines, for debugging; masked to "
+        "their last 4 characters otherwise. API and IPC answers always mask them.", default=False,
     )
     log_file: Path | None = _var(
         "STATION_LOG_FILE", "Write the daemon's log to this file (kept to 2 x 10 MB) instead of stderr; for hosts "

@@ -21,12 +21,15 @@ from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store, StoreError
+from station.credentials import Credentials
 from station.diagnostics import archive
 from station.diagnostics.log_upload import LogUploader
 from station.diagnostics.recorder import SEGMENTS, FlightRecorder
 from station.firmware import FirmwareStatus, FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
+from station.ocpp.endpoints import Endpoints
+from station.pki import MANUFACTURER_ROOT
 
 if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (station/handover.py)
     from station.config import Settings
@@ -67,7 +70,14 @@ class Daemon:
             self.links[cid] = link
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
-        self.firmware = FirmwareUpdater(settings.state_dir, is_idle=self._idle, now=self.core.clock.now)
+        params = link_params(settings)
+        self.credentials = Credentials(settings.state_dir, params, now=self.core.clock.now)
+        roots = self.credentials.roots
+        roots.seed(MANUFACTURER_ROOT, settings.manufacturer_roots)
+        self.firmware = FirmwareUpdater(
+            settings.state_dir, is_idle=self._idle, now=self.core.clock.now,
+            manufacturer_roots=lambda: [r.certificate for r in roots.roots(MANUFACTURER_ROOT)],
+            allow_unsigned=settings.firmware_allow_unsigned)
         self.boot_reason = boot_reason.determine(self.store, settings.state_dir, boot_id=boot_reason.kernel_boot_id())
         self._restart_reason: str | None = None
         """Set when the stop is a planned restart: the next start's BootNotification reason."""
@@ -75,13 +85,24 @@ class Daemon:
                                 station_id=settings.station_name, now=self.core.clock.now,
                                 before_build=self.recorder.flush if self.recorder else None,
                                 ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
-        self.ocpp = OcppClient(link_params(settings), self.core, heartbeat_seconds=settings.heartbeat_seconds,
+        self.ocpp = OcppClient(params, self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
-                               boot_reason=self.boot_reason)
+                               boot_reason=self.boot_reason, credentials=self.credentials,
+                               endpoints=Endpoints(params, settings.state_dir))
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
+        self._bind_meter_facts()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
+
+    def _bind_meter_facts(self) -> None:
+        """The energy meter's facts in the device model (FiscalMetering); none without a meter."""
+        meter = self.meter
+        if meter is None:
+            return
+        model = self.core.device_model
+        model.set_default("FiscalMetering", "Model", str(self.settings.meter_model).upper())
+        model.bind("FiscalMetering", "Problem", get=lambda _: not meter.healthy)
 
     def _idle(self) -> bool:
         """No transaction runs: a remote update may restart the daemon now."""
@@ -108,6 +129,7 @@ class Daemon:
             baud=settings.meter_baud,
             poll_interval=settings.meter_poll_seconds,
             on_reading=self._on_meter_reading,
+            on_health=self.core.on_meter_health,
         )
 
     def _on_meter_reading(self, reading: Any) -> None:
@@ -136,25 +158,22 @@ class Daemon:
                 "port": self.settings.meter_port,
                 "model": self.settings.meter_model,
                 "healthy": self.meter.healthy,
+                "last_error": self.meter.last_error,
                 "stats": _as_dict(self.meter.stats),
             },
         }
 
     # ---- diagnostics (GetLog, GetDiagnostics, `station report`) ----------------------------
     def config_dump(self) -> dict[str, Any]:
-        """The effective configuration and the CSMS-set values (masked by the archive)."""
+        """The effective configuration and the device model (secrets masked there too; the archive masks again)."""
         settings = self.settings
         names = getattr(type(settings), "model_fields", None)
         values = {name: getattr(settings, name) for name in names} if names else dict(vars(settings))
-        ocpp: dict[str, Any] = {}
-        from station.ocpp.base import SETTINGS
-
-        for setting in SETTINGS:
-            try:
-                ocpp[setting.key] = self.ocpp.setting(setting.key)
-            except Exception as exc:  # noqa: BLE001 — one unreadable value must not cost the archive
-                ocpp[setting.key] = f"(unreadable: {exc.__class__.__name__})"
-        return {"settings": values, "ocpp": ocpp}
+        try:
+            device_model: Any = self.core.device_model.snapshot()
+        except Exception as exc:  # noqa: BLE001 — an unreadable model must not cost the archive
+            device_model = f"(unreadable: {exc.__class__.__name__})"
+        return {"settings": values, "device_model": device_model}
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.core.snapshot(), **self.status()}

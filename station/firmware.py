@@ -38,7 +38,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -188,17 +188,20 @@ def release_version(filename: str, project: str = PROJECT) -> str:
     return update_request.check_version(str(version))
 
 
-def check_certificate(pem: str, now: datetime) -> str | None:
-    """Why the signing certificate cannot be used (None: it can)."""
-    from cryptography import x509
+def check_certificate(pem: str, now: datetime, roots: Sequence[Any] = ()) -> str | None:
+    """Why the signing certificate cannot be used (None: it can): it must be valid now and be
+    signed by one of `roots`, the installed ManufacturerRootCertificates (L01.FR.12)."""
+    from station import pki
 
     try:
-        cert = x509.load_pem_x509_certificate(pem.encode())
-    except ValueError as exc:
+        chain = pki.load_chain(pem)
+    except pki.PkiError as exc:
         return f"unreadable signing certificate: {exc}"[:200]
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    if not pki.valid_at(chain[0], now):
         return "signing certificate outside its validity period"
-    return None
+    if not roots:
+        return "no ManufacturerRootCertificate installed"
+    return pki.verify_chain(chain, roots, now)
 
 
 def verify_signature(pem: str, signature_b64: str, sha256: bytes, path: Path) -> str | None:
@@ -262,8 +265,14 @@ class FirmwareUpdater:
         poll_seconds: float = 5.0,
         http_timeout_s: float = 60.0,
         project: str = PROJECT,
+        manufacturer_roots: Callable[[], Sequence[Any]] = lambda: (),
+        allow_unsigned: bool = False,
     ) -> None:
         self.state_dir = state_dir
+        self.manufacturer_roots = manufacturer_roots
+        """The installed ManufacturerRootCertificates (x509) a firmware signing certificate must chain to."""
+        self.allow_unsigned = allow_unsigned
+        """Whether an update without signature may be installed at all (1.6 UpdateFirmware; development only)."""
         self.directory = state_dir / "firmware"
         self.is_idle = is_idle
         self.now = now
@@ -334,8 +343,11 @@ class FirmwareUpdater:
         if request.signature and not request.signing_certificate:
             self._security_event("InvalidFirmwareSigningCertificate", "UpdateFirmware: signature without signing certificate")
             return Answer("InvalidCertificate", "signature without signing certificate")
+        if not request.signing_certificate and not self.allow_unsigned:
+            self._security_event("InvalidFirmwareSigningCertificate", "UpdateFirmware: unsigned update refused")
+            return Answer("InvalidCertificate", "unsigned update refused")
         if request.signing_certificate:
-            problem = check_certificate(request.signing_certificate, self.now())
+            problem = check_certificate(request.signing_certificate, self.now(), self.manufacturer_roots())
             if problem:
                 log.warning("firmware: signing certificate refused", reason=problem)
                 self._security_event("InvalidFirmwareSigningCertificate", f"UpdateFirmware: {problem}")
@@ -508,12 +520,13 @@ class FirmwareUpdater:
             path, digest, sidecar = await self._download(request, url, shown)
             await self._emit(FirmwareNote(FirmwareStatus.DOWNLOADED, rid))
             expected = expected or sidecar
-            if expected is None:
+            if expected is None and not request.signing_certificate:
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED,
                               "no checksum: give the URL a #sha256=<hex> fragment or publish <url>.sha256")
-            if digest.hex() != expected:
+            if expected is not None and digest.hex() != expected:
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, "SHA-256 of the artefact does not match its checksum")
             if request.signing_certificate:
+                # The signature covers the artefact itself: with it, a checksum is optional.
                 problem = (verify_signature(request.signing_certificate, request.signature, digest, path)
                            if request.signature else "no signature")
                 if problem:

@@ -119,7 +119,8 @@ def run_daemon(settings: Any) -> int:
             stream = logs.RotatingFile(log_file)
         except OSError as exc:
             print(f"station: log file {log_file} not writable ({exc.strerror}); logging to stderr", file=sys.stderr)
-    logs.configure(settings.log_format, settings.log_level, stream=stream)
+    logs.configure(settings.log_format, settings.log_level, stream=stream,
+                   driver_tokens=bool(getattr(settings, "log_driver_tokens", False)))
     try:
         return asyncio.run(serve(settings))
     except OSError as exc:

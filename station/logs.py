@@ -15,6 +15,57 @@ REDACTED = "***"
 _SECRET_KEYS = ("password", "token", "secret", "authorization", "private_key")
 _secrets: set[str] = set()
 
+TOKEN_KEYS = frozenset({
+    "id_token", "idtoken", "idtag", "id_tag", "parentidtag", "parent_id_tag", "groupidtoken", "group_id_token",
+    "group_id", "additionalidtoken",
+})
+"""Keys (lower-cased) whose values are drivers' tokens, in the core's JSON and in OCPP payloads."""
+TOKEN_HINTS = ("idtoken", "idtag", "id_token", "group_id")
+"""Every TOKEN_KEYS name contains one of these: a text without them holds no token field."""
+_show_tokens = False
+
+
+def show_tokens(show: bool) -> None:
+    """STATION_LOG_DRIVER_TOKENS: let drivers' tokens into log lines (debugging only; never API/IPC answers)."""
+    global _show_tokens
+    _show_tokens = bool(show)
+
+
+def tokens_shown() -> bool:
+    return _show_tokens
+
+
+def mask_token(token: Any) -> Any:
+    """A driver token (an RFID UID is enough to clone a card) as its last 4 characters: `****0042`.
+
+    Idempotent, so a value masked by the daemon is unchanged when the API masks it again.
+    """
+    if not isinstance(token, str):
+        return token
+    return "****" + token[-4:] if len(token) > 4 else "****"
+
+
+def mask_tokens(value: Any) -> Any:
+    """A copy of `value` with every driver token masked (dicts and lists walked; other values as they are)."""
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str) and key.lower() in TOKEN_KEYS:
+                out[key] = mask_token(item) if isinstance(item, str) else mask_tokens(item)
+            else:
+                out[key] = mask_tokens(item)
+        return out
+    if isinstance(value, list):
+        return [mask_tokens(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(mask_tokens(v) for v in value)
+    return value
+
+
+def may_hold_token(text: str) -> bool:
+    low = text.lower()
+    return any(hint in low for hint in TOKEN_HINTS)
+
 
 def register_secrets(values: Iterable[str]) -> None:
     """Values that must never reach a log line, whatever field they hide in."""
@@ -44,6 +95,11 @@ def _is_secret_key(key: Any) -> bool:
 
 def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
+        if not _show_tokens and key.lower() in TOKEN_KEYS and not _is_secret_key(key):  # idTag=...
+            event_dict[key] = mask_tokens(value) if not isinstance(value, str) else mask_token(value)
+            continue
+        if not _show_tokens and isinstance(value, (dict, list, tuple)):
+            value = mask_tokens(value)
         if _is_secret_key(key) and value is not None:
             event_dict[key] = REDACTED
         elif not isinstance(value, (int, float, bool)) and value is not None:
@@ -93,8 +149,13 @@ class RotatingFile:
         return False
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog (and stdlib logging of libraries) to write to `stream` (stderr by default)."""
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None, *,
+              driver_tokens: bool = False) -> None:
+    """Set up structlog (and stdlib logging of libraries) to write to `stream` (stderr by default).
+
+    `driver_tokens` (STATION_LOG_DRIVER_TOKENS) shows drivers' tokens in log lines; masked otherwise.
+    """
+    show_tokens(driver_tokens)
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     shared: list[Any] = [

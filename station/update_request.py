@@ -1,6 +1,6 @@
 """The daemon's side of a software update: leave a request, read the outcome.
 
-Kept apart from :mod:`station.update` (the root-side flow and its CLI) so that the daemon, which
+Kept apart from :mod:`station.field.update` (the root-side flow and its CLI) so that the daemon, which
 only ever writes ``request.json`` and reads ``result.json``, does not carry that code in memory.
 """
 

@@ -12,6 +12,7 @@ from typing import Any
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store
+from station.credentials import Credentials
 from station.devtools.csms import DevCsms, Received
 from station.firmware import FirmwareUpdater
 from station.ocpp.client import OcppClient
@@ -73,9 +74,15 @@ class Rig:
     clock: Clock | None = None
     firmware: FirmwareUpdater | None = None
     """Remote update (UpdateFirmware) handler; None: refused."""
+    state_dir: Path | None = None
+    """Where the station keeps credentials and certificates; None: fixed link parameters."""
+    link: dict[str, Any] = field(default_factory=dict)
+    """Extra LinkParams (password, ca_bundle, client_cert, client_key, security_profile)."""
+    credentials: Credentials | None = None
 
     def params(self) -> LinkParams:
-        return LinkParams(self.station_id, primary=self.version, url_201=self.csms.url("201"), url_16=self.csms.url("16"), **FAST_LINK)
+        return LinkParams(self.station_id, primary=self.version, url_201=self.csms.url("201"), url_16=self.csms.url("16"),
+                          **{**FAST_LINK, **self.link})
 
     async def start(self, *, trusted: bool = True) -> Rig:
         self.clock = Clock(trusted=trusted)
@@ -87,8 +94,10 @@ class Rig:
         async def on_reset(kind: str) -> None:
             self.resets.append(kind)
 
+        if self.state_dir is not None:
+            self.credentials = Credentials(self.state_dir, self.params())
         self.client = OcppClient(self.params(), self.core, boot_retry_seconds=0.05, response_timeout=3, on_reset=on_reset,
-                                 firmware=self.firmware)
+                                 firmware=self.firmware, credentials=self.credentials)
         self.task = asyncio.create_task(self.client.run())
         return self
 
@@ -126,3 +135,12 @@ async def rig_on_dev_csms(version: str, db: Path, *, heartbeat_interval: int = 3
             yield rig
         finally:
             await rig.stop()
+
+
+async def started_rig(version: str, csms: DevCsms, directory: Path, **link: Any) -> Rig:
+    """A rig with a credential store under `directory`, past the StatusNotification of this start."""
+    rig = Rig(version, csms, directory / "station.db", state_dir=directory / "state", link=link)
+    mark = csms.mark()
+    await rig.start()
+    await csms.wait_for("StatusNotification", since=mark, timeout=10)
+    return rig

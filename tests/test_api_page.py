@@ -83,3 +83,81 @@ async def test_the_page_shows_when_the_daemon_goes_away(
 
 async def _reachable(api: httpx.AsyncClient) -> bool:
     return bool((await api.get("/health")).json()["daemon"]["reachable"])
+
+
+async def test_a_reservation_shows_on_the_page_with_its_token_masked(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.async_api import expect
+
+    from station.core.reservations import Reservation
+
+    async with serve_api(settings_for(tmp_path, sock_path)) as url:
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        await expect(page.get_by_test_id("connector-1-status")).to_have_text("Available")
+        expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        daemon.core.reservations.reserve(Reservation(31, 1, "DRIVER0077", "ISO14443", None, expires))
+        await expect(page.get_by_test_id("connector-1-status")).to_have_text("Reserved")
+        await expect(page.get_by_test_id("connector-1")).to_contain_text("for token ****0077")
+        await expect(page.get_by_test_id("events")).to_contain_text("reservation 31 accepted on connector 1")
+        assert "DRIVER0077" not in await page.content()
+
+
+async def test_a_meter_that_stops_answering_shows_as_a_problem_on_the_page(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    from station.meter.client import ModbusMeter
+    from station.meter.registers import ADL400
+    from station.meter.sim_process import MeterSimProcess
+    from tests.aio import running
+
+    async with MeterSimProcess(tmp_path, energy_wh=500.0) as sim, serve_api(settings_for(tmp_path, sock_path)) as url:
+        meter = ModbusMeter(str(sim.link), register_map=ADL400, poll_interval=0.1, timeout=0.2, retries=0,
+                            on_reading=daemon.core.on_meter_reading, on_health=daemon.core.on_meter_health)
+        daemon.facts["meter"] = {"port": str(sim.link), "model": "adl400"}
+        async with running(meter.run()):
+            page = await browser.new_page()
+            await page.goto(url + "/")
+            await expect(page.get_by_test_id("problems")).to_contain_text("No problems detected")
+            await sim.command("fail", seconds=60)
+            await expect(page.locator("#problems li[data-code=meter_unhealthy]")).to_contain_text(
+                "energy meter adl400 on", timeout=15_000)
+            await expect(page.get_by_test_id("events")).to_contain_text("energy meter not answering")
+
+
+async def test_last_events_keep_the_session_however_many_meter_readings_came_between(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    async with serve_api(settings_for(tmp_path, sock_path)) as url:
+        async with httpx.AsyncClient(base_url=url) as api:
+            await wait_for(lambda: _reachable(api), what="API sees the daemon")
+            daemon.core.request_start(1, "DRIVER0042")
+            daemon.esp.plug()
+            daemon.esp.ev_requests_charge()
+            await wait_for(lambda: daemon.core.connectors[1].derived.status.value == "Charging", what="charging")
+            for wh in range(1, 301):  # five minutes of charging at one reading a second
+                daemon.core.on_meter_reading(MeterReading(energy_import_wh=float(wh), power_w=7000.0))
+            daemon.esp.unplug()
+            for wh in range(301, 401):
+                daemon.core.on_meter_reading(MeterReading(energy_import_wh=300.0))
+            daemon.core.on_meter_reading(MeterReading(energy_import_wh=300.5))
+
+            async def all_seen() -> bool:
+                recent = (await api.get("/events/recent")).json()
+                return any(e["kind"] == "meter" and e["data"]["meter"]["energy_wh"] == 300.5 for e in recent)
+
+            await wait_for(all_seen, what="the API to see the last meter reading")
+        page = await browser.new_page()  # a technician opens the page after the session
+        await page.goto(url + "/")
+        events = page.get_by_test_id("events")
+        await expect(events).to_contain_text("transaction started on connector 1")
+        await expect(events).to_contain_text("transaction ended on connector 1")
+        await expect(events).to_contain_text("connector 1: Charging")
+        await expect(events).to_contain_text("connector 1: Available")

@@ -241,3 +241,13 @@ async def test_offline_flag_follows_the_csms_link(core: StationCore, esp: Record
 async def test_start_on_busy_connector_is_refused(core: StationCore, esp: RecordingController) -> None:
     core.request_start(1, "A")
     assert core.request_start(1, "B") == (False, "connector busy")
+
+
+async def test_a_meter_verdict_change_is_core_state_and_one_event_for_subscribers(core: StationCore) -> None:
+    with core.events.subscribe() as sub:
+        core.on_meter_health(False, "3 polls in a row failed: no answer")
+        core.on_meter_health(False, "4 polls in a row failed: no answer")  # no news: no second event
+        core.on_meter_health(True, "valid reading")
+        events = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    assert [(e.kind, e.data["healthy"]) for e in events] == [("meter_health", False), ("meter_health", True)]
+    assert core.snapshot()["meter_health"]["healthy"] is True

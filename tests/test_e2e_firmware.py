@@ -1,5 +1,6 @@
 """End to end: a remote update through the real `station run` process, the ESP32 simulator on a
-pty, the dev CSMS and a real HTTP server; the update flow's side is played by its files."""
+pty, the dev CSMS and a real HTTP server; the update flow's side is played by its files. The CSMS
+first installs the manufacturer's root, which the firmware signing certificate must chain to."""
 
 from __future__ import annotations
 
@@ -7,21 +8,28 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from station import update
+from station.field import update
 from tests.e2e import STATION_ID, DaemonProcess, running_station
 from tests.firmware_helpers import ARTEFACT, WHEEL, artefact_server, sha256
 from tests.ocpp_helpers import eventually
+from tests.pki_helpers import make_firmware_signer
+
+SIGNER = make_firmware_signer()
 
 
-async def test_daemon_hands_a_verified_update_over_and_reports_installed_once_after_its_restart(tmp_path: Path) -> None:
+async def test_daemon_hands_a_signed_update_over_and_reports_installed_once_after_its_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with artefact_server() as http:
         http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
         location = http.url(f"/releases/{WHEEL}", userinfo="fleet:s3cret-Pw") + f"#sha256={sha256(ARTEFACT)}"
         async with running_station(tmp_path) as (csms, _sim, daemon):
             await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            installed = await csms.call(STATION_ID, "InstallCertificate", {
+                "certificateType": "ManufacturerRootCertificate", "certificate": SIGNER.root_pem})
+            assert installed == {"status": "Accepted"}
             answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": 5, "firmware": {
-                "location": location, "retrieveDateTime": datetime.now(UTC).isoformat()}})
+                "location": location, "retrieveDateTime": datetime.now(UTC).isoformat(),
+                "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}})
             assert answer["status"] == "Accepted"
             await csms.wait_for("FirmwareStatusNotification", STATION_ID,
                                 lambda r: r.payload["status"] in ("Installing", "DownloadFailed", "InstallVerificationFailed"), timeout=20)
@@ -45,6 +53,6 @@ async def test_daemon_hands_a_verified_update_over_and_reports_installed_once_af
                 await restarted.stop()
             log = daemon.log()
     sent = [r.payload["status"] for r in csms.calls("FirmwareStatusNotification", STATION_ID)]
-    assert sent == ["Downloading", "Downloaded", "Installing", "Installed"]
+    assert sent == ["Downloading", "Downloaded", "SignatureVerified", "Installing", "Installed"]
     assert "s3cret-Pw" not in log and "fleet:" not in log
     assert not (state / "firmware" / WHEEL).exists()

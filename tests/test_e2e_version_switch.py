@@ -119,6 +119,7 @@ async def test_a_2_0_1_transaction_continued_on_1_6_and_killed_is_finished_on_2_
         await rig.kill()
         await rig.start()  # restarts on 2.0.1, is refused, falls back to 1.6 again
         await csms.wait_connected(STATION_ID, timeout=30)
+        await rig.until(lambda s: s["connectors"][0]["meter"] is not None)  # the meter read since the restart
         await esp.command("unplug")  # the transaction ends while the station speaks 1.6
         await rig.until(lambda s: s["connectors"][0]["transaction"] is None and s["ocpp"]["version"] == "16")
         assert not [r for r in csms.received[on_16:] if r.kind == "call" and r.action in V16_TRANSACTION | {"MeterValues"}
@@ -160,6 +161,7 @@ async def test_a_1_6_transaction_continued_on_2_0_1_and_killed_is_finished_on_1_
         await rig.kill()
         await rig.start()  # primary 2.0.1 is accepted at once after the restart
         await csms.wait_connected(STATION_ID, timeout=30)
+        await rig.until(lambda s: s["connectors"][0]["meter"] is not None)  # the meter read since the restart
         await esp.command("unplug")
         status = await rig.until(lambda s: s["connectors"][0]["transaction"] is None and unfinished(s, "16") >= 1)
         assert status["ocpp"]["version"] == "201"

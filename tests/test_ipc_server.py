@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -129,9 +130,27 @@ async def test_transactions_are_paginated_most_recent_first(daemon: Daemon, clie
         await settle()
     page = await client.transactions(limit=2, offset=0)
     assert page["total"] == 3 and len(page["items"]) == 2
-    assert page["items"][0]["id_token"] == "TOKEN2"
+    assert page["items"][0]["id_token"] == "****KEN2"  # masked: see the next test
     rest = await client.transactions(limit=2, offset=2)
-    assert [t["id_token"] for t in rest["items"]] == ["TOKEN0"]
+    assert [t["id_token"] for t in rest["items"]] == ["****KEN0"]
+
+
+async def test_drivers_tokens_leave_the_daemon_only_masked(daemon: Daemon, client: IpcClient) -> None:
+    events = client.events()
+    first = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.1)
+    await client.start(1, "CANARY-TAG-77")
+    daemon.esp.plug()
+    await settle()
+    seen = [await asyncio.wait_for(first, 5)]
+    with contextlib.suppress(TimeoutError):
+        while True:
+            seen.append(await asyncio.wait_for(events.__anext__(), 0.5))
+    await events.aclose()
+    answers = [await client.status(), await client.connectors(), await client.connector(1), await client.transactions()]
+    text = json.dumps([answers, seen])
+    assert "CANARY-TAG-77" not in text
+    assert "****G-77" in text
 
 
 async def test_transactions_reject_a_page_size_out_of_range(client: IpcClient) -> None:
@@ -147,7 +166,7 @@ async def test_start_then_plug_in_starts_a_transaction(daemon: Daemon, client: I
     daemon.esp.plug()
     await settle()
     tx = (await client.connector(1))["transaction"]
-    assert tx["id_token"] == "TECH1"
+    assert tx["id_token"] == "****ECH1" and daemon.core.connectors[1].transaction.id_token == "TECH1"
 
 
 async def test_start_on_a_busy_connector_is_rejected_with_the_reason(client: IpcClient) -> None:
@@ -470,3 +489,27 @@ async def test_client_reconnects_on_the_next_call_after_a_daemon_restart(daemon:
         await client.connectors()
     await daemon.start()
     assert (await client.connectors())[0]["id"] == 1
+
+
+# --- device model view -------------------------------------------------------------
+def _variable(rows: list[dict[str, Any]], component: str, variable: str) -> dict[str, Any]:
+    return next(r for r in rows if r["component"]["name"] == component and r["variable"]["name"] == variable)
+
+
+async def test_device_model_lists_every_variable_with_its_value_and_characteristics(client: IpcClient) -> None:
+    rows = await client.device_model()
+    heartbeat = _variable(rows, "OCPPCommCtrlr", "HeartbeatInterval")
+    assert heartbeat["attributes"] == [{"type": "Actual", "mutability": "ReadWrite", "persistent": True, "value": "300"}]
+    assert heartbeat["characteristics"]["unit"] == "s" and heartbeat["key16"] == "HeartbeatInterval"
+    connector = _variable(rows, "Connector", "ConnectorType")
+    assert connector["component"] == {"name": "Connector", "evse": {"id": 1, "connectorId": 1}}
+
+
+async def test_device_model_masks_a_secret_value_even_once_it_is_set(daemon: Daemon, client: IpcClient) -> None:
+    model = daemon.core.device_model
+    model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda *_: None)
+    assert model.write(model.entry("SecurityCtrlr", "BasicAuthPassword"), "CANARY-PASSWORD-0123").status == "Accepted"
+    rows = await client.device_model()
+    password = _variable(rows, "SecurityCtrlr", "BasicAuthPassword")
+    assert password["attributes"][0]["value"] == "***"
+    assert "CANARY-PASSWORD-0123" not in json.dumps(rows)

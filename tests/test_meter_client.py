@@ -128,6 +128,53 @@ async def test_meter_recovers_after_a_failure(tmp_path: Path) -> None:
     assert all(r.energy_import_wh == 3000.0 for r in rec.readings)
 
 
+class HealthLog:
+    """on_health callback that keeps every verdict it was told."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[tuple[bool, str]] = []
+
+    def __call__(self, healthy: bool, reason: str) -> None:
+        self.verdicts.append((healthy, reason))
+
+
+async def test_a_meter_that_stops_answering_is_reported_unhealthy_once_then_healthy_again(tmp_path: Path) -> None:
+    health = HealthLog()
+    async with MeterSimProcess(tmp_path, load_a=8.0) as sim:
+        meter = make_meter(sim.link, Recorder(), on_health=health)
+        async with running(meter.run()):
+            await wait_until(lambda: health.verdicts == [(True, "valid reading")])
+            await sim.command("fail", seconds=60)
+            await wait_until(lambda: len(health.verdicts) == 2)
+            await wait_until(lambda: meter.stats.consecutive_failures >= 6)  # still failing: no repeat
+            await sim.command("fail", seconds=0)
+            await wait_until(lambda: len(health.verdicts) == 3)
+    assert [v for v, _ in health.verdicts] == [True, False, True]
+    assert "3 polls in a row failed" in health.verdicts[1][1]
+    assert meter.last_error is not None
+
+
+async def test_a_meter_dead_from_the_start_is_reported_unhealthy(tmp_path: Path) -> None:
+    health = HealthLog()
+    meter = make_meter(tmp_path / "no-such-port", Recorder(), reconnect_max=0.05, on_health=health)
+    async with running(meter.run()):
+        await wait_until(lambda: bool(health.verdicts))
+    assert health.verdicts[0][0] is False and "port unavailable" in health.verdicts[0][1]
+
+
+async def test_probe_reads_once_and_says_why_a_dead_meter_gives_nothing(tmp_path: Path) -> None:
+    from station.meter.client import MeterReadError
+
+    rec = Recorder()
+    async with MeterSimProcess(tmp_path, energy_wh=4200.0) as sim:
+        meter = make_meter(sim.link, rec)
+        assert (await meter.probe()).energy_import_wh == 4200.0
+        await sim.command("fail", seconds=60)
+        with pytest.raises(MeterReadError):
+            await meter.probe()
+    assert rec.count() == 0  # a probe publishes nothing
+
+
 async def test_energy_going_backwards_is_flagged_and_not_passed_on(tmp_path: Path) -> None:
     rec = Recorder()
     async with MeterSimProcess(tmp_path, load_a=0.0, energy_wh=50_000.0) as sim:

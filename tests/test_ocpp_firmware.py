@@ -1,12 +1,13 @@
 """Remote update from the CSMS (UpdateFirmware, FirmwareStatusNotification) in both versions.
 
 Real components: the dev CSMS on 127.0.0.1, a real HTTP server serving the artefact, real
-SQLite; the hand-over is the real `station.update.request_update` (request.json in the state
+SQLite; the hand-over is the real `station.field.update.request_update` (request.json in the state
 dir) and the outcome the real `result.json` the update flow leaves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,16 @@ from typing import Any
 
 import pytest
 
-from station import update
+from station.field import update
 from station.devtools.csms import DevCsms, Received
 from station.firmware import FirmwareUpdater
+from station import pki
 from tests.firmware_helpers import ARTEFACT, WHEEL, ArtefactServer, artefact_server, make_signer, sha256
 from tests.ocpp_helpers import Rig, eventually
+from tests.pki_helpers import make_firmware_signer
+
+SIGNER = make_firmware_signer()
+"""The manufacturer's firmware signing certificate; its root is installed in every rig's updater."""
 
 
 @pytest.fixture
@@ -30,7 +36,10 @@ def http() -> Iterator[ArtefactServer]:
 
 
 def updater(state: Path, **kwargs: Any) -> FirmwareUpdater:
-    return FirmwareUpdater(state, poll_seconds=0.05, default_retry_interval_s=0, **kwargs)
+    """A development rig's updater: the test manufacturer root trusted, plain 1.6 UpdateFirmware allowed."""
+    root = pki.load_chain(SIGNER.root_pem)
+    settings: dict[str, Any] = {"manufacturer_roots": lambda: root, "allow_unsigned": True, **kwargs}
+    return FirmwareUpdater(state, poll_seconds=0.05, default_retry_interval_s=0, **settings)
 
 
 async def started_rig(version: str, csms: DevCsms, tmp_path: Path, **kwargs: Any) -> Rig:
@@ -63,10 +72,14 @@ def now_text(delta_s: float = 0) -> str:
 
 
 async def update_firmware(rig: Rig, location: str, *, request_id: int = 42, retrieve_in: float = 0, **extra: Any) -> dict[str, Any]:
-    """UpdateFirmware in the rig's version; `extra` holds 2.0.1 firmware fields (signature...) and retries."""
+    """UpdateFirmware in the rig's version; `extra` holds 2.0.1 firmware fields (signature...) and retries.
+
+    2.0.1 requests are signed by the test manufacturer unless `extra` says otherwise."""
     retries = {k: extra.pop(k) for k in ("retries", "retryInterval") if k in extra}
     if rig.version == "201":
-        firmware = {"location": location, "retrieveDateTime": now_text(retrieve_in), **extra}
+        signature = {"signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}
+        firmware = {"location": location, "retrieveDateTime": now_text(retrieve_in), **signature, **extra}
+        firmware = {k: v for k, v in firmware.items() if v is not None}
         return await rig.csms.call("CP", "UpdateFirmware", {"requestId": request_id, "firmware": firmware, **retries})
     return await rig.csms.call("CP", "UpdateFirmware", {"location": location, "retrieveDate": now_text(retrieve_in), **retries})
 
@@ -93,7 +106,8 @@ async def test_update_firmware_downloads_verifies_and_hands_the_artefact_to_the_
     assert answer == ({"status": "Accepted"} if rig.version == "201" else {})
     installing = await final_status(rig, "Installing", "InstallationFailed", "InstallVerificationFailed", "DownloadFailed")
     assert installing.payload["status"] == "Installing"
-    assert statuses(rig) == ["Downloading", "Downloaded", "Installing"]
+    signed = ["SignatureVerified"] if rig.version == "201" else []
+    assert statuses(rig) == ["Downloading", "Downloaded", *signed, "Installing"]
     if rig.version == "201":
         assert {r.payload.get("requestId") for r in rig.calls("FirmwareStatusNotification")} == {42}
     request = json.loads(request_file(tmp_path).read_text())
@@ -112,9 +126,8 @@ async def test_checksum_from_a_sidecar_file_beside_the_artefact_is_accepted(
 
 async def test_signed_update_reports_signature_verified_before_installing(
         rig201: Rig, http: ArtefactServer, tmp_path: Path) -> None:
-    signer = make_signer()
     location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
-    answer = await update_firmware(rig201, location, signingCertificate=signer.certificate_pem, signature=signer.sign(ARTEFACT))
+    answer = await update_firmware(rig201, location)
     assert answer["status"] == "Accepted"
     await final_status(rig201, "Installing", "InvalidSignature")
     assert statuses(rig201) == ["Downloading", "Downloaded", "SignatureVerified", "Installing"]
@@ -127,7 +140,7 @@ async def test_download_waits_for_the_retrieve_time_as_download_scheduled(rig201
     await final_status(rig201, "DownloadScheduled")
     assert http.hits == {}
     await final_status(rig201, "Installing")
-    assert statuses(rig201) == ["DownloadScheduled", "Downloading", "Downloaded", "Installing"]
+    assert statuses(rig201) == ["DownloadScheduled", "Downloading", "Downloaded", "SignatureVerified", "Installing"]
 
 
 # ------------------------------------------------------------------------------- failures
@@ -141,24 +154,110 @@ async def test_wrong_checksum_fails_verification_and_requests_no_install(
     assert not (tmp_path / "state" / "firmware" / WHEEL).exists()
 
 
-async def test_artefact_without_any_checksum_is_not_installed(rig201: Rig, http: ArtefactServer, tmp_path: Path) -> None:
-    await update_firmware(rig201, http.url(f"/releases/{WHEEL}"))
-    await final_status(rig201, "InstallVerificationFailed", "Installing")
-    assert statuses(rig201)[-1] == "InstallVerificationFailed"
-    assert not request_file(tmp_path).exists()
+async def test_unsigned_artefact_without_any_checksum_is_not_installed(http: ArtefactServer, tmp_path: Path) -> None:
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("16", csms, tmp_path)
+        try:
+            await update_firmware(rig, http.url(f"/releases/{WHEEL}"))
+            await final_status(rig, "InstallationFailed", "Installing")
+            assert not request_file(tmp_path).exists()
+        finally:
+            await rig.stop()
+
+
+async def test_a_signed_artefact_needs_no_checksum(rig201: Rig, http: ArtefactServer, tmp_path: Path) -> None:
+    await update_firmware(rig201, http.url(f"/releases/{WHEEL}"))  # the signature covers the artefact itself
+    await final_status(rig201, "Installing", "InstallVerificationFailed", "InvalidSignature")
+    assert statuses(rig201) == ["Downloading", "Downloaded", "SignatureVerified", "Installing"]
+    assert request_file(tmp_path).exists()
 
 
 async def test_bad_signature_is_reported_as_invalid_signature(rig201: Rig, http: ArtefactServer, tmp_path: Path) -> None:
-    signer, stranger = make_signer(), make_signer()
+    stranger = make_firmware_signer()
     location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
-    await update_firmware(rig201, location, signingCertificate=signer.certificate_pem, signature=stranger.sign(ARTEFACT))
+    await update_firmware(rig201, location, signature=stranger.sign(ARTEFACT))
     await final_status(rig201, "InvalidSignature", "Installing")
     assert statuses(rig201) == ["Downloading", "Downloaded", "InvalidSignature"]
     assert not request_file(tmp_path).exists()
 
 
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_tampered_firmware_is_refused_with_a_security_event_and_nothing_installed(
+        version: str, http: ArtefactServer, tmp_path: Path) -> None:
+    http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT + b"\x00 one byte more")  # signed was ARTEFACT
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig(version, csms, tmp_path)
+        try:
+            firmware = {"location": http.url(f"/releases/{WHEEL}"), "retrieveDateTime": now_text(),
+                        "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}
+            action = "UpdateFirmware" if version == "201" else "SignedUpdateFirmware"
+            answer = await csms.call("CP", action, {"requestId": 3, "firmware": firmware})
+            assert answer == {"status": "Accepted"}
+            notification = "FirmwareStatusNotification" if version == "201" else "SignedFirmwareStatusNotification"
+            failed = await csms.wait_for(notification, predicate=lambda r: r.payload["status"] == "InvalidSignature", timeout=10)
+            assert failed.payload["requestId"] == 3
+            event = await csms.wait_for("SecurityEventNotification", timeout=10)
+            assert event.payload["type"] == "InvalidFirmwareSignature"
+            assert not request_file(tmp_path).exists()
+            assert not (tmp_path / "state" / "firmware" / WHEEL).exists()
+        finally:
+            await rig.stop()
+
+
+async def test_signed_update_in_16_reports_with_signed_firmware_status_notifications(
+        http: ArtefactServer, tmp_path: Path) -> None:
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("16", csms, tmp_path)
+        try:
+            firmware = {"location": http.url(f"/releases/{WHEEL}"), "retrieveDateTime": now_text(),
+                        "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}
+            assert await csms.call("CP", "SignedUpdateFirmware", {"requestId": 8, "firmware": firmware}) == {"status": "Accepted"}
+            await csms.wait_for("SignedFirmwareStatusNotification", predicate=lambda r: r.payload["status"] == "Installing", timeout=10)
+            sent = [(r.payload["status"], r.payload.get("requestId")) for r in csms.calls("SignedFirmwareStatusNotification")]
+            assert sent == [("Downloading", 8), ("Downloaded", 8), ("SignatureVerified", 8), ("Installing", 8)]
+            assert csms.calls("FirmwareStatusNotification") == []
+            assert request_file(tmp_path).exists()
+        finally:
+            await rig.stop()
+
+
+async def test_a_signing_certificate_from_an_unknown_manufacturer_is_refused(rig: Rig, http: ArtefactServer) -> None:
+    stranger = make_signer()  # self-signed: chains to no installed ManufacturerRootCertificate
+    firmware = {"location": http.url(f"/releases/{WHEEL}"), "retrieveDateTime": now_text(),
+                "signingCertificate": stranger.certificate_pem, "signature": stranger.sign(ARTEFACT)}
+    action = "UpdateFirmware" if rig.version == "201" else "SignedUpdateFirmware"
+    answer = await rig.csms.call("CP", action, {"requestId": 4, "firmware": firmware})
+    assert answer["status"] == "InvalidCertificate"
+    event = await rig.csms.wait_for("SecurityEventNotification", timeout=10)
+    assert event.payload["type"] == "InvalidFirmwareSigningCertificate"
+    assert http.hits == {}
+
+
+async def test_an_unsigned_update_is_refused_in_201(rig201: Rig, http: ArtefactServer) -> None:
+    answer = await update_firmware(rig201, http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}",
+                                   signingCertificate=None, signature=None)
+    assert answer["status"] == "InvalidCertificate"
+    assert http.hits == {}
+
+
+async def test_plain_update_firmware_in_16_is_not_supported_unless_the_station_allows_it(
+        http: ArtefactServer, tmp_path: Path) -> None:
+    from station.ocpp.rpc import CallErrorReceived
+
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("16", csms, tmp_path, allow_unsigned=False)  # a device's default
+        try:
+            with pytest.raises(CallErrorReceived) as refused:
+                await update_firmware(rig, http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}")
+            assert refused.value.code == "NotSupported"  # whitepaper L01.FR.20
+            await asyncio.sleep(0.2)
+            assert http.hits == {} and not request_file(tmp_path).exists()
+        finally:
+            await rig.stop()
+
+
 async def test_expired_signing_certificate_is_refused_with_a_security_event(rig201: Rig, http: ArtefactServer) -> None:
-    signer = make_signer(expired=True)
+    signer = make_firmware_signer(expired=True)
     answer = await update_firmware(rig201, http.url(f"/releases/{WHEEL}"), signingCertificate=signer.certificate_pem,
                                    signature=signer.sign(ARTEFACT))
     assert answer["status"] == "InvalidCertificate"
@@ -255,7 +354,7 @@ def leave_result(state: Path, *, ok: bool, request_id: int | None = 42) -> None:
 
 @pytest.mark.parametrize("version", ["201", "16"])
 async def test_after_the_restart_installed_is_reported_exactly_once(tmp_path: Path, version: str) -> None:
-    leave_result(tmp_path / "state", ok=True)
+    leave_result(tmp_path / "state", ok=True, request_id=42 if version == "201" else None)  # 1.6 UpdateFirmware has no id
     async with DevCsms(heartbeat_interval=300) as csms:
         rig = await started_rig(version, csms, tmp_path)
         installed = await final_status(rig, "Installed")
@@ -311,7 +410,7 @@ async def test_an_update_interrupted_by_a_restart_is_carried_on(tmp_path: Path, 
         installing = await final_status(rig, "Installing", "DownloadFailed", "InstallVerificationFailed")
         await rig.stop()
     assert installing.payload == {"status": "Installing", "requestId": 9}
-    assert statuses(rig) == ["DownloadScheduled", "DownloadScheduled", "Downloading", "Downloaded", "Installing"]
+    assert statuses(rig) == ["DownloadScheduled", "DownloadScheduled", "Downloading", "Downloaded", "SignatureVerified", "Installing"]
     assert request_file(tmp_path).exists() and not saved.exists()
 
 

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from station.devtools.csms import DevCsms
 from station.ocpp.connection import FailureKind, LinkParams, OcppLink
 from tests.ocpp_helpers import booting_session, eventually
+from tests.pki_helpers import TestPki, make_ca, make_pki, pem
 
 FAST = {"backoff_min": 0.01, "backoff_max": 0.05, "open_timeout": 2}
 
@@ -31,82 +26,20 @@ class Pki:
     client_cert: Path
     client_key: Path
     other_ca: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return path
-
-
-def _write_cert(cert: x509.Certificate, path: Path) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(_name(name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, name: str, *, server: bool) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    )
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
+    test_pki: TestPki
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = _ca("Test CSMS CA")
-    server_key, server_cert = _leaf(ca_key, ca_cert, "127.0.0.1", server=True)
-    client_key, client_cert = _leaf(ca_key, ca_cert, "CP", server=False)
-    _, other_cert = _ca("Somebody else's CA")
-    return Pki(
-        ca=_write_cert(ca_cert, root / "ca.pem"),
-        server_cert=_write_cert(server_cert, root / "server.pem"),
-        server_key=_write_key(server_key, root / "server.key"),
-        client_cert=_write_cert(client_cert, root / "client.pem"),
-        client_key=_write_key(client_key, root / "client.key"),
-        other_ca=_write_cert(other_cert, root / "other-ca.pem"),
-    )
+    made = make_pki(root)
+    other = root / "other-ca.pem"
+    other.write_text(pem(make_ca("Somebody else's CA")[1]))
+    return Pki(made.ca, made.server_cert, made.server_key, made.client_cert, made.client_key, other, made)
 
 
 def server_context(pki: Pki, *, require_client_cert: bool) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.server_cert, pki.server_key)
-    if require_client_cert:
-        context.load_verify_locations(pki.ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return pki.test_pki.server_context(require_client_cert=require_client_cert)
 
 
 @pytest.fixture

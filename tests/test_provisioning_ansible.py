@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from station import update
+from station.field import update
 from tests.provisioning_support import build_fake_wheel, fake_systemctl, make_release, offline_env, pip_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_rollout_stops_past_the_failure_threshold_and_rolls_back_failed_stations
     inventory.write_text(json.dumps({"stations": {"hosts": hosts, "vars": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
         "station_become": False,
-        "station_update_cmd": f"{sys.executable} -m station.update",
+        "station_update_cmd": f"{sys.executable} -m station.field.update",
         "rollout_batch": 2, "rollout_max_fail_percent": 25,
         "release_grace_seconds": 1, "release_interval_seconds": 0.1, "gate_retries": 1, "gate_delay_seconds": 0,
     }}}))
@@ -77,7 +77,7 @@ def test_healthy_rollout_updates_every_station_in_batches(tmp_path: Path) -> Non
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"stations": {"hosts": hosts, "vars": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "station_become": False,
-        "station_update_cmd": f"{sys.executable} -m station.update", "rollout_batch": 2,
+        "station_update_cmd": f"{sys.executable} -m station.field.update", "rollout_batch": 2,
         "release_grace_seconds": 1, "release_interval_seconds": 0.1,
     }}}))
     env = offline_env(ANSIBLE_HOME=str(tmp_path / "ansible"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible/tmp"),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from station import envfile, firstboot
+from station import envfile
+from station.field import firstboot
 
 IDENTITY = "OCPP_STATION_NAME='CP-0042'\nOCPP_STATION_PASSWORD='s3cr$t #pw'\nOCPP_201_URL='wss://csms.example/ocpp/'\n"
 

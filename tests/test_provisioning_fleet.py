@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from station import envfile, fleet
+from station import envfile
+from station.field import fleet
 
 HEADER = "station_id,ocpp_primary,ocpp_201_url,ocpp_16_url,password_ref,STATION_MAX_CURRENT_A\n"
 

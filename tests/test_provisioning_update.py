@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from station import update
+from station.field import update
 from tests.provisioning_support import build_fake_wheel, calls, fake_systemctl, make_release, pip_command
 
 FAST = {"grace_seconds": 0.5, "interval": 0.05}
@@ -127,7 +127,7 @@ def test_cli_exit_code_1_on_rollback_and_stub_smoke_override(device: dict[str, P
     smoke = f"sh -c 'readlink {root}/opt/station/current | grep -q 1.0.0 || exit 4'"
     env = dict(os.environ, STATION_SMOKE_CMD=smoke)
     proc = subprocess.run(
-        [sys.executable, "-m", "station.update", "1.5.0", "--artefact", str(wheel), "--root", str(root),
+        [sys.executable, "-m", "station.field.update", "1.5.0", "--artefact", str(wheel), "--root", str(root),
          "--grace", "5", "--interval", "0.05"],
         capture_output=True, text=True, env=env, timeout=60,
     )

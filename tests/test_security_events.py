@@ -139,8 +139,9 @@ async def test_events_recorded_offline_reach_the_csms_in_order_after_a_restart(v
     try:
         await rig2.wait_outbox_empty(timeout=15)
         events = second.calls("SecurityEventNotification")
+        invalid_csms = "InvalidCsmsCertificate" if version == "201" else "InvalidCentralSystemCertificate"  # whitepaper name
         assert [e.payload["type"] for e in events] == [
-            "InvalidCsmsCertificate", "ReconfigurationOfSecurityParameters", "ResetOrReboot"]
+            invalid_csms, "ReconfigurationOfSecurityParameters", "ResetOrReboot"]
         assert events[0].payload["techInfo"] == "certificate verify failed"
         for event in events:
             assert_valid(version, event)

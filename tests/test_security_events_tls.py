@@ -108,7 +108,7 @@ async def test_an_invalid_csms_certificate_reaches_the_csms_once_the_station_tru
         task = asyncio.create_task(right.run())
         try:
             event = await csms.wait_for("SecurityEventNotification", "CP", timeout=10)
-            assert event.payload["type"] == "InvalidCsmsCertificate"
+            assert event.payload["type"] == ("InvalidCsmsCertificate" if version == "201" else "InvalidCentralSystemCertificate")
             assert event.version == version
         finally:
             task.cancel()

@@ -1,9 +1,10 @@
 // Technician status page: /status for the picture, /events (SSE) to keep it live. No build step.
 "use strict";
 
-const KINDS = ["daemon", "connector", "transaction", "meter", "csms", "outbox", "controller_link",
+const KINDS = ["daemon", "connector", "transaction", "meter", "meter_health", "csms", "outbox", "controller_link",
                "reservation", "ipc_events_dropped"];
-const REFRESH_ON = new Set(["daemon", "connector", "transaction", "csms", "outbox", "controller_link", "reservation"]);
+const REFRESH_ON = new Set(["daemon", "connector", "transaction", "csms", "outbox", "controller_link", "reservation",
+                            "meter_health"]);
 const MAX_EVENTS = 40;
 const $ = (id) => document.getElementById(id);
 
@@ -121,6 +122,7 @@ function describe(e) {
       ` (${d.trigger})`;
     case "csms": return d.connected ? `CSMS connected (OCPP ${d.version})` : `CSMS disconnected: ${d.last_error || ""}`;
     case "controller_link": return `ESP32 link ${d.up ? "up" : "down"} on connector ${d.connector_id}: ${d.reason}`;
+    case "meter_health": return d.healthy ? "energy meter answers again" : `energy meter not answering: ${d.reason || ""}`;
     case "reservation": return `reservation ${d.reservation_id} ${d.status.toLowerCase()}` +
       (d.connector_id != null ? ` on connector ${d.connector_id}` : " (any connector)");
     case "outbox": return d.depth ? `offline queue: ${d.depth} message(s) waiting for the CSMS` : "offline queue empty";

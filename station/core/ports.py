@@ -16,6 +16,8 @@ StatusCallback = Callable[[ControllerStatus], Awaitable[None] | None]
 LinkCallback = Callable[[bool, str], Awaitable[None] | None]
 """Called with (link_up, reason) whenever the link goes up or down."""
 ReadingCallback = Callable[[MeterReading], Awaitable[None] | None]
+MeterHealthCallback = Callable[[bool, str], None]
+"""Called with (healthy, reason) when the meter's verdict changes: a dead meter is a problem, not a silence."""
 
 
 class ControllerError(Exception):

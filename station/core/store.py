@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -84,6 +85,21 @@ CREATE TABLE IF NOT EXISTS security_log (
 
 SECURITY_LOG_ROWS = 10_000
 """The security log keeps this many newest events (a few MB at most; GetLog SecurityLog exports it)."""
+
+
+DB_MODE = 0o600
+"""Drivers' tokens and the transaction history are personal data: the daemon's user alone reads
+the database. SQLite creates -wal and -shm with the database file's mode."""
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database file 0600 (whatever the umask), and tighten an older one and its -wal/-shm."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_MODE))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, DB_MODE)
 
 
 class StoreError(Exception):
@@ -178,6 +194,7 @@ class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         with self._guard("open"):
@@ -341,6 +358,12 @@ class Store:
                     f"SELECT id FROM outbox WHERE parked=1 AND id IN ({marks}) ORDER BY id", entry_ids)]
             db.executemany("UPDATE outbox SET parked=0, attempts=0, next_attempt=0 WHERE id=?", [(i,) for i in ids])
         return ids
+
+    def queued_for_transaction(self, tx_id: str | None = None) -> int:
+        """Transaction messages not yet confirmed (parked ones too): of `tx_id`, or of any transaction."""
+        if tx_id is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE transaction_id<>''").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE transaction_id=?", (tx_id,)).fetchone()[0])
 
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=0").fetchone()[0])

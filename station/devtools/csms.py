@@ -125,8 +125,14 @@ class DevCsms:
         accept_subprotocols: Sequence[str] = ("ocpp2.0.1", "ocpp1.6"),
         tokens: dict[str, str] | None = None,
         default_token_status: str = "Accepted",
+        certificate_authority: CertificateAuthority | None = None,
     ) -> None:
         self.host = host
+        self.certificate_authority = certificate_authority
+        """Signs the stations' CSRs (SignCertificate → CertificateSigned); None: SignCertificate is Rejected."""
+        self._background: set[asyncio.Task[Any]] = set()
+        self.peer_certificates: dict[str, bytes | None] = {}
+        """DER of the client certificate each station presented on its latest connection (profile 3)."""
         self._requested_port = port
         self.boot_status = boot_status
         self.heartbeat_interval = heartbeat_interval
@@ -165,6 +171,8 @@ class DevCsms:
         return self
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -213,6 +221,8 @@ class DevCsms:
         station_id = _station_id(ws.request.path if ws.request else "/")
         version = VERSION_BY_SUBPROTOCOL.get(ws.subprotocol or "", "201")
         session = _StationSession(self, station_id, ws, version)
+        ssl_object = ws.transport.get_extra_info("ssl_object") if ws.transport is not None else None
+        self.peer_certificates[station_id] = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         previous = self._sessions.get(station_id)
         self._sessions[station_id] = session
         if previous is not None:
@@ -252,7 +262,7 @@ class DevCsms:
                 "Authorize": lambda p: {"idTokenInfo": token_info(p["idToken"])},
                 "TransactionEvent": lambda p: {"idTokenInfo": token_info(p["idToken"])} if "idToken" in p else {},
                 "NotifyEVChargingNeeds": lambda p: {"status": "Accepted"},
-                "SignCertificate": lambda p: {"status": "Rejected"},
+                "SignCertificate": lambda p: self._sign_certificate(p, version),
             }
 
         def tag_info(tag: str) -> dict[str, Any]:
@@ -265,7 +275,34 @@ class DevCsms:
             "Authorize": lambda p: {"idTagInfo": tag_info(p["idTag"])},
             "StartTransaction": lambda p: {"transactionId": self._new_transaction_id(), "idTagInfo": tag_info(p["idTag"])},
             "StopTransaction": lambda p: {"idTagInfo": tag_info(p["idTag"])} if "idTag" in p else {},
+            "SignCertificate": lambda p: self._sign_certificate(p, version),
         }
+
+    def _sign_certificate(self, payload: dict[str, Any], version: str) -> dict[str, Any]:
+        """Accept a CSR when a CA is configured, and send the signed chain right after the answer."""
+        if self.certificate_authority is None:
+            return {"status": "Rejected"}
+        station_id = next((r.station_id for r in reversed(self.received) if r.action == "SignCertificate"), None)
+        if station_id is None:
+            return {"status": "Rejected"}
+        try:
+            chain = self.certificate_authority.sign(payload["csr"])
+        except ValueError as exc:
+            log.warning(f"csms: CSR of {station_id} not signed: {exc}")
+            return {"status": "Rejected"}
+        request: dict[str, Any] = {"certificateChain": chain}
+        if version == "201":
+            request["certificateType"] = "ChargingStationCertificate"
+
+        async def deliver() -> None:
+            await asyncio.sleep(0.05)  # after the SignCertificate answer
+            with contextlib.suppress(LookupError, ConnectionClosed, TimeoutError):
+                await self.call(station_id, "CertificateSigned", request)
+
+        task = asyncio.get_running_loop().create_task(deliver(), name="csms-certificate-signed")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return {"status": "Accepted"}
 
     def _new_transaction_id(self) -> int:
         self.last_transaction_id = next(self._transaction_ids)
@@ -378,6 +415,43 @@ class DevCsms:
             await self.wait_connected(station_id, timeout=5, connected=False)
 
 
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A test CA that signs station CSRs into client certificates (dev and tests only)."""
+
+    certificate_pem: str
+    key_pem: bytes = field(repr=False)
+    days: float = 365
+
+    @classmethod
+    def from_files(cls, cert: str, key: str) -> CertificateAuthority:
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            return cls(c.read().decode(), k.read())
+
+    def sign(self, csr_pem: str) -> str:
+        """The client certificate for a CSR (subject kept, clientAuth), PEM; ValueError for a bad CSR."""
+        import datetime as dt
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        if not csr.is_signature_valid:
+            raise ValueError("CSR signature invalid")
+        ca = x509.load_pem_x509_certificate(self.certificate_pem.encode())
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (
+            x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca.subject).public_key(csr.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=self.days))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def _station_id(path: str) -> str:
     segments = [s for s in urlsplit(path).path.split("/") if s]
     return unquote(segments[-1]) if segments else ""
@@ -396,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--password", action="append", default=[], metavar="STATION=PASSWORD", help="require basic auth for STATION (repeatable)")
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve wss:// with this certificate and key (PEM)")
     parser.add_argument("--client-ca", metavar="CA", help="with --tls: require client certificates signed by this CA (profile 3)")
+    parser.add_argument("--sign-with", nargs=2, metavar=("CA_CERT", "CA_KEY"),
+                        help="sign the stations' CSRs (SignCertificate) with this CA and send them back (CertificateSigned)")
     parser.add_argument("--only", choices=("201", "16"), help="accept only this OCPP version")
     return parser
 
@@ -434,6 +510,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ssl.SSLError) as exc:
             print(f"--tls: cannot load certificate/key: {exc}", file=sys.stderr)
             return 2
+    authority: CertificateAuthority | None = None
+    if args.sign_with:
+        try:
+            authority = CertificateAuthority.from_files(*args.sign_with)
+        except OSError as exc:
+            print(f"--sign-with: cannot read CA certificate/key: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     subprotocols = (SUBPROTOCOL[args.only],) if args.only else ("ocpp2.0.1", "ocpp1.6")
     csms = DevCsms(
         args.host,
@@ -443,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         passwords=passwords,
         ssl_context=context,
         accept_subprotocols=subprotocols,
+        certificate_authority=authority,
     )
     try:
         asyncio.run(_serve_forever(csms))

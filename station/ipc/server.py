@@ -25,7 +25,7 @@ from station.core.security_events import LoginFailureBursts
 from station.core.station import StationCore
 from station.ipc import protocol
 from station.ipc.protocol import IpcError
-from station.logs import redact_text
+from station.logs import mask_tokens, redact_text
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +80,7 @@ class IpcServer:
             "connectors": self._m_connectors,
             "connector": self._m_connector,
             "transactions": self._m_transactions,
+            "device_model": self._m_device_model,
             "reservations": self._m_reservations,
             "start": self._m_start,
             "present_token": self._m_present_token,
@@ -180,10 +181,10 @@ class IpcServer:
         try:
             result = await handler(params)
         except IpcError as exc:
-            log.warning("control action refused", action=method, params=params, peer=peer,
+            log.warning("control action refused", action=method, params=mask_tokens(params), peer=peer,
                         outcome=exc.code, reason=exc.message)
             raise
-        log.info("control action", action=method, params=params, peer=peer, outcome=result)
+        log.info("control action", action=method, params=mask_tokens(params), peer=peer, outcome=result)
         return result
 
     # --- reads ----------------------------------------------------------------------
@@ -224,6 +225,10 @@ class IpcServer:
         items = self.core.store.recent_transactions(limit, offset)
         return {"items": [t.to_json() for t in items], "total": self.core.store.count_transactions(),
                 "limit": limit, "offset": offset}
+
+    async def _m_device_model(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _no_params(params)
+        return self.core.device_model.snapshot()
 
     # --- commands -------------------------------------------------------------------
     async def _m_reservations(self, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -450,7 +455,7 @@ class Connection:
         if error is not None:
             message["error"] = error.to_json()
         else:
-            message["result"] = result
+            message["result"] = mask_tokens(result)  # drivers' tokens never leave the daemon in clear
         await self.write(message)
 
     async def write(self, message: dict[str, Any]) -> None:
@@ -491,7 +496,7 @@ class Connection:
                             reported_drops = sub.dropped
                             lines.append(protocol.encode({"kind": "ipc_events_dropped", "at": batch[0].at.isoformat(),
                                                           "data": {"dropped_total": reported_drops}}))
-                        lines.extend(protocol.encode(e.to_json()) for e in batch if wanted is None or e.kind in wanted)
+                        lines.extend(protocol.encode(mask_tokens(e.to_json())) for e in batch if wanted is None or e.kind in wanted)
                         if lines:
                             await self.write_lines(b"".join(lines))
                             await asyncio.sleep(STREAM_COALESCE_S)

@@ -19,7 +19,7 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
 from station.core.model import MeterReading
-from station.core.ports import ReadingCallback
+from station.core.ports import MeterHealthCallback, ReadingCallback
 from station.meter.registers import RegisterMap
 
 log = structlog.get_logger(__name__)
@@ -77,6 +77,7 @@ class ModbusMeter:
         timeout: float = 1.0,
         unhealthy_after: int = 3,
         reconnect_max: float = 10.0,
+        on_health: MeterHealthCallback | None = None,
     ) -> None:
         if parity not in ("N", "E", "O"):
             raise ValueError("parity must be N, E or O")
@@ -95,6 +96,10 @@ class ModbusMeter:
         self.unhealthy_after = unhealthy_after
         self.reconnect_max = reconnect_max
         self._on_reading = on_reading
+        self._on_health = on_health
+        self._verdict: bool | None = None
+        """Last health told to `on_health`: None until the first reading or the first run of failures."""
+        self._last_error: str | None = None
         self._client: AsyncModbusSerialClient | None = None
         self._last: MeterReading | None = None
         self._accepted_import_wh: float | None = None
@@ -120,6 +125,11 @@ class ModbusMeter:
     @property
     def stats(self) -> MeterStats:
         return self._stats
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last failed poll failed (kept after recovery, for the status)."""
+        return self._last_error
 
     # -- loop --------------------------------------------------------------
 
@@ -237,6 +247,7 @@ class ModbusMeter:
             self._log.info("meter.healthy", after_failed_polls=was_failing)
         elif was_failing:
             self._log.info("meter.recovered", after_failed_polls=was_failing)
+        self._tell_health(True, "valid reading")
         backwards = _went_backwards(self._accepted_import_wh, reading.energy_import_wh) or _went_backwards(
             self._accepted_export_wh, reading.energy_export_wh
         )
@@ -279,13 +290,27 @@ class ModbusMeter:
             s, polls_failed=s.polls_failed + 1, consecutive_failures=s.consecutive_failures + 1
         )
         n = self._stats.consecutive_failures
+        self._last_error = error
         if n == 1:
             self._log.warning("meter.poll_failed", error=error)
         else:
             self._log.debug("meter.poll_failed", error=error, consecutive=n)
-        if self._healthy and n >= self.unhealthy_after:
+        if n >= self.unhealthy_after and self._verdict is not False:
+            # Also when it never answered since start: a meter dead from the start is a problem too.
             self._healthy = False
             self._log.error("meter.unhealthy", consecutive_failures=n, error=error)
+            self._tell_health(False, f"{n} polls in a row failed: {error}")
+
+    def _tell_health(self, healthy: bool, reason: str) -> None:
+        if self._verdict is healthy:
+            return
+        self._verdict = healthy
+        if self._on_health is None:
+            return
+        try:
+            self._on_health(healthy, reason)
+        except Exception:  # noqa: BLE001 — an observer must not stop the polling
+            self._log.exception("meter.health_callback_failed")
 
     def _connected(self) -> bool:
         return self._client is not None and self._client.connected

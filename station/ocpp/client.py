@@ -1,10 +1,12 @@
-"""The OCPP client the daemon runs: link + per-connection version session + persisted settings.
+"""The OCPP client the daemon runs: link + per-connection version session.
 
     client = OcppClient(link_params, core, on_reset=...)
     await client.run()          # until cancelled
 
 It is also the core's `Authorizer`: Authorize goes to the CSMS while a session is up and
-accepted, otherwise the core falls back to its local list and cache.
+accepted, otherwise the core falls back to its local list and cache. Its settings
+(HeartbeatInterval, message attempts...) live in the core's device model; it binds the
+communication variables it owns there.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,9 +25,14 @@ from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
 from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
-from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
+from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
+from station.ocpp.endpoints import Endpoints
 from station.ocpp.rpc import CallErrorReceived, cancel_all
+from station.ocpp.security import Renewal, report_event
+
+if TYPE_CHECKING:
+    from station.credentials import Credentials
 
 log = structlog.get_logger("station.ocpp")
 
@@ -56,9 +63,11 @@ class OcppClient:
         on_reset: ResetCallback | None = None,
         on_link_state: Callable[[LinkState], None] | None = None,
         firmware: FirmwareUpdater | None = None,
+        credentials: Credentials | None = None,
         logs: LogUploader | None = None,
         recorder: FlightRecorder | None = None,
         boot_reason: str = "PowerUp",
+        endpoints: Endpoints | None = None,
     ) -> None:
         self.params = params
         self.core = core
@@ -69,8 +78,19 @@ class OcppClient:
         self.response_timeout = response_timeout
         self.on_reset = on_reset
         self._on_link_state = on_link_state
-        self.link = OcppLink(params, self._on_session, on_state=self._link_state_changed, needs=core.store.versions_needed,
-                             on_security_event=core.security_events.record)
+        self.credentials = credentials
+        """Password, client certificate, profile and roots the CSMS may change; None: fixed (tests, --once)."""
+        self._owned: set[asyncio.Task[Any]] = set()
+        self.renewal = Renewal(self)
+        if credentials is not None:
+            credentials.on_event = lambda kind, info: report_event(self, kind, info)
+        self.endpoints = endpoints
+        """Network connection profiles (SetNetworkProfile, NetworkConfigurationPriority); None: the configured URLs only."""
+        self._link_changed = asyncio.Event()
+        self._failures_at_connect = 0
+        if endpoints is not None:
+            endpoints.on_outcome = self._profile_outcome
+        self.link = self._new_link(endpoints.params() if endpoints is not None else params)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
@@ -93,27 +113,97 @@ class OcppClient:
         self._log_lock = asyncio.Lock()
         if logs is not None:
             logs.notify = self._log_notify
-        self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
-        ping = core.store.get("ocpp:WebSocketPingInterval", None)
-        if ping is not None:  # set by the CSMS earlier: outlives restarts
-            self.link.set_ping_interval(int(ping))
+        self._bind_variables(heartbeat_seconds)
         core.authorizer = self
+
+    def _bind_variables(self, heartbeat_seconds: int) -> None:
+        model = self.core.device_model
+        model.set_default("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(heartbeat_seconds)))
+        model.bind("OCPPCommCtrlr", "HeartbeatInterval", apply=lambda *_: self._heartbeat_changed())
+        model.bind("OCPPCommCtrlr", "MessageTimeout", instance="Default", get=lambda _: round(self.response_timeout))
+        model.bind("OCPPCommCtrlr", "WebSocketPingInterval", apply=lambda _, seconds: self.link.set_ping_interval(seconds))
+        model.bind("OCPPCommCtrlr", "NetworkConfigurationPriority", get=lambda _: self._priority(),
+                   apply=lambda _, order: self._set_priority(str(order)))
+        model.bind("SecurityCtrlr", "Identity", get=lambda _: self.params.station_id)
+        model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile,
+                   apply=lambda _, profile: self.raise_security_profile(int(profile)))
+        model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda _, text: self.change_password(str(text)))
+        model.bind("SecurityCtrlr", "CertificateEntries",
+                   get=lambda _: self.credentials.roots.count() if self.credentials else 0)
+        info = self.info
+        for variable, value in (("Model", info.model), ("VendorName", info.vendor),
+                                ("SerialNumber", info.serial_number or ""), ("FirmwareVersion", info.firmware_version)):
+            model.set_default("ChargingStation", variable, value)
+
+    def _priority(self) -> str:
+        return self.endpoints.priority() if self.endpoints is not None else "0"
+
+    def _set_priority(self, order: str) -> None:
+        """NetworkConfigurationPriority: used from the next start; ValueError names an unknown slot."""
+        if self.endpoints is None:
+            raise ValueError("this station keeps no network profiles")
+        self.endpoints.set_priority(order)
+
+    def _new_link(self, params: LinkParams) -> OcppLink:
+        link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=self.credentials,
+                        needs=self.core.store.versions_needed, on_security_event=self.core.security_events.record)
+        model = self.core.device_model  # WebSocketPingInterval: the CSMS's value, else the configured one
+        model.set_default("OCPPCommCtrlr", "WebSocketPingInterval", round(params.ping_interval))
+        link.set_ping_interval(int(model.value("OCPPCommCtrlr", "WebSocketPingInterval")))
+        return link
 
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
         watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
         try:
-            await self.link.run()
+            if self.endpoints is not None and self.endpoints.switching:
+                await self._run_profiles(self.endpoints)
+            else:
+                await self.link.run()
         finally:
             if self._reset_task is not None:
                 self._reset_task.cancel()
-            if watcher is not None:
-                await cancel_all([watcher])
+            await cancel_all([t for t in (watcher, *self._owned) if t is not None])
             if self.logs is not None:
                 await self.logs.close()
 
+    async def _run_profiles(self, endpoints: Endpoints) -> None:
+        """Run the link on one network profile after the other (see station.ocpp.endpoints)."""
+        while True:
+            task = asyncio.create_task(self.link.run(), name="ocpp-link")
+            self._failures_at_connect = self.link.state.failed_attempts
+            try:
+                while not task.done():
+                    attempts = max(1, int(self.core.device_model.value("OCPPCommCtrlr", "NetworkProfileConnectionAttempts")))
+                    failures = self.link.state.failed_attempts - self._failures_at_connect
+                    if failures >= attempts and not endpoints.staying:
+                        break
+                    self._link_changed.clear()
+                    waiter = asyncio.ensure_future(self._link_changed.wait())
+                    try:
+                        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+            finally:
+                await cancel_all([task])
+            failures = self.link.state.failed_attempts - self._failures_at_connect
+            endpoints.failed(failures, self.link.state.last_error)
+            self.boot_accepted_version = None  # B10.FR.10: a BootNotification on the new connection
+            self.link = self._new_link(endpoints.params())
+
+    def _profile_outcome(self, entry: dict[str, Any]) -> None:
+        self.core.events.publish("network_profile", **entry)
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
+        self._owned.add(task)
+        task.add_done_callback(self._owned.discard)
+
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
+        if state.connected:
+            self._failures_at_connect = state.failed_attempts
+        self._link_changed.set()
         self.publish_state()
         if self._on_link_state is not None:
             self._on_link_state(state)
@@ -122,6 +212,8 @@ class OcppClient:
         self.exchanges.append(exchange)
 
     def publish_state(self) -> None:
+        if self.endpoints is not None and self.session is not None and self.session.boot_accepted.is_set():
+            self.endpoints.accepted(self.core.security_events.record)
         self.core.events.publish("csms", **self.status())
 
     def status(self) -> dict[str, Any]:
@@ -130,6 +222,8 @@ class OcppClient:
         state["booted"] = bool(self.session and self.session.boot_accepted.is_set())
         state["boot"] = self.boot
         state["heartbeat_seconds"] = self.heartbeat_seconds
+        if self.endpoints is not None:
+            state["network_profile"] = self.endpoints.describe(self.endpoints.slot)
         try:
             state["parked_messages"] = self.core.store.parked_count()
             state["unfinished_by_version"] = self.core.store.versions_needed()
@@ -239,40 +333,48 @@ class OcppClient:
             if self._log_unsent is note:
                 self._log_unsent = None
 
-    # ---- settings --------------------------------------------------------------------
-    def setting(self, key: str) -> Any:
-        definition = SETTING_BY_KEY[key.lower()]
-        if definition.key == "HeartbeatInterval":
-            return self.heartbeat_seconds
-        if definition.key == "WebSocketPingInterval":
-            return int(self.link.ping_interval)
-        if definition.getter is not None:
-            return definition.getter(self)
-        return self.core.store.get(f"ocpp:{definition.key}", definition.default)
+    # ---- heartbeat interval (OCPPCommCtrlr.HeartbeatInterval) ------------------------
+    @property
+    def heartbeat_seconds(self) -> int:
+        return int(self.core.device_model.value("OCPPCommCtrlr", "HeartbeatInterval"))
 
-    def change_setting(self, definition: Setting, value: Any) -> None:
-        """Persist and apply a writable setting now (raises StoreError when it cannot be saved)."""
-        if definition.key == "HeartbeatInterval":
-            self.set_heartbeat_interval(int(value), persist=True)
-        elif definition.key == "MeterValueSampleInterval":
-            self.core.set_meter_value_interval(float(value))
-        elif definition.key == "WebSocketPingInterval":
-            self.core.store.put("ocpp:WebSocketPingInterval", int(value))
-            self.link.set_ping_interval(int(value))
-        elif definition.key == "ConnectionTimeOut":
-            self.core.store.put("connection_timeout_s", float(value))
-            self.core.connection_timeout_s = float(value)
-        else:
-            self.core.store.put(f"ocpp:{definition.key}", value)
-        log.info("ocpp: configuration changed", key=definition.key, value=value)
+    # ---- security settings (A01, A05) -------------------------------------------------
+    def change_password(self, text: str) -> None:
+        """BasicAuthPassword / AuthorizationKey: stored 0600, tried on a reconnect right after the answer."""
+        if self.credentials is None:
+            raise ValueError("the password is fixed by the station's configuration")
+        self.credentials.set_password(text, self.session.VERSION if self.session else "201")
+        if self.link.profile in (1, 2):
+            self._reconnect_soon()
+
+    def raise_security_profile(self, profile: int) -> None:
+        """SecurityCtrlr.SecurityProfile / SecurityProfile: only up (A05); ValueError says why not."""
+        if self.credentials is None:
+            raise ValueError("the security profile is fixed by the station's configuration")
+        self.credentials.raise_profile(profile)
+        self._reconnect_soon()
+
+    def profile_refusal(self, profile: int) -> str | None:
+        """Why the security profile cannot be raised to `profile` now (for SetNetworkProfile); None: it can."""
+        if self.credentials is None:
+            return "the security profile is fixed by the station's configuration"
+        return self.credentials.profile_refusal(profile)
+
+    def _reconnect_soon(self) -> None:
+        async def reconnect() -> None:
+            await asyncio.sleep(0.3)  # the answer goes out first
+            await self.link.disconnect()
+
+        self.own(asyncio.get_running_loop().create_task(reconnect(), name="ocpp-reconnect"))
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
-        self.heartbeat_seconds = max(1, int(seconds))
-        if persist:
-            try:
-                self.core.store.put("ocpp:HeartbeatInterval", self.heartbeat_seconds)
-            except StoreError:
-                pass
+        """The CSMS's interval (BootNotification: this run only; SetVariables: persisted)."""
+        try:
+            self.core.device_model.set("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(seconds)), persist=persist)
+        except StoreError:
+            self.core.device_model.set("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(seconds)), persist=False)
+
+    def _heartbeat_changed(self) -> None:
         if self.session is not None:
             self.session.heartbeat_changed()
 

@@ -21,7 +21,10 @@ and, when the session ends or the link dies, reconnects. Decisions it owns:
   `ping_timeout` s late (defaults 20 + 20: a dead NAT path is noticed within 40 s). The pings
   are ours, not websockets' keepalive: that one sends a close frame into the dead path and
   waits `close_timeout` more for an answer that cannot come.
-- Security profile (see `resolve_security_profile`).
+- Security profile (see `resolve_security_profile`). What each attempt presents (profile,
+  password, client certificate, trusted roots) comes from a credential source: the static
+  `LinkParams` by default, or `station.credentials.Credentials`, which also tries a new
+  password, certificate or profile and falls back to the old one when the CSMS refuses it.
 """
 
 from __future__ import annotations
@@ -36,13 +39,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.headers import build_authorization_basic
 
 from station.ocpp import tls_check
 from station.ocpp.rpc import SUBPROTOCOL, cancel_all
@@ -189,6 +191,72 @@ def resolve_security_profile(params: LinkParams) -> int:
     return profile
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What one connection attempt presents; built by the credential source before each attempt."""
+
+    profile: int
+    password: bytes | None = field(default=None, repr=False)
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_bundle: str | None = None
+    cadata: str | None = None
+    """Installed CSMS roots (PEM); when set they are the trust anchors instead of `ca_bundle`."""
+    trying: frozenset[str] = frozenset()
+    """What is presented for the first time: "password", "certificate", "profile"."""
+
+
+class CredentialSource(Protocol):
+    @property
+    def profile(self) -> int: ...
+
+    def attempt(self) -> Attempt: ...
+
+    def connected(self, attempt: Attempt) -> None: ...
+
+    def failed(self, attempt: Attempt, kind: FailureKind) -> None: ...
+
+
+class StaticCredentials:
+    """The link parameters as given, every time (tests, `station --once`, the load test)."""
+
+    def __init__(self, params: LinkParams) -> None:
+        self.params = params
+        self.profile = resolve_security_profile(params)
+
+    def attempt(self) -> Attempt:
+        p = self.params
+        return Attempt(self.profile, p.password.encode() if p.password else None,
+                       str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None,
+                       str(p.ca_bundle) if p.ca_bundle else None)
+
+    def connected(self, attempt: Attempt) -> None:
+        pass
+
+    def failed(self, attempt: Attempt, kind: FailureKind) -> None:
+        pass
+
+
+def basic_authorization(username: str, password: bytes) -> str:
+    """HTTP Basic header value; the password is bytes (a 1.6 AuthorizationKey may be any octets)."""
+    import base64
+
+    return "Basic " + base64.b64encode(username.encode() + b":" + password).decode()
+
+
+def ssl_context_for(attempt: Attempt) -> ssl.SSLContext:
+    """TLS 1.2+ context: installed roots (else the CA bundle, else the system's), client certificate for profile 3."""
+    if attempt.cadata:
+        context = ssl.create_default_context(cadata=attempt.cadata)
+    else:
+        context = ssl.create_default_context(cafile=attempt.ca_bundle)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if attempt.profile == 3:
+        assert attempt.client_cert and attempt.client_key
+        context.load_cert_chain(attempt.client_cert, attempt.client_key)
+    return context
+
+
 def backoff_delay(failures: int, minimum: float, maximum: float, rng: Callable[[], float] = random.random) -> float:
     """Full-jitter exponential backoff, never below `minimum` (no tight loop) nor above `maximum`."""
     cap = min(maximum, minimum * (2 ** min(failures + 1, 30)))
@@ -234,16 +302,17 @@ class OcppLink:
         rng: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
         needs: NeedsCallback | None = None,
+        credentials: CredentialSource | None = None,
         on_security_event: Callable[[str, str], object] | None = None,
     ) -> None:
         self.params = params
         self._needs = needs
         self._return_to: str | None = None
         self._next_return = monotonic() + params.version_return_seconds
+        self.credentials: CredentialSource = credentials or StaticCredentials(params)
         self._on_security_event = on_security_event
         self._security_reported: set[str] = set()
         """TLS security events raised since the last connection: one per kind, not one per retry."""
-        self.profile = resolve_security_profile(params)
         self._on_session = on_session
         self._on_state = on_state
         self._rng = rng
@@ -257,7 +326,7 @@ class OcppLink:
         self._preferred_since = monotonic()
         self._unreachable_in_a_row = 0
         self._failures = 0
-        self._ssl_context: ssl.SSLContext | None = None
+        self._ssl_contexts: dict[Attempt, ssl.SSLContext] = {}
         self._active: TrackedConnection | None = None
         self.ping_interval = float(params.ping_interval)
         self._ping_changed = asyncio.Event()
@@ -272,23 +341,26 @@ class OcppLink:
         other = "16" if version == "201" else "201"
         return other if self.url_for(other) else None
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """TLS context: CA bundle when given (else system CAs), client certificate for profile 3."""
-        if self._ssl_context is None:
-            ca = str(self.params.ca_bundle) if self.params.ca_bundle else None
-            context = ssl.create_default_context(cafile=ca)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security: TLS 1.2 or newer
-            if self.profile == 3:
-                assert self.params.client_cert and self.params.client_key
-                context.load_cert_chain(str(self.params.client_cert), str(self.params.client_key))
-            self._ssl_context = context
-        return self._ssl_context
+    @property
+    def profile(self) -> int:
+        return self.credentials.profile
 
-    def _connect_kwargs(self, url: str, version: str) -> dict[str, Any]:
+    def ssl_context(self, attempt: Attempt | None = None) -> ssl.SSLContext:
+        """TLS context for an attempt's material (cached per material: a new certificate gets a new one)."""
+        attempt = attempt or self.credentials.attempt()
+        key = replace(attempt, password=None, trying=frozenset())
+        if key not in self._ssl_contexts:
+            if len(self._ssl_contexts) > 4:
+                self._ssl_contexts.clear()
+            self._ssl_contexts[key] = ssl_context_for(attempt)
+        return self._ssl_contexts[key]
+
+    def _connect_kwargs(self, url: str, version: str, attempt: Attempt | None = None) -> dict[str, Any]:
+        attempt = attempt or self.credentials.attempt()
         secure = urlsplit(url).scheme == "wss"
         headers: dict[str, str] = {}
-        if self.profile in (1, 2) and self.params.password:
-            headers["Authorization"] = build_authorization_basic(self.params.station_id, self.params.password)
+        if attempt.profile in (1, 2) and attempt.password:
+            headers["Authorization"] = basic_authorization(self.params.station_id, attempt.password)
         kwargs: dict[str, Any] = {
             "subprotocols": [SUBPROTOCOL[version]],
             "additional_headers": headers,
@@ -300,7 +372,7 @@ class OcppLink:
             "max_size": 2**20,
         }
         if secure:
-            kwargs["ssl"] = self.ssl_context()
+            kwargs["ssl"] = self.ssl_context(attempt)
         return kwargs
 
     def set_ping_interval(self, seconds: float) -> None:
@@ -467,10 +539,21 @@ class OcppLink:
         self._publish()
 
     async def _attempt(self, version: str, why: str) -> None:
+        attempt = self.credentials.attempt()
+        self.state.security_profile = attempt.profile
+        try:
+            await self._connect_and_serve(version, attempt)
+        except _Failure as failure:
+            self.credentials.failed(attempt, failure.kind)
+            raise
+
+    async def _connect_and_serve(self, version: str, attempt: Attempt) -> None:
         url = self.url_for(version)
         assert url is not None
+        if attempt.profile in (2, 3) and urlsplit(url).scheme != "wss":
+            raise _Failure(FailureKind.REFUSED, f"security profile {attempt.profile} needs a wss:// URL")
         try:
-            ws = await connect(url, **self._connect_kwargs(url, version))
+            ws = await connect(url, **self._connect_kwargs(url, version, attempt))
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -495,6 +578,7 @@ class OcppLink:
             self._switch(version, "probe of the primary succeeded")
         self._unreachable_in_a_row = 0
         self._security_reported.clear()
+        self.credentials.connected(attempt)
         await self._serve(ws, version)
 
     async def _tls_security_event(self, url: str, exc: BaseException, text: str) -> None:

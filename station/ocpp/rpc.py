@@ -42,6 +42,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 
+from station.logs import mask_tokens, may_hold_token, tokens_shown
 from station.ocpp.callslot import CallSlot
 from station.ocpp.schema import known_actions, validate_payload
 
@@ -68,9 +69,12 @@ SECRET_HINTS = ("password", "authorizationkey", "privatekey")
 
 
 def may_hold_secret(text: str) -> bool:
-    """False when no secret name occurs in the frame text (substring tests; a regex costs ~10x more)."""
+    """False when no secret name (nor, unless shown, a driver token's field) occurs in the frame text.
+
+    Substring tests; a regex costs ~10x more.
+    """
     low = text.lower()
-    return any(hint in low for hint in SECRET_HINTS)
+    return any(hint in low for hint in SECRET_HINTS) or (not tokens_shown() and may_hold_token(text))
 
 
 _URL_USERINFO = re.compile(r"(://)[^/@\s\"]+@")
@@ -119,11 +123,16 @@ class CallErrorReceived(Exception):
 
 
 class _RpcError(OCPPError):
-    """An error whose code we choose per version (the library has no class for some codes)."""
+    """An error whose code we choose per version (the library has no class for some codes).
+
+    A handler raises it to answer with a CALLERROR (the code is translated per version)."""
 
     def __init__(self, code: str, description: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(description=description, details=details or {})
         self.code = code
+
+
+RpcError = _RpcError
 
 
 def on_raw(action: str, *, skip_schema_validation: bool = False) -> Callable[..., Any]:
@@ -164,9 +173,15 @@ def error_code_for(code: str, version: str) -> str:
 
 
 def redact(action: str | None, payload: Any) -> Any:
-    """Return a copy of `payload` with secret values masked (passwords, keys, secret variables)."""
+    """A copy of `payload` for a log line: secrets masked (passwords, keys, secret variables), and
+    drivers' tokens masked to their tail (`****0042`) unless STATION_LOG_DRIVER_TOKENS shows them."""
+    redacted = _redact_secrets(action, payload)
+    return redacted if tokens_shown() else mask_tokens(redacted)
+
+
+def _redact_secrets(action: str | None, payload: Any) -> Any:
     if isinstance(payload, list):
-        return [redact(action, item) for item in payload]
+        return [_redact_secrets(action, item) for item in payload]
     if not isinstance(payload, dict):
         return payload
     out: dict[str, Any] = {}
@@ -174,7 +189,7 @@ def redact(action: str | None, payload: Any) -> Any:
         if key.lower() in SECRET_KEYS and value is not None:
             out[key] = MASK
         else:
-            out[key] = redact(action, value)
+            out[key] = _redact_secrets(action, value)
     # 1.6 ChangeConfiguration / GetConfiguration entries: {"key": ..., "value": ...}
     key_name = payload.get("key")
     if isinstance(key_name, str) and key_name.lower() in SECRET_CONFIG_KEYS and "value" in out:
@@ -239,6 +254,8 @@ class StrictChargePoint(ChargePoint):
         self.side = side
         self.log = log or structlog.get_logger("station.ocpp")
         self._actions_of_pending: dict[str, str] = {}
+        self.call_size: int | None = None
+        """Bytes of the CALL being handled (for DeviceDataCtrlr.BytesPerMessage)."""
 
     # ----------------------------------------------------------------- logging
     def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any,
@@ -314,6 +331,7 @@ class StrictChargePoint(ChargePoint):
                 await self._send_error(unique_id or "-1", "RpcFrameworkError", "CALL must be [2, messageId, action, {payload}]")
                 return
             self._log_frame("in", msg[2], msg, unique_id, raw_msg)
+            self.call_size = len(raw_msg.encode()) if isinstance(raw_msg, str) else len(raw_msg)
             await self._handle_strict_call(Call(unique_id, msg[2], msg[3]))
             return
         # CALLRESULT / CALLERROR: never answered, only matched to our pending CALL.

@@ -17,9 +17,21 @@ if TYPE_CHECKING:
     from station.ocpp.base import BaseSession
 
 
+NAMES_16 = {
+    "InvalidCsmsCertificate": "InvalidCentralSystemCertificate",
+    "InvalidChargingStationCertificate": "InvalidChargePointCertificate",
+    "FailedToAuthenticateAtCsms": "FailedToAuthenticationAtCentralSystem",
+    "CsmsFailedToAuthenticate": "CentralSystemFailedToAuthentication",
+}
+"""Events are recorded with their 2.0.1 names; the 1.6 whitepaper (edition 3, section 8) names these four differently."""
+
+
 @register(MESSAGE_KIND)
 def security_event_notification(session: BaseSession, entry: OutboxEntry) -> tuple[str, dict[str, Any]]:
-    payload: dict[str, Any] = {"type": str(entry.data["type"]), "timestamp": session.event_time(entry)}
+    kind = str(entry.data["type"])
+    if session.VERSION == "16":
+        kind = NAMES_16.get(kind, kind)
+    payload: dict[str, Any] = {"type": kind, "timestamp": session.event_time(entry)}
     if entry.data.get("tech_info"):
         payload["techInfo"] = str(entry.data["tech_info"])[:TECH_INFO_MAX]
     return "SecurityEventNotification", payload

@@ -13,13 +13,17 @@ from typing import Any
 
 from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector, meter_json
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
-from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
+from station.ocpp import variables
+from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
-from station.ocpp.rpc import SECRET_CONFIG_KEYS, after_raw, on_raw
+from ocpp.exceptions import NotSupportedError
+
+from station.ocpp.rpc import after_raw, on_raw
+from station.ocpp.security import SecurityHandlers
 from station.ocpp.base import log_request, parse_time
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
@@ -65,7 +69,7 @@ def whole_wh(value: Any) -> int:
     return int(round(float(value))) if value is not None else 0
 
 
-class V16Session(BaseSession):
+class V16Session(SecurityHandlers, BaseSession):
     VERSION = "16"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -113,14 +117,17 @@ class V16Session(BaseSession):
         reason = STOP_REASON_FROM_201.get(reason, reason)
         payload = {"transactionId": self._csms_id(entry), "meterStop": whole_wh(data.get("meter_stop_wh")),
                    "timestamp": timestamp, "reason": reason if reason in STOP_REASONS else "Other"}
-        if data.get("id_token"):
-            payload["idTag"] = data["id_token"][:20]
+        if data.get("stop_id_token") or data.get("id_token"):  # who stopped it, else who started it
+            payload["idTag"] = (data.get("stop_id_token") or data["id_token"])[:20]
         samples = sampled_values(meter, "Transaction.End")
         if samples:
             payload["transactionData"] = [{"timestamp": timestamp, "sampledValue": samples}]
         return "StopTransaction", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        if entry.kind == "ended" and response.get("idTagInfo"):  # the cache learns the idTag's status
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
+                                                entry.data.get("stop_id_token") or entry.data.get("id_token"))
         if entry.kind != "started":
             return
         self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
@@ -137,6 +144,17 @@ class V16Session(BaseSession):
     def firmware_status_payload(self, note: FirmwareNote, *, triggered: bool = False) -> dict[str, Any] | None:
         status = FIRMWARE_STATUS.get(note.status) or (FIRMWARE_STATUS_TRIGGERED.get(note.status) if triggered else None)
         return {"status": status} if status else None
+
+    async def send_firmware_status(self, note: FirmwareNote, *, triggered: bool = False, signed: bool = False) -> None:
+        """A SignedUpdateFirmware (it has a requestId) reports with SignedFirmwareStatusNotification and
+        the whitepaper's (2.0.1) statuses; a plain UpdateFirmware with 1.6's FirmwareStatusNotification."""
+        if note.request_id is None and not signed:
+            await super().send_firmware_status(note, triggered=triggered)
+            return
+        payload: dict[str, Any] = {"status": note.status.value}
+        if note.request_id is not None:
+            payload["requestId"] = note.request_id
+        await self.request("SignedFirmwareStatusNotification", payload)
 
     def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]] | None:
         if note.origin == "GetDiagnostics" or (triggered and note.status is LogStatus.IDLE):
@@ -261,7 +279,13 @@ class V16Session(BaseSession):
 
     @on_raw("UpdateFirmware")
     def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """1.6's answer is empty: a request that cannot be taken is only logged."""
+        """1.6's answer is empty: a request that cannot be taken is only logged.
+
+        An unsigned update is refused with CALLERROR NotSupported (whitepaper L01.FR.20) unless the
+        station's configuration allows it (STATION_FIRMWARE_ALLOW_UNSIGNED, for development rigs).
+        """
+        if self.client.firmware is None or not self.client.firmware.allow_unsigned:
+            raise NotSupportedError(details={"cause": "unsigned UpdateFirmware refused; use SignedUpdateFirmware"})
         request = FirmwareRequest(
             location=payload["location"],
             retrieve_at=parse_time(payload["retrieveDate"]) or datetime.now(UTC),
@@ -276,6 +300,53 @@ class V16Session(BaseSession):
     @after_raw("UpdateFirmware")
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
         self.launch_firmware_update()
+
+    @on_raw("SignedUpdateFirmware")
+    def on_signed_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Security whitepaper L01: the 2.0.1 UpdateFirmware under another name."""
+        firmware = payload["firmware"]
+        request = FirmwareRequest(
+            location=firmware["location"],
+            retrieve_at=parse_time(firmware["retrieveDateTime"]) or datetime.now(UTC),
+            request_id=int(payload["requestId"]),
+            install_at=parse_time(firmware["installDateTime"]) if firmware.get("installDateTime") else None,
+            signing_certificate=firmware["signingCertificate"],
+            signature=firmware["signature"],
+            retries=payload.get("retries"),
+            retry_interval_s=payload.get("retryInterval"),
+        )
+        status, _ = self.start_firmware_update(request)
+        return {"status": status}
+
+    @after_raw("SignedUpdateFirmware")
+    async def after_signed_update_firmware(self, payload: dict[str, Any]) -> None:
+        self.launch_firmware_update()
+
+    @on_raw("ExtendedTriggerMessage")
+    def on_extended_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
+        message = payload["requestedMessage"]
+        connector = payload.get("connectorId")
+        if connector and connector not in self.core.connectors:
+            return {"status": "Rejected"}
+        if message == "SignChargePointCertificate":
+            return {"status": self.trigger_certificate_renewal()}
+        if message in ("FirmwareStatusNotification", "LogStatusNotification"):
+            return {"status": "Accepted"}
+        if message in ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification"):
+            return self.on_trigger(payload)
+        return {"status": "NotImplemented"}
+
+    @after_raw("ExtendedTriggerMessage")
+    async def after_extended_trigger(self, payload: dict[str, Any]) -> None:
+        message = payload["requestedMessage"]
+        if message == "SignChargePointCertificate" and self.client.renewal.refusal() is None:
+            self.client.renewal.start("ExtendedTriggerMessage")
+        elif message == "FirmwareStatusNotification":  # L01.FR.28/29: the signed flow's status, Idle when none
+            await self.send_firmware_status(self.client.firmware_note(), triggered=True, signed=True)
+        elif message == "LogStatusNotification":
+            await self.send_log_status(self.client.log_note(), triggered=True)
+        elif message in ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification"):
+            await self.after_trigger(payload)
 
     @on_raw("GetDiagnostics")
     def on_get_diagnostics(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -308,34 +379,11 @@ class V16Session(BaseSession):
 
     @on_raw("GetConfiguration")
     def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        wanted = payload.get("key")
-        known, unknown = [], []
-        for key in wanted if wanted else [s.key for s in SETTINGS]:
-            setting = SETTING_BY_KEY.get(key.lower())
-            if setting is None:
-                unknown.append(key)
-                continue
-            known.append({"key": setting.key, "readonly": setting.readonly, "value": format_value(self.client.setting(setting.key))[:500]})
-        result: dict[str, Any] = {"configurationKey": known}
-        if unknown:
-            result["unknownKey"] = unknown
-        return result
+        return variables.get_configuration(self.core.device_model, payload)
 
     @on_raw("ChangeConfiguration")
     def on_change_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        key = payload["key"]
-        if key.lower() in SECRET_CONFIG_KEYS:
-            return {"status": "NotSupported"}  # the password lives in the station's configuration file
-        setting = SETTING_BY_KEY.get(key.lower())
-        if setting is None:
-            return {"status": "NotSupported"}
-        if setting.readonly:
-            return {"status": "Rejected"}
-        try:
-            self.client.change_setting(setting, parse_value(setting, payload["value"]))
-        except (ValueError, StoreError):
-            return {"status": "Rejected"}
-        return {"status": "Accepted"}
+        return variables.change_configuration(self.core.device_model, payload)
 
     def _apply_profile(self, connector: int, raw: dict[str, Any], *, transaction_id: str | None = None) -> str | None:
         """Install a csChargingProfiles on a connector; why not, or None when installed."""

@@ -5,26 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from station.core.model import ConnectorStatus
+from station.core.device_state import availability
 from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote
+from station.network_profiles import VERSIONS, NetworkProfile
+from station.network_profiles import refusal as profile_refusal
 from station.firmware import FirmwareNote, FirmwareRequest
-from station.ocpp.base import (
-    SETTING_BY_VARIABLE,
-    SETTINGS,
-    BaseSession,
-    Setting,
-    format_value,
-    iso,
-    log_request,
-    parse_time,
-    parse_value,
-)
+from station.ocpp import variables
+from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
+from station.ocpp.security import SecurityHandlers, report_event
 
 TRIGGER_REASONS = {
     "Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "Deauthorized",
@@ -39,14 +33,7 @@ STOP_REASONS = {
 }
 STOP_REASON_FROM_16 = {"HardReset": "ImmediateReset", "SoftReset": "Reboot", "UnlockCommand": "Local"}
 TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"}
-CONNECTOR_STATUS = {
-    ConnectorStatus.AVAILABLE: "Available",
-    ConnectorStatus.RESERVED: "Reserved",
-    ConnectorStatus.UNAVAILABLE: "Unavailable",
-    ConnectorStatus.FAULTED: "Faulted",
-}
 CONTEXT = {"started": "Transaction.Begin", "ended": "Transaction.End"}
-COMPONENTS = {s.component.lower() for s in SETTINGS}
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
@@ -58,20 +45,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-def _lookup_variable(item: dict[str, Any]) -> tuple[dict[str, Any], Setting | None]:
-    """A Get/SetVariables entry's result so far, and its setting; None: the result says why not."""
-    component, variable = item["component"], item["variable"]
-    result: dict[str, Any] = {"component": component, "variable": variable}
-    setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
-    if item.get("attributeType", "Actual") != "Actual":
-        result["attributeStatus"] = "NotSupportedAttributeType"
-        return result, None
-    if setting is None:
-        result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
-    return result, setting
-
-
-class V201Session(BaseSession):
+class V201Session(SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -83,7 +57,7 @@ class V201Session(BaseSession):
         return {"chargingStation": station, "reason": self.client.boot_reason}
 
     def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
-        status = CONNECTOR_STATUS.get(conn.derived.status, "Occupied")
+        status = availability(conn)
         return status, {"timestamp": iso(self.core.clock.now()), "connectorStatus": status, "evseId": conn.id, "connectorId": 1}
 
     def transaction_message(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]]:
@@ -111,6 +85,10 @@ class V201Session(BaseSession):
         if entry.kind == "started" and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
+        if entry.kind == "ended" and data.get("stop_id_token"):  # E07: the token that stopped it
+            token_type = data.get("stop_token_type") or "Local"
+            payload["idToken"] = {"idToken": data["stop_id_token"],
+                                  "type": token_type if token_type in TOKEN_TYPES else "Local"}
         context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "Trigger": "Trigger"}.get(entry.trigger, "Other"))
         samples = sampled_values(data.get("meter"), context)
         if samples:
@@ -119,7 +97,8 @@ class V201Session(BaseSession):
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
-            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response))
+            token = entry.data.get("id_token") if entry.kind == "started" else entry.data.get("stop_id_token")
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response), token)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
@@ -195,6 +174,15 @@ class V201Session(BaseSession):
             await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
                                                            "reservationUpdateStatus": data["status"]})
 
+    @on_raw("GetTransactionStatus")
+    def on_get_transaction_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """E14: is the transaction still running, and are its (or any transaction's) messages queued."""
+        ongoing, queued = self.core.transaction_status(payload.get("transactionId"))
+        answer: dict[str, Any] = {"messagesInQueue": queued}
+        if ongoing is not None:
+            answer["ongoingIndicator"] = ongoing
+        return answer
+
     @on_raw("RequestStopTransaction")
     def on_request_stop(self, payload: dict[str, Any]) -> dict[str, Any]:
         stopped = self.core.request_stop(payload["transactionId"], reason="Remote", trigger="RemoteStop")
@@ -239,6 +227,8 @@ class V201Session(BaseSession):
             return {"status": "Accepted"}
         if message == "TransactionEvent":
             return {"status": "Accepted" if any(c.transaction for c in self._targets(evse)) else "Rejected"}
+        if message == "SignChargingStationCertificate":
+            return {"status": self.trigger_certificate_renewal()}
         return {"status": "NotImplemented"}
 
     @after_raw("TriggerMessage")
@@ -252,6 +242,8 @@ class V201Session(BaseSession):
                 await self.send_status(conn, force=True)
         elif message == "FirmwareStatusNotification":
             await self.send_firmware_status(self.client.firmware_note(), triggered=True)
+        elif message == "SignChargingStationCertificate" and self.client.renewal.refusal() is None:
+            self.client.renewal.start("TriggerMessage")
         elif message == "LogStatusNotification":
             await self.send_log_status(self.client.log_note(), triggered=True)
         elif message == "TransactionEvent":
@@ -273,6 +265,10 @@ class V201Session(BaseSession):
     @on_raw("UpdateFirmware")
     def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         firmware = payload["firmware"]
+        if not firmware.get("signingCertificate"):
+            # 2.0.1 has no unsigned update here: the signing certificate is what ties it to the manufacturer.
+            report_event(self.client, "InvalidFirmwareSigningCertificate", "UpdateFirmware without signing certificate")
+            return {"status": "InvalidCertificate", "statusInfo": status_info("signed firmware required")}
         request = FirmwareRequest(
             location=firmware["location"],
             retrieve_at=parse_time(firmware["retrieveDateTime"]) or datetime.now(UTC),
@@ -293,6 +289,36 @@ class V201Session(BaseSession):
     async def after_update_firmware(self, payload: dict[str, Any]) -> None:
         self.launch_firmware_update()  # a refused certificate was recorded as a security event (durable)
 
+    @on_raw("SetNetworkProfile")
+    def on_set_network_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """B09: validated and stored; used once NetworkConfigurationPriority names it and the station restarts."""
+        endpoints = self.client.endpoints
+        if endpoints is None:
+            return {"status": "Rejected", "statusInfo": status_info("network profiles not kept by this station")}
+        data = payload["connectionData"]
+        version = VERSIONS.get(data["ocppVersion"])
+        if data["ocppTransport"] != "JSON" or version is None:
+            return {"status": "Rejected", "statusInfo": {"reasonCode": "InvalidNetworkConf",
+                                                         "additionalInfo": "only OCPP20 or OCPP16 over JSON"}}
+        profile = NetworkProfile(int(payload["configurationSlot"]), data["ocppCsmsUrl"], version,
+                                 int(data["securityProfile"]), int(data["messageTimeout"]))
+        params, credentials = self.client.params, self.client.credentials
+        has_password = credentials.has_password() if credentials is not None else bool(params.password)
+        has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,
+                              has_client_cert=has_cert)
+        if why is not None:
+            self.log.warning("ocpp: SetNetworkProfile rejected", slot=profile.slot, reason=why[1])
+            return {"status": "Rejected", "statusInfo": {"reasonCode": why[0], "additionalInfo": why[1][:512]}}
+        try:
+            endpoints.set_profile(profile)
+        except OSError as exc:
+            self.log.error("ocpp: network profile not saved", error=str(exc))
+            return {"status": "Failed", "statusInfo": status_info("could not be saved")}
+        self.log.info("ocpp: network profile stored", slot=profile.slot, version=version,
+                      security_profile=profile.security_profile)
+        return {"status": "Accepted"}
+
     @on_raw("GetLog")
     def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
         answer = self.start_log_upload(log_request(payload))
@@ -309,35 +335,11 @@ class V201Session(BaseSession):
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
-        results = []
-        for item in payload["getVariableData"]:
-            result, setting = _lookup_variable(item)
-            if setting is not None:
-                result["attributeStatus"] = "Accepted"
-                result["attributeValue"] = format_value(self.client.setting(setting.key))[:2500]
-            results.append(result)
-        return {"getVariableResult": results}
+        return variables.get_variables(self.core.device_model, payload, self.call_size)
 
     @on_raw("SetVariables")
     def on_set_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
-        results = []
-        for item in payload["setVariableData"]:
-            result, setting = _lookup_variable(item)
-            if setting is not None and setting.readonly:
-                result["attributeStatus"] = "Rejected"
-                result["attributeStatusInfo"] = {"reasonCode": "ReadOnly"}
-            elif setting is not None:
-                try:
-                    self.client.change_setting(setting, parse_value(setting, item["attributeValue"]))
-                    result["attributeStatus"] = "Accepted"
-                except ValueError as exc:
-                    result["attributeStatus"] = "Rejected"
-                    result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": str(exc)[:512]}
-                except StoreError:
-                    result["attributeStatus"] = "Rejected"
-                    result["attributeStatusInfo"] = {"reasonCode": "InternalError"}
-            results.append(result)
-        return {"setVariableResult": results}
+        return variables.set_variables(self.core.device_model, payload, self.call_size)
 
     def _apply_profile(self, evse: int, raw: dict[str, Any], *, replace_same_stack: bool = False) -> str | None:
         """Install a chargingProfile on an EVSE; why not, or None when installed."""

@@ -25,7 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from station import envfile, hostops
+from station import envfile
+from station.field import hostops
 
 IDENTITY_NAME = "station-identity.env"
 BOOT_DIRS = ("boot/firmware", "boot")

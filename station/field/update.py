@@ -8,7 +8,7 @@ why. Every outcome is appended to ``/var/lib/station-update/history.jsonl``.
 
 Python API (used by the OCPP UpdateFirmware handler and by tests)::
 
-    from station import update
+    from station.field import update
     update.install_release(Path("/tmp/ocpp_station-1.5.0-py3-none-any.whl"), "1.5.0", root=Path("/"))
     result = update.switch_and_verify("1.5.0", root=Path("/"), grace_seconds=120)
     result.ok, result.action, result.detail        # "updated" | "rolled-back" | ...
@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from station import hostops
+from station.field import hostops
 from station.update_request import UpdateError, check_version, clear_result, read_result, request_update
 
 EXIT_OK = 0

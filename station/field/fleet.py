@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from station import envfile
-from station.firstboot import IDENTITY_NAME
+from station.field.firstboot import IDENTITY_NAME
 
 EXIT_OK, EXIT_USAGE, EXIT_INVALID = 0, 2, 65
 _ID = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$")  # OCPP identifierString, 48 chars max

@@ -1,0 +1,374 @@
+"""The station's CSMS credentials as the CSMS may change them: password, client certificate, security profile.
+
+The configuration file gives the provisioned values. The CSMS can then (OCPP A01, A02/A03, A05):
+
+- set a new password: it is tried on the next connection; until one connection has worked with
+  it, a refusal (HTTP 401/403) makes the station try the previous password again (they alternate
+  while neither worked), and a success with the previous one drops the new one and is reported.
+- have a new client certificate signed: the key is made here and never leaves the station; the
+  signed certificate is used from its notBefore on, and becomes the certificate only once a
+  connection worked with it. After `PROFILE_ATTEMPTS` failed connections with it in a row, the
+  previous certificate is used again.
+- raise the security profile, never lower it (A05.FR.01, A00.FR.005): the new profile is tried;
+  after `PROFILE_ATTEMPTS` failed connections in a row the previous profile is restored and
+  the fallback reported.
+
+So the station is never locked out by a change made over OCPP. State lives in
+``<state>/pki/credentials.json`` and the station's key files, all 0600. When the provisioned
+values change (a technician re-provisions the station), the OCPP-made state is discarded.
+
+Events worth a SecurityEventNotification are handed to `on_event(type, tech_info)` (2.0.1 names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from station import pki
+from station.ocpp.connection import Attempt, FailureKind, LinkParams, resolve_security_profile
+
+log = structlog.get_logger("station.credentials")
+
+PROFILE_ATTEMPTS = 3
+"""Failed connections with a raised profile before the previous one is restored."""
+RENEW_BEFORE = timedelta(days=30)
+"""A03.FR.02: a certificate expiring within a month is renewed."""
+PASSWORD_201 = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{16,40}$")
+"""2.0.1 passwordString: 16..40 characters, alphanumerics and * - _ = : + | @ ."""
+AUTH_KEY_16 = re.compile(r"^(?:[0-9A-Fa-f]{2}){16,20}$")
+"""1.6 AuthorizationKey: 16..20 bytes, written as 32..40 hexadecimal digits."""
+
+EventSink = Callable[[str, str], None]
+
+
+def parse_password(text: str, version: str) -> bytes:
+    """The password bytes a CSMS sets (2.0.1 BasicAuthPassword / 1.6 AuthorizationKey); ValueError if malformed."""
+    if version == "16":
+        if not AUTH_KEY_16.match(text):
+            raise ValueError("AuthorizationKey must be 16 to 20 bytes written as 32 to 40 hexadecimal digits")
+        return bytes.fromhex(text)
+    if not PASSWORD_201.match(text):
+        raise ValueError("BasicAuthPassword must be 16 to 40 characters: letters, digits and * - _ = : + | @ .")
+    return text.encode()
+
+
+class Credentials:
+    """The credential source of `OcppLink` for the daemon; see the module docstring."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        params: LinkParams,
+        *,
+        roots: pki.RootStore | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.params = params
+        self.directory = state_dir / "pki"
+        self.roots = roots or pki.RootStore(self.directory / "roots")
+        self.now = now
+        self.on_event = on_event
+        self.base_profile = resolve_security_profile(params)
+        self._file = self.directory / "credentials.json"
+        self._station = self.directory / "station"
+        self._try_new_password = True
+        self._profile_failures = 0
+        self._certificate_failures = 0
+        self._state = self._load()
+        if not self._file.exists():
+            self._save()
+        self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+
+    # ------------------------------------------------------------------ persistence
+    def _provisioned(self) -> str:
+        p = self.params
+        text = json.dumps([p.password, self.base_profile, str(p.client_cert), str(p.ca_bundle)])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self._file.read_text())
+        except FileNotFoundError:
+            state = {}
+        except (OSError, ValueError) as exc:
+            log.error("credentials: state unreadable; using the provisioned values", error=exc.__class__.__name__)
+            state = {}
+        if state and state.get("provisioned") != self._provisioned():
+            log.warning("credentials: provisioned values changed; credentials set over OCPP are discarded")
+            for name in ("cert.pem", "key.pem", "new.pem", "new.key", "pending.key", "previous.pem", "previous.key"):
+                (self._station / name).unlink(missing_ok=True)
+            state = {}
+        state["provisioned"] = self._provisioned()
+        return state
+
+    def _save(self) -> None:
+        pki.write_private(self._file, json.dumps(self._state).encode())
+
+    # ------------------------------------------------------------------ what is in force
+    @property
+    def profile(self) -> int:
+        return int(self._state.get("profile_candidate") or self._state.get("profile") or self.base_profile)
+
+    @property
+    def established_profile(self) -> int:
+        """The profile a connection has worked with (the candidate not counted)."""
+        return int(self._state.get("profile") or self.base_profile)
+
+    def _password(self) -> bytes | None:
+        stored = self._state.get("password")
+        if stored is not None:
+            return bytes.fromhex(stored)
+        return self.params.password.encode() if self.params.password else None
+
+    def has_password(self) -> bool:
+        return bool(self._password() or self._state.get("password_candidate"))
+
+    def _certificate(self) -> tuple[str | None, str | None]:
+        """(cert, key) paths: the OCPP-installed certificate, else the provisioned one."""
+        if (self._station / "cert.pem").exists() and (self._station / "key.pem").exists():
+            return str(self._station / "cert.pem"), str(self._station / "key.pem")
+        p = self.params
+        return (str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None)
+
+    def certificate(self) -> Any | None:
+        """The client certificate in force (x509), or None."""
+        path, _ = self._certificate()
+        if not path:
+            return None
+        try:
+            return pki.load_chain(Path(path).read_bytes())[0]
+        except (OSError, pki.PkiError):
+            return None
+
+    def _new_certificate_usable(self) -> bool:
+        """A02.FR.08: a signed certificate is used from its notBefore on."""
+        path = self._station / "new.pem"
+        if not path.exists():
+            return False
+        try:
+            cert = pki.load_chain(path.read_bytes())[0]
+        except pki.PkiError:
+            return False
+        return pki.valid_at(cert, self.now())
+
+    def attempt(self) -> Attempt:
+        trying: set[str] = set()
+        profile = self.profile
+        if self._state.get("profile_candidate"):
+            trying.add("profile")
+        password = self._password()
+        candidate = self._state.get("password_candidate")
+        if candidate is not None and profile in (1, 2) and (self._try_new_password or password is None):
+            password = bytes.fromhex(candidate)
+            trying.add("password")
+        cert, key = self._certificate()
+        if profile == 3 and self._new_certificate_usable():
+            cert, key = str(self._station / "new.pem"), str(self._station / "new.key")
+            trying.add("certificate")
+        roots = self.roots.pem(pki.CSMS_ROOT)
+        return Attempt(profile, password, cert, key, str(self.params.ca_bundle) if self.params.ca_bundle else None,
+                       roots or None, frozenset(trying))
+
+    # ------------------------------------------------------------------ outcomes of a connection
+    def connected(self, attempt: Attempt) -> None:
+        changed = False
+        if "password" in attempt.trying:
+            self._state["password"] = self._state.pop("password_candidate")
+            log.warning("credentials: the new password works; the previous one is forgotten")
+            changed = True
+        elif self._state.get("password_candidate") is not None and attempt.profile in (1, 2):
+            self._state.pop("password_candidate")
+            self._event("FailedToAuthenticateAtCsms", "the CSMS refused the new password; the previous one is in use again")
+            changed = True
+        if "certificate" in attempt.trying:
+            self._certificate_failures = 0
+            self._promote_certificate()
+        if "profile" in attempt.trying:
+            self._state["profile"] = self._state.pop("profile_candidate")
+            self._profile_failures = 0
+            self._event("ReconfigurationOfSecurityParameters", f"security profile {attempt.profile} in use")
+            changed = True
+        if changed:
+            self._save()
+
+    def failed(self, attempt: Attempt, kind: FailureKind) -> None:
+        changed = False
+        if kind is FailureKind.AUTH_FAILED and self._state.get("password_candidate") is not None:
+            self._try_new_password = "password" not in attempt.trying  # alternate until one works
+            log.warning("credentials: password refused; trying the "
+                        + ("new" if self._try_new_password else "previous") + " one next")
+        if "certificate" in attempt.trying and kind is not FailureKind.LOST:
+            # A refused client certificate shows as a TLS alert, or (TLS 1.3) as a reset after the
+            # handshake: count every failure, give up on the new certificate after a few in a row.
+            self._certificate_failures += 1
+            if self._certificate_failures >= PROFILE_ATTEMPTS:
+                self._certificate_failures = 0
+                for name in ("new.pem", "new.key"):
+                    (self._station / name).unlink(missing_ok=True)
+                self._event("FailedToAuthenticateAtCsms",
+                            f"no connection with the new client certificate ({kind.value}); the previous one is in use again")
+        if "profile" in attempt.trying and kind is not FailureKind.LOST:
+            self._profile_failures += 1
+            if self._profile_failures >= PROFILE_ATTEMPTS:
+                raised = self._state.pop("profile_candidate")
+                self._profile_failures = 0
+                self._event("ReconfigurationOfSecurityParameters",
+                            f"could not connect with security profile {raised} ({kind.value}); "
+                            f"back to profile {self.established_profile}")
+                changed = True
+        if changed:
+            self._save()
+
+    def _event(self, kind: str, tech_info: str) -> None:
+        log.warning(f"credentials: {tech_info}", security_event=kind)
+        if self.on_event is not None:
+            self.on_event(kind, tech_info)
+
+    # ------------------------------------------------------------------ A01: password
+    def set_password(self, text: str, version: str) -> None:
+        """Store a new password to try on the next connection (ValueError: malformed, nothing stored)."""
+        new = parse_password(text, version)
+        self._state["password_candidate"] = new.hex()
+        self._try_new_password = True
+        self._save()
+        from station import logs
+
+        logs.register_secrets([new.decode("utf-8", "replace"), text])
+        self._event("ReconfigurationOfSecurityParameters", "basic authentication password changed by the CSMS")
+
+    # ------------------------------------------------------------------ A05: security profile
+    def profile_refusal(self, new: int) -> str | None:
+        """Why the profile cannot be raised to `new` now (A05.FR.01-04); None when it can."""
+        current = self.profile
+        if new <= current:
+            return f"security profile {current} in use; it can only be raised"
+        if new not in (1, 2, 3):
+            return "security profile must be 1, 2 or 3"
+        if new in (1, 2) and not self.has_password():
+            return "no password set"
+        urls = [u for u in (self.params.url_201, self.params.url_16) if u]
+        if new in (2, 3):
+            if any(not u.startswith("wss://") for u in urls):
+                return "the CSMS URL is not wss://"
+            if not (self.roots.roots(pki.CSMS_ROOT) or self.params.ca_bundle):
+                return "no CSMS root certificate installed"
+        if new == 3:
+            cert = self.certificate()
+            if cert is None or not pki.valid_at(cert, self.now()):
+                return "no valid client certificate installed"
+        return None
+
+    def raise_profile(self, new: int) -> None:
+        """Try `new` from the next connection on (call `profile_refusal` first)."""
+        refusal = self.profile_refusal(new)
+        if refusal:
+            raise ValueError(refusal)
+        self._state["profile_candidate"] = new
+        self._profile_failures = 0
+        self._save()
+        self._event("ReconfigurationOfSecurityParameters", f"security profile {new} requested by the CSMS")
+
+    # ------------------------------------------------------------------ A02/A03: client certificate
+    def new_csr(self, organization: str, *, fresh: bool = True) -> str:
+        """A CSR for a new key (0600, made on the device), which waits for the signed certificate.
+
+        `fresh=False` (a repeated request) signs the pending key again, so that a CertificateSigned
+        for the earlier request still matches."""
+        pending = self._station / "pending.key"
+        key = None if fresh else (pending.read_bytes() if pending.exists() else None)
+        if key is None:
+            key = pki.new_key_pem()
+            pki.write_private(pending, key)
+        return pki.csr_pem(key, self.params.station_id, organization)
+
+    def install_signed(self, chain_pem: str) -> str | None:
+        """Check a CertificateSigned chain (A02.FR.06) and keep it as the next certificate; why not, or None."""
+        try:
+            chain = pki.load_chain(chain_pem)
+        except pki.PkiError as exc:
+            return str(exc)
+        leaf = chain[0]
+        pending = self._station / "pending.key"
+        try:
+            key = pending.read_bytes()
+        except FileNotFoundError:
+            return "no certificate signing request outstanding"
+        if not pki.key_matches(leaf, key):
+            return "certificate does not match the key of the signing request"
+        if pki.common_name(leaf) != self.params.station_id:
+            return "certificate common name is not the station id"
+        if self.now() > leaf.not_valid_after_utc:
+            return "certificate expired"
+        trusted = [r.certificate for r in self.roots.roots(pki.CSMS_ROOT)]
+        if not trusted and self.params.ca_bundle:
+            try:
+                trusted = pki.load_chain(Path(self.params.ca_bundle).read_bytes())
+            except (OSError, pki.PkiError):
+                trusted = []
+        # Chain check at the certificate's own start: one valid from a little later is kept for then.
+        problem = pki.verify_chain(chain, trusted, max(self.now(), leaf.not_valid_before_utc))
+        if problem:
+            return problem
+        pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
+        pki.write_private(self._station / "new.key", key)
+        pending.unlink()
+        log.warning("credentials: new client certificate installed", serial=format(leaf.serial_number, "x"),
+                    not_after=leaf.not_valid_after_utc.isoformat())
+        if self.profile != 3:
+            # Not presented on this profile: nothing to prove it on now, it is there for a raise to 3.
+            self._promote_certificate()
+        return None
+
+    def _promote_certificate(self) -> None:
+        station = self._station
+        if (station / "cert.pem").exists():
+            (station / "cert.pem").replace(station / "previous.pem")
+            (station / "key.pem").replace(station / "previous.key")
+        (station / "new.key").replace(station / "key.pem")
+        (station / "new.pem").replace(station / "cert.pem")
+        log.warning("credentials: the new client certificate works; the previous one is kept as a fallback")
+
+    def renewal_due(self) -> bool:
+        """A03: the certificate in force expires within a month (and no renewal is pending).
+
+        Checked at every connection, so read with the ssl module's decoder, not `cryptography`."""
+        path, _ = self._certificate()
+        if path is None or (self._station / "new.pem").exists():
+            return False
+        not_after = _not_after(path)
+        return not_after is not None and not_after - self.now() < RENEW_BEFORE
+
+    def roots_verifying(self, peer_der: bytes | None) -> list[pki.InstalledRoot]:
+        """The installed CSMS roots that directly sign the CSMS's current server certificate (M04.FR.06)."""
+        if peer_der is None:
+            return []
+        from cryptography import x509
+
+        try:
+            peer = x509.load_der_x509_certificate(peer_der)
+        except ValueError:
+            return []
+        return [r for r in self.roots.roots(pki.CSMS_ROOT) if pki.verify_chain([peer], [r.certificate], self.now()) is None]
+
+def _not_after(path: str) -> datetime | None:
+    import ssl
+
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # noqa: SLF001 — CPython's own PEM reader
+        return datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notAfter"]), UTC)
+    except (AttributeError, OSError, KeyError, ValueError, ssl.SSLError):
+        cert = None
+        try:
+            cert = pki.load_chain(Path(path).read_bytes())[0]
+        except (OSError, pki.PkiError):
+            return None
+        return cert.not_valid_after_utc
