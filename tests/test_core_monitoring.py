@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from station.core.monitoring import (
+    MESSAGE_KIND,
     Monitor,
     MonitorEvent,
     Monitoring,
@@ -304,3 +305,24 @@ def test_a_disabled_monitoring_controller_raises_no_monitor_event_but_still_repo
     enabled[0] = True
     rig.power(8100)
     assert [e.notification_type for e in rig.events] == ["HardWiredNotification", "CustomMonitor"]
+
+
+def test_the_pi_supply_flags_become_hard_wired_notifications(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from station.core.clock import Clock
+    from station.core.monitoring_service import PI_SUPPLY, PI_THROTTLED, MonitoringService
+    from station.core.station import StationCore
+    from station.core.store import Store
+
+    flags = tmp_path / "get_throttled"
+    core = StationCore(store=Store(tmp_path / "station.db"), clock=Clock(trusted=True))
+    service = MonitoringService(core, throttled_path=flags)
+    service.check_power()  # no file: not a Pi, nothing reported
+    flags.write_text("0x50005\n")  # under-voltage now + throttled now (+ history bits)
+    service.check_power()
+    flags.write_text("0x50000\n")  # history only: both problems gone
+    service.check_power()
+    events = [MonitorEvent.from_json(e.data) for e in core.store.pending_outbox() if e.kind == MESSAGE_KIND]
+    assert [(e.ref, e.cleared) for e in events] == [
+        (PI_SUPPLY, False), (PI_THROTTLED, False), (PI_SUPPLY, True), (PI_THROTTLED, True)]
+    assert events[1].tech_info == "Raspberry Pi: throttled now"
+    assert core.device_model.value("ELVSupply", "Problem") is False

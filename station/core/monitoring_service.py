@@ -9,7 +9,7 @@ drives it (`run`, spawned and cancelled by the daemon):
 - hardware problems are told to the CSMS even when no monitor is set (N07, hard-wired
   notifications): the ESP32 link (CPPWMController.Problem), a fault the ESP32 reports
   (EVSE.Problem), the meter not answering (FiscalMetering.Problem), and the Pi's own supply
-  and throttling (ChargingStation.Problem) where the kernel reports them.
+  and throttling (ELVSupply.Problem, Controller[Pi].Problem) where the kernel reports them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from station.core import pi_power
-from station.core.device_model import DataType, Entry, Mutability, Status, Variable, format_value
+from station.core.device_model import AttributeType, DataType, Entry, Mutability, Status, Variable, format_value
 from station.core.model import ConnectorStatus
 from station.core.monitoring import Monitor, Monitoring, MonitorType, Reading, VariableRef, outbox_sink
 
@@ -46,8 +46,11 @@ MONITORING_VARIABLES = (
     Variable("MonitoringCtrlr", "ActiveMonitoringLevel", DataType.INTEGER, default=9, min_limit=0, max_limit=9),
     Variable("Controller", "Problem", DataType.BOOLEAN, default=False, component_instance="Pi",
              supports_monitoring=True, description="the Raspberry Pi is throttled (temperature or frequency cap)"),
+    Variable("ELVSupply", "Problem", DataType.BOOLEAN, default=False, supports_monitoring=True,
+             description="the Raspberry Pi's supply is below its minimum (under-voltage)"),
 )
 PI_THROTTLED = VariableRef("Controller", "Problem", component_instance="Pi")
+PI_SUPPLY = VariableRef("ELVSupply", "Problem")
 
 
 def ref_of(entry: Entry) -> VariableRef:
@@ -83,6 +86,7 @@ class MonitoringService:
         model.bind("MonitoringCtrlr", "ActiveMonitoringLevel", get=lambda _: self.engine.state.level)
         model.bind("Controller", "Problem", component_instance="Pi",
                    get=lambda _: PI_THROTTLED in self.engine.state.problems)
+        model.bind("ELVSupply", "Problem", get=lambda _: PI_SUPPLY in self.engine.state.problems)
         model.listeners.append(self._on_value_changed)
 
     # ---- device model ------------------------------------------------------------------
@@ -114,13 +118,15 @@ class MonitoringService:
         return next((c.transaction.id for c in targets if c.transaction is not None), None)
 
     def _preconfigured(self) -> list[Monitor]:
-        """Factory monitors: an EVSE drawing more than the station can supply (SetMonitoringBase restores them)."""
+        """Factory monitors: an EVSE drawing more than its hardware limit (SetMonitoringBase restores them)."""
         monitors = []
         for index, evse in enumerate(sorted(self.core.connectors), start=1):
             entry = self.model.find("EVSE", "Power", evse=evse)
-            if isinstance(entry, Status) or entry.variable.max_limit is None:
+            if isinstance(entry, Status):
                 continue
-            monitors.append(Monitor(1000 + index, ref_of(entry), MonitorType.UPPER, float(entry.variable.max_limit), 3))
+            limit = self.model.current(entry, AttributeType.MAX_SET)
+            if limit is not None:
+                monitors.append(Monitor(1000 + index, ref_of(entry), MonitorType.UPPER, float(limit), 3))
         return monitors
 
     # ---- hardware -----------------------------------------------------------------------
@@ -149,8 +155,7 @@ class MonitoringService:
             return
         hardware = self.engine.hardware
         undervoltage = bool(value & pi_power.UNDERVOLTAGE_NOW)
-        hardware(VariableRef("ChargingStation", "Problem"),
-                 undervoltage, severity=SEVERITY["pi_supply"], tech_code="UnderVoltage" if undervoltage else None,
+        hardware(PI_SUPPLY, undervoltage, severity=SEVERITY["pi_supply"], tech_code="UnderVoltage" if undervoltage else None,
                  tech_info="Raspberry Pi supply: under-voltage now" if undervoltage else None)
         throttled = pi_power.describe(value, pi_power.THROTTLED_NOW)
         hardware(PI_THROTTLED, bool(throttled),
@@ -164,6 +169,7 @@ class MonitoringService:
         next_power = loop.time()
         with self.core.events.subscribe() as events:
             self.check_hardware()
+            self.engine.evaluate()
             while True:
                 now = loop.time()
                 if now >= next_power:

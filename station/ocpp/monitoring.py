@@ -132,7 +132,7 @@ class MonitoringHandlers:
 
     @property
     def _engine(self) -> Monitoring:
-        return self.core.monitoring
+        return self.core.monitoring.engine
 
     @on_raw("SetVariableMonitoring")
     def on_set_variable_monitoring(self, payload: dict[str, Any]) -> dict[str, Any]:
