@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import metrics
 from api.daemon_link import DaemonLink
+from api import docs_pages
 from api.guard import BodyGuard
 from api.models import (
     AvailabilityRequest,
@@ -93,6 +94,8 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             await link.close()
 
     app = FastAPI(
+        docs_url=None,  # the default /docs and /redoc load their scripts from a public CDN: see api/docs_pages.py
+        redoc_url=None,
         title="Charge point station — local API",
         version=__version__,
         description="State, live events, metrics and technician controls of this charge point. "
@@ -100,6 +103,7 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.link = link
+    docs_pages.add(app)
     # Token and body size are checked on the raw request, before FastAPI reads any body (api/guard.py).
     app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")

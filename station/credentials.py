@@ -71,8 +71,11 @@ class Credentials:
         roots: pki.RootStore | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_event: EventSink | None = None,
+        read_only: bool = False,
     ) -> None:
         self.params = params
+        self.read_only = read_only
+        """Use what the daemon stored without changing a file (`station --once`, possibly run as root)."""
         self.directory = state_dir / "pki"
         self.roots = roots or pki.RootStore(self.directory / "roots")
         self.now = now
@@ -84,9 +87,10 @@ class Credentials:
         self._profile_failures = 0
         self._certificate_failures = 0
         self._state = self._load()
-        if not self._file.exists():
-            self._save()
-        self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+        if not read_only:
+            if not self._file.exists():
+                self._save()
+            self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
 
     # ------------------------------------------------------------------ persistence
     def _provisioned(self) -> str:
@@ -102,7 +106,9 @@ class Credentials:
         except (OSError, ValueError) as exc:
             log.error("credentials: state unreadable; using the provisioned values", error=exc.__class__.__name__)
             state = {}
-        if state and state.get("provisioned") != self._provisioned():
+        if state and state.get("provisioned") != self._provisioned() and self.read_only:
+            state = {}
+        elif state and state.get("provisioned") != self._provisioned():
             log.warning("credentials: provisioned values changed; credentials set over OCPP are discarded")
             for name in ("cert.pem", "key.pem", "new.pem", "new.key", "pending.key", "previous.pem", "previous.key"):
                 (self._station / name).unlink(missing_ok=True)
@@ -111,7 +117,8 @@ class Credentials:
         return state
 
     def _save(self) -> None:
-        pki.write_private(self._file, json.dumps(self._state).encode())
+        if not self.read_only:
+            pki.write_private(self._file, json.dumps(self._state).encode())
 
     # ------------------------------------------------------------------ what is in force
     @property
@@ -206,7 +213,7 @@ class Credentials:
             self._try_new_password = "password" not in attempt.trying  # alternate until one works
             log.warning("credentials: password refused; trying the "
                         + ("new" if self._try_new_password else "previous") + " one next")
-        if "certificate" in attempt.trying and kind is not FailureKind.LOST:
+        if "certificate" in attempt.trying and kind is not FailureKind.LOST and not self.read_only:
             # A refused client certificate shows as a TLS alert, or (TLS 1.3) as a reset after the
             # handshake: count every failure, give up on the new certificate after a few in a row.
             self._certificate_failures += 1
@@ -329,6 +336,8 @@ class Credentials:
         return None
 
     def _promote_certificate(self) -> None:
+        if self.read_only:
+            return
         station = self._station
         if (station / "cert.pem").exists():
             (station / "cert.pem").replace(station / "previous.pem")

@@ -426,7 +426,11 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
         finally:
             reader.cancel()
 
-    client.link = OcppLink(params, one_shot)
+    from station.credentials import Credentials
+
+    # What the daemon uses: a password, certificate or profile the CSMS set, read without writing anything.
+    credentials = Credentials(settings.state_dir, params, read_only=True)
+    client.link = OcppLink(params, one_shot, credentials=credentials)
     link_task = asyncio.create_task(client.link.run())
     attempts_allowed = 4  # primary, fallback, and one retry of each
     timed_out = False

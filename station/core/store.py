@@ -193,8 +193,9 @@ _ADDED_COLUMNS = {
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _owner_only(self.path)
+        if str(path) != ":memory:":  # SQLite's in-memory database (station --once): no file to create
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         with self._guard("open"):
@@ -418,6 +419,10 @@ class Store:
     def get(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def delete(self, key: str) -> None:
+        with self.transaction(f"delete {key}") as db:
+            db.execute("DELETE FROM kv WHERE key=?", (key,))
 
     def put(self, key: str, value: Any) -> None:
         with self.transaction(f"set {key}") as db:

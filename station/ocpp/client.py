@@ -27,8 +27,9 @@ from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
+from station.ocpp import schema
 from station.ocpp.endpoints import Endpoints
-from station.ocpp.rpc import CallErrorReceived, cancel_all
+from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
 from station.ocpp.security import Renewal, report_event
 
 if TYPE_CHECKING:
@@ -155,12 +156,14 @@ class OcppClient:
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
         watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
+        warm = asyncio.create_task(schema.warm_up_boot(LIBRARY_VERSION[self.link.primary]), name="ocpp-boot-warm-up")
         try:
             if self.endpoints is not None and self.endpoints.switching:
                 await self._run_profiles(self.endpoints)
             else:
                 await self.link.run()
         finally:
+            await cancel_all([warm])
             if self._reset_task is not None:
                 self._reset_task.cancel()
             await cancel_all([t for t in (watcher, *self._owned) if t is not None])
