@@ -39,7 +39,7 @@ from station.core.charging_profiles import (
     Recurrency,
 )
 from station.core.station import AuthResult, Connector, StationCore
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import LocalListTooLong, OutboxEntry, StoreError
 from station.diagnostics.log_upload import LogAnswer, LogNote, LogRequest
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.core.security_events import MESSAGE_QUEUED
@@ -583,8 +583,8 @@ class BaseSession(StrictChargePoint):
         if not full and version <= self.core.store.local_list_version():
             return "VersionMismatch"
         try:
-            self.core.store.local_list_update(version, entries, full=full)
-        except StoreError:
+            self.core.store.local_list_update(version, entries, full=full, max_entries=self.core.auth.local_list_limit())
+        except (StoreError, LocalListTooLong):
             return "Failed"
         return "Accepted"
 
