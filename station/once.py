@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from station import __version__, exitcodes
+from station.core import pi_power
 from station.config import ConfigError, Settings
 
 PI_MODEL = Path("/proc/device-tree/model")
@@ -491,13 +492,6 @@ def _disk_check(state_dir: Path) -> dict[str, Any]:
     return check("disk", ok, f"{free_mb} MB free in {probe}" + ("" if ok else " (below 100 MB)"), free_mb=free_mb)
 
 
-_THROTTLE_BITS = {
-    0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now", 3: "soft temperature limit now",
-    16: "under-voltage has occurred", 17: "frequency capping has occurred", 18: "throttling has occurred",
-    19: "soft temperature limit has occurred",
-}
-
-
 def _power_check() -> dict[str, Any]:
     """Raspberry Pi power sanity: `vcgencmd get_throttled` = 0x0 and no under-voltage in the kernel log."""
     try:
@@ -510,7 +504,7 @@ def _power_check() -> dict[str, Any]:
     try:
         out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=3).stdout
         value = int(re.search(r"0x[0-9a-fA-F]+", out).group(0), 16)  # type: ignore[union-attr]
-        problems += [text for bit, text in _THROTTLE_BITS.items() if value & (1 << bit)]
+        problems += pi_power.describe(value)
     except (OSError, subprocess.SubprocessError, AttributeError, ValueError):
         problems.append("vcgencmd get_throttled unavailable")
     try:

@@ -11,9 +11,11 @@ through the same callback that triggered the command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
+from datetime import datetime
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,13 +25,23 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from station.core.authorization import Authorization, Settings
-from station.core.clock import Clock
+from station.core.clock import Clock, Stamp
+from station.core.metering import (
+    ENDED_ALIGNED_MAX,
+    MEASURAND_SETTING,
+    SENDABLE,
+    AlignedSampler,
+    bind_metering,
+    ended_aligned_key,
+    parse_measurands,
+)
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
 from station.core.device_state import bind_core
+from station.core.monitoring_service import MonitoringService
 from station.core.standard_variables import STANDARD
 from station.core.events import EventBus
-from station.core.security_events import SecurityEventLog
+from station.core.security_events import MESSAGE_QUEUED, SecurityEventLog
 from station.core.smart_charging import SmartCharging
 from station.core.reservations import Reservations
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
@@ -147,6 +159,7 @@ class StationCore:
         connection_timeout_s: float = 60.0,
         has_meter: bool = False,
         settings: Settings | None = None,
+        measurands: Iterable[str] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
@@ -179,6 +192,11 @@ class StationCore:
             if tx.connector_id in self.connectors:
                 self.connectors[tx.connector_id].transaction = tx
                 log.info("transaction restored", transaction_id=tx.id, connector_id=tx.connector_id)
+        self.measurands = frozenset(SENDABLE if measurands is None else measurands)
+        """What the meter can provide; the only measurands a CSMS may choose (station/core/metering.py)."""
+        self.aligned = AlignedSampler(self, lambda: dm.value("AlignedDataCtrlr", "Interval"))
+        """Clock-aligned meter values (AlignedDataCtrlr.Interval / ClockAlignedDataInterval)."""
+        bind_metering(dm, self)
         self.auth = Authorization(self, settings or dm)
         """Who may charge (local list, cache, CSMS) and what a refused token's transaction may still do."""
         self.reservations = Reservations(self)
@@ -192,6 +210,8 @@ class StationCore:
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
         bind_core(dm, self)
+        self.monitoring = MonitoringService(self)
+        """Variable monitors and hardware notifications (NotifyEvent); its task is run by the daemon."""
 
     def _clock_stepped(self, seconds: float, source: str) -> None:
         self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
@@ -203,6 +223,7 @@ class StationCore:
     async def close(self) -> None:
         self._closing = True
         await self.charging.close()
+        await self.aligned.close()
         tasks = [c.actuator for c in self.connectors.values() if c.actuator and not c.actuator.done()]
         for task in tasks:
             task.cancel()
@@ -254,6 +275,7 @@ class StationCore:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
         now = time.monotonic()
         self.charging.ensure_running()
+        self.aligned.ensure_running()
         self.reservations.expire(self.clock.now())
         if self._unsaved and self._save_unsaved():
             self.events.publish("outbox", depth=self._outbox_depth())
@@ -601,18 +623,85 @@ class StationCore:
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
-        self._record(conn, "ended", trigger,
-                     {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else None)
+        extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
+        aligned = self.store.get(ended_aligned_key(tx.id), [])
+        if aligned:
+            extra["aligned"] = {"measurands": self.selected_measurands("ended_clock"), "values": aligned}
+        self._record(conn, "ended", trigger, extra or None)
+        if aligned:
+            with contextlib.suppress(StoreError):  # the end message holds them now
+                self.store.delete(ended_aligned_key(tx.id))
         conn.transaction = None
         self.auth.transaction_ended(conn, tx.id)
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,
                  energy_wh=tx.energy_wh)
         self.charging.transaction_ended(tx.id)
 
-    def _record(self, conn: Connector, kind: str, trigger: str, extra: dict[str, Any] | None = None) -> None:
+    def selected_measurands(self, moment: str) -> list[str]:
+        """The measurands configured for `moment` (started, updated, ended, clock) the meter provides."""
+        try:
+            configured = parse_measurands(self.device_model.value(*MEASURAND_SETTING[moment]))
+        except Exception:  # noqa: BLE001 — an unreadable setting: send what the meter has
+            configured = list(SENDABLE)
+        return [m for m in configured if m in self.measurands]
+
+    def record_clock_aligned(self, boundary: datetime) -> None:
+        """Clock-aligned meter values for every connector with a reading, stamped with the boundary.
+
+        During a transaction: an `updated` event (trigger MeterValueClock) in its outbox sequence;
+        outside one: a durable `meter_values` message. AlignedDataCtrlr.SendDuringIdle true: only
+        while no transaction runs on the station.
+        """
+        self._keep_for_end(boundary)
+        idle_only = bool(self.device_model.value("AlignedDataCtrlr", "SendDuringIdle"))
+        if idle_only and any(c.transaction for c in self.connectors.values()):
+            return
+        stamp = Stamp(boundary, time.monotonic(), self.clock.boot_id, self.clock.trusted)
+        measurands = self.selected_measurands("clock")
+        idle: list[Connector] = []
+        with self._one_pass():
+            for conn in self.connectors.values():
+                if conn.last_meter is None:
+                    continue
+                if conn.transaction is not None:
+                    self._record(conn, "updated", "MeterValueClock", stamp=stamp)
+                else:
+                    idle.append(conn)
+        if not idle:
+            return
+        try:
+            with self.store.transaction("record clock-aligned meter values") as db:
+                for conn in idle:
+                    self.store.append_message(db, "meter_values", stamp, {
+                        "connector_id": conn.id, "meter": meter_json(conn.last_meter), "measurands": measurands,
+                        "context": "Sample.Clock"}, offline=not self.csms_online)
+        except StoreError:
+            log.error("clock-aligned meter values not recorded: state database refused the write")
+            return
+        self.events.publish(MESSAGE_QUEUED, message="meter_values")
+
+    def _keep_for_end(self, boundary: datetime) -> None:
+        """AlignedDataCtrlr.TxEndedMeasurands (1.6 StopTxnAlignedData): a running transaction keeps
+        its clock-aligned readings for its end message (kept in the store: they survive a restart)."""
+        if not self.selected_measurands("ended_clock"):
+            return
+        for conn in self.connectors.values():
+            if conn.transaction is None or conn.last_meter is None:
+                continue
+            key = ended_aligned_key(conn.transaction.id)
+            try:
+                samples = list(self.store.get(key, []))[-(ENDED_ALIGNED_MAX - 1):]
+                samples.append({"timestamp": boundary.isoformat(), "meter": meter_json(conn.last_meter)})
+                self.store.put(key, samples)
+            except StoreError:
+                log.error("clock-aligned reading for the transaction's end not kept", transaction_id=conn.transaction.id)
+
+    def _record(self, conn: Connector, kind: str, trigger: str, extra: dict[str, Any] | None = None, *,
+                stamp: Stamp | None = None) -> None:
         """Persist the transaction's new state and its outbox message in one SQLite transaction."""
         tx = conn.transaction
         assert tx is not None
+        moment = "clock" if trigger == "MeterValueClock" else kind
         entry = OutboxEntry(
             id=0,
             transaction_id=tx.id,
@@ -620,7 +709,7 @@ class StationCore:
             kind=kind,
             seq_no=tx.seq_next,
             trigger=trigger,
-            stamp=self.clock.stamp(),
+            stamp=stamp or self.clock.stamp(),
             offline=not self.csms_online,
             data={
                 "id_token": tx.id_token,
@@ -632,6 +721,7 @@ class StationCore:
                 "meter_stop_wh": tx.meter_stop_wh,
                 "stop_reason": tx.stop_reason,
                 "has_meter": self.has_meter,
+                "measurands": self.selected_measurands(moment),
                 **(extra or {}),
             },
         )

@@ -106,6 +106,10 @@ class StoreError(Exception):
     """The state database cannot be written (disk full, read-only, corrupt)."""
 
 
+class LocalListTooLong(Exception):
+    """A SendLocalList would make the local list longer than LocalAuthListMaxLength (answered Failed)."""
+
+
 @dataclass(slots=True)
 class TransactionRecord:
     id: str
@@ -193,8 +197,9 @@ _ADDED_COLUMNS = {
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _owner_only(self.path)
+        if str(path) != ":memory:":  # SQLite's in-memory database (station --once): no file to create
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         with self._guard("open"):
@@ -419,6 +424,10 @@ class Store:
         row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    def delete(self, key: str) -> None:
+        with self.transaction(f"delete {key}") as db:
+            db.execute("DELETE FROM kv WHERE key=?", (key,))
+
     def put(self, key: str, value: Any) -> None:
         with self.transaction(f"set {key}") as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))
@@ -428,8 +437,11 @@ class Store:
         return int(self.get("local_list_version", 0))
 
     def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | tuple[str, str | None, str | None] | None],
-                          *, full: bool) -> None:
-        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update)."""
+                          *, full: bool, max_entries: int | None = None) -> None:
+        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update).
+
+        Raises LocalListTooLong (nothing changed) when the list would hold more than `max_entries` tokens.
+        """
         with self.transaction("update local list") as db:
             if full:
                 db.execute("DELETE FROM local_list")
@@ -440,6 +452,8 @@ class Store:
                     group = value[2] if len(value) > 2 else None  # type: ignore[misc]
                     db.execute("INSERT OR REPLACE INTO local_list (id_token, status, expires_at, group_id) VALUES (?,?,?,?)",
                                (token, value[0], value[1], group))
+            if max_entries is not None and int(db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0]) > max_entries:
+                raise LocalListTooLong(f"the local list would hold more than {max_entries} tokens")
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('local_list_version', ?)", (str(version),))
 
     def local_list_lookup(self, token: str) -> tuple[str, str | None] | None:
