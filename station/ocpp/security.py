@@ -141,6 +141,8 @@ class SecurityHandlers:
             root = credentials.roots.install(kind, payload["certificate"], self.core.clock.now())
         except pki.PkiError as exc:
             self.log.warning("ocpp: certificate not installed", certificate_type=payload["certificateType"], reason=str(exc))
+            if kind == pki.CSMS_ROOT and "store full" not in str(exc):
+                report_event(self.client, "InvalidCsmsCertificate", f"InstallCertificate refused: {exc}")  # TC_078
             return self._answer("Rejected", str(exc))
         except OSError as exc:
             return self._answer("Failed", f"cannot store: {exc.__class__.__name__}")
