@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from station.devtools.csms import Received
+from station.ocpp.reports import paginate
 from station.ocpp.rpc import CallErrorReceived
 from tests.ocpp_helpers import Rig, rig_on_dev_csms
 
@@ -138,3 +141,14 @@ async def test_a_second_report_while_one_is_sent_is_rejected(rig: Rig) -> None:
     first = await rig.csms.call("CP", "GetBaseReport", {"requestId": 17, "reportBase": "FullInventory"})
     second = await rig.csms.call("CP", "GetBaseReport", {"requestId": 18, "reportBase": "FullInventory"})
     assert first["status"] == "Accepted" and second["status"] == "Rejected"
+
+
+@given(st.lists(st.text(max_size=300), max_size=60), st.integers(1, 20), st.integers(200, 5000))
+def test_pages_keep_order_and_limits(texts: list[str], max_items: int, max_bytes: int) -> None:
+    items = [{"n": i, "text": t} for i, t in enumerate(texts)]
+    pages = paginate(items, max_items, max_bytes)
+    assert [i for page in pages for i in page] == items
+    for page in pages:
+        assert 1 <= len(page) <= max_items
+        if len(page) > 1:
+            assert len(json.dumps(page, separators=(",", ":"))) + 160 <= max_bytes + len(page)
