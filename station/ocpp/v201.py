@@ -20,6 +20,7 @@ from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
+from station.ocpp.monitoring import MonitoringHandlers
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
 
@@ -48,7 +49,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-class V201Session(SecurityHandlers, BaseSession):
+class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
