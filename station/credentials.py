@@ -88,9 +88,13 @@ class Credentials:
         self._certificate_failures = 0
         self._state = self._load()
         if not read_only:
-            if not self._file.exists():
-                self._save()
-            self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+            try:
+                if not self._file.exists():
+                    self._save()
+                self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+            except OSError as exc:  # the station still connects with the provisioned values
+                log.error("credentials: state directory not writable; changes over OCPP will not persist",
+                          path=str(self.directory), error=exc.__class__.__name__)
 
     # ------------------------------------------------------------------ persistence
     def _provisioned(self) -> str:
@@ -119,6 +123,26 @@ class Credentials:
     def _save(self) -> None:
         if not self.read_only:
             pki.write_private(self._file, json.dumps(self._state).encode())
+
+    def _persist(self) -> None:
+        """Save after a connection's outcome: a full disk is logged, never breaks the link."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("credentials: state not saved", error=exc.__class__.__name__)
+
+    def _commit(self, key: str, value: Any) -> None:
+        """Set and save a CSMS change, or refuse it (ValueError) with nothing changed."""
+        before = self._state.get(key)
+        self._state[key] = value
+        try:
+            self._save()
+        except OSError as exc:
+            if before is None:
+                self._state.pop(key)
+            else:
+                self._state[key] = before
+            raise ValueError(f"cannot be stored ({exc.__class__.__name__})") from None
 
     # ------------------------------------------------------------------ what is in force
     @property
@@ -205,7 +229,7 @@ class Credentials:
             self._event("ReconfigurationOfSecurityParameters", f"security profile {attempt.profile} in use")
             changed = True
         if changed:
-            self._save()
+            self._persist()
 
     def failed(self, attempt: Attempt, kind: FailureKind) -> None:
         changed = False
@@ -233,7 +257,7 @@ class Credentials:
                             f"back to profile {self.established_profile}")
                 changed = True
         if changed:
-            self._save()
+            self._persist()
 
     def _event(self, kind: str, tech_info: str) -> None:
         log.warning(f"credentials: {tech_info}", security_event=kind)
@@ -244,9 +268,8 @@ class Credentials:
     def set_password(self, text: str, version: str) -> None:
         """Store a new password to try on the next connection (ValueError: malformed, nothing stored)."""
         new = parse_password(text, version)
-        self._state["password_candidate"] = new.hex()
+        self._commit("password_candidate", new.hex())
         self._try_new_password = True
-        self._save()
         from station import logs
 
         logs.register_secrets([new.decode("utf-8", "replace"), text])
@@ -279,9 +302,8 @@ class Credentials:
         refusal = self.profile_refusal(new)
         if refusal:
             raise ValueError(refusal)
-        self._state["profile_candidate"] = new
+        self._commit("profile_candidate", new)
         self._profile_failures = 0
-        self._save()
         self._event("ReconfigurationOfSecurityParameters", f"security profile {new} requested by the CSMS")
 
     # ------------------------------------------------------------------ A02/A03: client certificate
@@ -325,9 +347,13 @@ class Credentials:
         problem = pki.verify_chain(chain, trusted, max(self.now(), leaf.not_valid_before_utc))
         if problem:
             return problem
-        pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
-        pki.write_private(self._station / "new.key", key)
-        pending.unlink()
+        try:
+            pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
+            pki.write_private(self._station / "new.key", key)
+            pending.unlink()
+        except OSError as exc:
+            (self._station / "new.pem").unlink(missing_ok=True)
+            return f"cannot store the certificate ({exc.__class__.__name__})"
         log.warning("credentials: new client certificate installed", serial=format(leaf.serial_number, "x"),
                     not_after=leaf.not_valid_after_utc.isoformat())
         if self.profile != 3:

@@ -246,6 +246,7 @@ class Daemon:
             self._spawn(self.meter.run(), "meter")
         self._spawn(self.ocpp.run(), "ocpp")
         self._spawn(self._tick(), "tick")
+        self._spawn(self.core.monitoring.run(), "monitoring")
         interval = sdnotify.watchdog_interval()
         if interval is not None:
             self._spawn(sdnotify.watchdog_task(interval), "watchdog")

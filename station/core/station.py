@@ -38,6 +38,7 @@ from station.core.metering import (
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
 from station.core.device_state import bind_core
+from station.core.monitoring_service import MonitoringService
 from station.core.standard_variables import STANDARD
 from station.core.events import EventBus
 from station.core.security_events import MESSAGE_QUEUED, SecurityEventLog
@@ -217,6 +218,8 @@ class StationCore:
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
         bind_core(dm, self)
+        self.monitoring = MonitoringService(self)
+        """Variable monitors and hardware notifications (NotifyEvent); its task is run by the daemon."""
 
     def _clock_stepped(self, seconds: float, source: str) -> None:
         self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")

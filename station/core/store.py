@@ -107,6 +107,10 @@ class StoreError(Exception):
     """The state database cannot be written (disk full, read-only, corrupt)."""
 
 
+class LocalListTooLong(Exception):
+    """A SendLocalList would make the local list longer than LocalAuthListMaxLength (answered Failed)."""
+
+
 @dataclass(slots=True)
 class TransactionRecord:
     id: str
@@ -437,8 +441,11 @@ class Store:
         return int(self.get("local_list_version", 0))
 
     def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | tuple[str, str | None, str | None] | None],
-                          *, full: bool) -> None:
-        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update)."""
+                          *, full: bool, max_entries: int | None = None) -> None:
+        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update).
+
+        Raises LocalListTooLong (nothing changed) when the list would hold more than `max_entries` tokens.
+        """
         with self.transaction("update local list") as db:
             if full:
                 db.execute("DELETE FROM local_list")
@@ -449,6 +456,8 @@ class Store:
                     group = value[2] if len(value) > 2 else None  # type: ignore[misc]
                     db.execute("INSERT OR REPLACE INTO local_list (id_token, status, expires_at, group_id) VALUES (?,?,?,?)",
                                (token, value[0], value[1], group))
+            if max_entries is not None and int(db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0]) > max_entries:
+                raise LocalListTooLong(f"the local list would hold more than {max_entries} tokens")
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('local_list_version', ?)", (str(version),))
 
     def local_list_lookup(self, token: str) -> tuple[str, str | None] | None:

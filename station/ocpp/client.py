@@ -12,6 +12,7 @@ communication variables it owns there.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import dataclass
@@ -125,6 +126,8 @@ class OcppClient:
         model.bind("OCPPCommCtrlr", "WebSocketPingInterval", apply=lambda _, seconds: self.link.set_ping_interval(seconds))
         model.bind("OCPPCommCtrlr", "NetworkConfigurationPriority", get=lambda _: self._priority(),
                    apply=lambda _, order: self._set_priority(str(order)))
+        for variable, value in backoff_variables(self.link.params).items():  # live: the link's full-jitter backoff
+            model.bind("OCPPCommCtrlr", variable, get=lambda _, v=variable: backoff_variables(self.link.params)[v])
         model.bind("SecurityCtrlr", "Identity", get=lambda _: self.params.station_id)
         model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile,
                    apply=lambda _, profile: self.raise_security_profile(int(profile)))
@@ -396,6 +399,15 @@ class OcppClient:
         self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
         if self.on_reset is not None:
             await self.on_reset(kind)
+
+
+def backoff_variables(params: LinkParams) -> dict[str, int]:
+    """The reconnect backoff in OCPP's words: wait at least `backoff_min`, double it up to
+    `backoff_max` (RepeatTimes doublings), a random part of up to max - min (full jitter)."""
+    low, high = max(1.0, float(params.backoff_min)), max(1.0, float(params.backoff_max))
+    return {"RetryBackOffWaitMinimum": round(params.backoff_min),
+            "RetryBackOffRepeatTimes": max(0, math.ceil(math.log2(high / low))) if high > low else 0,
+            "RetryBackOffRandomRange": max(0, round(params.backoff_max - params.backoff_min))}
 
 
 def link_params(settings: Any) -> LinkParams:

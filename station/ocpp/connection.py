@@ -245,11 +245,15 @@ def basic_authorization(username: str, password: bytes) -> str:
 
 
 def ssl_context_for(attempt: Attempt) -> ssl.SSLContext:
-    """TLS 1.2+ context: installed roots (else the CA bundle, else the system's), client certificate for profile 3."""
-    if attempt.cadata:
+    """TLS 1.2+ context and client certificate for profile 3. Trusted: with a provisioned CA bundle,
+    the installed roots (the bundle is copied among them) or, when none are left, the bundle; without
+    one, the system's CAs plus the installed roots (installing a root never takes trust away)."""
+    if attempt.cadata and attempt.ca_bundle:
         context = ssl.create_default_context(cadata=attempt.cadata)
     else:
         context = ssl.create_default_context(cafile=attempt.ca_bundle)
+        if attempt.cadata:
+            context.load_verify_locations(cadata=attempt.cadata)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if attempt.profile == 3:
         assert attempt.client_cert and attempt.client_key

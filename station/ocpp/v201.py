@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from station.core.device_state import availability
@@ -14,10 +15,12 @@ from station.network_profiles import VERSIONS, NetworkProfile
 from station.network_profiles import refusal as profile_refusal
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp import variables
+from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
+from station.ocpp.monitoring import MonitoringHandlers
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
 
@@ -46,7 +49,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-class V201Session(SecurityHandlers, BaseSession):
+class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -337,6 +340,27 @@ class V201Session(SecurityHandlers, BaseSession):
     @after_raw("GetLog")
     def after_get_log(self, payload: dict[str, Any]) -> None:
         self.launch_log_upload()
+
+    @on_raw("GetBaseReport")
+    def on_get_base_report(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.reporter.get_base_report(payload)
+
+    @after_raw("GetBaseReport")
+    async def after_get_base_report(self, payload: dict[str, Any]) -> None:
+        await self.reporter.send()
+
+    @on_raw("GetReport")
+    def on_get_report(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.reporter.get_report(payload, self.call_size)
+
+    @after_raw("GetReport")
+    async def after_get_report(self, payload: dict[str, Any]) -> None:
+        await self.reporter.send()
+
+    @cached_property
+    def reporter(self) -> Reporter:
+        """This session's reports (station.ocpp.reports)."""
+        return Reporter(self)
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
