@@ -167,7 +167,12 @@ class Daemon:
                 ocpp[setting.key] = self.ocpp.setting(setting.key)
             except Exception as exc:  # noqa: BLE001 — one unreadable value must not cost the archive
                 ocpp[setting.key] = f"(unreadable: {exc.__class__.__name__})"
-        return {"settings": values, "ocpp": ocpp}
+        endpoints = self.ocpp.endpoints
+        profiles: dict[str, Any] = {}
+        if endpoints is not None:
+            profiles = {"in_use": endpoints.describe(endpoints.slot), "stored": endpoints.file.load().to_json(),
+                        "history": endpoints.file.history(50)}
+        return {"settings": values, "ocpp": ocpp, "network_profiles": profiles}
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.core.snapshot(), **self.status()}
