@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import metrics
 from api.daemon_link import DaemonLink
+from api import docs_pages
 from api.guard import BodyGuard
 from api.models import (
     AvailabilityRequest,
@@ -30,6 +31,7 @@ from api.models import (
     Check,
     Connector,
     DaemonReachability,
+    DeviceVariable,
     ErrorBody,
     Health,
     LimitRequest,
@@ -92,6 +94,8 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             await link.close()
 
     app = FastAPI(
+        docs_url=None,  # the default /docs and /redoc load their scripts from a public CDN: see api/docs_pages.py
+        redoc_url=None,
         title="Charge point station — local API",
         version=__version__,
         description="State, live events, metrics and technician controls of this charge point. "
@@ -99,6 +103,7 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.link = link
+    docs_pages.add(app)
     # Token and body size are checked on the raw request, before FastAPI reads any body (api/guard.py).
     app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
@@ -209,6 +214,11 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def transactions(limit: Annotated[int, Query(ge=1, le=500)] = 20,
                            offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         return mask_tokens(await daemon(lambda c: c.transactions(limit, offset)))  # type: ignore[no-any-return]
+
+    @app.get("/device-model", response_model=list[DeviceVariable], tags=["state"], responses=ERRORS,
+             summary="Every OCPP variable (the device model) with its value; read-only, secrets masked")
+    async def device_model() -> list[dict[str, Any]]:
+        return await daemon(lambda c: c.device_model())
 
     @app.get("/events", response_class=EventSourceResponse, tags=["state"],
              summary="Live events (Server-Sent Events): connector, transaction, meter, csms, daemon, ...")

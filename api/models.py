@@ -154,6 +154,18 @@ class Status(Open):
     problems: list[Problem] = Field(default_factory=list)
 
 
+class DeviceVariable(BaseModel):
+    """One device-model variable (OCPP 2.0.1 names) with its values; secrets are `***`."""
+
+    component: dict[str, Any] = Field(description="name, instance, evse {id, connectorId} as in OCPP 2.0.1.")
+    variable: dict[str, Any] = Field(description="name and instance.")
+    attributes: list[dict[str, Any]] = Field(description="type (Actual, MaxSet...), value, mutability, persistent.")
+    characteristics: dict[str, Any] = Field(description="dataType, unit, minLimit, maxLimit, valuesList, supportsMonitoring.")
+    key16: str | None = Field(None, description="The OCPP 1.6 configuration key mapped onto this variable.")
+    only16: bool = Field(False, description="A 1.6 key with no 2.0.1 variable.")
+    reboot_required: bool = False
+
+
 class TransactionPage(BaseModel):
     items: list[Transaction]
     total: int

@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from station import pki
-from station.ocpp.connection import Attempt, FailureKind, LinkConfigError, LinkParams, resolve_security_profile
+from station.ocpp.connection import Attempt, FailureKind, LinkParams, resolve_security_profile
 
 log = structlog.get_logger("station.credentials")
 
@@ -278,10 +278,16 @@ class Credentials:
         self._event("ReconfigurationOfSecurityParameters", f"security profile {new} requested by the CSMS")
 
     # ------------------------------------------------------------------ A02/A03: client certificate
-    def new_csr(self, organization: str) -> str:
-        """A new key (0600, on the device) and its CSR; the key waits for the signed certificate."""
-        key = pki.new_key_pem()
-        pki.write_private(self._station / "pending.key", key)
+    def new_csr(self, organization: str, *, fresh: bool = True) -> str:
+        """A CSR for a new key (0600, made on the device), which waits for the signed certificate.
+
+        `fresh=False` (a repeated request) signs the pending key again, so that a CertificateSigned
+        for the earlier request still matches."""
+        pending = self._station / "pending.key"
+        key = None if fresh else (pending.read_bytes() if pending.exists() else None)
+        if key is None:
+            key = pki.new_key_pem()
+            pki.write_private(pending, key)
         return pki.csr_pem(key, self.params.station_id, organization)
 
     def install_signed(self, chain_pem: str) -> str | None:
@@ -315,8 +321,11 @@ class Credentials:
         pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
         pki.write_private(self._station / "new.key", key)
         pending.unlink()
-        log.warning("credentials: new client certificate installed; it is used from the next connection on",
-                    serial=format(leaf.serial_number, "x"), not_after=leaf.not_valid_after_utc.isoformat())
+        log.warning("credentials: new client certificate installed", serial=format(leaf.serial_number, "x"),
+                    not_after=leaf.not_valid_after_utc.isoformat())
+        if self.profile != 3:
+            # Not presented on this profile: nothing to prove it on now, it is there for a raise to 3.
+            self._promote_certificate()
         return None
 
     def _promote_certificate(self) -> None:

@@ -91,8 +91,18 @@ class Daemon:
                                endpoints=Endpoints(params, settings.state_dir))
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
+        self._bind_meter_facts()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
+
+    def _bind_meter_facts(self) -> None:
+        """The energy meter's facts in the device model (FiscalMetering); none without a meter."""
+        meter = self.meter
+        if meter is None:
+            return
+        model = self.core.device_model
+        model.set_default("FiscalMetering", "Model", str(self.settings.meter_model).upper())
+        model.bind("FiscalMetering", "Problem", get=lambda _: not meter.healthy)
 
     def _idle(self) -> bool:
         """No transaction runs: a remote update may restart the daemon now."""
@@ -155,24 +165,20 @@ class Daemon:
 
     # ---- diagnostics (GetLog, GetDiagnostics, `station report`) ----------------------------
     def config_dump(self) -> dict[str, Any]:
-        """The effective configuration and the CSMS-set values (masked by the archive)."""
+        """The effective configuration and the device model (secrets masked there too; the archive masks again)."""
         settings = self.settings
         names = getattr(type(settings), "model_fields", None)
         values = {name: getattr(settings, name) for name in names} if names else dict(vars(settings))
-        ocpp: dict[str, Any] = {}
-        from station.ocpp.base import SETTINGS
-
-        for setting in SETTINGS:
-            try:
-                ocpp[setting.key] = self.ocpp.setting(setting.key)
-            except Exception as exc:  # noqa: BLE001 — one unreadable value must not cost the archive
-                ocpp[setting.key] = f"(unreadable: {exc.__class__.__name__})"
+        try:
+            device_model: Any = self.core.device_model.snapshot()
+        except Exception as exc:  # noqa: BLE001 — an unreadable model must not cost the archive
+            device_model = f"(unreadable: {exc.__class__.__name__})"
         endpoints = self.ocpp.endpoints
         profiles: dict[str, Any] = {}
         if endpoints is not None:
             profiles = {"in_use": endpoints.describe(endpoints.slot), "stored": endpoints.file.load().to_json(),
                         "history": endpoints.file.history(50)}
-        return {"settings": values, "ocpp": ocpp, "network_profiles": profiles}
+        return {"settings": values, "device_model": device_model, "network_profiles": profiles}
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.core.snapshot(), **self.status()}

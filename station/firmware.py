@@ -536,7 +536,8 @@ class FirmwareUpdater:
             await self._wait_install(request)
             self._marker.write_text(json.dumps({"request_id": rid, "version": version, "artefact": str(path)}))
             try:
-                update_request.request_update(path, version, state_dir=self.state_dir)
+                update_request.request_update(path, version, sha256=digest.hex(), state_dir=self.state_dir,
+                                              signing_certificate=request.signing_certificate, signature=request.signature)
             except (OSError, update_request.UpdateError) as exc:
                 self._marker.unlink(missing_ok=True)
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, f"hand-over failed: {exc}") from None

@@ -190,23 +190,18 @@ def common_name(cert: x509.Certificate) -> str | None:
 # ------------------------------------------------------------------- private keys
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret file 0600 (temp name, fsync, rename); never follows a planted link."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    _write(path, data, 0o600, 0o700)
 
 
 def write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    _write(path, data, 0o644, 0o755)
+
+
+def _write(path: Path, data: bytes, mode: int, dir_mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
     tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data)
         os.fsync(fd)

@@ -25,16 +25,22 @@ def check_version(version: str) -> str:
     return version
 
 
-def request_update(artefact: Path, version: str, *, state_dir: Path = Path("/var/lib/station")) -> Path:
-    """Daemon side: ask ``station-update.path`` to install ``artefact`` (already downloaded and
-    checksum-verified into ``state_dir``). Returns the request file; the daemon will be restarted."""
+def request_update(artefact: Path, version: str, *, sha256: str, signing_certificate: str | None = None,
+                   signature: str | None = None, state_dir: Path = Path("/var/lib/station")) -> Path:
+    """Daemon side: ask ``station-update.path`` to install ``artefact`` (already downloaded into
+    ``<state_dir>/firmware/`` and verified). Returns the request file; the daemon will be restarted.
+
+    The root side trusts none of it: it copies the artefact and checks the SHA-256 and the
+    signature (``signing_certificate``, ``signature``: UpdateFirmware's) on its own copy.
+    """
     check_version(version)
     directory = state_dir / "update"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "result.json").unlink(missing_ok=True)
     tmp = directory / ".request.json.new"
     utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    tmp.write_text(json.dumps({"version": version, "artefact": str(artefact), "utc": utc}))
+    tmp.write_text(json.dumps({"version": version, "artefact": str(artefact), "sha256": sha256,
+                               "signing_certificate": signing_certificate, "signature": signature, "utc": utc}))
     os.replace(tmp, directory / "request.json")
     return directory / "request.json"
 

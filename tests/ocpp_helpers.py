@@ -135,3 +135,12 @@ async def rig_on_dev_csms(version: str, db: Path, *, heartbeat_interval: int = 3
             yield rig
         finally:
             await rig.stop()
+
+
+async def started_rig(version: str, csms: DevCsms, directory: Path, **link: Any) -> Rig:
+    """A rig with a credential store under `directory`, past the StatusNotification of this start."""
+    rig = Rig(version, csms, directory / "station.db", state_dir=directory / "state", link=link)
+    mark = csms.mark()
+    await rig.start()
+    await csms.wait_for("StatusNotification", since=mark, timeout=10)
+    return rig

@@ -108,10 +108,21 @@ async def test_openapi_documents_every_endpoint(api: httpx.AsyncClient) -> None:
     for path in ("/health", "/ready", "/status", "/connectors", "/connectors/{connector_id}", "/transactions",
                  "/events", "/metrics", "/connectors/{connector_id}/start", "/connectors/{connector_id}/stop",
                  "/connectors/{connector_id}/availability", "/connectors/{connector_id}/unlock",
-                 "/connectors/{connector_id}/limit"):
+                 "/connectors/{connector_id}/limit", "/device-model"):
         assert path in paths, path
 
 
 async def test_status_page_is_served_at_the_root(api: httpx.AsyncClient) -> None:
     response = await api.get("/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+
+
+async def test_device_model_is_served_read_only_with_secrets_masked(api: httpx.AsyncClient, daemon: Daemon) -> None:
+    model = daemon.core.device_model
+    model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda *_: None)
+    model.write(model.entry("SecurityCtrlr", "BasicAuthPassword"), "CANARY-PASSWORD-0123")
+    answer = await api.get("/device-model")
+    assert answer.status_code == 200 and "CANARY-PASSWORD-0123" not in answer.text
+    names = {(r["component"]["name"], r["variable"]["name"]) for r in answer.json()}
+    assert {("ChargingStation", "AvailabilityState"), ("ClockCtrlr", "DateTime"), ("EVSE", "Power")} <= names
+    assert set((await api.get("/openapi.json")).json()["paths"]["/device-model"]) == {"get"}  # no way to write

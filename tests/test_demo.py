@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +29,59 @@ def test_demo_plays_a_complete_session_and_exits_zero(version: str) -> None:
     ended = "TransactionEvent Ended" if version == "201" else "← StopTransaction"
     assert out.index(started) < out.index(ended)
     assert "connector 1 → Charging" in out
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+async def test_stopping_the_demo_with_a_signal_leaves_no_process_port_or_directory(sig: signal.Signals) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_", "DEMO_"))}
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "station", "demo", env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert demo.stdout is not None
+    out: list[str] = []
+    children: list[int] = []
+    rest = b""
+    try:
+        async with asyncio.timeout(60):
+            while not any("connector 1 → Available" in line for line in out):
+                line = (await demo.stdout.readline()).decode()
+                assert line, "".join(out)
+                out.append(line)
+        workdir = Path(re.search(r"working directory (\S+)", "".join(out)).group(1))  # type: ignore[union-attr]
+        api_port = int(re.search(r"status page: http://127\.0\.0\.1:(\d+)/", "".join(out)).group(1))  # type: ignore[union-attr]
+        children = _children(demo.pid)
+        assert len(children) == 4, children  # meter and ESP32 simulators, station, API
+        demo.send_signal(sig)
+        rest, _ = await asyncio.wait_for(demo.communicate(), 30)
+    finally:
+        if demo.returncode is None:
+            demo.kill()
+            await demo.wait()
+        left = [pid for pid in children if _alive(pid)]
+        for pid in left:  # the test's own clean-up: a failing demo must not leave them to the next test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert demo.returncode == 0, "".join(out) + rest.decode()
+    assert f"stopping every process ({sig.name})" in rest.decode()
+    assert not left, left
+    assert not workdir.exists()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", api_port)) != 0  # nobody listens on the API's port any more

@@ -489,3 +489,27 @@ async def test_client_reconnects_on_the_next_call_after_a_daemon_restart(daemon:
         await client.connectors()
     await daemon.start()
     assert (await client.connectors())[0]["id"] == 1
+
+
+# --- device model view -------------------------------------------------------------
+def _variable(rows: list[dict[str, Any]], component: str, variable: str) -> dict[str, Any]:
+    return next(r for r in rows if r["component"]["name"] == component and r["variable"]["name"] == variable)
+
+
+async def test_device_model_lists_every_variable_with_its_value_and_characteristics(client: IpcClient) -> None:
+    rows = await client.device_model()
+    heartbeat = _variable(rows, "OCPPCommCtrlr", "HeartbeatInterval")
+    assert heartbeat["attributes"] == [{"type": "Actual", "mutability": "ReadWrite", "persistent": True, "value": "300"}]
+    assert heartbeat["characteristics"]["unit"] == "s" and heartbeat["key16"] == "HeartbeatInterval"
+    connector = _variable(rows, "Connector", "ConnectorType")
+    assert connector["component"] == {"name": "Connector", "evse": {"id": 1, "connectorId": 1}}
+
+
+async def test_device_model_masks_a_secret_value_even_once_it_is_set(daemon: Daemon, client: IpcClient) -> None:
+    model = daemon.core.device_model
+    model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda *_: None)
+    assert model.write(model.entry("SecurityCtrlr", "BasicAuthPassword"), "CANARY-PASSWORD-0123").status == "Accepted"
+    rows = await client.device_model()
+    password = _variable(rows, "SecurityCtrlr", "BasicAuthPassword")
+    assert password["attributes"][0]["value"] == "***"
+    assert "CANARY-PASSWORD-0123" not in json.dumps(rows)

@@ -90,7 +90,7 @@ async def test_set_variables_persist_and_apply_the_meter_value_interval(rig: Rig
     if rig.version == "201":
         answer = await rig.csms.call("CP", "SetVariables", {"setVariableData": [
             {"component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}, "attributeValue": "15"},
-            {"component": {"name": "EVSE"}, "variable": {"name": "Count"}, "attributeValue": "4"},
+            {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "AvailabilityState"}, "attributeValue": "Faulted"},
             {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}, "attributeValue": "soon"},
         ]})
         assert [r["attributeStatus"] for r in answer["setVariableResult"]] == ["Accepted", "Rejected", "Rejected"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from station.devtools.csms import DevCsms
-from tests.ocpp_helpers import Rig
+from tests.ocpp_helpers import Rig, started_rig
 from tests.pki_helpers import TestPki, make_pki
 
 OLD = "old-Passw0rd-1234567"
@@ -29,12 +29,7 @@ async def csms(test_pki: TestPki) -> AsyncIterator[DevCsms]:
 
 
 async def started(version: str, csms: DevCsms, test_pki: TestPki, tmp_path: Path) -> Rig:
-    rig = Rig(version, csms, tmp_path / "station.db", state_dir=tmp_path / "state",
-              link={"password": OLD, "ca_bundle": test_pki.ca})
-    mark = csms.mark()
-    await rig.start()
-    await csms.wait_for("StatusNotification", since=mark, timeout=10)
-    return rig
+    return await started_rig(version, csms, tmp_path, password=OLD, ca_bundle=test_pki.ca)
 
 
 async def set_password(rig: Rig, value: str) -> str:

@@ -7,10 +7,11 @@ import ssl
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from station.devtools.csms import DevCsms
-from tests.ocpp_helpers import Rig, eventually
-from tests.pki_helpers import TestPki, make_pki
+from station.devtools.csms import CertificateAuthority, DevCsms
+from tests.ocpp_helpers import Rig, eventually, started_rig
+from tests.pki_helpers import TestPki, key_pem, make_pki
 
 PASSWORD = "profile-Passw0rd-123"
 
@@ -30,11 +31,7 @@ def optional_client_certs(test_pki: TestPki) -> ssl.SSLContext:
 async def started(version: str, csms: DevCsms, test_pki: TestPki, tmp_path: Path, **link: object) -> Rig:
     settings = {"password": PASSWORD, "ca_bundle": test_pki.ca, "client_cert": test_pki.client_cert,
                 "client_key": test_pki.client_key, "security_profile": 2, **link}
-    rig = Rig(version, csms, tmp_path / "station.db", state_dir=tmp_path / "state", link=settings)
-    mark = csms.mark()
-    await rig.start()
-    await csms.wait_for("StatusNotification", since=mark, timeout=10)
-    return rig
+    return await started_rig(version, csms, tmp_path, **settings)
 
 
 async def set_profile(rig: Rig, profile: int) -> str:
@@ -119,5 +116,27 @@ async def test_a_profile_the_csms_does_not_accept_falls_back_and_is_reported(
             assert event.payload["type"] == "ReconfigurationOfSecurityParameters"
             assert len(csms.auth_failures) == 3
             assert rig.client is not None and rig.client.link.profile == 2
+        finally:
+            await rig.stop()
+
+
+async def test_a_certificate_signed_on_profile_2_makes_the_raise_to_3_possible(test_pki: TestPki, tmp_path: Path) -> None:
+    """TC_A_19's preparation: renew the certificate on profile 2, then raise to 3 and connect with it."""
+    authority = CertificateAuthority(test_pki.ca_pem, key_pem(test_pki.ca_key))
+    async with DevCsms(ssl_context=optional_client_certs(test_pki), certificate_authority=authority) as csms:
+        rig = await started("201", csms, test_pki, tmp_path, client_cert=None, client_key=None)
+        try:
+            assert await set_profile(rig, 3) == "Rejected"  # no client certificate yet
+            await csms.call("CP", "SetVariables", {"setVariableData": [{
+                "component": {"name": "SecurityCtrlr"}, "variable": {"name": "OrganizationName"}, "attributeValue": "Test CPO"}]})
+            mark = csms.mark()
+            await csms.call("CP", "TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"})
+            await csms.wait_for("SignCertificate", since=mark, timeout=10)
+            await eventually(lambda: (tmp_path / "state" / "pki" / "station" / "cert.pem").exists())
+            assert await set_profile(rig, 3) == "Accepted"
+            await eventually(lambda: csms.connected("CP") and csms.peer_certificates.get("CP") is not None)
+            presented = x509.load_der_x509_certificate(csms.peer_certificates["CP"] or b"")
+            installed = x509.load_pem_x509_certificate((tmp_path / "state" / "pki" / "station" / "cert.pem").read_bytes())
+            assert presented.serial_number == installed.serial_number
         finally:
             await rig.stop()

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from station.devtools.csms import CertificateAuthority, DevCsms
-from tests.ocpp_helpers import Rig, eventually
+from tests.ocpp_helpers import Rig, eventually, started_rig
 from tests.pki_helpers import TestPki, key_pem, make_ca, make_leaf, make_pki, pem
 
 TRIGGER = {"201": ("TriggerMessage", "SignChargingStationCertificate"), "16": ("ExtendedTriggerMessage", "SignChargePointCertificate")}
@@ -32,12 +32,8 @@ async def csms(test_pki: TestPki) -> AsyncIterator[DevCsms]:
 
 
 async def started(version: str, csms: DevCsms, test_pki: TestPki, tmp_path: Path) -> Rig:
-    rig = Rig(version, csms, tmp_path / "station.db", state_dir=tmp_path / "state",
-              link={"ca_bundle": test_pki.ca, "client_cert": test_pki.client_cert, "client_key": test_pki.client_key})
-    mark = csms.mark()
-    await rig.start()
-    await csms.wait_for("StatusNotification", since=mark, timeout=10)
-    return rig
+    return await started_rig(version, csms, tmp_path, ca_bundle=test_pki.ca, client_cert=test_pki.client_cert,
+                             client_key=test_pki.client_key)
 
 
 async def set_organization(rig: Rig, name: str) -> None:
@@ -47,6 +43,15 @@ async def set_organization(rig: Rig, name: str) -> None:
         assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
     else:
         assert (await rig.csms.call("CP", "ChangeConfiguration", {"key": "CpoName", "value": name}))["status"] == "Accepted"
+
+
+async def trigger_renewal(rig: Rig) -> int:
+    """Set the organization name, then ask for a new certificate; the CSMS's mark before the trigger."""
+    await set_organization(rig, "Test CPO")
+    action, message = TRIGGER[rig.version]
+    mark = rig.csms.mark()
+    assert (await rig.csms.call("CP", action, {"requestedMessage": message})) == {"status": "Accepted"}
+    return mark
 
 
 def serial_of(der: bytes | None) -> int:
@@ -60,10 +65,7 @@ async def test_a_renewed_certificate_is_used_from_the_next_connection_on(
     rig = await started(version, csms, test_pki, tmp_path)
     try:
         provisioned = serial_of(csms.peer_certificates["CP"])
-        await set_organization(rig, "Test CPO")
-        action, message = TRIGGER[version]
-        mark = csms.mark()
-        assert (await csms.call("CP", action, {"requestedMessage": message})) == {"status": "Accepted"}
+        mark = await trigger_renewal(rig)
         sign = await csms.wait_for("SignCertificate", since=mark, timeout=10)
         csr = x509.load_pem_x509_csr(sign.payload["csr"].encode())
         assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "CP"
@@ -95,10 +97,7 @@ async def test_a_chain_from_another_ca_is_refused_and_the_old_certificate_kept(
         rig = await started(version, csms, test_pki, tmp_path)
         try:
             provisioned = serial_of(csms.peer_certificates["CP"])
-            await set_organization(rig, "Test CPO")
-            action, message = TRIGGER[version]
-            mark = csms.mark()
-            await csms.call("CP", action, {"requestedMessage": message})
+            mark = await trigger_renewal(rig)
             event = await csms.wait_for("SecurityEventNotification", since=mark, timeout=10)
             assert event.payload["type"] == ("InvalidChargingStationCertificate" if version == "201" else "InvalidChargePointCertificate")
             answers = [r for r in csms.received[mark:] if r.kind == "result" and r.action == "CertificateSigned"]

@@ -128,3 +128,20 @@ async def test_remote_start_is_authorized_first_when_configured(rig: Rig) -> Non
         await rig.csms.call("CP", "RemoteStartTransaction", {"idTag": "REMOTE-OK", "connectorId": 1})
     await eventually(lambda: rig.core is not None and rig.core.connectors[1].pending is not None)
     assert len(rig.calls("Authorize")) == 2
+
+
+async def test_a_token_of_the_same_group_stops_the_transaction_and_the_stop_names_it(rig: Rig) -> None:
+    assert rig.core is not None and rig.esp is not None
+    rig.core.store.local_list_update(1, {"CARD-A": ("Accepted", None, "FLEET"), "CARD-B": ("Accepted", None, "FLEET")},
+                                     full=True)
+    assert (await rig.core.auth.present("CARD-A", "ISO14443", 1))["action"] == "started"
+    rig.esp.plug()
+    assert (await rig.core.auth.present("CARD-B", "ISO14443", 1))["action"] == "stopped"
+    if rig.version == "201":
+        ended = await rig.csms.wait_for("TransactionEvent", predicate=lambda r: r.payload["eventType"] == "Ended")
+        assert ended.payload["idToken"] == {"idToken": "CARD-B", "type": "ISO14443"}
+        assert ended.payload["triggerReason"] == "StopAuthorized"
+    else:
+        ended = await rig.csms.wait_for("StopTransaction")
+        assert ended.payload["idTag"] == "CARD-B" and ended.payload["reason"] == "Local"
+    assert rig.calls("Authorize") == []  # the local list knew both tokens and their group

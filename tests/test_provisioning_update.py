@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -112,7 +113,8 @@ def test_daemon_request_is_carried_out_and_leaves_a_result(
     root = device["root"]
     monkeypatch.setenv("FAKE_BROKEN_VERSIONS", "3.0.0")
     state = root / "var/lib/station"
-    request = update.request_update(build_fake_wheel(device["wheels"], "3.0.0"), "3.0.0", state_dir=state)
+    wheel = build_fake_wheel(state / "firmware", "3.0.0")
+    request = update.request_update(wheel, "3.0.0", sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(), state_dir=state)
     result = update.run_request(request, root=root, **FAST)
     assert result.action == "rolled-back"
     assert not request.exists()

@@ -92,7 +92,7 @@ def test_verify_rejects_a_unit_whose_executable_is_missing(fake_root: Path, tmp_
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", ["station.service", "station-api.service"])
+@pytest.mark.parametrize("unit", ["station.service", "station-api.service", "station-update.service"])
 def test_security_exposure_is_at_most_3(unit: str) -> None:
     result = subprocess.run(
         [SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", str(UNIT_DIR / unit)],

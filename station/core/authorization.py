@@ -13,7 +13,8 @@ OCPP 2.0.1 C01-C15 / 1.6 §3.5 in one place, protocol-neutral:
 * a transaction may be stopped by its own token or by another one of the same group (groupIdToken,
   1.6 parentIdTag).
 
-The settings come through `Settings` (the device model implements it); the pure functions
+The settings come through `Settings`: the device model, where they are declared
+(`station/core/standard_variables.py`, AUTH); the pure functions
 `before_csms` and `without_csms` hold the decision so it can be tested exhaustively.
 """
 
@@ -38,58 +39,10 @@ INVALID_ID_LIMIT = "invalid_id"
 """The limit source that suspends a transaction whose token the CSMS refused (MaxEnergyOnInvalidId)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
-    """A setting this module reads: its 2.0.1 component/variable, its 1.6 key, and the default."""
-
-    component: str
-    name: str
-    kind: type
-    default: Any
-    key16: str | None = None
-    readonly: bool = False
-
-
-AUTH_VARIABLES: tuple[Variable, ...] = (
-    Variable("AuthCtrlr", "Enabled", bool, True),
-    Variable("AuthCtrlr", "AuthorizeRemoteStart", bool, False, "AuthorizeRemoteTxRequests"),
-    Variable("AuthCtrlr", "LocalAuthorizeOffline", bool, True, "LocalAuthorizeOffline"),
-    Variable("AuthCtrlr", "LocalPreAuthorize", bool, True, "LocalPreAuthorize"),
-    Variable("AuthCtrlr", "OfflineTxForUnknownIdEnabled", bool, False, "AllowOfflineTxForUnknownId"),
-    Variable("AuthCtrlr", "DisableRemoteAuthorization", bool, False),
-    Variable("AuthCacheCtrlr", "Enabled", bool, True, "AuthorizationCacheEnabled"),
-    Variable("AuthCacheCtrlr", "Available", bool, True, readonly=True),
-    Variable("AuthCacheCtrlr", "LifeTime", int, 86400),
-    Variable("AuthCacheCtrlr", "Policy", str, "LRU"),
-    Variable("AuthCacheCtrlr", "Storage", int, CACHE_MAX_ENTRIES, readonly=True),
-    Variable("LocalAuthListCtrlr", "Enabled", bool, True, "LocalAuthListEnabled"),
-    Variable("TxCtrlr", "StopTxOnInvalidId", bool, True, "StopTransactionOnInvalidId"),
-    Variable("TxCtrlr", "MaxEnergyOnInvalidId", int, 0, "MaxEnergyOnInvalidId"),
-)
-VARIABLE = {(v.component, v.name): v for v in AUTH_VARIABLES}
-
-
 class Settings(Protocol):
     """Reads one setting's current (Actual) value."""
 
     def get(self, component: str, variable: str) -> Any: ...
-
-
-class StoredSettings:
-    """Settings kept in the store's key/value table, with the declared defaults.
-
-    Stands in until the device model holds these variables; then the device model is the `Settings`.
-    """
-
-    def __init__(self, store: Any, declared: tuple[Variable, ...] = AUTH_VARIABLES) -> None:
-        self.store = store
-        self.defaults = {(v.component, v.name): v.default for v in declared}
-
-    def get(self, component: str, variable: str) -> Any:
-        return self.store.get(f"var:{component}.{variable}", self.defaults.get((component, variable)))
-
-    def set(self, component: str, variable: str, value: Any) -> None:
-        self.store.put(f"var:{component}.{variable}", value)
 
 
 # ----------------------------------------------------------------------------------- the decision
@@ -200,8 +153,8 @@ class Authorization:
             self.invalid_limits[str(tx_id)] = float(wh)
 
     def setting(self, component: str, variable: str) -> Any:
-        value = self.settings.get(component, variable)
-        return VARIABLE[(component, variable)].default if value is None else value
+        """A value of the device model (declared in station/core/standard_variables.py)."""
+        return self.settings.get(component, variable)
 
     def flags(self) -> Flags:
         s = self.setting
@@ -291,7 +244,7 @@ class Authorization:
             tx = conn.transaction
             assert tx is not None
             if await self.may_stop(tx.id_token, id_token, token_type):
-                self.core.request_stop(tx.id, reason="Local", trigger="StopAuthorized")
+                self.core.request_stop(tx.id, reason="Local", trigger="StopAuthorized", stop_token=(id_token, token_type))
                 return {"action": "stopped", "connector_id": conn.id, "transaction_id": tx.id}
         if any(c.transaction for c in self._candidates_to_stop(connector_id)) and connector_id is not None:
             return {"action": "refused", "connector_id": connector_id,

@@ -34,14 +34,6 @@ CONNECTOR_TYPE = "sType2"
 """The station's socket (IEC 62196 Type 2), as OCPP 2.0.1 ConnectorEnumType names it."""
 ANY_CONNECTOR_TYPES = {None, "Unknown", "Undetermined"}
 
-RESERVATION_VARIABLES = (
-    # (component, variable, kind, default, 1.6 key)
-    ("ReservationCtrlr", "Enabled", bool, True, None),
-    ("ReservationCtrlr", "Available", bool, True, None),
-    ("ReservationCtrlr", "NonEvseSpecific", bool, True, "ReserveConnectorZeroSupported"),
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Reservation:
     id: int
@@ -72,8 +64,8 @@ class Reservations:
             log.info("reservation restored", reservation_id=r.id, connector_id=r.connector_id, expires_at=r.expires_at)
 
     def setting(self, variable: str) -> Any:
-        value = self.core.auth.settings.get("ReservationCtrlr", variable)
-        return next(d for c, v, _, d, _ in RESERVATION_VARIABLES if v == variable) if value is None else value
+        """ReservationCtrlr's variables (declared in station/core/standard_variables.py)."""
+        return self.core.auth.settings.get("ReservationCtrlr", variable)
 
     # ---- views -------------------------------------------------------------------------
     def for_connector(self, connector_id: int) -> Reservation | None:

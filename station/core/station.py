@@ -22,9 +22,12 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from station.core.authorization import Authorization, Settings, StoredSettings
+from station.core.authorization import Authorization, Settings
 from station.core.clock import Clock
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
+from station.core.device_model import DeviceModel
+from station.core.device_state import bind_core
+from station.core.standard_variables import STANDARD
 from station.core.events import EventBus
 from station.core.security_events import SecurityEventLog
 from station.core.smart_charging import SmartCharging
@@ -156,8 +159,17 @@ class StationCore:
         self.has_meter = has_meter
         self.meter_health: dict[str, Any] | None = None
         """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
-        self.meter_value_seconds = float(store.get("meter_value_seconds", meter_value_seconds))
-        self.connection_timeout_s = float(store.get("connection_timeout_s", connection_timeout_s))
+        connector_ids = list(connector_ids)
+        self.device_model = DeviceModel(store, {cid: (1,) for cid in connector_ids})
+        """Every setting and fact the CSMS and the local API see (`station.core.device_model`)."""
+        dm = self.device_model
+        dm.declare(*STANDARD)
+        dm.set_default("SampledDataCtrlr", "TxUpdatedInterval", max(1, round(meter_value_seconds)))
+        dm.set_default("TxCtrlr", "EVConnectionTimeOut", max(1, round(connection_timeout_s)))
+        self.meter_value_seconds = float(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
+        self.connection_timeout_s = float(dm.value("TxCtrlr", "EVConnectionTimeOut"))
+        dm.bind("SampledDataCtrlr", "TxUpdatedInterval", apply=lambda _, v: setattr(self, "meter_value_seconds", float(v)))
+        dm.bind("TxCtrlr", "EVConnectionTimeOut", apply=lambda _, v: setattr(self, "connection_timeout_s", float(v)))
         self.connectors: dict[int, Connector] = {}
         for cid in connector_ids:
             conn = Connector(cid, operative=bool(store.get(f"operative:{cid}", True)))
@@ -167,7 +179,7 @@ class StationCore:
             if tx.connector_id in self.connectors:
                 self.connectors[tx.connector_id].transaction = tx
                 log.info("transaction restored", transaction_id=tx.id, connector_id=tx.connector_id)
-        self.auth = Authorization(self, settings or StoredSettings(store))
+        self.auth = Authorization(self, settings or dm)
         """Who may charge (local list, cache, CSMS) and what a refused token's transaction may still do."""
         self.reservations = Reservations(self)
         self._closing = False
@@ -179,6 +191,7 @@ class StationCore:
         self.charging = SmartCharging(self)
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
+        bind_core(dm, self)
 
     def _clock_stepped(self, seconds: float, source: str) -> None:
         self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
@@ -319,12 +332,15 @@ class StationCore:
         return True, "accepted"
 
     def request_stop(self, transaction_id: str | None = None, *, connector_id: int | None = None,
-                     reason: str = "Remote", trigger: str = "RemoteStop") -> bool:
+                     reason: str = "Remote", trigger: str = "RemoteStop",
+                     stop_token: tuple[str, str] | None = None) -> bool:
+        """End a transaction (or drop a pending authorization). `stop_token`: (idToken, type) of the token
+        that stopped it, when one did (2.0.1 Ended `idToken`, 1.6 StopTransaction `idTag`)."""
         for conn in self.connectors.values():
             tx = conn.transaction
             if tx and (tx.id == transaction_id or (transaction_id is None and conn.id == connector_id)):
                 with self._one_pass():
-                    self._end_transaction(conn, reason, trigger)
+                    self._end_transaction(conn, reason, trigger, stop_token)
                     self._reconcile(conn)
                 return True
             if transaction_id is None and conn.id == connector_id and conn.pending:
@@ -397,8 +413,11 @@ class StationCore:
                      if c.transaction and c.transaction.csms_id == csms_id), None)
 
     def set_meter_value_interval(self, seconds: float) -> None:
-        self.meter_value_seconds = seconds
-        self._persist("meter_value_seconds", seconds)
+        """Persisted through the device model (SampledDataCtrlr.TxUpdatedInterval), applied at once."""
+        try:
+            self.device_model.set("SampledDataCtrlr", "TxUpdatedInterval", max(1, round(seconds)))
+        except StoreError:
+            self.meter_value_seconds = seconds
 
     def record_triggered_update(self, connector_id: int) -> bool:
         """The CSMS asked for the transaction's state now (TriggerMessage): an `updated` event,
@@ -575,13 +594,15 @@ class StationCore:
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
         self.charging.transaction_started(conn)
 
-    def _end_transaction(self, conn: Connector, reason: str, trigger: str) -> None:
+    def _end_transaction(self, conn: Connector, reason: str, trigger: str,
+                         stop_token: tuple[str, str] | None = None) -> None:
         tx = conn.transaction
         assert tx is not None
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
-        self._record(conn, "ended", trigger)
+        self._record(conn, "ended", trigger,
+                     {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else None)
         conn.transaction = None
         self.auth.transaction_ended(conn, tx.id)
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,

@@ -43,9 +43,15 @@ def free_port(preferred: int | None = None) -> int:
     raise RuntimeError("no free port")
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Stop the demo like Ctrl-C does (`kill PID`, a closed terminal): every child stopped, the work dir removed."""
+
+
 def say(who: str, text: str) -> None:
     stamp = time.strftime("%H:%M:%S")
-    print(f"{stamp}  {who:<8} {text}", flush=True)
+    # After SIGHUP the terminal is gone: narration must not abort the clean-up.
+    with contextlib.suppress(OSError, ValueError):
+        print(f"{stamp}  {who:<8} {text}", flush=True)
 
 
 @dataclass
@@ -64,6 +70,10 @@ class Demo:
     children: list[Child] = field(default_factory=list)
     api_port: int = 0
     csms: DevCsms | None = None
+    stopped_by: str | None = None
+    """Name of the signal that stopped the demo (SIGTERM, SIGHUP), if one did."""
+    stopping: bool = False
+    """`stop_all` runs: a signal now must not cancel it half-way."""
 
     # --- processes ---------------------------------------------------------------------
     async def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
@@ -107,6 +117,7 @@ class Demo:
             say("station", f"ERROR {text}")
 
     async def stop_all(self) -> None:
+        self.stopping = True
         for child in reversed(self.children):
             if child.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -155,6 +166,30 @@ class Demo:
         return asyncio.create_task(watch())
 
     # --- the script -----------------------------------------------------------------------
+    async def main(self) -> int:
+        """`run()` with SIGTERM and SIGHUP turned into a cancellation, so its clean-up runs as for Ctrl-C."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop(sig: signal.Signals) -> None:
+            if self.stopped_by is None:
+                self.stopped_by = sig.name
+                if not self.stopping:  # a signal must not interrupt the clean-up itself
+                    task.cancel()
+
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            return await self.run()
+        except asyncio.CancelledError:
+            if self.stopped_by is None:
+                raise
+            return exitcodes.OK
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
     async def run(self) -> int:
         self.csms = DevCsms(port=free_port(9000), heartbeat_interval=5)
         await self.csms.start()
@@ -214,7 +249,7 @@ class Demo:
             return exitcodes.FAILURE
         finally:
             watcher.cancel()
-            say("demo", "stopping every process")
+            say("demo", "stopping every process" + (f" ({self.stopped_by})" if self.stopped_by else ""))
             await self.stop_all()
         return exitcodes.OK
 
@@ -325,7 +360,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return exitcodes.CONFIG
     demo = Demo(version=version, seconds=seconds)
     try:
-        code = asyncio.run(demo.run())
+        code = asyncio.run(demo.main())
     except KeyboardInterrupt:
         code = exitcodes.OK
     if code == exitcodes.OK:

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from station.field import hostops
+from station.field import request_intake as intake
 from station.update_request import UpdateError, check_version, clear_result, read_result, request_update
 
 EXIT_OK = 0
@@ -309,21 +310,31 @@ def prune(*, root: Path = Path("/"), keep: int = KEEP_RELEASES) -> list[str]:
 
 
 def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float = DEFAULT_GRACE_S, interval: float = DEFAULT_INTERVAL_S) -> Result:
-    """``station-update.service`` side: carry out a request and leave ``result.json`` beside it."""
+    """``station-update.service`` side: carry out a request and leave ``result.json`` beside it.
+
+    The request lives in the daemon's directory: it is read, the artefact copied and verified,
+    and the result written without following any link there (:mod:`station.field.request_intake`).
+    """
+    directory = request.parent
+    state_dir = directory.parent
     try:
-        data = json.loads(request.read_text())
-        version, artefact = str(data["version"]), Path(str(data["artefact"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        result = _record(Layout(root), Result(False, "failed", None, None, f"unreadable request {request}: {exc.__class__.__name__}"))
+        with intake.open_dir(directory) as dir_fd:
+            data = intake.read_small(dir_fd, request.name, intake.REQUEST_MAX_BYTES)
+        wanted = intake.parse_request(data, state_dir)
+        staged = intake.stage(wanted, state_dir, root)
+        how = intake.verify(wanted, staged, root)
+    except UpdateError as exc:
+        current = Layout(root).version_of(Layout(root).current)
+        result = _record(Layout(root), Result(False, "failed", current, current, f"request refused: {exc}"))
     else:
-        result = update(version, artefact, root=root, grace_seconds=grace_seconds, interval=interval)
-    request.unlink(missing_ok=True)
-    out = request.with_name("result.json")
-    out.write_text(json.dumps(result.to_json(), sort_keys=True))
-    with contextlib.suppress(OSError):  # readable by the daemon that asked
-        stat = request.parent.stat()
-        os.chown(out, stat.st_uid, stat.st_gid)
-        out.chmod(0o640)
+        try:
+            result = update(wanted.version, staged, root=root, grace_seconds=grace_seconds, interval=interval)
+            result.detail = f"{result.detail} ({how})"
+        finally:
+            staged.unlink(missing_ok=True)
+    intake.remove_request(directory, request.name)
+    with contextlib.suppress(UpdateError, OSError):  # the daemon's directory may be gone; history has it
+        intake.write_result(directory, result.to_json())
     return result
 
 

@@ -66,6 +66,10 @@ class IpcClient:
         """`{"items": [...], "total": n, "limit": .., "offset": ..}`, most recent first."""
         return dict(await self.call("transactions", {"limit": limit, "offset": offset}))
 
+    async def device_model(self) -> list[dict[str, Any]]:
+        """Every device-model variable with its value (secrets masked): what the CSMS can read."""
+        return list(await self.call("device_model"))
+
     async def start(self, connector_id: int | None, id_token: str, token_type: str = "Local") -> dict[str, Any]:
         params: dict[str, Any] = {"connector_id": connector_id, "id_token": id_token, "token_type": token_type}
         return dict(await self.call("start", params))

@@ -80,6 +80,7 @@ class IpcServer:
             "connectors": self._m_connectors,
             "connector": self._m_connector,
             "transactions": self._m_transactions,
+            "device_model": self._m_device_model,
             "reservations": self._m_reservations,
             "start": self._m_start,
             "present_token": self._m_present_token,
@@ -224,6 +225,10 @@ class IpcServer:
         items = self.core.store.recent_transactions(limit, offset)
         return {"items": [t.to_json() for t in items], "total": self.core.store.count_transactions(),
                 "limit": limit, "offset": offset}
+
+    async def _m_device_model(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        _no_params(params)
+        return self.core.device_model.snapshot()
 
     # --- commands -------------------------------------------------------------------
     async def _m_reservations(self, params: dict[str, Any]) -> list[dict[str, Any]]:

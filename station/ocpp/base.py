@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,9 +31,6 @@ from ocpp.exceptions import OCPPError
 
 from station.core.charging_profiles import (
     DEFAULT_PHASES,
-    MAX_PERIODS,
-    MAX_PROFILES,
-    MAX_STACK_LEVEL,
     NOMINAL_VOLTAGE_V,
     ChargingProfile,
     Kind,
@@ -100,98 +96,6 @@ def summarize(response: dict[str, Any]) -> dict[str, Any]:
 
 class Unsendable(Exception):
     """An outbox entry that cannot be expressed in this version now (e.g. 1.6 without a transactionId)."""
-
-
-# --------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class Setting:
-    """One configuration value, named both ways: 1.6 key and 2.0.1 component/variable."""
-
-    key: str
-    component: str
-    variable: str
-    kind: type = int
-    readonly: bool = False
-    default: Any = None
-    minimum: int | None = None
-    getter: Callable[[OcppClient], Any] | None = None
-    """For values computed from the station (read-only)."""
-    reboot: bool = False
-    """A change takes effect at the next start (answered RebootRequired)."""
-    setter: Callable[[OcppClient, Any], None] | None = None
-    """Applies a value instead of storing it (ValueError: refused, with the reason)."""
-    write_only: bool = False
-    """A secret: accepted, never read back (GetVariables Rejected, not in GetConfiguration)."""
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("HeartbeatInterval", "OCPPCommCtrlr", "HeartbeatInterval", int, default=None, minimum=1),
-    Setting("MeterValueSampleInterval", "SampledDataCtrlr", "TxUpdatedInterval", int, minimum=1,
-            getter=lambda c: int(c.core.meter_value_seconds)),
-    Setting("WebSocketPingInterval", "OCPPCommCtrlr", "WebSocketPingInterval", int, minimum=0),
-    Setting("TransactionMessageAttempts", "OCPPCommCtrlr", "MessageAttempts", int, default=3, minimum=1),
-    Setting("TransactionMessageRetryInterval", "OCPPCommCtrlr", "MessageAttemptInterval", int, default=60, minimum=0),
-    Setting("ConnectionTimeOut", "TxCtrlr", "EVConnectionTimeOut", int, minimum=1,
-            getter=lambda c: int(c.core.connection_timeout_s)),
-    Setting("ClockAlignedDataInterval", "AlignedDataCtrlr", "Interval", int, default=0, minimum=0),
-    Setting("LocalAuthListEnabled", "LocalAuthListCtrlr", "Enabled", bool, readonly=True, default=True),
-    Setting("AuthorizationCacheEnabled", "AuthCacheCtrlr", "Enabled", bool, readonly=True, default=True),
-    Setting("LocalPreAuthorize", "AuthCtrlr", "LocalPreAuthorize", bool, readonly=True, default=True),
-    Setting("NumberOfConnectors", "EVSE", "Count", int, readonly=True, getter=lambda c: len(c.core.connectors)),
-    Setting("MeterValuesSampledData", "SampledDataCtrlr", "TxUpdatedMeasurands", str, readonly=True,
-            default="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage"),
-    Setting("ChargingScheduleAllowedChargingRateUnit", "SmartChargingCtrlr", "RateUnit", str, readonly=True,
-            default="Current,Power"),
-    Setting("ChargeProfileMaxStackLevel", "SmartChargingCtrlr", "ProfileStackLevel", int, readonly=True,
-            default=MAX_STACK_LEVEL),
-    Setting("ChargingScheduleMaxPeriods", "SmartChargingCtrlr", "PeriodsPerSchedule", int, readonly=True,
-            default=MAX_PERIODS),
-    Setting("MaxChargingProfilesInstalled", "SmartChargingCtrlr", "Entries", int, readonly=True, default=MAX_PROFILES),
-    Setting("SupportedFeatureProfiles", "OCPPCommCtrlr", "SupportedFeatureProfiles", str, readonly=True,
-            default="Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"),
-    Setting("NetworkConfigurationPriority", "OCPPCommCtrlr", "NetworkConfigurationPriority", str, reboot=True,
-            getter=lambda c: c.endpoints.priority() if c.endpoints is not None else "0"),
-    Setting("NetworkProfileConnectionAttempts", "OCPPCommCtrlr", "NetworkProfileConnectionAttempts", int, default=3,
-            minimum=1),
-    Setting("ChargePointId", "SecurityCtrlr", "Identity", str, readonly=True, getter=lambda c: c.params.station_id),
-    Setting("SecurityProfile", "SecurityCtrlr", "SecurityProfile", int, getter=lambda c: c.link.profile,
-            setter=lambda c, v: c.raise_security_profile(int(v))),
-    Setting("AuthorizationKey", "SecurityCtrlr", "BasicAuthPassword", str, write_only=True,
-            setter=lambda c, v: c.change_password(str(v))),
-    Setting("CpoName", "SecurityCtrlr", "OrganizationName", str, default=""),
-    Setting("CertSigningWaitMinimum", "SecurityCtrlr", "CertSigningWaitMinimum", int, default=60, minimum=1),
-    Setting("CertSigningRepeatTimes", "SecurityCtrlr", "CertSigningRepeatTimes", int, default=3, minimum=0),
-    Setting("CertificateSignedMaxChainSize", "SecurityCtrlr", "MaxCertificateChainSize", int, readonly=True,
-            default=10000),
-    Setting("CertificateStoreMaxLength", "SecurityCtrlr", "CertificateStoreMaxLength", int, readonly=True,
-            default=20),
-    Setting("CertificateEntries", "SecurityCtrlr", "CertificateEntries", int, readonly=True,
-            getter=lambda c: c.credentials.roots.count() if c.credentials else 0),
-    Setting("AdditionalRootCertificateCheck", "SecurityCtrlr", "AdditionalRootCertificateCheck", bool,
-            readonly=True, default=False),
-)
-SETTING_BY_KEY = {s.key.lower(): s for s in SETTINGS}
-SETTING_BY_VARIABLE = {(s.component.lower(), s.variable.lower()): s for s in SETTINGS}
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def parse_value(setting: Setting, text: str) -> Any:
-    """Parse a CSMS-provided value; ValueError when it does not fit."""
-    if setting.kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise ValueError("expected true or false")
-        return text.lower() == "true"
-    if setting.kind is int:
-        number = int(text.strip())
-        if setting.minimum is not None and number < setting.minimum:
-            raise ValueError(f"must be >= {setting.minimum}")
-        return number
-    return text
 
 
 # ------------------------------------------------------------------------ helpers
@@ -644,8 +548,9 @@ class BaseSession(StrictChargePoint):
 
     def _failed(self, entry: OutboxEntry, error: str, *, park_now: bool = False, may_park: bool = True) -> bool:
         attempts = entry.attempts + 1
-        limit = int(self.client.setting("TransactionMessageAttempts"))
-        interval = float(self.client.setting("TransactionMessageRetryInterval"))
+        model = self.core.device_model
+        limit = int(model.value("OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent"))
+        interval = float(model.value("OCPPCommCtrlr", "MessageAttemptInterval", instance="TransactionEvent"))
         park = park_now or (may_park and attempts >= limit)
         delay = interval * min(attempts, limit)
         try:

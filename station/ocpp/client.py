@@ -1,10 +1,12 @@
-"""The OCPP client the daemon runs: link + per-connection version session + persisted settings.
+"""The OCPP client the daemon runs: link + per-connection version session.
 
     client = OcppClient(link_params, core, on_reset=...)
     await client.run()          # until cancelled
 
 It is also the core's `Authorizer`: Authorize goes to the CSMS while a session is up and
-accepted, otherwise the core falls back to its local list and cache.
+accepted, otherwise the core falls back to its local list and cache. Its settings
+(HeartbeatInterval, message attempts...) live in the core's device model; it binds the
+communication variables it owns there.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
 from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
-from station.ocpp.base import SETTING_BY_KEY, BaseSession, Exchange, Setting
+from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp.endpoints import Endpoints
 from station.ocpp.rpc import CallErrorReceived, cancel_all
@@ -111,15 +113,43 @@ class OcppClient:
         self._log_lock = asyncio.Lock()
         if logs is not None:
             logs.notify = self._log_notify
-        self.heartbeat_seconds = int(core.store.get("ocpp:HeartbeatInterval", heartbeat_seconds))
+        self._bind_variables(heartbeat_seconds)
         core.authorizer = self
+
+    def _bind_variables(self, heartbeat_seconds: int) -> None:
+        model = self.core.device_model
+        model.set_default("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(heartbeat_seconds)))
+        model.bind("OCPPCommCtrlr", "HeartbeatInterval", apply=lambda *_: self._heartbeat_changed())
+        model.bind("OCPPCommCtrlr", "MessageTimeout", instance="Default", get=lambda _: round(self.response_timeout))
+        model.bind("OCPPCommCtrlr", "WebSocketPingInterval", apply=lambda _, seconds: self.link.set_ping_interval(seconds))
+        model.bind("OCPPCommCtrlr", "NetworkConfigurationPriority", get=lambda _: self._priority(),
+                   apply=lambda _, order: self._set_priority(str(order)))
+        model.bind("SecurityCtrlr", "Identity", get=lambda _: self.params.station_id)
+        model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile,
+                   apply=lambda _, profile: self.raise_security_profile(int(profile)))
+        model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda _, text: self.change_password(str(text)))
+        model.bind("SecurityCtrlr", "CertificateEntries",
+                   get=lambda _: self.credentials.roots.count() if self.credentials else 0)
+        info = self.info
+        for variable, value in (("Model", info.model), ("VendorName", info.vendor),
+                                ("SerialNumber", info.serial_number or ""), ("FirmwareVersion", info.firmware_version)):
+            model.set_default("ChargingStation", variable, value)
+
+    def _priority(self) -> str:
+        return self.endpoints.priority() if self.endpoints is not None else "0"
+
+    def _set_priority(self, order: str) -> None:
+        """NetworkConfigurationPriority: used from the next start; ValueError names an unknown slot."""
+        if self.endpoints is None:
+            raise ValueError("this station keeps no network profiles")
+        self.endpoints.set_priority(order)
 
     def _new_link(self, params: LinkParams) -> OcppLink:
         link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=self.credentials,
                         needs=self.core.store.versions_needed, on_security_event=self.core.security_events.record)
-        ping = self.core.store.get("ocpp:WebSocketPingInterval", None)
-        if ping is not None:  # set by the CSMS earlier: outlives restarts
-            link.set_ping_interval(int(ping))
+        model = self.core.device_model  # WebSocketPingInterval: the CSMS's value, else the configured one
+        model.set_default("OCPPCommCtrlr", "WebSocketPingInterval", round(params.ping_interval))
+        link.set_ping_interval(int(model.value("OCPPCommCtrlr", "WebSocketPingInterval")))
         return link
 
     async def run(self) -> None:
@@ -144,7 +174,7 @@ class OcppClient:
             self._failures_at_connect = self.link.state.failed_attempts
             try:
                 while not task.done():
-                    attempts = max(1, int(self.setting("NetworkProfileConnectionAttempts")))
+                    attempts = max(1, int(self.core.device_model.value("OCPPCommCtrlr", "NetworkProfileConnectionAttempts")))
                     failures = self.link.state.failed_attempts - self._failures_at_connect
                     if failures >= attempts and not endpoints.staying:
                         break
@@ -303,44 +333,10 @@ class OcppClient:
             if self._log_unsent is note:
                 self._log_unsent = None
 
-    # ---- settings --------------------------------------------------------------------
-    def setting(self, key: str) -> Any:
-        definition = SETTING_BY_KEY[key.lower()]
-        if definition.key == "HeartbeatInterval":
-            return self.heartbeat_seconds
-        if definition.key == "WebSocketPingInterval":
-            return int(self.link.ping_interval)
-        if definition.getter is not None:
-            return definition.getter(self)
-        return self.core.store.get(f"ocpp:{definition.key}", definition.default)
-
-    def change_setting(self, definition: Setting, value: Any) -> None:
-        """Persist and apply a writable setting now (raises StoreError when it cannot be saved)."""
-        if definition.setter is not None:
-            definition.setter(self, value)
-            log.info("ocpp: configuration changed", key=definition.key,
-                     value="***" if definition.write_only else value)
-            return
-        if definition.key == "HeartbeatInterval":
-            self.set_heartbeat_interval(int(value), persist=True)
-        elif definition.key == "MeterValueSampleInterval":
-            self.core.set_meter_value_interval(float(value))
-        elif definition.key == "WebSocketPingInterval":
-            self.core.store.put("ocpp:WebSocketPingInterval", int(value))
-            self.link.set_ping_interval(int(value))
-        elif definition.key == "NetworkConfigurationPriority":
-            if self.endpoints is None:
-                raise ValueError("this station keeps no network profiles")
-            try:
-                self.endpoints.set_priority(str(value))  # ValueError: unknown slot; used from the next start
-            except OSError as exc:
-                raise StoreError(str(exc)) from None
-        elif definition.key == "ConnectionTimeOut":
-            self.core.store.put("connection_timeout_s", float(value))
-            self.core.connection_timeout_s = float(value)
-        else:
-            self.core.store.put(f"ocpp:{definition.key}", value)
-        log.info("ocpp: configuration changed", key=definition.key, value=value)
+    # ---- heartbeat interval (OCPPCommCtrlr.HeartbeatInterval) ------------------------
+    @property
+    def heartbeat_seconds(self) -> int:
+        return int(self.core.device_model.value("OCPPCommCtrlr", "HeartbeatInterval"))
 
     # ---- security settings (A01, A05) -------------------------------------------------
     def change_password(self, text: str) -> None:
@@ -348,7 +344,8 @@ class OcppClient:
         if self.credentials is None:
             raise ValueError("the password is fixed by the station's configuration")
         self.credentials.set_password(text, self.session.VERSION if self.session else "201")
-        self._reconnect_soon()
+        if self.link.profile in (1, 2):
+            self._reconnect_soon()
 
     def raise_security_profile(self, profile: int) -> None:
         """SecurityCtrlr.SecurityProfile / SecurityProfile: only up (A05); ValueError says why not."""
@@ -371,12 +368,13 @@ class OcppClient:
         self.own(asyncio.get_running_loop().create_task(reconnect(), name="ocpp-reconnect"))
 
     def set_heartbeat_interval(self, seconds: int, *, persist: bool) -> None:
-        self.heartbeat_seconds = max(1, int(seconds))
-        if persist:
-            try:
-                self.core.store.put("ocpp:HeartbeatInterval", self.heartbeat_seconds)
-            except StoreError:
-                pass
+        """The CSMS's interval (BootNotification: this run only; SetVariables: persisted)."""
+        try:
+            self.core.device_model.set("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(seconds)), persist=persist)
+        except StoreError:
+            self.core.device_model.set("OCPPCommCtrlr", "HeartbeatInterval", max(1, int(seconds)), persist=False)
+
+    def _heartbeat_changed(self) -> None:
         if self.session is not None:
             self.session.heartbeat_changed()
 

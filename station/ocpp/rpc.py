@@ -123,11 +123,16 @@ class CallErrorReceived(Exception):
 
 
 class _RpcError(OCPPError):
-    """An error whose code we choose per version (the library has no class for some codes)."""
+    """An error whose code we choose per version (the library has no class for some codes).
+
+    A handler raises it to answer with a CALLERROR (the code is translated per version)."""
 
     def __init__(self, code: str, description: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(description=description, details=details or {})
         self.code = code
+
+
+RpcError = _RpcError
 
 
 def on_raw(action: str, *, skip_schema_validation: bool = False) -> Callable[..., Any]:
@@ -249,6 +254,8 @@ class StrictChargePoint(ChargePoint):
         self.side = side
         self.log = log or structlog.get_logger("station.ocpp")
         self._actions_of_pending: dict[str, str] = {}
+        self.call_size: int | None = None
+        """Bytes of the CALL being handled (for DeviceDataCtrlr.BytesPerMessage)."""
 
     # ----------------------------------------------------------------- logging
     def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any,
@@ -331,6 +338,7 @@ class StrictChargePoint(ChargePoint):
                 await self._send_error(unique_id or "-1", "RpcFrameworkError", "CALL must be [2, messageId, action, {payload}]")
                 return
             self._log_frame("in", msg[2], msg, unique_id, raw_msg)
+            self.call_size = len(raw_msg.encode()) if isinstance(raw_msg, str) else len(raw_msg)
             await self._handle_strict_call(Call(unique_id, msg[2], msg[3]))
             return
         # CALLRESULT / CALLERROR: never answered, only matched to our pending CALL.

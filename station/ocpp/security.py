@@ -60,7 +60,7 @@ class Renewal:
     def refusal(self) -> str | None:
         if self.client.credentials is None:
             return "no credential store"
-        if not self.client.setting("CpoName"):
+        if not self.client.core.device_model.value("SecurityCtrlr", "OrganizationName"):
             return "OrganizationName (CpoName) not set"
         return None
 
@@ -77,13 +77,14 @@ class Renewal:
     async def _run(self, reason: str) -> None:
         credentials = self.client.credentials
         assert credentials is not None
-        wait = max(1, int(self.client.setting("CertSigningWaitMinimum")))
-        repeats = max(0, int(self.client.setting("CertSigningRepeatTimes")))
+        wait = max(1, int(self.client.core.device_model.value("SecurityCtrlr", "CertSigningWaitMinimum")))
+        repeats = max(0, int(self.client.core.device_model.value("SecurityCtrlr", "CertSigningRepeatTimes")))
         log.info("ocpp: requesting a new client certificate", reason=reason)
         for attempt in range(repeats + 1):
             session = self.client.session
             if session is not None and session.accepted:
-                csr = credentials.new_csr(str(self.client.setting("CpoName")))
+                csr = credentials.new_csr(str(self.client.core.device_model.value("SecurityCtrlr", "OrganizationName")),
+                                          fresh=attempt == 0)
                 payload: dict[str, Any] = {"csr": csr}
                 if session.VERSION == "201":
                     payload["certificateType"] = "ChargingStationCertificate"
@@ -213,7 +214,7 @@ class SecurityHandlers:
         chain = payload["certificateChain"]
         if credentials is None:
             problem = "no credential store"
-        elif len(chain) > int(self.client.setting("CertificateSignedMaxChainSize")):
+        elif len(chain) > int(self.core.device_model.value("SecurityCtrlr", "MaxCertificateChainSize")):
             problem = "certificate chain too long"
         else:
             problem = credentials.install_signed(chain)

@@ -13,10 +13,11 @@ from typing import Any
 
 from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector, meter_json
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
 from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
-from station.ocpp.base import SETTING_BY_KEY, SETTINGS, BaseSession, Unsendable, format_value, iso, parse_value
+from station.ocpp import variables
+from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from ocpp.exceptions import NotSupportedError
@@ -116,8 +117,8 @@ class V16Session(SecurityHandlers, BaseSession):
         reason = STOP_REASON_FROM_201.get(reason, reason)
         payload = {"transactionId": self._csms_id(entry), "meterStop": whole_wh(data.get("meter_stop_wh")),
                    "timestamp": timestamp, "reason": reason if reason in STOP_REASONS else "Other"}
-        if data.get("id_token"):
-            payload["idTag"] = data["id_token"][:20]
+        if data.get("stop_id_token") or data.get("id_token"):  # who stopped it, else who started it
+            payload["idTag"] = (data.get("stop_id_token") or data["id_token"])[:20]
         samples = sampled_values(meter, "Transaction.End")
         if samples:
             payload["transactionData"] = [{"timestamp": timestamp, "sampledValue": samples}]
@@ -126,7 +127,7 @@ class V16Session(SecurityHandlers, BaseSession):
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if entry.kind == "ended" and response.get("idTagInfo"):  # the cache learns the idTag's status
             self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
-                                                entry.data.get("id_token"))
+                                                entry.data.get("stop_id_token") or entry.data.get("id_token"))
         if entry.kind != "started":
             return
         self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
@@ -378,32 +379,11 @@ class V16Session(SecurityHandlers, BaseSession):
 
     @on_raw("GetConfiguration")
     def on_get_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        wanted = payload.get("key")
-        known, unknown = [], []
-        for key in wanted if wanted else [s.key for s in SETTINGS if not s.write_only]:
-            setting = SETTING_BY_KEY.get(key.lower())
-            if setting is None or setting.write_only:  # AuthorizationKey is write-only
-                unknown.append(key)
-                continue
-            known.append({"key": setting.key, "readonly": setting.readonly, "value": format_value(self.client.setting(setting.key))[:500]})
-        result: dict[str, Any] = {"configurationKey": known}
-        if unknown:
-            result["unknownKey"] = unknown
-        return result
+        return variables.get_configuration(self.core.device_model, payload)
 
     @on_raw("ChangeConfiguration")
     def on_change_configuration(self, payload: dict[str, Any]) -> dict[str, Any]:
-        key = payload["key"]
-        setting = SETTING_BY_KEY.get(key.lower())
-        if setting is None:
-            return {"status": "NotSupported"}
-        if setting.readonly:
-            return {"status": "Rejected"}
-        try:
-            self.client.change_setting(setting, parse_value(setting, payload["value"]))
-        except (ValueError, StoreError):
-            return {"status": "Rejected"}
-        return {"status": "RebootRequired" if setting.reboot else "Accepted"}
+        return variables.change_configuration(self.core.device_model, payload)
 
     def _apply_profile(self, connector: int, raw: dict[str, Any], *, transaction_id: str | None = None) -> str | None:
         """Install a csChargingProfiles on a connector; why not, or None when installed."""

@@ -5,25 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from station.core.model import ConnectorStatus
+from station.core.device_state import availability
 from station.core.reservations import Reservation
 from station.core.station import AuthResult, Connector
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote
 from station.network_profiles import VERSIONS, NetworkProfile
 from station.network_profiles import refusal as profile_refusal
 from station.firmware import FirmwareNote, FirmwareRequest
-from station.ocpp.base import (
-    SETTING_BY_VARIABLE,
-    SETTINGS,
-    BaseSession,
-    Setting,
-    format_value,
-    iso,
-    log_request,
-    parse_time,
-    parse_value,
-)
+from station.ocpp import variables
+from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.rpc import after_raw, on_raw
@@ -42,14 +33,7 @@ STOP_REASONS = {
 }
 STOP_REASON_FROM_16 = {"HardReset": "ImmediateReset", "SoftReset": "Reboot", "UnlockCommand": "Local"}
 TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"}
-CONNECTOR_STATUS = {
-    ConnectorStatus.AVAILABLE: "Available",
-    ConnectorStatus.RESERVED: "Reserved",
-    ConnectorStatus.UNAVAILABLE: "Unavailable",
-    ConnectorStatus.FAULTED: "Faulted",
-}
 CONTEXT = {"started": "Transaction.Begin", "ended": "Transaction.End"}
-COMPONENTS = {s.component.lower() for s in SETTINGS}
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
@@ -59,19 +43,6 @@ def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str,
 def status_info(reason: str) -> dict[str, str]:
     code = "".join(word[:1].upper() + word[1:] for word in reason.replace(":", " ").split()[:3])[:20] or "Rejected"
     return {"reasonCode": code, "additionalInfo": reason[:512]}
-
-
-def _lookup_variable(item: dict[str, Any]) -> tuple[dict[str, Any], Setting | None]:
-    """A Get/SetVariables entry's result so far, and its setting; None: the result says why not."""
-    component, variable = item["component"], item["variable"]
-    result: dict[str, Any] = {"component": component, "variable": variable}
-    setting = SETTING_BY_VARIABLE.get((component["name"].lower(), variable["name"].lower()))
-    if item.get("attributeType", "Actual") != "Actual":
-        result["attributeStatus"] = "NotSupportedAttributeType"
-        return result, None
-    if setting is None:
-        result["attributeStatus"] = "UnknownComponent" if component["name"].lower() not in COMPONENTS else "UnknownVariable"
-    return result, setting
 
 
 class V201Session(SecurityHandlers, BaseSession):
@@ -86,7 +57,7 @@ class V201Session(SecurityHandlers, BaseSession):
         return {"chargingStation": station, "reason": self.client.boot_reason}
 
     def status_payload(self, conn: Connector) -> tuple[Any, dict[str, Any]]:
-        status = CONNECTOR_STATUS.get(conn.derived.status, "Occupied")
+        status = availability(conn)
         return status, {"timestamp": iso(self.core.clock.now()), "connectorStatus": status, "evseId": conn.id, "connectorId": 1}
 
     def transaction_message(self, entry: OutboxEntry) -> tuple[str, dict[str, Any]]:
@@ -114,6 +85,10 @@ class V201Session(SecurityHandlers, BaseSession):
         if entry.kind == "started" and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
+        if entry.kind == "ended" and data.get("stop_id_token"):  # E07: the token that stopped it
+            token_type = data.get("stop_token_type") or "Local"
+            payload["idToken"] = {"idToken": data["stop_id_token"],
+                                  "type": token_type if token_type in TOKEN_TYPES else "Local"}
         context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "Trigger": "Trigger"}.get(entry.trigger, "Other"))
         samples = sampled_values(data.get("meter"), context)
         if samples:
@@ -122,8 +97,8 @@ class V201Session(SecurityHandlers, BaseSession):
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
         if response.get("idTokenInfo"):  # E05 / C10: the cache learns it; a refused token stops or limits
-            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
-                                                entry.data.get("id_token") if entry.kind == "started" else None)
+            token = entry.data.get("id_token") if entry.kind == "started" else entry.data.get("stop_id_token")
+            self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response), token)
 
     def authorize_payload(self, id_token: str, token_type: str) -> dict[str, Any]:
         return {"idToken": {"idToken": id_token, "type": token_type if token_type in TOKEN_TYPES else "Local"}}
@@ -360,38 +335,11 @@ class V201Session(SecurityHandlers, BaseSession):
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
-        results = []
-        for item in payload["getVariableData"]:
-            result, setting = _lookup_variable(item)
-            if setting is not None and setting.write_only:
-                result["attributeStatus"] = "Rejected"  # a secret is never read back
-                result["attributeStatusInfo"] = {"reasonCode": "WriteOnly"}
-            elif setting is not None:
-                result["attributeStatus"] = "Accepted"
-                result["attributeValue"] = format_value(self.client.setting(setting.key))[:2500]
-            results.append(result)
-        return {"getVariableResult": results}
+        return variables.get_variables(self.core.device_model, payload, self.call_size)
 
     @on_raw("SetVariables")
     def on_set_variables(self, payload: dict[str, Any]) -> dict[str, Any]:
-        results = []
-        for item in payload["setVariableData"]:
-            result, setting = _lookup_variable(item)
-            if setting is not None and setting.readonly:
-                result["attributeStatus"] = "Rejected"
-                result["attributeStatusInfo"] = {"reasonCode": "ReadOnly"}
-            elif setting is not None:
-                try:
-                    self.client.change_setting(setting, parse_value(setting, item["attributeValue"]))
-                    result["attributeStatus"] = "RebootRequired" if setting.reboot else "Accepted"
-                except ValueError as exc:
-                    result["attributeStatus"] = "Rejected"
-                    result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": str(exc)[:512]}
-                except StoreError:
-                    result["attributeStatus"] = "Rejected"
-                    result["attributeStatusInfo"] = {"reasonCode": "InternalError"}
-            results.append(result)
-        return {"setVariableResult": results}
+        return variables.set_variables(self.core.device_model, payload, self.call_size)
 
     def _apply_profile(self, evse: int, raw: dict[str, Any], *, replace_same_stack: bool = False) -> str | None:
         """Install a chargingProfile on an EVSE; why not, or None when installed."""
