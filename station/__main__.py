@@ -1,3 +1,3 @@
-from station.cli import main
+from station.handover import console
 
-raise SystemExit(main())
+raise SystemExit(console())

@@ -71,8 +71,14 @@ class Credentials:
         roots: pki.RootStore | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_event: EventSink | None = None,
+        read_only: bool = False,
+        additional_root_check: bool = False,
     ) -> None:
         self.params = params
+        self.additional_root_check = additional_root_check
+        """One CSMS root at a time, each new one signed by its predecessor (M05.FR.08-13)."""
+        self.read_only = read_only
+        """Use what the daemon stored without changing a file (`station --once`, possibly run as root)."""
         self.directory = state_dir / "pki"
         self.roots = roots or pki.RootStore(self.directory / "roots")
         self.now = now
@@ -84,9 +90,14 @@ class Credentials:
         self._profile_failures = 0
         self._certificate_failures = 0
         self._state = self._load()
-        if not self._file.exists():
-            self._save()
-        self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+        if not read_only:
+            try:
+                if not self._file.exists():
+                    self._save()
+                self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+            except OSError as exc:  # the station still connects with the provisioned values
+                log.error("credentials: state directory not writable; changes over OCPP will not persist",
+                          path=str(self.directory), error=exc.__class__.__name__)
 
     # ------------------------------------------------------------------ persistence
     def _provisioned(self) -> str:
@@ -102,7 +113,9 @@ class Credentials:
         except (OSError, ValueError) as exc:
             log.error("credentials: state unreadable; using the provisioned values", error=exc.__class__.__name__)
             state = {}
-        if state and state.get("provisioned") != self._provisioned():
+        if state and state.get("provisioned") != self._provisioned() and self.read_only:
+            state = {}
+        elif state and state.get("provisioned") != self._provisioned():
             log.warning("credentials: provisioned values changed; credentials set over OCPP are discarded")
             for name in ("cert.pem", "key.pem", "new.pem", "new.key", "pending.key", "previous.pem", "previous.key"):
                 (self._station / name).unlink(missing_ok=True)
@@ -111,7 +124,28 @@ class Credentials:
         return state
 
     def _save(self) -> None:
-        pki.write_private(self._file, json.dumps(self._state).encode())
+        if not self.read_only:
+            pki.write_private(self._file, json.dumps(self._state).encode())
+
+    def _persist(self) -> None:
+        """Save after a connection's outcome: a full disk is logged, never breaks the link."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("credentials: state not saved", error=exc.__class__.__name__)
+
+    def _commit(self, key: str, value: Any) -> None:
+        """Set and save a CSMS change, or refuse it (ValueError) with nothing changed."""
+        before = self._state.get(key)
+        self._state[key] = value
+        try:
+            self._save()
+        except OSError as exc:
+            if before is None:
+                self._state.pop(key)
+            else:
+                self._state[key] = before
+            raise ValueError(f"cannot be stored ({exc.__class__.__name__})") from None
 
     # ------------------------------------------------------------------ what is in force
     @property
@@ -179,7 +213,11 @@ class Credentials:
                        roots or None, frozenset(trying))
 
     # ------------------------------------------------------------------ outcomes of a connection
-    def connected(self, attempt: Attempt) -> None:
+    def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None:
+        if server_certificate is not None and not self.read_only and self.roots.fallback_path() is not None:
+            fallback = self.roots.fallback_path()
+            if any(r.path != fallback for r in self.roots_verifying(server_certificate)):
+                self.roots.drop_fallback()
         changed = False
         if "password" in attempt.trying:
             self._state["password"] = self._state.pop("password_candidate")
@@ -198,7 +236,7 @@ class Credentials:
             self._event("ReconfigurationOfSecurityParameters", f"security profile {attempt.profile} in use")
             changed = True
         if changed:
-            self._save()
+            self._persist()
 
     def failed(self, attempt: Attempt, kind: FailureKind) -> None:
         changed = False
@@ -206,7 +244,7 @@ class Credentials:
             self._try_new_password = "password" not in attempt.trying  # alternate until one works
             log.warning("credentials: password refused; trying the "
                         + ("new" if self._try_new_password else "previous") + " one next")
-        if "certificate" in attempt.trying and kind is not FailureKind.LOST:
+        if "certificate" in attempt.trying and kind is not FailureKind.LOST and not self.read_only:
             # A refused client certificate shows as a TLS alert, or (TLS 1.3) as a reset after the
             # handshake: count every failure, give up on the new certificate after a few in a row.
             self._certificate_failures += 1
@@ -226,7 +264,7 @@ class Credentials:
                             f"back to profile {self.established_profile}")
                 changed = True
         if changed:
-            self._save()
+            self._persist()
 
     def _event(self, kind: str, tech_info: str) -> None:
         log.warning(f"credentials: {tech_info}", security_event=kind)
@@ -237,9 +275,8 @@ class Credentials:
     def set_password(self, text: str, version: str) -> None:
         """Store a new password to try on the next connection (ValueError: malformed, nothing stored)."""
         new = parse_password(text, version)
-        self._state["password_candidate"] = new.hex()
+        self._commit("password_candidate", new.hex())
         self._try_new_password = True
-        self._save()
         from station import logs
 
         logs.register_secrets([new.decode("utf-8", "replace"), text])
@@ -272,9 +309,8 @@ class Credentials:
         refusal = self.profile_refusal(new)
         if refusal:
             raise ValueError(refusal)
-        self._state["profile_candidate"] = new
+        self._commit("profile_candidate", new)
         self._profile_failures = 0
-        self._save()
         self._event("ReconfigurationOfSecurityParameters", f"security profile {new} requested by the CSMS")
 
     # ------------------------------------------------------------------ A02/A03: client certificate
@@ -318,9 +354,13 @@ class Credentials:
         problem = pki.verify_chain(chain, trusted, max(self.now(), leaf.not_valid_before_utc))
         if problem:
             return problem
-        pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
-        pki.write_private(self._station / "new.key", key)
-        pending.unlink()
+        try:
+            pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
+            pki.write_private(self._station / "new.key", key)
+            pending.unlink()
+        except OSError as exc:
+            (self._station / "new.pem").unlink(missing_ok=True)
+            return f"cannot store the certificate ({exc.__class__.__name__})"
         log.warning("credentials: new client certificate installed", serial=format(leaf.serial_number, "x"),
                     not_after=leaf.not_valid_after_utc.isoformat())
         if self.profile != 3:
@@ -329,6 +369,8 @@ class Credentials:
         return None
 
     def _promote_certificate(self) -> None:
+        if self.read_only:
+            return
         station = self._station
         if (station / "cert.pem").exists():
             (station / "cert.pem").replace(station / "previous.pem")

@@ -1,20 +1,27 @@
-"""`station run` validates the configuration, then becomes the daemon by exec, settings handed over.
+"""`station run`: the daemon gets validated settings without ever loading the configuration libraries.
 
 Why: the configuration is read with pydantic-settings (flags > environment > env file >
 defaults, one validation, one error report), but pydantic, pydantic-core, pydantic-settings
-and python-dotenv stay resident for the life of the process: ~14 MB of a Raspberry Pi's
-memory (docs/performance.md) for something the daemon needs in its first 200 ms. So the
-`station run` process loads and validates the settings as before, writes the validated
-values into a pipe and exec()s `python -m station.handover`: same PID (systemd, the
-notify socket and the watchdog see one process), a fresh interpreter that imports the
-daemon only. Secrets travel through the pipe, never through argv or the environment.
+and python-dotenv would stay resident for the life of the process: ~14 MB of a Raspberry
+Pi's memory (docs/performance.md) for something the daemon needs in its first 200 ms.
 
-If exec is impossible, the daemon runs in the `station run` process as before.
+`station run` (`console` → `launch`, what systemd starts): the process that becomes the
+daemon starts a short-lived child (`python -m station.handover --validate-to FD run ...`)
+that parses the command line, loads and validates the settings and writes the validated
+values into a pipe, while the parent imports the daemon's modules meanwhile; both take
+~0.2 s of CPU, so on a multi-core Pi start-up costs the larger of the two instead of the
+sum plus a second interpreter. The parent is the daemon from the start: same PID for systemd,
+the notify socket and the watchdog. Secrets travel through the pipe, never through argv or
+the environment. A configuration error is reported by the child, whose exit code the parent
+returns.
+
+Any other spelling (`station --env-file F run`) goes through the full CLI, which validates
+in-process and then exec()s `python -m station.handover --settings-fd FD` to shed pydantic;
+if exec is impossible, the daemon runs in that process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -22,6 +29,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 FD_FLAG = "--settings-fd"
+VALIDATE_FLAG = "--validate-to"
 DERIVED = ("db_path", "api_host", "api_port")
 """Properties of `Settings` the daemon reads: computed by the model, handed over as values."""
 MAX_PAYLOAD = 60_000
@@ -106,8 +114,67 @@ def exec_daemon(settings: Any) -> None:
         os.close(read_end)
 
 
+def console() -> int:
+    """The `station` command: `station run ...` takes the fast path, everything else the full CLI."""
+    argv = sys.argv[1:]
+    if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv):
+        return launch(argv[1:])
+    from station.cli import main
+
+    return main(argv)
+
+
+def launch(run_argv: list[str]) -> int:
+    """Validate the settings in a child while this process imports the daemon; then serve."""
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    argv = [sys.executable, *subprocess._args_from_interpreter_flags(),  # noqa: SLF001
+            "-m", "station.handover", VALIDATE_FLAG, str(write_end), "run", *run_argv]
+    try:
+        child = subprocess.Popen(argv, pass_fds=(write_end,), stdin=subprocess.DEVNULL)
+    finally:
+        os.close(write_end)
+    try:
+        import station.daemon  # noqa: F401 — the larger half of start-up, while the child validates
+    finally:
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        code = child.wait()
+    if code != 0:
+        return code  # the child reported the configuration or usage error
+    if not data:
+        return 1
+    return run_daemon(decode(data))
+
+
+def validate_to(fd: int, argv: list[str]) -> int:
+    """The child of `launch`: full CLI parse and validation; the settings go to `fd`."""
+    from station import exitcodes
+    from station.cli import build_parser, load_config
+    from station.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        print("station: expected the run command", file=sys.stderr)
+        return exitcodes.USAGE
+    try:
+        loaded = load_config(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return exitcodes.CONFIG
+    with os.fdopen(fd, "wb") as pipe:
+        pipe.write(encode(loaded.settings))
+    # Skip the interpreter's teardown (~0.1 s with pydantic loaded): the daemon waits for our exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exitcodes.OK)
+
+
 def run_daemon(settings: Any) -> int:
     """Configure logging and serve until SIGTERM (in whichever process holds the settings)."""
+    import asyncio
+
     from station import exitcodes, logs
     from station.daemon import serve
 
@@ -133,6 +200,8 @@ def run_daemon(settings: Any) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == [VALIDATE_FLAG]:
+        return validate_to(int(argv[1]), argv[2:])
     fd = int(argv[argv.index(FD_FLAG) + 1])
     with os.fdopen(fd, "rb") as pipe:
         settings = decode(pipe.read())

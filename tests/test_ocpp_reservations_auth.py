@@ -145,3 +145,17 @@ async def test_a_token_of_the_same_group_stops_the_transaction_and_the_stop_name
         ended = await rig.csms.wait_for("StopTransaction")
         assert ended.payload["idTag"] == "CARD-B" and ended.payload["reason"] == "Local"
     assert rig.calls("Authorize") == []  # the local list knew both tokens and their group
+
+
+async def test_a_send_local_list_beyond_the_maximum_length_fails_and_changes_nothing(rig: Rig) -> None:
+    assert rig.core is not None
+    rig.core.device_model.set("LocalAuthListCtrlr", "LocalAuthListMaxLength", 2)
+    tags = ["T1", "T2", "T3"]
+    if rig.version == "201":
+        answer = await rig.csms.call("CP", "SendLocalList", {"versionNumber": 5, "updateType": "Full", "localAuthorizationList": [
+            {"idToken": {"idToken": t, "type": "ISO14443"}, "idTokenInfo": {"status": "Accepted"}} for t in tags]})
+    else:
+        answer = await rig.csms.call("CP", "SendLocalList", {"listVersion": 5, "updateType": "Full", "localAuthorizationList": [
+            {"idTag": t, "idTagInfo": {"status": "Accepted"}} for t in tags]})
+    assert answer["status"] == "Failed"
+    assert rig.core.store.local_list_size() == 0 and rig.core.store.local_list_version() == 0

@@ -175,6 +175,7 @@ async def test_a_black_hole_in_the_middle_of_a_charging_session_loses_nothing(tm
         try:
             await daemon.wait_ipc()
             await wait_connector(ipc, lambda c: c["controller_link"]["up"], 20)
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)  # booted: the token is asked online
             await sim.command("plug")
             await ipc.start(1, "TAG-1")
             await sim.command("ev_charge")
@@ -230,6 +231,7 @@ async def test_esp32_port_loss_reboot_and_garbage_fault_the_connector_and_recove
         try:
             await daemon.wait_ipc()
             await wait_connector(ipc, lambda c: c["controller_link"]["up"], 20)
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)  # booted: the token is asked online
             await sim.command("plug")
             await ipc.start(1, "TAG-1")
             await sim.command("ev_charge")

@@ -156,6 +156,10 @@ class Authorization:
         """A value of the device model (declared in station/core/standard_variables.py)."""
         return self.settings.get(component, variable)
 
+    def local_list_limit(self) -> int:
+        """The most tokens the local list may hold (1.6 LocalAuthListMaxLength; SendLocalList beyond: Failed)."""
+        return int(self.setting("LocalAuthListCtrlr", "LocalAuthListMaxLength"))
+
     def flags(self) -> Flags:
         s = self.setting
         return Flags(
@@ -246,7 +250,7 @@ class Authorization:
             if await self.may_stop(tx.id_token, id_token, token_type):
                 self.core.request_stop(tx.id, reason="Local", trigger="StopAuthorized", stop_token=(id_token, token_type))
                 return {"action": "stopped", "connector_id": conn.id, "transaction_id": tx.id}
-        if any(c.transaction for c in self._candidates_to_stop(connector_id)) and connector_id is not None:
+        if connector_id is not None and self._candidates_to_stop(connector_id):
             return {"action": "refused", "connector_id": connector_id,
                     "reason": "this token may not stop the transaction on this connector"}
         outcome = await self.start(connector_id, id_token, token_type, trigger="Authorized")

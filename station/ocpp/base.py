@@ -39,11 +39,13 @@ from station.core.charging_profiles import (
     Recurrency,
 )
 from station.core.station import AuthResult, Connector, StationCore
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import LocalListTooLong, OutboxEntry, StoreError
 from station.diagnostics.log_upload import LogAnswer, LogNote, LogRequest
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
+from station.ocpp import meter_values as _meter_values  # noqa: F401 — registers its outbox kind
+from station.ocpp import monitoring as _monitoring  # noqa: F401 — registers its outbox kind
 from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
 from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
@@ -582,8 +584,8 @@ class BaseSession(StrictChargePoint):
         if not full and version <= self.core.store.local_list_version():
             return "VersionMismatch"
         try:
-            self.core.store.local_list_update(version, entries, full=full)
-        except StoreError:
+            self.core.store.local_list_update(version, entries, full=full, max_entries=self.core.auth.local_list_limit())
+        except (StoreError, LocalListTooLong):
             return "Failed"
         return "Accepted"
 

@@ -12,6 +12,7 @@ communication variables it owns there.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from collections import deque
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from station.diagnostics.log_upload import JOB_TASK_NAME, LogNote, LogStatus, Lo
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
+from station.ocpp import schema
 from station.ocpp.endpoints import Endpoints
-from station.ocpp.rpc import CallErrorReceived, cancel_all
+from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
 from station.ocpp.security import Renewal, report_event
 
 if TYPE_CHECKING:
@@ -124,12 +126,16 @@ class OcppClient:
         model.bind("OCPPCommCtrlr", "WebSocketPingInterval", apply=lambda _, seconds: self.link.set_ping_interval(seconds))
         model.bind("OCPPCommCtrlr", "NetworkConfigurationPriority", get=lambda _: self._priority(),
                    apply=lambda _, order: self._set_priority(str(order)))
+        for variable, value in backoff_variables(self.link.params).items():  # live: the link's full-jitter backoff
+            model.bind("OCPPCommCtrlr", variable, get=lambda _, v=variable: backoff_variables(self.link.params)[v])
         model.bind("SecurityCtrlr", "Identity", get=lambda _: self.params.station_id)
         model.bind("SecurityCtrlr", "SecurityProfile", get=lambda _: self.link.profile,
                    apply=lambda _, profile: self.raise_security_profile(int(profile)))
         model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda _, text: self.change_password(str(text)))
         model.bind("SecurityCtrlr", "CertificateEntries",
                    get=lambda _: self.credentials.roots.count() if self.credentials else 0)
+        model.bind("SecurityCtrlr", "AdditionalRootCertificateCheck",
+                   get=lambda _: bool(self.credentials and self.credentials.additional_root_check))
         info = self.info
         for variable, value in (("Model", info.model), ("VendorName", info.vendor),
                                 ("SerialNumber", info.serial_number or ""), ("FirmwareVersion", info.firmware_version)):
@@ -155,12 +161,14 @@ class OcppClient:
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
         watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
+        warm = asyncio.create_task(schema.warm_up_boot(LIBRARY_VERSION[self.link.primary]), name="ocpp-boot-warm-up")
         try:
             if self.endpoints is not None and self.endpoints.switching:
                 await self._run_profiles(self.endpoints)
             else:
                 await self.link.run()
         finally:
+            await cancel_all([warm])
             if self._reset_task is not None:
                 self._reset_task.cancel()
             await cancel_all([t for t in (watcher, *self._owned) if t is not None])
@@ -401,6 +409,15 @@ class OcppClient:
         self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
         if self.on_reset is not None:
             await self.on_reset(kind)
+
+
+def backoff_variables(params: LinkParams) -> dict[str, int]:
+    """The reconnect backoff in OCPP's words: wait at least `backoff_min`, double it up to
+    `backoff_max` (RepeatTimes doublings), a random part of up to max - min (full jitter)."""
+    low, high = max(1.0, float(params.backoff_min)), max(1.0, float(params.backoff_max))
+    return {"RetryBackOffWaitMinimum": round(params.backoff_min),
+            "RetryBackOffRepeatTimes": max(0, math.ceil(math.log2(high / low))) if high > low else 0,
+            "RetryBackOffRandomRange": max(0, round(params.backoff_max - params.backoff_min))}
 
 
 def link_params(settings: Any) -> LinkParams:

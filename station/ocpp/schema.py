@@ -86,6 +86,14 @@ LATENCY_CRITICAL: dict[str, tuple[str, ...]] = {
 """Messages whose first use must not pay the compile (tens of ms each): a remote start waits on them."""
 
 
+async def warm_up_boot(ocpp_version: str) -> None:
+    """BootNotification's validators (~20 ms of compiling here) while the first connection is opened:
+    on a real link the TCP, TLS and WebSocket handshakes take round trips the compile fits into."""
+    for message_type_id in (MessageType.Call, MessageType.CallResult):
+        await asyncio.sleep(0)
+        compiled_validator(message_type_id, "BootNotification", ocpp_version)
+
+
 async def warm_up(ocpp_version: str) -> None:
     """Compile the latency-critical validators now, one per loop turn, instead of on first use."""
     for action in LATENCY_CRITICAL.get(ocpp_version, ()):

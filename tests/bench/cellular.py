@@ -8,12 +8,10 @@
   window of the drain (steady state: every message costs the same round trip, nothing grows
   with the position in the queue), and the time for the whole backlog is extrapolated from it.
   Then live traffic is injected while the backlog still drains: an EV plug-in (the simulator
-  reports it at once) → StatusNotification at the CSMS, and a RequestStartTransaction → its
-  answer back at the CSMS. Finally the link is set to loopback speed so the rest of the 10,000
+  reports it at once) → StatusNotification at the CSMS; a driver's token the station does not
+  know (IPC `start`, as the local API or a reader would) → Authorize at the CSMS; and a
+  RequestStartTransaction → its answer back at the CSMS. Finally the link is set to loopback speed so the rest of the 10,000
   drains in seconds, and all 10,000 are checked: none lost, none out of order.
-- `authorize`: the same backlog and link with the station in-process (core, SQLite outbox
-  file, OCPP client: the daemon's code), because the daemon has no token reader that would send
-  an Authorize: Authorize requests while the backlog drains → Authorize at the CSMS.
 - `dead`: a black hole in the middle of a charging session: time from black hole to the
   station resetting the connection (target: WebSocketPingInterval + ping timeout), and from
   the path's return to the first transaction event delivered; nothing lost.
@@ -38,7 +36,7 @@ from station.core.clock import Clock
 from station.core.store import Store
 from station.devtools.linkemu import LinkEmulator, LinkProfile
 from station.ipc.client import IpcClient
-from tests.bench.common import STATION_ID, BenchCsms, latency_summary
+from tests.bench.common import STATION_ID, BenchCsms, compile_bytecode, latency_summary
 from tests.bench.scenarios import STATUS_ACTIONS, _boot_arrival, _status_of, daemon
 from tests.bench.workload import delivery_report, event_index, queue_transaction_events
 
@@ -92,7 +90,7 @@ async def backlog(workdir: Path, csms: BenchCsms, rtt_ms: float, count: int = 10
     occupied, available = STATUS_ACTIONS["201"]
     async with SimulatorProcess(workdir, extra_args=["--plug-delay", "0"]) as sim, \
             LinkEmulator(csms.port, _profile(rtt_ms), seed=int(rtt_ms)) as link, \
-            daemon(workdir, csms, sim.port, **_link_env(link, csms)) as (station, _, _):
+            daemon(workdir, csms, sim.port, **_link_env(link, csms)) as (station, _, environment):
         await _boot_arrival(csms, 0, station, timeout=30)
         counter = _TxCounter(csms)
         async with asyncio.timeout(30):
@@ -104,27 +102,43 @@ async def backlog(workdir: Path, csms: BenchCsms, rtt_ms: float, count: int = 10
         rate = (len(window) - 1) / (window[-1].at - window[0].at)
 
         # Live traffic while the backlog still drains.
-        status_waits, answer_waits = [], []
-        for k in range(probes):
-            since = len(csms.arrivals)
-            t0 = time.monotonic()
-            await sim.command("plug")
-            await sim.command("send_status")
-            arrival = await csms.next_call("StatusNotification", since, lambda r: _status_of(r) == occupied, timeout=30)
-            status_waits.append(arrival.at - t0)
+        ipc = IpcClient(environment["STATION_IPC_SOCKET"], timeout=30)
+        status_waits, authorize_waits, answer_waits = [], [], []
+
+        async def plug(plugged: bool) -> float:
+            """Plug in (or out); the seconds until the CSMS has the StatusNotification."""
             await asyncio.sleep(random.uniform(0, rtt_ms / 1000))  # a random phase against the outbox
-            t0 = time.monotonic()
-            answer = await csms.call(STATION_ID, "RequestStartTransaction",
-                                     {"idToken": {"idToken": f"REMOTE{k}", "type": "Central"}, "remoteStartId": k + 1,
-                                      "evseId": 1}, timeout=30)
-            answer_waits.append(time.monotonic() - t0)
-            if answer.get("status") != "Accepted":
-                raise RuntimeError(f"RequestStartTransaction not accepted: {answer}")
             since = len(csms.arrivals)
-            await sim.command("unplug")
+            t0 = time.monotonic()
+            await sim.command("plug" if plugged else "unplug")
             await sim.command("send_status")
-            await csms.next_call("StatusNotification", since, lambda r: _status_of(r) == available, timeout=30)
-            await asyncio.sleep(random.uniform(0, rtt_ms / 1000))
+            wanted = occupied if plugged else available
+            arrival = await csms.next_call("StatusNotification", since, lambda r: _status_of(r) == wanted, timeout=30)
+            return arrival.at - t0
+
+        try:
+            for k in range(probes):
+                status_waits.append(await plug(True))
+                await asyncio.sleep(random.uniform(0, rtt_ms / 1000))
+                since = len(csms.arrivals)
+                t0 = time.monotonic()
+                started = asyncio.create_task(ipc.start(1, f"DRIVER{k:04d}", "ISO14443"))  # unknown: asked online
+                arrival = await csms.next_call("Authorize", since, timeout=30)
+                authorize_waits.append(arrival.at - t0)
+                await started
+                await plug(False)
+                status_waits.append(await plug(True))
+                await asyncio.sleep(random.uniform(0, rtt_ms / 1000))
+                t0 = time.monotonic()
+                answer = await csms.call(STATION_ID, "RequestStartTransaction",
+                                         {"idToken": {"idToken": f"REMOTE{k}", "type": "Central"}, "remoteStartId": k + 1,
+                                          "evseId": 1}, timeout=30)
+                answer_waits.append(time.monotonic() - t0)
+                if answer.get("status") != "Accepted":
+                    raise RuntimeError(f"RequestStartTransaction not accepted: {answer}")
+                await plug(False)
+        finally:
+            await ipc.close()
         in_backlog = len(counter.indexed()) < count  # the probes really ran while the backlog drained
 
         link.set_profile(LinkProfile())  # the rest at loopback speed: only to check every event
@@ -142,6 +156,8 @@ async def backlog(workdir: Path, csms: BenchCsms, rtt_ms: float, count: int = 10
         "lost": report["lost"], "duplicated": report["duplicated"], "in_order": report["in_order"],
         "probes_during_backlog": in_backlog,
         "status_wait": latency_summary([w * 1000 for w in status_waits]),
+        "authorize_wait": latency_summary([w * 1000 for w in authorize_waits]),
+        "authorize_wait_over_rtt_p99": round(max(authorize_waits) / rtt, 2),
         "remote_start_answer_wait": latency_summary([w * 1000 for w in answer_waits]),
         "status_wait_over_rtt_p99": round(max(status_waits) / rtt, 2),
         "answer_wait_over_rtt_p99": round(max(answer_waits) / rtt, 2),
@@ -158,52 +174,6 @@ async def bare_backlog(workdir: Path, csms: BenchCsms, rtt_ms: float) -> dict[st
         result = await bare(workdir, csms, "replay", url=link.url(csms.url("201")), count=count)
     return {"rtt_ms": rtt_ms, "messages": count, "messages_per_s": round(result["messages_per_s"], 3),
             "rate_vs_one_per_rtt": round(result["messages_per_s"] * rtt_ms / 1000, 3)}
-
-
-async def authorize(workdir: Path, csms: BenchCsms, rtt_ms: float, count: int = 2_000, probes: int = 10) -> dict[str, Any]:
-    """Authorize while a backlog drains, with the station in-process (see the module docstring)."""
-    from station.core.station import StationCore
-    from station.ocpp.client import OcppClient
-    from station.ocpp.connection import LinkParams
-    from tests.core_helpers import RecordingController
-
-    db = workdir / "station.db"
-    store = Store(db)
-    queue_transaction_events(store, Clock(trusted=True), count)
-    csms.forget()
-    async with LinkEmulator(csms.port, _profile(rtt_ms), seed=int(rtt_ms) + 1) as link:
-        core = StationCore(store=store, clock=Clock(trusted=True))
-        controller = RecordingController(core)
-        core.attach_controller(1, controller)
-        core.on_controller_status(1, controller.current)
-        params = LinkParams(STATION_ID, url_201=link.url(csms.url("201")), backoff_min=0.2, backoff_max=1)
-        client = OcppClient(params, core)
-        task = asyncio.create_task(client.run())
-        try:
-            counter = _TxCounter(csms)
-            async with asyncio.timeout(30):
-                while not counter.indexed():
-                    await asyncio.sleep(0.05)
-            waits = []
-            for k in range(probes):
-                await asyncio.sleep(random.uniform(0, rtt_ms / 1000))
-                since = len(csms.arrivals)
-                t0 = time.monotonic()
-                asked = asyncio.create_task(core.authorize_token(f"TAG{k:04d}", "ISO14443"))
-                arrival = await csms.next_call("Authorize", since, timeout=30)
-                waits.append(arrival.at - t0)
-                await asked
-            in_backlog = len(counter.indexed()) < count
-        finally:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            await core.close()
-            store.close()
-    rtt = rtt_ms / 1000
-    return {"rtt_ms": rtt_ms, "queued": count, "probes_during_backlog": in_backlog,
-            "authorize_wait": latency_summary([w * 1000 for w in waits]),
-            "authorize_wait_over_rtt_p99": round(max(waits) / rtt, 2)}
 
 
 async def dead_connection(workdir: Path, csms: BenchCsms, *, rtt_ms: float = 150, ping_interval: int = 5,
@@ -270,7 +240,7 @@ async def dead_connection(workdir: Path, csms: BenchCsms, *, rtt_ms: float = 150
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.cellular", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=("backlog", "authorize", "dead"))
+    parser.add_argument("scenario", choices=("backlog", "dead"))
     parser.add_argument("--rtt", type=float, default=150)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--probes", type=int, default=10)
@@ -281,14 +251,13 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     os.environ.setdefault("STATION_ENV_FILE", os.devnull)
+    compile_bytecode()
 
     async def run() -> dict[str, Any]:
         with contextlib.nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
             async with BenchCsms(heartbeat_interval=300) as csms:
                 if args.scenario == "backlog":
                     return await backlog(Path(tmp), csms, args.rtt, args.events, args.probes)
-                if args.scenario == "authorize":
-                    return await authorize(Path(tmp), csms, args.rtt, min(args.events, 2000), args.probes)
                 return await dead_connection(Path(tmp), csms, rtt_ms=args.rtt)
 
     print(json.dumps(asyncio.run(run()), indent=2))

@@ -64,6 +64,22 @@ async def idle_cpu_percent(pids: dict[str, int], seconds: float) -> dict[str, fl
     return {name: round((cpu_seconds(pid) - before[name]) / seconds * 100, 3) for name, pid in pids.items()}
 
 
+def compile_bytecode() -> None:
+    """Write the station's and the API's bytecode, as an install does (pip; provisioning/install.sh).
+
+    The units (and this machine's shells) set PYTHONDONTWRITEBYTECODE, so an editable checkout
+    without it would compile every module at every start: ~0.5 s more start-up on a loaded
+    machine, a cost no installed station pays.
+    """
+    import compileall
+    import importlib.util
+
+    for package in ("station", "api"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            compileall.compile_dir(os.path.dirname(spec.origin), quiet=1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
