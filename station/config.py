@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         "PEM bundle of firmware manufacturer root certificates, added once to the certificate store "
         "(the CSMS can install more with InstallCertificate).", default=None,
     )
+    additional_root_check: bool = _var(
+        "STATION_ADDITIONAL_ROOT_CHECK",
+        "AdditionalRootCertificateCheck: keep one CSMS root at a time; the CSMS may only install a new one "
+        "signed by the one it replaces (kept as fallback until the new one verified the CSMS).", default=False,
+    )
     firmware_allow_unsigned: bool = _var(
         "STATION_FIRMWARE_ALLOW_UNSIGNED",
         "Accept OCPP 1.6 UpdateFirmware without signature (checksum only). Development rigs only: "
