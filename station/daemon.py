@@ -72,7 +72,8 @@ class Daemon:
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
         params = link_params(settings)
-        self.credentials = Credentials(settings.state_dir, params, now=self.core.clock.now)
+        self.credentials = Credentials(settings.state_dir, params, now=self.core.clock.now,
+                                       additional_root_check=settings.additional_root_check)
         roots = self.credentials.roots
         roots.seed(MANUFACTURER_ROOT, settings.manufacturer_roots)
         self.firmware = FirmwareUpdater(
@@ -246,6 +247,7 @@ class Daemon:
             self._spawn(self.meter.run(), "meter")
         self._spawn(self.ocpp.run(), "ocpp")
         self._spawn(self._tick(), "tick")
+        self._spawn(self.core.monitoring.run(), "monitoring")
         interval = sdnotify.watchdog_interval()
         if interval is not None:
             self._spawn(sdnotify.watchdog_task(interval), "watchdog")

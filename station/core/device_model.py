@@ -39,6 +39,12 @@ HOW TO ADD VARIABLES (the registration API)
 3. Read values where you need them: `model.value("OCPPCommCtrlr", "HeartbeatInterval")`
    (typed: int / float / bool / str / datetime), and change them from station code with
    `model.set(...)` (skips the mutability check: the station may change its read-only facts).
+4. Watch changes: append a callable to `model.listeners`; it gets (entry, attribute, value) after
+   every stored or applied change (CSMS writes and `set`), e.g. for variable monitoring. Live
+   values (getters) change without notice: poll them.
+5. A value its owner keeps itself (the password in the credentials file, the network profiles'
+   priority): declare it `owner_stores=True` (with `owner_required=True`) and bind `apply`; a write
+   then only calls `apply`, which refuses with ValueError, and reads go through `get`.
 
 Rules the model enforces:
 - writable attributes persist in the SQLite `kv` table (key `dm:...`, or `store_key` for values

@@ -45,6 +45,7 @@ from station.firmware import FirmwareNote, FirmwareRequest
 from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
 from station.ocpp import meter_values as _meter_values  # noqa: F401 — registers its outbox kind
+from station.ocpp import monitoring as _monitoring  # noqa: F401 — registers its outbox kind
 from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
 from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw

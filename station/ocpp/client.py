@@ -134,6 +134,8 @@ class OcppClient:
         model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda _, text: self.change_password(str(text)))
         model.bind("SecurityCtrlr", "CertificateEntries",
                    get=lambda _: self.credentials.roots.count() if self.credentials else 0)
+        model.bind("SecurityCtrlr", "AdditionalRootCertificateCheck",
+                   get=lambda _: bool(self.credentials and self.credentials.additional_root_check))
         info = self.info
         for variable, value in (("Model", info.model), ("VendorName", info.vendor),
                                 ("SerialNumber", info.serial_number or ""), ("FirmwareVersion", info.firmware_version)):
