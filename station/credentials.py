@@ -72,8 +72,11 @@ class Credentials:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_event: EventSink | None = None,
         read_only: bool = False,
+        additional_root_check: bool = False,
     ) -> None:
         self.params = params
+        self.additional_root_check = additional_root_check
+        """One CSMS root at a time, each new one signed by its predecessor (M05.FR.08-13)."""
         self.read_only = read_only
         """Use what the daemon stored without changing a file (`station --once`, possibly run as root)."""
         self.directory = state_dir / "pki"
@@ -210,7 +213,11 @@ class Credentials:
                        roots or None, frozenset(trying))
 
     # ------------------------------------------------------------------ outcomes of a connection
-    def connected(self, attempt: Attempt) -> None:
+    def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None:
+        if server_certificate is not None and not self.read_only and self.roots.fallback_path() is not None:
+            fallback = self.roots.fallback_path()
+            if any(r.path != fallback for r in self.roots_verifying(server_certificate)):
+                self.roots.drop_fallback()
         changed = False
         if "password" in attempt.trying:
             self._state["password"] = self._state.pop("password_candidate")

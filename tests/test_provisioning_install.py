@@ -141,3 +141,15 @@ def test_failure_names_the_stage(tmp_path: Path) -> None:
     result = run_install(tmp_path / "root", broken, systemctl)
     assert result.returncode != 0
     assert "stage 'release' failed" in result.stderr
+
+
+def test_the_docs_give_the_env_file_the_owner_and_mode_the_installer_sets() -> None:
+    """The env file holds the CSMS password: docs that tell a technician another owner invite a wrong fix."""
+    installer = INSTALL.read_text()
+    assert 'chmod 0600 "$ENV_FILE"' in installer and 'id_of passwd station' in installer
+    for doc in ("docs/configuration.md", "docs/provisioning.md"):
+        text = " ".join((REPO / doc).read_text().split())
+        statements = re.findall(r"[^.]*ocpp_station\.env[^.]*\.|The file holds secrets[^.]*\.", text)
+        said = " ".join(statements)
+        assert "0600" in said and "station" in said, (doc, statements)
+        assert not re.search(r"owner (`)?root", said), (doc, statements)

@@ -24,7 +24,7 @@ from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
-from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
+from station.diagnostics.log_upload import JOB_TASK_NAME, LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
@@ -134,6 +134,8 @@ class OcppClient:
         model.bind("SecurityCtrlr", "BasicAuthPassword", apply=lambda _, text: self.change_password(str(text)))
         model.bind("SecurityCtrlr", "CertificateEntries",
                    get=lambda _: self.credentials.roots.count() if self.credentials else 0)
+        model.bind("SecurityCtrlr", "AdditionalRootCertificateCheck",
+                   get=lambda _: bool(self.credentials and self.credentials.additional_root_check))
         info = self.info
         for variable, value in (("Model", info.model), ("VendorName", info.vendor),
                                 ("SerialNumber", info.serial_number or ""), ("FirmwareVersion", info.firmware_version)):
@@ -330,6 +332,14 @@ class OcppClient:
                 return
             try:
                 await session.send_log_status(note)
+            except asyncio.CancelledError:
+                # The upload's own task cancelled mid-send (a newer request replaced it): its status is
+                # superseded and must not be sent again by a later flush. (A flush cancelled because
+                # the session ended keeps it: it goes out after the reconnect.)
+                task = asyncio.current_task()
+                if task is not None and task.get_name() == JOB_TASK_NAME and self._log_unsent is note:
+                    self._log_unsent = None
+                raise
             except (CallErrorReceived, TimeoutError) as exc:
                 log.warning("ocpp: log status not confirmed", status=note.status.value, error=str(exc))
                 return

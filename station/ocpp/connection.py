@@ -212,7 +212,7 @@ class CredentialSource(Protocol):
 
     def attempt(self) -> Attempt: ...
 
-    def connected(self, attempt: Attempt) -> None: ...
+    def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None: ...
 
     def failed(self, attempt: Attempt, kind: FailureKind) -> None: ...
 
@@ -230,7 +230,7 @@ class StaticCredentials:
                        str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None,
                        str(p.ca_bundle) if p.ca_bundle else None)
 
-    def connected(self, attempt: Attempt) -> None:
+    def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None:
         pass
 
     def failed(self, attempt: Attempt, kind: FailureKind) -> None:
@@ -254,6 +254,10 @@ def ssl_context_for(attempt: Attempt) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=attempt.ca_bundle)
         if attempt.cadata:
             context.load_verify_locations(cadata=attempt.cadata)
+    if attempt.cadata:
+        # An installed root may be a successor signed by its predecessor (AdditionalRootCertificateCheck):
+        # it is a trust anchor as installed, not only when self-signed.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if attempt.profile == 3:
         assert attempt.client_cert and attempt.client_key
@@ -582,7 +586,8 @@ class OcppLink:
             self._switch(version, "probe of the primary succeeded")
         self._unreachable_in_a_row = 0
         self._security_reported.clear()
-        self.credentials.connected(attempt)
+        ssl_object = ws.transport.get_extra_info("ssl_object") if ws.transport is not None else None
+        self.credentials.connected(attempt, ssl_object.getpeercert(binary_form=True) if ssl_object else None)
         await self._serve(ws, version)
 
     async def _tls_security_event(self, url: str, exc: BaseException, text: str) -> None:

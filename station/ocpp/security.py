@@ -138,7 +138,10 @@ class SecurityHandlers:
         if credentials is None:
             return self._answer("Failed", "no certificate store")
         try:
-            root = credentials.roots.install(kind, payload["certificate"], self.core.clock.now())
+            if kind == pki.CSMS_ROOT and credentials.additional_root_check:
+                root = credentials.roots.install_successor(payload["certificate"], self.core.clock.now())
+            else:
+                root = credentials.roots.install(kind, payload["certificate"], self.core.clock.now())
         except pki.PkiError as exc:
             self.log.warning("ocpp: certificate not installed", certificate_type=payload["certificateType"], reason=str(exc))
             if kind == pki.CSMS_ROOT and "store full" not in str(exc):

@@ -20,6 +20,7 @@ from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
+from station.ocpp.monitoring import MonitoringHandlers
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
 
@@ -48,7 +49,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-class V201Session(SecurityHandlers, BaseSession):
+class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -85,7 +86,7 @@ class V201Session(SecurityHandlers, BaseSession):
             payload["offline"] = True
         if entry.kind == "started" and data.get("reservation_id") is not None:
             payload["reservationId"] = int(data["reservation_id"])
-        if entry.kind == "started" and data.get("id_token"):
+        if (entry.kind == "started" or data.get("token_update")) and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
         if entry.kind == "ended" and data.get("stop_id_token"):  # E07: the token that stopped it
