@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from station.core.station import StationCore
 
 log = structlog.get_logger(__name__)
+
+STARTUP_GRACE_S = 10.0
+"""A controller link that has not come up since the start is not a problem for this long: the
+ESP32 needs a moment after the daemon opens the port (reported then if it is still down)."""
 
 POWER_POLL_S = 5.0
 """How often the Pi's throttling flags are read (a sysfs read: cheap)."""
@@ -65,6 +70,8 @@ class MonitoringService:
         self.model = core.device_model
         self.throttled_path = throttled_path
         self.power_poll_s = power_poll_s
+        self._started: float | None = None
+        self._seen_up: set[int] = set()
         model = self.model
         model.declare(*MONITORING_VARIABLES)
         model.set_default("MonitoringCtrlr", "Enabled", True)
@@ -105,6 +112,8 @@ class MonitoringService:
             except Exception:  # noqa: BLE001 — a broken getter: the monitor waits for a readable value
                 log.exception("monitoring: variable unreadable", variable=found.path)
                 current = None
+            if isinstance(current, float):
+                current = round(current, 3)  # a meter's noise digits say nothing
             value = None if current is None else format_value(current)
         return Reading(value, variable.data_type.value, variable.supports_monitoring, variable.min_limit,
                        variable.max_limit, write_only)
@@ -134,7 +143,12 @@ class MonitoringService:
     def check_hardware(self) -> None:
         """Hard-wired notifications for the controller links, controller faults and the meter."""
         hardware = self.engine.hardware
+        starting = self._started is not None and time.monotonic() - self._started < STARTUP_GRACE_S
         for cid, conn in self.core.connectors.items():
+            if conn.link_up:
+                self._seen_up.add(cid)
+            elif starting and cid not in self._seen_up:
+                continue  # not up yet since the start: give the ESP32 its moment
             hardware(VariableRef("CPPWMController", "Problem", evse=cid), not conn.link_up,
                      severity=SEVERITY["esp32_link"], tech_code="LinkLost" if not conn.link_up else None,
                      tech_info=None if conn.link_up else f"ESP32 link down: {conn.link_reason}")
@@ -167,6 +181,7 @@ class MonitoringService:
     async def run(self) -> None:
         """Evaluate on every relevant change, report periodic monitors when due, poll the Pi's power."""
         loop = asyncio.get_running_loop()
+        self._started = time.monotonic()
         next_power = loop.time()
         with self.core.events.subscribe() as events:
             self.check_hardware()
@@ -175,6 +190,7 @@ class MonitoringService:
                 now = loop.time()
                 if now >= next_power:
                     self.check_power()
+                    self.check_hardware()
                     next_power = now + self.power_poll_s
                 due = self.engine.due_in()
                 wait = max(0.0, min(next_power - loop.time(), due if due is not None else self.power_poll_s))
