@@ -184,10 +184,12 @@ def as_number(text: str | None) -> float | None:
 
 
 def next_clock_aligned(now: float, interval_s: float) -> float:
-    """The next multiple of `interval_s` seconds since midnight UTC strictly after `now` (N08.FR.07)."""
+    """The next multiple of `interval_s` seconds since midnight UTC strictly after `now` (N08.FR.07).
+
+    Alignment restarts at midnight: an interval that does not divide a day has a short last slot."""
     day = math.floor(now / 86400) * 86400
     steps = math.floor((now - day) / interval_s) + 1
-    return day + steps * interval_s
+    return min(day + steps * interval_s, day + 86400)
 
 
 @dataclass(slots=True)

@@ -82,6 +82,7 @@ class MonitoringService:
         )
         model.bind("MonitoringCtrlr", "Available", get=lambda _: True)
         model.bind("MonitoringCtrlr", "Enabled", apply=lambda _entry, _value: self.engine.evaluate())
+        model.bind("MonitoringCtrlr", "OfflineQueuingSeverity", apply=lambda _entry, _value: None)  # read when needed
         model.bind("MonitoringCtrlr", "ActiveMonitoringBase", get=lambda _: self.engine.state.base)
         model.bind("MonitoringCtrlr", "ActiveMonitoringLevel", get=lambda _: self.engine.state.level)
         model.bind("Controller", "Problem", component_instance="Pi",

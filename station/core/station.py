@@ -44,6 +44,7 @@ from station.core.events import EventBus
 from station.core.security_events import MESSAGE_QUEUED, SecurityEventLog
 from station.core.smart_charging import SmartCharging
 from station.core.reservations import Reservations
+from station.core import tx_points
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.ports import ChargeController, ControllerError
 from station.core.store import OutboxEntry, Store, StoreError, TransactionRecord
@@ -97,6 +98,12 @@ class Connector:
     actuator: asyncio.Task[None] | None = None
     actuate_again: bool = False
     last_command_error: str | None = None
+    points_seen: set[str] = field(default_factory=set)
+    """Transaction points (tx_points) that held during the running transaction: only those can end it."""
+    ev_wait_deadline: float | None = None
+    """A transaction started before an EV was plugged in (TxStartPoint Authorized) ends at this time."""
+    deauthorized: tuple[str, str, tuple[str, str] | None] | None = None
+    """(reason, trigger, stop token) of a stop request that only deauthorized the running transaction."""
     reservation: dict[str, Any] | None = None
     """The reservation this connector shows (set when the status is derived)."""
 
@@ -197,6 +204,7 @@ class StationCore:
         self.aligned = AlignedSampler(self, lambda: dm.value("AlignedDataCtrlr", "Interval"))
         """Clock-aligned meter values (AlignedDataCtrlr.Interval / ClockAlignedDataInterval)."""
         bind_metering(dm, self)
+        tx_points.bind_tx_points(dm, self)
         self.auth = Authorization(self, settings or dm)
         """Who may charge (local list, cache, CSMS) and what a refused token's transaction may still do."""
         self.reservations = Reservations(self)
@@ -284,6 +292,12 @@ class StationCore:
                 log.info("authorization expired: no vehicle plugged in", connector_id=conn.id)
                 conn.pending = None
                 self._publish_connector(conn)
+            if conn.transaction and conn.ev_wait_deadline is not None and now > conn.ev_wait_deadline:
+                log.info("transaction ended: no vehicle plugged in", connector_id=conn.id)  # TxStartPoint Authorized
+                with self._one_pass():
+                    self._end_transaction(conn, "Timeout", "EVConnectTimeout")
+                    self._reconcile(conn)
+                continue
             if conn.transaction and now - conn.last_periodic >= self.meter_value_seconds:
                 conn.last_periodic = now
                 self._record(conn, "updated", "MeterValuePeriodic")
@@ -318,7 +332,7 @@ class StationCore:
         conn = self._pick_connector(connector_id, id_token, group_id)
         if conn is None:
             return "no free connector"
-        if conn.transaction or conn.pending:
+        if (conn.transaction and conn.transaction.id_token is not None) or conn.pending:
             return "connector busy"
         if not conn.operative:
             return "connector unavailable"
@@ -362,7 +376,10 @@ class StationCore:
             tx = conn.transaction
             if tx and (tx.id == transaction_id or (transaction_id is None and conn.id == connector_id)):
                 with self._one_pass():
-                    self._end_transaction(conn, reason, trigger, stop_token)
+                    if tx_points.ends_on_deauthorization(self._points("TxStopPoint")) or not tx.authorized:
+                        self._end_transaction(conn, reason, trigger, stop_token)
+                    else:  # TxStopPoint EVConnected only: the relay opens, the unplug ends the transaction
+                        self._deauthorize(conn, reason, trigger, stop_token)
                     self._reconcile(conn)
                 return True
             if transaction_id is None and conn.id == connector_id and conn.pending:
@@ -557,12 +574,98 @@ class StationCore:
         with self._one_pass():
             self._reconcile_pass(conn)
 
+    def reconcile_all(self) -> None:
+        """Re-decide every connector (a setting that changes the decisions, e.g. TxStartPoint)."""
+        for conn in self.connectors.values():
+            self._reconcile(conn)
+
+    def _points(self, variable: str) -> frozenset[str]:
+        try:
+            points = tx_points.parse(self.device_model.value("TxCtrlr", variable))
+        except Exception:  # noqa: BLE001 — unreadable: the defaults
+            points = frozenset()
+        if not points or tx_points.refusal(None, ",".join(points)):
+            return tx_points.DEFAULT_START if variable == "TxStartPoint" else tx_points.DEFAULT_STOP
+        return points
+
+    def _stop_on_ev_disconnect(self) -> bool:
+        try:
+            return bool(self.device_model.value("TxCtrlr", "StopTxOnEVSideDisconnect"))
+        except Exception:  # noqa: BLE001
+            return True
+
+    def _facts(self, conn: Connector) -> tx_points.Facts:
+        report, tx = conn.report, conn.transaction
+        ev = conn.link_up and conn.vehicle_present
+        energy = bool(ev and report is not None and report.relay_closed and report.pilot in (PilotState.C, PilotState.D))
+        authorized = tx.authorized if tx is not None else conn.pending is not None
+        return tx_points.Facts(ev_connected=ev, authorized=authorized, energy=energy)
+
+    def _transaction_points(self, conn: Connector) -> None:
+        """Start or end the connector's transaction by TxStartPoint / TxStopPoint (station/core/tx_points.py)."""
+        report, tx = conn.report, conn.transaction
+        if tx is not None and conn.link_up and report is not None:
+            self._maybe_end(conn, tx, report)
+        tx = conn.transaction
+        if tx is not None and tx.id_token is None and conn.pending is not None:
+            self._authorize_running(conn)
+        if conn.transaction is not None or not conn.link_up:
+            return
+        if conn.pending is None and (not conn.operative or conn.derived.status == ConnectorStatus.FAULTED):
+            return  # a start without a token (EVConnected, EnergyTransfer) only on a usable connector
+        if tx_points.start_reached(self._points("TxStartPoint"), self._facts(conn)):
+            self._start_transaction(conn)
+
+    def _maybe_end(self, conn: Connector, tx: TransactionRecord, report: ControllerStatus) -> None:
+        unplugged = report.pilot == PilotState.A
+        stop_on_unplug = self._stop_on_ev_disconnect()
+        if unplugged and tx.authorized and stop_on_unplug:
+            tx.authorized = False  # StopTxOnEVSideDisconnect: unplugging deauthorizes the session
+        facts = self._facts(conn)
+        conn.points_seen.update(p for p in tx_points.DETECTABLE if tx_points.holds(p, facts))
+        if tx.id_token is not None:
+            conn.points_seen.add("Authorized")  # authorized once, also before a restart
+        if facts.ev_connected:
+            conn.ev_wait_deadline = None
+        broken = tx_points.first_broken(self._points("TxStopPoint"), facts, seen=conn.points_seen)
+        if broken is None or (unplugged and not stop_on_unplug and broken != "EnergyTransfer"):
+            return  # StopTxOnEVSideDisconnect false: an unplug alone does not end it
+        if unplugged and conn.deauthorized is not None:  # stopped earlier, ended now by the EV leaving
+            self._end_transaction(conn, conn.deauthorized[0], "EVDeparted", conn.deauthorized[2])
+        elif unplugged:
+            self._end_transaction(conn, "EVDisconnected", "EVCommunicationLost")
+        elif conn.deauthorized is not None:
+            self._end_transaction(conn, *conn.deauthorized)
+        elif broken == "EnergyTransfer":
+            self._end_transaction(conn, "StoppedByEV" if report.pilot == PilotState.B else "Other", "ChargingStateChanged")
+        else:
+            self._end_transaction(conn, "DeAuthorized", "Deauthorized")
+
+    def _authorize_running(self, conn: Connector) -> None:
+        """A token for a transaction that started without one (TxStartPoint EVConnected / EnergyTransfer)."""
+        pending, tx = conn.pending, conn.transaction
+        assert pending is not None and tx is not None
+        conn.pending = None
+        tx.id_token, tx.token_type, tx.authorized = pending.id_token, pending.token_type, True
+        if tx.remote_start_id is None:
+            tx.remote_start_id = pending.remote_start_id
+        self._record(conn, "updated", "Authorized" if pending.trigger != "RemoteStart" else "RemoteStart",
+                     {"token_update": True})
+        log.info("transaction authorized", transaction_id=tx.id, connector_id=conn.id)
+
+    def _deauthorize(self, conn: Connector, reason: str, trigger: str, stop_token: tuple[str, str] | None) -> None:
+        """A stop request while TxStopPoint lacks Authorized: charging stops, the transaction waits for the unplug."""
+        tx = conn.transaction
+        assert tx is not None
+        tx.authorized = False
+        conn.deauthorized = (reason, trigger, stop_token)
+        self._record(conn, "updated", trigger, {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]}
+                     if stop_token else None)
+        log.info("transaction deauthorized; ends when the EV is unplugged", transaction_id=tx.id, connector_id=conn.id)
+
     def _reconcile_pass(self, conn: Connector) -> None:
         report = conn.report
-        if conn.transaction and conn.link_up and report is not None and report.pilot == PilotState.A:
-            self._end_transaction(conn, "EVDisconnected", "EVCommunicationLost")
-        if conn.pending and conn.link_up and conn.vehicle_present and not conn.transaction:
-            self._start_transaction(conn)
+        self._transaction_points(conn)
         if not conn.transaction and conn.inoperative_scheduled:
             conn.operative, conn.inoperative_scheduled = False, False
             self._persist(f"operative:{conn.id}", False)
@@ -595,23 +698,25 @@ class StationCore:
         self._publish("connector", connector_id=conn.id, connector=conn.to_json())
 
     def _start_transaction(self, conn: Connector) -> None:
-        pending = conn.pending
-        assert pending is not None
+        pending = conn.pending  # None: started by the EV alone (TxStartPoint EVConnected / EnergyTransfer)
         conn.pending = None
         stamp = self.clock.stamp()
         tx = TransactionRecord(
             id=str(uuid.uuid4()),
             connector_id=conn.id,
-            id_token=pending.id_token,
-            token_type=pending.token_type,
-            remote_start_id=pending.remote_start_id,
+            id_token=pending.id_token if pending else None,
+            token_type=pending.token_type if pending else None,
+            remote_start_id=pending.remote_start_id if pending else None,
             started_at=stamp.wall.isoformat(),
             meter_start_wh=conn.last_meter.energy_import_wh if conn.last_meter else None,
+            authorized=pending is not None,
         )
         conn.transaction = tx
         conn.last_periodic = time.monotonic()
-        reservation_id = self.reservations.used(conn, pending.id_token, pending.group_id)
-        self._record(conn, "started", pending.trigger,
+        conn.points_seen, conn.deauthorized = set(), None
+        conn.ev_wait_deadline = None if conn.vehicle_present else time.monotonic() + self.connection_timeout_s
+        reservation_id = self.reservations.used(conn, pending.id_token, pending.group_id) if pending else None
+        self._record(conn, "started", pending.trigger if pending else "CablePluggedIn",
                      {"reservation_id": reservation_id} if reservation_id is not None else None)
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
         self.charging.transaction_started(conn)
@@ -623,6 +728,7 @@ class StationCore:
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
+        conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
         aligned = self.store.get(ended_aligned_key(tx.id), [])
         if aligned:
@@ -770,7 +876,8 @@ class StationCore:
         """(relay may close, current to offer in whole amps)."""
         allowed = relay_may_close(
             conn.report, link_up=conn.link_up, operative=conn.operative or conn.inoperative_scheduled,
-            authorized_transaction=conn.transaction is not None, limit_a=conn.limit_a,
+            authorized_transaction=conn.transaction.authorized if conn.transaction is not None else conn.pending is not None,
+            limit_a=conn.limit_a,
         )
         return allowed, max(6, min(32, math.floor(conn.limit_a)))
 

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     seq_next INTEGER NOT NULL DEFAULT 0,
     csms_id TEXT,
     charging_state TEXT NOT NULL DEFAULT 'EVConnected',
-    ocpp_version TEXT
+    ocpp_version TEXT,
+    authorized INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS transactions_open ON transactions(ended_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -127,6 +128,9 @@ class TransactionRecord:
     charging_state: str = "EVConnected"
     ocpp_version: str | None = None
     """The OCPP version its first message went out in ("201" | "16"): all its messages go in it."""
+    authorized: bool = True
+    """False while a transaction started at EVConnected waits for a token, or after a stop request
+    that only deauthorized it (TxStopPoint without Authorized): the relay stays open."""
 
     @property
     def energy_wh(self) -> float | None:
@@ -187,7 +191,7 @@ _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
 _SET_SEPARATELY = ("csms_id", "ocpp_version")
 """Columns only their own setters write: the core's copy of a transaction may not know them yet."""
 _ADDED_COLUMNS = {
-    "transactions": {"ocpp_version": "TEXT"},
+    "transactions": {"ocpp_version": "TEXT", "authorized": "INTEGER NOT NULL DEFAULT 1"},
     "auth_cache": {"group_id": "TEXT", "last_used": "REAL NOT NULL DEFAULT 0", "uses": "INTEGER NOT NULL DEFAULT 0"},
     "local_list": {"group_id": "TEXT"},
 }

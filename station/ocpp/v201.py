@@ -86,7 +86,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
             payload["offline"] = True
         if entry.kind == "started" and data.get("reservation_id") is not None:
             payload["reservationId"] = int(data["reservation_id"])
-        if entry.kind == "started" and data.get("id_token"):
+        if (entry.kind == "started" or data.get("token_update")) and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
         if entry.kind == "ended" and data.get("stop_id_token"):  # E07: the token that stopped it
