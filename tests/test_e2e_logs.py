@@ -54,7 +54,7 @@ async def test_getlog_uploads_the_diagnostics_archive_over_http_with_log_status_
     content = members(http.received[f"/logs/{answer['filename']}"])
     assert set(content) == {"manifest.json", "station.log", "config.json", "state.json", "flight-recorder.log"}
     recorder = content["flight-recorder.log"].decode()
-    assert " ocpp out " in recorder and '"BootNotification"' in recorder
+    assert " ocpp out BootNotification " in recorder and " ocpp in BootNotification result " in recorder
     assert " esp32-1 rx " in recorder and " esp32-1 tx " in recorder
     assert b"station starting" in content["station.log"]
     assert b'"connectors"' in content["state.json"]

@@ -24,7 +24,7 @@ from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
-from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
+from station.diagnostics.log_upload import JOB_TASK_NAME, LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
@@ -332,6 +332,14 @@ class OcppClient:
                 return
             try:
                 await session.send_log_status(note)
+            except asyncio.CancelledError:
+                # The upload's own task cancelled mid-send (a newer request replaced it): its status is
+                # superseded and must not be sent again by a later flush. (A flush cancelled because
+                # the session ended keeps it: it goes out after the reconnect.)
+                task = asyncio.current_task()
+                if task is not None and task.get_name() == JOB_TASK_NAME and self._log_unsent is note:
+                    self._log_unsent = None
+                raise
             except (CallErrorReceived, TimeoutError) as exc:
                 log.warning("ocpp: log status not confirmed", status=note.status.value, error=str(exc))
                 return
