@@ -278,6 +278,8 @@ class StationCore:
         elif previous is not None:
             log.info("energy meter answers again", reason=reason)
         self.events.publish("meter_health", **self.meter_health)
+        for conn in self.connectors.values():
+            self._reconcile(conn)
 
     def tick(self) -> None:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
@@ -676,6 +678,9 @@ class StationCore:
             in_transaction=conn.transaction is not None,
             limit_suspended=conn.limit_a < 6,
         )
+        if derived.error_code == "NoError" and self.meter_health is not None and not self.meter_health["healthy"]:
+            # The connector still charges; 1.6 tells the CSMS through StatusNotification's errorCode.
+            derived = dataclasses.replace(derived, error_code="PowerMeterFailure", info="energy meter not answering")
         previous_reservation = conn.reservation
         if derived.status == ConnectorStatus.AVAILABLE and (shown := self.reservations.shows_reserved(conn)):
             derived = dataclasses.replace(derived, status=ConnectorStatus.RESERVED)
