@@ -39,6 +39,9 @@ ESP32 needs a moment after the daemon opens the port (reported then if it is sti
 POWER_POLL_S = 5.0
 """How often the Pi's throttling flags are read (a sysfs read: cheap)."""
 
+OVERLOAD_MARGIN = 1.1
+"""The factory power monitor trips this far above the EVSE's hardware limit (MaxSet)."""
+
 WATCHED_EVENTS = frozenset({"meter", "connector", "controller_link", "meter_health"})
 
 SEVERITY = {"esp32_link": 1, "controller_fault": 1, "meter": 2, "pi_supply": 3, "pi_throttled": 5}
@@ -135,8 +138,9 @@ class MonitoringService:
             if isinstance(entry, Status):
                 continue
             limit = self.model.current(entry, AttributeType.MAX_SET)
-            if limit is not None:
-                monitors.append(Monitor(1000 + index, ref_of(entry), MonitorType.UPPER, float(limit), 3))
+            if limit is not None:  # MaxSet is at 230 V: +10 % for the supply's tolerance (EN 50160)
+                monitors.append(Monitor(1000 + index, ref_of(entry), MonitorType.UPPER,
+                                        round(float(limit) * OVERLOAD_MARGIN), 3))
         return monitors
 
     # ---- hardware -----------------------------------------------------------------------
