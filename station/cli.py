@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from station import __version__, exitcodes
-from station.config import SECRET_FIELDS, ConfigError, LoadedConfig, Settings, describe, load, variable_of
+from station.config import (
+    SECRET_FIELDS,
+    ConfigError,
+    LoadedConfig,
+    Settings,
+    describe,
+    describe_invalid,
+    load,
+    setting,
+    variable_of,
+)
 
 EPILOG = """\
 configuration: flags override environment variables, which override the env file
@@ -204,31 +214,45 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    loaded = load_config(args)
-    rows = describe(loaded)
+    """Every setting, with its source; missing and invalid ones marked. Exit 78 only after showing them all:
+    this is the command a technician runs to find out what is missing."""
+    try:
+        loaded = load_config(args)
+        rows, env_file, error = describe(loaded), loaded.env_file, None
+    except ConfigError as exc:
+        if exc.raw is None:  # the env file itself cannot be read: nothing to show
+            raise
+        rows, env_file, error = describe_invalid(exc), exc.raw.env_file, exc
     if args.json:
-        print(json.dumps({"env_file": str(loaded.env_file) if loaded.env_file else None, "settings": rows}, indent=2))
-        return exitcodes.OK
-    print(f"# env file: {loaded.env_file or '(none found)'}")
-    width = max(len(r["variable"]) for r in rows)
-    for r in rows:
-        print(f"{r['variable']:<{width}}  {r['value']:<40}  ({r['source']})")
+        print(json.dumps({"env_file": str(env_file) if env_file else None, "ok": error is None,
+                          "errors": str(error).splitlines() if error else [], "settings": rows}, indent=2))
+    else:
+        print(f"# env file: {env_file or '(none found)'}")
+        width = max(len(r["variable"]) for r in rows)
+        for r in rows:
+            value = r["value"] if r["value"] or not r["problem"] else "(not set)"
+            mark = f"  <-- {r['problem']}" if r["problem"] else ""
+            print(f"{r['variable']:<{width}}  {value:<40}  ({r['source']}){mark}")
+    if error is not None:
+        print(str(error), file=sys.stderr)
+        return exitcodes.CONFIG
     return exitcodes.OK
 
 
 def _status(args: argparse.Namespace) -> int:
     from station.ipc.client import DaemonUnavailable, IpcClient
 
-    loaded = load_config(args)
+    # Only the socket is needed: a station whose CSMS settings are missing can still be asked.
+    socket_path = setting("ipc_socket", _overrides(args), getattr(args, "env_file", None))
 
     async def fetch() -> dict[str, Any]:
-        async with IpcClient(loaded.settings.ipc_socket) as client:
+        async with IpcClient(socket_path) as client:
             return await client.status()
 
     try:
         status = asyncio.run(fetch())
     except DaemonUnavailable as exc:
-        print(f"station daemon not reachable at {loaded.settings.ipc_socket}: {exc}", file=sys.stderr)
+        print(f"station daemon not reachable at {socket_path}: {exc}", file=sys.stderr)
         return exitcodes.DAEMON_UNAVAILABLE
     if args.json:
         print(json.dumps(status, indent=2, default=str))

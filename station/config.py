@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ENV_FILE = Path("/etc/ocpp_station.env")
+NO_CSMS_URL = "OCPP_201_URL or OCPP_16_URL must be set: the CSMS WebSocket URL"
 ENV_FILE_VARIABLE = "STATION_ENV_FILE"
 
 
@@ -60,11 +61,11 @@ class Settings(BaseSettings):
     )
 
     # --- CSMS link ----------------------------------------------------------
-    security_profile: Literal[0, 1, 2, 3] | None = _var(
+    security_profile: int | None = _var(
         "STATION_SECURITY_PROFILE",
         "OCPP security profile (0 none, 1 basic auth, 2 TLS + basic auth, 3 TLS client cert); "
         "empty = inferred from the URL scheme and the credentials configured.",
-        default=None,
+        default=None, ge=0, le=3,  # an int, not Literal[0..3]: a Literal of ints refuses the env's text "2"
     )
     ca_bundle: Path | None = _var("STATION_CA_BUNDLE", "CA bundle to verify the CSMS (wss://).", default=None)
     client_cert: Path | None = _var("STATION_CLIENT_CERT", "Client certificate (profile 3).", default=None)
@@ -73,6 +74,11 @@ class Settings(BaseSettings):
         "STATION_MANUFACTURER_ROOTS",
         "PEM bundle of firmware manufacturer root certificates, added once to the certificate store "
         "(the CSMS can install more with InstallCertificate).", default=None,
+    )
+    additional_root_check: bool = _var(
+        "STATION_ADDITIONAL_ROOT_CHECK",
+        "AdditionalRootCertificateCheck: keep one CSMS root at a time; the CSMS may only install a new one "
+        "signed by the one it replaces (kept as fallback until the new one verified the CSMS).", default=False,
     )
     firmware_allow_unsigned: bool = _var(
         "STATION_FIRMWARE_ALLOW_UNSIGNED",
@@ -183,7 +189,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _some_csms_url(self) -> "Settings":
         if not (self.ocpp_201_url or self.ocpp_16_url):
-            raise ValueError("OCPP_201_URL or OCPP_16_URL must be set: the CSMS WebSocket URL")
+            raise ValueError(NO_CSMS_URL)
         return self
 
     @property
@@ -213,10 +219,37 @@ FIELD_BY_VARIABLE = {variable_of(name): name for name in Settings.model_fields}
 SECRET_FIELDS = frozenset({"station_password", "api_token"})
 
 
+CSMS_URL_VARIABLES = ("OCPP_201_URL", "OCPP_16_URL")
+"""At least one of them must be set: a missing CSMS URL is marked on both."""
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """What was given, before validation: `config show` and `status` need it when validation fails."""
+
+    values: dict[str, str]
+    """Field name → raw value from the highest-precedence source that gave one."""
+    sources: dict[str, str]
+    """Field name → 'cli', 'env', 'file:PATH' or 'default'."""
+    env_file: Path | None
+
+
 class ConfigError(Exception):
-    """Configuration that cannot be used; the message is one line per problem, secrets masked."""
+    """Configuration that cannot be used; the message is one line per problem, secrets masked.
+
+    `problems` maps a variable (None: a rule across variables) to its lines; `raw` holds what was
+    given when the values could be read (None when the env file itself is the problem).
+    """
 
     exit_code = 78  # EX_CONFIG
+
+    def __init__(self, message: str, *, problems: dict[str | None, list[str]] | None = None,
+                 reasons: dict[str, str] | None = None, raw: RawConfig | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or {}
+        self.reasons = reasons or {}
+        """Variable → short reason ('MISSING', 'INVALID: ...') for `config show`'s marks."""
+        self.raw = raw
 
 
 @dataclass(frozen=True)
@@ -257,54 +290,88 @@ def _read_env_file(path: Path, required: bool) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _env_file_path(env_file: Path | str | None) -> tuple[Path, bool]:
+    required = env_file is not None or bool(os.environ.get(ENV_FILE_VARIABLE))
+    return Path(env_file or os.environ.get(ENV_FILE_VARIABLE) or DEFAULT_ENV_FILE), required
+
+
+def read_raw(cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> RawConfig:
+    """The values given, with their sources, without validating them (raises ConfigError for the env file only)."""
+    path, required = _env_file_path(env_file)
+    file_values = _read_env_file(path, required)
+    overrides = {variable_of(k): v for k, v in (cli or {}).items() if v is not None}
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        var = variable_of(name)
+        if var in overrides:
+            values[name], sources[name] = str(overrides[var]), "cli"
+        elif os.environ.get(var):
+            values[name], sources[name] = os.environ[var], "env"
+        elif file_values.get(var):
+            values[name], sources[name] = file_values[var], f"file:{path}"
+        else:
+            sources[name] = "default"
+    return RawConfig(values=values, sources=sources, env_file=path if file_values else None)
+
+
 def load(cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> LoadedConfig:
     """Build the settings: CLI overrides (field name → value) > environment > env file > default.
 
     `env_file` None means `$STATION_ENV_FILE` or /etc/ocpp_station.env, which may be
     absent; a file named explicitly must exist.
     """
-    required = env_file is not None or bool(os.environ.get(ENV_FILE_VARIABLE))
-    path = Path(env_file or os.environ.get(ENV_FILE_VARIABLE) or DEFAULT_ENV_FILE)
-    file_values = _read_env_file(path, required)
+    raw = read_raw(cli, env_file)
     overrides = {variable_of(k): v for k, v in (cli or {}).items() if v is not None}
     try:
-        settings = Settings(_env_file=path if file_values else None, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_env_file=raw.env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
-        merged = {**file_values, **{k: v for k, v in os.environ.items() if k in FIELD_BY_VARIABLE}, **overrides}
-        raise ConfigError(_describe(exc, merged)) from None
+        problems, reasons = _problems(exc, {variable_of(k): v for k, v in raw.values.items()})
+        if not any(raw.values.get(FIELD_BY_VARIABLE[v]) for v in CSMS_URL_VARIABLES) and None not in problems:
+            # pydantic checks this rule only once every field is valid: say it now, with the others.
+            problems[None] = [f"config error: {NO_CSMS_URL}"]
+        message = "\n".join(line for lines in problems.values() for line in lines)
+        raise ConfigError(message, problems=problems, reasons=reasons, raw=raw) from None
+    return LoadedConfig(settings=settings, sources=raw.sources, env_file=raw.env_file)
 
-    sources: dict[str, str] = {}
-    for name in Settings.model_fields:
+
+def setting(name: str, cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> Any:
+    """One setting without validating the others (`station status` needs only the IPC socket)."""
+    from pydantic import TypeAdapter
+
+    raw = read_raw(cli, env_file)
+    field = Settings.model_fields[name]
+    if name not in raw.values:
+        return field.default
+    try:
+        return TypeAdapter(field.annotation).validate_python(raw.values[name])
+    except ValidationError as exc:
         var = variable_of(name)
-        if var in overrides:
-            sources[name] = "cli"
-        elif os.environ.get(var):
-            sources[name] = "env"
-        elif file_values.get(var):
-            sources[name] = f"file:{path}"
-        else:
-            sources[name] = "default"
-    return LoadedConfig(settings=settings, sources=sources, env_file=path if file_values else None)
+        raise ConfigError(f"config error: {var}={_mask(name, raw.values[name])}: "
+                          f"{exc.errors()[0]['msg']}", raw=raw) from None
 
 
-def _describe(exc: ValidationError, merged: dict[str, Any]) -> str:
-    lines = []
+def _problems(exc: ValidationError, merged: dict[str, Any]) -> tuple[dict[str | None, list[str]], dict[str, str]]:
+    problems: dict[str | None, list[str]] = {}
+    reasons: dict[str, str] = {}
     for err in exc.errors(include_url=False, include_input=False):
+        message = str(err["msg"]).removeprefix("Value error, ")
         if not err["loc"]:
-            lines.append(f"config error: {str(err['msg']).removeprefix('Value error, ')}")
+            problems.setdefault(None, []).append(f"config error: {message}")
             continue
         var = str(err["loc"][0])
         field = FIELD_BY_VARIABLE.get(var, var)
         if err["type"] == "missing":
-            lines.append(f"config error: {var} is missing: {Settings.model_fields[field].description}")
-            continue
-        shown = _mask(field, merged.get(var))
-        message = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"config error: {var}={shown}: {message}")
-    return "\n".join(lines)
+            line = f"config error: {var} is missing: {Settings.model_fields[field].description}"
+            reasons.setdefault(var, "MISSING")
+        else:
+            line = f"config error: {var}={_mask(field, merged.get(var))}: {message}"
+            reasons.setdefault(var, f"INVALID: {message}")
+        problems.setdefault(var, []).append(line)
+    return problems, reasons
 
 
-def describe(loaded: LoadedConfig) -> list[dict[str, str]]:
+def describe(loaded: LoadedConfig) -> list[dict[str, Any]]:
     """Rows for `station config show`: variable, effective value (secrets masked), source."""
     rows = []
     for name, field in Settings.model_fields.items():
@@ -316,5 +383,26 @@ def describe(loaded: LoadedConfig) -> list[dict[str, str]]:
         else:
             shown = str(value)
         rows.append({"variable": variable_of(name), "value": shown, "source": loaded.sources[name],
-                     "description": field.description or ""})
+                     "description": field.description or "", "problem": None})
+    return rows
+
+
+def describe_invalid(error: ConfigError) -> list[dict[str, Any]]:
+    """Rows for `config show` when the configuration does not validate: every setting, as given
+    (secrets masked), each missing or invalid one with its problem."""
+    assert error.raw is not None
+    raw = error.raw
+    urls_missing = not any(raw.values.get(FIELD_BY_VARIABLE[v]) for v in CSMS_URL_VARIABLES)
+    rows = []
+    for name, field in Settings.model_fields.items():
+        var = variable_of(name)
+        if name in raw.values:
+            shown = "***" if name in SECRET_FIELDS else raw.values[name]
+        else:
+            shown = "" if field.is_required() or field.default is None else str(field.default)
+        problem = error.reasons.get(var)
+        if problem is None and var in CSMS_URL_VARIABLES and urls_missing:
+            problem = f"MISSING (set {' or '.join(CSMS_URL_VARIABLES)})"
+        rows.append({"variable": var, "value": shown, "source": raw.sources[name],
+                     "description": field.description or "", "problem": problem})
     return rows

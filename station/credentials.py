@@ -72,8 +72,11 @@ class Credentials:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_event: EventSink | None = None,
         read_only: bool = False,
+        additional_root_check: bool = False,
     ) -> None:
         self.params = params
+        self.additional_root_check = additional_root_check
+        """One CSMS root at a time, each new one signed by its predecessor (M05.FR.08-13)."""
         self.read_only = read_only
         """Use what the daemon stored without changing a file (`station --once`, possibly run as root)."""
         self.directory = state_dir / "pki"
@@ -88,9 +91,13 @@ class Credentials:
         self._certificate_failures = 0
         self._state = self._load()
         if not read_only:
-            if not self._file.exists():
-                self._save()
-            self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+            try:
+                if not self._file.exists():
+                    self._save()
+                self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
+            except OSError as exc:  # the station still connects with the provisioned values
+                log.error("credentials: state directory not writable; changes over OCPP will not persist",
+                          path=str(self.directory), error=exc.__class__.__name__)
 
     # ------------------------------------------------------------------ persistence
     def _provisioned(self) -> str:
@@ -119,6 +126,26 @@ class Credentials:
     def _save(self) -> None:
         if not self.read_only:
             pki.write_private(self._file, json.dumps(self._state).encode())
+
+    def _persist(self) -> None:
+        """Save after a connection's outcome: a full disk is logged, never breaks the link."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("credentials: state not saved", error=exc.__class__.__name__)
+
+    def _commit(self, key: str, value: Any) -> None:
+        """Set and save a CSMS change, or refuse it (ValueError) with nothing changed."""
+        before = self._state.get(key)
+        self._state[key] = value
+        try:
+            self._save()
+        except OSError as exc:
+            if before is None:
+                self._state.pop(key)
+            else:
+                self._state[key] = before
+            raise ValueError(f"cannot be stored ({exc.__class__.__name__})") from None
 
     # ------------------------------------------------------------------ what is in force
     @property
@@ -167,10 +194,15 @@ class Credentials:
             return False
         return pki.valid_at(cert, self.now())
 
-    def attempt(self) -> Attempt:
+    def attempt(self, requested: int | None = None) -> Attempt:
+        """What to present next; `requested`: the profile of the network profile in use (B09), tried
+        when it is higher than the one in force and its prerequisites hold, never a lower one."""
         trying: set[str] = set()
         profile = self.profile
         if self._state.get("profile_candidate"):
+            trying.add("profile")
+        elif requested is not None and requested > profile and self.profile_refusal(requested, urls=[]) is None:
+            profile = requested
             trying.add("profile")
         password = self._password()
         candidate = self._state.get("password_candidate")
@@ -186,7 +218,11 @@ class Credentials:
                        roots or None, frozenset(trying))
 
     # ------------------------------------------------------------------ outcomes of a connection
-    def connected(self, attempt: Attempt) -> None:
+    def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None:
+        if server_certificate is not None and not self.read_only and self.roots.fallback_path() is not None:
+            fallback = self.roots.fallback_path()
+            if any(r.path != fallback for r in self.roots_verifying(server_certificate)):
+                self.roots.drop_fallback()
         changed = False
         if "password" in attempt.trying:
             self._state["password"] = self._state.pop("password_candidate")
@@ -200,12 +236,13 @@ class Credentials:
             self._certificate_failures = 0
             self._promote_certificate()
         if "profile" in attempt.trying:
-            self._state["profile"] = self._state.pop("profile_candidate")
+            self._state["profile"] = attempt.profile
+            self._state.pop("profile_candidate", None)
             self._profile_failures = 0
             self._event("ReconfigurationOfSecurityParameters", f"security profile {attempt.profile} in use")
             changed = True
         if changed:
-            self._save()
+            self._persist()
 
     def failed(self, attempt: Attempt, kind: FailureKind) -> None:
         changed = False
@@ -223,7 +260,7 @@ class Credentials:
                     (self._station / name).unlink(missing_ok=True)
                 self._event("FailedToAuthenticateAtCsms",
                             f"no connection with the new client certificate ({kind.value}); the previous one is in use again")
-        if "profile" in attempt.trying and kind is not FailureKind.LOST:
+        if "profile" in attempt.trying and kind is not FailureKind.LOST and self._state.get("profile_candidate"):
             self._profile_failures += 1
             if self._profile_failures >= PROFILE_ATTEMPTS:
                 raised = self._state.pop("profile_candidate")
@@ -233,7 +270,7 @@ class Credentials:
                             f"back to profile {self.established_profile}")
                 changed = True
         if changed:
-            self._save()
+            self._persist()
 
     def _event(self, kind: str, tech_info: str) -> None:
         log.warning(f"credentials: {tech_info}", security_event=kind)
@@ -244,17 +281,18 @@ class Credentials:
     def set_password(self, text: str, version: str) -> None:
         """Store a new password to try on the next connection (ValueError: malformed, nothing stored)."""
         new = parse_password(text, version)
-        self._state["password_candidate"] = new.hex()
+        self._commit("password_candidate", new.hex())
         self._try_new_password = True
-        self._save()
         from station import logs
 
         logs.register_secrets([new.decode("utf-8", "replace"), text])
         self._event("ReconfigurationOfSecurityParameters", "basic authentication password changed by the CSMS")
 
     # ------------------------------------------------------------------ A05: security profile
-    def profile_refusal(self, new: int) -> str | None:
-        """Why the profile cannot be raised to `new` now (A05.FR.01-04); None when it can."""
+    def profile_refusal(self, new: int, *, urls: list[str] | None = None) -> str | None:
+        """Why the profile cannot be raised to `new` now (A05.FR.01-04); None when it can.
+
+        `urls`: the endpoints the new profile would be used with (default: the configured ones)."""
         current = self.profile
         if new <= current:
             return f"security profile {current} in use; it can only be raised"
@@ -262,7 +300,8 @@ class Credentials:
             return "security profile must be 1, 2 or 3"
         if new in (1, 2) and not self.has_password():
             return "no password set"
-        urls = [u for u in (self.params.url_201, self.params.url_16) if u]
+        if urls is None:
+            urls = [u for u in (self.params.url_201, self.params.url_16) if u]
         if new in (2, 3):
             if any(not u.startswith("wss://") for u in urls):
                 return "the CSMS URL is not wss://"
@@ -279,9 +318,8 @@ class Credentials:
         refusal = self.profile_refusal(new)
         if refusal:
             raise ValueError(refusal)
-        self._state["profile_candidate"] = new
+        self._commit("profile_candidate", new)
         self._profile_failures = 0
-        self._save()
         self._event("ReconfigurationOfSecurityParameters", f"security profile {new} requested by the CSMS")
 
     # ------------------------------------------------------------------ A02/A03: client certificate
@@ -325,9 +363,13 @@ class Credentials:
         problem = pki.verify_chain(chain, trusted, max(self.now(), leaf.not_valid_before_utc))
         if problem:
             return problem
-        pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
-        pki.write_private(self._station / "new.key", key)
-        pending.unlink()
+        try:
+            pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
+            pki.write_private(self._station / "new.key", key)
+            pending.unlink()
+        except OSError as exc:
+            (self._station / "new.pem").unlink(missing_ok=True)
+            return f"cannot store the certificate ({exc.__class__.__name__})"
         log.warning("credentials: new client certificate installed", serial=format(leaf.serial_number, "x"),
                     not_after=leaf.not_valid_after_utc.isoformat())
         if self.profile != 3:

@@ -50,6 +50,7 @@ class Daemon:
             max_current_a=settings.max_current_a,
             meter_value_seconds=settings.meter_value_seconds,
             has_meter=bool(settings.meter_port),
+            measurands=_meter_measurands(settings),
         )
         recorder_mb = int(getattr(settings, "flight_recorder_mb", 0) or 0)
         self.recorder = FlightRecorder(settings.state_dir / "flight-recorder", segments=SEGMENTS,
@@ -71,7 +72,8 @@ class Daemon:
             self.core.attach_controller(cid, link)
         self.meter = self._build_meter(settings)
         params = link_params(settings)
-        self.credentials = Credentials(settings.state_dir, params, now=self.core.clock.now)
+        self.credentials = Credentials(settings.state_dir, params, now=self.core.clock.now,
+                                       additional_root_check=settings.additional_root_check)
         roots = self.credentials.roots
         roots.seed(MANUFACTURER_ROOT, settings.manufacturer_roots)
         self.firmware = FirmwareUpdater(
@@ -173,7 +175,12 @@ class Daemon:
             device_model: Any = self.core.device_model.snapshot()
         except Exception as exc:  # noqa: BLE001 — an unreadable model must not cost the archive
             device_model = f"(unreadable: {exc.__class__.__name__})"
-        return {"settings": values, "device_model": device_model}
+        endpoints = self.ocpp.endpoints
+        profiles: dict[str, Any] = {}
+        if endpoints is not None:
+            profiles = {"in_use": endpoints.describe(endpoints.slot), "stored": endpoints.file.load().to_json(),
+                        "history": endpoints.file.history(50)}
+        return {"settings": values, "device_model": device_model, "network_profiles": profiles}
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.core.snapshot(), **self.status()}
@@ -245,6 +252,7 @@ class Daemon:
             self._spawn(self.meter.run(), "meter")
         self._spawn(self.ocpp.run(), "ocpp")
         self._spawn(self._tick(), "tick")
+        self._spawn(self.core.monitoring.run(), "monitoring")
         interval = sdnotify.watchdog_interval()
         if interval is not None:
             self._spawn(sdnotify.watchdog_task(interval), "watchdog")
@@ -269,6 +277,15 @@ class Daemon:
             if self.recorder is not None:
                 self.recorder.close()
             log.info("station stopped")
+
+
+def _meter_measurands(settings: Settings | DaemonSettings) -> frozenset[str]:
+    """What the configured meter measures (its register map); nothing without a meter."""
+    if not settings.meter_port:
+        return frozenset()
+    from station.meter.registers import MAPS, measurands
+
+    return measurands(MAPS[settings.meter_model])
 
 
 def _as_dict(stats: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from station import __version__, exitcodes
+from station.core import pi_power
 from station.config import ConfigError, Settings
 
 PI_MODEL = Path("/proc/device-tree/model")
@@ -93,7 +94,7 @@ def run_once(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {"config": check("config", True, f"env file {loaded.env_file or '(none)'}")}
     try:
         asyncio.run(asyncio.wait_for(_probe(settings, report, results, budget),
-                                     timeout=max(0.5, budget.left() - budget.reserve / 2)))
+                                     timeout=max(0.5, budget.left() - 0.2)))
     except TimeoutError:
         # Only reached when a check ignored its own share; whatever finished is still reported.
         results["time_limit"] = check("time_limit", False, f"--once did not finish within {budget.total:g} s")
@@ -311,6 +312,12 @@ async def _standalone(settings: Settings, report: dict[str, Any], results: dict[
     from station.core.station import StationCore
     from station.core.store import Store
 
+    # Loaded before any check starts: under load these imports take a second or more, which must
+    # come out of the whole run's reserve, not out of the CSMS check's share.
+    import station.ocpp.client  # noqa: F401
+    import station.ocpp.v16  # noqa: F401
+    import station.ocpp.v201  # noqa: F401
+
     core = StationCore(store=Store(":memory:"), clock=Clock(), connector_ids=range(1, settings.connectors + 1))
     ports = [p.strip() for p in settings.esp32_port.split(",") if p.strip()]
     links = {
@@ -374,12 +381,12 @@ async def _standalone_meter(settings: Settings, seconds: float) -> dict[str, Any
 async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any],
                            results: dict[str, dict[str, Any]], seconds: float, esp32_settled: asyncio.Event) -> None:
     """BootNotification, StatusNotification(s) and a Heartbeat on a connection of our own, within `seconds`."""
+    deadline = time.monotonic() + seconds
     from dataclasses import replace
 
     from station.ocpp.client import OcppClient, link_params
     from station.ocpp.connection import LinkConfigError, OcppLink, public_url
 
-    deadline = time.monotonic() + seconds
     # Two connection attempts at least fit in the share (primary and fallback, or one retry).
     open_timeout = max(0.5, min(4.0, seconds / 2.2))
     try:
@@ -434,7 +441,7 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
     attempts_allowed = 4  # primary, fallback, and one retry of each
     timed_out = False
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             while not finished.is_set() and client.link.state.failed_attempts < attempts_allowed:
                 kind = client.link.state.last_error_kind
                 if kind is not None and kind.value == "auth_failed":
@@ -445,8 +452,6 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
     state = client.link.state.as_dict()
     state["version"] = state.get("version") or client.link.state.preferred_version
     state["url"] = state.get("url") or public_url(client.link.url_for(state["version"]) or "") or None
-    link_task.cancel()
-    await asyncio.gather(link_task, return_exceptions=True)
     messages = [e.to_json() for e in client.exchanges]
     _ocpp_section(report, state, messages)
     report["ocpp"]["connected"] = bool(messages)
@@ -458,8 +463,11 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
                   + (f"; last: {last}" if last else "") + "): a firewall or proxy may drop the traffic")
         results["csms"] = check("csms", False, detail, kind=state.get("last_error_kind") or "unreachable",
                                 timed_out=True)
-        return
-    results["csms"] = _csms_check(state, messages, error[0] if error else None)
+    else:
+        results["csms"] = _csms_check(state, messages, error[0] if error else None)
+    # Recorded first, closed after: a slow close (a half-open TCP connection) must not lose the verdict.
+    link_task.cancel()
+    await asyncio.wait([link_task], timeout=0.5)
 
 
 def _stored_depth(settings: Settings) -> int:
@@ -484,13 +492,6 @@ def _disk_check(state_dir: Path) -> dict[str, Any]:
     return check("disk", ok, f"{free_mb} MB free in {probe}" + ("" if ok else " (below 100 MB)"), free_mb=free_mb)
 
 
-_THROTTLE_BITS = {
-    0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now", 3: "soft temperature limit now",
-    16: "under-voltage has occurred", 17: "frequency capping has occurred", 18: "throttling has occurred",
-    19: "soft temperature limit has occurred",
-}
-
-
 def _power_check() -> dict[str, Any]:
     """Raspberry Pi power sanity: `vcgencmd get_throttled` = 0x0 and no under-voltage in the kernel log."""
     try:
@@ -503,7 +504,7 @@ def _power_check() -> dict[str, Any]:
     try:
         out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=3).stdout
         value = int(re.search(r"0x[0-9a-fA-F]+", out).group(0), 16)  # type: ignore[union-attr]
-        problems += [text for bit, text in _THROTTLE_BITS.items() if value & (1 << bit)]
+        problems += pi_power.describe(value)
     except (OSError, subprocess.SubprocessError, AttributeError, ValueError):
         problems.append("vcgencmd get_throttled unavailable")
     try:

@@ -312,6 +312,44 @@ class RootStore:
         write_public(path, pem_of(cert).encode())
         return InstalledRoot(kind, path, cert)
 
+    def install_successor(self, pem: str, now: datetime) -> InstalledRoot:
+        """AdditionalRootCertificateCheck (M05.FR.08-11): one CSMS root at a time; a new one must be
+        signed by the one it replaces, which stays as the fallback until a connection proved the new one."""
+        cert = load_chain(pem)[0]
+        current = [r for r in self.roots(CSMS_ROOT) if r.path != self.fallback_path()]
+        if current and not any(cert.issuer == r.certificate.subject and _signed_by(cert, r.certificate) for r in current):
+            raise PkiError("the new CSMS root is not signed by the installed one (AdditionalRootCertificateCheck)")
+        installed = self.install(CSMS_ROOT, pem, now)
+        old_fallback = self.fallback_path()
+        if old_fallback is not None and old_fallback != installed.path:
+            old_fallback.unlink(missing_ok=True)
+        others = [r for r in current if r.path != installed.path]
+        for extra in others[1:]:
+            extra.path.unlink(missing_ok=True)
+        marker = self.directory / ".fallback"
+        if others:
+            write_public(marker, others[0].path.name.encode())
+        else:
+            marker.unlink(missing_ok=True)
+        return installed
+
+    def fallback_path(self) -> Path | None:
+        """The previous CSMS root kept while its successor is unproven (None when there is none)."""
+        try:
+            name = (self.directory / ".fallback").read_text().strip()
+        except OSError:
+            return None
+        path = self._dir(CSMS_ROOT) / name
+        return path if name and path.exists() else None
+
+    def drop_fallback(self) -> None:
+        """M05.FR.12: the new root verified the CSMS; the old one goes."""
+        path = self.fallback_path()
+        if path is not None:
+            path.unlink(missing_ok=True)
+            log.warning("pki: previous CSMS root removed; its successor verified the CSMS", file=path.name)
+        (self.directory / ".fallback").unlink(missing_ok=True)
+
     def find(self, wanted: dict[str, Any]) -> InstalledRoot | None:
         algorithm = str(wanted.get("hashAlgorithm", "SHA256")).upper()
         if algorithm not in HASHES:

@@ -79,6 +79,8 @@ class Rig:
     link: dict[str, Any] = field(default_factory=dict)
     """Extra LinkParams (password, ca_bundle, client_cert, client_key, security_profile)."""
     credentials: Credentials | None = None
+    credential_options: dict[str, Any] = field(default_factory=dict)
+    """Extra Credentials arguments (additional_root_check...)."""
 
     def params(self) -> LinkParams:
         return LinkParams(self.station_id, primary=self.version, url_201=self.csms.url("201"), url_16=self.csms.url("16"),
@@ -95,7 +97,7 @@ class Rig:
             self.resets.append(kind)
 
         if self.state_dir is not None:
-            self.credentials = Credentials(self.state_dir, self.params())
+            self.credentials = Credentials(self.state_dir, self.params(), **self.credential_options)
         self.client = OcppClient(self.params(), self.core, boot_retry_seconds=0.05, response_timeout=3, on_reset=on_reset,
                                  firmware=self.firmware, credentials=self.credentials)
         self.task = asyncio.create_task(self.client.run())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from station.config import ConfigError, describe, load
+from station.config import ConfigError, Settings, describe, load, variable_of
 
 CANARY = "canary-Pw-7f3a9"
 
@@ -52,6 +54,19 @@ def test_environment_overrides_the_env_file(env_file: Path, monkeypatch: pytest.
     loaded = load(env_file=env_file)
     assert loaded.settings.heartbeat_seconds == 30
     assert loaded.sources["heartbeat_seconds"] == "env"
+
+
+@pytest.mark.parametrize(("text", "profile"), [("0", 0), ("2", 2), ("3", 3)])
+def test_the_security_profile_is_read_from_the_environment(env_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           text: str, profile: int) -> None:
+    monkeypatch.setenv("STATION_SECURITY_PROFILE", text)
+    assert load(env_file=env_file).settings.security_profile == profile
+
+
+def test_a_security_profile_above_3_is_refused(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATION_SECURITY_PROFILE", "4")
+    with pytest.raises(ConfigError, match="STATION_SECURITY_PROFILE"):
+        load(env_file=env_file)
 
 
 def test_cli_flag_overrides_the_environment(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,3 +206,45 @@ def test_env_file_and_flags_given_before_the_command_are_kept(env_file: Path) ->
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line and not line.startswith("#")}
     assert f"(file:{env_file})" in lines["OCPP_STATION_NAME"]
     assert "/dev/ttyAMA0" in lines["STATION_ESP32_PORT"] and "(cli)" in lines["STATION_ESP32_PORT"]
+
+
+def test_config_show_without_csms_settings_shows_every_setting_and_marks_the_missing_ones(tmp_path: Path) -> None:
+    result = run_station("config", "show", env={"STATION_ENV_FILE": os.devnull, "OCPP_STATION_PASSWORD": CANARY})
+    assert result.returncode == 78
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line and not line.startswith("#")}
+    assert set(lines) == {variable_of(name) for name in Settings.model_fields}
+    assert lines["OCPP_STATION_NAME"].endswith("<-- MISSING")
+    assert "<-- MISSING (set OCPP_201_URL or OCPP_16_URL)" in lines["OCPP_201_URL"]
+    assert "<--" not in lines["STATION_ESP32_PORT"] and "/dev/esp32" in lines["STATION_ESP32_PORT"]
+    assert "***" in lines["OCPP_STATION_PASSWORD"] and CANARY not in result.stdout + result.stderr
+    assert "OCPP_STATION_NAME is missing" in result.stderr
+
+
+def test_config_show_marks_an_invalid_value_and_still_shows_the_rest(env_file: Path) -> None:
+    result = run_station("config", "show", "--json", "--env-file", str(env_file), env={"STATION_CONNECTORS": "nine"})
+    assert result.returncode == 78
+    shown = json.loads(result.stdout)
+    rows = {r["variable"]: r for r in shown["settings"]}
+    assert shown["ok"] is False and len(rows) == len(Settings.model_fields)
+    assert rows["STATION_CONNECTORS"]["problem"].startswith("INVALID: ")
+    assert rows["OCPP_STATION_NAME"]["value"] == "ORGE_AC_001" and rows["OCPP_STATION_NAME"]["problem"] is None
+
+
+async def test_status_needs_only_the_ipc_socket(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.station_rig import Daemon
+
+    daemon = Daemon(tmp_path, tmp_path / "station.sock")
+    await daemon.start()
+    try:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "station", "status",
+            env={**base, "STATION_ENV_FILE": os.devnull, "STATION_IPC_SOCKET": str(daemon.socket_path)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await daemon.close()
+    assert proc.returncode == 0, err.decode()
+    assert "station TEST_STATION_1" in out.decode()

@@ -21,7 +21,6 @@ from station.devtools.csms import DevCsms
 from station.ipc.client import IpcClient, IpcError
 from tests.e2e import STATION_ID, DaemonProcess, station_env
 
-BOTH = ("ocpp2.0.1", "ocpp1.6")
 SUBPROTOCOL = {"201": ("ocpp2.0.1",), "16": ("ocpp1.6",)}
 
 
@@ -68,14 +67,14 @@ class Station:
         await self.until(lambda s: not s["csms_online"])
 
     async def online(self) -> None:
-        self.csms.accept_subprotocols = BOTH
+        self.csms.accept_subprotocols = SUBPROTOCOL[self.version]  # back on the version under test
         await self.csms.wait_connected(STATION_ID, timeout=30)
 
 
 @asynccontextmanager
 async def station(tmp_path: Path, version: str) -> AsyncIterator[Station]:
     async with (
-        DevCsms(heartbeat_interval=30, accept_subprotocols=BOTH) as csms,
+        DevCsms(heartbeat_interval=30, accept_subprotocols=SUBPROTOCOL[version]) as csms,
         SimulatorProcess(tmp_path, interval=1) as sim,
     ):
         env = station_env(tmp_path, csms, sim.port, OCPP_PRIMARY=version)
@@ -103,6 +102,36 @@ async def test_offline_a_local_start_with_an_unknown_token_is_refused(tmp_path: 
         assert "Unknown" in refused.value.message
         connector = (await rig.until(lambda s: True))["connectors"][0]
         assert connector["pending_authorization"] is False and connector["transaction"] is None
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_offline_unknown_token_charges_when_allowed_and_a_csms_refusing_it_stops_the_charge(
+        tmp_path: Path, version: str) -> None:
+    async with station(tmp_path, version) as rig:
+        await rig.configure(("AuthCtrlr", "OfflineTxForUnknownIdEnabled"), "AllowOfflineTxForUnknownId", "true")
+        rig.csms.tokens["STRANGER-2"] = "Invalid"
+        await rig.offline()
+        async with rig.ipc() as ipc:
+            started = await ipc.start(1, "STRANGER-2")
+        assert started["authorization"] == {"status": "Accepted", "source": "offline_unknown"}
+        await rig.sim.command("plug")
+        await rig.sim.command("ev_charge")
+        await rig.sim.wait_for(lambda s: s["RL"] in ("1", 1), timeout=15)  # charging while offline
+        mark = rig.csms.mark()
+        await rig.online()
+        if version == "201":
+            first = await rig.csms.wait_for("TransactionEvent", STATION_ID, since=mark, timeout=20)
+            assert first.payload["eventType"] == "Started" and first.payload["offline"] is True
+            ended = await rig.csms.wait_for("TransactionEvent", STATION_ID,
+                                            lambda r: r.payload["eventType"] == "Ended", since=mark, timeout=20)
+            assert ended.payload["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+            assert ended.payload["triggerReason"] == "Deauthorized"
+        else:
+            await rig.csms.wait_for("StartTransaction", STATION_ID, since=mark, timeout=20)
+            ended = await rig.csms.wait_for("StopTransaction", STATION_ID, since=mark, timeout=20)
+            assert ended.payload["reason"] == "DeAuthorized"
+        state = await rig.sim.wait_for(lambda s: s["RL"] in ("0", 0) and "STOP" in s["commands"], timeout=15)
+        assert state["AUTH"] in ("0", 0)
 
 
 def in_seconds(seconds: float) -> datetime:

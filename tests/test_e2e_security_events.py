@@ -121,3 +121,30 @@ async def test_a_burst_of_wrong_api_tokens_reaches_the_csms_as_one_maintenance_l
             _validate_payload(Call(event.unique_id, event.action, event.payload), "2.0.1")
         finally:
             await daemon.stop()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_a_csms_time_an_hour_ahead_moves_the_clock_and_raises_setting_system_time(version: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    def boot_an_hour_ahead(_: Received) -> dict[str, object]:
+        ahead = datetime.now(UTC) + timedelta(hours=1)
+        return {"currentTime": ahead.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "interval": 5,
+                "status": "Accepted"}
+
+    async with DevCsms(heartbeat_interval=5) as csms, SimulatorProcess(tmp_path, interval=5) as sim:
+        csms.overrides["BootNotification"] = boot_an_hour_ahead
+        env = station_env(tmp_path, csms, sim.port, OCPP_PRIMARY=version)
+        daemon = await DaemonProcess(env, tmp_path / "station.log").start()
+        try:
+            event = await csms.wait_for("SecurityEventNotification", STATION_ID,
+                                        predicate=lambda r: r.payload["type"] == "SettingSystemTime", timeout=20)
+            assert "+36" in event.payload["techInfo"] and "csms" in event.payload["techInfo"]
+            sent_at = datetime.fromisoformat(event.payload["timestamp"].replace("Z", "+00:00"))
+            assert sent_at > datetime.now(UTC) + timedelta(minutes=55)  # stamped on the corrected clock
+            _validate_payload(Call(event.unique_id, event.action, event.payload), SCHEMA_VERSION[version])
+            await asyncio.sleep(6)  # a heartbeat later: the CSMS's time no longer moves the clock
+            steps = [e for e in security_events(csms) if e.payload["type"] == "SettingSystemTime"]
+            assert len(steps) == 1
+        finally:
+            await daemon.stop()

@@ -513,3 +513,19 @@ async def test_device_model_masks_a_secret_value_even_once_it_is_set(daemon: Dae
     password = _variable(rows, "SecurityCtrlr", "BasicAuthPassword")
     assert password["attributes"][0]["value"] == "***"
     assert "CANARY-PASSWORD-0123" not in json.dumps(rows)
+
+
+async def test_failed_logins_reported_by_the_api_raise_one_security_event_per_burst(daemon: Daemon, client: IpcClient) -> None:
+    first = await client.call("login_failed", {"source": "local API from 10.0.0.7", "count": 3})
+    again = await client.call("login_failed", {"source": "local API from 10.0.0.7", "count": 40})
+    assert first == {"event": True} and again == {"event": False}
+    events = daemon.core.security_events.between()
+    assert [(e.type, e.tech_info) for e in events] == [("MaintenanceLoginFailed", "failed login: local API from 10.0.0.7")]
+
+
+@pytest.mark.parametrize("params", [{}, {"source": ""}, {"source": "x" * 101}, {"source": "api", "count": 0},
+                                    {"source": "api", "extra": 1}])
+async def test_a_malformed_login_failure_report_is_refused(client: IpcClient, params: dict[str, Any]) -> None:
+    with pytest.raises(IpcError) as err:
+        await client.call("login_failed", params)
+    assert err.value.code == protocol.INVALID_PARAMS

@@ -147,3 +147,10 @@ def test_maps_are_found_by_model_name_and_unknown_models_name_the_known_ones() -
     assert MAPS["adl400"] is ADL400
     with pytest.raises(ValueError, match="adl400"):
         get_map("sdm630")
+
+
+def test_the_adl400_provides_every_measurand_the_station_can_send() -> None:
+    from station.core.metering import SENDABLE
+    from station.meter.registers import ADL400, measurands
+
+    assert measurands(ADL400) == frozenset(SENDABLE)

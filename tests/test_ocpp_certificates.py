@@ -66,12 +66,15 @@ async def test_a_deleted_root_is_gone_and_a_second_delete_finds_nothing(rig: Rig
     assert await rig.csms.call("CP", "DeleteCertificate", {"certificateHashData": hash_data}) == {"status": "NotFound"}
 
 
-async def test_a_certificate_that_is_no_ca_is_rejected(rig: Rig) -> None:
+async def test_a_certificate_that_is_no_ca_is_rejected_with_a_security_event(rig: Rig) -> None:
     leaf = make_leaf(make_ca("Some CA"), "not-a-ca")[1]
+    mark = rig.csms.mark()
     answer = await rig.csms.call("CP", "InstallCertificate",
                                  {"certificateType": ROOT_NAME[rig.version][pki.CSMS_ROOT], "certificate": pem(leaf)})
     assert answer["status"] == "Rejected"
     assert await installed_ids(rig, pki.CSMS_ROOT) == {"status": "NotFound"}
+    event = await rig.csms.wait_for("SecurityEventNotification", since=mark, timeout=10)
+    assert event.payload["type"] == ("InvalidCsmsCertificate" if rig.version == "201" else "InvalidCentralSystemCertificate")
 
 
 async def test_an_expired_root_is_rejected(rig: Rig) -> None:

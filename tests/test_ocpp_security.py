@@ -83,3 +83,20 @@ async def test_profile_3_server_refuses_a_station_without_client_certificate(pki
         tasks.append(asyncio.create_task(link.run()))
         await eventually(lambda: link.state.failed_attempts >= 2)
         assert not link.state.connected and csms.calls() == []
+
+
+def test_with_a_provisioned_bundle_the_installed_roots_are_the_whole_trust(pki: Pki) -> None:
+    from station.ocpp.connection import Attempt, ssl_context_for
+
+    installed = pem(make_ca("Installed root")[1])
+    context = ssl_context_for(Attempt(2, ca_bundle=str(pki.ca), cadata=installed))
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "Installed root"),),)]
+
+
+def test_without_a_bundle_installed_roots_add_to_the_system_trust(pki: Pki) -> None:
+    from station.ocpp.connection import Attempt, ssl_context_for
+
+    installed = pem(make_ca("Installed root")[1])
+    bare = ssl_context_for(Attempt(2))
+    context = ssl_context_for(Attempt(2, cadata=installed))
+    assert context.cert_store_stats()["x509_ca"] == bare.cert_store_stats()["x509_ca"] + 1

@@ -99,8 +99,8 @@ async def test_set_variables_statuses_and_reason_codes(rig201: Rig) -> None:
     assert [r["attributeStatus"] for r in results] == [
         "Rejected", "Rejected", "Rejected", "NotSupportedAttributeType", "UnknownComponent", "Accepted"]
     assert [r.get("attributeStatusInfo", {}).get("reasonCode") for r in results[:3]] == [
-        "ValueOutOfRange", "ReadOnly", "InvalidValue"]
-    assert results[3]["attributeType"] == "MaxSet"
+        "ValueTooLow", "ReadOnly", "InvalidValue"]
+    assert results[3]["attributeType"] == "MaxSet" and results[3]["attributeStatusInfo"]["reasonCode"] == "UnsupportedParam"
     assert rig201.core is not None
     assert rig201.core.device_model.value("OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent") == 5
 
@@ -179,3 +179,11 @@ async def test_one_setting_seen_alike_by_both_versions(tmp_path: Path) -> None:
     async with rig_on_dev_csms("201", tmp_path / "station.db") as rig:
         results = await get(rig, cv("SampledDataCtrlr", "TxUpdatedInterval"))
     assert results[0]["attributeValue"] == "42"
+
+
+def test_the_reconnect_backoff_is_reported_in_ocpp_words() -> None:
+    from station.ocpp.client import backoff_variables
+    from station.ocpp.connection import LinkParams
+
+    assert backoff_variables(LinkParams("CP", backoff_min=2, backoff_max=60)) == {
+        "RetryBackOffWaitMinimum": 2, "RetryBackOffRepeatTimes": 5, "RetryBackOffRandomRange": 58}

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
 from station.field import update
-from tests.provisioning_support import build_fake_wheel, fake_systemctl, make_release, pip_command
+from tests.provisioning_support import build_fake_wheel
+from tests.test_provisioning_update import device as device_tree  # noqa: F401 — fixture
 
 FAST = {"grace_seconds": 0.5, "interval": 0.05}
 NOBODY = 65534
@@ -31,16 +32,9 @@ VICTIM_TEXT = "root:x:0:0:root:/root:/bin/bash\n"
 
 
 @pytest.fixture
-def device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    systemctl, _ = fake_systemctl(tmp_path / "bin")
-    monkeypatch.setenv("SYSTEMCTL", str(systemctl))
-    monkeypatch.setenv("STATION_PIP", pip_command())
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.delenv("STATION_SMOKE_CMD", raising=False)
-    monkeypatch.delenv("FAKE_BROKEN_VERSIONS", raising=False)
-    root = tmp_path / "root"
-    make_release(root, "1.0.0")
-    update.switch("1.0.0", root=root)
+def device(device_tree: dict[str, Path]) -> Path:
+    """The update tests' device (1.0.0 current, systemctl stubbed) with the daemon's state directory."""
+    root = device_tree["root"]
     (root / "var/lib/station/update").mkdir(parents=True)
     (root / "var/lib/station/firmware").mkdir(parents=True)
     return root

@@ -1,4 +1,4 @@
-"""Secrets never leak: a canary password and API token through everything a technician or an attacker sees.
+"""Secrets never leak: a canary password, CSMS-set key, API token and driver token through everything a technician or an attacker sees.
 
 The real daemon, the real API process, the real CLI and a real dev CSMS that demands
 the canary password. A whole charging session, control through the API (right and
@@ -40,11 +40,13 @@ async def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple
     return f"station {' '.join(args)} (exit {proc.returncode})", out + b"\n" + err
 
 
-async def test_canary_password_and_token_appear_in_no_log_output_response_or_database(tmp_path: Path) -> None:
+async def test_canary_password_key_and_tokens_appear_in_no_log_output_response_or_readable_database(tmp_path: Path) -> None:
     password = f"canary-pw-{uuid.uuid4().hex[:12]}"
     wrong = f"canary-wrong-{uuid.uuid4().hex[:12]}"
     token = f"canary-tok-{uuid.uuid4().hex[:16]}"
-    canaries = {password, wrong, token}
+    key = f"canarykey{uuid.uuid4().hex[:16]}"  # a BasicAuthPassword the CSMS sets (refused by it: falls back)
+    driver = f"DRV{uuid.uuid4().hex[:12].upper()}"  # a driver's RFID token (personal data)
+    canaries = {password, wrong, token, key, driver}
     canaries |= {base64.b64encode(f"{STATION_ID}:{p}".encode()).decode() for p in (password, wrong)}
     seen: list[tuple[str, bytes]] = []
     api_port = free_port()
@@ -78,9 +80,9 @@ async def test_canary_password_and_token_appear_in_no_log_output_response_or_dat
 
                 # A whole session, started through the API.
                 await sim.command("plug")
-                assert (await keep(await api.post("/connectors/1/start", json={"id_token": "TAG-1"},
+                assert (await keep(await api.post("/connectors/1/start", json={"id_token": driver},
                                                   headers=bad))).status_code == 401
-                assert (await keep(await api.post("/connectors/1/start", json={"id_token": "TAG-1"},
+                assert (await keep(await api.post("/connectors/1/start", json={"id_token": driver},
                                                   headers=good))).status_code == 200
                 await csms.wait_for("TransactionEvent", STATION_ID, lambda r: r.payload["eventType"] == "Started",
                                     timeout=10)
@@ -95,6 +97,13 @@ async def test_canary_password_and_token_appear_in_no_log_output_response_or_dat
                 await sim.command("unplug")
                 await csms.wait_for("TransactionEvent", STATION_ID, lambda r: r.payload["eventType"] == "Ended",
                                     timeout=10)
+                for path in ("/transactions", "/events/recent", "/status"):
+                    await keep(await api.get(path, headers=good))
+                # The CSMS sets a new password (the canary key); it refuses it at the next connect.
+                await csms.call(STATION_ID, "SetVariables", {"setVariableData": [{
+                    "component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
+                    "attributeValue": key}]})
+                await csms.call(STATION_ID, "TriggerMessage", {"requestedMessage": "Heartbeat"})
             seen.append(await run_cli(env, "--once"))
             seen.append(await run_cli(env, "status"))
             seen.append(await run_cli(env, "status", "--json"))
@@ -122,8 +131,13 @@ async def test_canary_password_and_token_appear_in_no_log_output_response_or_dat
 
     seen.append(("daemon log", (tmp_path / "station.log").read_bytes()))
     seen.append(("API log", (tmp_path / "api.log").read_bytes()))
-    for db_file in sorted((tmp_path / "state").glob("station.db*")):
-        seen.append((f"state database {db_file.name}", db_file.read_bytes()))
+    db_files = sorted((tmp_path / "state").glob("station.db*"))
+    assert {f.name for f in db_files} >= {"station.db"}
+    for db_file in db_files:
+        # The driver's token is in the database (it is the transaction's record), which only the
+        # daemon's user may read: the API's group cannot, so nothing of it is "the API's dump".
+        assert db_file.stat().st_mode & 0o077 == 0, f"{db_file.name} is readable beyond the daemon's user"
+        seen.append((f"state database {db_file.name}", db_file.read_bytes().replace(driver.encode(), b"<driver>")))
 
     leaks = [(where, canary) for where, data in seen for canary in canaries if canary.encode() in data]
     lines = sum(data.count(b"\n") + 1 for _, data in seen)
@@ -131,4 +145,5 @@ async def test_canary_password_and_token_appear_in_no_log_output_response_or_dat
     assert len(csms.auth_failures) >= 2, "the failed login did not happen"
     logged = dict(seen)["daemon log"]
     assert b"transaction ended" in logged and b"authentication" in logged.lower()  # the search saw real traffic
+    assert f"****{driver[-4:]}".encode() in logged  # the driver's frames were logged, masked
     assert not leaks, f"canary leaked: {leaks}"

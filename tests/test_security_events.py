@@ -192,3 +192,39 @@ async def test_a_csms_reset_raises_reset_or_reboot(version: str, tmp_path: Path)
             assert_valid(version, event)
         finally:
             await rig.stop()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_firmware_updated_is_raised_once_even_when_the_station_restarts_before_reporting_it(
+    version: str, tmp_path: Path
+) -> None:
+    from tests.test_ocpp_firmware import leave_result, updater
+
+    leave_result(tmp_path / "state", ok=True, request_id=42 if version == "201" else None)
+    csms = await DevCsms().start()
+    port = csms.port
+    await csms.stop()  # the update flow finished while the CSMS was unreachable
+    rig = Rig(version, csms, tmp_path / "station.db")
+    rig.firmware = updater(tmp_path / "state")
+    await rig.start()
+    assert rig.core is not None
+    core = rig.core
+    await eventually(lambda: [e.type for e in core.security_events.between()] == ["FirmwareUpdated"])
+    await rig.stop()  # power cut before anything was reported
+    second = DevCsms(port=port)
+    rig2 = Rig(version, second, tmp_path / "station.db")
+    rig2.firmware = updater(tmp_path / "state")
+    await second.start()
+    await rig2.start()
+    try:
+        event = await second.wait_for("SecurityEventNotification", timeout=10)
+        await second.wait_for("FirmwareStatusNotification", predicate=lambda r: r.payload["status"] == "Installed",
+                              timeout=10)
+        await rig2.wait_outbox_empty()
+        assert event.payload["type"] == "FirmwareUpdated" and "9.9.0" in event.payload["techInfo"]
+        assert len(second.calls("SecurityEventNotification")) == 1
+        assert rig2.core is not None and [e.type for e in rig2.core.security_events.between()] == ["FirmwareUpdated"]
+        assert_valid(version, event)
+    finally:
+        await rig2.stop()
+        await second.stop()

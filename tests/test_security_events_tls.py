@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import warnings
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,9 @@ from station.devtools.csms import DevCsms
 from station.ocpp.client import OcppClient
 from station.ocpp.connection import FailureKind, LinkParams, OcppLink
 from tests.ocpp_helpers import booting_session, eventually
-from tests.test_ocpp_security import Pki, pki, server_context  # noqa: F401 — the module-scoped CA fixture
+from tests.test_ocpp_security import Pki, pki, server_context, tasks  # noqa: F401 — the CA and task fixtures
 
 FAST = {"backoff_min": 0.01, "backoff_max": 0.05, "open_timeout": 2}
-
-
-@pytest.fixture
-async def tasks() -> AsyncIterator[list[asyncio.Task[None]]]:
-    running: list[asyncio.Task[None]] = []
-    yield running
-    for task in running:
-        task.cancel()
-    await asyncio.gather(*running, return_exceptions=True)
 
 
 def weak_server(pki: Pki, *, old_version: bool = False, weak_cipher: bool = False) -> ssl.SSLContext:

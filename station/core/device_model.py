@@ -39,6 +39,12 @@ HOW TO ADD VARIABLES (the registration API)
 3. Read values where you need them: `model.value("OCPPCommCtrlr", "HeartbeatInterval")`
    (typed: int / float / bool / str / datetime), and change them from station code with
    `model.set(...)` (skips the mutability check: the station may change its read-only facts).
+4. Watch changes: append a callable to `model.listeners`; it gets (entry, attribute, value) after
+   every stored or applied change (CSMS writes and `set`), e.g. for variable monitoring. Live
+   values (getters) change without notice: poll them.
+5. A value its owner keeps itself (the password in the credentials file, the network profiles'
+   priority): declare it `owner_stores=True` (with `owner_required=True`) and bind `apply`; a write
+   then only calls `apply`, which refuses with ValueError, and reads go through `get`.
 
 Rules the model enforces:
 - writable attributes persist in the SQLite `kv` table (key `dm:...`, or `store_key` for values
@@ -183,6 +189,9 @@ class KeyValueStore(Protocol):
 class Invalid(ValueError):
     """A value the variable does not accept: `reason` is an OCPP reasonCode (≤ 20 characters)."""
 
+    REASONS = ("InvalidValue", "ValueTooLow", "ValueTooHigh", "ValueOutOfRange")
+    """OCPP 2.0.1 reason codes (appendix "Reason codes") a parse may give."""
+
     def __init__(self, reason: str, info: str) -> None:
         super().__init__(info)
         self.reason = reason
@@ -302,9 +311,9 @@ def _number_text(text: str) -> str:
 
 def _check_limits(variable: Variable, number: float) -> None:
     if variable.min_limit is not None and number < variable.min_limit:
-        raise Invalid("ValueOutOfRange", f"must be >= {format_value(float(variable.min_limit))}")
+        raise Invalid("ValueTooLow", f"must be >= {format_value(float(variable.min_limit))}")
     if variable.max_limit is not None and number > variable.max_limit:
-        raise Invalid("ValueOutOfRange", f"must be <= {format_value(float(variable.max_limit))}")
+        raise Invalid("ValueTooHigh", f"must be <= {format_value(float(variable.max_limit))}")
 
 
 def _members(variable: Variable, text: str, *, single: bool = False) -> str:
@@ -555,7 +564,8 @@ class DeviceModel:
         """A CSMS read: WriteOnly and secret values are refused, values are text."""
         spec = entry.attribute(attribute)
         if spec is None:
-            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE)
+            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE, reason="UnsupportedParam",
+                          info=f"{entry.variable.name} has no {attribute} attribute")
         if spec.mutability == Mutability.WRITE_ONLY or entry.variable.secret:
             return Result(Status.REJECTED, reason="WriteOnly", info="this value can be written, not read")
         try:
@@ -569,7 +579,8 @@ class DeviceModel:
         """A CSMS write: checked, persisted, applied. Never logs the value of a secret."""
         spec = entry.attribute(attribute)
         if spec is None:
-            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE)
+            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE, reason="UnsupportedParam",
+                          info=f"{entry.variable.name} has no {attribute} attribute")
         if entry.variable.owner_required and entry.apply is None:
             return Result(Status.REJECTED, reason="ReadOnly", info="not changeable on this station (yet)")
         if spec.mutability == Mutability.READ_ONLY:

@@ -11,9 +11,11 @@ through the same callback that triggered the command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import time
+from datetime import datetime
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,15 +25,26 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from station.core.authorization import Authorization, Settings
-from station.core.clock import Clock
+from station.core.clock import Clock, Stamp
+from station.core.metering import (
+    ENDED_ALIGNED_MAX,
+    MEASURAND_SETTING,
+    SENDABLE,
+    AlignedSampler,
+    bind_metering,
+    ended_aligned_key,
+    parse_measurands,
+)
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
 from station.core.device_state import bind_core
+from station.core.monitoring_service import MonitoringService
 from station.core.standard_variables import STANDARD
 from station.core.events import EventBus
-from station.core.security_events import SecurityEventLog
+from station.core.security_events import MESSAGE_QUEUED, SecurityEventLog
 from station.core.smart_charging import SmartCharging
 from station.core.reservations import Reservations
+from station.core import tx_points
 from station.core.model import ConnectorStatus, ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.ports import ChargeController, ControllerError
 from station.core.store import OutboxEntry, Store, StoreError, TransactionRecord
@@ -63,6 +76,8 @@ class PendingAuthorization:
     trigger: str
     expires_mono: float
     group_id: str | None = None
+    reservation_id: int | None = None
+    """The reservation this authorization used (ended at authorization, named in the Started event)."""
 
 
 @dataclass(slots=True)
@@ -85,6 +100,12 @@ class Connector:
     actuator: asyncio.Task[None] | None = None
     actuate_again: bool = False
     last_command_error: str | None = None
+    points_seen: set[str] = field(default_factory=set)
+    """Transaction points (tx_points) that held during the running transaction: only those can end it."""
+    ev_wait_deadline: float | None = None
+    """A transaction started before an EV was plugged in (TxStartPoint Authorized) ends at this time."""
+    deauthorized: tuple[str, str, tuple[str, str] | None] | None = None
+    """(reason, trigger, stop token) of a stop request that only deauthorized the running transaction."""
     reservation: dict[str, Any] | None = None
     """The reservation this connector shows (set when the status is derived)."""
 
@@ -147,6 +168,7 @@ class StationCore:
         connection_timeout_s: float = 60.0,
         has_meter: bool = False,
         settings: Settings | None = None,
+        measurands: Iterable[str] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
@@ -179,6 +201,12 @@ class StationCore:
             if tx.connector_id in self.connectors:
                 self.connectors[tx.connector_id].transaction = tx
                 log.info("transaction restored", transaction_id=tx.id, connector_id=tx.connector_id)
+        self.measurands = frozenset(SENDABLE if measurands is None else measurands)
+        """What the meter can provide; the only measurands a CSMS may choose (station/core/metering.py)."""
+        self.aligned = AlignedSampler(self, lambda: dm.value("AlignedDataCtrlr", "Interval"))
+        """Clock-aligned meter values (AlignedDataCtrlr.Interval / ClockAlignedDataInterval)."""
+        bind_metering(dm, self)
+        tx_points.bind_tx_points(dm, self)
         self.auth = Authorization(self, settings or dm)
         """Who may charge (local list, cache, CSMS) and what a refused token's transaction may still do."""
         self.reservations = Reservations(self)
@@ -192,6 +220,8 @@ class StationCore:
         """Installed charging profiles; their composite is the `csms` limit source."""
         self.charging.reevaluate()
         bind_core(dm, self)
+        self.monitoring = MonitoringService(self)
+        """Variable monitors and hardware notifications (NotifyEvent); its task is run by the daemon."""
 
     def _clock_stepped(self, seconds: float, source: str) -> None:
         self.security_events.record("SettingSystemTime", f"clock moved by {seconds:+.1f} s (time from {source})")
@@ -203,6 +233,7 @@ class StationCore:
     async def close(self) -> None:
         self._closing = True
         await self.charging.close()
+        await self.aligned.close()
         tasks = [c.actuator for c in self.connectors.values() if c.actuator and not c.actuator.done()]
         for task in tasks:
             task.cancel()
@@ -249,11 +280,14 @@ class StationCore:
         elif previous is not None:
             log.info("energy meter answers again", reason=reason)
         self.events.publish("meter_health", **self.meter_health)
+        for conn in self.connectors.values():
+            self._reconcile(conn)
 
     def tick(self) -> None:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
         now = time.monotonic()
         self.charging.ensure_running()
+        self.aligned.ensure_running()
         self.reservations.expire(self.clock.now())
         if self._unsaved and self._save_unsaved():
             self.events.publish("outbox", depth=self._outbox_depth())
@@ -262,6 +296,12 @@ class StationCore:
                 log.info("authorization expired: no vehicle plugged in", connector_id=conn.id)
                 conn.pending = None
                 self._publish_connector(conn)
+            if conn.transaction and conn.ev_wait_deadline is not None and now > conn.ev_wait_deadline:
+                log.info("transaction ended: no vehicle plugged in", connector_id=conn.id)  # TxStartPoint Authorized
+                with self._one_pass():
+                    self._end_transaction(conn, "Timeout", "EVConnectTimeout")
+                    self._reconcile(conn)
+                continue
             if conn.transaction and now - conn.last_periodic >= self.meter_value_seconds:
                 conn.last_periodic = now
                 self._record(conn, "updated", "MeterValuePeriodic")
@@ -296,7 +336,7 @@ class StationCore:
         conn = self._pick_connector(connector_id, id_token, group_id)
         if conn is None:
             return "no free connector"
-        if conn.transaction or conn.pending:
+        if (conn.transaction and conn.transaction.id_token is not None) or conn.pending:
             return "connector busy"
         if not conn.operative:
             return "connector unavailable"
@@ -324,8 +364,11 @@ class StationCore:
             return False, refusal
         conn = self._pick_connector(connector_id, id_token, group_id)
         assert conn is not None
+        with self._one_pass():
+            reservation_id = self.reservations.used(conn, id_token, group_id)  # H01: the EVSE is no longer reserved
         conn.pending = PendingAuthorization(
-            id_token, token_type, remote_start_id, trigger, time.monotonic() + self.connection_timeout_s, group_id
+            id_token, token_type, remote_start_id, trigger, time.monotonic() + self.connection_timeout_s, group_id,
+            reservation_id,
         )
         log.info("session authorized", connector_id=conn.id, trigger=trigger, remote_start_id=remote_start_id)
         self._reconcile(conn)
@@ -340,7 +383,10 @@ class StationCore:
             tx = conn.transaction
             if tx and (tx.id == transaction_id or (transaction_id is None and conn.id == connector_id)):
                 with self._one_pass():
-                    self._end_transaction(conn, reason, trigger, stop_token)
+                    if tx_points.ends_on_deauthorization(self._points("TxStopPoint")) or not tx.authorized:
+                        self._end_transaction(conn, reason, trigger, stop_token)
+                    else:  # TxStopPoint EVConnected only: the relay opens, the unplug ends the transaction
+                        self._deauthorize(conn, reason, trigger, stop_token)
                     self._reconcile(conn)
                 return True
             if transaction_id is None and conn.id == connector_id and conn.pending:
@@ -363,7 +409,7 @@ class StationCore:
             conn.operative, conn.inoperative_scheduled = operative, False
             self._persist(f"operative:{conn.id}", operative)
             if not operative:
-                self.reservations.connector_inoperative(conn.id)
+                self.reservations.connector_unusable(conn.id)
             self._reconcile(conn)
         return "Scheduled" if scheduled else "Accepted"
 
@@ -523,6 +569,15 @@ class StationCore:
                 data["outbox_depth"] = depth
             self.events.publish(kind, **data)
 
+    @property
+    def in_pass(self) -> bool:
+        """A connector's pass is running (its records, commands and events are held until it ends)."""
+        return self._holding > 0
+
+    def publish_in_order(self, kind: str, **data: Any) -> None:
+        """Publish an event; inside a pass it waits for the pass's own events (status first)."""
+        self._publish(kind, **data)
+
     def _publish(self, kind: str, **data: Any) -> None:
         if self._holding:
             self._held_events.append((kind, data))
@@ -535,12 +590,98 @@ class StationCore:
         with self._one_pass():
             self._reconcile_pass(conn)
 
+    def reconcile_all(self) -> None:
+        """Re-decide every connector (a setting that changes the decisions, e.g. TxStartPoint)."""
+        for conn in self.connectors.values():
+            self._reconcile(conn)
+
+    def _points(self, variable: str) -> frozenset[str]:
+        try:
+            points = tx_points.parse(self.device_model.value("TxCtrlr", variable))
+        except Exception:  # noqa: BLE001 — unreadable: the defaults
+            points = frozenset()
+        if not points or tx_points.refusal(None, ",".join(points)):
+            return tx_points.DEFAULT_START if variable == "TxStartPoint" else tx_points.DEFAULT_STOP
+        return points
+
+    def _stop_on_ev_disconnect(self) -> bool:
+        try:
+            return bool(self.device_model.value("TxCtrlr", "StopTxOnEVSideDisconnect"))
+        except Exception:  # noqa: BLE001
+            return True
+
+    def _facts(self, conn: Connector) -> tx_points.Facts:
+        report, tx = conn.report, conn.transaction
+        ev = conn.link_up and conn.vehicle_present
+        energy = bool(ev and report is not None and report.relay_closed and report.pilot in (PilotState.C, PilotState.D))
+        authorized = tx.authorized if tx is not None else conn.pending is not None
+        return tx_points.Facts(ev_connected=ev, authorized=authorized, energy=energy)
+
+    def _transaction_points(self, conn: Connector) -> None:
+        """Start or end the connector's transaction by TxStartPoint / TxStopPoint (station/core/tx_points.py)."""
+        report, tx = conn.report, conn.transaction
+        if tx is not None and conn.link_up and report is not None:
+            self._maybe_end(conn, tx, report)
+        tx = conn.transaction
+        if tx is not None and tx.id_token is None and conn.pending is not None:
+            self._authorize_running(conn)
+        if conn.transaction is not None or not conn.link_up:
+            return
+        if conn.pending is None and (not conn.operative or conn.derived.status == ConnectorStatus.FAULTED):
+            return  # a start without a token (EVConnected, EnergyTransfer) only on a usable connector
+        if tx_points.start_reached(self._points("TxStartPoint"), self._facts(conn)):
+            self._start_transaction(conn)
+
+    def _maybe_end(self, conn: Connector, tx: TransactionRecord, report: ControllerStatus) -> None:
+        unplugged = report.pilot == PilotState.A
+        stop_on_unplug = self._stop_on_ev_disconnect()
+        if unplugged and tx.authorized and stop_on_unplug:
+            tx.authorized = False  # StopTxOnEVSideDisconnect: unplugging deauthorizes the session
+        facts = self._facts(conn)
+        conn.points_seen.update(p for p in tx_points.DETECTABLE if tx_points.holds(p, facts))
+        if tx.id_token is not None:
+            conn.points_seen.add("Authorized")  # authorized once, also before a restart
+        if facts.ev_connected:
+            conn.ev_wait_deadline = None
+        broken = tx_points.first_broken(self._points("TxStopPoint"), facts, seen=conn.points_seen)
+        if broken is None or (unplugged and not stop_on_unplug and broken != "EnergyTransfer"):
+            return  # StopTxOnEVSideDisconnect false: an unplug alone does not end it
+        if unplugged and conn.deauthorized is not None:  # stopped earlier, ended now by the EV leaving
+            self._end_transaction(conn, conn.deauthorized[0], "EVDeparted", conn.deauthorized[2])
+        elif unplugged:
+            self._end_transaction(conn, "EVDisconnected", "EVCommunicationLost")
+        elif conn.deauthorized is not None:
+            self._end_transaction(conn, *conn.deauthorized)
+        elif broken == "EnergyTransfer":
+            self._end_transaction(conn, "StoppedByEV" if report.pilot == PilotState.B else "Other", "ChargingStateChanged")
+        else:
+            self._end_transaction(conn, "DeAuthorized", "Deauthorized")
+
+    def _authorize_running(self, conn: Connector) -> None:
+        """A token for a transaction that started without one (TxStartPoint EVConnected / EnergyTransfer)."""
+        pending, tx = conn.pending, conn.transaction
+        assert pending is not None and tx is not None
+        conn.pending = None
+        tx.id_token, tx.token_type, tx.authorized = pending.id_token, pending.token_type, True
+        if tx.remote_start_id is None:
+            tx.remote_start_id = pending.remote_start_id
+        self._record(conn, "updated", "Authorized" if pending.trigger != "RemoteStart" else "RemoteStart",
+                     {"token_update": True})
+        log.info("transaction authorized", transaction_id=tx.id, connector_id=conn.id)
+
+    def _deauthorize(self, conn: Connector, reason: str, trigger: str, stop_token: tuple[str, str] | None) -> None:
+        """A stop request while TxStopPoint lacks Authorized: charging stops, the transaction waits for the unplug."""
+        tx = conn.transaction
+        assert tx is not None
+        tx.authorized = False
+        conn.deauthorized = (reason, trigger, stop_token)
+        self._record(conn, "updated", trigger, {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]}
+                     if stop_token else None)
+        log.info("transaction deauthorized; ends when the EV is unplugged", transaction_id=tx.id, connector_id=conn.id)
+
     def _reconcile_pass(self, conn: Connector) -> None:
         report = conn.report
-        if conn.transaction and conn.link_up and report is not None and report.pilot == PilotState.A:
-            self._end_transaction(conn, "EVDisconnected", "EVCommunicationLost")
-        if conn.pending and conn.link_up and conn.vehicle_present and not conn.transaction:
-            self._start_transaction(conn)
+        self._transaction_points(conn)
         if not conn.transaction and conn.inoperative_scheduled:
             conn.operative, conn.inoperative_scheduled = False, False
             self._persist(f"operative:{conn.id}", False)
@@ -551,6 +692,9 @@ class StationCore:
             in_transaction=conn.transaction is not None,
             limit_suspended=conn.limit_a < 6,
         )
+        if derived.error_code == "NoError" and self.meter_health is not None and not self.meter_health["healthy"]:
+            # The connector still charges; 1.6 tells the CSMS through StatusNotification's errorCode.
+            derived = dataclasses.replace(derived, error_code="PowerMeterFailure", info="energy meter not answering")
         previous_reservation = conn.reservation
         if derived.status == ConnectorStatus.AVAILABLE and (shown := self.reservations.shows_reserved(conn)):
             derived = dataclasses.replace(derived, status=ConnectorStatus.RESERVED)
@@ -558,6 +702,7 @@ class StationCore:
         else:
             conn.reservation = None
         changed = derived != conn.derived or conn.reservation != previous_reservation
+        faulted_now = derived.status == ConnectorStatus.FAULTED and conn.derived.status != ConnectorStatus.FAULTED
         charging_changed = derived.charging_state != conn.derived.charging_state
         conn.derived = derived
         if conn.transaction and charging_changed and derived.charging_state != conn.transaction.charging_state:
@@ -567,29 +712,33 @@ class StationCore:
             log.info("connector status", connector_id=conn.id, status=derived.status.value,
                      error_code=derived.error_code, info=derived.info)
             self._publish_connector(conn)
+        if faulted_now:
+            self.reservations.connector_unusable(conn.id)  # TC_H_20: a faulted EVSE loses its reservation
         self._actuate(conn)
 
     def _publish_connector(self, conn: Connector) -> None:
         self._publish("connector", connector_id=conn.id, connector=conn.to_json())
 
     def _start_transaction(self, conn: Connector) -> None:
-        pending = conn.pending
-        assert pending is not None
+        pending = conn.pending  # None: started by the EV alone (TxStartPoint EVConnected / EnergyTransfer)
         conn.pending = None
         stamp = self.clock.stamp()
         tx = TransactionRecord(
             id=str(uuid.uuid4()),
             connector_id=conn.id,
-            id_token=pending.id_token,
-            token_type=pending.token_type,
-            remote_start_id=pending.remote_start_id,
+            id_token=pending.id_token if pending else None,
+            token_type=pending.token_type if pending else None,
+            remote_start_id=pending.remote_start_id if pending else None,
             started_at=stamp.wall.isoformat(),
             meter_start_wh=conn.last_meter.energy_import_wh if conn.last_meter else None,
+            authorized=pending is not None,
         )
         conn.transaction = tx
         conn.last_periodic = time.monotonic()
-        reservation_id = self.reservations.used(conn, pending.id_token, pending.group_id)
-        self._record(conn, "started", pending.trigger,
+        conn.points_seen, conn.deauthorized = set(), None
+        conn.ev_wait_deadline = None if conn.vehicle_present else time.monotonic() + self.connection_timeout_s
+        reservation_id = pending.reservation_id if pending else None  # used when the token was authorized
+        self._record(conn, "started", pending.trigger if pending else "CablePluggedIn",
                      {"reservation_id": reservation_id} if reservation_id is not None else None)
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
         self.charging.transaction_started(conn)
@@ -601,18 +750,86 @@ class StationCore:
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
-        self._record(conn, "ended", trigger,
-                     {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else None)
+        conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
+        extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
+        aligned = self.store.get(ended_aligned_key(tx.id), [])
+        if aligned:
+            extra["aligned"] = {"measurands": self.selected_measurands("ended_clock"), "values": aligned}
+        self._record(conn, "ended", trigger, extra or None)
+        if aligned:
+            with contextlib.suppress(StoreError):  # the end message holds them now
+                self.store.delete(ended_aligned_key(tx.id))
         conn.transaction = None
         self.auth.transaction_ended(conn, tx.id)
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,
                  energy_wh=tx.energy_wh)
         self.charging.transaction_ended(tx.id)
 
-    def _record(self, conn: Connector, kind: str, trigger: str, extra: dict[str, Any] | None = None) -> None:
+    def selected_measurands(self, moment: str) -> list[str]:
+        """The measurands configured for `moment` (started, updated, ended, clock) the meter provides."""
+        try:
+            configured = parse_measurands(self.device_model.value(*MEASURAND_SETTING[moment]))
+        except Exception:  # noqa: BLE001 — an unreadable setting: send what the meter has
+            configured = list(SENDABLE)
+        return [m for m in configured if m in self.measurands]
+
+    def record_clock_aligned(self, boundary: datetime) -> None:
+        """Clock-aligned meter values for every connector with a reading, stamped with the boundary.
+
+        During a transaction: an `updated` event (trigger MeterValueClock) in its outbox sequence;
+        outside one: a durable `meter_values` message. AlignedDataCtrlr.SendDuringIdle true: only
+        while no transaction runs on the station.
+        """
+        self._keep_for_end(boundary)
+        idle_only = bool(self.device_model.value("AlignedDataCtrlr", "SendDuringIdle"))
+        if idle_only and any(c.transaction for c in self.connectors.values()):
+            return
+        stamp = Stamp(boundary, time.monotonic(), self.clock.boot_id, self.clock.trusted)
+        measurands = self.selected_measurands("clock")
+        idle: list[Connector] = []
+        with self._one_pass():
+            for conn in self.connectors.values():
+                if conn.last_meter is None:
+                    continue
+                if conn.transaction is not None:
+                    self._record(conn, "updated", "MeterValueClock", stamp=stamp)
+                else:
+                    idle.append(conn)
+        if not idle:
+            return
+        try:
+            with self.store.transaction("record clock-aligned meter values") as db:
+                for conn in idle:
+                    self.store.append_message(db, "meter_values", stamp, {
+                        "connector_id": conn.id, "meter": meter_json(conn.last_meter), "measurands": measurands,
+                        "context": "Sample.Clock"}, offline=not self.csms_online)
+        except StoreError:
+            log.error("clock-aligned meter values not recorded: state database refused the write")
+            return
+        self.events.publish(MESSAGE_QUEUED, message="meter_values")
+
+    def _keep_for_end(self, boundary: datetime) -> None:
+        """AlignedDataCtrlr.TxEndedMeasurands (1.6 StopTxnAlignedData): a running transaction keeps
+        its clock-aligned readings for its end message (kept in the store: they survive a restart)."""
+        if not self.selected_measurands("ended_clock"):
+            return
+        for conn in self.connectors.values():
+            if conn.transaction is None or conn.last_meter is None:
+                continue
+            key = ended_aligned_key(conn.transaction.id)
+            try:
+                samples = list(self.store.get(key, []))[-(ENDED_ALIGNED_MAX - 1):]
+                samples.append({"timestamp": boundary.isoformat(), "meter": meter_json(conn.last_meter)})
+                self.store.put(key, samples)
+            except StoreError:
+                log.error("clock-aligned reading for the transaction's end not kept", transaction_id=conn.transaction.id)
+
+    def _record(self, conn: Connector, kind: str, trigger: str, extra: dict[str, Any] | None = None, *,
+                stamp: Stamp | None = None) -> None:
         """Persist the transaction's new state and its outbox message in one SQLite transaction."""
         tx = conn.transaction
         assert tx is not None
+        moment = "clock" if trigger == "MeterValueClock" else kind
         entry = OutboxEntry(
             id=0,
             transaction_id=tx.id,
@@ -620,7 +837,7 @@ class StationCore:
             kind=kind,
             seq_no=tx.seq_next,
             trigger=trigger,
-            stamp=self.clock.stamp(),
+            stamp=stamp or self.clock.stamp(),
             offline=not self.csms_online,
             data={
                 "id_token": tx.id_token,
@@ -632,6 +849,7 @@ class StationCore:
                 "meter_stop_wh": tx.meter_stop_wh,
                 "stop_reason": tx.stop_reason,
                 "has_meter": self.has_meter,
+                "measurands": self.selected_measurands(moment),
                 **(extra or {}),
             },
         )
@@ -680,7 +898,8 @@ class StationCore:
         """(relay may close, current to offer in whole amps)."""
         allowed = relay_may_close(
             conn.report, link_up=conn.link_up, operative=conn.operative or conn.inoperative_scheduled,
-            authorized_transaction=conn.transaction is not None, limit_a=conn.limit_a,
+            authorized_transaction=conn.transaction.authorized if conn.transaction is not None else conn.pending is not None,
+            limit_a=conn.limit_a,
         )
         return allowed, max(6, min(32, math.floor(conn.limit_a)))
 

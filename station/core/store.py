@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     seq_next INTEGER NOT NULL DEFAULT 0,
     csms_id TEXT,
     charging_state TEXT NOT NULL DEFAULT 'EVConnected',
-    ocpp_version TEXT
+    ocpp_version TEXT,
+    authorized INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS transactions_open ON transactions(ended_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -106,6 +107,10 @@ class StoreError(Exception):
     """The state database cannot be written (disk full, read-only, corrupt)."""
 
 
+class LocalListTooLong(Exception):
+    """A SendLocalList would make the local list longer than LocalAuthListMaxLength (answered Failed)."""
+
+
 @dataclass(slots=True)
 class TransactionRecord:
     id: str
@@ -123,6 +128,9 @@ class TransactionRecord:
     charging_state: str = "EVConnected"
     ocpp_version: str | None = None
     """The OCPP version its first message went out in ("201" | "16"): all its messages go in it."""
+    authorized: bool = True
+    """False while a transaction started at EVConnected waits for a token, or after a stop request
+    that only deauthorized it (TxStopPoint without Authorized): the relay stays open."""
 
     @property
     def energy_wh(self) -> float | None:
@@ -183,7 +191,7 @@ _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
 _SET_SEPARATELY = ("csms_id", "ocpp_version")
 """Columns only their own setters write: the core's copy of a transaction may not know them yet."""
 _ADDED_COLUMNS = {
-    "transactions": {"ocpp_version": "TEXT"},
+    "transactions": {"ocpp_version": "TEXT", "authorized": "INTEGER NOT NULL DEFAULT 1"},
     "auth_cache": {"group_id": "TEXT", "last_used": "REAL NOT NULL DEFAULT 0", "uses": "INTEGER NOT NULL DEFAULT 0"},
     "local_list": {"group_id": "TEXT"},
 }
@@ -193,8 +201,9 @@ _ADDED_COLUMNS = {
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _owner_only(self.path)
+        if str(path) != ":memory:":  # SQLite's in-memory database (station --once): no file to create
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         with self._guard("open"):
@@ -431,6 +440,10 @@ class Store:
         row = self._db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    def delete(self, key: str) -> None:
+        with self.transaction(f"delete {key}") as db:
+            db.execute("DELETE FROM kv WHERE key=?", (key,))
+
     def put(self, key: str, value: Any) -> None:
         with self.transaction(f"set {key}") as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))
@@ -440,8 +453,11 @@ class Store:
         return int(self.get("local_list_version", 0))
 
     def local_list_update(self, version: int, entries: dict[str, tuple[str, str | None] | tuple[str, str | None, str | None] | None],
-                          *, full: bool) -> None:
-        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update)."""
+                          *, full: bool, max_entries: int | None = None) -> None:
+        """entries: token → (status, expires_at[, group_id]), or None to remove the token (differential update).
+
+        Raises LocalListTooLong (nothing changed) when the list would hold more than `max_entries` tokens.
+        """
         with self.transaction("update local list") as db:
             if full:
                 db.execute("DELETE FROM local_list")
@@ -452,6 +468,8 @@ class Store:
                     group = value[2] if len(value) > 2 else None  # type: ignore[misc]
                     db.execute("INSERT OR REPLACE INTO local_list (id_token, status, expires_at, group_id) VALUES (?,?,?,?)",
                                (token, value[0], value[1], group))
+            if max_entries is not None and int(db.execute("SELECT COUNT(*) FROM local_list").fetchone()[0]) > max_entries:
+                raise LocalListTooLong(f"the local list would hold more than {max_entries} tokens")
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('local_list_version', ?)", (str(version),))
 
     def local_list_lookup(self, token: str) -> tuple[str, str | None] | None:

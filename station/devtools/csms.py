@@ -19,10 +19,11 @@ import itertools
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -209,7 +210,9 @@ class DevCsms:
         except InvalidHeader:
             username, password = None, None
         expected = self.passwords.get(station_id)
-        if username == station_id and expected is not None and password is not None and hmac.compare_digest(password, expected):
+        if expected is None:
+            return None  # passwords are required of the stations listed, not of every station
+        if username == station_id and password is not None and hmac.compare_digest(password, expected):
             return None
         self.auth_failures.append(station_id)
         log.warning(f"csms: authentication failed for {station_id}")
@@ -338,18 +341,19 @@ class DevCsms:
 
     async def wait_for(
         self,
-        action: str,
+        action: str | Collection[str],
         station_id: str | None = None,
         predicate: Callable[[Received], bool] | None = None,
         timeout: float = 5,
         *,
         since: int = 0,
     ) -> Received:
-        """The first CALL `action` (from `station_id`, matching `predicate`) received at index >= `since`."""
+        """The first CALL `action` (or one of several) from `station_id`, matching `predicate`, received at index >= `since`."""
+        actions = {action} if isinstance(action, str) else set(action)
 
         def find() -> Received | None:
             for item in self.received[since:]:
-                if item.kind != "call" or item.action != action:
+                if item.kind != "call" or item.action not in actions:
                     continue
                 if station_id is not None and item.station_id != station_id:
                     continue
@@ -462,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="station dev-csms",
         description="Development CSMS serving OCPP 2.0.1 and 1.6J on one port (chosen by subprotocol).",
+        epilog="While it runs, `station dev-csms call STATION ACTION '{json}' [--wait-for ACTION]` sends a "
+               "station any CALL and prints the answer and the follow-ups (see `station dev-csms call --help`).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000, 0 = any free port)")
@@ -473,22 +479,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sign-with", nargs=2, metavar=("CA_CERT", "CA_KEY"),
                         help="sign the stations' CSRs (SignCertificate) with this CA and send them back (CertificateSigned)")
     parser.add_argument("--only", choices=("201", "16"), help="accept only this OCPP version")
+    parser.add_argument("--control", type=Path, metavar="PATH",
+                        help="control socket for `station dev-csms call` (default: derived from the port)")
     return parser
 
 
-async def _serve_forever(csms: DevCsms) -> None:
+async def _serve_forever(csms: DevCsms, control: Path | None = None) -> None:
+    from station.devtools.csms_control import ControlServer, control_path
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with csms:
-        print(f"dev CSMS listening: {csms.url('201')}<station id> (OCPP 2.0.1), {csms.url('16')}<station id> (OCPP 1.6)", flush=True)
-        await stop.wait()
+        server = ControlServer(csms, control or control_path(csms.port))
+        await server.start()
+        try:
+            print(f"dev CSMS listening: {csms.url('201')}<station id> (OCPP 2.0.1), {csms.url('16')}<station id> (OCPP 1.6)", flush=True)
+            print(f"control: station dev-csms call STATION ACTION '{{json}}' --control {server.path}", flush=True)
+            await stop.wait()
+        finally:
+            await server.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the dev CSMS until SIGINT/SIGTERM; exit code 2 for bad arguments."""
+    """Run the dev CSMS until SIGINT/SIGTERM; exit code 2 for bad arguments. `call ...`: see csms_control."""
+    if argv is not None and list(argv[:1]) == ["call"]:
+        from station.devtools import csms_control
+
+        return csms_control.main(argv[1:])
     args = build_parser().parse_args(argv)
     passwords: dict[str, str] | None = None
     if args.password:
@@ -529,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         certificate_authority=authority,
     )
     try:
-        asyncio.run(_serve_forever(csms))
+        asyncio.run(_serve_forever(csms, args.control))
     except OSError as exc:
         print(f"dev CSMS cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -209,3 +209,19 @@ def get_map(model: str) -> RegisterMap:
         return MAPS[model.strip().lower()]
     except KeyError:
         raise ValueError(f"unknown meter model {model!r}; known: {', '.join(sorted(MAPS))}") from None
+
+
+MEASURAND_SOURCES: Mapping[str, tuple[frozenset[str], ...]] = MappingProxyType({
+    "Energy.Active.Import.Register": (frozenset({"energy_import"}),),
+    "Power.Active.Import": (frozenset({"power_total"}), frozenset({"power_l1", "power_l2", "power_l3"})),
+    "Current.Import": (frozenset({"current_l1", "current_l2", "current_l3"}),),
+    "Voltage": (frozenset({"voltage_l1", "voltage_l2", "voltage_l3"}),),
+    "Frequency": (frozenset({"frequency"}),),
+})
+"""The OCPP measurands a reading carries, and the registers (any one of the sets) each needs."""
+
+
+def measurands(register_map: RegisterMap) -> frozenset[str]:
+    """The OCPP measurands a meter with this map provides: the only ones a CSMS may choose."""
+    have = set(register_map.registers)
+    return frozenset(m for m, sources in MEASURAND_SOURCES.items() if any(s <= have for s in sources))

@@ -39,11 +39,13 @@ from station.core.charging_profiles import (
     Recurrency,
 )
 from station.core.station import AuthResult, Connector, StationCore
-from station.core.store import OutboxEntry, StoreError
+from station.core.store import LocalListTooLong, OutboxEntry, StoreError
 from station.diagnostics.log_upload import LogAnswer, LogNote, LogRequest
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
+from station.ocpp import meter_values as _meter_values  # noqa: F401 — registers its outbox kind
+from station.ocpp import monitoring as _monitoring  # noqa: F401 — registers its outbox kind
 from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
 from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
@@ -211,6 +213,7 @@ class BaseSession(StrictChargePoint):
         self._sent_status: dict[int, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._confirmed = _ConfirmedIds()
+        self.records_wire = client.recorder is not None
 
     # ---- version hooks -------------------------------------------------------
     def boot_payload(self) -> dict[str, Any]:
@@ -249,12 +252,11 @@ class BaseSession(StrictChargePoint):
                                         status=str(status) if status is not None else "Accepted"))
         self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
 
-    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any,
-                masked: Callable[[], Any] | None = None) -> None:
-        """Every frame goes to the flight recorder (masked there), when the daemon keeps one."""
+    def on_wire(self, direction: str, text: str) -> None:
+        """Every frame goes to the flight recorder, masked as in the frame log."""
         recorder = self.client.recorder
         if recorder is not None:
-            recorder.ocpp(direction, action, message, raw, masked)
+            recorder.record("ocpp", direction, text)
 
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
                       timeout: float | None = None, queued: bool = False) -> dict[str, Any]:
@@ -582,13 +584,15 @@ class BaseSession(StrictChargePoint):
         if not full and version <= self.core.store.local_list_version():
             return "VersionMismatch"
         try:
-            self.core.store.local_list_update(version, entries, full=full)
-        except StoreError:
+            self.core.store.local_list_update(version, entries, full=full, max_entries=self.core.auth.local_list_limit())
+        except (StoreError, LocalListTooLong):
             return "Failed"
         return "Accepted"
 
     @on_raw("ClearCache")
     def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if not self.core.auth.setting("AuthCacheCtrlr", "Enabled"):
+            return {"status": "Rejected"}  # C11.FR.04: no cache in use, nothing was cleared
         try:
             self.core.store.cache_clear()
         except StoreError:

@@ -210,9 +210,9 @@ class CredentialSource(Protocol):
     @property
     def profile(self) -> int: ...
 
-    def attempt(self) -> Attempt: ...
+    def attempt(self, requested: int | None = None) -> Attempt: ...
 
-    def connected(self, attempt: Attempt) -> None: ...
+    def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None: ...
 
     def failed(self, attempt: Attempt, kind: FailureKind) -> None: ...
 
@@ -224,13 +224,13 @@ class StaticCredentials:
         self.params = params
         self.profile = resolve_security_profile(params)
 
-    def attempt(self) -> Attempt:
+    def attempt(self, requested: int | None = None) -> Attempt:
         p = self.params
         return Attempt(self.profile, p.password.encode() if p.password else None,
                        str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None,
                        str(p.ca_bundle) if p.ca_bundle else None)
 
-    def connected(self, attempt: Attempt) -> None:
+    def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None:
         pass
 
     def failed(self, attempt: Attempt, kind: FailureKind) -> None:
@@ -245,11 +245,19 @@ def basic_authorization(username: str, password: bytes) -> str:
 
 
 def ssl_context_for(attempt: Attempt) -> ssl.SSLContext:
-    """TLS 1.2+ context: installed roots (else the CA bundle, else the system's), client certificate for profile 3."""
-    if attempt.cadata:
+    """TLS 1.2+ context and client certificate for profile 3. Trusted: with a provisioned CA bundle,
+    the installed roots (the bundle is copied among them) or, when none are left, the bundle; without
+    one, the system's CAs plus the installed roots (installing a root never takes trust away)."""
+    if attempt.cadata and attempt.ca_bundle:
         context = ssl.create_default_context(cadata=attempt.cadata)
     else:
         context = ssl.create_default_context(cafile=attempt.ca_bundle)
+        if attempt.cadata:
+            context.load_verify_locations(cadata=attempt.cadata)
+    if attempt.cadata:
+        # An installed root may be a successor signed by its predecessor (AdditionalRootCertificateCheck):
+        # it is a trust anchor as installed, not only when self-signed.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if attempt.profile == 3:
         assert attempt.client_cert and attempt.client_key
@@ -539,7 +547,7 @@ class OcppLink:
         self._publish()
 
     async def _attempt(self, version: str, why: str) -> None:
-        attempt = self.credentials.attempt()
+        attempt = self.credentials.attempt(self.params.security_profile)
         self.state.security_profile = attempt.profile
         try:
             await self._connect_and_serve(version, attempt)
@@ -578,7 +586,8 @@ class OcppLink:
             self._switch(version, "probe of the primary succeeded")
         self._unreachable_in_a_row = 0
         self._security_reported.clear()
-        self.credentials.connected(attempt)
+        ssl_object = ws.transport.get_extra_info("ssl_object") if ws.transport is not None else None
+        self.credentials.connected(attempt, ssl_object.getpeercert(binary_form=True) if ssl_object else None)
         await self._serve(ws, version)
 
     async def _tls_security_event(self, url: str, exc: BaseException, text: str) -> None:

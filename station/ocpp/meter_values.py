@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from station.ocpp.outbox_kinds import register
+
+if TYPE_CHECKING:
+    from station.core.store import OutboxEntry
+    from station.ocpp.base import BaseSession
 
 PHASES = ("L1", "L2", "L3")
 
 
-def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool) -> list[dict[str, Any]]:
+def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool,
+                   measurands: list[str] | None = None) -> list[dict[str, Any]]:
     """Energy.Active.Import.Register, Power.Active.Import, Current.Import and Voltage per phase, Frequency.
 
     `as_text`: OCPP 1.6 carries values as strings with a flat `unit`; 2.0.1 as numbers with unitOfMeasure.
+    `measurands`: only these (as configured when the value was recorded); None: all of them.
     """
     if not meter or meter.get("energy_wh") is None:
         return []
+    if measurands is not None:
+        wanted = set(measurands)
+        return [s for s in sampled_values(meter, context, as_text=as_text) if s["measurand"] in wanted]
     samples: list[tuple[str, float, str, str | None]] = [
         ("Energy.Active.Import.Register", meter["energy_wh"], "Wh", None)
     ]
@@ -38,3 +50,31 @@ def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool)
             item["phase"] = phase
         out.append(item)
     return out
+
+
+def ended_aligned_values(data: dict[str, Any], *, as_text: bool) -> list[dict[str, Any]]:
+    """A transaction's clock-aligned readings kept for its end message (AlignedDataCtrlr.TxEndedMeasurands,
+    1.6 StopTxnAlignedData): one meterValue per boundary, context Sample.Clock."""
+    aligned = data.get("aligned") or {}
+    out = []
+    for value in aligned.get("values") or []:
+        samples = sampled_values(value.get("meter"), "Sample.Clock", as_text=as_text, measurands=aligned.get("measurands"))
+        if samples:
+            at = datetime.fromisoformat(value["timestamp"]).astimezone(UTC)
+            out.append({"timestamp": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "sampledValue": samples})
+    return out
+
+
+@register("meter_values")
+def meter_values_message(session: BaseSession, entry: OutboxEntry) -> tuple[str, dict[str, Any]] | None:
+    """Meter values outside a transaction (clock-aligned while idle): MeterValues in both versions."""
+    data = entry.data
+    as_text = session.VERSION == "16"
+    samples = sampled_values(data.get("meter"), str(data.get("context") or "Sample.Clock"), as_text=as_text,
+                             measurands=data.get("measurands"))
+    if not samples:
+        return None
+    value = [{"timestamp": session.event_time(entry), "sampledValue": samples}]
+    if as_text:
+        return "MeterValues", {"connectorId": int(data["connector_id"]), "meterValue": value}
+    return "MeterValues", {"evseId": int(data["connector_id"]), "meterValue": value}

@@ -264,27 +264,23 @@ class StrictChargePoint(ChargePoint):
     def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any,
                    raw: Any = None) -> None:
         self.on_frame(direction, action, message)
-        body = message[-1] if message and message[0] in (2, 3) else message[2:] if message else []
-        redacted: list[Any] = []
-
-        def masked() -> Any:
-            """The payload with secrets and tokens masked, walked at most once per frame (log and recorder)."""
-            if not redacted:
-                redacted.append(redact(action, body))
-            return redacted[0]
-
-        self.on_wire(direction, action, message, raw, masked)
-        if not _logs_info(self.log):
+        logging_on = _logs_info(self.log)
+        if not logging_on and not self.records_wire:
             return
         if self.side == "csms":
             prefix = f"csms {'<-' if direction == 'in' else '->'} {self.id}"
         else:
             prefix = f"ocpp {'->' if direction == 'out' else '<-'}"
         kind = {2: "", 3: " result", 4: " error"}.get(message[0] if message else 0, "")
+        body = message[-1] if message and message[0] in (2, 3) else message[2:] if message else []
         text = payload_text(raw, message) or frame_text(body)
         if may_hold_secret(text):  # walking the payload costs more than the rest of the frame
-            text = frame_text(masked())
+            text = frame_text(redact(action, body))
         text = mask_url_secrets(text)
+        if self.records_wire:
+            self.on_wire(direction, f"{action or '?'}{kind} {unique_id} {text}")
+        if not logging_on:
+            return
         self.log.info(
             f"{prefix} {action or '?'}{kind} {text}",
             station_id=self.id,
@@ -296,10 +292,11 @@ class StrictChargePoint(ChargePoint):
     def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
         """Hook for subclasses that record traffic (the dev CSMS); `message` is the parsed frame."""
 
-    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any,
-                masked: Callable[[], Any] | None = None) -> None:
-        """Hook for the station's flight recorder: the frame as it crossed the wire (`raw`, text) too;
-        `masked()` is the payload (CALL / CALLRESULT) as the frame log masks it, computed once."""
+    records_wire = False
+    """True: `on_wire` gets every frame, masked exactly as for the frame log (one masking for both)."""
+
+    def on_wire(self, direction: str, text: str) -> None:
+        """Hook for the station's flight recorder: `<action>[ result| error] <unique id> <masked payload>`."""
 
     async def _send(self, message: str, parsed: list[Any] | None = None) -> None:
         """Log and send one frame; `parsed` is the frame as a list when the caller has it (saves a parse)."""

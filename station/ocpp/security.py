@@ -83,8 +83,12 @@ class Renewal:
         for attempt in range(repeats + 1):
             session = self.client.session
             if session is not None and session.accepted:
-                csr = credentials.new_csr(str(self.client.core.device_model.value("SecurityCtrlr", "OrganizationName")),
-                                          fresh=attempt == 0)
+                organization = str(self.client.core.device_model.value("SecurityCtrlr", "OrganizationName"))
+                try:
+                    csr = credentials.new_csr(organization, fresh=attempt == 0)
+                except OSError as exc:
+                    log.error("ocpp: no key for a certificate signing request", error=exc.__class__.__name__)
+                    return
                 payload: dict[str, Any] = {"csr": csr}
                 if session.VERSION == "201":
                     payload["certificateType"] = "ChargingStationCertificate"
@@ -134,9 +138,14 @@ class SecurityHandlers:
         if credentials is None:
             return self._answer("Failed", "no certificate store")
         try:
-            root = credentials.roots.install(kind, payload["certificate"], self.core.clock.now())
+            if kind == pki.CSMS_ROOT and credentials.additional_root_check:
+                root = credentials.roots.install_successor(payload["certificate"], self.core.clock.now())
+            else:
+                root = credentials.roots.install(kind, payload["certificate"], self.core.clock.now())
         except pki.PkiError as exc:
             self.log.warning("ocpp: certificate not installed", certificate_type=payload["certificateType"], reason=str(exc))
+            if kind == pki.CSMS_ROOT and "store full" not in str(exc):
+                report_event(self.client, "InvalidCsmsCertificate", f"InstallCertificate refused: {exc}")  # TC_078
             return self._answer("Rejected", str(exc))
         except OSError as exc:
             return self._answer("Failed", f"cannot store: {exc.__class__.__name__}")

@@ -19,6 +19,7 @@ from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
 from station.ocpp import variables
 from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
+from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
 from ocpp.exceptions import NotSupportedError
 
@@ -61,8 +62,8 @@ LOG_STATUS_16 = frozenset(LogStatus) - {LogStatus.ACCEPTED_CANCELED}
 """The whitepaper's LogStatusNotification lacks AcceptedCanceled."""
 
 
-def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
-    return _samples(meter, context, as_text=True)
+def sampled_values(meter: dict[str, Any] | None, context: str, measurands: list[str] | None = None) -> list[dict[str, Any]]:
+    return _samples(meter, context, as_text=True, measurands=measurands)
 
 
 def whole_wh(value: Any) -> int:
@@ -108,7 +109,8 @@ class V16Session(SecurityHandlers, BaseSession):
         if entry.kind == "updated":
             if entry.trigger not in ("MeterValuePeriodic", "MeterValueClock", "Trigger"):
                 return None  # e.g. ChargingStateChanged: 1.6 says it with StatusNotification
-            samples = sampled_values(meter, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock"}.get(entry.trigger, "Trigger"))
+            samples = sampled_values(meter, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock"}.get(entry.trigger, "Trigger"),
+                                     data.get("measurands"))
             if not samples:
                 return None
             return "MeterValues", {"connectorId": entry.connector_id, "transactionId": self._csms_id(entry),
@@ -119,9 +121,12 @@ class V16Session(SecurityHandlers, BaseSession):
                    "timestamp": timestamp, "reason": reason if reason in STOP_REASONS else "Other"}
         if data.get("stop_id_token") or data.get("id_token"):  # who stopped it, else who started it
             payload["idTag"] = (data.get("stop_id_token") or data["id_token"])[:20]
-        samples = sampled_values(meter, "Transaction.End")
+        samples = sampled_values(meter, "Transaction.End", data.get("measurands"))  # StopTxnSampledData
+        values = ended_aligned_values(data, as_text=True)  # StopTxnAlignedData
         if samples:
-            payload["transactionData"] = [{"timestamp": timestamp, "sampledValue": samples}]
+            values.append({"timestamp": timestamp, "sampledValue": samples})
+        if values:
+            payload["transactionData"] = values
         return "StopTransaction", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from station.core.device_state import availability
@@ -14,9 +15,12 @@ from station.network_profiles import VERSIONS, NetworkProfile
 from station.network_profiles import refusal as profile_refusal
 from station.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp import variables
+from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
+from station.ocpp.meter_values import ended_aligned_values
 from station.ocpp.meter_values import sampled_values as _samples
+from station.ocpp.monitoring import MonitoringHandlers
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
 
@@ -36,8 +40,8 @@ TOKEN_TYPES = {"Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "
 CONTEXT = {"started": "Transaction.Begin", "ended": "Transaction.End"}
 
 
-def sampled_values(meter: dict[str, Any] | None, context: str) -> list[dict[str, Any]]:
-    return _samples(meter, context, as_text=False)
+def sampled_values(meter: dict[str, Any] | None, context: str, measurands: list[str] | None = None) -> list[dict[str, Any]]:
+    return _samples(meter, context, as_text=False, measurands=measurands)
 
 
 def status_info(reason: str) -> dict[str, str]:
@@ -45,7 +49,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-class V201Session(SecurityHandlers, BaseSession):
+class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -82,17 +86,21 @@ class V201Session(SecurityHandlers, BaseSession):
             payload["offline"] = True
         if entry.kind == "started" and data.get("reservation_id") is not None:
             payload["reservationId"] = int(data["reservation_id"])
-        if entry.kind == "started" and data.get("id_token"):
+        if (entry.kind == "started" or data.get("token_update")) and data.get("id_token"):
             token_type = data.get("token_type") or "Local"
             payload["idToken"] = {"idToken": data["id_token"], "type": token_type if token_type in TOKEN_TYPES else "Local"}
         if entry.kind == "ended" and data.get("stop_id_token"):  # E07: the token that stopped it
             token_type = data.get("stop_token_type") or "Local"
             payload["idToken"] = {"idToken": data["stop_id_token"],
                                   "type": token_type if token_type in TOKEN_TYPES else "Local"}
-        context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "Trigger": "Trigger"}.get(entry.trigger, "Other"))
-        samples = sampled_values(data.get("meter"), context)
+        context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock",
+                                           "Trigger": "Trigger"}.get(entry.trigger, "Other"))
+        samples = sampled_values(data.get("meter"), context, data.get("measurands"))
+        values = ended_aligned_values(data, as_text=False) if entry.kind == "ended" else []
         if samples:
-            payload["meterValue"] = [{"timestamp": timestamp, "sampledValue": samples}]
+            values.append({"timestamp": timestamp, "sampledValue": samples})
+        if values:
+            payload["meterValue"] = values
         return "TransactionEvent", payload
 
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
@@ -305,8 +313,10 @@ class V201Session(SecurityHandlers, BaseSession):
         params, credentials = self.client.params, self.client.credentials
         has_password = credentials.has_password() if credentials is not None else bool(params.password)
         has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        raise_refusal = (credentials.profile_refusal(profile.security_profile, urls=[profile.url])
+                         if credentials is not None else "the security profile is fixed by the station's configuration")
         why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,
-                              has_client_cert=has_cert)
+                              has_client_cert=has_cert, raise_refusal=raise_refusal)
         if why is not None:
             self.log.warning("ocpp: SetNetworkProfile rejected", slot=profile.slot, reason=why[1])
             return {"status": "Rejected", "statusInfo": {"reasonCode": why[0], "additionalInfo": why[1][:512]}}
@@ -332,6 +342,27 @@ class V201Session(SecurityHandlers, BaseSession):
     @after_raw("GetLog")
     def after_get_log(self, payload: dict[str, Any]) -> None:
         self.launch_log_upload()
+
+    @on_raw("GetBaseReport")
+    def on_get_base_report(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.reporter.get_base_report(payload)
+
+    @after_raw("GetBaseReport")
+    async def after_get_base_report(self, payload: dict[str, Any]) -> None:
+        await self.reporter.send()
+
+    @on_raw("GetReport")
+    def on_get_report(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.reporter.get_report(payload, self.call_size)
+
+    @after_raw("GetReport")
+    async def after_get_report(self, payload: dict[str, Any]) -> None:
+        await self.reporter.send()
+
+    @cached_property
+    def reporter(self) -> Reporter:
+        """This session's reports (station.ocpp.reports)."""
+        return Reporter(self)
 
     @on_raw("GetVariables")
     def on_get_variables(self, payload: dict[str, Any]) -> dict[str, Any]:

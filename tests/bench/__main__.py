@@ -65,6 +65,14 @@ for _rtt in RTTS:
         (f"live_answer_{_rtt}_p99_ms", f"(6)   RequestStartTransaction answer during it, p99", "ms", 2.0 * _rtt, "max"),
     ]
 FIGURES += [
+    ("inventory_p50_ms", "(8) GetBaseReport FullInventory → last NotifyReport, p50", "ms", None, "max"),
+    ("inventory_max_ms", "(8)   slowest of the runs", "ms", None, "max"),
+    ("inventory_bytes", "(8)   NotifyReport payload bytes in all", "B", None, "max"),
+    ("inventory_entries", "(8)   variables reported", "", None, "min"),
+    ("inventory_pages", "(8)   NotifyReport pages (ItemsPerMessage[GetReport] 100)", "", None, "max"),
+    ("rss_daemon_inventory_mb", "(8) daemon RSS after the reports", "MB", 40.0, "max"),
+]
+FIGURES += [
     ("backlog_lost", "(6) backlog: lost (all RTTs, all 10,000 checked)", "", 0.0, "max"),
     ("backlog_out_of_order", "(6) backlog: runs delivered out of order", "", 0.0, "max"),
     ("dead_detection_max_s", "(7) black hole → connection reset (ping 5 s + timeout 5 s)", "s", 10.0, "max"),
@@ -143,6 +151,11 @@ async def one_run(base: Path, args: argparse.Namespace, run: int) -> dict[str, A
         raw["remote16"] = v = await scenarios.latency(step("latency-16"), csms, version="16", status_events=0, push=True,
                                                       remote_starts=max(20, args.remote_starts // 2), poll_seconds=0.25)
         figures.update(remote_16_p50_ms=v["remote_start"]["p50_ms"], remote_16_p99_ms=v["remote_start"]["p99_ms"])
+        raw["inventory"] = n = await scenarios.full_inventory(step("inventory"), csms)
+        figures.update(inventory_p50_ms=n["seconds"]["p50_ms"], inventory_max_ms=n["seconds"]["max_ms"],
+                       inventory_bytes=n["bytes"], inventory_entries=n["entries"], inventory_pages=n["pages"],
+                       rss_daemon_inventory_mb=n["rss_after_mb"])
+        csms.forget()
         if run == 1 and not args.no_cellular:
             await cellular_figures(step, csms, args, figures, raw)
     return {"figures": figures, "raw": raw}

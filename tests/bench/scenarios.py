@@ -300,3 +300,30 @@ async def _bare_remote(csms: BenchCsms, count: int) -> list[float]:
                         {"idToken": {"idToken": f"REMOTE{k}", "type": "Central"}, "remoteStartId": k + 1})
         await asyncio.sleep(0.005)
     return sent
+
+
+# --------------------------------------------------------------- (8) device model report
+async def full_inventory(workdir: Path, csms: BenchCsms, repeats: int = 5) -> dict[str, Any]:
+    """GetBaseReport FullInventory against the real daemon: request → last NotifyReport, pages, bytes, RSS."""
+    async with SimulatorProcess(workdir) as sim:
+        since = len(csms.arrivals)
+        async with daemon(workdir, csms, sim.port) as (station, _, _):
+            await _boot_arrival(csms, since, station)
+            await asyncio.sleep(1)
+            rss_before = round(rss_mb(station.pid), 1)
+            durations: list[float] = []
+            pages: list[Any] = []
+            for request_id in range(1, repeats + 1):
+                mark = len(csms.arrivals)
+                started = time.monotonic()
+                answer = await csms.call(STATION_ID, "GetBaseReport", {"requestId": request_id, "reportBase": "FullInventory"})
+                assert answer["status"] == "Accepted", answer
+                last = await csms.next_call("NotifyReport", mark, lambda r: r.payload["tbc"] is False, timeout=30)
+                durations.append(last.at - started)
+                pages = [a.item.payload for a in csms.arrivals[mark:]
+                         if a.item.kind == "call" and a.item.action == "NotifyReport"]
+            rss = round(rss_mb(station.pid), 1)
+    sizes = [len(json.dumps(p, separators=(",", ":"))) for p in pages]
+    return {"entries": sum(len(p["reportData"]) for p in pages), "pages": len(pages), "bytes": sum(sizes),
+            "largest_page_bytes": max(sizes), "seconds": latency_summary([d * 1000 for d in durations]),
+            "rss_before_mb": rss_before, "rss_after_mb": rss}
