@@ -4,6 +4,7 @@ the dev CSMS, and real upload servers on loopback (HTTP, FTP via pyftpdlib)."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -185,3 +186,25 @@ async def test_getlog_securitylog_uploads_the_local_security_log(tmp_path: Path)
     assert "-security-" in answer["filename"]
     assert set(content) == {"manifest.json", "security.log"}
     assert b"StartupOfTheDevice" in content["security.log"]
+
+
+async def test_getlog_and_getdiagnostics_from_the_dev_csms_command_line(tmp_path: Path) -> None:
+    from tests.test_e2e_device_model import cli, csms_process, station
+
+    for version in ("201", "16"):
+        (tmp_path / version).mkdir()
+    with http_upload_server() as http:
+        async with csms_process(tmp_path) as csms:
+            async with station(tmp_path / "201", csms, "201"):
+                code, lines = await cli(csms, STATION_ID, "GetLog", json.dumps(get_log(http.url("/cli/"), 21)),
+                                        "--wait-for", "LogStatusNotification", "--until", "status=Uploaded,UploadFailure")
+            async with station(tmp_path / "16", csms, "16"):
+                code16, lines16 = await cli(csms, STATION_ID, "GetDiagnostics", json.dumps({"location": http.url("/cli16/")}),
+                                            "--wait-for", "DiagnosticsStatusNotification",
+                                            "--until", "status=Uploaded,UploadFailed")
+    assert code == 0 and lines[0]["payload"]["status"] == "Accepted"
+    assert [line["payload"]["status"] for line in lines if line["kind"] == "message"] == ["Uploading", "Uploaded"]
+    assert code16 == 0 and lines16[0]["payload"]["fileName"].endswith(".tar.gz")
+    assert [line["payload"]["status"] for line in lines16 if line["kind"] == "message"] == ["Uploading", "Uploaded"]
+    assert f"/cli/{lines[0]['payload']['filename']}" in http.received
+    assert f"/cli16/{lines16[0]['payload']['fileName']}" in http.received

@@ -112,3 +112,17 @@ async def test_set_network_profile_refuses_the_installations_slot_and_unknown_sl
         unknown = await csms.call(STATION_ID, "SetVariables", priority("2,0"))
     assert zero["statusInfo"]["reasonCode"] == nine["statusInfo"]["reasonCode"] == "InvalidConfSlot"
     assert unknown["setVariableResult"][0]["attributeStatus"] == "Rejected"
+
+
+async def test_set_network_profile_from_the_dev_csms_command_line(tmp_path: Path) -> None:
+    from tests.test_e2e_device_model import cli, csms_process, station
+
+    async with csms_process(tmp_path) as csms, station(tmp_path, csms, "201"):
+        profile = network_profile("ws://127.0.0.1:9/ocpp201/", securityProfile=0)
+        code, stored = await cli(csms, STATION_ID, "SetNetworkProfile", json.dumps(profile))
+        _, ordered = await cli(csms, STATION_ID, "SetVariables", json.dumps(priority("1,0")))
+        _, read = await cli(csms, STATION_ID, "GetVariables", json.dumps({"getVariableData": [{
+            "component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "NetworkConfigurationPriority"}}]}))
+    assert code == 0 and stored[0]["payload"] == {"status": "Accepted"}
+    assert ordered[0]["payload"]["setVariableResult"][0]["attributeStatus"] == "RebootRequired"
+    assert read[0]["payload"]["getVariableResult"][0]["attributeValue"] == "1,0"

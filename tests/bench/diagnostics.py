@@ -21,7 +21,7 @@ from station.core.model import MeterReading
 from station.diagnostics import archive
 from station.diagnostics.recorder import SEGMENTS, FlightRecorder
 
-STATUS_FRAME = b"S,C,2,32,0,16,230,231,229,1\r\n"
+STATUS_FRAME = b"<STAT;CP=2;CPV=2112;PP=1;PPV=1490;RL=1;LOCK=1;MOTOR=0;PWM=266;MAX=16;CABLE=32;AUTH=1;STATE=3;PB=0;STOP=0;>\r\n"
 COMMAND = b"A\x00,\x00\x10"
 TX_EVENT = ('[2,"0b8c9e0e-6a1c-4f5e-9d55-3c3c9b7a1e2f","TransactionEvent",{"eventType":"Updated",'
             '"timestamp":"2026-11-30T00:12:03.123Z","triggerReason":"MeterValuePeriodic","seqNo":12,'
