@@ -466,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="station dev-csms",
         description="Development CSMS serving OCPP 2.0.1 and 1.6J on one port (chosen by subprotocol).",
+        epilog="While it runs, `station dev-csms call STATION ACTION '{json}' [--wait-for ACTION]` sends a "
+               "station any CALL and prints the answer and the follow-ups (see `station dev-csms call --help`).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000, 0 = any free port)")
