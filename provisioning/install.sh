@@ -19,6 +19,9 @@
 #   --no-apt            skip the apt packages stage
 #   --no-enable         install units but do not enable/start them
 #   --esp32-usb VID:PID USB ids of the ESP32 serial adapter for /dev/esp32 (repeatable)
+#   --firmware-root PEM manufacturer root certificate the root-side update flow requires signed
+#                       releases to chain to; installed root-owned into /etc/station/firmware-roots/
+#                       (repeatable; the daemon's user cannot change these)
 #   -h, --help          this text
 # Environment: SYSTEMCTL (default systemctl), APT_GET (default apt-get).
 set -Eeuo pipefail
@@ -33,6 +36,7 @@ PYTHON="python3"
 DO_APT=1
 DO_ENABLE=1
 ESP32_USB=()
+FIRMWARE_ROOTS=()
 SYSTEMCTL="${SYSTEMCTL:-systemctl}"
 APT_GET="${APT_GET:-apt-get}"
 APT_PACKAGES=(python3 python3-venv python3-pip ca-certificates)
@@ -59,6 +63,7 @@ while [ $# -gt 0 ]; do
     --no-apt) DO_APT=0; shift ;;
     --no-enable) DO_ENABLE=0; shift ;;
     --esp32-usb) ESP32_USB+=("${2:?--esp32-usb needs VID:PID}"); shift 2 ;;
+    --firmware-root) FIRMWARE_ROOTS+=("${2:?--firmware-root needs a PEM file}"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -239,6 +244,16 @@ if [ "$IS_ROOT" = 1 ] && [ -f "$ROOT/etc/passwd" ] && [ -n "$(id_of passwd stati
   if [ "$(stat -c %u:%g "$ENV_FILE")" != "$want" ]; then chown "$want" "$ENV_FILE"; changed "owner station"; fi
 fi
 if [ "$(stat -c %a "$ENV_FILE")" != 600 ]; then chmod 0600 "$ENV_FILE"; changed "mode 0600"; fi
+
+# ---------------------------------------------------------------------------------------------
+if [ ${#FIRMWARE_ROOTS[@]} -gt 0 ]; then
+  stage firmware-roots "root-owned trust anchors for signed updates: /etc/station/firmware-roots/"
+  for pem in "${FIRMWARE_ROOTS[@]}"; do
+    grep -q -- "-----BEGIN CERTIFICATE-----" "$pem" || die "$pem is not a PEM certificate"
+    name="$(basename "$pem")"
+    install_file "$pem" "$ROOT/etc/station/firmware-roots/${name%.pem}.pem" 0644 || true
+  done
+fi
 
 # ---------------------------------------------------------------------------------------------
 stage udev "stable /dev/esp32 name for the ESP32 serial adapter (${ESP32_USB[*]})"

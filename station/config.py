@@ -61,11 +61,11 @@ class Settings(BaseSettings):
     )
 
     # --- CSMS link ----------------------------------------------------------
-    security_profile: Literal[0, 1, 2, 3] | None = _var(
+    security_profile: int | None = _var(
         "STATION_SECURITY_PROFILE",
         "OCPP security profile (0 none, 1 basic auth, 2 TLS + basic auth, 3 TLS client cert); "
         "empty = inferred from the URL scheme and the credentials configured.",
-        default=None,
+        default=None, ge=0, le=3,  # an int, not Literal[0..3]: a Literal of ints refuses the env's text "2"
     )
     ca_bundle: Path | None = _var("STATION_CA_BUNDLE", "CA bundle to verify the CSMS (wss://).", default=None)
     client_cert: Path | None = _var("STATION_CLIENT_CERT", "Client certificate (profile 3).", default=None)

@@ -194,10 +194,15 @@ class Credentials:
             return False
         return pki.valid_at(cert, self.now())
 
-    def attempt(self) -> Attempt:
+    def attempt(self, requested: int | None = None) -> Attempt:
+        """What to present next; `requested`: the profile of the network profile in use (B09), tried
+        when it is higher than the one in force and its prerequisites hold, never a lower one."""
         trying: set[str] = set()
         profile = self.profile
         if self._state.get("profile_candidate"):
+            trying.add("profile")
+        elif requested is not None and requested > profile and self.profile_refusal(requested, urls=[]) is None:
+            profile = requested
             trying.add("profile")
         password = self._password()
         candidate = self._state.get("password_candidate")
@@ -231,7 +236,8 @@ class Credentials:
             self._certificate_failures = 0
             self._promote_certificate()
         if "profile" in attempt.trying:
-            self._state["profile"] = self._state.pop("profile_candidate")
+            self._state["profile"] = attempt.profile
+            self._state.pop("profile_candidate", None)
             self._profile_failures = 0
             self._event("ReconfigurationOfSecurityParameters", f"security profile {attempt.profile} in use")
             changed = True
@@ -254,7 +260,7 @@ class Credentials:
                     (self._station / name).unlink(missing_ok=True)
                 self._event("FailedToAuthenticateAtCsms",
                             f"no connection with the new client certificate ({kind.value}); the previous one is in use again")
-        if "profile" in attempt.trying and kind is not FailureKind.LOST:
+        if "profile" in attempt.trying and kind is not FailureKind.LOST and self._state.get("profile_candidate"):
             self._profile_failures += 1
             if self._profile_failures >= PROFILE_ATTEMPTS:
                 raised = self._state.pop("profile_candidate")
@@ -283,8 +289,10 @@ class Credentials:
         self._event("ReconfigurationOfSecurityParameters", "basic authentication password changed by the CSMS")
 
     # ------------------------------------------------------------------ A05: security profile
-    def profile_refusal(self, new: int) -> str | None:
-        """Why the profile cannot be raised to `new` now (A05.FR.01-04); None when it can."""
+    def profile_refusal(self, new: int, *, urls: list[str] | None = None) -> str | None:
+        """Why the profile cannot be raised to `new` now (A05.FR.01-04); None when it can.
+
+        `urls`: the endpoints the new profile would be used with (default: the configured ones)."""
         current = self.profile
         if new <= current:
             return f"security profile {current} in use; it can only be raised"
@@ -292,7 +300,8 @@ class Credentials:
             return "security profile must be 1, 2 or 3"
         if new in (1, 2) and not self.has_password():
             return "no password set"
-        urls = [u for u in (self.params.url_201, self.params.url_16) if u]
+        if urls is None:
+            urls = [u for u in (self.params.url_201, self.params.url_16) if u]
         if new in (2, 3):
             if any(not u.startswith("wss://") for u in urls):
                 return "the CSMS URL is not wss://"

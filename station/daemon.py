@@ -152,6 +152,7 @@ class Daemon:
                     "port": link.port if hasattr(link, "port") else None,
                     "link_up": link.link_up,
                     "firmware": link.firmware,
+                    "warnings": link.warnings,
                     "stats": _as_dict(link.stats),
                 }
                 for cid, link in self.links.items()
@@ -175,7 +176,12 @@ class Daemon:
             device_model: Any = self.core.device_model.snapshot()
         except Exception as exc:  # noqa: BLE001 — an unreadable model must not cost the archive
             device_model = f"(unreadable: {exc.__class__.__name__})"
-        return {"settings": values, "device_model": device_model}
+        endpoints = self.ocpp.endpoints
+        profiles: dict[str, Any] = {}
+        if endpoints is not None:
+            profiles = {"in_use": endpoints.describe(endpoints.slot), "stored": endpoints.file.load().to_json(),
+                        "history": endpoints.file.history(50)}
+        return {"settings": values, "device_model": device_model, "network_profiles": profiles}
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.core.snapshot(), **self.status()}

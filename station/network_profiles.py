@@ -102,7 +102,7 @@ def never_lower(current: int, new: int) -> str | None:
 
 
 def refusal(profile: NetworkProfile, *, active_security_profile: int, has_password: bool,
-            has_client_cert: bool) -> tuple[str, str] | None:
+            has_client_cert: bool, raise_refusal: str | None = "raising it is not possible here") -> tuple[str, str] | None:
     """(reasonCode, why) when a profile cannot be used (B09.FR.02/04/05); None when it can."""
     if profile.slot not in SLOTS:
         return "InvalidConfSlot", f"configuration slot {profile.slot} is not one of {priority_text(list(SLOTS))}"
@@ -123,10 +123,11 @@ def refusal(profile: NetworkProfile, *, active_security_profile: int, has_passwo
     lower = never_lower(active_security_profile, profile.security_profile)
     if lower:
         return "NoSecurityDowngrade", lower
-    if profile.security_profile > active_security_profile:
-        # Raising the profile has one owner (station.credentials: tried, and undone when it fails).
+    if profile.security_profile > active_security_profile and raise_refusal is not None:
+        # A05 via a network profile (TC_A_19): the prerequisites are station.credentials' to judge
+        # (`raise_refusal`); the profile is tried when the slot is used and kept once it connected.
         return "InvalidNetworkConf", (f"security profile {profile.security_profile} is above the active "
-                                      f"{active_security_profile}: raise SecurityCtrlr.SecurityProfile first")
+                                      f"{active_security_profile}: {raise_refusal}")
     if profile.security_profile >= 2 and parts.scheme != "wss":
         return "InvalidNetworkConf", f"security profile {profile.security_profile} needs a wss:// URL"
     if profile.security_profile in (1, 2) and not has_password:

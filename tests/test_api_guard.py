@@ -151,3 +151,19 @@ async def test_a_body_within_the_cap_with_the_token_reaches_the_route(tmp_path: 
             response = await client.post("/connectors/1/start", json={"id_token": "TAG-1"},
                                          headers={"Authorization": f"Bearer {TOKEN}"})
         assert response.status_code == 503  # past the gate and validation; no daemon behind this API
+
+
+def test_every_route_taking_a_body_is_a_token_guarded_control_route(tmp_path: Path) -> None:
+    """The gate refuses body-carrying methods without the token: that must match the routes' own guard."""
+    from fastapi.routing import APIRoute
+
+    from api.app import create_app
+    from api.guard import GUARDED_METHODS
+    from tests.station_rig import settings_for
+
+    app = create_app(settings_for(tmp_path, tmp_path / "none.sock"))
+    body_routes = [r for r in app.routes if isinstance(r, APIRoute) and r.methods & GUARDED_METHODS]
+    assert body_routes
+    for route in body_routes:
+        guards = [d.call.__name__ for d in route.dependant.dependencies if d.call is not None]
+        assert "authorized" in guards, route.path

@@ -56,6 +56,19 @@ def test_environment_overrides_the_env_file(env_file: Path, monkeypatch: pytest.
     assert loaded.sources["heartbeat_seconds"] == "env"
 
 
+@pytest.mark.parametrize(("text", "profile"), [("0", 0), ("2", 2), ("3", 3)])
+def test_the_security_profile_is_read_from_the_environment(env_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           text: str, profile: int) -> None:
+    monkeypatch.setenv("STATION_SECURITY_PROFILE", text)
+    assert load(env_file=env_file).settings.security_profile == profile
+
+
+def test_a_security_profile_above_3_is_refused(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATION_SECURITY_PROFILE", "4")
+    with pytest.raises(ConfigError, match="STATION_SECURITY_PROFILE"):
+        load(env_file=env_file)
+
+
 def test_cli_flag_overrides_the_environment(env_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STATION_ESP32_PORT", "/dev/ttyAMA0")
     loaded = load({"esp32_port": "/dev/esp32"}, env_file=env_file)

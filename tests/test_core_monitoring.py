@@ -326,3 +326,23 @@ def test_the_pi_supply_flags_become_hard_wired_notifications(tmp_path) -> None: 
         (PI_SUPPLY, False), (PI_THROTTLED, False), (PI_SUPPLY, True), (PI_THROTTLED, True)]
     assert events[1].tech_info == "Raspberry Pi: throttled now"
     assert core.device_model.value("ELVSupply", "Problem") is False
+
+
+def test_a_controller_link_not_up_yet_after_start_is_reported_only_after_the_grace(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from station.core import monitoring_service
+    from station.core.clock import Clock
+    from station.core.monitoring_service import MonitoringService
+    from station.core.station import StationCore
+    from station.core.store import Store
+
+    core = StationCore(store=Store(tmp_path / "station.db"), clock=Clock(trusted=True))
+    service = MonitoringService(core)
+    service._started = time.monotonic()  # as `run` sets it
+    service.check_hardware()
+    assert core.store.pending_outbox() == []
+    monkeypatch.setattr(monitoring_service, "STARTUP_GRACE_S", 0.0)
+    service.check_hardware()
+    [entry] = core.store.pending_outbox()
+    assert MonitorEvent.from_json(entry.data).ref == VariableRef("CPPWMController", "Problem", evse=1)

@@ -161,3 +161,40 @@ async def test_a_reservation_survives_a_restart(tmp_path: Path) -> None:
     assert again.connectors[1].derived.status == ConnectorStatus.RESERVED
     assert not again.request_start(1, "SOMEONE", "ISO14443")[0]
     await again.close()
+
+
+async def test_the_reserved_token_authorized_frees_the_connector_before_the_plug(
+        core: StationCore, esp: RecordingController, store: Store) -> None:
+    core.reservations.reserve(reservation())
+    assert core.request_start(1, "RESERVED", "ISO14443") == (True, "accepted")
+    assert core.connectors[1].derived.status == ConnectorStatus.AVAILABLE  # TC_H_01: no longer Reserved
+    assert core.reservations.by_id == {}
+    esp.plug()
+    await settle()
+    assert store.pending_outbox(10)[0].data["reservation_id"] == 7
+
+
+async def test_a_connector_gone_faulted_loses_its_reservation_after_its_status(
+        core: StationCore, esp: RecordingController) -> None:
+    core.reservations.reserve(reservation())
+    with core.events.subscribe() as events:
+        core.on_controller_link(1, False, "no frame for 3 s")
+        seen = [(e.kind, e.data.get("status") or e.data.get("connector", {}).get("status"))
+                for e in [events.queue.get_nowait() for _ in range(events.queue.qsize())]
+                if e.kind in ("connector", "reservation")]
+    assert seen == [("connector", "Faulted"), ("reservation", "Removed")]
+    assert core.reservations.by_id == {}
+
+
+async def test_a_reservation_for_a_connector_type_the_station_has_is_accepted(
+        core: StationCore, esp: RecordingController) -> None:
+    assert core.reservations.reserve(reservation(connector_id=None, connector_type="sType2")) == "Accepted"
+    core.device_model.set("Connector", "ConnectorType", "cType2", evse=1, connector=1)
+    assert core.reservations.reserve(reservation(rid=8, connector_id=None, connector_type="sType2")) == "Rejected"
+
+
+async def test_an_unspecified_reservation_when_the_only_connector_is_reserved_is_occupied(
+        core: StationCore, esp: RecordingController) -> None:
+    core.reservations.reserve(reservation())
+    assert core.reservations.reserve(reservation(rid=8, connector_id=None, token="OTHER")) == "Occupied"
+    assert core.reservations.reserve(reservation(rid=9, token="OTHER")) == "Occupied"

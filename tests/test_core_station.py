@@ -251,3 +251,12 @@ async def test_a_meter_verdict_change_is_core_state_and_one_event_for_subscriber
         events = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
     assert [(e.kind, e.data["healthy"]) for e in events] == [("meter_health", False), ("meter_health", True)]
     assert core.snapshot()["meter_health"]["healthy"] is True
+
+
+async def test_a_dead_meter_shows_as_power_meter_failure_without_stopping_the_connector(
+        core: StationCore, esp: RecordingController) -> None:
+    core.on_meter_health(False, "no answer for 3 polls")
+    conn = core.connectors[1]
+    assert (conn.derived.status, conn.derived.error_code) == (ConnectorStatus.AVAILABLE, "PowerMeterFailure")
+    core.on_meter_health(True, "answers again")
+    assert (conn.derived.status, conn.derived.error_code) == (ConnectorStatus.AVAILABLE, "NoError")

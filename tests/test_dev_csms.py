@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -126,3 +127,33 @@ def test_received_payloads_are_json_serialisable() -> None:
 
     item = Received("CP", "201", "Heartbeat", {}, datetime.now(timezone.utc), "1")
     assert json.dumps(item.payload) == "{}"
+
+
+async def test_dev_csms_password_flag_requires_basic_auth_for_that_station_only(tmp_path: Path) -> None:
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "station", "dev-csms", "--port", str(port), "--password", "T1=s3cret",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+    try:
+        base = f"ws://127.0.0.1:{port}/ocpp201"
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    async with connect(f"{base}/OTHER", subprotocols=["ocpp2.0.1"]):
+                        break  # another station needs no password
+                except OSError:
+                    await asyncio.sleep(0.1)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{base}/T1", subprotocols=["ocpp2.0.1"])
+        assert refused.value.response.status_code == 401
+        ok = {"Authorization": "Basic VDE6czNjcmV0"}  # T1:s3cret
+        async with connect(f"{base}/T1", subprotocols=["ocpp2.0.1"], additional_headers=ok):
+            pass
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -16,6 +16,7 @@ from typing import Any
 from station.controller.simulator import SimulatorProcess
 from station.ipc.client import IpcClient
 from tests.e2e import STATION_ID, DaemonProcess, station_env
+from tests.test_ocpp_variables import CORE_KEYS_16
 
 
 @dataclass
@@ -107,9 +108,12 @@ async def test_get_configuration_from_the_command_line_on_1_6(tmp_path: Path) ->
         code, lines = await cli(csms, STATION_ID, "ChangeConfiguration", '{"key": "MeterValueSampleInterval", "value": "20"}')
         assert code == 0 and lines[0]["payload"] == {"status": "Accepted"}
         code, lines = await cli(csms, STATION_ID, "GetConfiguration", '{"key": ["MeterValueSampleInterval", "Nope"]}')
-    assert code == 0
-    assert lines[0]["payload"] == {"configurationKey": [{"key": "MeterValueSampleInterval", "readonly": False, "value": "20"}],
-                                   "unknownKey": ["Nope"]}
+        assert code == 0
+        assert lines[0]["payload"] == {"configurationKey": [{"key": "MeterValueSampleInterval", "readonly": False, "value": "20"}],
+                                       "unknownKey": ["Nope"]}
+        code, lines = await cli(csms, STATION_ID, "GetConfiguration")
+    keys = {k["key"] for k in lines[0]["payload"]["configurationKey"]}
+    assert code == 0 and CORE_KEYS_16 <= keys, CORE_KEYS_16 - keys
 
 
 async def test_the_command_line_names_a_station_that_is_not_connected(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the dev CSMS, and real upload servers on loopback (HTTP, FTP via pyftpdlib)."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,7 @@ async def test_getlog_uploads_the_diagnostics_archive_over_http_with_log_status_
     content = members(http.received[f"/logs/{answer['filename']}"])
     assert set(content) == {"manifest.json", "station.log", "config.json", "state.json", "flight-recorder.log"}
     recorder = content["flight-recorder.log"].decode()
-    assert " ocpp out " in recorder and '"BootNotification"' in recorder
+    assert " ocpp out BootNotification " in recorder and " ocpp in BootNotification result " in recorder
     assert " esp32-1 rx " in recorder and " esp32-1 tx " in recorder
     assert b"station starting" in content["station.log"]
     assert b'"connectors"' in content["state.json"]
@@ -185,3 +186,33 @@ async def test_getlog_securitylog_uploads_the_local_security_log(tmp_path: Path)
     assert "-security-" in answer["filename"]
     assert set(content) == {"manifest.json", "security.log"}
     assert b"StartupOfTheDevice" in content["security.log"]
+
+
+async def test_getlog_and_getdiagnostics_from_the_dev_csms_command_line(tmp_path: Path) -> None:
+    from tests.test_e2e_device_model import cli, csms_process, station
+
+    for version in ("201", "16"):
+        (tmp_path / version).mkdir()
+    with http_upload_server() as http:
+        async with csms_process(tmp_path) as csms:
+            async with station(tmp_path / "201", csms, "201"):
+                code, lines = await cli(csms, STATION_ID, "GetLog", json.dumps(get_log(http.url("/cli/"), 21)),
+                                        "--wait-for", "LogStatusNotification", "--until", "status=Uploaded,UploadFailure")
+            async with station(tmp_path / "16", csms, "16"):
+                code16, lines16 = await cli(csms, STATION_ID, "GetDiagnostics", json.dumps({"location": http.url("/cli16/")}),
+                                            "--wait-for", "DiagnosticsStatusNotification",
+                                            "--until", "status=Uploaded,UploadFailed")
+    assert code == 0 and lines[0]["payload"]["status"] == "Accepted"
+    assert [line["payload"]["status"] for line in lines if line["kind"] == "message"] == ["Uploading", "Uploaded"]
+    assert code16 == 0 and lines16[0]["payload"]["fileName"].endswith(".tar.gz")
+    assert [line["payload"]["status"] for line in lines16 if line["kind"] == "message"] == ["Uploading", "Uploaded"]
+    assert f"/cli/{lines[0]['payload']['filename']}" in http.received
+    assert f"/cli16/{lines16[0]['payload']['fileName']}" in http.received
+
+
+async def test_16_extended_trigger_log_status_notification_says_idle(tmp_path: Path) -> None:
+    async with logged_station(tmp_path, version="16") as (csms, _sim, _daemon):
+        await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+        answer = await csms.call(STATION_ID, "ExtendedTriggerMessage", {"requestedMessage": "LogStatusNotification"})
+        notification = await csms.wait_for("LogStatusNotification", STATION_ID, timeout=10)
+    assert answer["status"] == "Accepted" and notification.payload == {"status": "Idle"}

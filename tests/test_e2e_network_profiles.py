@@ -112,3 +112,35 @@ async def test_set_network_profile_refuses_the_installations_slot_and_unknown_sl
         unknown = await csms.call(STATION_ID, "SetVariables", priority("2,0"))
     assert zero["statusInfo"]["reasonCode"] == nine["statusInfo"]["reasonCode"] == "InvalidConfSlot"
     assert unknown["setVariableResult"][0]["attributeStatus"] == "Rejected"
+
+
+async def test_set_network_profile_from_the_dev_csms_command_line(tmp_path: Path) -> None:
+    from tests.test_e2e_device_model import cli, csms_process, station
+
+    async with csms_process(tmp_path) as csms, station(tmp_path, csms, "201"):
+        profile = network_profile("ws://127.0.0.1:9/ocpp201/", securityProfile=0)
+        code, stored = await cli(csms, STATION_ID, "SetNetworkProfile", json.dumps(profile))
+        _, ordered = await cli(csms, STATION_ID, "SetVariables", json.dumps(priority("1,0")))
+        _, read = await cli(csms, STATION_ID, "GetVariables", json.dumps({"getVariableData": [{
+            "component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "NetworkConfigurationPriority"}}]}))
+    assert code == 0 and stored[0]["payload"] == {"status": "Accepted"}
+    assert ordered[0]["payload"]["setVariableResult"][0]["attributeStatus"] == "RebootRequired"
+    assert read[0]["payload"]["getVariableResult"][0]["attributeValue"] == "1,0"
+
+
+async def test_the_daemon_connects_where_station_migrate_csms_staged_the_new_endpoint(tmp_path: Path) -> None:
+    from station.field import migrate
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    async with DevCsms(heartbeat_interval=30) as new_csms, DevCsms(heartbeat_interval=30) as old_csms:
+        (root / "etc/ocpp_station.env").write_text(
+            f"OCPP_STATION_NAME='{STATION_ID}'\nOCPP_201_URL='{old_csms.url('201')}'\nSTATION_STATE_DIR='/state'\n")
+        staged = migrate.stage(new_csms.url("201"), root=root)
+        assert not isinstance(staged, str) and staged.changed
+        state = {"OCPP_201_URL": old_csms.url("201"), "STATION_STATE_DIR": str(root / "state")}
+        async with running_station(tmp_path, **state) as (_unused, _sim, _daemon):
+            boot = await new_csms.wait_for("BootNotification", STATION_ID, timeout=20)
+    assert boot.payload["chargingStation"]["model"] == "AC22"
+    assert old_csms.calls("BootNotification", STATION_ID) == []
+    assert [h["event"] for h in history(root / "state")] == ["migrate", "accepted"]

@@ -196,3 +196,12 @@ async def test_a_16_session_drops_queued_monitoring_events_without_sending_anyth
         rig.core.on_controller_link(1, False, "unplugged")
         await rig.wait_outbox_empty()
         assert rig.calls("NotifyEvent") == []
+
+
+async def test_a_16_csms_learns_of_a_dead_meter_from_status_notification_error_code(tmp_path: Path) -> None:
+    async with rig_on_dev_csms("16", tmp_path / "station.db") as rig:
+        assert rig.core is not None
+        mark = rig.csms.mark()
+        rig.core.on_meter_health(False, "no answer for 3 polls")
+        status = await rig.csms.wait_for("StatusNotification", since=mark, timeout=10)
+        assert (status.payload["status"], status.payload["errorCode"]) == ("Available", "PowerMeterFailure")

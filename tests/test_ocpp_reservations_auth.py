@@ -159,3 +159,34 @@ async def test_a_send_local_list_beyond_the_maximum_length_fails_and_changes_not
             {"idTag": t, "idTagInfo": {"status": "Accepted"}} for t in tags]})
     assert answer["status"] == "Failed"
     assert rig.core.store.local_list_size() == 0 and rig.core.store.local_list_version() == 0
+
+
+async def test_a_remote_start_for_another_token_on_a_reserved_connector_is_rejected(rig: Rig) -> None:
+    await reserve(rig, 15, 1, "RES-TAG", soon(600))
+    if rig.version == "201":
+        answer = await rig.csms.call("CP", "RequestStartTransaction",
+                                     {"idToken": {"idToken": "OTHER", "type": "ISO14443"}, "remoteStartId": 1, "evseId": 1})
+    else:
+        answer = await rig.csms.call("CP", "RemoteStartTransaction", {"idTag": "OTHER", "connectorId": 1})
+    assert answer["status"] == "Rejected"
+
+
+async def test_a_reserved_connector_gone_faulted_reports_the_reservation_removed(rig: Rig) -> None:
+    assert rig.core is not None
+    mark = rig.csms.mark()
+    await reserve(rig, 16, 1, "RES-TAG", soon(600))
+    rig.core.on_controller_link(1, False, "no frame for 3 s")
+    await rig.csms.wait_for("StatusNotification", predicate=lambda r: r.payload[status_key(rig)] == "Faulted", since=mark)
+    if rig.version == "201":
+        update = await rig.csms.wait_for("ReservationStatusUpdate", since=mark)
+        assert update.payload == {"reservationId": 16, "reservationUpdateStatus": "Removed"}
+    assert rig.core.reservations.by_id == {}
+
+
+async def test_clear_cache_empties_the_cache_and_is_rejected_while_the_cache_is_disabled(rig: Rig) -> None:
+    assert rig.core is not None
+    rig.core.store.cache_put("CACHED", "Accepted", None)
+    assert (await rig.csms.call("CP", "ClearCache", {}))["status"] == "Accepted"
+    assert rig.core.store.cache_size() == 0
+    rig.core.device_model.set("AuthCacheCtrlr", "Enabled", False)
+    assert (await rig.csms.call("CP", "ClearCache", {}))["status"] == "Rejected"

@@ -99,8 +99,8 @@ async def test_set_variables_statuses_and_reason_codes(rig201: Rig) -> None:
     assert [r["attributeStatus"] for r in results] == [
         "Rejected", "Rejected", "Rejected", "NotSupportedAttributeType", "UnknownComponent", "Accepted"]
     assert [r.get("attributeStatusInfo", {}).get("reasonCode") for r in results[:3]] == [
-        "ValueOutOfRange", "ReadOnly", "InvalidValue"]
-    assert results[3]["attributeType"] == "MaxSet"
+        "ValueTooLow", "ReadOnly", "InvalidValue"]
+    assert results[3]["attributeType"] == "MaxSet" and results[3]["attributeStatusInfo"]["reasonCode"] == "UnsupportedParam"
     assert rig201.core is not None
     assert rig201.core.device_model.value("OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent") == 5
 

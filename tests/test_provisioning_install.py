@@ -143,6 +143,33 @@ def test_failure_names_the_stage(tmp_path: Path) -> None:
     assert "stage 'release' failed" in result.stderr
 
 
+def test_firmware_roots_are_installed_root_owned_for_the_update_flow(tmp_path: Path) -> None:
+    from tests.test_provisioning_update_intake import signer
+
+    anchors = tmp_path / "given"
+    signer(anchors)  # writes given/manufacturer.pem
+    root = tmp_path / "root"
+    seed_os_tree(root)
+    systemctl, _ = fake_systemctl(tmp_path / "bin")
+    wheel = build_fake_wheel(tmp_path / "wheels", "1.0.0")
+    first = run_install(root, wheel, systemctl, "--firmware-root", str(anchors / "manufacturer.pem"))
+    assert first.returncode == 0, first.stderr
+    installed = root / "etc/station/firmware-roots/manufacturer.pem"
+    assert installed.read_bytes() == (anchors / "manufacturer.pem").read_bytes()
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o644 and installed.stat().st_uid == os.getuid()
+    second = run_install(root, wheel, systemctl, "--firmware-root", str(anchors / "manufacturer.pem"))
+    assert f"unchanged: {installed}" in second.stdout
+
+
+def test_a_firmware_root_that_is_not_a_certificate_fails_its_stage(tmp_path: Path) -> None:
+    bogus = tmp_path / "root.pem"
+    bogus.write_text("hello\n")
+    systemctl, _ = fake_systemctl(tmp_path / "bin")
+    result = run_install(tmp_path / "root", build_fake_wheel(tmp_path / "wheels", "1.0.0"), systemctl,
+                         "--firmware-root", str(bogus))
+    assert result.returncode != 0 and "stage 'firmware-roots' failed" in result.stderr
+
+
 def test_the_docs_give_the_env_file_the_owner_and_mode_the_installer_sets() -> None:
     """The env file holds the CSMS password: docs that tell a technician another owner invite a wrong fix."""
     installer = INSTALL.read_text()

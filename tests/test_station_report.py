@@ -58,7 +58,7 @@ async def test_report_with_the_daemon_running_holds_its_state_and_fresh_frames(t
     [archive] = list((tmp_path / "out").glob("*.tar.gz"))
     content = members(archive)
     assert json.loads(content["state.json"])["connectors"][0]["id"] == 1
-    assert b'"StatusNotification"' in content["flight-recorder.log"]
+    assert b" ocpp out StatusNotification " in content["flight-recorder.log"]
     assert b"station starting" in content["station.log"]
     assert CANARY_PASSWORD.encode() not in b"".join(content.values())
     assert "from the running daemon" in out

@@ -189,6 +189,9 @@ class KeyValueStore(Protocol):
 class Invalid(ValueError):
     """A value the variable does not accept: `reason` is an OCPP reasonCode (≤ 20 characters)."""
 
+    REASONS = ("InvalidValue", "ValueTooLow", "ValueTooHigh", "ValueOutOfRange")
+    """OCPP 2.0.1 reason codes (appendix "Reason codes") a parse may give."""
+
     def __init__(self, reason: str, info: str) -> None:
         super().__init__(info)
         self.reason = reason
@@ -308,9 +311,9 @@ def _number_text(text: str) -> str:
 
 def _check_limits(variable: Variable, number: float) -> None:
     if variable.min_limit is not None and number < variable.min_limit:
-        raise Invalid("ValueOutOfRange", f"must be >= {format_value(float(variable.min_limit))}")
+        raise Invalid("ValueTooLow", f"must be >= {format_value(float(variable.min_limit))}")
     if variable.max_limit is not None and number > variable.max_limit:
-        raise Invalid("ValueOutOfRange", f"must be <= {format_value(float(variable.max_limit))}")
+        raise Invalid("ValueTooHigh", f"must be <= {format_value(float(variable.max_limit))}")
 
 
 def _members(variable: Variable, text: str, *, single: bool = False) -> str:
@@ -561,7 +564,8 @@ class DeviceModel:
         """A CSMS read: WriteOnly and secret values are refused, values are text."""
         spec = entry.attribute(attribute)
         if spec is None:
-            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE)
+            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE, reason="UnsupportedParam",
+                          info=f"{entry.variable.name} has no {attribute} attribute")
         if spec.mutability == Mutability.WRITE_ONLY or entry.variable.secret:
             return Result(Status.REJECTED, reason="WriteOnly", info="this value can be written, not read")
         try:
@@ -575,7 +579,8 @@ class DeviceModel:
         """A CSMS write: checked, persisted, applied. Never logs the value of a secret."""
         spec = entry.attribute(attribute)
         if spec is None:
-            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE)
+            return Result(Status.NOT_SUPPORTED_ATTRIBUTE_TYPE, reason="UnsupportedParam",
+                          info=f"{entry.variable.name} has no {attribute} attribute")
         if entry.variable.owner_required and entry.apply is None:
             return Result(Status.REJECTED, reason="ReadOnly", info="not changeable on this station (yet)")
         if spec.mutability == Mutability.READ_ONLY:

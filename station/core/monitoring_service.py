@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+STARTUP_GRACE_S = 10.0
+"""A controller link that has not come up since the start is not a problem for this long: the
+ESP32 needs a moment after the daemon opens the port (reported then if it is still down)."""
+
 POWER_POLL_S = 5.0
 """How often the Pi's throttling flags are read (a sysfs read: cheap)."""
+
+OVERLOAD_MARGIN = 1.1
+"""The factory power monitor trips this far above the EVSE's hardware limit (MaxSet)."""
 
 WATCHED_EVENTS = frozenset({"meter", "connector", "controller_link", "meter_health"})
 
@@ -65,6 +73,8 @@ class MonitoringService:
         self.model = core.device_model
         self.throttled_path = throttled_path
         self.power_poll_s = power_poll_s
+        self._started: float | None = None
+        self._seen_up: set[int] = set()
         model = self.model
         model.declare(*MONITORING_VARIABLES)
         model.set_default("MonitoringCtrlr", "Enabled", True)
@@ -105,6 +115,8 @@ class MonitoringService:
             except Exception:  # noqa: BLE001 — a broken getter: the monitor waits for a readable value
                 log.exception("monitoring: variable unreadable", variable=found.path)
                 current = None
+            if isinstance(current, float):
+                current = round(current, 3)  # a meter's noise digits say nothing
             value = None if current is None else format_value(current)
         return Reading(value, variable.data_type.value, variable.supports_monitoring, variable.min_limit,
                        variable.max_limit, write_only)
@@ -126,15 +138,21 @@ class MonitoringService:
             if isinstance(entry, Status):
                 continue
             limit = self.model.current(entry, AttributeType.MAX_SET)
-            if limit is not None:
-                monitors.append(Monitor(1000 + index, ref_of(entry), MonitorType.UPPER, float(limit), 3))
+            if limit is not None:  # MaxSet is at 230 V: +10 % for the supply's tolerance (EN 50160)
+                monitors.append(Monitor(1000 + index, ref_of(entry), MonitorType.UPPER,
+                                        round(float(limit) * OVERLOAD_MARGIN), 3))
         return monitors
 
     # ---- hardware -----------------------------------------------------------------------
     def check_hardware(self) -> None:
         """Hard-wired notifications for the controller links, controller faults and the meter."""
         hardware = self.engine.hardware
+        starting = self._started is not None and time.monotonic() - self._started < STARTUP_GRACE_S
         for cid, conn in self.core.connectors.items():
+            if conn.link_up:
+                self._seen_up.add(cid)
+            elif starting and cid not in self._seen_up:
+                continue  # not up yet since the start: give the ESP32 its moment
             hardware(VariableRef("CPPWMController", "Problem", evse=cid), not conn.link_up,
                      severity=SEVERITY["esp32_link"], tech_code="LinkLost" if not conn.link_up else None,
                      tech_info=None if conn.link_up else f"ESP32 link down: {conn.link_reason}")
@@ -167,6 +185,7 @@ class MonitoringService:
     async def run(self) -> None:
         """Evaluate on every relevant change, report periodic monitors when due, poll the Pi's power."""
         loop = asyncio.get_running_loop()
+        self._started = time.monotonic()
         next_power = loop.time()
         with self.core.events.subscribe() as events:
             self.check_hardware()
@@ -175,6 +194,7 @@ class MonitoringService:
                 now = loop.time()
                 if now >= next_power:
                     self.check_power()
+                    self.check_hardware()
                     next_power = now + self.power_poll_s
                 due = self.engine.due_in()
                 wait = max(0.0, min(next_power - loop.time(), due if due is not None else self.power_poll_s))

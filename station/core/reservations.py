@@ -30,9 +30,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-CONNECTOR_TYPE = "sType2"
-"""The station's socket (IEC 62196 Type 2), as OCPP 2.0.1 ConnectorEnumType names it."""
 ANY_CONNECTOR_TYPES = {None, "Unknown", "Undetermined"}
+"""A ReserveNow connectorType that names no particular type."""
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
@@ -66,6 +65,10 @@ class Reservations:
     def setting(self, variable: str) -> Any:
         """ReservationCtrlr's variables (declared in station/core/standard_variables.py)."""
         return self.core.auth.settings.get("ReservationCtrlr", variable)
+
+    def _types(self) -> set[str]:
+        dm = self.core.device_model
+        return {str(dm.value("Connector", "ConnectorType", evse=cid, connector=1)) for cid in self.core.connectors}
 
     # ---- views -------------------------------------------------------------------------
     def for_connector(self, connector_id: int) -> Reservation | None:
@@ -125,8 +128,8 @@ class Reservations:
         """ReserveNow: Accepted, Faulted, Occupied, Rejected or Unavailable (both versions' vocabulary)."""
         if not self.setting("Enabled") or not self.setting("Available"):
             return "Rejected"
-        if reservation.connector_type not in ANY_CONNECTOR_TYPES and reservation.connector_type != CONNECTOR_TYPE:
-            return "Rejected"
+        if reservation.connector_type not in ANY_CONNECTOR_TYPES and reservation.connector_type not in self._types():
+            return "Rejected"  # no connector of that type here (Connector.ConnectorType, e.g. sType2)
         expires = parse_utc(reservation.expires_at)
         if expires is None or expires <= self.core.clock.now():
             return "Rejected"
@@ -192,8 +195,8 @@ class Reservations:
             if expires is None or expires <= now:
                 self._drop(r, "Expired")
 
-    def connector_inoperative(self, connector_id: int) -> None:
-        """A connector made inoperative loses its reservation (ReservationStatusUpdate Removed)."""
+    def connector_unusable(self, connector_id: int) -> None:
+        """A connector made inoperative or gone faulted loses its reservation (ReservationStatusUpdate Removed)."""
         r = self.for_connector(connector_id)
         if r is not None:
             self._drop(r, "Removed")
@@ -208,12 +211,16 @@ class Reservations:
         self._changed(r, status, None)
 
     def _changed(self, r: Reservation, status: str, previous: Reservation | None) -> None:
-        """Publish the change and re-derive the statuses it may alter (Reserved shown or not)."""
-        self.core.events.publish("reservation", reservation_id=r.id, status=status, connector_id=r.connector_id,
-                                 reservation=r.to_json())
-        if status == "Used":
-            return  # the core is in the middle of that connector's pass; others follow on the next tick
-        touched = {r.connector_id, previous.connector_id if previous else None}
-        for conn in self.core.connectors.values():
-            if None in touched or conn.id in touched:
-                self.core.refresh(conn)
+        """Re-derive the statuses it may alter (Reserved shown or not), then publish the change.
+
+        Status first: the CSMS sees the connector Available before ReservationStatusUpdate (TC_H_07).
+        Within a connector's pass (used, faulted) that pass derives the status itself; other
+        connectors follow on the next tick.
+        """
+        if not self.core.in_pass:
+            touched = {r.connector_id, previous.connector_id if previous else None}
+            for conn in self.core.connectors.values():
+                if None in touched or conn.id in touched:
+                    self.core.refresh(conn)
+        self.core.publish_in_order("reservation", reservation_id=r.id, status=status, connector_id=r.connector_id,
+                                   reservation=r.to_json())

@@ -76,6 +76,8 @@ class PendingAuthorization:
     trigger: str
     expires_mono: float
     group_id: str | None = None
+    reservation_id: int | None = None
+    """The reservation this authorization used (ended at authorization, named in the Started event)."""
 
 
 @dataclass(slots=True)
@@ -278,6 +280,8 @@ class StationCore:
         elif previous is not None:
             log.info("energy meter answers again", reason=reason)
         self.events.publish("meter_health", **self.meter_health)
+        for conn in self.connectors.values():
+            self._reconcile(conn)
 
     def tick(self) -> None:
         """Periodic duties: meter values during transactions, expired authorizations, retrying failed commands."""
@@ -360,8 +364,11 @@ class StationCore:
             return False, refusal
         conn = self._pick_connector(connector_id, id_token, group_id)
         assert conn is not None
+        with self._one_pass():
+            reservation_id = self.reservations.used(conn, id_token, group_id)  # H01: the EVSE is no longer reserved
         conn.pending = PendingAuthorization(
-            id_token, token_type, remote_start_id, trigger, time.monotonic() + self.connection_timeout_s, group_id
+            id_token, token_type, remote_start_id, trigger, time.monotonic() + self.connection_timeout_s, group_id,
+            reservation_id,
         )
         log.info("session authorized", connector_id=conn.id, trigger=trigger, remote_start_id=remote_start_id)
         self._reconcile(conn)
@@ -402,7 +409,7 @@ class StationCore:
             conn.operative, conn.inoperative_scheduled = operative, False
             self._persist(f"operative:{conn.id}", operative)
             if not operative:
-                self.reservations.connector_inoperative(conn.id)
+                self.reservations.connector_unusable(conn.id)
             self._reconcile(conn)
         return "Scheduled" if scheduled else "Accepted"
 
@@ -562,6 +569,15 @@ class StationCore:
                 data["outbox_depth"] = depth
             self.events.publish(kind, **data)
 
+    @property
+    def in_pass(self) -> bool:
+        """A connector's pass is running (its records, commands and events are held until it ends)."""
+        return self._holding > 0
+
+    def publish_in_order(self, kind: str, **data: Any) -> None:
+        """Publish an event; inside a pass it waits for the pass's own events (status first)."""
+        self._publish(kind, **data)
+
     def _publish(self, kind: str, **data: Any) -> None:
         if self._holding:
             self._held_events.append((kind, data))
@@ -676,6 +692,9 @@ class StationCore:
             in_transaction=conn.transaction is not None,
             limit_suspended=conn.limit_a < 6,
         )
+        if derived.error_code == "NoError" and self.meter_health is not None and not self.meter_health["healthy"]:
+            # The connector still charges; 1.6 tells the CSMS through StatusNotification's errorCode.
+            derived = dataclasses.replace(derived, error_code="PowerMeterFailure", info="energy meter not answering")
         previous_reservation = conn.reservation
         if derived.status == ConnectorStatus.AVAILABLE and (shown := self.reservations.shows_reserved(conn)):
             derived = dataclasses.replace(derived, status=ConnectorStatus.RESERVED)
@@ -683,6 +702,7 @@ class StationCore:
         else:
             conn.reservation = None
         changed = derived != conn.derived or conn.reservation != previous_reservation
+        faulted_now = derived.status == ConnectorStatus.FAULTED and conn.derived.status != ConnectorStatus.FAULTED
         charging_changed = derived.charging_state != conn.derived.charging_state
         conn.derived = derived
         if conn.transaction and charging_changed and derived.charging_state != conn.transaction.charging_state:
@@ -692,6 +712,8 @@ class StationCore:
             log.info("connector status", connector_id=conn.id, status=derived.status.value,
                      error_code=derived.error_code, info=derived.info)
             self._publish_connector(conn)
+        if faulted_now:
+            self.reservations.connector_unusable(conn.id)  # TC_H_20: a faulted EVSE loses its reservation
         self._actuate(conn)
 
     def _publish_connector(self, conn: Connector) -> None:
@@ -715,7 +737,7 @@ class StationCore:
         conn.last_periodic = time.monotonic()
         conn.points_seen, conn.deauthorized = set(), None
         conn.ev_wait_deadline = None if conn.vehicle_present else time.monotonic() + self.connection_timeout_s
-        reservation_id = self.reservations.used(conn, pending.id_token, pending.group_id) if pending else None
+        reservation_id = pending.reservation_id if pending else None  # used when the token was authorized
         self._record(conn, "started", pending.trigger if pending else "CablePluggedIn",
                      {"reservation_id": reservation_id} if reservation_id is not None else None)
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)

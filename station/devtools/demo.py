@@ -25,6 +25,7 @@ from typing import Any
 
 from station import exitcodes
 from station.devtools.csms import DevCsms
+from station.devtools.csms_control import ControlServer
 
 STATION_ID = "DEMO_AC_001"
 METER_SPEEDUP = 60
@@ -70,6 +71,8 @@ class Demo:
     children: list[Child] = field(default_factory=list)
     api_port: int = 0
     csms: DevCsms | None = None
+    control: ControlServer | None = None
+    """`station dev-csms call ... --control <workdir>/csms.ctl` reaches the demo's CSMS through it."""
     stopped_by: str | None = None
     """Name of the signal that stopped the demo (SIGTERM, SIGHUP), if one did."""
     stopping: bool = False
@@ -132,6 +135,8 @@ class Demo:
             if child.pump:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(child.pump, 2)
+        if self.control is not None:
+            await self.control.close()
         if self.csms:
             await self.csms.stop()
 
@@ -193,6 +198,8 @@ class Demo:
     async def run(self) -> int:
         self.csms = DevCsms(port=free_port(9000), heartbeat_interval=5)
         await self.csms.start()
+        self.control = ControlServer(self.csms, self.workdir / "csms.ctl")
+        await self.control.start()
         watcher = self._watch_csms()
         self.api_port = free_port(8080)
         token = secrets.token_urlsafe(16)
@@ -231,6 +238,9 @@ class Demo:
             await self.spawn("station", "-m", "station", "run", env=env)
             await self.spawn("api", "-m", "api", env=env)
             say("demo", f"status page: http://127.0.0.1:{self.api_port}/   (API docs: /docs)")
+            say("demo", f"drive the CSMS: station dev-csms call {STATION_ID} GetBaseReport "
+                        f"'{{\"requestId\": 1, \"reportBase\": \"FullInventory\"}}' --wait-for NotifyReport "
+                        f"--control {self.control.path}")
             await self.csms.wait_for("StatusNotification", STATION_ID, timeout=20)
             if self.seconds is None:
                 say("demo", "playing charging sessions until Ctrl-C")

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from station import exitcodes
 from station.core.clock import Clock
 from station.core.model import ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.station import StationCore
@@ -151,11 +152,24 @@ class SimulatedStation:
 
         self.client.record = record  # type: ignore[method-assign]
         self._energy = {cid: random.uniform(0, 1e6) for cid in connector_ids}
+        self.ever_booted = False
 
     @property
     def booted(self) -> bool:
         session = self.client.session
-        return bool(session is not None and session.boot_accepted.is_set())
+        booted = bool(session is not None and session.boot_accepted.is_set())
+        self.ever_booted = self.ever_booted or booted
+        return booted
+
+    def why_not_booted(self) -> str:
+        """One line: why this station has no accepted boot now (for the summary's `not_booted`)."""
+        state = self.client.link.state
+        if state.connected:
+            status = (self.client.boot or {}).get("status")
+            return f"BootNotification {status}" if status else "no BootNotification response"
+        if state.last_error_kind is not None:
+            return f"{state.last_error_kind.value}: {state.last_error}"
+        return "not connected yet"
 
     async def run(self) -> None:
         drivers = [asyncio.create_task(self._driver(cid), name=f"{self.station_id}-{cid}") for cid in self.controllers]
@@ -278,12 +292,16 @@ async def run_loadtest(options: Options, stop: asyncio.Event | None = None, out:
     finally:
         reporting.cancel()
         final = report(final=True)
+        not_booted = Counter(s.why_not_booted() for s in stations if not s.booted)  # before the links close
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, reporting, return_exceptions=True)
+    ever_booted = sum(1 for s in stations if s.ever_booted)
     summary = {
         "summary": True, "stations": options.stations, "ocpp": options.ocpp, "seconds": final["t"],
-        "booted_at_end": final["booted"], "calls_by_action": dict(stats.calls), "errors_by_kind": dict(stats.errors),
+        "ok": ever_booted > 0, "booted_at_end": final["booted"], "ever_booted": ever_booted,
+        "not_booted": dict(not_booted.most_common()),
+        "calls_by_action": dict(stats.calls), "errors_by_kind": dict(stats.errors),
         "sessions_started": stats.sessions_started, "sessions_ended": stats.sessions_ended,
         "peak_cpu_percent": peak["cpu_percent"], "peak_rss_mb": max(peak["rss_mb"], final["rss_mb"]),
         "rss_mb_at_end": final["rss_mb"],
@@ -329,16 +347,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per station
 
-    async def amain() -> None:
+    async def amain() -> dict[str, Any]:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_loadtest(options, stop)
+        return await run_loadtest(options, stop)
 
-    asyncio.run(amain())
-    return 0
+    return verdict(asyncio.run(amain()))
+
+
+def verdict(summary: dict[str, Any]) -> int:
+    """Exit code of a run: a sizing run in which no station ever booted measured nothing, and says why."""
+    if summary["ok"]:
+        return exitcodes.OK
+    reasons = summary["not_booted"]
+    why = "; ".join(f"{count} × {reason}" for reason, count in reasons.items()) or "no station was started"
+    print(f"loadtest: FAILED: none of the {summary['stations']} stations booted: {why}", file=sys.stderr)
+    if reasons and all(reason.startswith("auth_failed") for reason in reasons):
+        return exitcodes.AUTH_FAILED
+    return exitcodes.CSMS_UNREACHABLE
 
 
 def _quiet_logs() -> None:

@@ -87,6 +87,8 @@ def mask_config(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = "***" if value not in (None, "") else value
         elif isinstance(value, dict):
             out[key] = mask_config(value)
+        elif isinstance(value, (list, tuple)):
+            out[key] = [next(iter(mask_config({key: item}).values())) for item in value]
         elif isinstance(value, str) and "://" in value:
             out[key] = public_location(value)
         elif isinstance(value, (str, int, float, bool)) or value is None:

@@ -40,6 +40,8 @@ log = structlog.get_logger("station.diagnostics")
 DEFAULT_RETRIES = 2
 """Tries after the first when the request names none."""
 DEFAULT_RETRY_INTERVAL_S = 30.0
+JOB_TASK_NAME = "log-upload"
+"""Every upload runs in a task of this name (the client recognises a status send cancelled with its job)."""
 
 
 class LogStatus(StrEnum):
@@ -160,7 +162,7 @@ class LogUploader:
         request, name = pending
         previous, replaced, self._replacing = self._task, self._replacing, None
         self._running = request
-        self._task = asyncio.get_running_loop().create_task(self._job(request, name, previous, replaced), name="log-upload")
+        self._task = asyncio.get_running_loop().create_task(self._job(request, name, previous, replaced), name=JOB_TASK_NAME)
 
     async def close(self) -> None:
         task = self._task

@@ -4,7 +4,7 @@ When a driver complains, the question is nearly always "what exactly went over t
 log has the OCPP frames but not the ESP32 bytes nor every meter reading, and journald may have
 rotated them away. The recorder keeps all three in one time-ordered text ring:
 
-    2026-11-30T00:12:03.123Z ocpp out [2,"6f1…","Heartbeat",{}]
+    2026-11-30T00:12:03.123Z ocpp out Heartbeat 6f1… {}
     2026-11-30T00:12:03.140Z esp32-1 rx S,C,2,32,0,0\\r\\n
     2026-11-30T00:12:04.001Z meter-1 - {"energy_wh": 1234.0, …}
 
@@ -13,9 +13,10 @@ second on a power cut is acceptable for a diagnostic aid); the buffer is flushed
 second old or when an archive is built. Memory stays bounded (one file buffer) and so does the
 disk: ``segments`` files of at most ``segment_bytes`` each, the oldest deleted on rotation.
 
-Secrets are masked like the frame log masks them (`station.ocpp.rpc.redact`, URL user info and
-queries, the configured password and token) before a line is written: the ring is included in
-archives that leave the station.
+OCPP frames arrive masked exactly as the frame log masks them (`StrictChargePoint.on_wire`: one
+masking for both — `station.ocpp.rpc.redact`, URL user info and queries); every line also passes
+``mask`` (the configured password and API token, wherever they hide) before it is written: the
+ring is included in archives that leave the station.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import Any, TextIO
 import structlog
 
 from station.core.station import meter_json
-from station.ocpp.rpc import frame_text, mask_url_secrets, may_hold_secret, redact
 
 log = structlog.get_logger("station.diagnostics")
 
@@ -75,14 +75,14 @@ class FlightRecorder:
         self._last_flush = 0.0
         self._retry_at = 0.0
         self.lines_written = 0
-        self._open(initial=True)
+        self._open()
 
     # ---- segments ------------------------------------------------------------------
     def segment_paths(self) -> list[Path]:
         """The ring's files, oldest first."""
         return segment_paths(self.directory)
 
-    def _open(self, *, initial: bool = False) -> None:
+    def _open(self) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
             existing = self.segment_paths()
@@ -100,8 +100,6 @@ class FlightRecorder:
             log.warning("flight recorder: cannot write; recording paused", directory=str(self.directory),
                         error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
             return
-        if initial:
-            log.debug("flight recorder: recording", directory=str(self.directory), segment=path.name)
 
     def _rotate(self) -> None:
         self._close_file()
@@ -158,13 +156,6 @@ class FlightRecorder:
     def meter(self, connector_id: int, reading: Any) -> None:
         self.record(f"meter-{connector_id}", "-", _compact(meter_json(reading)))
 
-    def ocpp(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
-        """One OCPP frame, masked as the frame log masks it."""
-        text = raw if isinstance(raw, str) else frame_text(message)
-        if may_hold_secret(text):
-            text = frame_text(_redact_frame(action, message))
-        self.record("ocpp", direction, mask_url_secrets(text))
-
     def flush(self) -> None:
         if self._file is not None:
             try:
@@ -219,12 +210,6 @@ def read_lines(directory: Path, since: float | None = None, until: float | None 
                         yield line
         except OSError:
             continue
-
-
-def _redact_frame(action: str | None, message: list[Any]) -> list[Any]:
-    if message and message[0] in (2, 3):
-        return [*message[:-1], redact(action, message[-1])]
-    return message
 
 
 def _compact(value: Any) -> str:

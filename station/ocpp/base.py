@@ -213,6 +213,7 @@ class BaseSession(StrictChargePoint):
         self._sent_status: dict[int, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._confirmed = _ConfirmedIds()
+        self.records_wire = client.recorder is not None
 
     # ---- version hooks -------------------------------------------------------
     def boot_payload(self) -> dict[str, Any]:
@@ -251,11 +252,11 @@ class BaseSession(StrictChargePoint):
                                         status=str(status) if status is not None else "Accepted"))
         self.core.events.publish("ocpp_message", action=action, direction=direction, type=kind, version=self.version)
 
-    def on_wire(self, direction: str, action: str | None, message: list[Any], raw: Any) -> None:
-        """Every frame goes to the flight recorder (masked there), when the daemon keeps one."""
+    def on_wire(self, direction: str, text: str) -> None:
+        """Every frame goes to the flight recorder, masked as in the frame log."""
         recorder = self.client.recorder
         if recorder is not None:
-            recorder.ocpp(direction, action, message, raw)
+            recorder.record("ocpp", direction, text)
 
     async def request(self, action: str, payload: dict[str, Any], *, validate: bool = True,
                       timeout: float | None = None, queued: bool = False) -> dict[str, Any]:
@@ -590,6 +591,8 @@ class BaseSession(StrictChargePoint):
 
     @on_raw("ClearCache")
     def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if not self.core.auth.setting("AuthCacheCtrlr", "Enabled"):
+            return {"status": "Rejected"}  # C11.FR.04: no cache in use, nothing was cleared
         try:
             self.core.store.cache_clear()
         except StoreError:

@@ -24,13 +24,14 @@ from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
 from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
-from station.diagnostics.log_upload import LogNote, LogStatus, LogUploader
+from station.diagnostics.log_upload import JOB_TASK_NAME, LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp import schema
 from station.ocpp.endpoints import Endpoints
 from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
+from station.ocpp.status_relay import StatusRelay
 from station.ocpp.security import Renewal, report_event
 
 if TYPE_CHECKING:
@@ -102,19 +103,21 @@ class OcppClient:
         self._reset_task: asyncio.Task[None] | None = None
         self.firmware = firmware
         """Remote update (UpdateFirmware); None: requests are refused."""
-        self._firmware_unsent: FirmwareNote | None = None
-        self._firmware_lock = asyncio.Lock()
+        self._firmware_status: StatusRelay[FirmwareNote] = StatusRelay(
+            lambda: self.session, lambda session, note: session.send_firmware_status(note),
+            "FirmwareStatusNotification", on_delivered=self._firmware_delivered)
         if firmware is not None:
-            firmware.notify = self._firmware_notify
+            firmware.notify = self._firmware_status.notify
             firmware.security_event = core.security_events.record
         self.logs = logs
         """Log uploads (GetLog, GetDiagnostics); None: requests are refused."""
         self.recorder = recorder
         """The flight recorder every OCPP frame is written to; None: not recorded."""
-        self._log_unsent: LogNote | None = None
-        self._log_lock = asyncio.Lock()
+        self._log_status: StatusRelay[LogNote] = StatusRelay(
+            lambda: self.session, lambda session, note: session.send_log_status(note), "log status",
+            superseded_in_task=JOB_TASK_NAME)  # a replaced upload's status is not sent again
         if logs is not None:
-            logs.notify = self._log_notify
+            logs.notify = self._log_status.notify
         self._bind_variables(heartbeat_seconds)
         core.authorizer = self
 
@@ -291,55 +294,23 @@ class OcppClient:
         """The status a triggered FirmwareStatusNotification reports."""
         return self.firmware.current() if self.firmware is not None else FirmwareNote(FirmwareStatus.IDLE)
 
-    async def _firmware_notify(self, note: FirmwareNote) -> None:
-        self._firmware_unsent = note
-        await self.flush_firmware()
-
     async def flush_firmware(self) -> None:
-        """Send the latest undelivered firmware status (statuses are not queued: only the newest
-        one is sent after a reconnect). A final status is confirmed to the updater once delivered."""
-        async with self._firmware_lock:
-            note, session = self._firmware_unsent, self.session
-            if note is None or session is None or not session.accepted:
-                return
-            try:
-                await session.send_firmware_status(note)
-            except (CallErrorReceived, TimeoutError) as exc:
-                log.warning("ocpp: FirmwareStatusNotification not confirmed", status=note.status.value, error=str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001 — link closed mid-call: sent again after reconnect
-                log.warning("ocpp: FirmwareStatusNotification not sent", status=note.status.value, error=exc.__class__.__name__)
-                return
-            if self._firmware_unsent is note:
-                self._firmware_unsent = None
-            if note.final and self.firmware is not None:
-                self.firmware.confirm_result()
+        """Send the latest undelivered firmware status (after a reconnect: the session calls this)."""
+        await self._firmware_status.flush()
+
+    def _firmware_delivered(self, note: FirmwareNote) -> None:
+        """A final status is confirmed to the updater once the CSMS has it."""
+        if note.final and self.firmware is not None:
+            self.firmware.confirm_result()
 
     # ---- log uploads (LogStatusNotification / DiagnosticsStatusNotification) -------------
     def log_note(self) -> LogNote:
         """The status a triggered log status notification reports."""
         return self.logs.current() if self.logs is not None else LogNote(LogStatus.IDLE)
 
-    async def _log_notify(self, note: LogNote) -> None:
-        self._log_unsent = note
-        await self.flush_log_status()
-
     async def flush_log_status(self) -> None:
-        """Send the latest undelivered log status (only the newest one is sent after a reconnect)."""
-        async with self._log_lock:
-            note, session = self._log_unsent, self.session
-            if note is None or session is None or not session.accepted:
-                return
-            try:
-                await session.send_log_status(note)
-            except (CallErrorReceived, TimeoutError) as exc:
-                log.warning("ocpp: log status not confirmed", status=note.status.value, error=str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001 — link closed mid-call: sent again after reconnect
-                log.warning("ocpp: log status not sent", status=note.status.value, error=exc.__class__.__name__)
-                return
-            if self._log_unsent is note:
-                self._log_unsent = None
+        """Send the latest undelivered log status (after a reconnect: the session calls this)."""
+        await self._log_status.flush()
 
     # ---- heartbeat interval (OCPPCommCtrlr.HeartbeatInterval) ------------------------
     @property

@@ -210,7 +210,7 @@ class CredentialSource(Protocol):
     @property
     def profile(self) -> int: ...
 
-    def attempt(self) -> Attempt: ...
+    def attempt(self, requested: int | None = None) -> Attempt: ...
 
     def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None: ...
 
@@ -224,7 +224,7 @@ class StaticCredentials:
         self.params = params
         self.profile = resolve_security_profile(params)
 
-    def attempt(self) -> Attempt:
+    def attempt(self, requested: int | None = None) -> Attempt:
         p = self.params
         return Attempt(self.profile, p.password.encode() if p.password else None,
                        str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None,
@@ -547,7 +547,7 @@ class OcppLink:
         self._publish()
 
     async def _attempt(self, version: str, why: str) -> None:
-        attempt = self.credentials.attempt()
+        attempt = self.credentials.attempt(self.params.security_profile)
         self.state.security_profile = attempt.profile
         try:
             await self._connect_and_serve(version, attempt)

@@ -36,15 +36,13 @@ import structlog
 
 from station.core.device_model import AttributeType, DeviceModel, Entry, Mutability, Status
 from station.ocpp.rpc import CallErrorReceived
-from station.ocpp.variables import check_limits
+from station.ocpp.variables import check_limits, value_size
 
 if TYPE_CHECKING:
     from station.ocpp.base import BaseSession
 
 log = structlog.get_logger("station.ocpp")
 
-MAX_VALUE = 2500
-"""VariableAttributeType.value's schema limit."""
 MAX_VALUES_LIST = 1000
 SUMMARY_FLAGS = ("problem", "tripped", "overload", "fallback")
 CRITERION_DEFAULT = {"Active": True, "Available": True, "Enabled": True, "Problem": False}
@@ -121,8 +119,8 @@ def custom_entries(model: DeviceModel, criteria: list[str] | None,
 
 
 # --------------------------------------------------------------------------- shapes
-def report_data(model: DeviceModel, entry: Entry, attributes: Iterable[AttributeType]) -> dict[str, Any]:
-    """One ReportDataType: component, variable, its attributes (value now) and characteristics."""
+def report_data(model: DeviceModel, entry: Entry, attributes: Iterable[AttributeType], size: int = 2500) -> dict[str, Any]:
+    """One ReportDataType: component, variable, its attributes (value now, cut to `size`) and characteristics."""
     rows = []
     for kind in attributes:
         spec = entry.attribute(kind)
@@ -134,7 +132,7 @@ def report_data(model: DeviceModel, entry: Entry, attributes: Iterable[Attribute
         if mutability != Mutability.WRITE_ONLY and not entry.variable.secret:
             read = model.read(entry, kind)
             if read.status == Status.ACCEPTED and read.value is not None:
-                row["value"] = read.value[:MAX_VALUE]
+                row["value"] = read.value[:size]
         rows.append(row)
     characteristics = entry.characteristics_json()
     if "valuesList" in characteristics:
@@ -191,7 +189,8 @@ class Reporter:
     def _prepare(self, request_id: int, chosen: list[tuple[Entry, list[AttributeType]]]) -> dict[str, Any]:
         if not chosen:
             return {"status": "EmptyResultSet"}
-        items = [report_data(self.model, entry, attributes) for entry, attributes in chosen]
+        size = value_size(self.model)
+        items = [report_data(self.model, entry, attributes, size) for entry, attributes in chosen]
         max_items = int(self.model.value("DeviceDataCtrlr", "ItemsPerMessage", instance="GetReport"))
         max_bytes = int(self.model.value("DeviceDataCtrlr", "BytesPerMessage", instance="GetReport"))
         self._prepared = (request_id, paginate(items, max(1, max_items), max_bytes))

@@ -313,8 +313,10 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         params, credentials = self.client.params, self.client.credentials
         has_password = credentials.has_password() if credentials is not None else bool(params.password)
         has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        raise_refusal = (credentials.profile_refusal(profile.security_profile, urls=[profile.url])
+                         if credentials is not None else "the security profile is fixed by the station's configuration")
         why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,
-                              has_client_cert=has_cert)
+                              has_client_cert=has_cert, raise_refusal=raise_refusal)
         if why is not None:
             self.log.warning("ocpp: SetNetworkProfile rejected", slot=profile.slot, reason=why[1])
             return {"status": "Rejected", "statusInfo": {"reasonCode": why[0], "additionalInfo": why[1][:512]}}

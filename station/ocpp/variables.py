@@ -46,11 +46,16 @@ def _lookup(model: DeviceModel, item: dict[str, Any]) -> tuple[dict[str, Any], E
     return result, found
 
 
-def _fill(result: dict[str, Any], outcome: Result) -> None:
-    """attributeStatus, the value read (if any) and attributeStatusInfo of one result."""
+def value_size(model: DeviceModel) -> int:
+    """Longest value reported: DeviceDataCtrlr.ReportingValueSize, at most the schema's 2500."""
+    return min(MAX_GET_VALUE, int(model.value("DeviceDataCtrlr", "ReportingValueSize")))
+
+
+def _fill(result: dict[str, Any], outcome: Result, size: int = MAX_GET_VALUE) -> None:
+    """attributeStatus, the value read (if any, cut to `size`) and attributeStatusInfo of one result."""
     result["attributeStatus"] = outcome.status.value
     if outcome.value is not None and outcome.status == Status.ACCEPTED:
-        result["attributeValue"] = outcome.value[:MAX_GET_VALUE]
+        result["attributeValue"] = outcome.value[:size]
     if outcome.reason is not None:
         result["attributeStatusInfo"] = {"reasonCode": outcome.reason[:20]}
         if outcome.info:
@@ -60,11 +65,12 @@ def _fill(result: dict[str, Any], outcome: Result) -> None:
 def get_variables(model: DeviceModel, payload: dict[str, Any], size: int | None = None) -> dict[str, Any]:
     items = payload["getVariableData"]
     check_limits(model, "GetVariables", len(items), size)
+    longest = value_size(model)
     results = []
     for item in items:
         result, entry = _lookup(model, item)
         if entry is not None:
-            _fill(result, model.read(entry, item.get("attributeType", AttributeType.ACTUAL.value)))
+            _fill(result, model.read(entry, item.get("attributeType", AttributeType.ACTUAL.value)), longest)
         results.append(result)
     return {"getVariableResult": results}
 
