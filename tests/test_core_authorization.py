@@ -288,3 +288,24 @@ async def test_the_started_transaction_keeps_its_refused_energy_limit_across_a_r
     again = StationCore(store=Store(tmp_path / "s.db"), clock=Clock(trusted=True))
     assert tx.id in again.auth.invalid_limits
     await again.close()
+
+
+async def test_a_different_token_without_the_owners_group_is_asked_of_the_csms_and_does_not_stop(
+        core: StationCore, csms: FakeCsms, esp: RecordingController) -> None:
+    csms.answers["OWNER"] = AuthResult("Accepted")
+    csms.answers["STRANGER"] = AuthResult("Accepted", None, "ELSEWHERE")
+    await core.auth.present("OWNER", connector_id=1)
+    esp.plug()
+    await settle()
+    refused = await core.auth.present("STRANGER", connector_id=1)
+    assert refused["action"] == "refused" and core.connectors[1].transaction is not None
+    assert csms.asked == ["OWNER", "STRANGER"]  # TC_C_04: the different token is authorized, then refused
+
+
+async def test_a_blocked_token_of_the_same_group_may_not_stop(core: StationCore, esp: RecordingController) -> None:
+    core.store.local_list_update(1, {"CARD-A": ("Accepted", None, "FLEET"), "CARD-B": ("Blocked", None, "FLEET")},
+                                 full=True)
+    await core.auth.present("CARD-A", connector_id=1)
+    esp.plug()
+    await settle()
+    assert (await core.auth.present("CARD-B", connector_id=1))["action"] == "refused"

@@ -181,3 +181,12 @@ async def test_a_reserved_connector_gone_faulted_reports_the_reservation_removed
         update = await rig.csms.wait_for("ReservationStatusUpdate", since=mark)
         assert update.payload == {"reservationId": 16, "reservationUpdateStatus": "Removed"}
     assert rig.core.reservations.by_id == {}
+
+
+async def test_clear_cache_empties_the_cache_and_is_rejected_while_the_cache_is_disabled(rig: Rig) -> None:
+    assert rig.core is not None
+    rig.core.store.cache_put("CACHED", "Accepted", None)
+    assert (await rig.csms.call("CP", "ClearCache", {}))["status"] == "Accepted"
+    assert rig.core.store.cache_size() == 0
+    rig.core.device_model.set("AuthCacheCtrlr", "Enabled", False)
+    assert (await rig.csms.call("CP", "ClearCache", {}))["status"] == "Rejected"

@@ -263,20 +263,23 @@ class Authorization:
         return [c for c in conns if c.transaction is not None]
 
     async def may_stop(self, owner: str | None, id_token: str, token_type: str = "ISO14443") -> bool:
-        """The same token, or one of the same group (C01.FR.03/C09, 1.6 parentIdTag); the CSMS is asked
-        for the presented token's group when neither the local list nor the cache know it."""
+        """The same token, or a valid one of the same group (C01.FR.03/C09, 1.6 parentIdTag).
+
+        A presented token the local list and the cache do not know as Accepted is sent to the CSMS
+        (Authorize, TC_C_04): its answer gives the group; a refused token never stops anything.
+        """
         if owner is None or id_token == owner:
             return True
         group = self.group_of(owner)
-        if group is None:
-            return False
-        presented = self.group_of(id_token)
+        listed, cached = self._entries(id_token)
+        entry = known(self.flags(), listed, cached)
+        presented = entry[0].group_id if entry is not None and entry[0].status == "Accepted" else None
         if presented is None and self.core.csms_online and self.core.authorizer is not None:
             result = await self.core.authorizer.authorize(id_token, token_type)
             if result is not None:
                 self.remember(id_token, result)
                 presented = result.group_id if result.status == "Accepted" else None
-        return presented == group
+        return group is not None and presented == group
 
     # ---- the CSMS's verdict on a started transaction ----------------------------------
     def on_transaction_token(self, transaction_id: str, result: AuthResult, id_token: str | None = None) -> str:

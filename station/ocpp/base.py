@@ -591,6 +591,8 @@ class BaseSession(StrictChargePoint):
 
     @on_raw("ClearCache")
     def on_clear_cache(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if not self.core.auth.setting("AuthCacheCtrlr", "Enabled"):
+            return {"status": "Rejected"}  # C11.FR.04: no cache in use, nothing was cleared
         try:
             self.core.store.cache_clear()
         except StoreError:
