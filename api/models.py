@@ -133,7 +133,8 @@ class Clock(Open):
 
 class Problem(BaseModel):
     code: Literal["csms_unreachable", "clock_not_synced", "store_unhealthy", "esp32_link_down",
-                  "connector_faulted", "undervoltage", "meter_unhealthy"]
+                  "connector_faulted", "undervoltage", "meter_unhealthy",
+                  "esp32_unexpected_values"]
     severity: Literal["error", "warning"]
     message: str
 

@@ -42,6 +42,11 @@ def problems(status: dict[str, Any]) -> list[dict[str, str]]:
     store = status.get("store") or {}
     if store and store.get("healthy") is False:
         flag("store_unhealthy", f"state database cannot be written: {store.get('last_error') or 'unknown error'}")
+    for cid, esp in sorted((status.get("esp32") or {}).items()):
+        warnings = (esp or {}).get("warnings") or []
+        if warnings:
+            flag("esp32_unexpected_values", f"connector {cid}: the ESP32 sends values outside the documented "
+                 f"protocol ({'; '.join(warnings)}); informational fields only, frames still accepted", "warning")
     for conn in status.get("connectors") or []:
         cid = conn.get("id")
         link = conn.get("controller_link") or {}

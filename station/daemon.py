@@ -152,6 +152,7 @@ class Daemon:
                     "port": link.port if hasattr(link, "port") else None,
                     "link_up": link.link_up,
                     "firmware": link.firmware,
+                    "warnings": link.warnings,
                     "stats": _as_dict(link.stats),
                 }
                 for cid, link in self.links.items()

@@ -78,10 +78,10 @@ class DaemonProcess:
 
 @contextlib.asynccontextmanager
 async def running_station(
-    directory: Path, *, version: str = "201", simulator: bool = True, **extra: str
+    directory: Path, *, version: str = "201", simulator: bool = True, sim_args: list[str] | None = None, **extra: str
 ) -> AsyncIterator[tuple[DevCsms, SimulatorProcess | None, DaemonProcess]]:
     async with DevCsms(heartbeat_interval=2) as csms:
-        sim_cm = SimulatorProcess(directory, interval=5) if simulator else contextlib.nullcontext()
+        sim_cm = SimulatorProcess(directory, interval=5, extra_args=sim_args) if simulator else contextlib.nullcontext()
         async with sim_cm as sim:
             port = sim.port if sim else directory / "no-esp32"
             env = station_env(directory, csms, port, OCPP_PRIMARY=version, **extra)

@@ -63,6 +63,14 @@ async def test_status_flags_an_esp32_link_down(api: httpx.AsyncClient, daemon: D
     assert codes == ["esp32_link_down"]
 
 
+async def test_status_warns_of_esp32_values_outside_the_protocol(api: httpx.AsyncClient, daemon: Daemon) -> None:
+    esp = daemon.facts["esp32"]["1"]
+    daemon.facts["esp32"] = {"1": {**esp, "warnings": ["PWM=267 outside 0..255"]}}
+    problems = (await api.get("/status")).json()["problems"]
+    assert [(p["code"], p["severity"]) for p in problems] == [("esp32_unexpected_values", "warning")]
+    assert "PWM=267 outside 0..255" in problems[0]["message"]
+
+
 async def test_connectors_list_and_single_connector(api: httpx.AsyncClient) -> None:
     listed = (await api.get("/connectors")).json()
     assert [c["id"] for c in listed] == [1]

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 import pytest
 
 from station.controller.protocol import (
+    ACTED_FIELDS,
     FIELD_RANGES,
+    INFO_FIELDS,
     MAX_FRAME_LENGTH,
     REQUIRED_FIELDS,
     Command,
@@ -201,13 +203,13 @@ def test_other_frame_types_are_rejected_without_swallowing_the_next() -> None:
         ("RL", b"2", "RL=2 outside"),
         ("AUTH", b"x", "AUTH=b'x' is not an integer"),
         ("MAX", b"", "MAX=b'' is not an integer"),
-        ("PWM", b"256", "PWM=256 outside"),
-        ("CPV", b"3.9", "is not an integer"),
-        ("CABLE", b" 13", "is not an integer"),
+        ("MAX", b"81", "MAX=81 outside"),
+        ("PB", b"256", "PB=256 outside"),
+        ("LOCK", b"2", "LOCK=2 outside"),
         ("STOP", b"+1", "is not an integer"),
     ],
 )
-def test_out_of_range_or_non_numeric_field_is_rejected_with_reason(field: str, bad: bytes, reason_part: str) -> None:
+def test_an_acted_on_field_out_of_range_or_non_numeric_rejects_the_frame_with_reason(field: str, bad: bytes, reason_part: str) -> None:
     fields = dict(zip(REQUIRED_FIELDS, [0] * len(REQUIRED_FIELDS)))
     line = encode_status_line(fields).replace(f";{field}=0;".encode(), f";{field}=".encode() + bad + b";")
     (result,) = FrameParser().feed(line)
@@ -216,8 +218,8 @@ def test_out_of_range_or_non_numeric_field_is_rejected_with_reason(field: str, b
 
 
 @settings(max_examples=60, deadline=None)
-@given(valid_frames(), st.sampled_from(REQUIRED_FIELDS), st.data())
-def test_any_corrupted_required_field_is_rejected(
+@given(valid_frames(), st.sampled_from(ACTED_FIELDS), st.data())
+def test_any_corrupted_acted_on_field_is_rejected(
     frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str, data: st.DataObject
 ) -> None:
     _, fields, more, rid = frame
@@ -233,14 +235,77 @@ def test_any_corrupted_required_field_is_rejected(
 
 
 @settings(deadline=None)
-@given(valid_frames(), st.sampled_from(REQUIRED_FIELDS))
-def test_missing_required_field_is_rejected(
+@given(valid_frames(), st.sampled_from(ACTED_FIELDS))
+def test_missing_acted_on_field_is_rejected(
     frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str
 ) -> None:
     raw, fields, _, _ = frame
     cut = raw.replace(f";{name}={fields[name]};".encode(), b";", 1)
     (result,) = FrameParser().feed(cut)
     assert isinstance(result, RejectedFrame) and name in result.reason
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "reason"),
+    [
+        ("PWM", b"267", "PWM=267 outside 0..255"),  # per-mille duty at 16 A (another firmware build)
+        ("PWM", b"1023", "PWM=1023 outside 0..255"),  # 10-bit PWM
+        ("PP", b"12", "PP=12 outside 0..9"),  # a proximity code this station does not know
+        ("MOTOR", b"-1", "MOTOR=-1 outside 0..9"),
+        ("CPV", b"3.9", "CPV='3.9' is not an integer"),
+        ("CABLE", b" 13", "CABLE=' 13' is not an integer"),
+    ],
+)
+def test_an_informational_field_out_of_range_is_a_warning_not_a_rejection(field: str, bad: bytes, reason: str) -> None:
+    at_rest = {k.decode(): int(v) for k, v in (f.split(b"=") for f in REAL_LINE[6:-2].split(b";"))}
+    (result,) = FrameParser().feed(encode_status_line({**at_rest, field: bad.decode()}))
+    assert isinstance(result, StatusFrame), result
+    assert [w.reason for w in result.warnings] == [reason]
+    assert result.warnings[0].field == field and result.status.state is ControllerState.IDLE
+
+
+@settings(max_examples=80, deadline=None)
+@given(valid_frames(), st.sampled_from(INFO_FIELDS), st.data())
+def test_any_corrupted_informational_field_keeps_the_frame_and_the_acted_on_values(
+    frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str, data: st.DataObject
+) -> None:
+    _, fields, more, rid = frame
+    lo, hi = FIELD_RANGES[name]
+    corrupt = data.draw(
+        st.integers(min_value=-(10**9), max_value=lo - 1) | st.integers(min_value=hi + 1, max_value=10**9)
+        | st.sampled_from(["", "x", "1a", "0x1", "1.0"])
+    )
+    raw = encode_status_line({**fields, name: corrupt, **more}, rid)
+    (result,) = [r for r in parse_all(raw) if isinstance(r, StatusFrame)]
+    assert [w.field for w in result.warnings] == [name]
+    assert str(corrupt)[:20] == result.warnings[0].value
+    reference = parse_all(encode_status_line({**fields, **more}, rid))[0]
+    assert isinstance(reference, StatusFrame)
+    for attribute in ("pilot", "state", "relay_closed", "authorized", "stop_requested", "max_current_a",
+                      "locked", "power_board_fault", "extras"):
+        assert getattr(result.status, attribute) == getattr(reference.status, attribute)
+    if isinstance(corrupt, int) and name == "PWM":
+        assert result.status.pwm_duty == corrupt  # kept as sent: informational, shown as it came
+
+
+@settings(deadline=None)
+@given(valid_frames(), st.sampled_from(INFO_FIELDS))
+def test_a_missing_informational_field_is_a_warning(
+    frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str
+) -> None:
+    raw, fields, _, _ = frame
+    cut = raw.replace(f";{name}={fields[name]};".encode(), b";", 1)
+    (result,) = FrameParser().feed(cut)
+    assert isinstance(result, StatusFrame)
+    assert [(w.field, w.reason) for w in result.warnings] == [(name, f"{name} missing")]
+
+
+@given(valid_frames())
+def test_a_frame_within_the_protocol_has_no_warnings(
+    frame: tuple[bytes, dict[str, int], dict[str, str], int | None]
+) -> None:
+    (result,) = FrameParser().feed(frame[0])
+    assert isinstance(result, StatusFrame) and result.warnings == ()
 
 
 def test_duplicate_field_is_rejected() -> None:

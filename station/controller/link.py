@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 FIRMWARE_KEYS = ("FW", "FIRMWARE", "VER", "VERSION", "SW")
 """Extra fields a firmware build may use to report its version."""
 RAW_LOG_LIMIT = 120
+WARNED_VALUES_LIMIT = 64
+"""Distinct (field, value) pairs logged as unexpected; past that they are counted, not logged (a
+voltage field drifting out of range would otherwise log every reading)."""
 
 
 @dataclass
@@ -50,6 +53,8 @@ class LinkStats:
     reconnects: int = 0
     commands_sent: int = 0
     command_failures: int = 0
+    frames_with_warnings: int = 0
+    """Accepted frames with an informational field outside the documented protocol."""
 
 
 class _PortLost(Exception):
@@ -116,6 +121,8 @@ class Esp32Link:
         self._last_frame_at = 0.0
         self._firmware: str | None = None
         self._seen_extras: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
+        self._field_warnings: dict[str, str] = {}
         self._transport: asyncio.Transport | None = None
         self._protocol: _SerialProtocol | None = None
         self._had_frame_in_session = False
@@ -137,6 +144,11 @@ class Esp32Link:
     @property
     def last_status(self) -> ControllerStatus | None:
         return self._last_status
+
+    @property
+    def warnings(self) -> list[str]:
+        """Informational fields of the latest frame outside the documented protocol (status, API problems)."""
+        return list(self._field_warnings.values())
 
     async def authorize(self) -> None:
         await self._command("authorize", encode_authorize(), lambda s: s.authorized)
@@ -252,6 +264,7 @@ class Esp32Link:
         self.stats.frames_ok += 1
         self._had_frame_in_session = True
         self._last_frame_at = time.monotonic()
+        self._note_warnings(frame)
         for key, value in status.extras.items():
             if key not in self._seen_extras:
                 self._seen_extras.add(key)
@@ -268,6 +281,25 @@ class Esp32Link:
             changed = True
         if changed:
             await self._call(self._on_status, status)
+
+    def _note_warnings(self, frame: StatusFrame) -> None:
+        """Log each unexpected informational value once, with its frame; keep the current ones for the status."""
+        self._field_warnings = {w.field: w.reason for w in frame.warnings}
+        if not frame.warnings:
+            return
+        self.stats.frames_with_warnings += 1
+        for w in frame.warnings:
+            key = (w.field, w.value)
+            if key in self._warned:
+                continue
+            if len(self._warned) >= WARNED_VALUES_LIMIT:
+                if len(self._warned) == WARNED_VALUES_LIMIT:
+                    self._warned.add(("", ""))  # log the cut-off once
+                    self._log.warning("esp32.unexpected_values_not_logged_further", limit=WARNED_VALUES_LIMIT)
+                continue
+            self._warned.add(key)
+            self._log.warning("esp32.unexpected_value", field=w.field, value=w.value, reason=w.reason,
+                              raw=_raw_repr(frame.raw), note="informational field: frame accepted")
 
     async def _set_link(self, up: bool, reason: str) -> None:
         if self._link_up is up:

@@ -171,12 +171,31 @@ FIELD_RANGES: dict[str, tuple[int, int]] = {
     "PB": (0, 255),
     "STOP": (0, 1),
 }
-"""Every required field with its accepted (inclusive) range."""
+"""Every field the firmware sends, with its documented (inclusive) range."""
 REQUIRED_FIELDS: tuple[str, ...] = tuple(FIELD_RANGES)
+"""The firmware's fields in its order (what `encode_status_line` writes)."""
+ACTED_FIELDS: tuple[str, ...] = ("CP", "STATE", "RL", "AUTH", "STOP", "MAX", "PB", "LOCK")
+"""Fields the station acts on: pilot, state, relay, authorization, stop and current limit drive the
+connector and the transaction; PB≠0 makes it Faulted and LOCK decides whether an unlock may be sent.
+Missing, not an integer or out of range, they reject the frame (no checksum: this is the noise guard)."""
+INFO_FIELDS: tuple[str, ...] = tuple(f for f in REQUIRED_FIELDS if f not in ACTED_FIELDS)
+"""Informational fields (voltages, proximity, lock motor, PWM, cable rating): an unexpected value
+is a warning, never a rejection. Another firmware build may scale PWM differently (per mille:
+267 at 16 A) or report a proximity code this station does not know; that must not fault a session."""
 ID_RANGE = (0, 2**32 - 1)
 
 _INT = re.compile(rb"-?[0-9]{1,10}")
 _KEY = re.compile(rb"[A-Za-z][A-Za-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWarning:
+    """An informational field with a value outside the documented protocol (the frame is still used)."""
+
+    field: str
+    value: str
+    """The value as sent (text, at most 20 characters), or "" when the field was missing."""
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +205,9 @@ class StatusFrame:
     status: ControllerStatus
     request_id: int | None
     raw: bytes
+    warnings: tuple[FieldWarning, ...] = ()
+    """Informational fields out of range, not integers or missing; their values in `status` are as
+    sent when they are integers, else 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +293,7 @@ def parse_status_line(raw: bytes) -> ParseResult:
         segments.pop()  # the firmware terminates the last field with ';'
     values: dict[str, int] = {}
     extras: dict[str, str] = {}
+    warnings: list[FieldWarning] = []
     request_id: int | None = None
     seen: set[bytes] = set()
     for seg in segments:
@@ -281,7 +304,17 @@ def parse_status_line(raw: bytes) -> ParseResult:
             return RejectedFrame(raw, f"duplicate field {key.decode()}")
         seen.add(key)
         name = key.decode("ascii")
-        if name in FIELD_RANGES or name == "ID":
+        if name in INFO_FIELDS:
+            lo, hi = FIELD_RANGES[name]
+            shown = value[:20].decode("ascii", errors="replace")
+            if not _INT.fullmatch(value):
+                warnings.append(FieldWarning(name, shown, f"{name}={shown!r} is not an integer"))
+                values[name] = 0
+                continue
+            values[name] = int(value)
+            if not lo <= values[name] <= hi:
+                warnings.append(FieldWarning(name, shown, f"{name}={values[name]} outside {lo}..{hi}"))
+        elif name in FIELD_RANGES or name == "ID":
             if not _INT.fullmatch(value):
                 return RejectedFrame(raw, f"{name}={value[:20]!r} is not an integer")
             number = int(value)
@@ -294,9 +327,13 @@ def parse_status_line(raw: bytes) -> ParseResult:
                 values[name] = number
         else:
             extras[name] = value.decode("utf-8", errors="replace")
-    missing = [f for f in REQUIRED_FIELDS if f not in values]
+    missing = [f for f in ACTED_FIELDS if f not in values]
     if missing:
         return RejectedFrame(raw, f"missing field(s) {','.join(missing)}")
+    for name in INFO_FIELDS:
+        if name not in values:
+            warnings.append(FieldWarning(name, "", f"{name} missing"))
+            values[name] = 0
     status = ControllerStatus(
         pilot=CP_CODES[values["CP"]],
         state=ControllerState(values["STATE"]),
@@ -312,7 +349,7 @@ def parse_status_line(raw: bytes) -> ParseResult:
         proximity_mv=values["PPV"],
         extras=extras,
     )
-    return StatusFrame(status, request_id, raw)
+    return StatusFrame(status, request_id, raw, tuple(warnings))
 
 
 def encode_status_line(fields: dict[str, int | str], request_id: int | None = None) -> bytes:

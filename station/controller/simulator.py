@@ -44,9 +44,13 @@ PROXIMITY_MV = {0: 2457, 13: 1830, 20: 1340, 32: 780, 63: 320}
 PROXIMITY_CODE = {0: 0, 13: 1, 20: 2, 32: 3, 63: 4}
 
 
-def pwm_for(amps: int) -> int:
-    """IEC 61851 duty (amps / 0.6 %) scaled to the firmware's 0..255 PWM field."""
-    return round(amps / 0.6 * 255 / 100)
+PWM_SCALES = {"8bit": 255, "permille": 1000, "10bit": 1023}
+"""Full scale of the PWM field: the deployed firmware's 0..255; other builds report per mille or 10-bit."""
+
+
+def pwm_for(amps: int, scale: str = "8bit") -> int:
+    """IEC 61851 duty (amps / 0.6 %) scaled to the firmware's PWM field (0..255 unless `scale` says otherwise)."""
+    return round(amps / 0.6 * PWM_SCALES[scale] / 100)
 
 
 @dataclass
@@ -79,7 +83,11 @@ class Esp32Simulator:
         cable: int = 32,
         plug_delay: float = 0.3,
         meter_control: Path | None = None,
+        pwm_scale: str = "8bit",
     ) -> None:
+        if pwm_scale not in PWM_SCALES:
+            raise ValueError(f"pwm_scale must be one of {', '.join(PWM_SCALES)}")
+        self.pwm_scale = pwm_scale
         self.link = link
         self.control = control
         self.interval = interval
@@ -224,7 +232,8 @@ class Esp32Simulator:
             "RL": int(state is ControllerState.CHARGING),
             "LOCK": int(ev.plugged and (ev.authorized or state is ControllerState.CHARGING)),
             "MOTOR": 0,
-            "PWM": pwm_for(min(ev.max_current_a, cable or ev.max_current_a)) if offering else 255,
+            "PWM": (pwm_for(min(ev.max_current_a, cable or ev.max_current_a), self.pwm_scale) if offering
+                    else PWM_SCALES[self.pwm_scale]),
             "MAX": ev.max_current_a,
             "CABLE": cable,
             "AUTH": int(ev.authorized),
@@ -328,6 +337,11 @@ class Esp32Simulator:
                 self.extras.pop(key, None)
             else:
                 self.extras[key] = str(req["value"]).replace(";", ",").replace(">", ")").replace("<", "(")
+        elif cmd == "pwm_scale":
+            scale = str(req.get("scale", "8bit"))
+            if scale not in PWM_SCALES:
+                return {"ok": False, "error": f"scale must be one of {', '.join(PWM_SCALES)}"}
+            self.pwm_scale = scale
         elif cmd == "send_status":
             self.send_status()
         else:
@@ -410,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
             "        clear_fault, state\n"
             "Faults: garbage [n], truncated, corrupted [field, value], silence [seconds],\n"
             "        reboot [seconds], slow [seconds], disconnect [seconds], extra key [value],\n"
-            "        send_status\n"
+            "        send_status, pwm_scale [scale: 8bit|permille|10bit]\n"
             "See docs/hardware.md for the state machine and every command."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -427,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds in CABLE_DETECT after plugging before the EV is seen (0.3)")
     p.add_argument("--meter-control", type=Path, default=None, metavar="PATH",
                    help="meter simulator control socket; told the charging current as it changes")
+    p.add_argument("--pwm-scale", choices=tuple(PWM_SCALES), default="8bit",
+                   help="full scale of the PWM field: 8bit 0..255 (the deployed firmware), permille 0..1000 "
+                        "or 10bit 0..1023 (other firmware builds)")
     return p
 
 
@@ -434,7 +451,7 @@ async def _amain(args: argparse.Namespace) -> None:
     sim = Esp32Simulator(
         args.link, args.control, interval=args.interval, echo_id=args.echo_id,
         max_current=args.max_current, cable=args.cable, plug_delay=args.plug_delay,
-        meter_control=args.meter_control,
+        meter_control=args.meter_control, pwm_scale=args.pwm_scale,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
