@@ -239,20 +239,32 @@ class Store:
             raise StoreError(f"state database {self.path}: {what} failed: {exc}") from exc
 
     @contextmanager
-    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """All writes inside commit together or not at all."""
+    def transaction(self, what: str, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all.
+
+        `durable=False` is for data a power cut may cost without harm (the authorization cache):
+        the commit skips its fsync (WAL, `synchronous=NORMAL` for this one commit) and becomes
+        durable with the next durable commit, since the WAL is written in order. Transactions and
+        the outbox always commit durably.
+        """
         with self._guard(what):
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would
-                # raise and hide the real error; a failed COMMIT must not leave the transaction open.
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would
+                    # raise and hide the real error; a failed COMMIT must not leave the transaction open.
+                    if self._db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
         self.healthy = True
 
     # --- transactions ---------------------------------------------------------
@@ -475,7 +487,7 @@ class Store:
                   *, max_entries: int | None = None, policy: str = "LRU") -> None:
         """Store (or refresh) a token's answer; over `max_entries` the policy's victims leave first."""
         now = time.time()
-        with self.transaction("update auth cache") as db:
+        with self.transaction("update auth cache", durable=False) as db:  # a cache: may be lost, never wrong
             db.execute(
                 "INSERT INTO auth_cache (id_token, status, expires_at, updated, group_id, last_used, uses)"
                 " VALUES (?,?,?,?,?,?,1) ON CONFLICT(id_token) DO UPDATE SET status=excluded.status,"
@@ -499,7 +511,7 @@ class Store:
 
     def cache_used(self, token: str) -> None:
         """A cache hit: counts for the LRU and LFU policies."""
-        with self.transaction("auth cache hit") as db:
+        with self.transaction("auth cache hit", durable=False) as db:
             db.execute("UPDATE auth_cache SET last_used=?, uses=uses+1 WHERE id_token=?", (time.time(), token))
 
     def cache_remove(self, token: str) -> None:
