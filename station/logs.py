@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -90,12 +91,23 @@ def _redact(value: Any) -> Any:
 
 
 def _is_secret_key(key: Any) -> bool:
-    return isinstance(key, str) and any(word in key.lower() for word in _SECRET_KEYS)
+    return isinstance(key, str) and _secret_name(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(key: str) -> bool:
+    """Field names repeat on every line: classified once each (a few µs per log line otherwise)."""
+    return any(word in key.lower() for word in _SECRET_KEYS)
+
+
+@functools.lru_cache(maxsize=1024)
+def _token_name(key: str) -> bool:
+    return key.lower() in TOKEN_KEYS and not _secret_name(key)
 
 
 def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        if not _show_tokens and key.lower() in TOKEN_KEYS and not _is_secret_key(key):  # idTag=...
+        if not _show_tokens and _token_name(key):  # idTag=...
             event_dict[key] = mask_tokens(value) if not isinstance(value, str) else mask_token(value)
             continue
         if not _show_tokens and isinstance(value, (dict, list, tuple)):

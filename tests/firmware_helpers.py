@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,9 +60,11 @@ def artefact_server() -> Iterator[ArtefactServer]:
 
 
 @contextmanager
-def http_in_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
-    """A real HTTP server on 127.0.0.1 (any free port) in a thread; yields the port."""
+def http_in_thread(handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """A real HTTP server on 127.0.0.1 (any free port) in a thread, HTTPS with `tls`; yields the port."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -208,3 +208,11 @@ async def test_getlog_and_getdiagnostics_from_the_dev_csms_command_line(tmp_path
     assert [line["payload"]["status"] for line in lines16 if line["kind"] == "message"] == ["Uploading", "Uploaded"]
     assert f"/cli/{lines[0]['payload']['filename']}" in http.received
     assert f"/cli16/{lines16[0]['payload']['fileName']}" in http.received
+
+
+async def test_16_extended_trigger_log_status_notification_says_idle(tmp_path: Path) -> None:
+    async with logged_station(tmp_path, version="16") as (csms, _sim, _daemon):
+        await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+        answer = await csms.call(STATION_ID, "ExtendedTriggerMessage", {"requestedMessage": "LogStatusNotification"})
+        notification = await csms.wait_for("LogStatusNotification", STATION_ID, timeout=10)
+    assert answer["status"] == "Accepted" and notification.payload == {"status": "Idle"}

@@ -126,3 +126,21 @@ async def test_set_network_profile_from_the_dev_csms_command_line(tmp_path: Path
     assert code == 0 and stored[0]["payload"] == {"status": "Accepted"}
     assert ordered[0]["payload"]["setVariableResult"][0]["attributeStatus"] == "RebootRequired"
     assert read[0]["payload"]["getVariableResult"][0]["attributeValue"] == "1,0"
+
+
+async def test_the_daemon_connects_where_station_migrate_csms_staged_the_new_endpoint(tmp_path: Path) -> None:
+    from station.field import migrate
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    async with DevCsms(heartbeat_interval=30) as new_csms, DevCsms(heartbeat_interval=30) as old_csms:
+        (root / "etc/ocpp_station.env").write_text(
+            f"OCPP_STATION_NAME='{STATION_ID}'\nOCPP_201_URL='{old_csms.url('201')}'\nSTATION_STATE_DIR='/state'\n")
+        staged = migrate.stage(new_csms.url("201"), root=root)
+        assert not isinstance(staged, str) and staged.changed
+        state = {"OCPP_201_URL": old_csms.url("201"), "STATION_STATE_DIR": str(root / "state")}
+        async with running_station(tmp_path, **state) as (_unused, _sim, _daemon):
+            boot = await new_csms.wait_for("BootNotification", STATION_ID, timeout=20)
+    assert boot.payload["chargingStation"]["model"] == "AC22"
+    assert old_csms.calls("BootNotification", STATION_ID) == []
+    assert [h["event"] for h in history(root / "state")] == ["migrate", "accepted"]

@@ -101,6 +101,7 @@ async def test_set_variables_statuses_and_reason_codes(rig201: Rig) -> None:
     assert [r.get("attributeStatusInfo", {}).get("reasonCode") for r in results[:3]] == [
         "ValueTooLow", "ReadOnly", "InvalidValue"]
     assert results[3]["attributeType"] == "MaxSet" and results[3]["attributeStatusInfo"]["reasonCode"] == "UnsupportedParam"
+    assert results[0]["attributeType"] == "Actual"  # B05.FR.12: Actual when the request named none
     assert rig201.core is not None
     assert rig201.core.device_model.value("OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent") == 5
 

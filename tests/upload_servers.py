@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -31,18 +32,20 @@ class UploadServer:
     credentials: str | None = None
     port: int = 0
 
+    scheme: str = "http"
+
     def url(self, path: str, *, userinfo: str = "") -> str:
-        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}{path}"
 
     def hits(self, path: str) -> int:
         return sum(1 for _, p in self.methods if p == path)
 
 
 @contextmanager
-def http_upload_server() -> Iterator[UploadServer]:
+def http_upload_server(tls: ssl.SSLContext | None = None) -> Iterator[UploadServer]:
     import base64
 
-    state = UploadServer()
+    state = UploadServer(scheme="https" if tls is not None else "http")
 
     class Handler(BaseHTTPRequestHandler):
         def _handle(self, method: str) -> None:
@@ -75,7 +78,7 @@ def http_upload_server() -> Iterator[UploadServer]:
         def log_message(self, *args: object) -> None:
             pass
 
-    with http_in_thread(Handler) as port:
+    with http_in_thread(Handler, tls) as port:
         state.port = port
         yield state
 

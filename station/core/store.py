@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     csms_id TEXT,
     charging_state TEXT NOT NULL DEFAULT 'EVConnected',
     ocpp_version TEXT,
-    authorized INTEGER NOT NULL DEFAULT 1
+    authorized INTEGER NOT NULL DEFAULT 1,
+    last_energy_wh REAL
 );
 CREATE INDEX IF NOT EXISTS transactions_open ON transactions(ended_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -129,6 +130,9 @@ class TransactionRecord:
     ocpp_version: str | None = None
     """The OCPP version its first message went out in ("201" | "16"): all its messages go in it."""
     authorized: bool = True
+    last_energy_wh: float | None = None
+    """The energy register at the transaction's latest recorded event: its meterStop when it ends
+    before the meter answered again (a restart, a meter outage)."""
     """False while a transaction started at EVConnected waits for a token, or after a stop request
     that only deauthorized it (TxStopPoint without Authorized): the relay stays open."""
 
@@ -191,7 +195,7 @@ _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
 _SET_SEPARATELY = ("csms_id", "ocpp_version")
 """Columns only their own setters write: the core's copy of a transaction may not know them yet."""
 _ADDED_COLUMNS = {
-    "transactions": {"ocpp_version": "TEXT", "authorized": "INTEGER NOT NULL DEFAULT 1"},
+    "transactions": {"ocpp_version": "TEXT", "authorized": "INTEGER NOT NULL DEFAULT 1", "last_energy_wh": "REAL"},
     "auth_cache": {"group_id": "TEXT", "last_used": "REAL NOT NULL DEFAULT 0", "uses": "INTEGER NOT NULL DEFAULT 0"},
     "local_list": {"group_id": "TEXT"},
 }
@@ -239,20 +243,32 @@ class Store:
             raise StoreError(f"state database {self.path}: {what} failed: {exc}") from exc
 
     @contextmanager
-    def transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """All writes inside commit together or not at all."""
+    def transaction(self, what: str, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all.
+
+        `durable=False` is for data a power cut may cost without harm (the authorization cache):
+        the commit skips its fsync (WAL, `synchronous=NORMAL` for this one commit) and becomes
+        durable with the next durable commit, since the WAL is written in order. Transactions and
+        the outbox always commit durably.
+        """
         with self._guard(what):
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would
-                # raise and hide the real error; a failed COMMIT must not leave the transaction open.
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would
+                    # raise and hide the real error; a failed COMMIT must not leave the transaction open.
+                    if self._db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
         self.healthy = True
 
     # --- transactions ---------------------------------------------------------
@@ -475,7 +491,7 @@ class Store:
                   *, max_entries: int | None = None, policy: str = "LRU") -> None:
         """Store (or refresh) a token's answer; over `max_entries` the policy's victims leave first."""
         now = time.time()
-        with self.transaction("update auth cache") as db:
+        with self.transaction("update auth cache", durable=False) as db:  # a cache: may be lost, never wrong
             db.execute(
                 "INSERT INTO auth_cache (id_token, status, expires_at, updated, group_id, last_used, uses)"
                 " VALUES (?,?,?,?,?,?,1) ON CONFLICT(id_token) DO UPDATE SET status=excluded.status,"
@@ -499,7 +515,7 @@ class Store:
 
     def cache_used(self, token: str) -> None:
         """A cache hit: counts for the LRU and LFU policies."""
-        with self.transaction("auth cache hit") as db:
+        with self.transaction("auth cache hit", durable=False) as db:
             db.execute("UPDATE auth_cache SET last_used=?, uses=uses+1 WHERE id_token=?", (time.time(), token))
 
     def cache_remove(self, token: str) -> None:

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from station import envfile
@@ -81,13 +82,23 @@ def _give_up(code: int) -> bool:
     return code in (hostops.EXIT_AUTH_FAILURE, hostops.EXIT_CONFIG)
 
 
-def migrate(url: str, *, version: str | None = None, root: Path = Path("/"), limit: float = DEFAULT_LIMIT_S,
-            interval: float = 5.0) -> tuple[int, dict[str, object]]:
-    """Make ``url`` the first network profile (OCPP ``version``, default the configured primary)."""
+@dataclass(frozen=True)
+class Staged:
+    profiles: ProfileFile
+    profile: NetworkProfile
+    endpoint: str
+    previous: list[int]
+    owner: tuple[int, int] | None
+    changed: bool
+
+
+def stage(url: str, *, version: str | None = None, root: Path = Path("/")) -> Staged | str:
+    """Write ``url`` as the first network profile in the daemon's state directory (what the daemon
+    reads at its next start); why not, as text, when it cannot be used."""
     values = envfile.read(root / ENV_PATH)
     station_id = values.get("OCPP_STATION_NAME")
     if not station_id:
-        return EXIT_USAGE, {"ok": False, "detail": f"{ENV_PATH} has no station identity"}
+        return f"{ENV_PATH} has no station identity"
     version = version or values.get("OCPP_PRIMARY", "201")
     state_dir = _state_dir(root, values)
     profiles = ProfileFile(state_dir)
@@ -97,30 +108,41 @@ def migrate(url: str, *, version: str | None = None, root: Path = Path("/"), lim
     why = refusal(profile, active_security_profile=active, has_password=bool(values.get("OCPP_STATION_PASSWORD")),
                   has_client_cert=bool(values.get("STATION_CLIENT_CERT")))
     if why is not None:
-        return EXIT_USAGE, {"ok": False, "detail": f"new URL refused: {why[1]}"}
-    endpoint = profile.endpoint(station_id)
+        return f"new URL refused: {why[1]}"
     previous = list(state.priority)
-    record: dict[str, object] = {"utc": hostops.utcnow(), "slot": profile.slot, "new": url, "version": version,
-                                 "previous_priority": previous}
+    owner = _owner(state_dir) if state_dir.exists() else None
+    endpoint = profile.endpoint(station_id)
     if previous and previous[0] == profile.slot and state.profiles.get(profile.slot) == profile:
-        return EXIT_OK, {**record, "ok": True, "action": "unchanged"}
+        return Staged(profiles, profile, endpoint, previous, owner, changed=False)
     state.profiles[profile.slot] = profile
     state.priority = [profile.slot, *[s for s in previous if s != profile.slot]]
-    owner = _owner(state_dir) if state_dir.exists() else None
     profiles.save(state, owner=owner)
     profiles.record("migrate", profile={"slot": profile.slot, "url": endpoint, "version": version}, priority=state.priority)
+    return Staged(profiles, profile, endpoint, previous, owner, changed=True)
+
+
+def migrate(url: str, *, version: str | None = None, root: Path = Path("/"), limit: float = DEFAULT_LIMIT_S,
+            interval: float = 5.0) -> tuple[int, dict[str, object]]:
+    """Make ``url`` the first network profile (OCPP ``version``, default the configured primary)."""
+    staged = stage(url, version=version, root=root)
+    if isinstance(staged, str):
+        return EXIT_USAGE, {"ok": False, "detail": staged}
+    record: dict[str, object] = {"utc": hostops.utcnow(), "slot": staged.profile.slot, "new": url,
+                                 "version": staged.profile.version, "previous_priority": staged.previous}
+    if not staged.changed:
+        return EXIT_OK, {**record, "ok": True, "action": "unchanged"}
     hostops.restart_units()
     smoke, attempts = hostops.wait_healthy(root, limit, interval, give_up_on=_give_up)
     record.update(attempts=attempts, smoke=smoke.summary(), connected_to=_expected(smoke))
-    if smoke.ok and _expected(smoke) == endpoint:
+    if smoke.ok and _expected(smoke) == staged.endpoint:
         code, record = EXIT_OK, {**record, "ok": True, "action": "migrated"}
     else:
         fell_back = smoke.ok
-        code, back = _restore(root, profiles, previous, owner)
+        code, back = _restore(root, staged.profiles, staged.previous, staged.owner)
         detail = ("the daemon could not connect through the new endpoint and fell back" if fell_back
                   else f"new endpoint not accepted (exit {smoke.exit_code}) after {attempts} check(s)")
         record.update(ok=False, action="reverted" if code == EXIT_OK else "revert-unhealthy", after_revert=back,
-                      detail=f"{detail}; previous priority {previous} restored")
+                      detail=f"{detail}; previous priority {staged.previous} restored")
         code = EXIT_REVERTED if code == EXIT_OK else EXIT_REVERT_FAILED
     hostops.append_jsonl(root / LOG_PATH, record)
     return code, record

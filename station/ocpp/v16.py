@@ -162,14 +162,16 @@ class V16Session(SecurityHandlers, BaseSession):
         await self.request("SignedFirmwareStatusNotification", payload)
 
     def log_status_message(self, note: LogNote, *, triggered: bool = False) -> tuple[str, dict[str, Any]] | None:
-        if note.origin == "GetDiagnostics" or (triggered and note.status is LogStatus.IDLE):
+        """GetDiagnostics' progress: DiagnosticsStatusNotification; the whitepaper's GetLog and an
+        ExtendedTriggerMessage LogStatusNotification (`triggered`): LogStatusNotification."""
+        if note.origin == "GetDiagnostics" and not triggered:
             if note.status is LogStatus.ACCEPTED_CANCELED:
                 return None
             return "DiagnosticsStatusNotification", {"status": DIAGNOSTICS_STATUS.get(note.status, "UploadFailed")}
         if note.status not in LOG_STATUS_16:
             return None
         payload: dict[str, Any] = {"status": note.status.value}
-        if note.request_id is not None:
+        if note.request_id is not None and note.origin == "GetLog":
             payload["requestId"] = note.request_id
         return "LogStatusNotification", payload
 

@@ -31,11 +31,11 @@ def check_limits(model: DeviceModel, message: str, items: int, size: int | None)
 
 
 def _lookup(model: DeviceModel, item: dict[str, Any]) -> tuple[dict[str, Any], Entry | None]:
-    """The result's echo of the request (component, variable, attributeType when given) and its entry."""
+    """The result's echo of the request (component, variable, attributeType: Actual when not given,
+    B05.FR.12 / B06.FR.02) and its entry."""
     component, variable = item["component"], item["variable"]
-    result: dict[str, Any] = {"component": component, "variable": variable}
-    if "attributeType" in item:
-        result["attributeType"] = item["attributeType"]
+    result: dict[str, Any] = {"component": component, "variable": variable,
+                              "attributeType": item.get("attributeType", AttributeType.ACTUAL.value)}
     evse = component.get("evse") or {}
     found = model.find(component["name"], variable["name"], instance=variable.get("instance"),
                        component_instance=component.get("instance"), evse=evse.get("id"),

@@ -28,6 +28,7 @@ from tests.bench.common import (
     Proc,
     SerialTap,
     cpu_seconds,
+    cpu_split,
     free_port,
     idle_cpu_percent,
     latency_summary,
@@ -50,7 +51,9 @@ async def daemon(directory: Path, csms: BenchCsms, port: Path | str, *, api: boo
                  **env: str) -> AsyncIterator[tuple[Proc, Proc | None, dict[str, str]]]:
     """The real daemon (`python -m station run`) and optionally the API (`python -m api`)."""
     environment = station_env(directory, csms, port, station_id=STATION_ID, STATION_API_BIND=f"127.0.0.1:{free_port()}", **env)
-    station = await Proc(python_argv("-m", "station", "run"), environment, directory / "station.log").start()
+    from tests.bench.common import DAEMON_PREFIX
+
+    station = await Proc([*DAEMON_PREFIX, *python_argv("-m", "station", "run")], environment, directory / "station.log").start()
     api_proc: Proc | None = None
     try:
         if api:
@@ -149,11 +152,14 @@ async def replay(workdir: Path, csms: BenchCsms, count: int, version: str = "201
             return found
 
         cpu_before = {"daemon": cpu_seconds(station.pid), "csms": cpu_seconds(os.getpid())}
+        split_before = cpu_split(station.pid)
         deadline = time.monotonic() + max(60.0, count / 100)
         while len(transaction_messages()) < count and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         cpu_us = {k: round((cpu_seconds(pid) - cpu_before[k]) * 1e6 / count)
                   for k, pid in (("daemon", station.pid), ("csms", os.getpid()))}
+        split_after = cpu_split(station.pid)
+        cpu_us["daemon_system"] = round((split_after[1] - split_before[1]) * 1e6 / count)
         await asyncio.sleep(0.5)  # anything sent twice would arrive now
         messages = transaction_messages()
         rss = {"daemon_mb": round(rss_mb(station.pid), 1), "api_mb": round(rss_mb(api.pid), 1)}
