@@ -268,7 +268,8 @@ def _status(args: argparse.Namespace) -> int:
     for c in status.get("connectors", []):
         tx = c.get("transaction")
         print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
-              f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else ""))
+              f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else "")
+              + (f"  reservation {r['id']} until {r['expires_at']}" if (r := c.get("reservation")) else ""))
     return exitcodes.OK
 
 

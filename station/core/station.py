@@ -178,6 +178,8 @@ class StationCore:
         self.clock.on_step = self._clock_stepped
         self.authorizer: Authorizer | None = None
         self.csms_online = False
+        self.csms_version: str | None = None
+        """The OCPP version of the CSMS connection while online ("201" / "16")."""
         self.has_meter = has_meter
         self.meter_health: dict[str, Any] | None = None
         """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
@@ -314,8 +316,9 @@ class StationCore:
             elif self.reservations.by_id and not conn.transaction:
                 self._reconcile(conn)  # another connector's change may make this one show Reserved
 
-    def set_csms_online(self, online: bool) -> None:
+    def set_csms_online(self, online: bool, version: str | None = None) -> None:
         self.csms_online = online
+        self.csms_version = version if online else None
 
     # --- commands ---------------------------------------------------------------
     async def authorize_token(self, id_token: str, token_type: str = "ISO14443") -> AuthResult:
@@ -749,7 +752,7 @@ class StationCore:
         assert tx is not None
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
-        tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
+        tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else tx.last_energy_wh
         conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
         aligned = self.store.get(ended_aligned_key(tx.id), [])
@@ -830,6 +833,8 @@ class StationCore:
         tx = conn.transaction
         assert tx is not None
         moment = "clock" if trigger == "MeterValueClock" else kind
+        if conn.last_meter is not None:
+            tx.last_energy_wh = conn.last_meter.energy_import_wh
         entry = OutboxEntry(
             id=0,
             transaction_id=tx.id,
@@ -838,7 +843,8 @@ class StationCore:
             seq_no=tx.seq_next,
             trigger=trigger,
             stamp=stamp or self.clock.stamp(),
-            offline=not self.csms_online,
+            # Offline for the CSMS that will get it: no link, or a link in the other OCPP version.
+            offline=not self.csms_online or tx.ocpp_version not in (None, self.csms_version),
             data={
                 "id_token": tx.id_token,
                 "token_type": tx.token_type,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import cellular, scenarios
-from tests.bench.common import BenchCsms, compile_bytecode, spread
+from tests.bench.common import BenchCsms, CpuLimit, compile_bytecode, spread
 
 # (key, label, unit, target, "max" = lower is better / "min" = higher is better)
 FIGURES: list[tuple[str, str, str, float | None, str]] = [
@@ -237,6 +238,8 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=10, help="live messages of each kind during each backlog")
     parser.add_argument("--dead-trials", type=int, default=2, help="black holes in the dead-connection scenario")
     parser.add_argument("--no-cellular", action="store_true", help="skip the emulated-link scenarios")
+    parser.add_argument("--daemon-cpu", type=float, default=None, metavar="CORES",
+                        help="limit the daemon to this fraction of one core (cgroup CPU quota; a Pi-sized run)")
     parser.add_argument("--quick", action="store_true", help="small counts, one run (checks the harness)")
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args()
@@ -249,7 +252,13 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # the CSMS's frame log
     os.environ.setdefault("STATION_ENV_FILE", os.devnull)
     compile_bytecode()
-    results = asyncio.run(amain(args))
+    limit = CpuLimit(args.daemon_cpu) if args.daemon_cpu else contextlib.nullcontext()
+    with limit:
+        if args.daemon_cpu:
+            print(f"daemon limited: {limit.describe()}", file=sys.stderr)  # type: ignore[union-attr]
+        results = asyncio.run(amain(args))
+    if args.daemon_cpu:
+        results["machine"]["daemon_cpu_limit"] = limit.describe()  # type: ignore[union-attr]
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nmachine: {results['machine']['cpu']}, {results['machine']['nproc']} CPUs, Python "
           f"{results['machine']['python']}; {args.runs} run(s) in {results['wall_seconds']} s")

@@ -133,6 +133,53 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+DAEMON_PREFIX: list[str] = []
+"""Put in front of the daemon's command line (a CPU limit, see `CpuLimit`); empty: none."""
+
+
+class CpuLimit:
+    """The daemon (and its start-up child) in a cgroup with a CPU quota: a Raspberry Pi-sized CPU.
+
+    cgroup v2 (`cpu.max`) where the unified hierarchy has the cpu controller, else cgroup v1
+    (`cpu.cfs_quota_us` / `cpu.cfs_period_us`). A short period (10 ms) so the quota behaves like a
+    slower core rather than full speed followed by long pauses. Needs write access to the
+    cgroup file system (root); the group is removed afterwards.
+    """
+
+    PERIOD_US = 10_000
+
+    def __init__(self, cores: float) -> None:
+        self.cores = cores
+        name = f"station-bench-{os.getpid()}"
+        unified = Path("/sys/fs/cgroup")
+        if "cpu" in (unified / "cgroup.controllers").read_text(errors="replace").split() if (unified / "cgroup.controllers").exists() else False:
+            self.version, self.path = 2, unified / name
+        elif Path("/sys/fs/cgroup/cpu").is_dir():
+            self.version, self.path = 1, Path("/sys/fs/cgroup/cpu") / name
+        else:
+            raise RuntimeError("no cgroup cpu controller on this machine")
+
+    def __enter__(self) -> CpuLimit:
+        self.path.mkdir()
+        quota = max(1000, int(self.cores * self.PERIOD_US))
+        if self.version == 2:
+            (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+        else:
+            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        DAEMON_PREFIX[:] = ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "cpu-limited"]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        DAEMON_PREFIX.clear()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+    def describe(self) -> str:
+        return (f"cgroup v{self.version} {self.path}: {self.cores:g} of one core "
+                f"(quota {int(self.cores * self.PERIOD_US)} µs per {self.PERIOD_US} µs)")
+
+
 # ------------------------------------------------------------------ CSMS with arrival times
 @dataclass
 class Arrival:

@@ -51,7 +51,9 @@ async def daemon(directory: Path, csms: BenchCsms, port: Path | str, *, api: boo
                  **env: str) -> AsyncIterator[tuple[Proc, Proc | None, dict[str, str]]]:
     """The real daemon (`python -m station run`) and optionally the API (`python -m api`)."""
     environment = station_env(directory, csms, port, station_id=STATION_ID, STATION_API_BIND=f"127.0.0.1:{free_port()}", **env)
-    station = await Proc(python_argv("-m", "station", "run"), environment, directory / "station.log").start()
+    from tests.bench.common import DAEMON_PREFIX
+
+    station = await Proc([*DAEMON_PREFIX, *python_argv("-m", "station", "run")], environment, directory / "station.log").start()
     api_proc: Proc | None = None
     try:
         if api:
