@@ -188,3 +188,18 @@ def test_the_reconnect_backoff_is_reported_in_ocpp_words() -> None:
 
     assert backoff_variables(LinkParams("CP", backoff_min=2, backoff_max=60)) == {
         "RetryBackOffWaitMinimum": 2, "RetryBackOffRepeatTimes": 5, "RetryBackOffRandomRange": 58}
+
+
+def test_monitoring_requests_are_limited_by_the_monitoring_controller(tmp_path: Path) -> None:
+    from station.core.device_model import DeviceModel
+    from station.core.standard_variables import STANDARD
+    from station.core.store import Store
+    from station.ocpp.rpc import RpcError
+    from station.ocpp.variables import check_limits
+
+    model = DeviceModel(Store(tmp_path / "station.db"), {1: (1,)})
+    model.declare(*STANDARD)
+    model.set("MonitoringCtrlr", "ItemsPerMessage", 2, instance="SetVariableMonitoring", persist=False)
+    check_limits(model, "SetVariableMonitoring", 2, None)
+    with pytest.raises(RpcError):
+        check_limits(model, "SetVariableMonitoring", 3, None)
