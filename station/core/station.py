@@ -749,7 +749,7 @@ class StationCore:
         assert tx is not None
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
-        tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
+        tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else tx.last_energy_wh
         conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
         aligned = self.store.get(ended_aligned_key(tx.id), [])
@@ -830,6 +830,8 @@ class StationCore:
         tx = conn.transaction
         assert tx is not None
         moment = "clock" if trigger == "MeterValueClock" else kind
+        if conn.last_meter is not None:
+            tx.last_energy_wh = conn.last_meter.energy_import_wh
         entry = OutboxEntry(
             id=0,
             transaction_id=tx.id,
