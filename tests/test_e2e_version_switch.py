@@ -137,6 +137,8 @@ async def test_a_2_0_1_transaction_continued_on_1_6_and_killed_is_finished_on_2_
     assert seq_nos == list(range(len(seq_nos)))  # contiguous: nothing lost across the switch and the kill
     by_seq = {e["seqNo"]: e for e in events}
     assert by_seq[0]["eventType"] == "Started" and by_seq[seq_nos[-1]]["eventType"] == "Ended"
+    # Recorded while the station spoke 1.6: offline as far as the 2.0.1 CSMS is concerned.
+    assert not by_seq[0].get("offline") and by_seq[seq_nos[-1]].get("offline") is True
     assert sum(e["eventType"] == "Updated" for e in by_seq.values()) >= 3
     readings = [v for s in seq_nos for v in energy(by_seq[s])]
     assert readings == sorted(readings)
