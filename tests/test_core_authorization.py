@@ -309,3 +309,16 @@ async def test_a_blocked_token_of_the_same_group_may_not_stop(core: StationCore,
     esp.plug()
     await settle()
     assert (await core.auth.present("CARD-B", connector_id=1))["action"] == "refused"
+
+
+async def test_a_token_at_the_reader_authorizes_a_transaction_the_plug_opened(
+        core: StationCore, esp: RecordingController) -> None:
+    core.device_model.set("TxCtrlr", "TxStartPoint", "EVConnected")
+    core.store.local_list_update(1, {"CARD-A": ("Accepted", None)}, full=True)
+    esp.plug()
+    await settle()
+    assert core.connectors[1].transaction is not None and core.connectors[1].transaction.id_token is None
+    assert (await core.auth.present("CARD-A", connector_id=1))["action"] == "started"
+    await settle()
+    tx = core.connectors[1].transaction
+    assert tx is not None and tx.id_token == "CARD-A"

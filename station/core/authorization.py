@@ -259,8 +259,10 @@ class Authorization:
                 "authorization": outcome.decision.to_json() if outcome.decision else None}
 
     def _candidates_to_stop(self, connector_id: int | None) -> list[Connector]:
+        """Connectors whose transaction has a token (one opened by the plug alone, TxStartPoint
+        EVConnected, is waiting for a token to authorize it, not to stop it)."""
         conns = self.core.connectors.values() if connector_id is None else [self.core.connectors[connector_id]]
-        return [c for c in conns if c.transaction is not None]
+        return [c for c in conns if c.transaction is not None and c.transaction.id_token is not None]
 
     async def may_stop(self, owner: str | None, id_token: str, token_type: str = "ISO14443") -> bool:
         """The same token, or a valid one of the same group (C01.FR.03/C09, 1.6 parentIdTag).

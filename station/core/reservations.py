@@ -7,8 +7,9 @@ A reservation holds one connector (EVSE) for one idToken (or its group) until it
 * for any connector (2.0.1 without evseId, 1.6 connectorId 0): no connector is singled out, but
   starts by other tokens are refused when they would leave fewer free connectors than such
   reservations; when the free connectors are just enough, they all show Reserved (H01.FR.xx);
-* it ends when its token starts a transaction (used), when the CSMS cancels it, at its expiry time
-  (ReservationStatusUpdate Expired), or when its connector is made inoperative (Removed).
+* it ends when its token is authorized there (used; the Started event names it), when the CSMS
+  cancels it, at its expiry time (ReservationStatusUpdate Expired), or when its connector is made
+  inoperative or goes Faulted (Removed).
 
 Expiry is checked by the core's tick against the station clock (the CSMS's absolute expiryDateTime).
 """
@@ -90,7 +91,7 @@ class Reservations:
         if specific is not None:
             return specific
         floating = self._floating()
-        if floating and conn.link_up and self.for_connector(conn.id) is None:
+        if floating and conn.link_up:
             free = self._free_unreserved()
             if conn in free and len(free) <= len(floating):
                 return floating[0]
@@ -114,7 +115,7 @@ class Reservations:
         return None
 
     def used(self, conn: Connector, id_token: str, group_id: str | None) -> int | None:
-        """A transaction starts on `conn`: the reservation it fulfils ends; its id (for the Started event)."""
+        """`id_token` is authorized on `conn`: the reservation it fulfils ends; its id (for the Started event)."""
         r = self.for_connector(conn.id)
         if r is None or not r.matches(id_token, group_id):
             r = next((f for f in self._floating() if f.matches(id_token, group_id)), None)

@@ -178,6 +178,8 @@ class StationCore:
         self.clock.on_step = self._clock_stepped
         self.authorizer: Authorizer | None = None
         self.csms_online = False
+        self.csms_version: str | None = None
+        """The OCPP version of the CSMS connection while online ("201" / "16")."""
         self.has_meter = has_meter
         self.meter_health: dict[str, Any] | None = None
         """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
@@ -314,8 +316,9 @@ class StationCore:
             elif self.reservations.by_id and not conn.transaction:
                 self._reconcile(conn)  # another connector's change may make this one show Reserved
 
-    def set_csms_online(self, online: bool) -> None:
+    def set_csms_online(self, online: bool, version: str | None = None) -> None:
         self.csms_online = online
+        self.csms_version = version if online else None
 
     # --- commands ---------------------------------------------------------------
     async def authorize_token(self, id_token: str, token_type: str = "ISO14443") -> AuthResult:
@@ -840,7 +843,8 @@ class StationCore:
             seq_no=tx.seq_next,
             trigger=trigger,
             stamp=stamp or self.clock.stamp(),
-            offline=not self.csms_online,
+            # Offline for the CSMS that will get it: no link, or a link in the other OCPP version.
+            offline=not self.csms_online or tx.ocpp_version not in (None, self.csms_version),
             data={
                 "id_token": tx.id_token,
                 "token_type": tx.token_type,

@@ -311,7 +311,7 @@ class BaseSession(StrictChargePoint):
             await self._boot()
         self.accepted = True
         self.boot_accepted.set()
-        self.core.set_csms_online(True)
+        self.core.set_csms_online(True, self.VERSION)
         self.client.publish_state()
         with self.core.events.subscribe() as events:
             for conn in self.core.connectors.values():

@@ -276,7 +276,8 @@ class V16Session(SecurityHandlers, BaseSession):
             for conn in self._targets(connector):
                 if conn.last_meter:
                     body: dict[str, Any] = {"connectorId": conn.id, "meterValue": [
-                        {"timestamp": iso(self.core.clock.now()), "sampledValue": sampled_values(meter_json(conn.last_meter), "Trigger")}]}
+                        {"timestamp": iso(self.core.clock.now()), "sampledValue": sampled_values(meter_json(conn.last_meter), "Trigger",
+                                                                                  self.core.selected_measurands("clock"))}]}
                     if conn.transaction and conn.transaction.csms_id:
                         body["transactionId"] = int(conn.transaction.csms_id)
                     await self.request("MeterValues", body)

@@ -263,7 +263,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
                 if conn.last_meter:
                     from station.core.station import meter_json
 
-                    values = sampled_values(meter_json(conn.last_meter), "Trigger")
+                    values = sampled_values(meter_json(conn.last_meter), "Trigger", self.core.selected_measurands("clock"))
                     await self.request("MeterValues", {"evseId": conn.id, "meterValue": [
                         {"timestamp": iso(self.core.clock.now()), "sampledValue": values}]})
 
