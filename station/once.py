@@ -224,6 +224,9 @@ def _csms_check(state: dict[str, Any], messages: list[dict[str, Any]], error: st
         kind = "refused"
     else:
         detail = error or state.get("last_error") or f"no answer to {', '.join(needed)}"
+        last = state.get("last_error")
+        if error and last and last not in error:  # the daemon's "not connected": say why it is not
+            detail = f"{error} (last attempt: {last})"
     return check("csms", False, detail, kind=kind)
 
 
