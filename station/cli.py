@@ -242,8 +242,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from station.ipc.client import DaemonUnavailable, IpcClient
 
-    # Only the socket is needed: a station whose CSMS settings are missing can still be asked.
-    socket_path = setting("ipc_socket", _overrides(args), getattr(args, "env_file", None))
+    socket_path = _ipc_socket(args)
 
     async def fetch() -> dict[str, Any]:
         async with IpcClient(socket_path) as client:
@@ -273,18 +272,24 @@ def _status(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def _ipc_socket(args: argparse.Namespace) -> Path:
+    """The daemon's socket, and nothing else from the configuration: commands that only ask the
+    daemon (`status`, `outbox`) work while the CSMS settings are missing."""
+    return Path(setting("ipc_socket", _overrides(args), getattr(args, "env_file", None)))
+
+
 def _outbox(args: argparse.Namespace) -> int:
     from station.ipc.client import DaemonUnavailable, IpcClient
     from station.ipc.protocol import IpcError
 
-    loaded = load_config(args)
+    socket_path = _ipc_socket(args)
     releasing = getattr(args, "outbox_command", None) == "release"
     if releasing and not args.ids and not args.all:
         print("station outbox release: give entry ids or --all", file=sys.stderr)
         return exitcodes.USAGE
 
     async def ask() -> dict[str, Any]:
-        async with IpcClient(loaded.settings.ipc_socket) as client:
+        async with IpcClient(socket_path) as client:
             if releasing:
                 return await client.release_parked(None if args.all else list(args.ids))
             return await client.outbox()
@@ -292,7 +297,7 @@ def _outbox(args: argparse.Namespace) -> int:
     try:
         answer = asyncio.run(ask())
     except DaemonUnavailable as exc:
-        print(f"station daemon not reachable at {loaded.settings.ipc_socket}: {exc}", file=sys.stderr)
+        print(f"station daemon not reachable at {socket_path}: {exc}", file=sys.stderr)
         return exitcodes.DAEMON_UNAVAILABLE
     except IpcError as exc:
         print(f"station outbox: {exc.message}", file=sys.stderr)

@@ -173,14 +173,12 @@ class Credentials:
         p = self.params
         return (str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None)
 
-    def certificate(self) -> Any | None:
-        """The client certificate in force (x509), or None."""
+    def certificate_fields(self) -> pki.DerFields | None:
+        """Serial and names of the client certificate in force, read without `cryptography`."""
         path, _ = self._certificate()
-        if not path:
-            return None
         try:
-            return pki.load_chain(Path(path).read_bytes())[0]
-        except (OSError, pki.PkiError):
+            return pki.der_fields(pki.pem_blocks_der(Path(path).read_bytes())[0]) if path else None
+        except (OSError, IndexError, pki.PkiError):
             return None
 
     def _new_certificate_usable(self) -> bool:
@@ -308,8 +306,9 @@ class Credentials:
             if not (self.roots.roots(pki.CSMS_ROOT) or self.params.ca_bundle):
                 return "no CSMS root certificate installed"
         if new == 3:
-            cert = self.certificate()
-            if cert is None or not pki.valid_at(cert, self.now()):
+            path, _ = self._certificate()
+            validity = _validity(path) if path else None
+            if validity is None or not validity[0] <= self.now() <= validity[1]:
                 return "no valid client certificate installed"
         return None
 
@@ -395,8 +394,8 @@ class Credentials:
         path, _ = self._certificate()
         if path is None or (self._station / "new.pem").exists():
             return False
-        not_after = _not_after(path)
-        return not_after is not None and not_after - self.now() < RENEW_BEFORE
+        validity = _validity(path)
+        return validity is not None and validity[1] - self.now() < RENEW_BEFORE
 
     def roots_verifying(self, peer_der: bytes | None) -> list[pki.InstalledRoot]:
         """The installed CSMS roots that directly sign the CSMS's current server certificate (M04.FR.06)."""
@@ -410,16 +409,17 @@ class Credentials:
             return []
         return [r for r in self.roots.roots(pki.CSMS_ROOT) if pki.verify_chain([peer], [r.certificate], self.now()) is None]
 
-def _not_after(path: str) -> datetime | None:
+def _validity(path: str) -> tuple[datetime, datetime] | None:
+    """(notBefore, notAfter) of a PEM certificate file, read with CPython's own decoder (no `cryptography`)."""
     import ssl
 
     try:
-        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # noqa: SLF001 — CPython's own PEM reader
-        return datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notAfter"]), UTC)
+        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # noqa: SLF001
+        return (datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notBefore"]), UTC),
+                datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notAfter"]), UTC))
     except (AttributeError, OSError, KeyError, ValueError, ssl.SSLError):
-        cert = None
         try:
             cert = pki.load_chain(Path(path).read_bytes())[0]
         except (OSError, pki.PkiError):
             return None
-        return cert.not_valid_after_utc
+        return cert.not_valid_before_utc, cert.not_valid_after_utc

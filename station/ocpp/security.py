@@ -162,13 +162,13 @@ class SecurityHandlers:
             roots = credentials.roots.roots(kind) if credentials and kind else []
             if not roots:
                 return {"status": "NotFound"}
-            return {"status": "Accepted", "certificateHashData": [r.hash_data() for r in roots]}
+            return {"status": "Accepted", "certificateHashData": [credentials.roots.hash_data(r) for r in roots]}
         wanted = payload.get("certificateType") or ["V2GRootCertificate", "MORootCertificate", *pki.ROOT_TYPES,
                                                      "V2GCertificateChain"]
         chains = []
         for name in wanted:
             if name in pki.ROOT_TYPES and credentials is not None:
-                chains += [{"certificateType": name, "certificateHashData": r.hash_data()}
+                chains += [{"certificateType": name, "certificateHashData": credentials.roots.hash_data(r)}
                            for r in credentials.roots.roots(name)]
         if not chains:
             return {"status": "NotFound"}
@@ -180,9 +180,10 @@ class SecurityHandlers:
         credentials = self.client.credentials
         wanted = payload["certificateHashData"]
         if credentials is not None:
-            station_cert = credentials.certificate()
+            station_cert = credentials.certificate_fields()
+            # Its issuer's key is not at hand here: issuer name and serial identify it well enough to refuse.
             if station_cert is not None and pki.same_hash_data(
-                    pki.hash_data(station_cert, algorithm=wanted["hashAlgorithm"]) | {"issuerKeyHash": wanted["issuerKeyHash"]},
+                    pki.hash_data_der(station_cert, algorithm=wanted["hashAlgorithm"]) | {"issuerKeyHash": wanted["issuerKeyHash"]},
                     wanted):
                 return self._answer("Failed", "the station certificate cannot be deleted")  # M04.FR.05
         root = credentials.roots.find(wanted) if credentials is not None else None
@@ -198,7 +199,7 @@ class SecurityHandlers:
         except OSError as exc:
             return self._answer("Failed", f"cannot delete: {exc.__class__.__name__}")
         report_event(self.client, "ReconfigurationOfSecurityParameters",
-                     f"{self._type_name(root.kind)} deleted: {root.certificate.subject.rfc4514_string()}"[:255])
+                     f"{self._type_name(root.kind)} deleted (SHA-256 fingerprint {root.path.stem})"[:255])
         return {"status": "Accepted"}
 
     def _root_in_use(self: Any, root: pki.InstalledRoot) -> str | None:
@@ -208,7 +209,11 @@ class SecurityHandlers:
         if ssl_object is None:
             return None  # not on TLS: no root verifies this connection
         credentials = self.client.credentials
-        if root.path in {r.path for r in credentials.roots_verifying(ssl_object.getpeercert(binary_form=True))}:
+        try:
+            peer = pki.der_fields(ssl_object.getpeercert(binary_form=True) or b"")
+        except pki.PkiError:
+            peer = None
+        if peer is not None and peer.issuer == root.fields.subject:  # by name: enough to refuse, no signature check
             return "this root verifies the current CSMS connection"
         if len(credentials.roots.roots(pki.CSMS_ROOT)) == 1 and not self.client.params.ca_bundle:
             return "the last CSMS root certificate cannot be deleted"
