@@ -176,11 +176,6 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     def on_cancel_reservation(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"status": "Accepted" if self.core.reservations.cancel(int(payload["reservationId"])) else "Rejected"}
 
-    async def reservation_changed(self, data: dict[str, Any]) -> None:
-        """H04: an expired or removed reservation is reported; the others are the CSMS's own doing."""
-        if data["status"] in ("Expired", "Removed"):
-            await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
-                                                           "reservationUpdateStatus": data["status"]})
 
     @on_raw("GetTransactionStatus")
     def on_get_transaction_status(self, payload: dict[str, Any]) -> dict[str, Any]:
