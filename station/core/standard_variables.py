@@ -77,7 +77,7 @@ OCPP_COMM = (
              min_limit=0, max_limit=86400, key16="TransactionMessageRetryInterval",
              store_key="ocpp:TransactionMessageRetryInterval"),
     Variable("OCPPCommCtrlr", "NetworkConfigurationPriority", SEQUENCE, RW, default="0", reboot_required=True,
-             owner_required=True, owner_stores=True,
+             owner_required=True, owner_stores=True, values_list=("0", "1", "2", "3"),  # station.network_profiles.SLOTS
              description="network profile slots in the order they are tried (kept with the profiles)"),
     Variable("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", I, RW, default=3, min_limit=1, max_limit=100,
              store_key="ocpp:NetworkProfileConnectionAttempts",
