@@ -190,3 +190,20 @@ async def test_clear_cache_empties_the_cache_and_is_rejected_while_the_cache_is_
     assert rig.core.store.cache_size() == 0
     rig.core.device_model.set("AuthCacheCtrlr", "Enabled", False)
     assert (await rig.csms.call("CP", "ClearCache", {}))["status"] == "Rejected"
+
+
+async def test_a_reservation_expiring_while_offline_is_reported_once_back_online(rig: Rig) -> None:
+    assert rig.core is not None
+    await reserve(rig, 17, 1, "RES-TAG", soon(0.5))
+    rig.csms.accept_subprotocols = ()
+    await rig.csms.disconnect("CP")
+    await eventually(lambda: rig.core is not None and not rig.core.csms_online)
+    await asyncio.sleep(0.6)
+    rig.core.tick()
+    assert rig.core.reservations.by_id == {}
+    mark = rig.csms.mark()
+    rig.csms.accept_subprotocols = ("ocpp2.0.1",) if rig.version == "201" else ("ocpp1.6",)
+    if rig.version == "201":
+        update = await rig.csms.wait_for("ReservationStatusUpdate", since=mark, timeout=10)
+        assert update.payload == {"reservationId": 17, "reservationUpdateStatus": "Expired"}
+    await rig.wait_outbox_empty()  # 1.6 has no such message: the entry leaves the queue unsent

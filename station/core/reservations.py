@@ -24,6 +24,7 @@ import structlog
 
 from station.core.authorization import parse_utc
 from station.core.model import ConnectorStatus
+from station.core.security_events import MESSAGE_QUEUED
 from station.core.store import StoreError
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+MESSAGE_KIND = "reservation_status"
+"""Outbox kind of an end the CSMS did not cause (Expired, Removed): 2.0.1 ReservationStatusUpdate."""
+REPORTED = ("Expired", "Removed")
 ANY_CONNECTOR_TYPES = {None, "Unknown", "Undetermined"}
 """A ReserveNow connectorType that names no particular type."""
 
@@ -203,13 +207,19 @@ class Reservations:
             self._drop(r, "Removed")
 
     def _drop(self, r: Reservation, status: str) -> None:
+        """End a reservation; an end the CSMS did not cause is queued for it in the same commit
+        (durable outbox: it reaches the CSMS after an outage or a kill -9)."""
+        message = (MESSAGE_KIND, self.core.clock.stamp(), {"reservation_id": r.id, "status": status}) \
+            if status in REPORTED else None
         try:
-            self.core.store.reservation_delete(r.id)
+            self.core.store.reservation_delete(r.id, message)
         except StoreError:
-            pass  # still ends now; a restart may bring it back until its expiry
+            message = None  # still ends now; a restart brings it back until its expiry, then reports it
         self.by_id.pop(r.id, None)
         log.info("reservation ended", reservation_id=r.id, connector_id=r.connector_id, status=status)
         self._changed(r, status, None)
+        if message is not None:
+            self.core.publish_in_order(MESSAGE_QUEUED, message=MESSAGE_KIND)
 
     def _changed(self, r: Reservation, status: str, previous: Reservation | None) -> None:
         """Re-derive the statuses it may alter (Reserved shown or not), then publish the change.

@@ -537,9 +537,12 @@ class Store:
                        " expires_at, connector_type) VALUES (:id,:connector_id,:id_token,:token_type,:group_id,"
                        ":expires_at,:connector_type)", r)
 
-    def reservation_delete(self, reservation_id: int) -> None:
+    def reservation_delete(self, reservation_id: int, message: tuple[str, Stamp, dict[str, Any]] | None = None) -> None:
+        """Remove a reservation; `message` (kind, stamp, data) is queued in the outbox in the same commit."""
         with self.transaction("remove reservation") as db:
             db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+            if message is not None:
+                self.append_message(db, *message)
 
     def reservations(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM reservations ORDER BY id")]

@@ -46,6 +46,7 @@ from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
 from station.ocpp import meter_values as _meter_values  # noqa: F401 — registers its outbox kind
 from station.ocpp import monitoring as _monitoring  # noqa: F401 — registers its outbox kind
+from station.ocpp import reservations as _reservations  # noqa: F401 — registers its outbox kind
 from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
 from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
@@ -332,8 +333,6 @@ class BaseSession(StrictChargePoint):
                         await self.send_status(conn)
                 elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
-                elif event.kind == "reservation":
-                    self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
 
     async def _boot(self) -> None:
         while True:
@@ -371,16 +370,6 @@ class BaseSession(StrictChargePoint):
         Raspberry Pi). The driver waits on the command, the CSMS only on the answer.
         """
         await asyncio.sleep(0)
-
-    async def reservation_changed(self, data: dict[str, Any]) -> None:
-        """Tell the CSMS about a reservation that ended by itself (2.0.1 ReservationStatusUpdate)."""
-
-    async def _reservation_changed(self, data: dict[str, Any]) -> None:
-        try:
-            await self.reservation_changed(data)
-        except (CallErrorReceived, TimeoutError) as exc:
-            log.warning("ocpp: reservation status not confirmed", reservation_id=data.get("reservation_id"),
-                        error=str(exc))
 
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:

@@ -176,11 +176,6 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     def on_cancel_reservation(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"status": "Accepted" if self.core.reservations.cancel(int(payload["reservationId"])) else "Rejected"}
 
-    async def reservation_changed(self, data: dict[str, Any]) -> None:
-        """H04: an expired or removed reservation is reported; the others are the CSMS's own doing."""
-        if data["status"] in ("Expired", "Removed"):
-            await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
-                                                           "reservationUpdateStatus": data["status"]})
 
     @on_raw("GetTransactionStatus")
     def on_get_transaction_status(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +307,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
                                  int(data["securityProfile"]), int(data["messageTimeout"]))
         params, credentials = self.client.params, self.client.credentials
         has_password = credentials.has_password() if credentials is not None else bool(params.password)
-        has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        has_cert = (credentials.certificate_fields() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
         raise_refusal = (credentials.profile_refusal(profile.security_profile, urls=[profile.url])
                          if credentials is not None else "the security profile is fixed by the station's configuration")
         why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,
