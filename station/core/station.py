@@ -34,6 +34,7 @@ from station.core.metering import (
     bind_metering,
     ended_aligned_key,
     parse_measurands,
+    sample_interval,
 )
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
@@ -190,9 +191,10 @@ class StationCore:
         dm.declare(*STANDARD)
         dm.set_default("SampledDataCtrlr", "TxUpdatedInterval", max(1, round(meter_value_seconds)))
         dm.set_default("TxCtrlr", "EVConnectionTimeOut", max(1, round(connection_timeout_s)))
-        self.meter_value_seconds = float(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
+        self.meter_value_seconds = sample_interval(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
         self.connection_timeout_s = float(dm.value("TxCtrlr", "EVConnectionTimeOut"))
-        dm.bind("SampledDataCtrlr", "TxUpdatedInterval", apply=lambda _, v: setattr(self, "meter_value_seconds", float(v)))
+        dm.bind("SampledDataCtrlr", "TxUpdatedInterval",
+                apply=lambda _, v: setattr(self, "meter_value_seconds", sample_interval(v)))
         dm.bind("TxCtrlr", "EVConnectionTimeOut", apply=lambda _, v: setattr(self, "connection_timeout_s", float(v)))
         self.connectors: dict[int, Connector] = {}
         for cid in connector_ids:

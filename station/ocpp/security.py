@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from station import pki
+from station import pki, pki_worker
+from station.pki import PkiError
+from station.pki_worker import WorkerError
 from station.ocpp.rpc import CallErrorReceived, after_raw, on_raw
 
 if TYPE_CHECKING:
@@ -85,9 +87,9 @@ class Renewal:
             if session is not None and session.accepted:
                 organization = str(self.client.core.device_model.value("SecurityCtrlr", "OrganizationName"))
                 try:
-                    csr = credentials.new_csr(organization, fresh=attempt == 0)
-                except OSError as exc:
-                    log.error("ocpp: no key for a certificate signing request", error=exc.__class__.__name__)
+                    csr = await credentials.new_csr(organization, fresh=attempt == 0)
+                except (OSError, PkiError, WorkerError) as exc:
+                    log.error("ocpp: no key for a certificate signing request", error=str(exc))
                     return
                 payload: dict[str, Any] = {"csr": csr}
                 if session.VERSION == "201":
@@ -130,7 +132,7 @@ class SecurityHandlers:
 
     # ---- M05: InstallCertificate ---------------------------------------------------------
     @on_raw("InstallCertificate")
-    def on_install_certificate(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_install_certificate(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
         credentials = self.client.credentials
         kind = self._root_kind(payload["certificateType"])
         if kind is None:
@@ -138,19 +140,19 @@ class SecurityHandlers:
         if credentials is None:
             return self._answer("Failed", "no certificate store")
         try:
-            if kind == pki.CSMS_ROOT and credentials.additional_root_check:
-                root = credentials.roots.install_successor(payload["certificate"], self.core.clock.now())
-            else:
-                root = credentials.roots.install(kind, payload["certificate"], self.core.clock.now())
+            root = await pki_worker.call(  # checked in a child process: cryptography stays out of the daemon
+                "install_root", directory=str(credentials.roots.directory), kind=kind, pem=payload["certificate"],
+                now=self.core.clock.now().isoformat(), successor=kind == pki.CSMS_ROOT and credentials.additional_root_check)
+        except pki_worker.WorkerError as exc:
+            self.log.error("ocpp: certificate not installed", error=str(exc))
+            return self._answer("Failed", "the certificate could not be checked")
         except pki.PkiError as exc:
             self.log.warning("ocpp: certificate not installed", certificate_type=payload["certificateType"], reason=str(exc))
             if kind == pki.CSMS_ROOT and "store full" not in str(exc):
                 report_event(self.client, "InvalidCsmsCertificate", f"InstallCertificate refused: {exc}")  # TC_078
             return self._answer("Rejected", str(exc))
-        except OSError as exc:
-            return self._answer("Failed", f"cannot store: {exc.__class__.__name__}")
         report_event(self.client, "ReconfigurationOfSecurityParameters",
-                     f"{payload['certificateType']} installed: {root.certificate.subject.rfc4514_string()}"[:255])
+                     f"{payload['certificateType']} installed: {root['subject']}"[:255])
         return {"status": "Accepted"}
 
     # ---- M03: GetInstalledCertificateIds --------------------------------------------------
@@ -221,7 +223,7 @@ class SecurityHandlers:
 
     # ---- A02/A03: CertificateSigned ------------------------------------------------------------
     @on_raw("CertificateSigned")
-    def on_certificate_signed(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_certificate_signed(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
         credentials = self.client.credentials
         if payload.get("certificateType", "ChargingStationCertificate") != "ChargingStationCertificate":
             return self._answer("Rejected", "no ISO 15118 support")
@@ -231,7 +233,7 @@ class SecurityHandlers:
         elif len(chain) > int(self.core.device_model.value("SecurityCtrlr", "MaxCertificateChainSize")):
             problem = "certificate chain too long"
         else:
-            problem = credentials.install_signed(chain)
+            problem = await credentials.install_signed(chain)
         if problem:
             report_event(self.client, "InvalidChargingStationCertificate", problem)  # A02.FR.07
             return self._answer("Rejected", problem)
