@@ -322,3 +322,20 @@ async def test_a_token_at_the_reader_authorizes_a_transaction_the_plug_opened(
     await settle()
     tx = core.connectors[1].transaction
     assert tx is not None and tx.id_token == "CARD-A"
+
+
+async def test_a_token_the_csms_puts_in_the_reservations_group_may_use_the_reservation(
+        core: StationCore, csms: FakeCsms, esp: RecordingController) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from station.core.reservations import Reservation
+
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    core.reservations.reserve(Reservation(3, 1, "OWNER", "ISO14443", "FAMILY", expires))
+    csms.answers["SPOUSE"] = AuthResult("Accepted", None, "FAMILY")
+    csms.answers["NEIGHBOUR"] = AuthResult("Accepted", None, "OTHERS")
+    refused = await core.auth.start(1, "NEIGHBOUR", "ISO14443")
+    assert not refused.accepted and "reserved" in refused.reason
+    started = await core.auth.start(1, "SPOUSE", "ISO14443")
+    assert started.accepted and core.connectors[1].pending is not None
+    assert core.connectors[1].pending.reservation_id == 3  # type: ignore[union-attr]

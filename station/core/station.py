@@ -34,6 +34,7 @@ from station.core.metering import (
     bind_metering,
     ended_aligned_key,
     parse_measurands,
+    sample_interval,
 )
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
@@ -190,9 +191,10 @@ class StationCore:
         dm.declare(*STANDARD)
         dm.set_default("SampledDataCtrlr", "TxUpdatedInterval", max(1, round(meter_value_seconds)))
         dm.set_default("TxCtrlr", "EVConnectionTimeOut", max(1, round(connection_timeout_s)))
-        self.meter_value_seconds = float(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
+        self.meter_value_seconds = sample_interval(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
         self.connection_timeout_s = float(dm.value("TxCtrlr", "EVConnectionTimeOut"))
-        dm.bind("SampledDataCtrlr", "TxUpdatedInterval", apply=lambda _, v: setattr(self, "meter_value_seconds", float(v)))
+        dm.bind("SampledDataCtrlr", "TxUpdatedInterval",
+                apply=lambda _, v: setattr(self, "meter_value_seconds", sample_interval(v)))
         dm.bind("TxCtrlr", "EVConnectionTimeOut", apply=lambda _, v: setattr(self, "connection_timeout_s", float(v)))
         self.connectors: dict[int, Connector] = {}
         for cid in connector_ids:
@@ -330,8 +332,12 @@ class StationCore:
         """Re-derive a connector's status after something outside its inputs changed (a reservation)."""
         self._reconcile(conn)
 
-    def start_refusal(self, connector_id: int | None, id_token: str, group_id: str | None = None) -> str | None:
-        """Why a session for `id_token` cannot start on `connector_id` (None: any connector) now, or None."""
+    def start_refusal(self, connector_id: int | None, id_token: str, group_id: str | None = None, *,
+                      reservations: bool = True) -> str | None:
+        """Why a session for `id_token` cannot start on `connector_id` (None: any connector) now, or None.
+
+        `reservations=False`: leave reservations out (the token's group may still be learnt by Authorize).
+        """
         if connector_id and connector_id not in self.connectors:
             return "unknown connector"
         if group_id is None:
@@ -345,7 +351,7 @@ class StationCore:
             return "connector unavailable"
         if conn.derived.status == ConnectorStatus.FAULTED:
             return f"connector faulted: {conn.derived.info}"
-        return self.reservations.refusal(conn, id_token, group_id)
+        return self.reservations.refusal(conn, id_token, group_id) if reservations else None
 
     def request_start(
         self,
