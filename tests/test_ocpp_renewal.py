@@ -143,15 +143,16 @@ async def test_an_unanswered_signing_request_is_repeated_with_a_doubling_wait(
     try:
         csms.override("SignCertificate", lambda r: {"status": "Accepted"})  # accepted, never signed
         await set_organization(rig, "Test CPO")
-        for name, value in (("CertSigningWaitMinimum", "1"), ("CertSigningRepeatTimes", "2")):
+        for name, value in (("CertSigningWaitMinimum", "2"), ("CertSigningRepeatTimes", "2")):
             await csms.call("CP", "SetVariables", {"setVariableData": [{
                 "component": {"name": "SecurityCtrlr"}, "variable": {"name": name}, "attributeValue": value}]})
         await csms.call("CP", "TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"})
-        await eventually(lambda: len(csms.calls("SignCertificate")) == 3, timeout=15)
+        await eventually(lambda: len(csms.calls("SignCertificate")) == 3, timeout=20)
         times = [r.at.timestamp() for r in csms.calls("SignCertificate")]
-        assert times[2] - times[1] > (times[1] - times[0]) * 1.5  # 1 s, then 2 s
+        # waits of 2 s, then 4 s (each interval also holds the making of the CSR)
+        assert (times[2] - times[1]) - (times[1] - times[0]) > 1.0
         started_at = time.monotonic()
-        await eventually(lambda: time.monotonic() - started_at > 4.5, timeout=6)
+        await eventually(lambda: time.monotonic() - started_at > 9, timeout=11)
         assert len(csms.calls("SignCertificate")) == 3  # CertSigningRepeatTimes = 2: no fourth
     finally:
         await rig.stop()

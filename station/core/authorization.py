@@ -229,7 +229,8 @@ class Authorization:
     async def start(self, connector_id: int | None, id_token: str, token_type: str, *, trigger: str = "Authorized",
                     remote_start_id: int | None = None) -> StartOutcome:
         """Authorize, then start a session (local API, IPC, the RFID reader, a remote start to authorize)."""
-        refusal = self.core.start_refusal(connector_id, id_token, self.group_of(id_token))
+        # Reservations are checked after the token: Authorize may tell its group (TC_H_19).
+        refusal = self.core.start_refusal(connector_id, id_token, self.group_of(id_token), reservations=False)
         if refusal is not None:
             return StartOutcome(False, refusal)
         decision = await self.check(id_token, token_type)

@@ -332,8 +332,12 @@ class StationCore:
         """Re-derive a connector's status after something outside its inputs changed (a reservation)."""
         self._reconcile(conn)
 
-    def start_refusal(self, connector_id: int | None, id_token: str, group_id: str | None = None) -> str | None:
-        """Why a session for `id_token` cannot start on `connector_id` (None: any connector) now, or None."""
+    def start_refusal(self, connector_id: int | None, id_token: str, group_id: str | None = None, *,
+                      reservations: bool = True) -> str | None:
+        """Why a session for `id_token` cannot start on `connector_id` (None: any connector) now, or None.
+
+        `reservations=False`: leave reservations out (the token's group may still be learnt by Authorize).
+        """
         if connector_id and connector_id not in self.connectors:
             return "unknown connector"
         if group_id is None:
@@ -347,7 +351,7 @@ class StationCore:
             return "connector unavailable"
         if conn.derived.status == ConnectorStatus.FAULTED:
             return f"connector faulted: {conn.derived.info}"
-        return self.reservations.refusal(conn, id_token, group_id)
+        return self.reservations.refusal(conn, id_token, group_id) if reservations else None
 
     def request_start(
         self,
