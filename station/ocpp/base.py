@@ -345,10 +345,7 @@ class BaseSession(StrictChargePoint):
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
             self.spawn(self.client.flush_log_status(), "ocpp-log-status")
-            credentials = self.client.credentials
-            if credentials is not None and credentials.profile == 3 and credentials.renewal_due() \
-                    and self.client.renewal.refusal() is None:
-                self.client.renewal.start("client certificate expires within a month")  # A03
+            self.spawn(self.client.renewal.watch(), "ocpp-certificate-expiry")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))

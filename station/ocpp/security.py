@@ -76,6 +76,14 @@ class Renewal:
     def signed(self) -> None:
         self._signed.set()
 
+    async def watch(self, every_s: float = 86400) -> None:
+        """A03: while connected, check once a day (and now) whether the certificate expires within a month."""
+        credentials = self.client.credentials
+        while credentials is not None:
+            if credentials.profile == 3 and credentials.renewal_due() and self.refusal() is None:
+                self.start("client certificate expires within a month")
+            await asyncio.sleep(every_s)
+
     async def _run(self, reason: str) -> None:
         credentials = self.client.credentials
         assert credentials is not None
