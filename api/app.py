@@ -75,8 +75,15 @@ CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "Control endpoints are disabled (no token configured)."},
     404: {"model": ErrorBody, "description": "Unknown connector or transaction."},
     409: {"model": ErrorBody, "description": "Refused in the connector's current state (reason given)."},
+    415: {"model": ErrorBody, "description": "The body is not JSON (Content-Type must be application/json)."},
     422: {"model": ErrorBody, "description": "Invalid request."},
 }
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json or a +json type, parameters (charset) aside."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI:
@@ -138,8 +145,13 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
         return result
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
+        content_type = request.headers.get("content-type")
+        if any(e.get("loc", ())[:1] == ("body",) for e in errors) and not is_json(content_type):
+            # FastAPI parses only a JSON body; anything else reaches validation as "not a dictionary".
+            return JSONResponse({"detail": f"request body must be JSON: send Content-Type: application/json "
+                                           f"(got {content_type or 'no Content-Type'})"}, status_code=415)
         if any(e.get("type") == "json_invalid" for e in errors):
             return JSONResponse({"detail": "malformed JSON body"}, status_code=400)
         parts = []

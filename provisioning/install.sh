@@ -8,6 +8,12 @@
 #   sudo provisioning/install.sh --artefact dist/ocpp_station-1.4.0-py3-none-any.whl
 #   provisioning/install.sh --root /tmp/tree --no-apt  # into a directory tree (tests, images)
 #
+# A --root tree is meant to be copied to / (an image): every path in it, the venv's scripts
+# included, names its place on the device (/opt/station/...), not DIR. The venv's interpreter is
+# --python as given: it must exist at the same path on the device (build with the image's
+# Python, e.g. --python /usr/bin/python3 on the same OS release). The golden image itself is
+# made on the master device, without --root (docs/provisioning.md).
+#
 # Options:
 #   --root DIR          install below DIR instead of / (no service restarts, no root check)
 #   --artefact PATH     wheel, sdist or source directory to install (default: this source tree)
@@ -209,6 +215,28 @@ else
     "$REL/venv/bin/python" -m pip install "${pip_args[@]}" "$ARTEFACT"
   fi
   [ -x "$REL/venv/bin/station" ] || die "the artefact did not provide the 'station' command"
+  if [ -n "$ROOT" ]; then
+    # The scripts' shebangs (and pyvenv.cfg, activate) name the venv where it was built, in the
+    # tree; copied to the device they must name /opt/station/... or nothing runs.
+    "$REL/venv/bin/python" - "$REL/venv" "$ROOT/opt/station/" /opt/station/ <<'PY' || die "cannot point the venv at /opt/station"
+import os, sys
+venv, old, new = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+paths = [os.path.join(venv, "pyvenv.cfg")] + [os.path.join(venv, "bin", n) for n in os.listdir(os.path.join(venv, "bin"))]
+for path in paths:
+    if os.path.islink(path) or not os.path.isfile(path):
+        continue
+    with open(path, "rb") as f:
+        data = f.read()
+    if old in data and b"\0" not in data:
+        with open(path + ".new", "wb") as f:
+            f.write(data.replace(old, new))
+        os.chmod(path + ".new", os.stat(path).st_mode & 0o7777)
+        os.replace(path + ".new", path)
+PY
+    interpreter="$(readlink -f "$REL/venv/bin/python")"
+    [ -e "$ROOT$interpreter" ] \
+      || note "warning: the venv's interpreter $interpreter is not in the tree: the device needs it at that path"
+  fi
   # Bytecode for the station's own packages (pip writes it, other installers may not): the units
   # set PYTHONDONTWRITEBYTECODE, so without it every start compiles the sources again (~0.5 s of
   # a Pi's start-up, docs/performance.md). Up-to-date files are skipped.

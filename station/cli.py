@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
     outbox = sub.add_parser("outbox", parents=[common, settings_flags],
-                            help="show parked transaction messages, or release them to be sent again",
-                            description="Transaction messages the CSMS refused `TransactionMessageAttempts` times are "
-                            "parked: kept, not sent again. `station outbox` lists them; `station outbox release "
+                            help="show parked messages (transaction, security and monitoring events), or "
+                                 "release them to be sent again",
+                            description="Queued messages (transaction events, security events, NotifyEvent) the CSMS "
+                            "refused `TransactionMessageAttempts` times are parked: kept, not sent again. `station outbox` lists them; `station outbox release "
                             "ID ...` (or `--all`) sends them again with fresh attempts.")
     outbox.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
@@ -242,8 +243,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from station.ipc.client import DaemonUnavailable, IpcClient
 
-    # Only the socket is needed: a station whose CSMS settings are missing can still be asked.
-    socket_path = setting("ipc_socket", _overrides(args), getattr(args, "env_file", None))
+    socket_path = _ipc_socket(args)
 
     async def fetch() -> dict[str, Any]:
         async with IpcClient(socket_path) as client:
@@ -252,7 +252,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         status = asyncio.run(fetch())
     except DaemonUnavailable as exc:
-        print(f"station daemon not reachable at {socket_path}: {exc}", file=sys.stderr)
+        print(f"station daemon not reachable: {exc}", file=sys.stderr)
         return exitcodes.DAEMON_UNAVAILABLE
     if args.json:
         print(json.dumps(status, indent=2, default=str))
@@ -268,22 +268,29 @@ def _status(args: argparse.Namespace) -> int:
     for c in status.get("connectors", []):
         tx = c.get("transaction")
         print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
-              f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else ""))
+              f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else "")
+              + (f"  reservation {r['id']} until {r['expires_at']}" if (r := c.get("reservation")) else ""))
     return exitcodes.OK
+
+
+def _ipc_socket(args: argparse.Namespace) -> Path:
+    """The daemon's socket, and nothing else from the configuration: commands that only ask the
+    daemon (`status`, `outbox`) work while the CSMS settings are missing."""
+    return Path(setting("ipc_socket", _overrides(args), getattr(args, "env_file", None)))
 
 
 def _outbox(args: argparse.Namespace) -> int:
     from station.ipc.client import DaemonUnavailable, IpcClient
     from station.ipc.protocol import IpcError
 
-    loaded = load_config(args)
+    socket_path = _ipc_socket(args)
     releasing = getattr(args, "outbox_command", None) == "release"
     if releasing and not args.ids and not args.all:
         print("station outbox release: give entry ids or --all", file=sys.stderr)
         return exitcodes.USAGE
 
     async def ask() -> dict[str, Any]:
-        async with IpcClient(loaded.settings.ipc_socket) as client:
+        async with IpcClient(socket_path) as client:
             if releasing:
                 return await client.release_parked(None if args.all else list(args.ids))
             return await client.outbox()
@@ -291,7 +298,7 @@ def _outbox(args: argparse.Namespace) -> int:
     try:
         answer = asyncio.run(ask())
     except DaemonUnavailable as exc:
-        print(f"station daemon not reachable at {loaded.settings.ipc_socket}: {exc}", file=sys.stderr)
+        print(f"station daemon not reachable: {exc}", file=sys.stderr)
         return exitcodes.DAEMON_UNAVAILABLE
     except IpcError as exc:
         print(f"station outbox: {exc.message}", file=sys.stderr)

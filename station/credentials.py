@@ -173,26 +173,25 @@ class Credentials:
         p = self.params
         return (str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None)
 
-    def certificate(self) -> Any | None:
-        """The client certificate in force (x509), or None."""
+    def certificate_fields(self) -> pki.DerFields | None:
+        """Serial and names of the client certificate in force, read without `cryptography`."""
         path, _ = self._certificate()
-        if not path:
-            return None
         try:
-            return pki.load_chain(Path(path).read_bytes())[0]
-        except (OSError, pki.PkiError):
+            return pki.der_fields(pki.pem_blocks_der(Path(path).read_bytes())[0]) if path else None
+        except (OSError, IndexError, pki.PkiError):
             return None
+
+    def new_certificate_start(self) -> datetime | None:
+        """notBefore of a signed certificate waiting to be used, or None."""
+        path = self._station / "new.pem"
+        validity = _validity(str(path)) if path.exists() else None
+        return validity[0] if validity is not None else None
 
     def _new_certificate_usable(self) -> bool:
         """A02.FR.08: a signed certificate is used from its notBefore on."""
         path = self._station / "new.pem"
-        if not path.exists():
-            return False
-        try:
-            cert = pki.load_chain(path.read_bytes())[0]
-        except pki.PkiError:
-            return False
-        return pki.valid_at(cert, self.now())
+        validity = _validity(str(path)) if path.exists() else None
+        return validity is not None and validity[0] <= self.now() <= validity[1]
 
     def attempt(self, requested: int | None = None) -> Attempt:
         """What to present next; `requested`: the profile of the network profile in use (B09), tried
@@ -220,8 +219,13 @@ class Credentials:
     # ------------------------------------------------------------------ outcomes of a connection
     def connected(self, attempt: Attempt, server_certificate: bytes | None = None) -> None:
         if server_certificate is not None and not self.read_only and self.roots.fallback_path() is not None:
+            # TLS verified the chain; its issuer being the successor (by name) means the successor did it.
             fallback = self.roots.fallback_path()
-            if any(r.path != fallback for r in self.roots_verifying(server_certificate)):
+            try:
+                issuer = pki.der_fields(server_certificate).issuer
+            except pki.PkiError:
+                issuer = b""
+            if any(r.path != fallback and r.fields.subject == issuer for r in self.roots.roots(pki.CSMS_ROOT)):
                 self.roots.drop_fallback()
         changed = False
         if "password" in attempt.trying:
@@ -308,8 +312,9 @@ class Credentials:
             if not (self.roots.roots(pki.CSMS_ROOT) or self.params.ca_bundle):
                 return "no CSMS root certificate installed"
         if new == 3:
-            cert = self.certificate()
-            if cert is None or not pki.valid_at(cert, self.now()):
+            path, _ = self._certificate()
+            validity = _validity(path) if path else None
+            if validity is None or not validity[0] <= self.now() <= validity[1]:
                 return "no valid client certificate installed"
         return None
 
@@ -323,55 +328,33 @@ class Credentials:
         self._event("ReconfigurationOfSecurityParameters", f"security profile {new} requested by the CSMS")
 
     # ------------------------------------------------------------------ A02/A03: client certificate
-    def new_csr(self, organization: str, *, fresh: bool = True) -> str:
+    async def new_csr(self, organization: str, *, fresh: bool = True) -> str:
         """A CSR for a new key (0600, made on the device), which waits for the signed certificate.
 
         `fresh=False` (a repeated request) signs the pending key again, so that a CertificateSigned
-        for the earlier request still matches."""
-        pending = self._station / "pending.key"
-        key = None if fresh else (pending.read_bytes() if pending.exists() else None)
-        if key is None:
-            key = pki.new_key_pem()
-            pki.write_private(pending, key)
-        return pki.csr_pem(key, self.params.station_id, organization)
+        for the earlier request still matches. Made in a child process (`station.pki_worker`)."""
+        from station import pki_worker
 
-    def install_signed(self, chain_pem: str) -> str | None:
+        return str(await pki_worker.call("make_csr", pending=str(self._station / "pending.key"),
+                                         station_id=self.params.station_id, organization=organization, fresh=fresh))
+
+    async def install_signed(self, chain_pem: str) -> str | None:
         """Check a CertificateSigned chain (A02.FR.06) and keep it as the next certificate; why not, or None."""
+        from station import pki_worker
+
+        if self.read_only:
+            return "credentials are read-only here"
         try:
-            chain = pki.load_chain(chain_pem)
+            leaf = await pki_worker.call(
+                "store_signed", chain=chain_pem, station_dir=str(self._station), station_id=self.params.station_id,
+                roots_dir=str(self.roots.directory), bundle=str(self.params.ca_bundle) if self.params.ca_bundle else None,
+                now=self.now().isoformat())
         except pki.PkiError as exc:
             return str(exc)
-        leaf = chain[0]
-        pending = self._station / "pending.key"
-        try:
-            key = pending.read_bytes()
-        except FileNotFoundError:
-            return "no certificate signing request outstanding"
-        if not pki.key_matches(leaf, key):
-            return "certificate does not match the key of the signing request"
-        if pki.common_name(leaf) != self.params.station_id:
-            return "certificate common name is not the station id"
-        if self.now() > leaf.not_valid_after_utc:
-            return "certificate expired"
-        trusted = [r.certificate for r in self.roots.roots(pki.CSMS_ROOT)]
-        if not trusted and self.params.ca_bundle:
-            try:
-                trusted = pki.load_chain(Path(self.params.ca_bundle).read_bytes())
-            except (OSError, pki.PkiError):
-                trusted = []
-        # Chain check at the certificate's own start: one valid from a little later is kept for then.
-        problem = pki.verify_chain(chain, trusted, max(self.now(), leaf.not_valid_before_utc))
-        if problem:
-            return problem
-        try:
-            pki.write_public(self._station / "new.pem", "".join(pki.pem_of(c) for c in chain).encode())
-            pki.write_private(self._station / "new.key", key)
-            pending.unlink()
-        except OSError as exc:
-            (self._station / "new.pem").unlink(missing_ok=True)
-            return f"cannot store the certificate ({exc.__class__.__name__})"
-        log.warning("credentials: new client certificate installed", serial=format(leaf.serial_number, "x"),
-                    not_after=leaf.not_valid_after_utc.isoformat())
+        except pki_worker.WorkerError as exc:
+            log.error("credentials: certificate check failed", error=str(exc))
+            return "the certificate could not be checked"
+        log.warning("credentials: new client certificate installed", serial=leaf["serial"], not_after=leaf["not_after"])
         if self.profile != 3:
             # Not presented on this profile: nothing to prove it on now, it is there for a raise to 3.
             self._promote_certificate()
@@ -395,31 +378,21 @@ class Credentials:
         path, _ = self._certificate()
         if path is None or (self._station / "new.pem").exists():
             return False
-        not_after = _not_after(path)
-        return not_after is not None and not_after - self.now() < RENEW_BEFORE
+        validity = _validity(path)
+        return validity is not None and validity[1] - self.now() < RENEW_BEFORE
 
-    def roots_verifying(self, peer_der: bytes | None) -> list[pki.InstalledRoot]:
-        """The installed CSMS roots that directly sign the CSMS's current server certificate (M04.FR.06)."""
-        if peer_der is None:
-            return []
-        from cryptography import x509
 
-        try:
-            peer = x509.load_der_x509_certificate(peer_der)
-        except ValueError:
-            return []
-        return [r for r in self.roots.roots(pki.CSMS_ROOT) if pki.verify_chain([peer], [r.certificate], self.now()) is None]
-
-def _not_after(path: str) -> datetime | None:
+def _validity(path: str) -> tuple[datetime, datetime] | None:
+    """(notBefore, notAfter) of a PEM certificate file, read with CPython's own decoder (no `cryptography`)."""
     import ssl
 
     try:
-        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # noqa: SLF001 — CPython's own PEM reader
-        return datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notAfter"]), UTC)
+        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]  # noqa: SLF001
+        return (datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notBefore"]), UTC),
+                datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notAfter"]), UTC))
     except (AttributeError, OSError, KeyError, ValueError, ssl.SSLError):
-        cert = None
         try:
             cert = pki.load_chain(Path(path).read_bytes())[0]
         except (OSError, pki.PkiError):
             return None
-        return cert.not_valid_after_utc
+        return cert.not_valid_before_utc, cert.not_valid_after_utc

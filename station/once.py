@@ -224,6 +224,9 @@ def _csms_check(state: dict[str, Any], messages: list[dict[str, Any]], error: st
         kind = "refused"
     else:
         detail = error or state.get("last_error") or f"no answer to {', '.join(needed)}"
+        last = state.get("last_error")
+        if error and last and last not in error:  # the daemon's "not connected": say why it is not
+            detail = f"{error} (last attempt: {last})"
     return check("csms", False, detail, kind=kind)
 
 
@@ -266,6 +269,9 @@ def meter_check(meter: dict[str, Any] | None) -> dict[str, Any]:
     if meter.get("healthy"):
         return check("meter", True, f"{meter.get('model')} on {meter.get('port')} answers "
                      f"({stats.get('polls_ok', 0)} good polls)")
+    if not stats.get("polls_ok") and not stats.get("polls_failed"):
+        # The daemon has just started: no poll has ended yet, so nothing is known to be wrong.
+        return check("meter", True, f"{meter.get('model')} on {meter.get('port')}: not polled yet")
     failures = stats.get("consecutive_failures", 0)
     reason = meter.get("last_error") or "no answer"
     return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading "

@@ -66,6 +66,12 @@ def pem_of(cert: x509.Certificate) -> str:
     return cert.public_bytes(Encoding.PEM).decode()
 
 
+def _der(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.DER)
+
+
 def fingerprint(cert: x509.Certificate) -> str:
     from cryptography.hazmat.primitives import hashes
 
@@ -116,6 +122,67 @@ def _der_item(data: bytes, at: int) -> tuple[int, int]:
         length = int.from_bytes(data[content:content + size], "big")
         content += size
     return content + length, content
+
+
+@dataclass(frozen=True)
+class DerFields:
+    """What GetInstalledCertificateIds / DeleteCertificate need of a certificate, read from its DER
+    without `cryptography` (those messages must not load it into the daemon)."""
+
+    serial: int
+    issuer: bytes
+    """The issuer Name, DER (tag and length included), as OCSP hashes it."""
+    subject: bytes
+    key_bits: bytes
+    """The subjectPublicKey BIT STRING's value."""
+
+
+def der_fields(der: bytes) -> DerFields:
+    """Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version, serial, signature, issuer,
+    validity, subject, subjectPublicKeyInfo, ... }, ... } (RFC 5280); PkiError when malformed."""
+    try:
+        _, cert = _der_item(der, 0)
+        tbs_end, at = _der_item(der, cert)
+        if der[at] == 0xA0:  # [0] EXPLICIT version
+            at, _ = _der_item(der, at)
+        serial_end, serial_at = _der_item(der, at)
+        serial = int.from_bytes(der[serial_at:serial_end], "big", signed=True)
+        at, _ = _der_item(der, serial_end)  # signature AlgorithmIdentifier
+        issuer_end, _ = _der_item(der, at)
+        issuer = der[at:issuer_end]
+        at, _ = _der_item(der, issuer_end)  # validity
+        subject_end, _ = _der_item(der, at)
+        subject = der[at:subject_end]
+        spki_end, spki_at = _der_item(der, subject_end)
+        algorithm_end, _ = _der_item(der, spki_at)
+        bits_end, bits_at = _der_item(der, algorithm_end)
+        if not at < tbs_end or spki_end > tbs_end:
+            raise IndexError
+        return DerFields(serial, issuer, subject, der[bits_at + 1:bits_end])
+    except IndexError:
+        raise PkiError("malformed certificate") from None
+
+
+def pem_blocks_der(data: bytes) -> list[bytes]:
+    """The DER of every certificate in a PEM text (no parsing beyond base64)."""
+    found = []
+    for block in _PEM.findall(data):
+        try:
+            found.append(base64.b64decode(b"".join(block.splitlines()[1:-1]), validate=True))
+        except (ValueError, binascii.Error):
+            continue
+    return found
+
+
+def hash_data_der(fields: DerFields, issuer: DerFields | None = None, algorithm: str = "SHA256") -> dict[str, str]:
+    """CertificateHashDataType from DER fields; `issuer` None: the certificate is its own issuer."""
+    digest = HASHES[algorithm]
+    return {
+        "hashAlgorithm": algorithm,
+        "issuerNameHash": digest(fields.issuer).hexdigest(),
+        "issuerKeyHash": digest((issuer or fields).key_bits).hexdigest(),
+        "serialNumber": format(fields.serial, "x"),
+    }
 
 
 def hash_data(cert: x509.Certificate, issuer: x509.Certificate | None = None, algorithm: str = "SHA256") -> dict[str, str]:
@@ -249,10 +316,21 @@ def key_matches(cert: x509.Certificate, key_pem: bytes) -> bool:
 class InstalledRoot:
     kind: str
     path: Path
-    certificate: Any  # x509.Certificate (kept Any: cryptography is imported lazily)
+    der: bytes
 
-    def hash_data(self, algorithm: str = "SHA256") -> dict[str, str]:
-        return hash_data(self.certificate, algorithm=algorithm)
+    @property
+    def fields(self) -> DerFields:
+        return der_fields(self.der)
+
+    @property
+    def certificate(self) -> Any:
+        """The parsed x509.Certificate (loads `cryptography`: for checks, not for listing)."""
+        from cryptography import x509
+
+        return x509.load_der_x509_certificate(self.der)
+
+    def hash_data(self, algorithm: str = "SHA256", issuer: InstalledRoot | None = None) -> dict[str, str]:
+        return hash_data_der(self.fields, issuer.fields if issuer is not None else None, algorithm)
 
 
 class RootStore:
@@ -272,10 +350,23 @@ class RootStore:
         found = []
         for path in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
             try:
-                found.append(InstalledRoot(kind, path, load_chain(path.read_bytes())[0]))
-            except (OSError, PkiError) as exc:
-                log.warning("pki: unreadable root ignored", path=str(path), error=str(exc))
+                der = pem_blocks_der(path.read_bytes())[0]
+                der_fields(der)
+            except (OSError, IndexError, PkiError) as exc:
+                log.warning("pki: unreadable root ignored", path=str(path), error=exc.__class__.__name__)
+                continue
+            found.append(InstalledRoot(kind, path, der))
         return found
+
+    def issuer_of(self, root: InstalledRoot) -> InstalledRoot | None:
+        """The installed root whose subject is this root's issuer (a successor's predecessor); None: itself."""
+        fields = root.fields
+        if fields.issuer == fields.subject:
+            return None
+        return next((r for k in ROOT_TYPES for r in self.roots(k) if r.fields.subject == fields.issuer), None)
+
+    def hash_data(self, root: InstalledRoot, algorithm: str = "SHA256") -> dict[str, str]:
+        return root.hash_data(algorithm, self.issuer_of(root))
 
     def count(self) -> int:
         return sum(len(list(self._dir(k).glob("*.pem"))) for k in ROOT_TYPES if self._dir(k).is_dir())
@@ -305,12 +396,13 @@ class RootStore:
         if not valid_at(cert, now):
             raise PkiError("certificate outside its validity period")
         path = self._dir(kind) / f"{fingerprint(cert)}.pem"
+        der = _der(cert)
         if path.exists():
-            return InstalledRoot(kind, path, cert)
+            return InstalledRoot(kind, path, der)
         if self.count() >= self.max_roots:
             raise PkiError(f"certificate store full ({self.max_roots} roots)")
         write_public(path, pem_of(cert).encode())
-        return InstalledRoot(kind, path, cert)
+        return InstalledRoot(kind, path, der)
 
     def install_successor(self, pem: str, now: datetime) -> InstalledRoot:
         """AdditionalRootCertificateCheck (M05.FR.08-11): one CSMS root at a time; a new one must be
@@ -356,7 +448,7 @@ class RootStore:
             return None
         for kind in ROOT_TYPES:
             for root in self.roots(kind):
-                if same_hash_data(root.hash_data(algorithm), wanted):
+                if same_hash_data(self.hash_data(root, algorithm), wanted):
                     return root
         return None
 

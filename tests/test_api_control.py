@@ -102,6 +102,21 @@ async def test_malformed_json_is_400(api: httpx.AsyncClient) -> None:
     assert response.json() == {"detail": "malformed JSON body"}
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_that_is_not_json_is_415_saying_so(api: httpx.AsyncClient, content_type: str | None) -> None:
+    headers = {**auth(), **({"Content-Type": content_type} if content_type else {})}
+    response = await api.put("/connectors/1/limit", content=b'{"amps": 16}', headers=headers)
+    assert response.status_code == 415
+    assert response.json()["detail"] == ("request body must be JSON: send Content-Type: application/json "
+                                         f"(got {content_type or 'no Content-Type'})")
+
+
+async def test_a_json_body_with_a_charset_is_json(api: httpx.AsyncClient) -> None:
+    response = await api.put("/connectors/1/limit", content=b'{"amps": 16}', headers={
+        **auth(), "Content-Type": "application/json; charset=utf-8"})
+    assert response.status_code == 200, response.text
+
+
 async def test_stop_ends_the_session(api: httpx.AsyncClient, daemon: Daemon) -> None:
     await api.post("/connectors/1/start", json={"id_token": "TECH1"}, headers=auth())
     daemon.esp.plug()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from station.core.clock import Clock
 from station.core.model import ConnectorStatus, MeterReading
 from station.core.station import AuthResult, StationCore
 from station.core.store import AuthEntry, Store
-from tests.core_helpers import RecordingController
+from tests.core_helpers import RecordingController, core, esp, settle, store  # noqa: F401 — fixtures
 
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "Unknown")
 entries = st.one_of(st.none(), st.builds(AuthEntry, st.sampled_from(STATUSES), st.none(),
@@ -111,18 +110,6 @@ class FakeCsms:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "station.db")
-
-
-@pytest.fixture
-async def core(store: Store) -> StationCore:
-    core = StationCore(store=store, clock=Clock(trusted=True))
-    yield core
-    await core.close()
-
-
-@pytest.fixture
 def csms(core: StationCore) -> FakeCsms:
     fake = FakeCsms()
     core.authorizer = fake
@@ -130,18 +117,8 @@ def csms(core: StationCore) -> FakeCsms:
     return fake
 
 
-@pytest.fixture
-async def esp(core: StationCore) -> RecordingController:
-    return RecordingController.attached(core)
-
-
 def setting(core: StationCore, component: str, variable: str, value: object) -> None:
     core.auth.settings.set(component, variable, value)  # type: ignore[attr-defined]
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_online_a_local_list_token_starts_without_an_authorize(core: StationCore, csms: FakeCsms) -> None:
@@ -309,3 +286,33 @@ async def test_a_blocked_token_of_the_same_group_may_not_stop(core: StationCore,
     esp.plug()
     await settle()
     assert (await core.auth.present("CARD-B", connector_id=1))["action"] == "refused"
+
+
+async def test_a_token_at_the_reader_authorizes_a_transaction_the_plug_opened(
+        core: StationCore, esp: RecordingController) -> None:
+    core.device_model.set("TxCtrlr", "TxStartPoint", "EVConnected")
+    core.store.local_list_update(1, {"CARD-A": ("Accepted", None)}, full=True)
+    esp.plug()
+    await settle()
+    assert core.connectors[1].transaction is not None and core.connectors[1].transaction.id_token is None
+    assert (await core.auth.present("CARD-A", connector_id=1))["action"] == "started"
+    await settle()
+    tx = core.connectors[1].transaction
+    assert tx is not None and tx.id_token == "CARD-A"
+
+
+async def test_a_token_the_csms_puts_in_the_reservations_group_may_use_the_reservation(
+        core: StationCore, csms: FakeCsms, esp: RecordingController) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from station.core.reservations import Reservation
+
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    core.reservations.reserve(Reservation(3, 1, "OWNER", "ISO14443", "FAMILY", expires))
+    csms.answers["SPOUSE"] = AuthResult("Accepted", None, "FAMILY")
+    csms.answers["NEIGHBOUR"] = AuthResult("Accepted", None, "OTHERS")
+    refused = await core.auth.start(1, "NEIGHBOUR", "ISO14443")
+    assert not refused.accepted and "reserved" in refused.reason
+    started = await core.auth.start(1, "SPOUSE", "ISO14443")
+    assert started.accepted and core.connectors[1].pending is not None
+    assert core.connectors[1].pending.reservation_id == 3  # type: ignore[union-attr]

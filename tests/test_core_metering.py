@@ -88,3 +88,20 @@ async def test_send_during_idle_keeps_clock_aligned_values_out_of_transactions(t
     before = core.store.outbox_depth()
     core.record_clock_aligned(datetime(2026, 5, 1, 10, 15, tzinfo=UTC))
     assert core.store.outbox_depth() == before
+
+
+async def test_a_transaction_ending_before_the_meter_answers_after_a_restart_keeps_its_last_energy(
+    tmp_path: Path,
+) -> None:
+    core, esp = core_with_meter(tmp_path)
+    core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
+    esp.plug()
+    core.on_meter_reading(MeterReading(1500.0))
+    core.record_triggered_update(1)
+    await core.close()
+    core.store.close()
+    restarted = StationCore(store=Store(tmp_path / "station.db"))  # no meter reading yet after the restart
+    RecordingController.attached(restarted)  # the EV is gone: pilot A
+    ended = [e for e in restarted.store.pending_outbox(20) if e.kind == "ended"]
+    assert ended and ended[0].data["meter_stop_wh"] == 1500.0
+    await restarted.close()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from station.core import monitoring_service
+from station.core.clock import Clock
+from station.core.monitoring_service import PI_SUPPLY, PI_THROTTLED, MonitoringService
+from station.core.station import StationCore
+from station.core.store import Store
 from station.core.monitoring import (
     MESSAGE_KIND,
     Monitor,
@@ -307,42 +314,36 @@ def test_a_disabled_monitoring_controller_raises_no_monitor_event_but_still_repo
     assert [e.notification_type for e in rig.events] == ["HardWiredNotification", "CustomMonitor"]
 
 
-def test_the_pi_supply_flags_become_hard_wired_notifications(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from station.core.clock import Clock
-    from station.core.monitoring_service import PI_SUPPLY, PI_THROTTLED, MonitoringService
-    from station.core.station import StationCore
-    from station.core.store import Store
+@pytest.fixture
+def station_core(tmp_path: Path) -> StationCore:
+    return StationCore(store=Store(tmp_path / "station.db"), clock=Clock(trusted=True))
 
+
+def queued(core: StationCore) -> list[MonitorEvent]:
+    return [MonitorEvent.from_json(e.data) for e in core.store.pending_outbox() if e.kind == MESSAGE_KIND]
+
+
+def test_the_pi_supply_flags_become_hard_wired_notifications(station_core: StationCore, tmp_path: Path) -> None:
     flags = tmp_path / "get_throttled"
-    core = StationCore(store=Store(tmp_path / "station.db"), clock=Clock(trusted=True))
-    service = MonitoringService(core, throttled_path=flags)
+    service = MonitoringService(station_core, throttled_path=flags)
     service.check_power()  # no file: not a Pi, nothing reported
     flags.write_text("0x50005\n")  # under-voltage now + throttled now (+ history bits)
     service.check_power()
     flags.write_text("0x50000\n")  # history only: both problems gone
     service.check_power()
-    events = [MonitorEvent.from_json(e.data) for e in core.store.pending_outbox() if e.kind == MESSAGE_KIND]
+    events = queued(station_core)
     assert [(e.ref, e.cleared) for e in events] == [
         (PI_SUPPLY, False), (PI_THROTTLED, False), (PI_SUPPLY, True), (PI_THROTTLED, True)]
     assert events[1].tech_info == "Raspberry Pi: throttled now"
-    assert core.device_model.value("ELVSupply", "Problem") is False
+    assert station_core.device_model.value("ELVSupply", "Problem") is False
 
 
-def test_a_controller_link_not_up_yet_after_start_is_reported_only_after_the_grace(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import time
-
-    from station.core import monitoring_service
-    from station.core.clock import Clock
-    from station.core.monitoring_service import MonitoringService
-    from station.core.station import StationCore
-    from station.core.store import Store
-
-    core = StationCore(store=Store(tmp_path / "station.db"), clock=Clock(trusted=True))
-    service = MonitoringService(core)
+def test_a_controller_link_not_up_yet_after_start_is_reported_only_after_the_grace(
+        station_core: StationCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = MonitoringService(station_core)
     service._started = time.monotonic()  # as `run` sets it
     service.check_hardware()
-    assert core.store.pending_outbox() == []
+    assert queued(station_core) == []
     monkeypatch.setattr(monitoring_service, "STARTUP_GRACE_S", 0.0)
     service.check_hardware()
-    [entry] = core.store.pending_outbox()
-    assert MonitorEvent.from_json(entry.data).ref == VariableRef("CPPWMController", "Problem", evse=1)
+    assert [e.ref for e in queued(station_core)] == [VariableRef("CPPWMController", "Problem", evse=1)]

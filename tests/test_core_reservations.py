@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from station.core.clock import Clock
 from station.core.model import ConnectorStatus
 from station.core.reservations import Reservation
 from station.core.station import StationCore
 from station.core.store import Store
-from tests.core_helpers import RecordingController
+from tests.core_helpers import RecordingController, core, esp, settle, store  # noqa: F401 — fixtures
 
 
 def later(seconds: float = 3600) -> str:
@@ -23,28 +26,6 @@ def later(seconds: float = 3600) -> str:
 def reservation(rid: int = 7, connector_id: int | None = 1, token: str = "RESERVED", group: str | None = None,
                 expires_at: str | None = None, connector_type: str | None = None) -> Reservation:
     return Reservation(rid, connector_id, token, "ISO14443", group, expires_at or later(), connector_type)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "station.db")
-
-
-@pytest.fixture
-async def core(store: Store) -> StationCore:
-    core = StationCore(store=store, clock=Clock(trusted=True))
-    yield core
-    await core.close()
-
-
-@pytest.fixture
-async def esp(core: StationCore) -> RecordingController:
-    return RecordingController.attached(core)
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_a_reserved_connector_shows_reserved_and_only_its_token_starts_there(
@@ -198,3 +179,36 @@ async def test_an_unspecified_reservation_when_the_only_connector_is_reserved_is
     core.reservations.reserve(reservation())
     assert core.reservations.reserve(reservation(rid=8, connector_id=None, token="OTHER")) == "Occupied"
     assert core.reservations.reserve(reservation(rid=9, token="OTHER")) == "Occupied"
+
+
+TOKENS = ("A", "B", "C", "D")
+operations = st.lists(st.one_of(
+    st.tuples(st.just("reserve"), st.sampled_from((None, 1, 2, 3)), st.sampled_from(TOKENS)),
+    st.tuples(st.just("start"), st.sampled_from((None, 1, 2, 3)), st.sampled_from(TOKENS)),
+    st.tuples(st.just("cancel"), st.integers(0, 8), st.just("")),
+), max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations)
+def test_no_sequence_of_reservations_and_starts_strands_a_reservations_token(tmp_path: Path,
+                                                                             ops: list[tuple[str, int | None, str]]) -> None:
+    """Whatever others reserve and start, every reservation's own token can still start somewhere."""
+    async def run() -> None:
+        with tempfile.TemporaryDirectory(dir=tmp_path) as directory:
+            core = StationCore(store=Store(Path(directory) / "s.db"), clock=Clock(trusted=True), connector_ids=(1, 2, 3))
+            for cid in (1, 2, 3):
+                RecordingController.attached(core, cid)
+            for rid, (op, cid, token) in enumerate(ops):
+                if op == "reserve":
+                    core.reservations.reserve(reservation(rid=rid, connector_id=cid, token=token))
+                elif op == "start":
+                    core.request_start(cid, token, "ISO14443")
+                else:
+                    core.reservations.cancel(cid or 0)
+                core.tick()
+                for r in core.reservations.by_id.values():
+                    assert core.start_refusal(r.connector_id, r.id_token) is None, (r, ops)
+            await core.close()
+
+    asyncio.run(run())

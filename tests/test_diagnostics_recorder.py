@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from station.diagnostics.recorder import FlightRecorder, stamp_of
 
 
@@ -72,3 +74,33 @@ def test_binary_serial_bytes_are_written_escaped_on_one_line(tmp_path: Path) -> 
     assert len(lines) == 2
     assert lines[0].endswith(" esp32-1 tx A\\x02, \\x10\n")
     assert lines[1].endswith(" esp32-1 rx S,A,1\\r\\n\n")
+
+
+def test_a_log_file_window_keeps_untimed_lines_with_the_line_before_them(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from station.diagnostics.archive import file_lines
+
+    log = tmp_path / "station.log"
+    log.with_name("station.log.1").write_text('{"timestamp": "2026-11-30T09:59:00Z", "event": "rotated away"}\n')
+    log.write_text('{"timestamp": "2026-11-30T10:00:00Z", "event": "in window"}\n'
+                   "Traceback (most recent call last):\n"
+                   '{"timestamp": "2026-11-30T11:00:00Z", "event": "after the window"}\n'
+                   "  a traceback line of the late entry\n")
+    lines = list(file_lines(log, datetime(2026, 11, 30, 9, 59, 30, tzinfo=UTC), datetime(2026, 11, 30, 10, 30, tzinfo=UTC)))
+    assert lines == ['{"timestamp": "2026-11-30T10:00:00Z", "event": "in window"}\n', "Traceback (most recent call last):\n"]
+
+
+def test_the_journal_is_asked_for_the_station_units_in_utc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    from datetime import UTC, datetime
+
+    from station.diagnostics.archive import journal_lines
+
+    fake = tmp_path / "journalctl"
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    lines = list(journal_lines(datetime(2026, 11, 30, 10, tzinfo=UTC), datetime(2026, 11, 30, 11, tzinfo=UTC)))
+    assert lines == ["--no-pager -o short-iso -u station -u station-api --since 2026-11-30 10:00:00 UTC "
+                     "--until 2026-11-30 11:00:00 UTC\n"]

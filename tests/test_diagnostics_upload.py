@@ -65,3 +65,14 @@ async def test_ftp_credentials_in_the_url_log_in_and_a_wrong_password_is_permiss
         files = ftp.files()
     assert files == {"incoming/named.tar.gz": ARCHIVE}
     assert refused.value.status == "PermissionDenied" and "wrong-pw" not in refused.value.detail
+
+
+async def test_ftps_upload_protects_control_and_data_and_verifies_the_server(tmp_path: Path, archive: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    with ftp_upload_server(tmp_path / "ftps", tls=(pki.server_cert, pki.server_key)) as ftps:
+        await upload(archive, ftps.url("/incoming/"), ca_bundle=str(pki.ca), timeout=10)
+        with pytest.raises(UploadError) as unverified:
+            await upload(archive, ftps.url("/incoming/again.tar.gz"), timeout=10)  # system CAs do not know it
+        files = ftps.files()
+    assert files == {f"incoming/{archive.name}": ARCHIVE}
+    assert unverified.value.status == "UploadFailure"

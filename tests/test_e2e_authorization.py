@@ -8,6 +8,7 @@ expires on time after a daemon restart.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -178,6 +179,10 @@ async def test_only_the_reserved_token_starts_and_a_reservation_expires_on_time_
         mark = rig.csms.mark()
         reserved = await rig.until(lambda s: s["connectors"][0]["status"] == "Reserved")
         assert reserved["reservations"][0]["id"] == 2
+        cli = await asyncio.create_subprocess_exec(sys.executable, "-m", "station", "status", env=rig.env,
+                                                   stdout=asyncio.subprocess.PIPE)
+        out = (await asyncio.wait_for(cli.communicate(), 30))[0].decode()
+        assert "connector 1: Reserved" in out and "reservation 2 until" in out and "RES-LATE" not in out
         async with rig.ipc() as ipc:
             with pytest.raises(IpcError):
                 await ipc.start(1, "SOMEONE")

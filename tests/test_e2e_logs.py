@@ -17,6 +17,7 @@ from tests.upload_servers import ftp_upload_server, http_upload_server
 CANARY_TOKEN = "canary-api-token-Hq7"
 CANARY_KEY = "canary-authkey-Lm55"
 CANARY_FTP_PASSWORD = "canary-ftp-Vb02"
+CANARY_DRIVER_TOKEN = "CANARYTOKEN77"
 
 
 def members(archive: bytes) -> dict[str, bytes]:
@@ -79,12 +80,15 @@ async def test_no_secret_reaches_the_archive(tmp_path: Path) -> None:
             await csms.call(STATION_ID, "SetVariables", {"setVariableData": [{
                 "component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
                 "attributeValue": CANARY_KEY}]})
+            await csms.call(STATION_ID, "RequestStartTransaction", {
+                "idToken": {"idToken": CANARY_DRIVER_TOKEN, "type": "ISO14443"}, "remoteStartId": 3, "evseId": 1})
             answer = await csms.call(STATION_ID, "GetLog", get_log(ftp.url("/incoming/"), 9))
             await csms.wait_for("LogStatusNotification", STATION_ID, final(DONE), timeout=30)
         data = ftp.files()[f"incoming/{answer['filename']}"]
     text = b"".join(members(data).values())
     assert b"BasicAuthPassword" in text and b"E2E_AC_001" in text  # the frames and the config are there...
-    for canary in (CANARY_PASSWORD, CANARY_TOKEN, CANARY_KEY, CANARY_FTP_PASSWORD):
+    assert b"****EN77" in text  # the driver's token is in the state and the frames, masked
+    for canary in (CANARY_PASSWORD, CANARY_TOKEN, CANARY_KEY, CANARY_FTP_PASSWORD, CANARY_DRIVER_TOKEN):
         assert canary.encode() not in text  # ...their secrets are not
 
 

@@ -127,7 +127,7 @@ async def test_a_2_0_1_transaction_continued_on_1_6_and_killed_is_finished_on_2_
 
         csms.accept_subprotocols = BOTH  # 2.0.1 is back: the station returns to finish the transaction
         ended = await csms.wait_for("TransactionEvent", STATION_ID, lambda r: r.payload["eventType"] == "Ended",
-                                    timeout=30)
+                                    timeout=60)
         assert ended.version == "201"
         final = await rig.until(lambda s: s["outbox_depth"] == 0 and unfinished(s, "201") == 0)
         assert final["ocpp"]["parked_messages"] == 0
@@ -137,6 +137,8 @@ async def test_a_2_0_1_transaction_continued_on_1_6_and_killed_is_finished_on_2_
     assert seq_nos == list(range(len(seq_nos)))  # contiguous: nothing lost across the switch and the kill
     by_seq = {e["seqNo"]: e for e in events}
     assert by_seq[0]["eventType"] == "Started" and by_seq[seq_nos[-1]]["eventType"] == "Ended"
+    # Recorded while the station spoke 1.6: offline as far as the 2.0.1 CSMS is concerned.
+    assert not by_seq[0].get("offline") and by_seq[seq_nos[-1]].get("offline") is True
     assert sum(e["eventType"] == "Updated" for e in by_seq.values()) >= 3
     readings = [v for s in seq_nos for v in energy(by_seq[s])]
     assert readings == sorted(readings)
@@ -169,7 +171,7 @@ async def test_a_1_6_transaction_continued_on_2_0_1_and_killed_is_finished_on_1_
         unplugged_at = csms.mark()
 
         csms.accept_subprotocols = BOTH  # 1.6 is back: the station returns to finish there
-        stop = await csms.wait_for("StopTransaction", STATION_ID, timeout=30)
+        stop = await csms.wait_for("StopTransaction", STATION_ID, timeout=60)
         await rig.until(lambda s: s["outbox_depth"] == 0 and unfinished(s, "16") == 0)
 
     assert stop.version == "16" and stop.payload["transactionId"] == csms_tx

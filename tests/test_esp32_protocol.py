@@ -63,6 +63,13 @@ def valid_frames(draw: st.DrawFn) -> tuple[bytes, dict[str, int], dict[str, str]
 garbage = st.binary(max_size=40)
 
 
+def unexpected_values(name: str, texts: list[str]) -> st.SearchStrategy[int | str]:
+    """A value of field `name` outside its documented range, or one of `texts` (not integers)."""
+    lo, hi = FIELD_RANGES[name]
+    return (st.integers(min_value=-(10**9), max_value=lo - 1) | st.integers(min_value=hi + 1, max_value=10**9)
+            | st.sampled_from(texts))
+
+
 def parse_all(data: bytes) -> list[StatusFrame | RejectedFrame]:
     parser = FrameParser()
     return parser.feed(data) + parser.flush()
@@ -223,11 +230,7 @@ def test_any_corrupted_acted_on_field_is_rejected(
     frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str, data: st.DataObject
 ) -> None:
     _, fields, more, rid = frame
-    lo, hi = FIELD_RANGES[name]
-    corrupt = data.draw(
-        st.integers(min_value=-(10**9), max_value=lo - 1) | st.integers(min_value=hi + 1, max_value=10**9)
-        | st.sampled_from(["", "x", "1a", "0x1", "1.0", "١"])
-    )
+    corrupt = data.draw(unexpected_values(name, ["", "x", "1a", "0x1", "1.0", "١"]))
     raw = encode_status_line({**fields, name: corrupt, **more}, rid)
     results = parse_all(raw)
     assert not good(results)
@@ -270,11 +273,7 @@ def test_any_corrupted_informational_field_keeps_the_frame_and_the_acted_on_valu
     frame: tuple[bytes, dict[str, int], dict[str, str], int | None], name: str, data: st.DataObject
 ) -> None:
     _, fields, more, rid = frame
-    lo, hi = FIELD_RANGES[name]
-    corrupt = data.draw(
-        st.integers(min_value=-(10**9), max_value=lo - 1) | st.integers(min_value=hi + 1, max_value=10**9)
-        | st.sampled_from(["", "x", "1a", "0x1", "1.0"])
-    )
+    corrupt = data.draw(unexpected_values(name, ["", "x", "1a", "0x1", "1.0"]))
     raw = encode_status_line({**fields, name: corrupt, **more}, rid)
     (result,) = [r for r in parse_all(raw) if isinstance(r, StatusFrame)]
     assert [w.field for w in result.warnings] == [name]

@@ -241,3 +241,17 @@ async def test_a_ping_interval_of_zero_sends_no_pings_and_a_new_interval_applies
         assert link.state.connected  # no pings: nothing notices the dead path
         link.set_ping_interval(0.2)
         await eventually(lambda: not link.state.connected, 5)
+
+
+def test_failed_returns_to_the_version_work_waits_for_back_off_up_to_the_primary_retry_period() -> None:
+    from station.ocpp.connection import FailureKind, _Failure
+
+    now = [1000.0]
+    params = LinkParams("CP", url_201="ws://127.0.0.1:9/ocpp/", url_16="ws://127.0.0.1:9/ocpp16/",
+                        version_return_seconds=60, primary_retry_seconds=3600)
+    link = OcppLink(params, booting_session("CP"), monotonic=lambda: now[0], needs=lambda: {"16": 1})
+    waits = []
+    for _ in range(8):
+        link._record_failure("16", "probe", _Failure(FailureKind.REFUSED, "HTTP 400 on upgrade"))
+        waits.append(link._next_return - now[0])
+    assert waits == [60, 120, 240, 480, 960, 1920, 3600, 3600]

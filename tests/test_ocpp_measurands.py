@@ -85,3 +85,17 @@ async def test_the_end_message_carries_the_chosen_sampled_and_clock_aligned_meas
     assert all(measurands_of(v) == {"Energy.Active.Import.Register"} for v in clock)
     assert [float(v["sampledValue"][0]["value"]) for v in clock] == [5000.0, 5600.0]
     assert len(end) == 1 and measurands_of(end[0]) == {"Voltage"}
+
+
+async def test_1_6_meter_value_sample_interval_0_turns_periodic_values_off(tmp_path: Path) -> None:
+    async with rig_on_dev_csms("16", tmp_path / "station.db") as rig:
+        assert rig.core is not None and rig.esp is not None
+        answer = await rig.csms.call("CP", "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "0"})
+        assert answer == {"status": "Accepted"}
+        rig.core.on_meter_reading(READING)
+        rig.core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
+        rig.esp.plug()
+        rig.core.connectors[1].last_periodic = 0.0  # long ago
+        rig.core.tick()
+        await rig.wait_outbox_empty()
+        assert not [r for r in rig.calls("MeterValues") if "transactionId" in r.payload]

@@ -205,3 +205,15 @@ async def test_a_16_csms_learns_of_a_dead_meter_from_status_notification_error_c
         rig.core.on_meter_health(False, "no answer for 3 polls")
         status = await rig.csms.wait_for("StatusNotification", since=mark, timeout=10)
         assert (status.payload["status"], status.payload["errorCode"]) == ("Available", "PowerMeterFailure")
+
+
+async def test_a_long_monitoring_report_is_sent_in_pages_with_tbc(rig: Rig) -> None:
+    assert rig.core is not None
+    rig.core.device_model.set("DeviceDataCtrlr", "ItemsPerMessage", 1, instance="GetReport", persist=False)
+    problem = {"component": {"name": "FiscalMetering"}, "variable": {"name": "Problem"}}
+    await set_monitoring(rig, monitor("Delta", 100), monitor("Delta", 1, target=problem))
+    mark = rig.csms.mark()
+    assert (await rig.csms.call("CP", "GetMonitoringReport", {"requestId": 9}))["status"] == "Accepted"
+    await eventually(lambda: len(rig.csms.calls("NotifyMonitoringReport")) == 2)
+    pages = [c.payload for c in rig.csms.received[mark:] if c.action == "NotifyMonitoringReport" and c.kind == "call"]
+    assert [(p["seqNo"], p.get("tbc", False), len(p["monitor"])) for p in pages] == [(0, True, 1), (1, False, 1)]

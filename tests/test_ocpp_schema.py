@@ -103,7 +103,19 @@ def test_every_secret_name_triggers_the_redaction_path() -> None:
     for name in SECRET_KEYS | SECRET_CONFIG_KEYS:
         assert may_hold_secret(f'{{"{name.upper()}": "x"}}')
         assert may_hold_secret(f'{{"key": "{name}"}}')
-    assert not may_hold_secret('{"idToken": {"idToken": "ABC", "type": "ISO14443"}}')
+    assert not may_hold_secret('{"status": "Accepted", "currentTime": "2026-11-30T01:00:00Z"}')
+
+
+def test_a_driver_token_takes_the_redaction_path_unless_tokens_are_shown() -> None:
+    from station import logs
+
+    frame = '{"idToken": {"idToken": "ABC", "type": "ISO14443"}}'
+    assert may_hold_secret(frame)
+    logs.show_tokens(True)
+    try:
+        assert not may_hold_secret(frame)
+    finally:
+        logs.show_tokens(False)
 
 
 @pytest.mark.parametrize("version", ["2.0.1", "1.6"])

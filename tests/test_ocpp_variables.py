@@ -101,6 +101,7 @@ async def test_set_variables_statuses_and_reason_codes(rig201: Rig) -> None:
     assert [r.get("attributeStatusInfo", {}).get("reasonCode") for r in results[:3]] == [
         "ValueTooLow", "ReadOnly", "InvalidValue"]
     assert results[3]["attributeType"] == "MaxSet" and results[3]["attributeStatusInfo"]["reasonCode"] == "UnsupportedParam"
+    assert results[0]["attributeType"] == "Actual"  # B05.FR.12: Actual when the request named none
     assert rig201.core is not None
     assert rig201.core.device_model.value("OCPPCommCtrlr", "MessageAttempts", instance="TransactionEvent") == 5
 
@@ -187,3 +188,18 @@ def test_the_reconnect_backoff_is_reported_in_ocpp_words() -> None:
 
     assert backoff_variables(LinkParams("CP", backoff_min=2, backoff_max=60)) == {
         "RetryBackOffWaitMinimum": 2, "RetryBackOffRepeatTimes": 5, "RetryBackOffRandomRange": 58}
+
+
+def test_monitoring_requests_are_limited_by_the_monitoring_controller(tmp_path: Path) -> None:
+    from station.core.device_model import DeviceModel
+    from station.core.standard_variables import STANDARD
+    from station.core.store import Store
+    from station.ocpp.rpc import RpcError
+    from station.ocpp.variables import check_limits
+
+    model = DeviceModel(Store(tmp_path / "station.db"), {1: (1,)})
+    model.declare(*STANDARD)
+    model.set("MonitoringCtrlr", "ItemsPerMessage", 2, instance="SetVariableMonitoring", persist=False)
+    check_limits(model, "SetVariableMonitoring", 2, None)
+    with pytest.raises(RpcError):
+        check_limits(model, "SetVariableMonitoring", 3, None)

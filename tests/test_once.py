@@ -168,3 +168,23 @@ async def test_a_healthy_once_reports_no_link_error_for_its_own_clean_disconnect
     assert report["ocpp"]["last_error"] is None
     warnings = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert not [w for w in warnings if w["level"] == "warning" and "disconnected" in w["event"]], warnings
+
+
+async def test_once_with_the_daemon_behind_a_black_hole_exits_3_saying_why_it_is_not_connected(tmp_path: Path) -> None:
+    from station.ipc.client import IpcClient
+
+    async with black_hole() as url, SimulatorProcess(tmp_path) as sim:
+        env = station_env(tmp_path, DevCsms(), sim.port, OCPP_201_URL=url, OCPP_16_URL="")
+        daemon = await DaemonProcess(env, tmp_path / "station.log").start()
+        try:
+            await daemon.wait_ipc()
+            async with IpcClient(env["STATION_IPC_SOCKET"]) as client, asyncio.timeout(60):
+                while not (await client.status())["ocpp"].get("last_error"):
+                    await asyncio.sleep(0.2)
+            code, report, _ = await run_once(env, "--timeout", "5")
+        finally:
+            await daemon.stop()
+    assert code == exitcodes.CSMS_UNREACHABLE and report["mode"] == "daemon"
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "csms")
+    assert "timed out during opening handshake" in detail, detail
+    assert checks(report)["esp32"] is True

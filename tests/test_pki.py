@@ -62,6 +62,26 @@ def test_hash_data_of_a_leaf_uses_its_issuers_key_like_ocsp() -> None:
     assert data["serialNumber"] == format(leaf.serial_number, "x") and not data["serialNumber"].startswith("0")
 
 
+def test_hash_data_read_from_the_der_matches_the_ocsp_reckoning() -> None:
+    root = make_ca("Root")
+    successor = make_ca("Successor", issuer=root)
+    request = ocsp.OCSPRequestBuilder().add_certificate(successor[1], root[1], hashes.SHA512()).build()
+    data = pki.hash_data_der(pki.der_fields(pki._der(successor[1])), pki.der_fields(pki._der(root[1])), "SHA512")
+    assert data["issuerNameHash"] == request.issuer_name_hash.hex()
+    assert data["issuerKeyHash"] == request.issuer_key_hash.hex()
+    assert data["serialNumber"] == format(successor[1].serial_number, "x")
+
+
+def test_listing_and_finding_roots_do_not_load_cryptography(tmp_path: Path) -> None:
+    root = make_ca("Root")[1]
+    pki.RootStore(tmp_path).install(pki.CSMS_ROOT, pem(root), NOW)
+    wanted = pki.hash_data(root)
+    code = (f"import sys; from pathlib import Path; from station import pki; s = pki.RootStore(Path({str(tmp_path)!r})); "
+            f"[r] = s.roots(pki.CSMS_ROOT); assert s.hash_data(r) == {wanted!r}; assert s.find({wanted!r}) == r; "
+            "print('cryptography' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_hash_data_compare_ignores_case_and_leading_zeroes() -> None:
     a = {"hashAlgorithm": "SHA256", "issuerNameHash": "ABCD", "issuerKeyHash": "ef01", "serialNumber": "0fff"}
     b = {"hashAlgorithm": "SHA256", "issuerNameHash": "abcd", "issuerKeyHash": "EF01", "serialNumber": "FFF"}

@@ -32,6 +32,8 @@ def test_golden_image_keeps_the_release_and_removes_identity(tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (root / "opt/station/current/venv/bin/station").exists()
+    shebang = (root / "opt/station/current/venv/bin/station").read_text().splitlines()[0]
+    assert shebang == "#!/opt/station/releases/1.0.0/venv/bin/python"  # the image's path, not the tree's
     assert (root / "etc/systemd/system/station.service").exists()
     assert (root / "etc/machine-id").read_text() == ""
     assert (root / "etc/ssh/sshd_config").exists() and not list((root / "etc/ssh").glob("ssh_host_*"))

@@ -180,3 +180,37 @@ def test_the_docs_give_the_env_file_the_owner_and_mode_the_installer_sets() -> N
         said = " ".join(statements)
         assert "0600" in said and "station" in said, (doc, statements)
         assert not re.search(r"owner (`)?root", said), (doc, statements)
+
+
+def test_the_tree_names_its_device_paths_not_the_build_directory(installed_twice: dict[str, object]) -> None:
+    """Copied to / (an image), the tree's venv scripts must find their interpreter at /opt/station/..."""
+    root = Path(str(installed_twice["root"]))
+    venv = root / "opt/station/releases/1.2.3/venv"
+    assert (venv / "bin/station").read_text().splitlines()[0] == "#!/opt/station/releases/1.2.3/venv/bin/python"
+    for path in [venv / "pyvenv.cfg", *(p for p in (venv / "bin").iterdir() if p.is_file() and not p.is_symlink())]:
+        assert str(root) not in path.read_text(errors="replace"), path
+
+
+def _can_make_mount_namespaces() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_make_mount_namespaces(), reason="needs unshare -m (root with CAP_SYS_ADMIN)")
+def test_a_tree_copied_to_the_device_paths_runs_there(installed_twice: dict[str, object], tmp_path: Path) -> None:
+    """The image case: the tree is copied elsewhere (the build directory is gone) and seen at /opt/station."""
+    import shutil
+
+    root = Path(str(installed_twice["root"]))
+    image = tmp_path / "image"
+    shutil.copytree(root / "opt/station", image / "opt/station", symlinks=True)
+    script = (  # a private mount namespace: the build tree hidden, the copy at the device's path
+        f'mount -t tmpfs none "{root}" && mount -t tmpfs none /opt && mkdir /opt/station && '
+        f'mount --bind "{image}/opt/station" /opt/station && exec /opt/station/current/venv/bin/station --once'
+    )
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"software_version": "1.2.3"' in result.stdout

@@ -67,3 +67,20 @@ async def test_report_with_the_daemon_running_holds_its_state_and_fresh_frames(t
 async def test_report_refuses_a_time_it_cannot_read(tmp_path: Path) -> None:
     code, _out, err = await report(offline_env(tmp_path), "--since", "yesterday-ish")
     assert code == 2 and "neither a duration" in err
+
+
+async def test_report_of_the_security_log_without_the_daemon_reads_the_state_database(tmp_path: Path) -> None:
+    from station.core.clock import Clock
+    from station.core.events import EventBus
+    from station.core.security_events import SecurityEventLog
+    from station.core.store import Store
+
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state" / "station.db")
+    SecurityEventLog(store, Clock(), EventBus()).record("ResetOrReboot", "technician test")
+    store.close()
+    code, _out, err = await report(offline_env(tmp_path), "--security", "--out", str(tmp_path / "sec.tar.gz"))
+    assert code == 0, err
+    content = members(tmp_path / "sec.tar.gz")
+    assert set(content) == {"manifest.json", "security.log"}
+    assert b"ResetOrReboot critical technician test" in content["security.log"]

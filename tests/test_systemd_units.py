@@ -120,7 +120,7 @@ def test_daemon_unit_is_a_restarting_notify_service_with_watchdog() -> None:
 def test_daemon_runs_as_station_in_dialout_with_state_and_runtime_dirs() -> None:
     keys = unit_keys("station.service")
     assert keys["User"] == ["station"]
-    assert keys["SupplementaryGroups"] == ["dialout"]
+    assert keys["SupplementaryGroups"] == ["dialout systemd-journal"]  # serial ports; its journal for GetLog
     assert keys["StateDirectory"] == ["station"]
     assert keys["RuntimeDirectory"] == ["station"]
     assert keys["RuntimeDirectoryMode"] == ["0750"]

@@ -102,21 +102,24 @@ class FtpServer:
     user: str
     password: str
     port: int = 0
+    scheme: str = "ftp"
 
     def url(self, path: str = "/", *, userinfo: str | None = None) -> str:
         who = userinfo if userinfo is not None else f"{self.user}:{self.password}"
-        return f"ftp://{who + '@' if who else ''}127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{who + '@' if who else ''}127.0.0.1:{self.port}{path}"
 
     def files(self) -> dict[str, bytes]:
         return {str(p.relative_to(self.root)): p.read_bytes() for p in self.root.rglob("*") if p.is_file()}
 
 
 @contextmanager
-def ftp_upload_server(root: Path, *, user: str = "logs", password: str = "ftp-pass") -> Iterator[FtpServer]:
+def ftp_upload_server(root: Path, *, user: str = "logs", password: str = "ftp-pass",
+                      tls: tuple[Path, Path] | None = None) -> Iterator[FtpServer]:
+    """FTP, or with `tls` (certificate, key) explicit FTPS that requires TLS on control and data."""
     import logging
 
     from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer
 
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
@@ -125,13 +128,16 @@ def ftp_upload_server(root: Path, *, user: str = "logs", password: str = "ftp-pa
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, str(root), perm="elradfmw")
 
-    class Handler(FTPHandler):
+    class Handler(TLS_FTPHandler if tls else FTPHandler):  # type: ignore[misc, valid-type]
         pass
 
+    if tls is not None:
+        Handler.certfile, Handler.keyfile = str(tls[0]), str(tls[1])
+        Handler.tls_control_required = Handler.tls_data_required = True
     Handler.authorizer = authorizer
     Handler.passive_ports = None
     server = ThreadedFTPServer(("127.0.0.1", 0), Handler)
-    state = FtpServer(root, user, password, server.socket.getsockname()[1])
+    state = FtpServer(root, user, password, server.socket.getsockname()[1], "ftps" if tls else "ftp")
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
     thread.start()
     try:

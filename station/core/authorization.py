@@ -229,7 +229,8 @@ class Authorization:
     async def start(self, connector_id: int | None, id_token: str, token_type: str, *, trigger: str = "Authorized",
                     remote_start_id: int | None = None) -> StartOutcome:
         """Authorize, then start a session (local API, IPC, the RFID reader, a remote start to authorize)."""
-        refusal = self.core.start_refusal(connector_id, id_token, self.group_of(id_token))
+        # Reservations are checked after the token: Authorize may tell its group (TC_H_19).
+        refusal = self.core.start_refusal(connector_id, id_token, self.group_of(id_token), reservations=False)
         if refusal is not None:
             return StartOutcome(False, refusal)
         decision = await self.check(id_token, token_type)
@@ -259,8 +260,10 @@ class Authorization:
                 "authorization": outcome.decision.to_json() if outcome.decision else None}
 
     def _candidates_to_stop(self, connector_id: int | None) -> list[Connector]:
+        """Connectors whose transaction has a token (one opened by the plug alone, TxStartPoint
+        EVConnected, is waiting for a token to authorize it, not to stop it)."""
         conns = self.core.connectors.values() if connector_id is None else [self.core.connectors[connector_id]]
-        return [c for c in conns if c.transaction is not None]
+        return [c for c in conns if c.transaction is not None and c.transaction.id_token is not None]
 
     async def may_stop(self, owner: str | None, id_token: str, token_type: str = "ISO14443") -> bool:
         """The same token, or a valid one of the same group (C01.FR.03/C09, 1.6 parentIdTag).

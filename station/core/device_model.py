@@ -420,7 +420,8 @@ class DeviceModel:
                 self._components.setdefault(ckey, {})[vkey] = entry
                 if not variable.only16:
                     self._component_names.add(variable.component.lower())
-                if variable.key16 and (evse is None or (evse == min(self.evses) and connector in (None, min(self.evses[evse])))):
+                first = evse is None or (evse == min(self.evses) and connector in (None, min(self.evses[evse], default=None)))
+                if variable.key16 and first:  # a per-EVSE variable's 1.6 key names the first EVSE's
                     self._by_key16.setdefault(variable.key16.lower(), entry)
 
     def _places(self, scope: Scope) -> list[tuple[int | None, int | None]]:

@@ -49,6 +49,12 @@ def ended_aligned_key(transaction_id: str) -> str:
     return f"tx_aligned:{transaction_id}"
 
 
+def sample_interval(seconds: Any) -> float:
+    """TxUpdatedInterval / MeterValueSampleInterval in seconds; 0 means no periodic values (never due)."""
+    value = float(seconds)
+    return value if value > 0 else math.inf
+
+
 def parse_measurands(text: Any) -> list[str]:
     """A comma-separated measurand list as configured ("" → none)."""
     return [m.strip() for m in str(text or "").split(",") if m.strip()]

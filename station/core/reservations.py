@@ -7,8 +7,9 @@ A reservation holds one connector (EVSE) for one idToken (or its group) until it
 * for any connector (2.0.1 without evseId, 1.6 connectorId 0): no connector is singled out, but
   starts by other tokens are refused when they would leave fewer free connectors than such
   reservations; when the free connectors are just enough, they all show Reserved (H01.FR.xx);
-* it ends when its token starts a transaction (used), when the CSMS cancels it, at its expiry time
-  (ReservationStatusUpdate Expired), or when its connector is made inoperative (Removed).
+* it ends when its token is authorized there (used; the Started event names it), when the CSMS
+  cancels it, at its expiry time (ReservationStatusUpdate Expired), or when its connector is made
+  inoperative or goes Faulted (Removed).
 
 Expiry is checked by the core's tick against the station clock (the CSMS's absolute expiryDateTime).
 """
@@ -23,6 +24,7 @@ import structlog
 
 from station.core.authorization import parse_utc
 from station.core.model import ConnectorStatus
+from station.core.security_events import MESSAGE_QUEUED
 from station.core.store import StoreError
 
 if TYPE_CHECKING:
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+MESSAGE_KIND = "reservation_status"
+"""Outbox kind of an end the CSMS did not cause (Expired, Removed): 2.0.1 ReservationStatusUpdate."""
+REPORTED = ("Expired", "Removed")
 ANY_CONNECTOR_TYPES = {None, "Unknown", "Undetermined"}
 """A ReserveNow connectorType that names no particular type."""
 
@@ -90,7 +95,7 @@ class Reservations:
         if specific is not None:
             return specific
         floating = self._floating()
-        if floating and conn.link_up and self.for_connector(conn.id) is None:
+        if floating and conn.link_up:
             free = self._free_unreserved()
             if conn in free and len(free) <= len(floating):
                 return floating[0]
@@ -114,7 +119,7 @@ class Reservations:
         return None
 
     def used(self, conn: Connector, id_token: str, group_id: str | None) -> int | None:
-        """A transaction starts on `conn`: the reservation it fulfils ends; its id (for the Started event)."""
+        """`id_token` is authorized on `conn`: the reservation it fulfils ends; its id (for the Started event)."""
         r = self.for_connector(conn.id)
         if r is None or not r.matches(id_token, group_id):
             r = next((f for f in self._floating() if f.matches(id_token, group_id)), None)
@@ -202,13 +207,19 @@ class Reservations:
             self._drop(r, "Removed")
 
     def _drop(self, r: Reservation, status: str) -> None:
+        """End a reservation; an end the CSMS did not cause is queued for it in the same commit
+        (durable outbox: it reaches the CSMS after an outage or a kill -9)."""
+        message = (MESSAGE_KIND, self.core.clock.stamp(), {"reservation_id": r.id, "status": status}) \
+            if status in REPORTED else None
         try:
-            self.core.store.reservation_delete(r.id)
+            self.core.store.reservation_delete(r.id, message)
         except StoreError:
-            pass  # still ends now; a restart may bring it back until its expiry
+            message = None  # still ends now; a restart brings it back until its expiry, then reports it
         self.by_id.pop(r.id, None)
         log.info("reservation ended", reservation_id=r.id, connector_id=r.connector_id, status=status)
         self._changed(r, status, None)
+        if message is not None:
+            self.core.publish_in_order(MESSAGE_QUEUED, message=MESSAGE_KIND)
 
     def _changed(self, r: Reservation, status: str, previous: Reservation | None) -> None:
         """Re-derive the statuses it may alter (Reserved shown or not), then publish the change.

@@ -34,6 +34,7 @@ from station.core.metering import (
     bind_metering,
     ended_aligned_key,
     parse_measurands,
+    sample_interval,
 )
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
@@ -178,6 +179,8 @@ class StationCore:
         self.clock.on_step = self._clock_stepped
         self.authorizer: Authorizer | None = None
         self.csms_online = False
+        self.csms_version: str | None = None
+        """The OCPP version of the CSMS connection while online ("201" / "16")."""
         self.has_meter = has_meter
         self.meter_health: dict[str, Any] | None = None
         """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
@@ -188,9 +191,10 @@ class StationCore:
         dm.declare(*STANDARD)
         dm.set_default("SampledDataCtrlr", "TxUpdatedInterval", max(1, round(meter_value_seconds)))
         dm.set_default("TxCtrlr", "EVConnectionTimeOut", max(1, round(connection_timeout_s)))
-        self.meter_value_seconds = float(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
+        self.meter_value_seconds = sample_interval(dm.value("SampledDataCtrlr", "TxUpdatedInterval"))
         self.connection_timeout_s = float(dm.value("TxCtrlr", "EVConnectionTimeOut"))
-        dm.bind("SampledDataCtrlr", "TxUpdatedInterval", apply=lambda _, v: setattr(self, "meter_value_seconds", float(v)))
+        dm.bind("SampledDataCtrlr", "TxUpdatedInterval",
+                apply=lambda _, v: setattr(self, "meter_value_seconds", sample_interval(v)))
         dm.bind("TxCtrlr", "EVConnectionTimeOut", apply=lambda _, v: setattr(self, "connection_timeout_s", float(v)))
         self.connectors: dict[int, Connector] = {}
         for cid in connector_ids:
@@ -314,8 +318,9 @@ class StationCore:
             elif self.reservations.by_id and not conn.transaction:
                 self._reconcile(conn)  # another connector's change may make this one show Reserved
 
-    def set_csms_online(self, online: bool) -> None:
+    def set_csms_online(self, online: bool, version: str | None = None) -> None:
         self.csms_online = online
+        self.csms_version = version if online else None
 
     # --- commands ---------------------------------------------------------------
     async def authorize_token(self, id_token: str, token_type: str = "ISO14443") -> AuthResult:
@@ -327,8 +332,12 @@ class StationCore:
         """Re-derive a connector's status after something outside its inputs changed (a reservation)."""
         self._reconcile(conn)
 
-    def start_refusal(self, connector_id: int | None, id_token: str, group_id: str | None = None) -> str | None:
-        """Why a session for `id_token` cannot start on `connector_id` (None: any connector) now, or None."""
+    def start_refusal(self, connector_id: int | None, id_token: str, group_id: str | None = None, *,
+                      reservations: bool = True) -> str | None:
+        """Why a session for `id_token` cannot start on `connector_id` (None: any connector) now, or None.
+
+        `reservations=False`: leave reservations out (the token's group may still be learnt by Authorize).
+        """
         if connector_id and connector_id not in self.connectors:
             return "unknown connector"
         if group_id is None:
@@ -342,7 +351,7 @@ class StationCore:
             return "connector unavailable"
         if conn.derived.status == ConnectorStatus.FAULTED:
             return f"connector faulted: {conn.derived.info}"
-        return self.reservations.refusal(conn, id_token, group_id)
+        return self.reservations.refusal(conn, id_token, group_id) if reservations else None
 
     def request_start(
         self,
@@ -749,7 +758,7 @@ class StationCore:
         assert tx is not None
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
-        tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else None
+        tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else tx.last_energy_wh
         conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
         aligned = self.store.get(ended_aligned_key(tx.id), [])
@@ -830,6 +839,8 @@ class StationCore:
         tx = conn.transaction
         assert tx is not None
         moment = "clock" if trigger == "MeterValueClock" else kind
+        if conn.last_meter is not None:
+            tx.last_energy_wh = conn.last_meter.energy_import_wh
         entry = OutboxEntry(
             id=0,
             transaction_id=tx.id,
@@ -838,7 +849,8 @@ class StationCore:
             seq_no=tx.seq_next,
             trigger=trigger,
             stamp=stamp or self.clock.stamp(),
-            offline=not self.csms_online,
+            # Offline for the CSMS that will get it: no link, or a link in the other OCPP version.
+            offline=not self.csms_online or tx.ocpp_version not in (None, self.csms_version),
             data={
                 "id_token": tx.id_token,
                 "token_type": tx.token_type,

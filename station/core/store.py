@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     csms_id TEXT,
     charging_state TEXT NOT NULL DEFAULT 'EVConnected',
     ocpp_version TEXT,
-    authorized INTEGER NOT NULL DEFAULT 1
+    authorized INTEGER NOT NULL DEFAULT 1,
+    last_energy_wh REAL
 );
 CREATE INDEX IF NOT EXISTS transactions_open ON transactions(ended_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -129,6 +130,9 @@ class TransactionRecord:
     ocpp_version: str | None = None
     """The OCPP version its first message went out in ("201" | "16"): all its messages go in it."""
     authorized: bool = True
+    last_energy_wh: float | None = None
+    """The energy register at the transaction's latest recorded event: its meterStop when it ends
+    before the meter answered again (a restart, a meter outage)."""
     """False while a transaction started at EVConnected waits for a token, or after a stop request
     that only deauthorized it (TxStopPoint without Authorized): the relay stays open."""
 
@@ -191,7 +195,7 @@ _TX_COLUMNS = [f for f in TransactionRecord.__dataclass_fields__]
 _SET_SEPARATELY = ("csms_id", "ocpp_version")
 """Columns only their own setters write: the core's copy of a transaction may not know them yet."""
 _ADDED_COLUMNS = {
-    "transactions": {"ocpp_version": "TEXT", "authorized": "INTEGER NOT NULL DEFAULT 1"},
+    "transactions": {"ocpp_version": "TEXT", "authorized": "INTEGER NOT NULL DEFAULT 1", "last_energy_wh": "REAL"},
     "auth_cache": {"group_id": "TEXT", "last_used": "REAL NOT NULL DEFAULT 0", "uses": "INTEGER NOT NULL DEFAULT 0"},
     "local_list": {"group_id": "TEXT"},
 }
@@ -533,9 +537,12 @@ class Store:
                        " expires_at, connector_type) VALUES (:id,:connector_id,:id_token,:token_type,:group_id,"
                        ":expires_at,:connector_type)", r)
 
-    def reservation_delete(self, reservation_id: int) -> None:
+    def reservation_delete(self, reservation_id: int, message: tuple[str, Stamp, dict[str, Any]] | None = None) -> None:
+        """Remove a reservation; `message` (kind, stamp, data) is queued in the outbox in the same commit."""
         with self.transaction("remove reservation") as db:
             db.execute("DELETE FROM reservations WHERE id=?", (reservation_id,))
+            if message is not None:
+                self.append_message(db, *message)
 
     def reservations(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM reservations ORDER BY id")]

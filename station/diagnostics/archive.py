@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from station import __version__
+from station.logs import mask_tokens
 
 DIAGNOSTICS = "DiagnosticsLog"
 SECURITY = "SecurityLog"
@@ -231,8 +232,8 @@ def build(target_dir: Path, sources: Sources, *, log_type: str = DIAGNOSTICS, si
             ):
                 member = _Member(target_dir, member_name)
                 members.append(member)
-                member.write_lines([json.dumps(mask_config(data) if member_name == "config.json" else data,
-                                               indent=2, sort_keys=True, default=str)], mask)
+                data = mask_tokens(mask_config(data) if member_name == "config.json" else data)  # drivers' tokens too
+                member.write_lines([json.dumps(data, indent=2, sort_keys=True, default=str)], mask)
                 manifest["members"][member_name] = what
             member = _Member(target_dir, "flight-recorder.log")
             members.append(member)

@@ -69,6 +69,35 @@ def _offline_snapshot(settings: Any) -> dict[str, Any]:
     return snapshot
 
 
+def _offline_security(settings: Any, since: datetime | None, until: datetime | None) -> list[str] | None:
+    """The security log as the state database holds it (times as stamped: the daemon corrects
+    those taken before its clock was trusted; without it they are shown as recorded)."""
+    db = Path(settings.db_path)
+    if not db.exists():
+        return None
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        try:
+            rows = connection.execute("SELECT wall, type, tech_info, critical FROM security_log ORDER BY id").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return None
+    lines = []
+    for wall, kind, info, critical in rows:
+        try:
+            at = datetime.fromisoformat(wall)
+        except ValueError:
+            continue
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        if (since is None or at >= since) and (until is None or at <= until):
+            stamp = at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            lines.append(f"{stamp} {kind}{' critical' if critical else ''}{' ' + info if info else ''} (uncorrected)")
+    return lines
+
+
 async def _from_daemon(socket: Path, since: datetime | None, until: datetime | None) -> dict[str, Any] | None:
     from station.ipc.client import DaemonUnavailable, IpcClient
     from station.ipc.protocol import IpcError
@@ -104,6 +133,7 @@ def run(args: argparse.Namespace, settings: Any, settings_values: dict[str, Any]
             recorder_dir = Path(daemon["recorder"])
     else:
         config, snapshot = {"settings": settings_values}, _offline_snapshot(settings)
+        security = _offline_security(settings, since, until)
     sources = archive.Sources(
         station_id=settings.station_name, config=config, snapshot=snapshot,
         recorder_lines=lambda low, high: read_lines(recorder_dir, low, high) if recorder_dir.is_dir() else (),

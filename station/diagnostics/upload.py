@@ -95,6 +95,13 @@ def _describe(exc: BaseException, location: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- HTTP
+async def _chunks(path: Path, size: int = 65536) -> Any:
+    """The file in blocks: an archive is never held in memory whole."""
+    with path.open("rb") as handle:
+        while block := handle.read(size):
+            yield block
+
+
 async def _http(path: Path, location: str, timeout: float, ca_bundle: str | None) -> str:
     import httpx
 
@@ -105,9 +112,9 @@ async def _http(path: Path, location: str, timeout: float, ca_bundle: str | None
     shown = public_location(url)
     try:
         async with httpx.AsyncClient(timeout=timeout, verify=verify, follow_redirects=False) as client:
-            with path.open("rb") as handle:
-                response = await client.put(url, content=handle.read(), auth=auth,
-                                            headers={"Content-Type": "application/gzip"})
+            response = await client.put(url, content=_chunks(path), auth=auth, headers={
+                "Content-Type": "application/gzip", "Content-Length": str(path.stat().st_size)})  # no chunked upload:
+            # object stores (pre-signed PUT) refuse it
             if response.status_code == 405:
                 with path.open("rb") as handle:
                     response = await client.post(url, auth=auth, files={"file": (path.name, handle, "application/gzip")})

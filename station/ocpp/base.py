@@ -46,6 +46,7 @@ from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
 from station.ocpp import meter_values as _meter_values  # noqa: F401 — registers its outbox kind
 from station.ocpp import monitoring as _monitoring  # noqa: F401 — registers its outbox kind
+from station.ocpp import reservations as _reservations  # noqa: F401 — registers its outbox kind
 from station.ocpp import security_events as _security_events  # noqa: F401 — registers its outbox kind
 from station.ocpp.outbox_kinds import UnknownKind, message_for
 from station.ocpp.rpc import CallErrorReceived, StrictChargePoint, cancel_all, on_raw
@@ -240,6 +241,29 @@ class BaseSession(StrictChargePoint):
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         raise NotImplementedError
 
+    def _apply_profile(self, connector_id: int, raw: dict[str, Any]) -> str | None:
+        """Install a charging profile given in the version's shape; why not, or None when installed."""
+        raise NotImplementedError
+
+    # ---- remote start (both versions) ----------------------------------------------------
+    def remote_start_profile(self, connector_id: int | None, profile: dict[str, Any] | None) -> None:
+        """The charging profile a remote start carries, installed once the session is accepted."""
+        if profile and connector_id:
+            reason = self._apply_profile(connector_id, profile)
+            if reason:
+                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+
+    async def start_authorized_remotely(self, connector_id: int | None, id_token: str, token_type: str,
+                                        remote_start_id: int | None, profile: dict[str, Any] | None) -> None:
+        """AuthorizeRemoteStart (1.6 AuthorizeRemoteTxRequests): after the answer, the token is
+        authorized as if presented at the station (local list, cache, Authorize), then started."""
+        outcome = await self.core.auth.start(connector_id, id_token, token_type, trigger="RemoteStart",
+                                             remote_start_id=remote_start_id)
+        if outcome.accepted:
+            self.remote_start_profile(connector_id, profile)
+        else:
+            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
+
     # ---- evidence and live events ---------------------------------------------------
     def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
         """Every frame becomes an `ocpp_message` event; answered CSMS calls become evidence."""
@@ -311,7 +335,7 @@ class BaseSession(StrictChargePoint):
             await self._boot()
         self.accepted = True
         self.boot_accepted.set()
-        self.core.set_csms_online(True)
+        self.core.set_csms_online(True, self.VERSION)
         self.client.publish_state()
         with self.core.events.subscribe() as events:
             for conn in self.core.connectors.values():
@@ -321,10 +345,7 @@ class BaseSession(StrictChargePoint):
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
             self.spawn(self.client.flush_log_status(), "ocpp-log-status")
-            credentials = self.client.credentials
-            if credentials is not None and credentials.profile == 3 and credentials.renewal_due() \
-                    and self.client.renewal.refusal() is None:
-                self.client.renewal.start("client certificate expires within a month")  # A03
+            self.spawn(self.client.renewal.watch(), "ocpp-certificate-expiry")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
@@ -332,8 +353,6 @@ class BaseSession(StrictChargePoint):
                         await self.send_status(conn)
                 elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
-                elif event.kind == "reservation":
-                    self.spawn(self._reservation_changed(event.data), "ocpp-reservation-status")
 
     async def _boot(self) -> None:
         while True:
@@ -371,16 +390,6 @@ class BaseSession(StrictChargePoint):
         Raspberry Pi). The driver waits on the command, the CSMS only on the answer.
         """
         await asyncio.sleep(0)
-
-    async def reservation_changed(self, data: dict[str, Any]) -> None:
-        """Tell the CSMS about a reservation that ended by itself (2.0.1 ReservationStatusUpdate)."""
-
-    async def _reservation_changed(self, data: dict[str, Any]) -> None:
-        try:
-            await self.reservation_changed(data)
-        except (CallErrorReceived, TimeoutError) as exc:
-            log.warning("ocpp: reservation status not confirmed", reservation_id=data.get("reservation_id"),
-                        error=str(exc))
 
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:
@@ -422,11 +431,11 @@ class BaseSession(StrictChargePoint):
         if payload is not None:
             await self.request("FirmwareStatusNotification", payload)
 
-    def start_firmware_update(self, request: FirmwareRequest) -> tuple[str, str]:
+    async def start_firmware_update(self, request: FirmwareRequest) -> tuple[str, str]:
         """(answer status, reason) for an UpdateFirmware; the work begins in `launch_firmware_update`."""
         if self.client.firmware is None:
             return "Rejected", "remote update not configured"
-        answer = self.client.firmware.start(request)
+        answer = await self.client.firmware.start(request)
         self.log.info("ocpp: UpdateFirmware", status=answer.status, reason=answer.reason or None)
         return answer.status, answer.reason
 

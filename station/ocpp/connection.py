@@ -317,6 +317,9 @@ class OcppLink:
         self._needs = needs
         self._return_to: str | None = None
         self._next_return = monotonic() + params.version_return_seconds
+        self._failed_returns = 0
+        """Failed probes of the version work waits for, in a row: each doubles the wait (a version
+        retired for good must not cost the working link a reconnect every minute)."""
         self.credentials: CredentialSource = credentials or StaticCredentials(params)
         self._on_security_event = on_security_event
         self._security_reported: set[str] = set()
@@ -535,7 +538,10 @@ class OcppLink:
         if why == "probe":
             # The primary (or the version work waits for) is still not usable: back to what worked.
             self._preferred_since = self._monotonic()
-            self._next_return = self._preferred_since + self.params.version_return_seconds
+            self._failed_returns += 1
+            wait = min(self.params.version_return_seconds * 2 ** min(self._failed_returns - 1, 20),
+                       max(self.params.version_return_seconds, self.params.primary_retry_seconds))
+            self._next_return = self._preferred_since + wait
             log.warning(f"ocpp link: OCPP {_label(version)} still unavailable; staying on OCPP {_label(self._preferred)}")
         elif other is not None:
             if failure.kind is FailureKind.REFUSED:
@@ -584,6 +590,7 @@ class OcppLink:
             raise _Failure(FailureKind.REFUSED, f"server did not accept subprotocol {SUBPROTOCOL[version]}")
         if version != self._preferred:
             self._switch(version, "probe of the primary succeeded")
+            self._failed_returns = 0
         self._unreachable_in_a_row = 0
         self._security_reported.clear()
         ssl_object = ws.transport.get_extra_info("ssl_object") if ws.transport is not None else None

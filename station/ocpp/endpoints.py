@@ -118,8 +118,9 @@ class Endpoints:
                 security_event("ReconfigurationOfSecurityParameters",
                                f"security profile {before.security_profile} -> {self.profile(self.slot).security_profile} "
                                f"(network profile {self.slot})")
-        self._outcome("accepted" if first_choice else "fallback-accepted", profile=self.describe(self.slot),
-                      preferred=self.order[0])
+        if self.switching or changed:  # a station on its installed endpoint alone adds no line per start
+            self._outcome("accepted" if first_choice else "fallback-accepted", profile=self.describe(self.slot),
+                          preferred=self.order[0])
 
     def _fresh_with_last_good(self) -> Any:
         """Profiles and priority as stored now (the CSMS may have changed them meanwhile) + last good."""

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from station.core.monitoring import MESSAGE_KIND, Monitor, MonitorEvent, Monitoring, VariableRef
 from station.ocpp.outbox_kinds import register
-from station.ocpp.rpc import RpcError, after_raw, on_raw
+from station.ocpp.reports import paginate
+from station.ocpp.rpc import CallErrorReceived, after_raw, on_raw
+from station.ocpp.variables import check_limits
 
 if TYPE_CHECKING:
-    from station.core.device_model import DeviceModel
     from station.core.store import OutboxEntry
     from station.ocpp.base import BaseSession
 
@@ -50,16 +51,6 @@ def variable_json(ref: VariableRef) -> dict[str, Any]:
     return out
 
 
-def check_limits(model: DeviceModel, message: str, items: int, size: int | None) -> None:
-    """N04.FR.09 / N06.FR.06-07: more entries or bytes than MonitoringCtrlr takes → the spec's CALLERROR."""
-    most = int(model.value("MonitoringCtrlr", "ItemsPerMessage", instance=message))
-    if items > most:
-        raise RpcError("OccurrenceConstraintViolation", f"{items} entries; at most {most} per {message}")
-    limit = int(model.value("MonitoringCtrlr", "BytesPerMessage", instance=message))
-    if size is not None and size > limit:
-        raise RpcError("FormatViolation", f"{size} bytes; at most {limit} per {message}")
-
-
 def set_variable_monitoring(engine: Monitoring, items: list[dict[str, Any]]) -> dict[str, Any]:
     results = []
     for item in items:
@@ -78,17 +69,15 @@ def set_variable_monitoring(engine: Monitoring, items: list[dict[str, Any]]) -> 
     return {"setMonitoringResult": results}
 
 
-def monitoring_report_pages(monitors: list[Monitor], items_per_page: int) -> list[list[dict[str, Any]]]:
-    """NotifyMonitoringReport `monitor` entries, one per variable, cut into pages of `items_per_page`."""
+def monitoring_report_data(monitors: list[Monitor]) -> list[dict[str, Any]]:
+    """NotifyMonitoringReport `monitor` entries: one per variable, its monitors listed in it."""
     by_ref: dict[VariableRef, list[dict[str, Any]]] = {}
     for monitor in monitors:
         by_ref.setdefault(monitor.ref, []).append({
             "id": monitor.id, "transaction": monitor.transaction, "value": monitor.value,
             "type": monitor.type.value, "severity": monitor.severity})
-    entries = [{"component": component_json(ref), "variable": variable_json(ref), "variableMonitoring": found}
-               for ref, found in by_ref.items()]
-    size = max(1, items_per_page)
-    return [entries[i:i + size] for i in range(0, len(entries), size)]
+    return [{"component": component_json(ref), "variable": variable_json(ref), "variableMonitoring": found}
+            for ref, found in by_ref.items()]
 
 
 def event_data(event: MonitorEvent, timestamp: str) -> dict[str, Any]:
@@ -129,6 +118,7 @@ class MonitoringHandlers:
 
     core: Any
     log: Any
+    _monitoring_pages: tuple[int, list[list[dict[str, Any]]]] | None = None
 
     @property
     def _engine(self) -> Monitoring:
@@ -156,30 +146,36 @@ class MonitoringHandlers:
 
     @on_raw("GetMonitoringReport")
     def on_get_monitoring_report(self, payload: dict[str, Any]) -> dict[str, Any]:
+        refs = [variable_ref(cv["component"], cv.get("variable")) for cv in payload.get("componentVariable") or []]
         try:
-            found = self._selected(payload)
+            found = self._engine.report(payload.get("monitoringCriteria") or [], refs)
         except ValueError:
             return {"status": "NotSupported"}  # N02.FR.02
-        return {"status": "Accepted" if found else "EmptyResultSet"}  # N02.FR.10
+        if not found:
+            return {"status": "EmptyResultSet"}  # N02.FR.10
+        model = self.core.device_model
+        pages = paginate(monitoring_report_data(found),
+                         max(1, int(model.value("DeviceDataCtrlr", "ItemsPerMessage", instance="GetReport"))),
+                         int(model.value("DeviceDataCtrlr", "BytesPerMessage", instance="GetReport")))
+        self._monitoring_pages = (int(payload["requestId"]), pages)
+        return {"status": "Accepted"}
 
     @after_raw("GetMonitoringReport")
     async def after_get_monitoring_report(self, payload: dict[str, Any]) -> None:
-        try:
-            found = self._selected(payload)
-        except ValueError:
+        """The NotifyMonitoringReport pages of the request just accepted (N02.FR.03/04/09)."""
+        prepared, self._monitoring_pages = self._monitoring_pages, None
+        if prepared is None:
             return
-        if not found:
-            return
-        most = int(self.core.device_model.value("DeviceDataCtrlr", "ItemsPerMessage", instance="GetReport"))
-        pages = monitoring_report_pages(found, most)
+        request_id, pages = prepared
         generated = _now()
         for seq_no, page in enumerate(pages):
-            message: dict[str, Any] = {"requestId": payload["requestId"], "seqNo": seq_no, "generatedAt": generated,
+            message: dict[str, Any] = {"requestId": request_id, "seqNo": seq_no, "generatedAt": generated,
                                        "monitor": page}
             if seq_no < len(pages) - 1:
                 message["tbc"] = True
-            await self.request("NotifyMonitoringReport", message)  # type: ignore[attr-defined]
-
-    def _selected(self, payload: dict[str, Any]) -> list[Monitor]:
-        refs = [variable_ref(cv["component"], cv.get("variable")) for cv in payload.get("componentVariable") or []]
-        return self._engine.report(payload.get("monitoringCriteria") or [], refs)
+            try:
+                await self.request("NotifyMonitoringReport", message)  # type: ignore[attr-defined]
+            except (CallErrorReceived, TimeoutError) as exc:
+                self.log.warning("ocpp: NotifyMonitoringReport not confirmed; report abandoned",
+                                 request_id=request_id, seq_no=seq_no, error=str(exc))
+                return

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from station import pki
+from station import pki, pki_worker
+from station.pki import PkiError
+from station.pki_worker import WorkerError
 from station.ocpp.rpc import CallErrorReceived, after_raw, on_raw
 
 if TYPE_CHECKING:
@@ -74,6 +76,14 @@ class Renewal:
     def signed(self) -> None:
         self._signed.set()
 
+    async def watch(self, every_s: float = 86400) -> None:
+        """A03: while connected, check once a day (and now) whether the certificate expires within a month."""
+        credentials = self.client.credentials
+        while credentials is not None:
+            if credentials.profile == 3 and credentials.renewal_due() and self.refusal() is None:
+                self.start("client certificate expires within a month")
+            await asyncio.sleep(every_s)
+
     async def _run(self, reason: str) -> None:
         credentials = self.client.credentials
         assert credentials is not None
@@ -85,9 +95,9 @@ class Renewal:
             if session is not None and session.accepted:
                 organization = str(self.client.core.device_model.value("SecurityCtrlr", "OrganizationName"))
                 try:
-                    csr = credentials.new_csr(organization, fresh=attempt == 0)
-                except OSError as exc:
-                    log.error("ocpp: no key for a certificate signing request", error=exc.__class__.__name__)
+                    csr = await credentials.new_csr(organization, fresh=attempt == 0)
+                except (OSError, PkiError, WorkerError) as exc:
+                    log.error("ocpp: no key for a certificate signing request", error=str(exc))
                     return
                 payload: dict[str, Any] = {"csr": csr}
                 if session.VERSION == "201":
@@ -130,7 +140,7 @@ class SecurityHandlers:
 
     # ---- M05: InstallCertificate ---------------------------------------------------------
     @on_raw("InstallCertificate")
-    def on_install_certificate(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_install_certificate(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
         credentials = self.client.credentials
         kind = self._root_kind(payload["certificateType"])
         if kind is None:
@@ -138,19 +148,19 @@ class SecurityHandlers:
         if credentials is None:
             return self._answer("Failed", "no certificate store")
         try:
-            if kind == pki.CSMS_ROOT and credentials.additional_root_check:
-                root = credentials.roots.install_successor(payload["certificate"], self.core.clock.now())
-            else:
-                root = credentials.roots.install(kind, payload["certificate"], self.core.clock.now())
+            root = await pki_worker.call(  # checked in a child process: cryptography stays out of the daemon
+                "install_root", directory=str(credentials.roots.directory), kind=kind, pem=payload["certificate"],
+                now=self.core.clock.now().isoformat(), successor=kind == pki.CSMS_ROOT and credentials.additional_root_check)
+        except pki_worker.WorkerError as exc:
+            self.log.error("ocpp: certificate not installed", error=str(exc))
+            return self._answer("Failed", "the certificate could not be checked")
         except pki.PkiError as exc:
             self.log.warning("ocpp: certificate not installed", certificate_type=payload["certificateType"], reason=str(exc))
             if kind == pki.CSMS_ROOT and "store full" not in str(exc):
                 report_event(self.client, "InvalidCsmsCertificate", f"InstallCertificate refused: {exc}")  # TC_078
             return self._answer("Rejected", str(exc))
-        except OSError as exc:
-            return self._answer("Failed", f"cannot store: {exc.__class__.__name__}")
         report_event(self.client, "ReconfigurationOfSecurityParameters",
-                     f"{payload['certificateType']} installed: {root.certificate.subject.rfc4514_string()}"[:255])
+                     f"{payload['certificateType']} installed: {root['subject']}"[:255])
         return {"status": "Accepted"}
 
     # ---- M03: GetInstalledCertificateIds --------------------------------------------------
@@ -162,13 +172,13 @@ class SecurityHandlers:
             roots = credentials.roots.roots(kind) if credentials and kind else []
             if not roots:
                 return {"status": "NotFound"}
-            return {"status": "Accepted", "certificateHashData": [r.hash_data() for r in roots]}
+            return {"status": "Accepted", "certificateHashData": [credentials.roots.hash_data(r) for r in roots]}
         wanted = payload.get("certificateType") or ["V2GRootCertificate", "MORootCertificate", *pki.ROOT_TYPES,
                                                      "V2GCertificateChain"]
         chains = []
         for name in wanted:
             if name in pki.ROOT_TYPES and credentials is not None:
-                chains += [{"certificateType": name, "certificateHashData": r.hash_data()}
+                chains += [{"certificateType": name, "certificateHashData": credentials.roots.hash_data(r)}
                            for r in credentials.roots.roots(name)]
         if not chains:
             return {"status": "NotFound"}
@@ -180,9 +190,10 @@ class SecurityHandlers:
         credentials = self.client.credentials
         wanted = payload["certificateHashData"]
         if credentials is not None:
-            station_cert = credentials.certificate()
+            station_cert = credentials.certificate_fields()
+            # Its issuer's key is not at hand here: issuer name and serial identify it well enough to refuse.
             if station_cert is not None and pki.same_hash_data(
-                    pki.hash_data(station_cert, algorithm=wanted["hashAlgorithm"]) | {"issuerKeyHash": wanted["issuerKeyHash"]},
+                    pki.hash_data_der(station_cert, algorithm=wanted["hashAlgorithm"]) | {"issuerKeyHash": wanted["issuerKeyHash"]},
                     wanted):
                 return self._answer("Failed", "the station certificate cannot be deleted")  # M04.FR.05
         root = credentials.roots.find(wanted) if credentials is not None else None
@@ -198,7 +209,7 @@ class SecurityHandlers:
         except OSError as exc:
             return self._answer("Failed", f"cannot delete: {exc.__class__.__name__}")
         report_event(self.client, "ReconfigurationOfSecurityParameters",
-                     f"{self._type_name(root.kind)} deleted: {root.certificate.subject.rfc4514_string()}"[:255])
+                     f"{self._type_name(root.kind)} deleted (SHA-256 fingerprint {root.path.stem})"[:255])
         return {"status": "Accepted"}
 
     def _root_in_use(self: Any, root: pki.InstalledRoot) -> str | None:
@@ -208,7 +219,11 @@ class SecurityHandlers:
         if ssl_object is None:
             return None  # not on TLS: no root verifies this connection
         credentials = self.client.credentials
-        if root.path in {r.path for r in credentials.roots_verifying(ssl_object.getpeercert(binary_form=True))}:
+        try:
+            peer = pki.der_fields(ssl_object.getpeercert(binary_form=True) or b"")
+        except pki.PkiError:
+            peer = None
+        if peer is not None and peer.issuer == root.fields.subject:  # by name: enough to refuse, no signature check
             return "this root verifies the current CSMS connection"
         if len(credentials.roots.roots(pki.CSMS_ROOT)) == 1 and not self.client.params.ca_bundle:
             return "the last CSMS root certificate cannot be deleted"
@@ -216,7 +231,7 @@ class SecurityHandlers:
 
     # ---- A02/A03: CertificateSigned ------------------------------------------------------------
     @on_raw("CertificateSigned")
-    def on_certificate_signed(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_certificate_signed(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
         credentials = self.client.credentials
         if payload.get("certificateType", "ChargingStationCertificate") != "ChargingStationCertificate":
             return self._answer("Rejected", "no ISO 15118 support")
@@ -226,7 +241,7 @@ class SecurityHandlers:
         elif len(chain) > int(self.core.device_model.value("SecurityCtrlr", "MaxCertificateChainSize")):
             problem = "certificate chain too long"
         else:
-            problem = credentials.install_signed(chain)
+            problem = await credentials.install_signed(chain)
         if problem:
             report_event(self.client, "InvalidChargingStationCertificate", problem)  # A02.FR.07
             return self._answer("Rejected", problem)
@@ -235,11 +250,22 @@ class SecurityHandlers:
 
     @after_raw("CertificateSigned")
     async def after_certificate_signed(self: Any, payload: dict[str, Any]) -> None:
-        """Reconnect at once with the new certificate, so it is proven (or refused) while the CSMS watches."""
+        """Reconnect with the new certificate as soon as it is valid (A02.FR.08): at once, so it is proven
+        (or refused) while the CSMS watches, or at its notBefore."""
         credentials = self.client.credentials
-        if credentials is not None and credentials.profile == 3 and credentials.attempt().trying & {"certificate"}:
-            await asyncio.sleep(0.2)  # the answer goes out first
-            await self.client.link.disconnect()
+        start = credentials.new_certificate_start() if credentials is not None else None
+        if start is None or credentials.profile != 3:
+            return
+        delay = max(0.2, (start - self.core.clock.now()).total_seconds())  # the answer goes out first
+        client = self.client
+
+        async def switch() -> None:
+            await asyncio.sleep(delay)
+            if credentials.attempt().trying & {"certificate"}:
+                log.info("ocpp: reconnecting with the new client certificate")
+                await client.link.disconnect()
+
+        client.own(asyncio.get_running_loop().create_task(switch(), name="ocpp-certificate-switch"))
 
     def trigger_certificate_renewal(self: Any) -> str:
         """TriggerMessage SignChargingStationCertificate / ExtendedTriggerMessage SignChargePointCertificate."""

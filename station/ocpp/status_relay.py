@@ -45,7 +45,10 @@ class StatusRelay(Generic[Note]):
         self._lock = asyncio.Lock()
 
     async def notify(self, note: Note) -> None:
-        self._unsent = note
+        # An equal status again (the updater repeats its final result until it is confirmed) keeps the
+        # one waiting, so a send already under way clears it: sent twice otherwise.
+        if note != self._unsent:
+            self._unsent = note
         await self.flush()
 
     async def flush(self) -> None:

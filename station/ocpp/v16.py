@@ -183,26 +183,15 @@ class V16Session(SecurityHandlers, BaseSession):
             return {"status": "Rejected" if self.core.start_refusal(connector, payload["idTag"]) else "Accepted"}
         ok, _ = self.core.request_start(connector, payload["idTag"], "Central", trigger="RemoteStart")
         if ok:
-            self._remote_start_profile(connector, payload.get("chargingProfile"))
+            self.remote_start_profile(connector, payload.get("chargingProfile"))
             await self.controller_first()
         return {"status": "Accepted" if ok else "Rejected"}
 
     @after_raw("RemoteStartTransaction")
     async def after_remote_start(self, payload: dict[str, Any]) -> None:
-        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
-            return
-        connector = payload.get("connectorId")
-        outcome = await self.core.auth.start(connector, payload["idTag"], "Central", trigger="RemoteStart")
-        if outcome.accepted:
-            self._remote_start_profile(connector, payload.get("chargingProfile"))
-        else:
-            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
-
-    def _remote_start_profile(self, connector: int | None, profile: dict[str, Any] | None) -> None:
-        if profile and connector:
-            reason = self._apply_profile(connector, profile)
-            if reason:
-                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            await self.start_authorized_remotely(payload.get("connectorId"), payload["idTag"], "Central", None,
+                                                 payload.get("chargingProfile"))
 
     @on_raw("ReserveNow")
     def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +265,8 @@ class V16Session(SecurityHandlers, BaseSession):
             for conn in self._targets(connector):
                 if conn.last_meter:
                     body: dict[str, Any] = {"connectorId": conn.id, "meterValue": [
-                        {"timestamp": iso(self.core.clock.now()), "sampledValue": sampled_values(meter_json(conn.last_meter), "Trigger")}]}
+                        {"timestamp": iso(self.core.clock.now()), "sampledValue": sampled_values(meter_json(conn.last_meter), "Trigger",
+                                                                                  self.core.selected_measurands("clock"))}]}
                     if conn.transaction and conn.transaction.csms_id:
                         body["transactionId"] = int(conn.transaction.csms_id)
                     await self.request("MeterValues", body)
@@ -285,7 +275,7 @@ class V16Session(SecurityHandlers, BaseSession):
         return [self.core.connectors[connector]] if connector else list(self.core.connectors.values())
 
     @on_raw("UpdateFirmware")
-    def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         """1.6's answer is empty: a request that cannot be taken is only logged.
 
         An unsigned update is refused with CALLERROR NotSupported (whitepaper L01.FR.20) unless the
@@ -299,7 +289,7 @@ class V16Session(SecurityHandlers, BaseSession):
             retries=payload.get("retries"),
             retry_interval_s=payload.get("retryInterval"),
         )
-        status, reason = self.start_firmware_update(request)
+        status, reason = await self.start_firmware_update(request)
         if status not in ("Accepted", "AcceptedCanceled"):
             self.log.warning("ocpp: UpdateFirmware not carried out", reason=reason)
         return {}
@@ -309,7 +299,7 @@ class V16Session(SecurityHandlers, BaseSession):
         self.launch_firmware_update()
 
     @on_raw("SignedUpdateFirmware")
-    def on_signed_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_signed_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Security whitepaper L01: the 2.0.1 UpdateFirmware under another name."""
         firmware = payload["firmware"]
         request = FirmwareRequest(
@@ -322,7 +312,7 @@ class V16Session(SecurityHandlers, BaseSession):
             retries=payload.get("retries"),
             retry_interval_s=payload.get("retryInterval"),
         )
-        status, _ = self.start_firmware_update(request)
+        status, _ = await self.start_firmware_update(request)
         return {"status": status}
 
     @after_raw("SignedUpdateFirmware")

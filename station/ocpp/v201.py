@@ -141,27 +141,16 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
                                              remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
         if not ok:
             return {"status": "Rejected", "statusInfo": status_info(reason)}
-        self._remote_start_profile(evse, payload.get("chargingProfile"))
+        self.remote_start_profile(evse, payload.get("chargingProfile"))
         await self.controller_first()
         return {"status": "Accepted"}
 
     @after_raw("RequestStartTransaction")
     async def after_request_start(self, payload: dict[str, Any]) -> None:
-        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
-            return
-        token, evse = payload["idToken"], payload.get("evseId")
-        outcome = await self.core.auth.start(evse, token["idToken"], token.get("type", "Central"),
-                                             trigger="RemoteStart", remote_start_id=payload["remoteStartId"])
-        if outcome.accepted:
-            self._remote_start_profile(evse, payload.get("chargingProfile"))
-        else:
-            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
-
-    def _remote_start_profile(self, evse: int | None, profile: dict[str, Any] | None) -> None:
-        if profile and evse:
-            reason = self._apply_profile(evse, profile)
-            if reason:
-                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            token = payload["idToken"]
+            await self.start_authorized_remotely(payload.get("evseId"), token["idToken"], token.get("type", "Central"),
+                                                 payload["remoteStartId"], payload.get("chargingProfile"))
 
     @on_raw("ReserveNow")
     def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -176,11 +165,6 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     def on_cancel_reservation(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"status": "Accepted" if self.core.reservations.cancel(int(payload["reservationId"])) else "Rejected"}
 
-    async def reservation_changed(self, data: dict[str, Any]) -> None:
-        """H04: an expired or removed reservation is reported; the others are the CSMS's own doing."""
-        if data["status"] in ("Expired", "Removed"):
-            await self.request("ReservationStatusUpdate", {"reservationId": int(data["reservation_id"]),
-                                                           "reservationUpdateStatus": data["status"]})
 
     @on_raw("GetTransactionStatus")
     def on_get_transaction_status(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -263,7 +247,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
                 if conn.last_meter:
                     from station.core.station import meter_json
 
-                    values = sampled_values(meter_json(conn.last_meter), "Trigger")
+                    values = sampled_values(meter_json(conn.last_meter), "Trigger", self.core.selected_measurands("clock"))
                     await self.request("MeterValues", {"evseId": conn.id, "meterValue": [
                         {"timestamp": iso(self.core.clock.now()), "sampledValue": values}]})
 
@@ -271,7 +255,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         return [self.core.connectors[evse]] if evse else list(self.core.connectors.values())
 
     @on_raw("UpdateFirmware")
-    def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         firmware = payload["firmware"]
         if not firmware.get("signingCertificate"):
             # 2.0.1 has no unsigned update here: the signing certificate is what ties it to the manufacturer.
@@ -287,7 +271,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
             retries=payload.get("retries"),
             retry_interval_s=payload.get("retryInterval"),
         )
-        status, reason = self.start_firmware_update(request)
+        status, reason = await self.start_firmware_update(request)
         answer: dict[str, Any] = {"status": status}
         if reason and status not in ("Accepted", "AcceptedCanceled"):
             answer["statusInfo"] = status_info(reason)
@@ -312,7 +296,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
                                  int(data["securityProfile"]), int(data["messageTimeout"]))
         params, credentials = self.client.params, self.client.credentials
         has_password = credentials.has_password() if credentials is not None else bool(params.password)
-        has_cert = (credentials.certificate() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
+        has_cert = (credentials.certificate_fields() is not None) if credentials is not None else bool(params.client_cert and params.client_key)
         raise_refusal = (credentials.profile_refusal(profile.security_profile, urls=[profile.url])
                          if credentials is not None else "the security profile is fixed by the station's configuration")
         why = profile_refusal(profile, active_security_profile=self.client.link.profile, has_password=has_password,

@@ -20,22 +20,27 @@ MAX_GET_VALUE = 2500
 MAX_16_VALUE = 500
 
 
+LIMITS_COMPONENT = {"SetVariableMonitoring": "MonitoringCtrlr", "ClearVariableMonitoring": "MonitoringCtrlr"}
+"""Whose ItemsPerMessage / BytesPerMessage[message] limit a message; DeviceDataCtrlr otherwise."""
+
+
 def check_limits(model: DeviceModel, message: str, items: int, size: int | None) -> None:
     """Raise the spec's CALLERROR when a request has more entries or bytes than the station takes."""
-    most = int(model.value("DeviceDataCtrlr", "ItemsPerMessage", instance=message))
+    component = LIMITS_COMPONENT.get(message, "DeviceDataCtrlr")
+    most = int(model.value(component, "ItemsPerMessage", instance=message))
     if items > most:
         raise RpcError("OccurrenceConstraintViolation", f"{items} entries; at most {most} per {message}")
-    limit = int(model.value("DeviceDataCtrlr", "BytesPerMessage", instance=message))
+    limit = int(model.value(component, "BytesPerMessage", instance=message))
     if size is not None and size > limit:
         raise RpcError("FormatViolation", f"{size} bytes; at most {limit} per {message}")
 
 
 def _lookup(model: DeviceModel, item: dict[str, Any]) -> tuple[dict[str, Any], Entry | None]:
-    """The result's echo of the request (component, variable, attributeType when given) and its entry."""
+    """The result's echo of the request (component, variable, attributeType: Actual when not given,
+    B05.FR.12 / B06.FR.02) and its entry."""
     component, variable = item["component"], item["variable"]
-    result: dict[str, Any] = {"component": component, "variable": variable}
-    if "attributeType" in item:
-        result["attributeType"] = item["attributeType"]
+    result: dict[str, Any] = {"component": component, "variable": variable,
+                              "attributeType": item.get("attributeType", AttributeType.ACTUAL.value)}
     evse = component.get("evse") or {}
     found = model.find(component["name"], variable["name"], instance=variable.get("instance"),
                        component_instance=component.get("instance"), evse=evse.get("id"),
