@@ -98,6 +98,14 @@ async def test_metrics_show_parked_and_held_messages(api: httpx.AsyncClient, dae
     assert "station_outbox_parked 2.0" in text and "station_outbox_held 5.0" in text
 
 
+async def test_status_flags_parked_and_held_messages_as_problems(api: httpx.AsyncClient, daemon: Daemon) -> None:
+    daemon.facts["ocpp"] = {**daemon.facts["ocpp"], "parked_messages": 2, "held_messages": 5}
+    answer = await api.get("/status")
+    assert answer.status_code == 200, answer.text
+    codes = {p["code"]: p["severity"] for p in answer.json()["problems"]}
+    assert codes["outbox_parked"] == "warning" and codes["outbox_held"] == "warning"
+
+
 async def _cli(socket: Path, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
     env.update(STATION_ENV_FILE=os.devnull, STATION_IPC_SOCKET=str(socket), OCPP_STATION_NAME="CLI_1",

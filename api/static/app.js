@@ -138,6 +138,10 @@ let queueWasEmpty = true;  // the offline queue fills and drains with every mess
 
 function addEvent(e) {
   if (e.kind === "meter") return;  // every second: shown on the connector, not in the list
+  // Periodic and clock-aligned meter values come every few seconds during a session: they would push
+  // the starts, stops and faults a technician looks for out of the list.
+  if (e.kind === "transaction" && e.data && e.data.event === "updated" &&
+      ["MeterValuePeriodic", "MeterValueClock"].includes(e.data.trigger)) return;
   if (e.kind === "outbox") {
     const empty = !(e.data && e.data.depth);
     if (empty === queueWasEmpty) return;
