@@ -5,6 +5,7 @@ Computed here (not in the page) so that /status carries them for monitoring too.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 UNDERVOLTAGE_V = 207.0
@@ -18,8 +19,16 @@ def meter_problem(status: dict[str, Any]) -> str | None:
         return None
     meter = status.get("meter") or {}
     where = f" {meter.get('model')} on {meter.get('port')}" if meter.get("port") else ""
-    return (f"energy meter{where} not answering since {health.get('since')} ({health.get('reason')}): "
+    return (f"energy meter{where} not answering since {_time_of_day(health.get('since'))} ({health.get('reason')}): "
             "energy cannot be measured for billing")
+
+
+def _time_of_day(stamp: Any) -> str:
+    """'01:13:17 UTC' for an ISO 8601 time: a technician reads the time, the date is today's."""
+    try:
+        return datetime.fromisoformat(str(stamp)).astimezone(UTC).strftime("%H:%M:%S UTC")
+    except ValueError:
+        return str(stamp)
 
 
 def problems(status: dict[str, Any]) -> list[dict[str, str]]:
@@ -36,6 +45,13 @@ def problems(status: dict[str, Any]) -> list[dict[str, str]]:
     clock = status.get("clock") or {}
     if clock and not clock.get("trusted"):
         flag("clock_not_synced", "clock not synchronized (no NTP and no time from the CSMS yet)", "warning")
+    parked, held = ocpp.get("parked_messages") or 0, ocpp.get("held_messages") or 0
+    if parked:
+        flag("outbox_parked", f"{parked} message(s) refused by the CSMS are parked (kept, not sent): "
+             "`station outbox` or GET /outbox/parked shows why; release them once the CSMS side is fixed", "warning")
+    if held:
+        flag("outbox_held", f"{held} message(s) wait for the other OCPP version (their transaction began on it); "
+             "the station returns to it when it can", "warning")
     meter = meter_problem(status)
     if meter:
         flag("meter_unhealthy", meter)

@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
     outbox = sub.add_parser("outbox", parents=[common, settings_flags],
-                            help="show parked transaction messages, or release them to be sent again",
-                            description="Transaction messages the CSMS refused `TransactionMessageAttempts` times are "
-                            "parked: kept, not sent again. `station outbox` lists them; `station outbox release "
+                            help="show parked messages (transaction, security and monitoring events), or "
+                                 "release them to be sent again",
+                            description="Queued messages (transaction events, security events, NotifyEvent) the CSMS "
+                            "refused `TransactionMessageAttempts` times are parked: kept, not sent again. `station outbox` lists them; `station outbox release "
                             "ID ...` (or `--all`) sends them again with fresh attempts.")
     outbox.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
@@ -251,7 +252,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         status = asyncio.run(fetch())
     except DaemonUnavailable as exc:
-        print(f"station daemon not reachable at {socket_path}: {exc}", file=sys.stderr)
+        print(f"station daemon not reachable: {exc}", file=sys.stderr)
         return exitcodes.DAEMON_UNAVAILABLE
     if args.json:
         print(json.dumps(status, indent=2, default=str))
@@ -297,7 +298,7 @@ def _outbox(args: argparse.Namespace) -> int:
     try:
         answer = asyncio.run(ask())
     except DaemonUnavailable as exc:
-        print(f"station daemon not reachable at {socket_path}: {exc}", file=sys.stderr)
+        print(f"station daemon not reachable: {exc}", file=sys.stderr)
         return exitcodes.DAEMON_UNAVAILABLE
     except IpcError as exc:
         print(f"station outbox: {exc.message}", file=sys.stderr)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
+
+from station.core.clock import Clock
 from station.core.model import ControllerState, ControllerStatus, PilotState
 from station.core.ports import ControllerError
+from station.core.station import StationCore
+from station.core.store import Store
 
 
 def report(
@@ -77,3 +85,29 @@ class RecordingController:
 
     def unplug(self) -> None:
         self._emit(pilot=PilotState.A, relay_closed=False, authorized=False, state=ControllerState.IDLE)
+
+
+# --- fixtures: import them into a test module (`from tests.core_helpers import core, esp, store`) ---
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """A real SQLite store in the test's directory."""
+    return Store(tmp_path / "station.db")
+
+
+@pytest.fixture
+async def core(store: Store) -> AsyncIterator[StationCore]:
+    """One connector, a trusted clock, closed after the test."""
+    core = StationCore(store=store, clock=Clock(trusted=True))
+    yield core
+    await core.close()
+
+
+@pytest.fixture
+async def esp(core: StationCore) -> RecordingController:
+    return RecordingController.attached(core)
+
+
+async def settle() -> None:
+    """Let the actuator tasks and the controller's answers run."""
+    for _ in range(5):
+        await asyncio.sleep(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from station.core.clock import Clock
 from station.core.model import ConnectorStatus, MeterReading
 from station.core.station import AuthResult, StationCore
 from station.core.store import AuthEntry, Store
-from tests.core_helpers import RecordingController
+from tests.core_helpers import RecordingController, core, esp, settle, store  # noqa: F401 — fixtures
 
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "Unknown")
 entries = st.one_of(st.none(), st.builds(AuthEntry, st.sampled_from(STATUSES), st.none(),
@@ -111,18 +110,6 @@ class FakeCsms:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "station.db")
-
-
-@pytest.fixture
-async def core(store: Store) -> StationCore:
-    core = StationCore(store=store, clock=Clock(trusted=True))
-    yield core
-    await core.close()
-
-
-@pytest.fixture
 def csms(core: StationCore) -> FakeCsms:
     fake = FakeCsms()
     core.authorizer = fake
@@ -130,18 +117,8 @@ def csms(core: StationCore) -> FakeCsms:
     return fake
 
 
-@pytest.fixture
-async def esp(core: StationCore) -> RecordingController:
-    return RecordingController.attached(core)
-
-
 def setting(core: StationCore, component: str, variable: str, value: object) -> None:
     core.auth.settings.set(component, variable, value)  # type: ignore[attr-defined]
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_online_a_local_list_token_starts_without_an_authorize(core: StationCore, csms: FakeCsms) -> None:

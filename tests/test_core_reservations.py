@@ -16,7 +16,7 @@ from station.core.model import ConnectorStatus
 from station.core.reservations import Reservation
 from station.core.station import StationCore
 from station.core.store import Store
-from tests.core_helpers import RecordingController
+from tests.core_helpers import RecordingController, core, esp, settle, store  # noqa: F401 — fixtures
 
 
 def later(seconds: float = 3600) -> str:
@@ -26,28 +26,6 @@ def later(seconds: float = 3600) -> str:
 def reservation(rid: int = 7, connector_id: int | None = 1, token: str = "RESERVED", group: str | None = None,
                 expires_at: str | None = None, connector_type: str | None = None) -> Reservation:
     return Reservation(rid, connector_id, token, "ISO14443", group, expires_at or later(), connector_type)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "station.db")
-
-
-@pytest.fixture
-async def core(store: Store) -> StationCore:
-    core = StationCore(store=store, clock=Clock(trusted=True))
-    yield core
-    await core.close()
-
-
-@pytest.fixture
-async def esp(core: StationCore) -> RecordingController:
-    return RecordingController.attached(core)
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_a_reserved_connector_shows_reserved_and_only_its_token_starts_there(

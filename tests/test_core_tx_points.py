@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
-from station.core.clock import Clock
 from station.core.device_model import Status
 from station.core.station import StationCore
 from station.core.store import Store
-from tests.core_helpers import RecordingController
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "station.db")
-
-
-@pytest.fixture
-async def core(store: Store) -> StationCore:
-    core = StationCore(store=store, clock=Clock(trusted=True))
-    yield core
-    await core.close()
-
-
-@pytest.fixture
-async def esp(core: StationCore) -> RecordingController:
-    return RecordingController.attached(core)
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+from tests.core_helpers import RecordingController, core, esp, settle, store  # noqa: F401 — fixtures
 
 
 def outbox(store: Store) -> list[tuple[str, str]]:

@@ -85,3 +85,26 @@ async def test_stopping_the_demo_with_a_signal_leaves_no_process_port_or_directo
     assert not workdir.exists()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", api_port)) != 0  # nobody listens on the API's port any more
+
+
+async def test_the_demo_moves_the_api_to_another_port_when_its_port_was_taken_in_between(tmp_path: Path) -> None:
+    """free_port said 8080 was free; another program bound it before the API did."""
+    from station.devtools.demo import Demo
+
+    demo = Demo(version="201", seconds=None, workdir=tmp_path)
+    env = {"STATION_ENV_FILE": os.devnull, "OCPP_STATION_NAME": "DEMO", "OCPP_201_URL": "ws://127.0.0.1:9/",
+           "STATION_IPC_SOCKET": str(tmp_path / "station.sock"), "STATION_API_TOKEN": "t" * 22}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        try:
+            port = await demo.start_api(env, busy)
+            assert port != busy
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 ")
+            writer.close()
+            assert [c.name for c in demo.children] == ["api"]
+        finally:
+            await demo.stop_all()

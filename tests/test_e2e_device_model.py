@@ -119,4 +119,4 @@ async def test_get_configuration_from_the_command_line_on_1_6(tmp_path: Path) ->
 async def test_the_command_line_names_a_station_that_is_not_connected(tmp_path: Path) -> None:
     async with csms_process(tmp_path) as csms:
         code, lines = await cli(csms, "NOBODY", "GetBaseReport", '{"requestId": 1, "reportBase": "FullInventory"}')
-    assert code == 1 and lines == [{"kind": "error", "code": "NotConnected", "description": "station 'NOBODY' is not connected"}]
+    assert code == 1 and lines == [{"kind": "error", "code": "NotConnected", "description": "station 'NOBODY' is not connected (connected: none)"}]

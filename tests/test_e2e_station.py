@@ -83,4 +83,4 @@ async def test_status_command_without_daemon_exits_7_with_a_clear_line(tmp_path:
     env = station_env(tmp_path, DevCsms(port=1), tmp_path / "esp32")
     code, out, err = await _station_cli(env, "status")
     assert code == 7
-    assert err.startswith("station daemon not reachable at ")
+    assert err.startswith(f"station daemon not reachable: no daemon socket at {env['STATION_IPC_SOCKET']} ")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -143,15 +144,16 @@ async def test_an_unanswered_signing_request_is_repeated_with_a_doubling_wait(
     try:
         csms.override("SignCertificate", lambda r: {"status": "Accepted"})  # accepted, never signed
         await set_organization(rig, "Test CPO")
-        for name, value in (("CertSigningWaitMinimum", "1"), ("CertSigningRepeatTimes", "2")):
+        for name, value in (("CertSigningWaitMinimum", "2"), ("CertSigningRepeatTimes", "2")):
             await csms.call("CP", "SetVariables", {"setVariableData": [{
                 "component": {"name": "SecurityCtrlr"}, "variable": {"name": name}, "attributeValue": value}]})
         await csms.call("CP", "TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"})
-        await eventually(lambda: len(csms.calls("SignCertificate")) == 3, timeout=15)
+        await eventually(lambda: len(csms.calls("SignCertificate")) == 3, timeout=20)
         times = [r.at.timestamp() for r in csms.calls("SignCertificate")]
-        assert times[2] - times[1] > (times[1] - times[0]) * 1.5  # 1 s, then 2 s
+        # waits of 2 s, then 4 s (each interval also holds the making of the CSR)
+        assert (times[2] - times[1]) - (times[1] - times[0]) > 1.0
         started_at = time.monotonic()
-        await eventually(lambda: time.monotonic() - started_at > 4.5, timeout=6)
+        await eventually(lambda: time.monotonic() - started_at > 9, timeout=11)
         assert len(csms.calls("SignCertificate")) == 3  # CertSigningRepeatTimes = 2: no fourth
     finally:
         await rig.stop()
@@ -169,5 +171,29 @@ async def test_a_certificate_expiring_within_a_month_is_renewed_by_the_station_i
     try:
         await csms.wait_for("SignCertificate", since=mark, timeout=10)
         await eventually(lambda: csms.connected("CP") and (tmp_path / "state" / "pki" / "station" / "cert.pem").exists())
+    finally:
+        await rig.stop()
+
+
+async def test_a_certificate_valid_from_later_is_used_from_its_not_before_on(csms: DevCsms, test_pki: TestPki, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+
+    rig = await started("201", csms, test_pki, tmp_path)
+    try:
+        provisioned = serial_of(csms.peer_certificates["CP"])
+        csms.certificate_authority = None  # the test signs instead, with a start a few seconds ahead
+        await set_organization(rig, "Test CPO")
+        await csms.call("CP", "TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"})
+        await csms.wait_for("SignCertificate", timeout=10)
+        key = serialization.load_pem_private_key((tmp_path / "state" / "pki" / "station" / "pending.key").read_bytes(), None)
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=4)
+        _, later = make_leaf((test_pki.ca_key, test_pki.ca_cert), "CP", organization="Test CPO", key=key, start=start)  # type: ignore[arg-type]
+        assert (await csms.call("CP", "CertificateSigned", {"certificateChain": pem(later)}))["status"] == "Accepted"
+        await asyncio.sleep(1.5)
+        assert serial_of(csms.peer_certificates["CP"]) == provisioned and csms.connected("CP")  # not valid yet
+        await eventually(lambda: csms.connected("CP") and serial_of(csms.peer_certificates["CP"]) == later.serial_number,
+                         timeout=15)
     finally:
         await rig.stop()

@@ -207,3 +207,33 @@ async def test_a_reservation_expiring_while_offline_is_reported_once_back_online
         update = await rig.csms.wait_for("ReservationStatusUpdate", since=mark, timeout=10)
         assert update.payload == {"reservationId": 17, "reservationUpdateStatus": "Expired"}
     await rig.wait_outbox_empty()  # 1.6 has no such message: the entry leaves the queue unsent
+
+
+async def test_without_stop_on_invalid_id_a_refused_token_charges_up_to_max_energy_then_is_suspended(rig: Rig) -> None:
+    from station.core.model import MeterReading
+
+    assert rig.core is not None and rig.esp is not None
+    if rig.version == "201":
+        await rig.csms.call("CP", "SetVariables", {"setVariableData": [
+            {"component": {"name": "TxCtrlr"}, "variable": {"name": "StopTxOnInvalidId"}, "attributeValue": "false"},
+            {"component": {"name": "TxCtrlr"}, "variable": {"name": "MaxEnergyOnInvalidId"}, "attributeValue": "500"}]})
+    else:
+        await rig.csms.call("CP", "ChangeConfiguration", {"key": "StopTransactionOnInvalidId", "value": "false"})
+        await rig.csms.call("CP", "ChangeConfiguration", {"key": "MaxEnergyOnInvalidId", "value": "500"})
+    rig.csms.tokens["LATE-BAD"] = "Invalid"
+    rig.core.on_meter_reading(MeterReading(1000.0))
+    rig.core.request_start(1, "LATE-BAD", "ISO14443", trigger="Authorized")
+    rig.esp.plug()
+    rig.esp.ev_requests_charge()
+    await eventually(lambda: rig.core is not None and "invalid_id" not in rig.core.connectors[1].limits
+                     and bool(rig.core.auth.invalid_limits))
+    assert rig.esp.current.relay_closed  # still charging: 500 Wh allowed
+    rig.core.on_meter_reading(MeterReading(1500.0))
+    await eventually(lambda: rig.esp is not None and not rig.esp.current.relay_closed)
+    assert rig.core.connectors[1].transaction is not None  # suspended, not ended: the driver unplugs
+    key = "connectorStatus" if rig.version == "201" else "status"
+    if rig.version == "201":
+        await rig.csms.wait_for("TransactionEvent", predicate=lambda r:
+                                r.payload["transactionInfo"].get("chargingState") == "SuspendedEVSE")
+    else:
+        await rig.csms.wait_for("StatusNotification", predicate=lambda r: r.payload[key] == "SuspendedEVSE")

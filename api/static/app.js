@@ -106,7 +106,9 @@ function render(s) {
       el("dd", {}, `${up ? "up" : "DOWN"}${info.firmware ? " · fw " + info.firmware : ""}` +
         (stats.frames_rejected != null ? ` · ${stats.frames_rejected} bad frames` : "")));
   }
-  setText("queue", s.outbox_depth === 0 ? "empty" : `${s.outbox_depth} message(s) waiting for the CSMS`);
+  const parked = o.parked_messages || 0;
+  setText("queue", (s.outbox_depth === 0 ? "empty" : `${s.outbox_depth} message(s) waiting for the CSMS`) +
+    (parked ? ` · ${parked} parked` : ""));
   const clock = s.clock || {};
   setText("clock", clock.trusted ? `synchronized (${clock.source || "?"})` : "NOT synchronized");
   setText("store", s.store && s.store.healthy === false ? `FAILING: ${s.store.last_error}` : "ok");

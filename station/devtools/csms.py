@@ -377,6 +377,10 @@ class DevCsms:
     def connected(self, station_id: str) -> bool:
         return station_id in self._sessions
 
+    def stations(self) -> list[str]:
+        """Ids of the stations connected now, sorted (for error messages that name who is there)."""
+        return sorted(self._sessions)
+
     def version_of(self, station_id: str) -> str | None:
         session = self._sessions.get(station_id)
         return session.version if session else None

@@ -119,7 +119,9 @@ class ControlServer:
         try:
             answer = await self.csms.call(station, action, request.get("payload") or {}, timeout=timeout)
         except LookupError:
-            await emit({"kind": "error", "code": "NotConnected", "description": f"station {station!r} is not connected"})
+            connected = ", ".join(self.csms.stations()) or "none"
+            await emit({"kind": "error", "code": "NotConnected",
+                        "description": f"station {station!r} is not connected (connected: {connected})"})
             return
         except CallErrorReceived as exc:
             await emit({"kind": "error", "code": exc.code, "description": exc.description, "details": exc.details})
@@ -128,8 +130,10 @@ class ControlServer:
             await emit({"kind": "error", "code": "Timeout", "description": f"no answer within {timeout:g} s"})
             return
         except OCPPError as exc:  # our request or the station's answer violates the schema
+            # The library's details hold the Call object itself: pass on the JSON-able reason only.
+            cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
             await emit({"kind": "error", "code": exc.code, "description": str(exc.description),
-                        "details": exc.details if isinstance(exc.details, dict) else {}})
+                        "details": {"cause": str(cause)} if cause else {}})
             return
         await emit({"kind": "result", "action": action, "payload": answer})
         if not wait_for:
@@ -208,8 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         last = asyncio.run(call(path, request, lambda line: print(json.dumps(line), flush=True)))
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        print(f"no dev CSMS control socket at {path}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"no dev CSMS control socket at {path}: {exc.strerror or exc} "
+              "(is `station dev-csms` running? give its --port, or --control PATH as it printed)", file=sys.stderr)
         return 3
+    if not last:
+        print(f"the dev CSMS at {path} closed the control connection without an answer (see its log)", file=sys.stderr)
+        return 1
     if last.get("kind") == "error":
         return 1
     return 4 if last.get("reason") == "timeout" else 0

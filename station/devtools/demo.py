@@ -44,6 +44,24 @@ def free_port(preferred: int | None = None) -> int:
     raise RuntimeError("no free port")
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on 127.0.0.1:`port` (Linux /proc): a connection that
+    succeeds may reach whichever program took the port first."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == wanted and fields[3] == "0A":  # 0A = LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return True
+    return False
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 """Stop the demo like Ctrl-C does (`kill PID`, a closed terminal): every child stopped, the work dir removed."""
 
@@ -112,7 +130,7 @@ class Demo:
                 + (f" ({event['info']})" if event.get("info") else ""))
         elif text in ("transaction started", "transaction ended", "boot accepted"):
             detail = {k: event[k] for k in ("transaction_id", "reason", "energy_wh", "heartbeat_interval") if k in event}
-            say("station", f"{text} {detail}")
+            say("station", " ".join([text, *(f"{k}={v}" for k, v in detail.items())]))
         elif text.startswith("ocpp link: connected") or text == "charge controller link":
             say("station", text if text != "charge controller link" else
                 f"ESP32 link {'up' if event.get('up') else 'DOWN'}: {event.get('reason')}")
@@ -150,6 +168,30 @@ class Demo:
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
+    async def start_api(self, env: dict[str, str], port: int, attempts: int = 3) -> int:
+        """Start the API and return the port it listens on.
+
+        `free_port` only says a port was free a moment ago; another program may take it before
+        the API binds (8080 is popular). Then the API exits, and the demo tries another port
+        instead of announcing a status page nobody serves.
+        """
+        for _ in range(attempts):
+            child = await self.spawn("api", "-m", "api", env={**env, "STATION_API_BIND": f"127.0.0.1:{port}"})
+            deadline = time.monotonic() + 15
+            while child.process.returncode is None and time.monotonic() < deadline:
+                if _listens(child.process.pid, port):
+                    return port
+                await asyncio.sleep(0.1)
+            if child.process.returncode is None:
+                raise RuntimeError(f"the API did not listen on 127.0.0.1:{port} within 15 s")
+            if child.pump is not None:  # the process is gone: its output ends
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(child.pump, 2)
+            self.children.remove(child)
+            say("demo", f"the API could not listen on 127.0.0.1:{port} (taken by another program?); trying another port")
+            port = free_port()
+        raise RuntimeError(f"the API could not start ({attempts} ports tried; see {self.workdir / 'api.log'})")
+
     async def wait_for_path(self, path: Path, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
         while not path.exists():
@@ -165,7 +207,7 @@ class Demo:
                 await asyncio.sleep(0.1)
                 for item in self.csms.received[seen:]:
                     if item.kind == "call":
-                        say("CSMS", f"← {item.action} {_brief(item.action, item.payload)}")
+                        say("CSMS", f"← {item.action} {_brief(item.action, item.payload)}".rstrip())
                 seen = len(self.csms.received)
 
         return asyncio.create_task(watch())
@@ -236,7 +278,7 @@ class Demo:
             await self.wait_for_path(d / "esp32.sock")
             await self.wait_for_path(d / "meter")
             await self.spawn("station", "-m", "station", "run", env=env)
-            await self.spawn("api", "-m", "api", env=env)
+            self.api_port = await self.start_api(env, self.api_port)
             say("demo", f"status page: http://127.0.0.1:{self.api_port}/   (API docs: /docs)")
             say("demo", f"drive the CSMS: station dev-csms call {STATION_ID} GetBaseReport "
                         f"'{{\"requestId\": 1, \"reportBase\": \"FullInventory\"}}' --wait-for NotifyReport "
@@ -352,6 +394,10 @@ def _brief(action: str, payload: dict[str, Any]) -> str:
         return f"{payload['eventType']} seq {payload['seqNo']} ({payload['triggerReason']}){meter}"
     if action in ("StartTransaction", "StopTransaction"):
         return f"meter {payload.get('meterStart', payload.get('meterStop'))} Wh"
+    if action == "SecurityEventNotification":
+        return str(payload.get("type", ""))
+    if action == "BootNotification":
+        return str(payload.get("reason", ""))
     if action == "MeterValues":
         values = {v.get("measurand"): v["value"] for v in payload["meterValue"][0]["sampledValue"] if "phase" not in v}
         return f"energy {values.get('Energy.Active.Import.Register')} Wh, power {values.get('Power.Active.Import')} W"

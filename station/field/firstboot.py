@@ -138,8 +138,9 @@ def _write_record(root: Path, record: dict[str, object]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="station-firstboot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")))
+    parser = argparse.ArgumentParser(prog="station-firstboot", description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")),
+                        help="device root (default $STATION_ROOT or /)")
     parser.add_argument("--boot-dir", action="append", help="where station-identity.env may be (relative to root)")
     parser.add_argument("--no-smoke", action="store_true", help="skip station --once")
     args = parser.parse_args(argv)

@@ -178,13 +178,14 @@ def revert(*, root: Path = Path("/")) -> tuple[int, dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="station-migrate-csms", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="station-migrate-csms", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("url", nargs="?", help="new CSMS URL (ws:// or wss://, no credentials)")
     parser.add_argument("--ocpp", choices=["201", "16"], help="OCPP version of the new endpoint (default: OCPP_PRIMARY)")
     parser.add_argument("--limit", type=float, default=DEFAULT_LIMIT_S, help="seconds for BootNotification to be accepted (default %(default)s)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between checks (default %(default)s)")
     parser.add_argument("--revert", action="store_true", help="go back to the priority before the last migration")
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")))
+    parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")),
+                        help="device root (default $STATION_ROOT or /)")
     args = parser.parse_args(argv)
     if args.revert:
         code, record = revert(root=args.root)

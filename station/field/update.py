@@ -360,7 +360,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--from-request", type=Path, metavar="FILE", help="carry out a request left by the daemon")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="seconds for the smoke test to pass (default %(default)s)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, help="seconds between smoke attempts (default %(default)s)")
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")), help="device root (default /)")
+    parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")), help="device root (default $STATION_ROOT or /)")
     parser.add_argument("--status", action="store_true", help="print current/previous/installed releases")
     return parser
 

@@ -241,6 +241,29 @@ class BaseSession(StrictChargePoint):
     def authorize_result(self, response: dict[str, Any]) -> AuthResult:
         raise NotImplementedError
 
+    def _apply_profile(self, connector_id: int, raw: dict[str, Any]) -> str | None:
+        """Install a charging profile given in the version's shape; why not, or None when installed."""
+        raise NotImplementedError
+
+    # ---- remote start (both versions) ----------------------------------------------------
+    def remote_start_profile(self, connector_id: int | None, profile: dict[str, Any] | None) -> None:
+        """The charging profile a remote start carries, installed once the session is accepted."""
+        if profile and connector_id:
+            reason = self._apply_profile(connector_id, profile)
+            if reason:
+                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+
+    async def start_authorized_remotely(self, connector_id: int | None, id_token: str, token_type: str,
+                                        remote_start_id: int | None, profile: dict[str, Any] | None) -> None:
+        """AuthorizeRemoteStart (1.6 AuthorizeRemoteTxRequests): after the answer, the token is
+        authorized as if presented at the station (local list, cache, Authorize), then started."""
+        outcome = await self.core.auth.start(connector_id, id_token, token_type, trigger="RemoteStart",
+                                             remote_start_id=remote_start_id)
+        if outcome.accepted:
+            self.remote_start_profile(connector_id, profile)
+        else:
+            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
+
     # ---- evidence and live events ---------------------------------------------------
     def on_frame(self, direction: str, action: str | None, message: list[Any]) -> None:
         """Every frame becomes an `ocpp_message` event; answered CSMS calls become evidence."""
@@ -322,10 +345,7 @@ class BaseSession(StrictChargePoint):
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
             self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
             self.spawn(self.client.flush_log_status(), "ocpp-log-status")
-            credentials = self.client.credentials
-            if credentials is not None and credentials.profile == 3 and credentials.renewal_due() \
-                    and self.client.renewal.refusal() is None:
-                self.client.renewal.start("client certificate expires within a month")  # A03
+            self.spawn(self.client.renewal.watch(), "ocpp-certificate-expiry")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))

@@ -76,6 +76,14 @@ class Renewal:
     def signed(self) -> None:
         self._signed.set()
 
+    async def watch(self, every_s: float = 86400) -> None:
+        """A03: while connected, check once a day (and now) whether the certificate expires within a month."""
+        credentials = self.client.credentials
+        while credentials is not None:
+            if credentials.profile == 3 and credentials.renewal_due() and self.refusal() is None:
+                self.start("client certificate expires within a month")
+            await asyncio.sleep(every_s)
+
     async def _run(self, reason: str) -> None:
         credentials = self.client.credentials
         assert credentials is not None
@@ -242,11 +250,22 @@ class SecurityHandlers:
 
     @after_raw("CertificateSigned")
     async def after_certificate_signed(self: Any, payload: dict[str, Any]) -> None:
-        """Reconnect at once with the new certificate, so it is proven (or refused) while the CSMS watches."""
+        """Reconnect with the new certificate as soon as it is valid (A02.FR.08): at once, so it is proven
+        (or refused) while the CSMS watches, or at its notBefore."""
         credentials = self.client.credentials
-        if credentials is not None and credentials.profile == 3 and credentials.attempt().trying & {"certificate"}:
-            await asyncio.sleep(0.2)  # the answer goes out first
-            await self.client.link.disconnect()
+        start = credentials.new_certificate_start() if credentials is not None else None
+        if start is None or credentials.profile != 3:
+            return
+        delay = max(0.2, (start - self.core.clock.now()).total_seconds())  # the answer goes out first
+        client = self.client
+
+        async def switch() -> None:
+            await asyncio.sleep(delay)
+            if credentials.attempt().trying & {"certificate"}:
+                log.info("ocpp: reconnecting with the new client certificate")
+                await client.link.disconnect()
+
+        client.own(asyncio.get_running_loop().create_task(switch(), name="ocpp-certificate-switch"))
 
     def trigger_certificate_renewal(self: Any) -> str:
         """TriggerMessage SignChargingStationCertificate / ExtendedTriggerMessage SignChargePointCertificate."""

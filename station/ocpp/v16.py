@@ -203,26 +203,15 @@ class V16Session(SecurityHandlers, BaseSession):
             return {"status": "Rejected" if self.core.start_refusal(connector, payload["idTag"]) else "Accepted"}
         ok, _ = self.core.request_start(connector, payload["idTag"], "Central", trigger="RemoteStart")
         if ok:
-            self._remote_start_profile(connector, payload.get("chargingProfile"))
+            self.remote_start_profile(connector, payload.get("chargingProfile"))
             await self.controller_first()
         return {"status": "Accepted" if ok else "Rejected"}
 
     @after_raw("RemoteStartTransaction")
     async def after_remote_start(self, payload: dict[str, Any]) -> None:
-        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
-            return
-        connector = payload.get("connectorId")
-        outcome = await self.core.auth.start(connector, payload["idTag"], "Central", trigger="RemoteStart")
-        if outcome.accepted:
-            self._remote_start_profile(connector, payload.get("chargingProfile"))
-        else:
-            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
-
-    def _remote_start_profile(self, connector: int | None, profile: dict[str, Any] | None) -> None:
-        if profile and connector:
-            reason = self._apply_profile(connector, profile)
-            if reason:
-                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            await self.start_authorized_remotely(payload.get("connectorId"), payload["idTag"], "Central", None,
+                                                 payload.get("chargingProfile"))
 
     @on_raw("ReserveNow")
     def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -140,27 +140,16 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
                                              remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
         if not ok:
             return {"status": "Rejected", "statusInfo": status_info(reason)}
-        self._remote_start_profile(evse, payload.get("chargingProfile"))
+        self.remote_start_profile(evse, payload.get("chargingProfile"))
         await self.controller_first()
         return {"status": "Accepted"}
 
     @after_raw("RequestStartTransaction")
     async def after_request_start(self, payload: dict[str, Any]) -> None:
-        if not self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
-            return
-        token, evse = payload["idToken"], payload.get("evseId")
-        outcome = await self.core.auth.start(evse, token["idToken"], token.get("type", "Central"),
-                                             trigger="RemoteStart", remote_start_id=payload["remoteStartId"])
-        if outcome.accepted:
-            self._remote_start_profile(evse, payload.get("chargingProfile"))
-        else:
-            self.log.warning("ocpp: remote start not carried out", reason=outcome.reason)
-
-    def _remote_start_profile(self, evse: int | None, profile: dict[str, Any] | None) -> None:
-        if profile and evse:
-            reason = self._apply_profile(evse, profile)
-            if reason:
-                self.log.warning("ocpp: charging profile of the remote start not installed", reason=reason)
+        if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
+            token = payload["idToken"]
+            await self.start_authorized_remotely(payload.get("evseId"), token["idToken"], token.get("type", "Central"),
+                                                 payload["remoteStartId"], payload.get("chargingProfile"))
 
     @on_raw("ReserveNow")
     def on_reserve_now(self, payload: dict[str, Any]) -> dict[str, Any]:
