@@ -295,7 +295,7 @@ class V16Session(SecurityHandlers, BaseSession):
         return [self.core.connectors[connector]] if connector else list(self.core.connectors.values())
 
     @on_raw("UpdateFirmware")
-    def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         """1.6's answer is empty: a request that cannot be taken is only logged.
 
         An unsigned update is refused with CALLERROR NotSupported (whitepaper L01.FR.20) unless the
@@ -309,7 +309,7 @@ class V16Session(SecurityHandlers, BaseSession):
             retries=payload.get("retries"),
             retry_interval_s=payload.get("retryInterval"),
         )
-        status, reason = self.start_firmware_update(request)
+        status, reason = await self.start_firmware_update(request)
         if status not in ("Accepted", "AcceptedCanceled"):
             self.log.warning("ocpp: UpdateFirmware not carried out", reason=reason)
         return {}
@@ -319,7 +319,7 @@ class V16Session(SecurityHandlers, BaseSession):
         self.launch_firmware_update()
 
     @on_raw("SignedUpdateFirmware")
-    def on_signed_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_signed_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Security whitepaper L01: the 2.0.1 UpdateFirmware under another name."""
         firmware = payload["firmware"]
         request = FirmwareRequest(
@@ -332,7 +332,7 @@ class V16Session(SecurityHandlers, BaseSession):
             retries=payload.get("retries"),
             retry_interval_s=payload.get("retryInterval"),
         )
-        status, _ = self.start_firmware_update(request)
+        status, _ = await self.start_firmware_update(request)
         return {"status": status}
 
     @after_raw("SignedUpdateFirmware")

@@ -254,7 +254,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         return [self.core.connectors[evse]] if evse else list(self.core.connectors.values())
 
     @on_raw("UpdateFirmware")
-    def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         firmware = payload["firmware"]
         if not firmware.get("signingCertificate"):
             # 2.0.1 has no unsigned update here: the signing certificate is what ties it to the manufacturer.
@@ -270,7 +270,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
             retries=payload.get("retries"),
             retry_interval_s=payload.get("retryInterval"),
         )
-        status, reason = self.start_firmware_update(request)
+        status, reason = await self.start_firmware_update(request)
         answer: dict[str, Any] = {"status": status}
         if reason and status not in ("Accepted", "AcceptedCanceled"):
             answer["statusInfo"] = status_info(reason)
