@@ -17,6 +17,7 @@ from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms
 from station.meter.sim_process import MeterSimProcess
 from tests.e2e import STATION_ID, DaemonProcess, station_env
+from tests.test_e2e_version_switch import BOTH, ONLY_16, station
 
 ENERGY = "Energy.Active.Import.Register"
 SETTINGS_201 = (("SampledDataCtrlr", "TxEndedInterval", "1"), ("SampledDataCtrlr", "TxEndedMeasurands", ENERGY),
@@ -92,3 +93,30 @@ async def test_the_end_message_carries_sampled_and_clock_aligned_readings_kept_a
     assert [stamp(v) for v in values] == sorted(stamp(v) for v in values)
     energies = [float(v["sampledValue"][0]["value"]) for v in values]
     assert energies == sorted(energies) and energies[-1] > energies[0]  # the EV charged meanwhile
+
+
+async def test_1_6_a_transaction_started_at_plug_in_under_2_0_1_settings_goes_out_with_the_free_vend_id_tag(
+    tmp_path: Path,
+) -> None:
+    async with station(tmp_path, BOTH) as (csms, esp, rig):
+        await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+        answer = await csms.call(STATION_ID, "SetVariables", {"setVariableData": [{
+            "component": {"name": "TxCtrlr"}, "variable": {"name": "TxStartPoint"}, "attributeValue": "EVConnected"}]})
+        assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+        await rig.switch_to(ONLY_16, "16")  # the next transaction's first message goes out in 1.6
+        await rig.until(lambda s: s["ocpp"]["version"] == "16")
+        site = await csms.call(STATION_ID, "ChangeConfiguration", {"key": "FreeVendIdTag", "value": "SITE-FREE"})
+        assert site == {"status": "Accepted"}
+        await esp.command("plug")  # TxStartPoint EVConnected: the transaction starts with no token
+        start = await csms.wait_for("StartTransaction", STATION_ID, timeout=20)
+        await csms.call(STATION_ID, "RemoteStartTransaction", {"connectorId": 1, "idTag": "DRIVER-1"})
+        await esp.command("ev_charge")
+        await rig.until(lambda s: ((s["connectors"][0]["meter"] or {}).get("power_w") or 0) > 0)
+        await esp.command("unplug")
+        stop = await csms.wait_for("StopTransaction", STATION_ID, timeout=20)
+        final = await rig.until(lambda s: s["outbox_depth"] == 0)
+
+    assert start.payload["idTag"] == "SITE-FREE"
+    assert stop.payload["transactionId"] == csms.last_transaction_id
+    assert stop.payload["idTag"] == "DRIVER-1"  # the driver's token authorized the running transaction
+    assert final["ocpp"]["parked_messages"] == 0

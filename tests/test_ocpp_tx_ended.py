@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from station.core.model import MeterReading
+from station.ocpp import meter_values
 from station.ocpp.meter_values import ENDED_BYTES_MAX, ended_meter_values
 from station.ocpp.schema import compiled_validator
 from tests.ocpp_helpers import rig_on_dev_csms
@@ -91,3 +92,17 @@ async def test_1_6_a_refused_free_vend_id_tag_does_not_stop_the_transaction(tmp_
         cached = rig.core.store.cache_lookup("FreeVend")
     assert transaction is not None and transaction.csms_id == "7"  # still running, waiting for a driver's token
     assert cached is None
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_an_end_message_is_thinned_only_when_its_full_readings_would_pass_the_cap(
+    as_text: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for readings in (1, 20, 55, 60, 65, 70, 121):
+        sent = ended_meter_values(long_session(readings), None, as_text=as_text)
+        with monkeypatch.context() as patch:
+            patch.setattr(meter_values, "ENDED_BYTES_MAX", 10**9)
+            full = ended_meter_values(long_session(readings), None, as_text=as_text)
+        size = len(json.dumps(full, separators=(",", ":")))
+        assert len(json.dumps(sent, separators=(",", ":"))) <= ENDED_BYTES_MAX
+        assert (sent == full) == (size <= ENDED_BYTES_MAX), (readings, size)
