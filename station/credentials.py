@@ -181,6 +181,12 @@ class Credentials:
         except (OSError, IndexError, pki.PkiError):
             return None
 
+    def new_certificate_start(self) -> datetime | None:
+        """notBefore of a signed certificate waiting to be used, or None."""
+        path = self._station / "new.pem"
+        validity = _validity(str(path)) if path.exists() else None
+        return validity[0] if validity is not None else None
+
     def _new_certificate_usable(self) -> bool:
         """A02.FR.08: a signed certificate is used from its notBefore on."""
         path = self._station / "new.pem"

@@ -78,7 +78,7 @@ class Daemon:
         roots.seed(MANUFACTURER_ROOT, settings.manufacturer_roots)
         self.firmware = FirmwareUpdater(
             settings.state_dir, is_idle=self._idle, now=self.core.clock.now,
-            manufacturer_roots=lambda: [r.certificate for r in roots.roots(MANUFACTURER_ROOT)],
+            manufacturer_roots=lambda: roots.pem(MANUFACTURER_ROOT),
             allow_unsigned=settings.firmware_allow_unsigned)
         self.boot_reason = boot_reason.determine(self.store, settings.state_dir, boot_id=boot_reason.kernel_boot_id())
         self._restart_reason: str | None = None

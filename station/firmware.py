@@ -239,6 +239,17 @@ def verify_signature(pem: str, signature_b64: str, sha256: bytes, path: Path) ->
     return None
 
 
+async def _checked(function: str, **kwargs: Any) -> str | None:
+    """A certificate or signature check in the child process; a failed child counts as a refusal."""
+    from station import pki_worker
+
+    try:
+        return await pki_worker.call(function, **kwargs)  # type: ignore[no-any-return]
+    except pki_worker.WorkerError as exc:
+        log.error("firmware: check failed", check=function, error=str(exc))
+        return "the check could not be run"
+
+
 def _describe(exc: BaseException, url: str) -> str:
     """An error for the log without the URL's user info or query."""
     text = str(exc)
@@ -265,12 +276,14 @@ class FirmwareUpdater:
         poll_seconds: float = 5.0,
         http_timeout_s: float = 60.0,
         project: str = PROJECT,
-        manufacturer_roots: Callable[[], Sequence[Any]] = lambda: (),
+        manufacturer_roots: Callable[[], str] = lambda: "",
         allow_unsigned: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.manufacturer_roots = manufacturer_roots
-        """The installed ManufacturerRootCertificates (x509) a firmware signing certificate must chain to."""
+        """The installed ManufacturerRootCertificates (PEM text) a firmware signing certificate must chain to.
+        The certificate and signature checks run in a child process (`station.pki_worker`): `cryptography`
+        stays out of the daemon even when a request is refused."""
         self.allow_unsigned = allow_unsigned
         """Whether an update without signature may be installed at all (1.6 UpdateFirmware; development only)."""
         self.directory = state_dir / "firmware"
@@ -326,18 +339,18 @@ class FirmwareUpdater:
         return data if isinstance(data, dict) else None
 
     # ---- requests --------------------------------------------------------------------
-    def start(self, request: FirmwareRequest) -> Answer:
+    async def start(self, request: FirmwareRequest) -> Answer:
         """Accept (or refuse) a request; the work begins with :meth:`launch`.
 
         A request while another is still downloading or waiting cancels that one
         (``AcceptedCanceled``); once an artefact was handed over to the update flow it cannot
         be called back, so the new request is ``Rejected``.
         """
-        answer = self._answer(request)
+        answer = await self._answer(request)
         self.last_answer = answer.status
         return answer
 
-    def _answer(self, request: FirmwareRequest) -> Answer:
+    async def _answer(self, request: FirmwareRequest) -> Answer:
         if self._status == FirmwareStatus.INSTALLING:
             return Answer("Rejected", "an update is being installed")
         if request.signature and not request.signing_certificate:
@@ -347,7 +360,8 @@ class FirmwareUpdater:
             self._security_event("InvalidFirmwareSigningCertificate", "UpdateFirmware: unsigned update refused")
             return Answer("InvalidCertificate", "unsigned update refused")
         if request.signing_certificate:
-            problem = check_certificate(request.signing_certificate, self.now(), self.manufacturer_roots())
+            problem = await _checked("check_signing_certificate", pem=request.signing_certificate,
+                                     roots=self.manufacturer_roots(), now=self.now().isoformat())
             if problem:
                 log.warning("firmware: signing certificate refused", reason=problem)
                 self._security_event("InvalidFirmwareSigningCertificate", f"UpdateFirmware: {problem}")
@@ -527,7 +541,8 @@ class FirmwareUpdater:
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, "SHA-256 of the artefact does not match its checksum")
             if request.signing_certificate:
                 # The signature covers the artefact itself: with it, a checksum is optional.
-                problem = (verify_signature(request.signing_certificate, request.signature, digest, path)
+                problem = (await _checked("verify_firmware_signature", pem=request.signing_certificate,
+                                          signature=request.signature, sha256=digest.hex(), path=str(path))
                            if request.signature else "no signature")
                 if problem:
                     self._security_event("InvalidFirmwareSignature", f"request {rid}: {problem}")

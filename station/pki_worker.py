@@ -112,7 +112,26 @@ def store_signed(chain: str, station_dir: str, station_id: str, roots_dir: str, 
     return {"serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat()}
 
 
-FUNCTIONS = {"install_root": install_root, "make_csr": make_csr, "store_signed": store_signed}
+def check_signing_certificate(pem: str, roots: str, now: str) -> str | None:
+    """Why a firmware signing certificate cannot be used (L01.FR.12), or None."""
+    from station import firmware, pki
+
+    try:
+        trusted = pki.load_chain(roots) if roots.strip() else []
+    except pki.PkiError:
+        trusted = []
+    return firmware.check_certificate(pem, datetime.fromisoformat(now), trusted)
+
+
+def verify_firmware_signature(pem: str, signature: str, sha256: str, path: str) -> str | None:
+    """Why the signature over the downloaded artefact does not verify, or None."""
+    from station import firmware
+
+    return firmware.verify_signature(pem, signature, bytes.fromhex(sha256), Path(path))
+
+
+FUNCTIONS = {"install_root": install_root, "make_csr": make_csr, "store_signed": store_signed,
+             "check_signing_certificate": check_signing_certificate, "verify_firmware_signature": verify_firmware_signature}
 
 
 def main() -> int:

@@ -33,6 +33,8 @@ async def test_daemon_hands_a_signed_update_over_and_reports_installed_once_afte
             assert answer["status"] == "Accepted"
             await csms.wait_for("FirmwareStatusNotification", STATION_ID,
                                 lambda r: r.payload["status"] in ("Installing", "DownloadFailed", "InstallVerificationFailed"), timeout=20)
+            assert daemon.proc is not None  # the checks ran in child processes: cryptography is not in the daemon
+            assert "cryptography" not in Path(f"/proc/{daemon.proc.pid}/maps").read_text()
             request = json.loads((state / "update" / "request.json").read_text())
             assert request["version"] == "9.9.0" and Path(request["artefact"]).read_bytes() == ARTEFACT
             # station-update.service (root) carries it out, restarts the daemon, and leaves result.json.

@@ -19,7 +19,6 @@ import pytest
 from station.field import update
 from station.devtools.csms import DevCsms, Received
 from station.firmware import FirmwareUpdater
-from station import pki
 from tests.firmware_helpers import ARTEFACT, WHEEL, ArtefactServer, artefact_server, make_signer, sha256
 from tests.ocpp_helpers import Rig, eventually
 from tests.pki_helpers import make_firmware_signer
@@ -37,8 +36,7 @@ def http() -> Iterator[ArtefactServer]:
 
 def updater(state: Path, **kwargs: Any) -> FirmwareUpdater:
     """A development rig's updater: the test manufacturer root trusted, plain 1.6 UpdateFirmware allowed."""
-    root = pki.load_chain(SIGNER.root_pem)
-    settings: dict[str, Any] = {"manufacturer_roots": lambda: root, "allow_unsigned": True, **kwargs}
+    settings: dict[str, Any] = {"manufacturer_roots": lambda: SIGNER.root_pem, "allow_unsigned": True, **kwargs}
     return FirmwareUpdater(state, poll_seconds=0.05, default_retry_interval_s=0, **settings)
 
 

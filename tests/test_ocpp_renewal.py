@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -170,5 +171,29 @@ async def test_a_certificate_expiring_within_a_month_is_renewed_by_the_station_i
     try:
         await csms.wait_for("SignCertificate", since=mark, timeout=10)
         await eventually(lambda: csms.connected("CP") and (tmp_path / "state" / "pki" / "station" / "cert.pem").exists())
+    finally:
+        await rig.stop()
+
+
+async def test_a_certificate_valid_from_later_is_used_from_its_not_before_on(csms: DevCsms, test_pki: TestPki, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+
+    rig = await started("201", csms, test_pki, tmp_path)
+    try:
+        provisioned = serial_of(csms.peer_certificates["CP"])
+        csms.certificate_authority = None  # the test signs instead, with a start a few seconds ahead
+        await set_organization(rig, "Test CPO")
+        await csms.call("CP", "TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"})
+        await csms.wait_for("SignCertificate", timeout=10)
+        key = serialization.load_pem_private_key((tmp_path / "state" / "pki" / "station" / "pending.key").read_bytes(), None)
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=4)
+        _, later = make_leaf((test_pki.ca_key, test_pki.ca_cert), "CP", organization="Test CPO", key=key, start=start)  # type: ignore[arg-type]
+        assert (await csms.call("CP", "CertificateSigned", {"certificateChain": pem(later)}))["status"] == "Accepted"
+        await asyncio.sleep(1.5)
+        assert serial_of(csms.peer_certificates["CP"]) == provisioned and csms.connected("CP")  # not valid yet
+        await eventually(lambda: csms.connected("CP") and serial_of(csms.peer_certificates["CP"]) == later.serial_number,
+                         timeout=15)
     finally:
         await rig.stop()

@@ -431,11 +431,11 @@ class BaseSession(StrictChargePoint):
         if payload is not None:
             await self.request("FirmwareStatusNotification", payload)
 
-    def start_firmware_update(self, request: FirmwareRequest) -> tuple[str, str]:
+    async def start_firmware_update(self, request: FirmwareRequest) -> tuple[str, str]:
         """(answer status, reason) for an UpdateFirmware; the work begins in `launch_firmware_update`."""
         if self.client.firmware is None:
             return "Rejected", "remote update not configured"
-        answer = self.client.firmware.start(request)
+        answer = await self.client.firmware.start(request)
         self.log.info("ocpp: UpdateFirmware", status=answer.status, reason=answer.reason or None)
         return answer.status, answer.reason
 

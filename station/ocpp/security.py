@@ -250,11 +250,22 @@ class SecurityHandlers:
 
     @after_raw("CertificateSigned")
     async def after_certificate_signed(self: Any, payload: dict[str, Any]) -> None:
-        """Reconnect at once with the new certificate, so it is proven (or refused) while the CSMS watches."""
+        """Reconnect with the new certificate as soon as it is valid (A02.FR.08): at once, so it is proven
+        (or refused) while the CSMS watches, or at its notBefore."""
         credentials = self.client.credentials
-        if credentials is not None and credentials.profile == 3 and credentials.attempt().trying & {"certificate"}:
-            await asyncio.sleep(0.2)  # the answer goes out first
-            await self.client.link.disconnect()
+        start = credentials.new_certificate_start() if credentials is not None else None
+        if start is None or credentials.profile != 3:
+            return
+        delay = max(0.2, (start - self.core.clock.now()).total_seconds())  # the answer goes out first
+        client = self.client
+
+        async def switch() -> None:
+            await asyncio.sleep(delay)
+            if credentials.attempt().trying & {"certificate"}:
+                log.info("ocpp: reconnecting with the new client certificate")
+                await client.link.disconnect()
+
+        client.own(asyncio.get_running_loop().create_task(switch(), name="ocpp-certificate-switch"))
 
     def trigger_certificate_renewal(self: Any) -> str:
         """TriggerMessage SignChargingStationCertificate / ExtendedTriggerMessage SignChargePointCertificate."""

@@ -18,7 +18,7 @@ from station.ocpp import variables
 from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
-from station.ocpp.meter_values import ended_aligned_values
+from station.ocpp.meter_values import ended_meter_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.monitoring import MonitoringHandlers
 from station.ocpp.rpc import after_raw, on_raw
@@ -96,9 +96,8 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock",
                                            "Trigger": "Trigger"}.get(entry.trigger, "Other"))
         samples = sampled_values(data.get("meter"), context, data.get("measurands"))
-        values = ended_aligned_values(data, as_text=False) if entry.kind == "ended" else []
-        if samples:
-            values.append({"timestamp": timestamp, "sampledValue": samples})
+        value = {"timestamp": timestamp, "sampledValue": samples} if samples else None
+        values = ended_meter_values(data, value, as_text=False) if entry.kind == "ended" else [value] if value else []
         if values:
             payload["meterValue"] = values
         return "TransactionEvent", payload
@@ -255,7 +254,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         return [self.core.connectors[evse]] if evse else list(self.core.connectors.values())
 
     @on_raw("UpdateFirmware")
-    def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_update_firmware(self, payload: dict[str, Any]) -> dict[str, Any]:
         firmware = payload["firmware"]
         if not firmware.get("signingCertificate"):
             # 2.0.1 has no unsigned update here: the signing certificate is what ties it to the manufacturer.
@@ -271,7 +270,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
             retries=payload.get("retries"),
             retry_interval_s=payload.get("retryInterval"),
         )
-        status, reason = self.start_firmware_update(request)
+        status, reason = await self.start_firmware_update(request)
         answer: dict[str, Any] = {"status": status}
         if reason and status not in ("Accepted", "AcceptedCanceled"):
             answer["statusInfo"] = status_info(reason)
