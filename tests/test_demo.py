@@ -25,6 +25,7 @@ def test_demo_plays_a_complete_session_and_exits_zero(version: str) -> None:
     out = result.stdout
     assert "OK: boot, status, heartbeat and a complete, metered transaction reached the CSMS" in out
     assert "status page: http://127.0.0.1:" in out
+    assert re.search(r'Authorization: Bearer \$\(cat /\S+/api-token\)', out), out  # the path, not the token
     started = "TransactionEvent Started" if version == "201" else "← StartTransaction"
     ended = "TransactionEvent Ended" if version == "201" else "← StopTransaction"
     assert out.index(started) < out.index(ended)
