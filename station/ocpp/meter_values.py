@@ -16,6 +16,15 @@ if TYPE_CHECKING:
 PHASES = ("L1", "L2", "L3")
 
 
+def decimal_text(value: float) -> str:
+    """A reading as 1.6's "raw decimal" string: no exponent, no trailing zeroes, thousandths kept.
+
+    Not "%g": six significant digits turn a 12.3 MWh register into "1.23457e+07" (50 Wh lost).
+    """
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool,
                    measurands: list[str] | None = None) -> list[dict[str, Any]]:
     """Energy.Active.Import.Register, Power.Active.Import, Current.Import and Voltage per phase, Frequency.
@@ -41,7 +50,7 @@ def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool,
     out = []
     for measurand, value, unit, phase in samples:
         rounded = round(float(value), 3)
-        item: dict[str, Any] = {"value": f"{rounded:g}" if as_text else rounded, "context": context,
+        item: dict[str, Any] = {"value": decimal_text(rounded) if as_text else rounded, "context": context,
                                 "measurand": measurand}
         if as_text:
             if unit != "Hz":  # 1.6's UnitOfMeasure has no Hz: Frequency is unitless there
