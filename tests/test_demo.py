@@ -62,7 +62,8 @@ async def test_stopping_the_demo_with_a_signal_leaves_no_process_port_or_directo
     rest = b""
     try:
         async with asyncio.timeout(60):
-            while not any("connector 1 → Available" in line for line in out):
+            while not all(any(mark in line for line in out)
+                          for mark in ("working directory", "status page: http", "connector 1 → Available")):
                 line = (await demo.stdout.readline()).decode()
                 assert line, "".join(out)
                 out.append(line)

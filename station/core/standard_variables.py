@@ -168,8 +168,10 @@ TRANSACTIONS = (
              key16="MeterValuesSampledData", owner_required=True),
     Variable("SampledDataCtrlr", "TxStartedMeasurands", MEMBERS, RW, default=SAMPLED, values_list=MEASURANDS,
              owner_required=True),
-    Variable("SampledDataCtrlr", "TxEndedMeasurands", MEMBERS, RW, default=SAMPLED, values_list=MEASURANDS,
-             key16="StopTxnSampledData", owner_required=True),
+    Variable("SampledDataCtrlr", "TxEndedMeasurands", MEMBERS, RW, default="Energy.Active.Import.Register",
+             values_list=MEASURANDS, key16="StopTxnSampledData", owner_required=True,
+             description="the billing register only by default: in 1.6 it is also sent every MeterValueSampleInterval "
+                         "for the whole session in StopTransaction (all measurands: ~53 KB for 2 h)"),
     Variable("SampledDataCtrlr", "TxEndedInterval", I, RW, default=0, unit="s", min_limit=0, max_limit=86400,
              owner_required=True, description="readings for the Ended event every so many s from the start; 0: none"),
     Variable("AlignedDataCtrlr", "Enabled", B, default=True),
