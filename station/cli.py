@@ -310,6 +310,7 @@ def _outbox(args: argparse.Namespace) -> int:
     else:
         print(f"queued: {answer['depth']}   parked: {len(answer['parked'])}")
         for e in answer["parked"]:
-            print(f"  #{e['id']}  {e['kind']:<8} seqNo {e['seq_no']:<4} transaction {e['transaction_id']}  "
-                  f"attempts {e['attempts']}  {e['last_error'] or ''}")
+            # Security events, NotifyEvent, ... share the outbox: they have no transaction nor seqNo.
+            tx = f"seqNo {e['seq_no']:<4} transaction {e['transaction_id']}  " if e["transaction_id"] else ""
+            print(f"  #{e['id']}  {e['kind']:<8} {tx}attempts {e['attempts']}  {e['last_error'] or ''}")
     return exitcodes.OK

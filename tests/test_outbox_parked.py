@@ -127,6 +127,20 @@ async def test_the_cli_lists_parked_messages_and_releases_them_all(daemon: Daemo
     assert daemon.store.parked_count() == 0
 
 
+async def test_the_cli_lists_a_parked_message_without_a_transaction_by_its_kind_alone(
+    daemon: Daemon, sock_path: Path
+) -> None:
+    with daemon.store.transaction("seed") as db:
+        entry_id = daemon.store.append_message(db, "security_event", Clock(trusted=True).stamp(),
+                                               {"type": "SettingSystemTime"})
+    daemon.store.retry_outbox(entry_id, "CALLERROR FormatViolation: bad techInfo", 0, park=True)
+    code, out = await _cli(sock_path)
+    assert code == 0, out
+    line = next(line for line in out.splitlines() if line.startswith(f"  #{entry_id} "))
+    assert "security_event" in line and "FormatViolation" in line
+    assert "transaction" not in line and "seqNo" not in line, line
+
+
 def test_a_database_from_before_version_binding_gets_the_column_and_keeps_its_transactions(tmp_path: Path) -> None:
     import sqlite3
 
