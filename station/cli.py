@@ -261,7 +261,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
     version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
     print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
-          f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}")
+          f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}".rstrip())
     print(f"offline queue: {status.get('outbox_depth')}   parked: {ocpp.get('parked_messages')}   "
           f"waiting for the other OCPP version: {ocpp.get('held_messages') or 0}   "
           f"clock trusted: {status.get('clock', {}).get('trusted')}")
