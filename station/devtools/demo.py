@@ -399,6 +399,9 @@ def _brief(action: str, payload: dict[str, Any]) -> str:
         return f"{payload['eventType']} seq {payload['seqNo']} ({payload['triggerReason']}){meter}"
     if action in ("StartTransaction", "StopTransaction"):
         return f"meter {payload.get('meterStart', payload.get('meterStop'))} Wh"
+    if action == "NotifyEvent":
+        return "; ".join(f"{e['component']['name']}.{e['variable']['name']} = {e.get('actualValue')} ({e.get('trigger')})"
+                         for e in payload.get("eventData", []))
     if action == "SecurityEventNotification":
         return str(payload.get("type", ""))
     if action == "BootNotification":
