@@ -275,6 +275,11 @@ class StationCore:
         self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
         self.auth.enforce_energy(conn)
 
+    @property
+    def meter_answers(self) -> bool:
+        """No verdict that the meter stopped answering (a station without a meter has none either)."""
+        return self.meter_health is None or bool(self.meter_health["healthy"])
+
     def on_meter_health(self, healthy: bool, reason: str) -> None:
         """The meter answers again, or stopped answering: billing depends on it, so this is a
         station problem (status, /ready, metrics) and a `meter_health` event (monitoring subscribes)."""
@@ -315,7 +320,8 @@ class StationCore:
                 self.tx_ended.tick(conn, wall)
             if conn.transaction and now - conn.last_periodic >= self.meter_value_seconds:
                 conn.last_periodic = now
-                self._record(conn, "updated", "MeterValuePeriodic")
+                if self.meter_answers:  # else its last reading would go out as measured now
+                    self._record(conn, "updated", "MeterValuePeriodic")
             if conn.last_command_error is not None and not (conn.actuator and not conn.actuator.done()):
                 # A command the controller did not confirm (a stop above all) is retried, not forgotten:
                 # the controller's status may not change again to trigger it.
@@ -803,7 +809,7 @@ class StationCore:
         idle: list[Connector] = []
         with self._one_pass():
             for conn in self.connectors.values():
-                if conn.last_meter is None:
+                if conn.last_meter is None or not self.meter_answers:
                     continue
                 if conn.transaction is not None:
                     self._record(conn, "updated", "MeterValueClock", stamp=stamp)
