@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ocpp", choices=["201", "16"], default=None, help="OCPP version (default: OCPP_PRIMARY or 201)")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (DEMO_SECONDS)")
 
-    sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port)", add_help=False)
+    sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port); `dev-csms call` sends a connected station any CALL", add_help=False)
     sub.add_parser("loadtest", help="simulate N stations against a CSMS (backend sizing)", add_help=False)
     sim = sub.add_parser("sim", help="hardware simulators on pseudo-terminals")
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)

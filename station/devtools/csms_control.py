@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-for", action="append", default=[], metavar="ACTION",
                         help="print the station's CALLs of this action that follow (repeatable)")
     parser.add_argument("--until", action="append", default=[], metavar="FIELD=V1[,V2]",
-                        help="stop at the follow-up whose FIELD has one of these values (default: tbc not true)")
+                        help="stop at the follow-up whose FIELD has one of these values (default: at the first "
+                             "one not saying \"tbc\": true, i.e. the last page of a report)")
     parser.add_argument("--timeout", type=float, default=30, help="seconds for the answer and the follow-ups")
     return parser
 
