@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,6 +14,7 @@ from station.core.store import OutboxEntry, Store, TransactionRecord
 from station.devtools.csms import DevCsms, Received
 from station.ipc.client import IpcClient, IpcError
 from station.ipc.server import IpcServer
+from tests.e2e import station_cli
 from tests.ocpp_helpers import Rig, eventually
 from tests.station_rig import Daemon, api, auth, daemon, sock_path  # noqa: F401
 
@@ -110,10 +109,8 @@ async def _cli(socket: Path, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
     env.update(STATION_ENV_FILE=os.devnull, STATION_IPC_SOCKET=str(socket), OCPP_STATION_NAME="CLI_1",
                OCPP_201_URL="ws://127.0.0.1:9/ocpp/")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "station", "outbox", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    return proc.returncode or 0, out.decode()
+    code, out, err = await station_cli(env, "outbox", *args, timeout=30)
+    return code, out + err
 
 
 async def test_the_cli_lists_parked_messages_and_releases_them_all(daemon: Daemon, sock_path: Path) -> None:
