@@ -265,6 +265,12 @@ def _status(args: argparse.Namespace) -> int:
     print(f"offline queue: {status.get('outbox_depth')}   parked: {ocpp.get('parked_messages')}   "
           f"waiting for the other OCPP version: {ocpp.get('held_messages') or 0}   "
           f"clock trusted: {status.get('clock', {}).get('trusted')}")
+    meter = status.get("meter") or {}
+    if meter.get("port"):
+        health = status.get("meter_health") or {}
+        state = "answering" if health.get("healthy", True) else \
+            f"NOT answering since {health.get('since')} ({health.get('reason')})"
+        print(f"meter {meter.get('model')} on {meter['port']}: {state}")
     for c in status.get("connectors", []):
         tx = c.get("transaction")
         print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
