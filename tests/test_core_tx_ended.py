@@ -73,6 +73,23 @@ async def test_the_sampled_series_starts_with_transaction_begin_and_follows_the_
         ("Transaction.Begin", 1000.0), ("Sample.Periodic", 1200.0), ("Sample.Periodic", 1400.0)]
 
 
+async def test_no_reading_is_kept_while_the_meter_does_not_answer(tmp_path: Path) -> None:
+    """Its last reading, kept with a later time, would claim a measurement nobody made."""
+    core, esp = core_with_meter(tmp_path)
+    start(core, esp)
+    conn = core.connectors[1]
+    begin = core.clock.now()
+    core.on_meter_health(False, "3 polls in a row failed")
+    core.tx_ended.tick(conn, begin + timedelta(seconds=61))
+    core.tx_ended.clock_boundary(begin + timedelta(seconds=90), "201")
+    core.on_meter_health(True, "reading again")
+    core.on_meter_reading(MeterReading(1500.0))
+    core.tx_ended.tick(conn, begin + timedelta(seconds=125))
+    kept = core.store.tx_samples(conn.transaction.id)  # type: ignore[union-attr]
+    assert [(s["context"], s["meter"]["energy_wh"]) for s in kept] == [
+        ("Transaction.Begin", 1000.0), ("Sample.Periodic", 1500.0)]
+
+
 async def test_interval_0_or_no_measurands_keep_nothing(tmp_path: Path) -> None:
     core, esp = core_with_meter(tmp_path)
     core.device_model.set("SampledDataCtrlr", "TxEndedInterval", 0)

@@ -130,8 +130,8 @@ class TxEndedSamples:
 
     def _keep(self, conn: Connector, series: str, context: str, at: datetime) -> None:
         tx = conn.transaction
-        if tx is None or conn.last_meter is None:
-            return
+        if tx is None or conn.last_meter is None or not self.core.meter_answers:
+            return  # a dead meter's last reading, kept with a later time, would claim a new measurement
         if not self.core.selected_measurands(CONTEXT_MOMENT[context]):
             return
         from station.core.station import meter_json  # the module that imports this one
