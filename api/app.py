@@ -312,7 +312,7 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
                              connector_id=connector_id, amps=None)
 
     @app.get("/outbox/parked", response_model=Outbox, tags=["state"], responses=ERRORS,
-             summary="Transaction messages the CSMS refused too often (parked, not sent until released)")
+             summary="Queued messages (transactions, security and monitoring events) the CSMS refused too often (parked, not sent until released)")
     async def parked() -> Any:
         return await daemon(lambda c: c.outbox())
 

@@ -134,7 +134,7 @@ class Clock(Open):
 class Problem(BaseModel):
     code: Literal["csms_unreachable", "clock_not_synced", "store_unhealthy", "esp32_link_down",
                   "connector_faulted", "undervoltage", "meter_unhealthy",
-                  "esp32_unexpected_values"]
+                  "esp32_unexpected_values", "outbox_parked", "outbox_held"]
     severity: Literal["error", "warning"]
     message: str
 

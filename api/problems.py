@@ -48,7 +48,8 @@ def problems(status: dict[str, Any]) -> list[dict[str, str]]:
     parked, held = ocpp.get("parked_messages") or 0, ocpp.get("held_messages") or 0
     if parked:
         flag("outbox_parked", f"{parked} message(s) refused by the CSMS are parked (kept, not sent): "
-             "`station outbox` or GET /outbox/parked shows why; release them once the CSMS side is fixed", "warning")
+             "see why with station outbox (or GET /outbox/parked); release them once the CSMS side is fixed",
+             "warning")
     if held:
         flag("outbox_held", f"{held} message(s) wait for the other OCPP version (their transaction began on it); "
              "the station returns to it when it can", "warning")

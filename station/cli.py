@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ocpp", choices=["201", "16"], default=None, help="OCPP version (default: OCPP_PRIMARY or 201)")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (DEMO_SECONDS)")
 
-    sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port)", add_help=False)
+    sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port); `dev-csms call` sends a connected station any CALL", add_help=False)
     sub.add_parser("loadtest", help="simulate N stations against a CSMS (backend sizing)", add_help=False)
     sim = sub.add_parser("sim", help="hardware simulators on pseudo-terminals")
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="DEVICE", required=True)
@@ -261,10 +261,16 @@ def _status(args: argparse.Namespace) -> int:
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
     version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
     print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
-          f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}")
+          f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}".rstrip())
     print(f"offline queue: {status.get('outbox_depth')}   parked: {ocpp.get('parked_messages')}   "
           f"waiting for the other OCPP version: {ocpp.get('held_messages') or 0}   "
           f"clock trusted: {status.get('clock', {}).get('trusted')}")
+    meter = status.get("meter") or {}
+    if meter.get("port"):
+        health = status.get("meter_health") or {}
+        state = "answering" if health.get("healthy", True) else \
+            f"NOT answering since {health.get('since')} ({health.get('reason')})"
+        print(f"meter {meter.get('model')} on {meter['port']}: {state}")
     for c in status.get("connectors", []):
         tx = c.get("transaction")
         print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
@@ -310,6 +316,7 @@ def _outbox(args: argparse.Namespace) -> int:
     else:
         print(f"queued: {answer['depth']}   parked: {len(answer['parked'])}")
         for e in answer["parked"]:
-            print(f"  #{e['id']}  {e['kind']:<8} seqNo {e['seq_no']:<4} transaction {e['transaction_id']}  "
-                  f"attempts {e['attempts']}  {e['last_error'] or ''}")
+            # Security events, NotifyEvent, ... share the outbox: they have no transaction nor seqNo.
+            tx = f"seqNo {e['seq_no']:<4} transaction {e['transaction_id']}  " if e["transaction_id"] else ""
+            print(f"  #{e['id']}  {e['kind']:<8} {tx}attempts {e['attempts']}  {e['last_error'] or ''}")
     return exitcodes.OK

@@ -121,7 +121,15 @@ def console() -> int:
         return launch(argv[1:])
     from station.cli import main
 
-    return main(argv)
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`station config show | head`): no traceback, and no second one
+        # when Python flushes stdout at exit. 141 = 128 + SIGPIPE, as a shell reports it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def launch(run_argv: list[str]) -> int:

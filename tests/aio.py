@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 
@@ -18,3 +18,10 @@ async def running(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait until `condition()` holds (polling; for state owned by another task): a condition, not a duration."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)

@@ -76,6 +76,15 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace")
 
 
+async def station_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """`station ARGS` run as a technician types it, with `env`: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "station", *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
 @contextlib.asynccontextmanager
 async def running_station(
     directory: Path, *, version: str = "201", simulator: bool = True, sim_args: list[str] | None = None, **extra: str

@@ -18,6 +18,7 @@ from station.firmware import FirmwareUpdater
 from station.ocpp.client import OcppClient
 from station.ocpp.connection import LinkParams
 from station.ocpp.rpc import StrictChargePoint
+from tests.aio import eventually
 from tests.core_helpers import RecordingController
 
 BOOT_201 = {"chargingStation": {"model": "AC22", "vendorName": "Orge"}, "reason": "PowerUp"}
@@ -45,13 +46,6 @@ def booting_session(
             serving.cancel()
 
     return on_session
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
-    """Wait until `condition()` holds (polling; for state owned by another task)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- full station rig

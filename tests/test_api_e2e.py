@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,27 +13,23 @@ from typing import Any
 import httpx
 import pytest
 
+from station.devtools.demo import free_port
 from tests.e2e import STATION_ID, DaemonProcess, running_station
 from tests.station_rig import sse_events, wait_for
 
 TOKEN = "e2e-api-token-canary-51"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @contextlib.asynccontextmanager
-async def api_process(env: dict[str, str], log_path: Path) -> AsyncIterator[str]:
-    """`station-api` (api/__main__.py) as its own process, as systemd runs it; yields its base URL."""
-    port = free_port()
-    env = {**env, "STATION_API_BIND": f"127.0.0.1:{port}", "STATION_API_TOKEN": TOKEN}
+async def started_api(env: dict[str, str], log_path: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """`station-api` (api/__main__.py) as its own process with `env` (STATION_API_BIND included), past its
+    first /health answer; yields its base URL and the process. Stopped with SIGTERM, killed if it lingers."""
+    host_port = env["STATION_API_BIND"]
     with log_path.open("ab") as log:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "api", env=env, stdout=log, stderr=log,
                                                     stdin=asyncio.subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host_port}"
         try:
             async with httpx.AsyncClient(base_url=url) as client:
                 async def up() -> bool:
@@ -44,7 +39,7 @@ async def api_process(env: dict[str, str], log_path: Path) -> AsyncIterator[str]
                     return False
 
                 await wait_for(up, timeout=20, what="station-api to listen")
-            yield url
+            yield url, proc
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -53,6 +48,14 @@ async def api_process(env: dict[str, str], log_path: Path) -> AsyncIterator[str]
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def api_process(env: dict[str, str], log_path: Path) -> AsyncIterator[str]:
+    """`station-api` as systemd runs it, beside the daemon of `env`; yields its base URL."""
+    env = {**env, "STATION_API_BIND": f"127.0.0.1:{free_port()}", "STATION_API_TOKEN": TOKEN}
+    async with started_api(env, log_path) as (url, _):
+        yield url
 
 
 async def test_a_technician_session_through_the_api_reaches_the_csms_and_shows_live(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import httpx
 import pytest
 
 from api.guard import MAX_BODY
-from tests.station_rig import wait_for
-from tests.test_api_e2e import free_port
+from station.devtools.demo import free_port
+from tests.test_api_e2e import started_api
 
 TOKEN = "guard-test-token-7f1c"
 CHUNK = 1024 * 1024
@@ -41,24 +40,8 @@ async def api_alone(tmp_path: Path) -> AsyncIterator[tuple[int, int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
     env.update({"STATION_ENV_FILE": os.devnull, "OCPP_STATION_NAME": "GUARD_1", "OCPP_201_URL": "ws://127.0.0.1:9/", "STATION_API_BIND": f"127.0.0.1:{port}", "STATION_API_TOKEN": TOKEN,
                 "STATION_IPC_SOCKET": str(tmp_path / "none.sock"), "STATION_STATE_DIR": str(tmp_path / "state")})
-    log_path = tmp_path / "api.log"
-    with log_path.open("ab") as log:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "api", env=env, stdout=log, stderr=log,
-                                                    stdin=asyncio.subprocess.DEVNULL)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                async def up() -> bool:
-                    assert proc.returncode is None, log_path.read_text()
-                    with contextlib.suppress(httpx.TransportError):
-                        return (await client.get("/health")).status_code == 200
-                    return False
-
-                await wait_for(up, timeout=20, what="station-api to listen")
-            yield port, proc.pid
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-            await proc.wait()
+    async with started_api(env, tmp_path / "api.log") as (_, proc):
+        yield port, proc.pid
 
 
 async def stream_chunked(port: int, path: str, headers: dict[str, str], total: int, pid: int, *,

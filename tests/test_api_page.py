@@ -67,6 +67,23 @@ async def test_plugging_in_a_vehicle_changes_the_page_live(
             shutil.copy(tmp_path / "status-page-phone.png", os.environ["STATION_SCREENSHOT_DIR"])
 
 
+async def test_a_dead_meter_marks_the_connectors_reading_as_the_last_one(
+    tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    async with serve_api(settings_for(tmp_path, sock_path)) as url:
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        daemon.core.on_meter_reading(MeterReading(energy_import_wh=12_000.0, power_w=7100.0))
+        connector = page.get_by_test_id("connector-1")
+        await expect(connector).to_contain_text("7.10 kW")
+        await expect(connector).not_to_contain_text("not answering")
+        daemon.core.on_meter_health(False, "3 polls in a row failed")
+        await expect(connector).to_contain_text("not answering: last reading shown")
+        await expect(page.locator("#problems li[data-code=meter_unhealthy]")).to_contain_text("3 polls in a row failed")
+
+
 async def test_the_page_shows_when_the_daemon_goes_away(
     tmp_path: Path, sock_path: Path, daemon: Daemon, browser: Any
 ) -> None:

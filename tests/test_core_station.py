@@ -238,3 +238,23 @@ async def test_a_dead_meter_shows_as_power_meter_failure_without_stopping_the_co
     assert (conn.derived.status, conn.derived.error_code) == (ConnectorStatus.AVAILABLE, "PowerMeterFailure")
     core.on_meter_health(True, "answers again")
     assert (conn.derived.status, conn.derived.error_code) == (ConnectorStatus.AVAILABLE, "NoError")
+
+
+async def test_no_periodic_meter_values_while_the_meter_does_not_answer(
+    core: StationCore, esp: RecordingController, store: Store
+) -> None:
+    """The last reading would go out with a fresh timestamp: 22 kW 'measured' by a dead meter."""
+    core.on_meter_reading(MeterReading(energy_import_wh=1000.0, power_w=22_000.0))
+    core.request_start(1, "TOKEN1")
+    esp.plug()
+    esp.ev_requests_charge()
+    await settle()
+    core.meter_value_seconds = 0
+    core.on_meter_health(False, "3 polls in a row failed")
+    before = len(outbox(store))
+    core.tick()
+    assert [t for _, _, t in outbox(store)[before:]] == []
+    core.on_meter_health(True, "reading again")
+    core.on_meter_reading(MeterReading(energy_import_wh=1100.0, power_w=22_000.0))
+    core.tick()
+    assert "MeterValuePeriodic" in [t for _, _, t in outbox(store)[before:]]

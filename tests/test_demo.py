@@ -25,6 +25,7 @@ def test_demo_plays_a_complete_session_and_exits_zero(version: str) -> None:
     out = result.stdout
     assert "OK: boot, status, heartbeat and a complete, metered transaction reached the CSMS" in out
     assert "status page: http://127.0.0.1:" in out
+    assert re.search(r'Authorization: Bearer \$\(cat /\S+/api-token\)', out), out  # the path, not the token
     started = "TransactionEvent Started" if version == "201" else "← StartTransaction"
     ended = "TransactionEvent Ended" if version == "201" else "← StopTransaction"
     assert out.index(started) < out.index(ended)
@@ -61,7 +62,8 @@ async def test_stopping_the_demo_with_a_signal_leaves_no_process_port_or_directo
     rest = b""
     try:
         async with asyncio.timeout(60):
-            while not any("connector 1 → Available" in line for line in out):
+            while not all(any(mark in line for line in out)
+                          for mark in ("working directory", "status page: http", "connector 1 → Available")):
                 line = (await demo.stdout.readline()).decode()
                 assert line, "".join(out)
                 out.append(line)

@@ -35,3 +35,11 @@ async def test_an_unknown_station_is_named_with_the_stations_that_are_connected(
                                    payload={"type": "Immediate"})
     assert lines == [{"kind": "error", "code": "NotConnected",
                       "description": f"station 'NOPE' is not connected (connected: {rig.station_id})"}]
+
+
+async def test_an_action_of_the_other_version_is_refused_before_sending_and_says_why(tmp_path: Path) -> None:
+    async with rig_on_dev_csms("16", tmp_path / "station.db") as rig:
+        lines = await control_call(rig.csms, tmp_path / "csms.ctl", station=rig.station_id, action="GetVariables",
+                                   payload={"getVariableData": []})
+    assert len(lines) == 1 and lines[0]["code"] == "NotImplemented", lines
+    assert lines[0]["description"] == "not sent: GetVariables is not an OCPP 1.6 action (the station's version)"

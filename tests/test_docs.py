@@ -25,3 +25,18 @@ def test_ocpp_doc_lists_every_device_model_variable_and_16_key(tmp_path: Path) -
         if (v.key16 and f"| {v.key16} |" not in text) or (not v.only16 and name not in text):
             missing.append(entry.path)
     assert missing == [], "regenerate the table: python -m station.devtools.variables_table"
+
+
+def test_ocpp_doc_message_tables_name_every_message_the_station_handles() -> None:
+    from station.ocpp.v16 import V16Session
+    from station.ocpp.v201 import V201Session
+
+    text = (DOCS / "ocpp.md").read_text()
+    tables = text[text.index("## Messages"):text.index("\n## ", text.index("## Messages") + 1)]
+    missing = []
+    for cls in (V201Session, V16Session):
+        for name in dir(cls):
+            action = getattr(getattr(cls, name), "_on_action", None)
+            if action and action not in tables:
+                missing.append(f"{cls.__name__}: {action}")
+    assert missing == []

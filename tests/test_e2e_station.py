@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import STATION_ID, running_station
+from tests.e2e import STATION_ID, running_station, station_cli
 
 
 @pytest.mark.parametrize("version", ["201", "16"])
@@ -54,22 +54,12 @@ async def test_sigterm_stops_the_daemon_cleanly(tmp_path: Path) -> None:
         assert '"station stopped"' in daemon.log()
 
 
-async def _station_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    import asyncio
-    import sys
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "station", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_status_command_summarizes_the_running_daemon(tmp_path: Path) -> None:
     async with running_station(tmp_path) as (csms, _sim, daemon):
         await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
-        code, out, err = await _station_cli(daemon.env, "status")
+        code, out, err = await station_cli(daemon.env, "status")
     assert code == 0, err
     assert f"station {STATION_ID}" in out
     assert "CSMS: connected  OCPP 2.0.1" in out
@@ -81,6 +71,6 @@ async def test_status_command_without_daemon_exits_7_with_a_clear_line(tmp_path:
     from station.devtools.csms import DevCsms
 
     env = station_env(tmp_path, DevCsms(port=1), tmp_path / "esp32")
-    code, out, err = await _station_cli(env, "status")
+    code, out, err = await station_cli(env, "status")
     assert code == 7
     assert err.startswith(f"station daemon not reachable: no daemon socket at {env['STATION_IPC_SOCKET']} ")

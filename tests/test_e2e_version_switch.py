@@ -182,7 +182,9 @@ async def test_a_1_6_transaction_continued_on_2_0_1_and_killed_is_finished_on_1_
     assert late, "meter values recorded while on 2.0.1 were never delivered"
     stamps = [r.payload["meterValue"][0]["timestamp"] for r in values]
     assert stamps == sorted(stamps)
-    readings = [v for r in values for v in energy(r.payload)] + energy(stop.payload)
+    # transactionData: the StopTxnSampledData readings kept since the start, then the Transaction.End value
+    assert energy(stop.payload) == sorted(energy(stop.payload))
+    readings = [v for r in values for v in energy(r.payload)] + energy(stop.payload)[-1:]
     assert readings == sorted(readings)
     assert stop.payload["meterStop"] >= start.payload["meterStart"]
     assert switched < unplugged_at

@@ -198,6 +198,17 @@ async def test_port_vanishing_is_reopened_and_resynced(tmp_path: Path) -> None:
         await rec.status_where(lambda s: s.pilot is PilotState.B)
 
 
+async def test_a_missing_device_is_named_once_with_what_to_check(tmp_path: Path) -> None:
+    rec = Recorder()
+    port = tmp_path / "esp32"
+    link = Esp32Link(str(port), on_status=rec.on_status, on_link=rec.on_link, poll_interval=0.1,
+                     reopen_backoff=(0.05, 0.2))
+    async with running(link.run()):
+        await rec.until(lambda: bool(rec.links))
+    assert rec.links[0] == (False, f"cannot open {port}: No such file or directory "
+                                   "(ESP32 not connected, or its udev rule not installed?)")
+
+
 async def test_link_started_before_the_device_exists_comes_up_when_it_appears(tmp_path: Path) -> None:
     rec = Recorder()
     sim = SimulatorProcess(tmp_path, interval=30)

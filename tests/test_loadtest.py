@@ -74,3 +74,11 @@ async def test_a_run_against_a_csms_nobody_answers_fails_as_unreachable() -> Non
     assert code == exitcodes.CSMS_UNREACHABLE
     assert "none of the 2 stations booted" in err and "unreachable" in err
     assert summary["not_booted"]
+
+
+async def test_a_warning_every_simulated_station_logs_is_printed_once() -> None:
+    async with DevCsms() as csms:
+        code, summary, err = await _loadtest_process(csms.url("201"), "--stations", "4", "--duration", "2")
+    assert code == 0 and summary["booted_at_end"] == 4
+    assert err.count("no authentication configured") == 1, err
+

@@ -13,18 +13,9 @@ from station.core.ports import EnergyMeter
 from station.meter.client import ModbusMeter, effective_parity
 from station.meter.registers import ADL400
 from station.meter.sim_process import MeterSimError, MeterSimProcess
-from tests.aio import running
+from tests.aio import eventually, running
 
 NOMINAL_V = 230.0
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition, not for a duration: fast when things are fast, no flaky sleeps."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 class Recorder:
@@ -51,7 +42,7 @@ async def test_readings_match_the_set_load_within_tolerance(tmp_path: Path) -> N
     async with MeterSimProcess(tmp_path, load_a=16.0, energy_wh=1000.0) as sim:
         meter = make_meter(sim.link, rec)
         async with running(meter.run()):
-            await wait_until(lambda: rec.count() >= 3)
+            await eventually(lambda: rec.count() >= 3)
     reading = rec.readings[-1]
     assert reading.current_a is not None and reading.voltage_v is not None
     assert all(abs(a - 16.0) < 0.3 for a in reading.current_a)
@@ -69,11 +60,11 @@ async def test_readings_follow_a_load_change(tmp_path: Path) -> None:
     async with MeterSimProcess(tmp_path, load_a=10.0) as sim:
         meter = make_meter(sim.link, rec)
         async with running(meter.run()):
-            await wait_until(lambda: rec.count() >= 1)
+            await eventually(lambda: rec.count() >= 1)
             await sim.command("set_load", current_a=32.0)
-            await wait_until(lambda: rec.readings[-1].current_a is not None and rec.readings[-1].current_a[0] > 31)
+            await eventually(lambda: rec.readings[-1].current_a is not None and rec.readings[-1].current_a[0] > 31)
             await sim.command("set_load", current_a=0.0)
-            await wait_until(lambda: rec.readings[-1].power_w == 0.0)
+            await eventually(lambda: rec.readings[-1].power_w == 0.0)
     last = rec.readings[-1]
     assert last.current_a == (0.0, 0.0, 0.0)
     assert last.voltage_v is not None and all(abs(v - NOMINAL_V) < 5.0 for v in last.voltage_v)
@@ -85,9 +76,9 @@ async def test_energy_increases_while_loaded_and_never_decreases(tmp_path: Path)
     async with MeterSimProcess(tmp_path, load_a=16.0, energy_wh=5000.0, speedup=3600.0) as sim:
         meter = make_meter(sim.link, rec)
         async with running(meter.run()):
-            await wait_until(lambda: rec.count() >= 1)
+            await eventually(lambda: rec.count() >= 1)
             first = rec.readings[0].energy_import_wh
-            await wait_until(lambda: rec.readings[-1].energy_import_wh >= first + 1000.0)
+            await eventually(lambda: rec.readings[-1].energy_import_wh >= first + 1000.0)
     energies = [r.energy_import_wh for r in rec.readings]
     assert energies == sorted(energies)
     assert all(e % 100.0 == 0 for e in energies)  # whole 0.1 kWh counts, as the ADL400 reports
@@ -98,12 +89,12 @@ async def test_failed_reads_are_retried_counted_and_never_produce_a_reading(tmp_
     async with MeterSimProcess(tmp_path, load_a=16.0, energy_wh=2000.0) as sim:
         meter = make_meter(sim.link, rec)
         async with running(meter.run()):
-            await wait_until(lambda: meter.healthy)
+            await eventually(lambda: meter.healthy)
             before = meter.last_reading
             await sim.command("fail", seconds=60)
-            await wait_until(lambda: meter.stats.consecutive_failures >= 1)
+            await eventually(lambda: meter.stats.consecutive_failures >= 1)
             count_at_failure = rec.count()
-            await wait_until(lambda: not meter.healthy)
+            await eventually(lambda: not meter.healthy)
             assert rec.count() == count_at_failure
             assert meter.last_reading is not None and before is not None
             assert meter.last_reading.energy_import_wh == before.energy_import_wh
@@ -117,12 +108,12 @@ async def test_meter_recovers_after_a_failure(tmp_path: Path) -> None:
     async with MeterSimProcess(tmp_path, load_a=8.0, energy_wh=3000.0) as sim:
         meter = make_meter(sim.link, rec)
         async with running(meter.run()):
-            await wait_until(lambda: meter.healthy)
+            await eventually(lambda: meter.healthy)
             await sim.command("fail", seconds=60)
-            await wait_until(lambda: not meter.healthy)
+            await eventually(lambda: not meter.healthy)
             count_while_failing = rec.count()
             await sim.command("fail", seconds=0)  # the meter answers again
-            await wait_until(lambda: meter.healthy and rec.count() > count_while_failing)
+            await eventually(lambda: meter.healthy and rec.count() > count_while_failing)
     assert meter.stats.consecutive_failures == 0
     assert meter.stats.polls_failed >= 3
     assert all(r.energy_import_wh == 3000.0 for r in rec.readings)
@@ -143,12 +134,12 @@ async def test_a_meter_that_stops_answering_is_reported_unhealthy_once_then_heal
     async with MeterSimProcess(tmp_path, load_a=8.0) as sim:
         meter = make_meter(sim.link, Recorder(), on_health=health)
         async with running(meter.run()):
-            await wait_until(lambda: health.verdicts == [(True, "valid reading")])
+            await eventually(lambda: health.verdicts == [(True, "valid reading")])
             await sim.command("fail", seconds=60)
-            await wait_until(lambda: len(health.verdicts) == 2)
-            await wait_until(lambda: meter.stats.consecutive_failures >= 6)  # still failing: no repeat
+            await eventually(lambda: len(health.verdicts) == 2)
+            await eventually(lambda: meter.stats.consecutive_failures >= 6)  # still failing: no repeat
             await sim.command("fail", seconds=0)
-            await wait_until(lambda: len(health.verdicts) == 3)
+            await eventually(lambda: len(health.verdicts) == 3)
     assert [v for v, _ in health.verdicts] == [True, False, True]
     assert "3 polls in a row failed" in health.verdicts[1][1]
     assert meter.last_error is not None
@@ -158,7 +149,7 @@ async def test_a_meter_dead_from_the_start_is_reported_unhealthy(tmp_path: Path)
     health = HealthLog()
     meter = make_meter(tmp_path / "no-such-port", Recorder(), reconnect_max=0.05, on_health=health)
     async with running(meter.run()):
-        await wait_until(lambda: bool(health.verdicts))
+        await eventually(lambda: bool(health.verdicts))
     assert health.verdicts[0][0] is False and "port unavailable" in health.verdicts[0][1]
 
 
@@ -180,14 +171,14 @@ async def test_energy_going_backwards_is_flagged_and_not_passed_on(tmp_path: Pat
     async with MeterSimProcess(tmp_path, load_a=0.0, energy_wh=50_000.0) as sim:
         meter = make_meter(sim.link, rec)
         async with running(meter.run()):
-            await wait_until(lambda: rec.count() >= 1)
+            await eventually(lambda: rec.count() >= 1)
             await sim.command("set_energy", wh=20_000.0)
-            await wait_until(lambda: meter.stats.non_monotonic >= 3)
+            await eventually(lambda: meter.stats.non_monotonic >= 3)
             assert all(r.energy_import_wh == 50_000.0 for r in rec.readings)
             assert meter.last_reading is not None and meter.last_reading.energy_import_wh == 50_000.0
             assert meter.healthy  # the meter answers; the register is what is wrong
             await sim.command("set_energy", wh=50_100.0)
-            await wait_until(lambda: rec.readings[-1].energy_import_wh == 50_100.0)
+            await eventually(lambda: rec.readings[-1].energy_import_wh == 50_100.0)
     assert min(r.energy_import_wh for r in rec.readings) == 50_000.0
 
 
@@ -198,13 +189,13 @@ async def test_port_that_disappears_is_reopened_when_it_returns(tmp_path: Path) 
     meter = make_meter(sim.link, rec, reconnect_max=0.2)
     try:
         async with running(meter.run()):
-            await wait_until(lambda: meter.healthy)
+            await eventually(lambda: meter.healthy)
             await sim.stop()  # USB adapter unplugged: the pty vanishes under the open port
-            await wait_until(lambda: not meter.healthy)
+            await eventually(lambda: not meter.healthy)
             failed_while_gone = rec.count()
             sim = MeterSimProcess(tmp_path, load_a=16.0, energy_wh=7100.0)
             await sim.start()
-            await wait_until(lambda: rec.count() > failed_while_gone and meter.healthy)
+            await eventually(lambda: rec.count() > failed_while_gone and meter.healthy)
     finally:
         await sim.stop()
     assert meter.stats.reconnects >= 1
@@ -215,7 +206,7 @@ async def test_missing_port_counts_failures_without_crashing(tmp_path: Path) -> 
     rec = Recorder()
     meter = make_meter(tmp_path / "no-such-port", rec, reconnect_max=0.05)
     async with running(meter.run()) as task:
-        await wait_until(lambda: meter.stats.polls_failed >= 3)
+        await eventually(lambda: meter.stats.polls_failed >= 3)
         assert not task.done()
     assert rec.count() == 0
     assert not meter.healthy and meter.last_reading is None
@@ -232,7 +223,7 @@ async def test_raising_async_callback_is_logged_and_polling_continues(tmp_path: 
     async with MeterSimProcess(tmp_path, load_a=6.0, energy_wh=100.0) as sim:
         meter = make_meter(sim.link, explode)
         async with running(meter.run()) as task:
-            await wait_until(lambda: calls >= 3)
+            await eventually(lambda: calls >= 3)
             assert not task.done()
     assert meter.stats.polls_ok >= 3 and meter.last_reading is not None
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from station.devtools.csms import DevCsms
+from station.devtools.demo import free_port
 from station.ocpp.connection import (
     FailureKind,
     LinkConfigError,
@@ -24,11 +24,6 @@ from tests.ocpp_helpers import booting_session, eventually
 
 FAST = {"backoff_min": 0.01, "backoff_max": 0.05, "open_timeout": 2}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ async def test_the_end_message_carries_the_chosen_sampled_and_clock_aligned_meas
             assert (await set_201(rig, "SampledDataCtrlr", "TxEndedMeasurands", "Voltage"))["attributeStatus"] == "Accepted"
             assert (await set_201(rig, "AlignedDataCtrlr", "TxEndedMeasurands",
                                   "Energy.Active.Import.Register"))["attributeStatus"] == "Accepted"
+            assert (await set_201(rig, "AlignedDataCtrlr", "TxEndedInterval", "900"))["attributeStatus"] == "Accepted"
         else:
             for key, value in (("StopTxnSampledData", "Voltage"), ("StopTxnAlignedData", "Energy.Active.Import.Register")):
                 assert (await rig.csms.call("CP", "ChangeConfiguration", {"key": key, "value": value}))["status"] == "Accepted"
@@ -69,9 +70,11 @@ async def test_the_end_message_carries_the_chosen_sampled_and_clock_aligned_meas
         core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
         rig.esp.plug()
         core.device_model.set("AlignedDataCtrlr", "SendDuringIdle", True)  # keep the clock values for the end only
-        core.record_clock_aligned(datetime(2026, 5, 1, 10, 0, tzinfo=UTC))
+        # 2.0.1: the AlignedDataCtrlr.TxEndedInterval grid; 1.6: ClockAlignedDataInterval's
+        boundary = core.record_clock_aligned if version == "16" else lambda at: core.tx_ended.clock_boundary(at, "201")
+        boundary(datetime(2026, 5, 1, 10, 0, tzinfo=UTC))
         core.on_meter_reading(MeterReading(5600.0, voltage_v=(231.0, 231.0, 231.0)))
-        core.record_clock_aligned(datetime(2026, 5, 1, 10, 15, tzinfo=UTC))
+        boundary(datetime(2026, 5, 1, 10, 15, tzinfo=UTC))
         core.request_stop(connector_id=1)
         await rig.wait_outbox_empty()
         if version == "201":

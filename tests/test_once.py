@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from station import exitcodes
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms
 from station.meter.sim_process import MeterSimProcess
-from tests.e2e import CANARY_PASSWORD, STATION_ID, DaemonProcess, station_env
+from tests.e2e import CANARY_PASSWORD, STATION_ID, DaemonProcess, station_cli, station_env
 
 REQUIRED_KEYS = {
     "ok", "station_id", "software_version", "ocpp", "messages", "esp32", "checks", "duration_ms",
@@ -27,15 +26,11 @@ REQUIRED_KEYS = {
 
 
 async def run_once(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "station", "--once", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert CANARY_PASSWORD not in out.decode() + err.decode()
+    code, out, err = await station_cli(env, "--once", *args)
+    assert CANARY_PASSWORD not in out + err
     report = json.loads(out)  # exactly one JSON document, nothing else
-    assert proc.returncode == report["exit_code"]
-    return proc.returncode, report, err.decode()
+    assert code == report["exit_code"]
+    return code, report, err
 
 
 def checks(report: dict[str, Any]) -> dict[str, bool]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,6 +14,7 @@ from station.core.store import OutboxEntry, Store, TransactionRecord
 from station.devtools.csms import DevCsms, Received
 from station.ipc.client import IpcClient, IpcError
 from station.ipc.server import IpcServer
+from tests.e2e import station_cli
 from tests.ocpp_helpers import Rig, eventually
 from tests.station_rig import Daemon, api, auth, daemon, sock_path  # noqa: F401
 
@@ -98,14 +97,20 @@ async def test_metrics_show_parked_and_held_messages(api: httpx.AsyncClient, dae
     assert "station_outbox_parked 2.0" in text and "station_outbox_held 5.0" in text
 
 
+async def test_status_flags_parked_and_held_messages_as_problems(api: httpx.AsyncClient, daemon: Daemon) -> None:
+    daemon.facts["ocpp"] = {**daemon.facts["ocpp"], "parked_messages": 2, "held_messages": 5}
+    answer = await api.get("/status")
+    assert answer.status_code == 200, answer.text
+    codes = {p["code"]: p["severity"] for p in answer.json()["problems"]}
+    assert codes["outbox_parked"] == "warning" and codes["outbox_held"] == "warning"
+
+
 async def _cli(socket: Path, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
     env.update(STATION_ENV_FILE=os.devnull, STATION_IPC_SOCKET=str(socket), OCPP_STATION_NAME="CLI_1",
                OCPP_201_URL="ws://127.0.0.1:9/ocpp/")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "station", "outbox", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    return proc.returncode or 0, out.decode()
+    code, out, err = await station_cli(env, "outbox", *args, timeout=30)
+    return code, out + err
 
 
 async def test_the_cli_lists_parked_messages_and_releases_them_all(daemon: Daemon, sock_path: Path) -> None:
@@ -117,6 +122,20 @@ async def test_the_cli_lists_parked_messages_and_releases_them_all(daemon: Daemo
     assert code == 0, out
     assert f"released 1 parked message(s): {entry_id}" in out
     assert daemon.store.parked_count() == 0
+
+
+async def test_the_cli_lists_a_parked_message_without_a_transaction_by_its_kind_alone(
+    daemon: Daemon, sock_path: Path
+) -> None:
+    with daemon.store.transaction("seed") as db:
+        entry_id = daemon.store.append_message(db, "security_event", Clock(trusted=True).stamp(),
+                                               {"type": "SettingSystemTime"})
+    daemon.store.retry_outbox(entry_id, "CALLERROR FormatViolation: bad techInfo", 0, park=True)
+    code, out = await _cli(sock_path)
+    assert code == 0, out
+    line = next(line for line in out.splitlines() if line.startswith(f"  #{entry_id} "))
+    assert "security_event" in line and "FormatViolation" in line
+    assert "transaction" not in line and "seqNo" not in line, line
 
 
 def test_a_database_from_before_version_binding_gets_the_column_and_keeps_its_transactions(tmp_path: Path) -> None:

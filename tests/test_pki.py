@@ -16,40 +16,42 @@ from cryptography.x509 import ocsp
 from station import pki
 from tests.pki_helpers import make_ca, make_leaf, pem
 
-NOW = dt.datetime.now(dt.UTC)
+def now() -> dt.datetime:
+    """The time of the check: taken when the test runs (the certificates are made then, not at import)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def test_a_leaf_signed_through_an_intermediate_chains_to_its_root() -> None:
     root = make_ca("Root")
     intermediate = make_ca("Intermediate", issuer=root)
     _, leaf = make_leaf(intermediate, "CP")
-    assert pki.verify_chain([leaf, intermediate[1]], [root[1]], NOW) is None
+    assert pki.verify_chain([leaf, intermediate[1]], [root[1]], now()) is None
 
 
 def test_a_chain_missing_its_intermediate_is_refused() -> None:
     root = make_ca("Root")
     _, leaf = make_leaf(make_ca("Intermediate", issuer=root), "CP")
-    assert "not signed by an installed root" in (pki.verify_chain([leaf], [root[1]], NOW) or "")
+    assert "not signed by an installed root" in (pki.verify_chain([leaf], [root[1]], now()) or "")
 
 
 def test_a_root_with_the_right_name_but_another_key_is_not_trusted() -> None:
     real = make_ca("Operator root")
     impostor = make_ca("Operator root")  # same subject, different key
     _, leaf = make_leaf(real, "CP")
-    assert pki.verify_chain([leaf], [impostor[1]], NOW) is not None
+    assert pki.verify_chain([leaf], [impostor[1]], now()) is not None
 
 
 def test_an_expired_leaf_is_refused() -> None:
-    root = make_ca("Root", days=30, start=NOW - dt.timedelta(days=10))
-    _, leaf = make_leaf(root, "CP", start=NOW - dt.timedelta(days=5), days=1)
-    assert "validity" in (pki.verify_chain([leaf], [root[1]], NOW) or "")
+    root = make_ca("Root", days=30, start=now() - dt.timedelta(days=10))
+    _, leaf = make_leaf(root, "CP", start=now() - dt.timedelta(days=5), days=1)
+    assert "validity" in (pki.verify_chain([leaf], [root[1]], now()) or "")
 
 
 def test_an_issuer_that_is_no_ca_breaks_the_chain() -> None:
     root = make_ca("Root")
     not_ca_key, not_ca = make_leaf(root, "Just a leaf")
     _, leaf = make_leaf((not_ca_key, not_ca), "CP")
-    assert "not a CA" in (pki.verify_chain([leaf, not_ca], [root[1]], NOW) or "")
+    assert "not a CA" in (pki.verify_chain([leaf, not_ca], [root[1]], now()) or "")
 
 
 def test_hash_data_of_a_leaf_uses_its_issuers_key_like_ocsp() -> None:
@@ -74,7 +76,7 @@ def test_hash_data_read_from_the_der_matches_the_ocsp_reckoning() -> None:
 
 def test_listing_and_finding_roots_do_not_load_cryptography(tmp_path: Path) -> None:
     root = make_ca("Root")[1]
-    pki.RootStore(tmp_path).install(pki.CSMS_ROOT, pem(root), NOW)
+    pki.RootStore(tmp_path).install(pki.CSMS_ROOT, pem(root), now())
     wanted = pki.hash_data(root)
     code = (f"import sys; from pathlib import Path; from station import pki; s = pki.RootStore(Path({str(tmp_path)!r})); "
             f"[r] = s.roots(pki.CSMS_ROOT); assert s.hash_data(r) == {wanted!r}; assert s.find({wanted!r}) == r; "
@@ -91,12 +93,12 @@ def test_hash_data_compare_ignores_case_and_leading_zeroes() -> None:
 def test_the_store_keeps_one_file_per_root_and_stops_at_its_limit(tmp_path: Path) -> None:
     store = pki.RootStore(tmp_path, max_roots=2)
     first = make_ca("One")[1]
-    store.install(pki.CSMS_ROOT, pem(first), NOW)
-    store.install(pki.CSMS_ROOT, pem(first), NOW)  # the same again: no second file
-    store.install(pki.MANUFACTURER_ROOT, pem(make_ca("Two")[1]), NOW)
+    store.install(pki.CSMS_ROOT, pem(first), now())
+    store.install(pki.CSMS_ROOT, pem(first), now())  # the same again: no second file
+    store.install(pki.MANUFACTURER_ROOT, pem(make_ca("Two")[1]), now())
     assert store.count() == 2
     with pytest.raises(pki.PkiError, match="full"):
-        store.install(pki.CSMS_ROOT, pem(make_ca("Three")[1]), NOW)
+        store.install(pki.CSMS_ROOT, pem(make_ca("Three")[1]), now())
 
 
 def test_seeding_a_bundle_names_files_like_installing_and_runs_once(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import contextlib
 import signal
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -23,14 +22,10 @@ import httpx
 
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms
+from station.devtools.demo import free_port
 from tests.e2e import STATION_ID, DaemonProcess, station_env
 from tests.reliability import record
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[str, bytes]:

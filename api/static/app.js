@@ -47,7 +47,7 @@ function dl(rows) {
 }
 
 // --- rendering ----------------------------------------------------------------------------
-function renderConnector(c) {
+function renderConnector(c, meterDown) {
   const tx = c.transaction;
   const m = c.meter || {};
   const link = c.controller_link || {};
@@ -68,6 +68,8 @@ function renderConnector(c) {
   }
   if (m.power_w != null) rows.push(["Power", `${(m.power_w / 1000).toFixed(2)} kW`]);
   if (m.voltage_v) rows.push(["Voltage", m.voltage_v.map((v) => `${Math.round(v)} V`).join(" / ")]);
+  // A dead meter leaves its last reading in place: say so rather than show it as live.
+  if (meterDown && (m.power_w != null || m.energy_wh != null)) rows.push(["Meter", "not answering: last reading shown"]);
   return el("section", { "data-testid": `connector-${c.id}` },
     el("div", { class: "connector-head" },
       el("h2", {}, `Connector ${c.id}`),
@@ -86,7 +88,8 @@ function renderProblems(problems, daemonDown) {
 function render(s) {
   setText("station", s.station_id || "Charge point");
   setText("version", `software ${s.software_version || "?"}`);
-  $("connectors").replaceChildren(...(s.connectors || []).map(renderConnector));
+  const meterDown = (s.meter_health || {}).healthy === false;
+  $("connectors").replaceChildren(...(s.connectors || []).map((c) => renderConnector(c, meterDown)));
   const o = s.ocpp || {};
   setText("csms-state", o.connected ? "connected" : "NOT connected");
   $("csms-state").className = o.connected ? "" : "bad";
@@ -138,6 +141,10 @@ let queueWasEmpty = true;  // the offline queue fills and drains with every mess
 
 function addEvent(e) {
   if (e.kind === "meter") return;  // every second: shown on the connector, not in the list
+  // Periodic and clock-aligned meter values come every few seconds during a session: they would push
+  // the starts, stops and faults a technician looks for out of the list.
+  if (e.kind === "transaction" && e.data && e.data.event === "updated" &&
+      ["MeterValuePeriodic", "MeterValueClock"].includes(e.data.trigger)) return;
   if (e.kind === "outbox") {
     const empty = !(e.data && e.data.depth);
     if (empty === queueWasEmpty) return;

@@ -9,7 +9,9 @@ is reopened with backoff when the device vanishes, is renamed or goes quiet.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
+import os
 import random
 import time
 from collections.abc import Callable
@@ -366,7 +368,7 @@ class Esp32Link:
                 exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
-            return f"cannot open {self.port}: {exc}"
+            return f"cannot open {self.port}: {_open_error(exc)}"
         if self._opened_once:
             self.stats.reconnects += 1
         self._opened_once = True
@@ -428,3 +430,19 @@ class Esp32Link:
                 await asyncio.shield(protocol.lost)
         except TimeoutError:
             self._log.warning("esp32.port_close_slow")
+
+
+_OPEN_HINTS = {
+    errno.ENOENT: "ESP32 not connected, or its udev rule not installed?",
+    errno.EACCES: "the station user needs the dialout group",
+    errno.EBUSY: "another program holds the port",
+}
+
+
+def _open_error(exc: Exception) -> str:
+    """Why the port did not open, once: pyserial repeats the path and errno inside its own message."""
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        return str(exc)
+    hint = _OPEN_HINTS.get(code)
+    return os.strerror(code) + (f" ({hint})" if hint else "")

@@ -40,14 +40,6 @@ MEASURAND_SETTING = {
     "clock": ("AlignedDataCtrlr", "Measurands"),
     "ended_clock": ("AlignedDataCtrlr", "TxEndedMeasurands"),
 }
-ENDED_ALIGNED_MAX = 500
-"""Clock-aligned samples kept for one transaction's end message (1.6 StopTxnAlignedData); oldest dropped."""
-
-
-def ended_aligned_key(transaction_id: str) -> str:
-    """Where a running transaction's clock-aligned samples for its end message are kept (kv)."""
-    return f"tx_aligned:{transaction_id}"
-
 
 def sample_interval(seconds: Any) -> float:
     """TxUpdatedInterval / MeterValueSampleInterval in seconds; 0 means no periodic values (never due)."""
@@ -107,15 +99,18 @@ def next_boundary(now: datetime, interval_s: float) -> datetime:
 class AlignedSampler:
     """The task that records clock-aligned meter values; owned (started, cancelled) by the core."""
 
-    def __init__(self, core: StationCore, interval_s: Callable[[], float]) -> None:
+    def __init__(self, core: StationCore, interval_s: Callable[[], float], *,
+                 record: Callable[[datetime], None] | None = None, name: str = "clock-aligned-meter-values") -> None:
         self.core = core
         self._interval_s = interval_s
+        self._record = record or core.record_clock_aligned
+        self._name = name
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def ensure_running(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="clock-aligned-meter-values")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     def interval_changed(self) -> None:
         """A new Interval applies from the next boundary of the new grid."""
@@ -149,6 +144,6 @@ class AlignedSampler:
             except TimeoutError:
                 pass
             try:
-                self.core.record_clock_aligned(boundary)
+                self._record(boundary)
             except Exception:  # noqa: BLE001 — one failed sample must not end clock-aligned sampling
                 log.exception("clock-aligned meter values not recorded", boundary=boundary.isoformat())

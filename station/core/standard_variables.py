@@ -26,6 +26,9 @@ MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.I
 SAMPLED = "Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage,Frequency"
 TX_POINTS = ("ParkingBayOccupancy", "EVConnected", "Authorized", "DataSigned", "PowerPathClosed", "EnergyTransfer")
 FEATURE_PROFILES_16 = "Core,FirmwareManagement,LocalAuthListManagement,RemoteTrigger,SmartCharging,Reservation"
+FREE_VEND_ID_TAG = "FreeVend"
+"""1.6 requires an idTag in StartTransaction; a transaction started before any token (2.0.1
+TxStartPoint EVConnected) is sent with this one, as 1.6 stations do in free-vend mode."""
 MESSAGE_LIMITS = {"GetReport": (100, 65536), "GetVariables": (50, 65536), "SetVariables": (50, 65536)}
 """DeviceDataCtrlr ItemsPerMessage / BytesPerMessage per message: (items, bytes)."""
 
@@ -128,6 +131,9 @@ AUTH = (  # read by station.core.authorization at every decision (no apply hook 
     Variable("AuthCtrlr", "LocalPreAuthorize", B, RW, default=True, key16="LocalPreAuthorize"),
     Variable("AuthCtrlr", "OfflineTxForUnknownIdEnabled", B, RW, default=False, key16="AllowOfflineTxForUnknownId"),
     Variable("AuthCtrlr", "DisableRemoteAuthorization", B, RW, default=False),
+    Variable("AuthCtrlr", "FreeVendIdTag", S, RW, default=FREE_VEND_ID_TAG, min_limit=1, max_limit=20,
+             key16="FreeVendIdTag", only16=True,
+             description="StartTransaction idTag of a transaction started without a token (TxStartPoint EVConnected)"),
     Variable("AuthCacheCtrlr", "Available", B, default=True),
     Variable("AuthCacheCtrlr", "Enabled", B, RW, default=True, key16="AuthorizationCacheEnabled"),
     Variable("AuthCacheCtrlr", "LifeTime", I, RW, default=86400, unit="s", min_limit=0),
@@ -162,15 +168,19 @@ TRANSACTIONS = (
              key16="MeterValuesSampledData", owner_required=True),
     Variable("SampledDataCtrlr", "TxStartedMeasurands", MEMBERS, RW, default=SAMPLED, values_list=MEASURANDS,
              owner_required=True),
-    Variable("SampledDataCtrlr", "TxEndedMeasurands", MEMBERS, RW, default=SAMPLED, values_list=MEASURANDS,
-             key16="StopTxnSampledData", owner_required=True),
-    Variable("SampledDataCtrlr", "TxEndedInterval", I, default=0, unit="s"),
+    Variable("SampledDataCtrlr", "TxEndedMeasurands", MEMBERS, RW, default="Energy.Active.Import.Register",
+             values_list=MEASURANDS, key16="StopTxnSampledData", owner_required=True,
+             description="the billing register only by default: in 1.6 it is also sent every MeterValueSampleInterval "
+                         "for the whole session in StopTransaction (all measurands: ~53 KB for 2 h)"),
+    Variable("SampledDataCtrlr", "TxEndedInterval", I, RW, default=0, unit="s", min_limit=0, max_limit=86400,
+             owner_required=True, description="readings for the Ended event every so many s from the start; 0: none"),
     Variable("AlignedDataCtrlr", "Enabled", B, default=True),
     Variable("AlignedDataCtrlr", "Interval", I, RW, default=0, unit="s", min_limit=0, max_limit=86400,
              key16="ClockAlignedDataInterval", store_key="ocpp:ClockAlignedDataInterval", owner_required=True),
     Variable("AlignedDataCtrlr", "Measurands", MEMBERS, RW, default="Energy.Active.Import.Register",
              values_list=MEASURANDS, key16="MeterValuesAlignedData", owner_required=True),
-    Variable("AlignedDataCtrlr", "TxEndedInterval", I, RW, default=0, unit="s", min_limit=0, owner_required=True),
+    Variable("AlignedDataCtrlr", "TxEndedInterval", I, RW, default=0, unit="s", min_limit=0, max_limit=86400,
+             owner_required=True, description="clock-aligned readings for the Ended event; 0: none"),
     Variable("AlignedDataCtrlr", "SendDuringIdle", B, RW, default=False, owner_required=True,
              description="true: clock-aligned values only while no transaction runs"),
     Variable("AlignedDataCtrlr", "TxEndedMeasurands", MEMBERS, RW, default="", values_list=MEASURANDS,

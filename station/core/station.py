@@ -11,7 +11,6 @@ through the same callback that triggered the command.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import time
@@ -27,15 +26,14 @@ import structlog
 from station.core.authorization import Authorization, Settings
 from station.core.clock import Clock, Stamp
 from station.core.metering import (
-    ENDED_ALIGNED_MAX,
     MEASURAND_SETTING,
     SENDABLE,
     AlignedSampler,
     bind_metering,
-    ended_aligned_key,
     parse_measurands,
     sample_interval,
 )
+from station.core.tx_ended import TxEndedSamples
 from station.core.connector import DerivedStatus, derive_status, relay_may_close
 from station.core.device_model import DeviceModel
 from station.core.device_state import bind_core
@@ -181,6 +179,8 @@ class StationCore:
         self.csms_online = False
         self.csms_version: str | None = None
         """The OCPP version of the CSMS connection while online ("201" / "16")."""
+        self.last_csms_version: str | None = None
+        """The OCPP version of the latest CSMS connection (kept while offline)."""
         self.has_meter = has_meter
         self.meter_health: dict[str, Any] | None = None
         """The meter's last verdict: {"healthy", "reason", "since"}; None until it has one (or no meter)."""
@@ -210,6 +210,8 @@ class StationCore:
         self.aligned = AlignedSampler(self, lambda: dm.value("AlignedDataCtrlr", "Interval"))
         """Clock-aligned meter values (AlignedDataCtrlr.Interval / ClockAlignedDataInterval)."""
         bind_metering(dm, self)
+        self.tx_ended = TxEndedSamples(self, dm)
+        """Readings kept for end messages (SampledDataCtrlr / AlignedDataCtrlr TxEndedInterval)."""
         tx_points.bind_tx_points(dm, self)
         self.auth = Authorization(self, settings or dm)
         """Who may charge (local list, cache, CSMS) and what a refused token's transaction may still do."""
@@ -238,6 +240,7 @@ class StationCore:
         self._closing = True
         await self.charging.close()
         await self.aligned.close()
+        await self.tx_ended.close()
         tasks = [c.actuator for c in self.connectors.values() if c.actuator and not c.actuator.done()]
         for task in tasks:
             task.cancel()
@@ -272,6 +275,11 @@ class StationCore:
         self.events.publish("meter", connector_id=connector_id, meter=meter_json(reading))
         self.auth.enforce_energy(conn)
 
+    @property
+    def meter_answers(self) -> bool:
+        """No verdict that the meter stopped answering (a station without a meter has none either)."""
+        return self.meter_health is None or bool(self.meter_health["healthy"])
+
     def on_meter_health(self, healthy: bool, reason: str) -> None:
         """The meter answers again, or stopped answering: billing depends on it, so this is a
         station problem (status, /ready, metrics) and a `meter_health` event (monitoring subscribes)."""
@@ -292,7 +300,9 @@ class StationCore:
         now = time.monotonic()
         self.charging.ensure_running()
         self.aligned.ensure_running()
-        self.reservations.expire(self.clock.now())
+        self.tx_ended.aligned.ensure_running()
+        wall = self.clock.now()
+        self.reservations.expire(wall)
         if self._unsaved and self._save_unsaved():
             self.events.publish("outbox", depth=self._outbox_depth())
         for conn in self.connectors.values():
@@ -306,9 +316,12 @@ class StationCore:
                     self._end_transaction(conn, "Timeout", "EVConnectTimeout")
                     self._reconcile(conn)
                 continue
+            if conn.transaction:
+                self.tx_ended.tick(conn, wall)
             if conn.transaction and now - conn.last_periodic >= self.meter_value_seconds:
                 conn.last_periodic = now
-                self._record(conn, "updated", "MeterValuePeriodic")
+                if self.meter_answers:  # else its last reading would go out as measured now
+                    self._record(conn, "updated", "MeterValuePeriodic")
             if conn.last_command_error is not None and not (conn.actuator and not conn.actuator.done()):
                 # A command the controller did not confirm (a stop above all) is retried, not forgotten:
                 # the controller's status may not change again to trigger it.
@@ -321,6 +334,8 @@ class StationCore:
     def set_csms_online(self, online: bool, version: str | None = None) -> None:
         self.csms_online = online
         self.csms_version = version if online else None
+        if online and version:
+            self.last_csms_version = version
 
     # --- commands ---------------------------------------------------------------
     async def authorize_token(self, id_token: str, token_type: str = "ISO14443") -> AuthResult:
@@ -749,6 +764,7 @@ class StationCore:
         reservation_id = pending.reservation_id if pending else None  # used when the token was authorized
         self._record(conn, "started", pending.trigger if pending else "CablePluggedIn",
                      {"reservation_id": reservation_id} if reservation_id is not None else None)
+        self.tx_ended.started(conn)
         log.info("transaction started", transaction_id=tx.id, connector_id=conn.id)
         self.charging.transaction_started(conn)
 
@@ -761,13 +777,8 @@ class StationCore:
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else tx.last_energy_wh
         conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
-        aligned = self.store.get(ended_aligned_key(tx.id), [])
-        if aligned:
-            extra["aligned"] = {"measurands": self.selected_measurands("ended_clock"), "values": aligned}
+        extra.update(self.tx_ended.for_end(tx))  # removed from the store with the end message's commit
         self._record(conn, "ended", trigger, extra or None)
-        if aligned:
-            with contextlib.suppress(StoreError):  # the end message holds them now
-                self.store.delete(ended_aligned_key(tx.id))
         conn.transaction = None
         self.auth.transaction_ended(conn, tx.id)
         log.info("transaction ended", transaction_id=tx.id, connector_id=conn.id, reason=reason,
@@ -789,7 +800,7 @@ class StationCore:
         outside one: a durable `meter_values` message. AlignedDataCtrlr.SendDuringIdle true: only
         while no transaction runs on the station.
         """
-        self._keep_for_end(boundary)
+        self.tx_ended.clock_boundary(boundary, "16")  # 1.6 StopTxnAlignedData follows ClockAlignedDataInterval
         idle_only = bool(self.device_model.value("AlignedDataCtrlr", "SendDuringIdle"))
         if idle_only and any(c.transaction for c in self.connectors.values()):
             return
@@ -798,7 +809,7 @@ class StationCore:
         idle: list[Connector] = []
         with self._one_pass():
             for conn in self.connectors.values():
-                if conn.last_meter is None:
+                if conn.last_meter is None or not self.meter_answers:
                     continue
                 if conn.transaction is not None:
                     self._record(conn, "updated", "MeterValueClock", stamp=stamp)
@@ -816,22 +827,6 @@ class StationCore:
             log.error("clock-aligned meter values not recorded: state database refused the write")
             return
         self.events.publish(MESSAGE_QUEUED, message="meter_values")
-
-    def _keep_for_end(self, boundary: datetime) -> None:
-        """AlignedDataCtrlr.TxEndedMeasurands (1.6 StopTxnAlignedData): a running transaction keeps
-        its clock-aligned readings for its end message (kept in the store: they survive a restart)."""
-        if not self.selected_measurands("ended_clock"):
-            return
-        for conn in self.connectors.values():
-            if conn.transaction is None or conn.last_meter is None:
-                continue
-            key = ended_aligned_key(conn.transaction.id)
-            try:
-                samples = list(self.store.get(key, []))[-(ENDED_ALIGNED_MAX - 1):]
-                samples.append({"timestamp": boundary.isoformat(), "meter": meter_json(conn.last_meter)})
-                self.store.put(key, samples)
-            except StoreError:
-                log.error("clock-aligned reading for the transaction's end not kept", transaction_id=conn.transaction.id)
 
     def _record(self, conn: Connector, kind: str, trigger: str, extra: dict[str, Any] | None = None, *,
                 stamp: Stamp | None = None) -> None:
@@ -888,6 +883,8 @@ class StationCore:
                 for tx, entry in self._unsaved:
                     self.store.save_transaction(db, tx)
                     self.store.append_outbox(db, entry)
+                    if entry.kind == "ended":  # its message holds the kept readings now
+                        self.store.drop_tx_samples(db, tx.id)
         except StoreError as exc:
             if not self._unsaved_logged:
                 log.error("transaction events not persisted; kept in memory and retried",

@@ -64,6 +64,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     parked INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
+CREATE TABLE IF NOT EXISTS tx_samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id TEXT NOT NULL,
+    series TEXT NOT NULL,
+    context TEXT NOT NULL,
+    wall TEXT NOT NULL,
+    meter TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tx_samples_tx ON tx_samples(transaction_id, series);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_cache (
     id_token TEXT PRIMARY KEY, status TEXT NOT NULL, expires_at TEXT, updated REAL NOT NULL
@@ -219,6 +228,9 @@ class Store:
             self._db.execute("PRAGMA busy_timeout=2000")
             self._db.executescript(SCHEMA)
             self._add_columns()
+            # Samples of transactions that ended (their end message holds them) or vanished.
+            self._db.execute("DELETE FROM tx_samples WHERE transaction_id NOT IN"
+                             " (SELECT id FROM transactions WHERE ended_at IS NULL)")
         self.healthy = True
         self.last_error: str | None = None
 
@@ -323,6 +335,37 @@ class Store:
         return int(self._db.execute(
             "SELECT COUNT(*) FROM outbox o JOIN transactions t ON t.id = o.transaction_id"
             " WHERE o.parked=0 AND t.ocpp_version IS NOT NULL AND t.ocpp_version<>?", (version,)).fetchone()[0])
+
+    # --- meter samples kept for a transaction's end message ---------------------
+    def add_tx_sample(self, tx_id: str, series: str, context: str, wall: str, meter: dict[str, Any], *,
+                      keep: int) -> None:
+        """Keep one reading for the transaction's end message (station/core/tx_ended.py).
+
+        A series holding more than `keep` samples is thinned (`thin`: every second one goes, the
+        first and the newest stay). Not fsynced: a kill -9 keeps it (WAL), a power cut may cost
+        the newest samples; the transaction and its messages are committed durably elsewhere.
+        """
+        with self.transaction("keep a meter sample for the transaction's end", durable=False) as db:
+            db.execute("INSERT INTO tx_samples (transaction_id, series, context, wall, meter) VALUES (?,?,?,?,?)",
+                       (tx_id, series, context, wall, json.dumps(meter)))
+            count = int(db.execute("SELECT COUNT(*) FROM tx_samples WHERE transaction_id=? AND series=?",
+                                   (tx_id, series)).fetchone()[0])
+            if count > keep:
+                ids = [int(r[0]) for r in db.execute(
+                    "SELECT id FROM tx_samples WHERE transaction_id=? AND series=? ORDER BY id", (tx_id, series))]
+                kept = set(thin(ids))
+                db.executemany("DELETE FROM tx_samples WHERE id=?", [(i,) for i in ids if i not in kept])
+
+    def tx_samples(self, tx_id: str) -> list[dict[str, Any]]:
+        """The readings kept for a transaction's end message, oldest first: {timestamp, context, meter}."""
+        rows = self._db.execute("SELECT context, wall, meter FROM tx_samples WHERE transaction_id=? ORDER BY wall, id",
+                                (tx_id,)).fetchall()
+        return [{"timestamp": r[1], "context": r[0], "meter": json.loads(r[2])} for r in rows]
+
+    @staticmethod
+    def drop_tx_samples(db: sqlite3.Connection, tx_id: str) -> None:
+        """Forget a transaction's kept readings, inside the commit that stores its end message."""
+        db.execute("DELETE FROM tx_samples WHERE transaction_id=?", (tx_id,))
 
     # --- outbox ---------------------------------------------------------------
     def append_outbox(self, db: sqlite3.Connection, entry: OutboxEntry) -> int:
@@ -546,6 +589,17 @@ class Store:
 
     def reservations(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM reservations ORDER BY id")]
+
+
+def thin(items: list[Any]) -> list[Any]:
+    """Every second item dropped, the first and the last kept: the series keeps covering the whole
+    transaction at half the resolution (OCPP 2.0.1 lets a station drop intermediate values of the
+    Ended message; the Transaction.Begin and newest readings stay)."""
+    if len(items) <= 2:
+        return list(items)
+    kept = items[:-1:2]
+    kept.append(items[-1])
+    return kept
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,9 +130,13 @@ class ControlServer:
             await emit({"kind": "error", "code": "Timeout", "description": f"no answer within {timeout:g} s"})
             return
         except OCPPError as exc:  # our request or the station's answer violates the schema
-            # The library's details hold the Call object itself: pass on the JSON-able reason only.
+            # Raised here, before sending (or on the station's answer): say which. The library's
+            # details hold the Call object itself: pass on the JSON-able reason only.
             cause = exc.details.get("cause") if isinstance(exc.details, dict) else None
-            await emit({"kind": "error", "code": exc.code, "description": str(exc.description),
+            version = {"16": "1.6", "201": "2.0.1"}.get(str(self.csms.version_of(station)), "?")
+            description = (f"not sent: {action} is not an OCPP {version} action (the station's version)"
+                           if exc.code == "NotImplemented" else f"{exc.description} (checked by the dev CSMS)")
+            await emit({"kind": "error", "code": exc.code, "description": description,
                         "details": {"cause": str(cause)} if cause else {}})
             return
         await emit({"kind": "result", "action": action, "payload": answer})
@@ -169,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-for", action="append", default=[], metavar="ACTION",
                         help="print the station's CALLs of this action that follow (repeatable)")
     parser.add_argument("--until", action="append", default=[], metavar="FIELD=V1[,V2]",
-                        help="stop at the follow-up whose FIELD has one of these values (default: tbc not true)")
+                        help="stop at the follow-up whose FIELD has one of these values (default: at the first "
+                             "one not saying \"tbc\": true, i.e. the last page of a report)")
     parser.add_argument("--timeout", type=float, default=30, help="seconds for the answer and the follow-ups")
     return parser
 

@@ -245,6 +245,9 @@ class Demo:
         watcher = self._watch_csms()
         self.api_port = free_port(8080)
         token = secrets.token_urlsafe(16)
+        token_file = self.workdir / "api-token"  # for the control endpoints; gone with the work dir
+        token_file.touch(mode=0o600)
+        token_file.write_text(token + "\n")
         d = self.workdir
         env = {
             "STATION_ENV_FILE": os.devnull,
@@ -280,6 +283,8 @@ class Demo:
             await self.spawn("station", "-m", "station", "run", env=env)
             self.api_port = await self.start_api(env, self.api_port)
             say("demo", f"status page: http://127.0.0.1:{self.api_port}/   (API docs: /docs)")
+            say("demo", f"control endpoints (docs/api.md): curl -H \"Authorization: Bearer $(cat {token_file})\" "
+                        f"-X POST http://127.0.0.1:{self.api_port}/connectors/1/unlock")
             say("demo", f"drive the CSMS: station dev-csms call {STATION_ID} GetBaseReport "
                         f"'{{\"requestId\": 1, \"reportBase\": \"FullInventory\"}}' --wait-for NotifyReport "
                         f"--control {self.control.path}")
@@ -394,6 +399,9 @@ def _brief(action: str, payload: dict[str, Any]) -> str:
         return f"{payload['eventType']} seq {payload['seqNo']} ({payload['triggerReason']}){meter}"
     if action in ("StartTransaction", "StopTransaction"):
         return f"meter {payload.get('meterStart', payload.get('meterStop'))} Wh"
+    if action == "NotifyEvent":
+        return "; ".join(f"{e['component']['name']}.{e['variable']['name']} = {e.get('actualValue')} ({e.get('trigger')})"
+                         for e in payload.get("eventData", []))
     if action == "SecurityEventNotification":
         return str(payload.get("type", ""))
     if action == "BootNotification":

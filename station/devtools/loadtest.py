@@ -371,10 +371,22 @@ def verdict(summary: dict[str, Any]) -> int:
 
 
 def _quiet_logs() -> None:
-    """Warnings and errors only: N stations logging every frame would measure the terminal."""
+    """Warnings and errors only, each text once: N stations logging every frame would measure the terminal."""
     import structlog
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    seen: set[str] = set()
+
+    def once(_: Any, __: str, event: Any) -> Any:
+        # N stations share one configuration: the same warning N times would bury the rest;
+        # the report counts the errors per kind.
+        text = str(event.get("event"))
+        if text in seen:
+            raise structlog.DropEvent
+        seen.add(text)
+        return event
+
+    structlog.configure(processors=[once, *structlog.get_config()["processors"]],
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
                         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))  # stdout carries the report
     logging.getLogger().setLevel(logging.WARNING)
 

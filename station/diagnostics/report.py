@@ -107,7 +107,8 @@ async def _from_daemon(socket: Path, since: datetime | None, until: datetime | N
             return await client.call("diagnostics", {"since": since.isoformat() if since else None,
                                                      "until": until.isoformat() if until else None})
     except (DaemonUnavailable, IpcError, OSError, TimeoutError) as exc:
-        print(f"station report: daemon not reachable at {socket} ({exc}); archiving what is on disk", file=sys.stderr)
+        detail = exc if isinstance(exc, DaemonUnavailable) else f"{socket}: {exc}"  # the former names the socket
+        print(f"station report: daemon not reachable: {detail}; archiving what is on disk", file=sys.stderr)
         return None
 
 

@@ -138,7 +138,8 @@ def _write_record(root: Path, record: dict[str, object]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="station-firstboot", description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser = argparse.ArgumentParser(prog="station-firstboot", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                     epilog=next(p for p in __doc__.split("\n\n") if p.startswith("Exit codes")))
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")),
                         help="device root (default $STATION_ROOT or /)")
     parser.add_argument("--boot-dir", action="append", help="where station-identity.env may be (relative to root)")

@@ -178,7 +178,8 @@ def revert(*, root: Path = Path("/")) -> tuple[int, dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="station-migrate-csms", description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser = argparse.ArgumentParser(prog="station-migrate-csms", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                     epilog=next(p for p in __doc__.split("\n\n") if p.startswith("Exit codes")))
     parser.add_argument("url", nargs="?", help="new CSMS URL (ws:// or wss://, no credentials)")
     parser.add_argument("--ocpp", choices=["201", "16"], help="OCPP version of the new endpoint (default: OCPP_PRIMARY)")
     parser.add_argument("--limit", type=float, default=DEFAULT_LIMIT_S, help="seconds for BootNotification to be accepted (default %(default)s)")

@@ -305,11 +305,12 @@ class BaseSession(StrictChargePoint):
 
     async def probe(self) -> list[dict[str, Any]]:
         """A fresh Heartbeat and StatusNotifications on this connection (for `station --once`)."""
-        since = len(self.client.exchanges)
+        since = self.client.exchanges_recorded
         await self.send_heartbeat(raise_errors=True)
         for conn in self.core.connectors.values():
             await self.send_status(conn, force=True)
-        return [e.to_json() for e in list(self.client.exchanges)[since:]]
+        new = min(self.client.exchanges_recorded - since, len(self.client.exchanges))
+        return [e.to_json() for e in list(self.client.exchanges)[len(self.client.exchanges) - new:]]
 
     # ---- life ------------------------------------------------------------------
     async def run(self) -> None:

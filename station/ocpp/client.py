@@ -97,6 +97,8 @@ class OcppClient:
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
+        self.exchanges_recorded = 0
+        """Exchanges ever recorded: `exchanges` is bounded, its length stops growing once it is full."""
         self.boot: dict[str, Any] | None = None
         self.boot_exchange: Exchange | None = None
         """Evidence of the BootNotification this process's link was accepted with."""
@@ -221,6 +223,7 @@ class OcppClient:
 
     def record(self, exchange: Exchange) -> None:
         self.exchanges.append(exchange)
+        self.exchanges_recorded += 1
 
     def publish_state(self) -> None:
         if self.endpoints is not None and self.session is not None and self.session.boot_accepted.is_set():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from station.core.store import thin
 from station.ocpp.outbox_kinds import register
 
 if TYPE_CHECKING:
@@ -12,6 +14,15 @@ if TYPE_CHECKING:
     from station.ocpp.base import BaseSession
 
 PHASES = ("L1", "L2", "L3")
+
+
+def decimal_text(value: float) -> str:
+    """A reading as 1.6's "raw decimal" string: no exponent, no trailing zeroes, thousandths kept.
+
+    Not "%g": six significant digits turn a 12.3 MWh register into "1.23457e+07" (50 Wh lost).
+    """
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool,
@@ -39,7 +50,7 @@ def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool,
     out = []
     for measurand, value, unit, phase in samples:
         rounded = round(float(value), 3)
-        item: dict[str, Any] = {"value": f"{rounded:g}" if as_text else rounded, "context": context,
+        item: dict[str, Any] = {"value": decimal_text(rounded) if as_text else rounded, "context": context,
                                 "measurand": measurand}
         if as_text:
             if unit != "Hz":  # 1.6's UnitOfMeasure has no Hz: Frequency is unitless there
@@ -52,16 +63,41 @@ def sampled_values(meter: dict[str, Any] | None, context: str, *, as_text: bool,
     return out
 
 
-def ended_aligned_values(data: dict[str, Any], *, as_text: bool) -> list[dict[str, Any]]:
-    """A transaction's clock-aligned readings kept for its end message (AlignedDataCtrlr.TxEndedMeasurands,
-    1.6 StopTxnAlignedData): one meterValue per boundary, context Sample.Clock."""
-    aligned = data.get("aligned") or {}
+ENDED_BYTES_MAX = 64 * 1024
+"""Most bytes of JSON the end message's meter values may take. Over it, every second kept reading
+goes (the first and the Transaction.End value stay) until they fit: a long session with a short
+TxEndedInterval still ends with one message a CSMS accepts. 2.0.1 with all five measurands: about
+1 KB per reading; the energy register alone: about 150 bytes."""
+
+
+_VALUE_BYTES_MAX = 160
+"""Upper bound of one sampledValue's JSON (the longest measurand, context and phase: about 125)."""
+_ENTRY_BYTES_MAX = 64
+"""Upper bound of a meterValue's JSON besides its sampledValues (timestamp, keys, brackets)."""
+
+
+def ended_meter_values(data: dict[str, Any], end_value: dict[str, Any] | None, *, as_text: bool) -> list[dict[str, Any]]:
+    """The end message's meterValue (1.6 transactionData): the readings the transaction kept
+    (station/core/tx_ended.py), oldest first, each with its context's measurands, then `end_value`
+    (context Transaction.End); thinned to ENDED_BYTES_MAX."""
+    chosen = data.get("ended_measurands") or {}
+    kept = [(s["timestamp"], s["context"], s.get("meter"), chosen.get(s["context"]))
+            for s in data.get("ended_samples") or []]
+    legacy = data.get("aligned") or {}  # an end message queued by an older version: clock readings only
+    kept += [(v["timestamp"], "Sample.Clock", v.get("meter"), legacy.get("measurands")) for v in legacy.get("values") or []]
     out = []
-    for value in aligned.get("values") or []:
-        samples = sampled_values(value.get("meter"), "Sample.Clock", as_text=as_text, measurands=aligned.get("measurands"))
+    for at, context, meter, measurands in sorted(kept, key=lambda k: datetime.fromisoformat(k[0])):
+        samples = sampled_values(meter, context, as_text=as_text, measurands=measurands)
         if samples:
-            at = datetime.fromisoformat(value["timestamp"]).astimezone(UTC)
-            out.append({"timestamp": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "sampledValue": samples})
+            stamp = datetime.fromisoformat(at).astimezone(UTC).isoformat(timespec="milliseconds")
+            out.append({"timestamp": stamp.replace("+00:00", "Z"), "sampledValue": samples})
+    if end_value is not None:
+        out.append(end_value)
+    # Most end messages are far below the cap: an upper bound spares serialising them to measure.
+    if sum(len(v["sampledValue"]) for v in out) * _VALUE_BYTES_MAX + len(out) * _ENTRY_BYTES_MAX <= ENDED_BYTES_MAX:
+        return out
+    while len(out) > 2 and len(json.dumps(out, separators=(",", ":"))) > ENDED_BYTES_MAX:
+        out = thin(out)
     return out
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from station.core.reservations import Reservation
+from station.core.standard_variables import FREE_VEND_ID_TAG
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
@@ -19,13 +22,15 @@ from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
 from station.ocpp import variables
 from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
-from station.ocpp.meter_values import ended_aligned_values
+from station.ocpp.meter_values import ended_meter_values
 from station.ocpp.meter_values import sampled_values as _samples
 from ocpp.exceptions import NotSupportedError
 
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers
 from station.ocpp.base import log_request, parse_time
+
+log = structlog.get_logger(__name__)
 
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
                 "SoftReset", "UnlockCommand", "DeAuthorized"}
@@ -101,7 +106,7 @@ class V16Session(SecurityHandlers, BaseSession):
         timestamp = self.event_time(entry)
         meter = data.get("meter")
         if entry.kind == "started":
-            payload: dict[str, Any] = {"connectorId": entry.connector_id, "idTag": (data.get("id_token") or "")[:20],
+            payload: dict[str, Any] = {"connectorId": entry.connector_id, "idTag": self._start_id_tag(data),
                                        "meterStart": whole_wh(data.get("meter_start_wh")), "timestamp": timestamp}
             if data.get("reservation_id") is not None:
                 payload["reservationId"] = int(data["reservation_id"])
@@ -122,14 +127,29 @@ class V16Session(SecurityHandlers, BaseSession):
         if data.get("stop_id_token") or data.get("id_token"):  # who stopped it, else who started it
             payload["idTag"] = (data.get("stop_id_token") or data["id_token"])[:20]
         samples = sampled_values(meter, "Transaction.End", data.get("measurands"))  # StopTxnSampledData
-        values = ended_aligned_values(data, as_text=True)  # StopTxnAlignedData
-        if samples:
-            values.append({"timestamp": timestamp, "sampledValue": samples})
+        # with the readings kept during the transaction (StopTxnSampledData, StopTxnAlignedData)
+        values = ended_meter_values(data, {"timestamp": timestamp, "sampledValue": samples} if samples else None,
+                                    as_text=True)
         if values:
             payload["transactionData"] = values
         return "StopTransaction", payload
 
+    def _start_id_tag(self, data: dict[str, Any]) -> str:
+        """The driver's token, or for a transaction started without one the configured free-vend
+        idTag (AuthCtrlr.FreeVendIdTag, 1.6 key FreeVendIdTag): 1.6 requires an idTag."""
+        token = data.get("id_token")
+        if token:
+            return str(token)[:20]
+        return str(self.core.device_model.value("AuthCtrlr", "FreeVendIdTag") or FREE_VEND_ID_TAG)[:20]
+
     def on_transaction_confirmed(self, entry: OutboxEntry, response: dict[str, Any]) -> None:
+        if entry.kind == "started" and not entry.data.get("id_token"):
+            # The free-vend idTag stands for "no token yet": its verdict is neither cached nor acted on;
+            # the driver's token is checked by Authorize when it comes.
+            self.core.set_csms_transaction_id(entry.transaction_id, str(response["transactionId"]))
+            log.info("free-vend idTag answered", transaction_id=entry.transaction_id,
+                     status=(response.get("idTagInfo") or {}).get("status"))
+            return
         if entry.kind == "ended" and response.get("idTagInfo"):  # the cache learns the idTag's status
             self.core.auth.on_transaction_token(entry.transaction_id, self.authorize_result(response),
                                                 entry.data.get("stop_id_token") or entry.data.get("id_token"))

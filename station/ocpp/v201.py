@@ -18,7 +18,7 @@ from station.ocpp import variables
 from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
-from station.ocpp.meter_values import ended_aligned_values
+from station.ocpp.meter_values import ended_meter_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.monitoring import MonitoringHandlers
 from station.ocpp.rpc import after_raw, on_raw
@@ -96,9 +96,8 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         context = CONTEXT.get(entry.kind, {"MeterValuePeriodic": "Sample.Periodic", "MeterValueClock": "Sample.Clock",
                                            "Trigger": "Trigger"}.get(entry.trigger, "Other"))
         samples = sampled_values(data.get("meter"), context, data.get("measurands"))
-        values = ended_aligned_values(data, as_text=False) if entry.kind == "ended" else []
-        if samples:
-            values.append({"timestamp": timestamp, "sampledValue": samples})
+        value = {"timestamp": timestamp, "sampledValue": samples} if samples else None
+        values = ended_meter_values(data, value, as_text=False) if entry.kind == "ended" else [value] if value else []
         if values:
             payload["meterValue"] = values
         return "TransactionEvent", payload
