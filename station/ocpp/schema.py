@@ -17,6 +17,7 @@ for `multipleOf: 0.1`) always go to the library, which also converts their paylo
 from __future__ import annotations
 
 import asyncio
+import decimal
 import functools
 import json
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from typing import Any
 
 import fastjsonschema
 import ocpp
-from ocpp.messages import Call, CallResult, MessageType, _validate_payload
+from ocpp.messages import Call, CallResult, MessageType, _validate_payload, get_validator
 
 Validator = Callable[[Any], Any]
 
@@ -95,10 +96,19 @@ async def warm_up_boot(ocpp_version: str) -> None:
 
 
 async def warm_up(ocpp_version: str) -> None:
-    """Compile the latency-critical validators now, one per loop turn, instead of on first use."""
+    """Compile the latency-critical validators now, one per loop turn, instead of on first use.
+
+    In 1.6 the library itself checks RemoteStartTransaction (and SetChargingProfile): its
+    validators, and with them jsonschema (imported on demand, see jsonschema_on_demand.py), are
+    built now too, so the first remote start does not pay for them.
+    """
     for action in LATENCY_CRITICAL.get(ocpp_version, ()):
         for message_type_id in (MessageType.Call, MessageType.CallResult):
             compiled_validator(message_type_id, action, ocpp_version)
+            await asyncio.sleep(0)
+    if ocpp_version == "1.6":
+        for action in sorted(_DECIMAL_CALLS_16):
+            get_validator(MessageType.Call, action, ocpp_version, parse_float=decimal.Decimal)
             await asyncio.sleep(0)
 
 

@@ -188,6 +188,9 @@ async def dead_connection(workdir: Path, csms: BenchCsms, *, rtt_ms: float = 150
                         STATION_BACKOFF_MIN_SECONDS="1", STATION_BACKOFF_MAX_SECONDS="60")  # the product's backoff
         async with daemon(workdir, csms, sim.port, **env) as (station, _, environment):
             await _boot_arrival(csms, 0, station, timeout=30)
+            # The first StatusNotification follows the boot's answer: the station is online, so
+            # the token below is asked at the CSMS (before it, a 150 ms link still has it offline).
+            await csms.next_call("StatusNotification", 0, timeout=30)
             ipc = IpcClient(environment["STATION_IPC_SOCKET"], timeout=10)
             try:
                 await sim.command("plug")

@@ -1,0 +1,46 @@
+"""jsonschema is imported only when the `ocpp` library really validates (start-up time, resident memory)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from ocpp.exceptions import FormatViolationError, OCPPError, TypeConstraintViolationError
+from ocpp.messages import Call
+
+from station.ocpp import schema
+
+
+def _in_fresh_interpreter(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def test_the_daemon_starts_without_jsonschema() -> None:
+    out = _in_fresh_interpreter("import sys, station.daemon, station.ocpp.rpc; print('jsonschema' in sys.modules)")
+    assert out.strip() == "False"
+
+
+def test_a_valid_payload_is_judged_without_jsonschema() -> None:
+    out = _in_fresh_interpreter(
+        "import sys\nfrom station.ocpp import schema\nfrom ocpp.messages import Call\n"
+        "schema.validate_payload(Call('1', 'Heartbeat', {}), '2.0.1')\nprint('jsonschema' in sys.modules)")
+    assert out.strip() == "False"
+
+
+def test_an_invalid_payload_still_gets_the_librarys_error() -> None:
+    with pytest.raises(OCPPError) as raised:
+        schema.validate_payload(Call("1", "BootNotification", {"reason": "PowerUp"}), "2.0.1")
+    assert "chargingStation" in str(raised.value.details)
+    with pytest.raises(TypeConstraintViolationError):
+        schema.validate_payload(Call("2", "StatusNotification", {"timestamp": "2026-01-01T00:00:00Z",
+                                                                 "connectorStatus": "Available", "evseId": "one",
+                                                                 "connectorId": 1}), "2.0.1")
+    with pytest.raises(FormatViolationError):
+        schema.validate_payload(Call("3", "Heartbeat", {"unexpected": 1}), "2.0.1")
+
+
+async def test_warming_up_1_6_builds_the_librarys_own_validators() -> None:
+    await schema.warm_up("1.6")
+    assert "jsonschema" in sys.modules
+    schema.validate_payload(Call("4", "RemoteStartTransaction", {"idTag": "TAG", "connectorId": 1}), "1.6")
