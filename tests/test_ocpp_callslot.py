@@ -53,6 +53,32 @@ async def test_a_caller_that_releases_and_asks_again_goes_behind_the_waiters() -
     assert order == ["other", "again"]
 
 
+async def test_a_live_caller_asking_again_at_once_goes_before_waiting_queued_calls() -> None:
+    slot, order = CallSlot(), []
+    await slot.acquire()  # a status in flight; the outbox waits behind it
+    queued = asyncio.create_task(_turns(slot, order, "queued", queued=True))
+    await asyncio.sleep(0)
+    slot.release()
+    await slot.acquire()  # the relay's next status, without a loop turn in between
+    order.append("live again")
+    slot.release()
+    await queued
+    assert order == ["live again", "queued"]
+
+
+async def test_a_queued_call_gets_a_released_slot_when_no_live_call_asks() -> None:
+    slot = CallSlot()
+    await slot.acquire()
+    queued = asyncio.create_task(slot.acquire(queued=True))
+    await asyncio.sleep(0)
+    slot.release()
+    await asyncio.wait_for(queued, 1)
+    assert slot.locked()
+    slot.release()
+    await asyncio.sleep(0)
+    assert not slot.locked()
+
+
 async def test_a_cancelled_waiter_neither_holds_nor_blocks_the_slot() -> None:
     slot = CallSlot()
     await slot.acquire()
@@ -109,6 +135,41 @@ async def test_a_status_notification_overtakes_a_draining_backlog_without_reorde
             await heartbeat
             between = [r.action for r in csms.received[csms.received.index(sent):csms.received.index(status)] if r.kind == "call"]
             assert between == ["Heartbeat"]
+            await rig.wait_outbox_empty(30)
+        finally:
+            await rig.stop()
+    indices = [event_index(r.action, r.payload) for r in csms.calls("TransactionEvent")]
+    assert [i for i in indices if i is not None] == list(range(40))
+
+
+async def test_status_changes_in_a_row_go_out_back_to_back_while_a_backlog_drains(tmp_path: Path) -> None:
+    """The relay sends the next status as soon as the previous one is answered, before the
+    outbox message that was waiting for the slot meanwhile."""
+    db = tmp_path / "station.db"
+    store = Store(db)
+    queue_transaction_events(store, Clock(trusted=True), 40)
+    store.close()
+    async with DevCsms() as csms:
+        async def slow(_: Received) -> dict[str, Any]:
+            await asyncio.sleep(0.3)
+            return {}
+
+        rig = await Rig("201", csms, db).start()
+        try:
+            await eventually(lambda: len(csms.calls("TransactionEvent")) >= 3, 20)
+            csms.override("StatusNotification", slow)
+            assert rig.esp is not None
+            mark = csms.mark()
+            rig.esp.plug()
+            first = await csms.wait_for("StatusNotification", predicate=lambda r: r.payload["connectorStatus"] == "Occupied",
+                                        since=mark, timeout=10)
+            rig.esp.unplug()  # while the Occupied one waits for its answer
+            second = await csms.wait_for("StatusNotification", predicate=lambda r: r.payload["connectorStatus"] == "Available",
+                                         since=mark, timeout=10)
+            between = [r.action for r in csms.received[csms.received.index(first):csms.received.index(second)]
+                       if r.kind == "call"]
+            assert between == ["StatusNotification"]
+            csms.override("StatusNotification", None)
             await rig.wait_outbox_empty(30)
         finally:
             await rig.stop()

@@ -25,15 +25,19 @@ from typing import Any
 class CallSlot:
     """A lock with two classes of waiters: live ones are served before queued ones.
 
-    The slot is handed straight to the next waiter on release (no barging), so a caller that
-    releases and asks again at once goes behind everyone already waiting in its class.
-    Usable as `async with slot:` (a live call), like the `asyncio.Lock` it replaces.
+    The slot is handed straight to the next live waiter on release (no barging). When only
+    queued waiters wait, the hand-off waits one loop turn: the task that just finished a live
+    call (the status relay, with the next connector event already in hand) may ask again at
+    once and goes first; otherwise the first queued waiter gets the slot. Queued waiters are
+    served in order. Usable as `async with slot:` (a live call), like the `asyncio.Lock` it
+    replaces.
     """
 
     def __init__(self) -> None:
         self._busy = False
         self._live: deque[asyncio.Future[None]] = deque()
         self._queued: deque[asyncio.Future[None]] = deque()
+        self._hand_off_pending = False
 
     def locked(self) -> bool:
         return self._busy
@@ -43,8 +47,8 @@ class CallSlot:
         return sum(1 for f in self._live if not f.done())
 
     async def acquire(self, *, queued: bool = False) -> None:
-        if not self._busy and not self._live and not self._queued:
-            self._busy = True
+        if not self._busy and not self._live and (not queued or not self._queued):
+            self._busy = True  # a live call may take a free slot ahead of queued waiters
             return
         waiters = self._queued if queued else self._live
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -60,13 +64,26 @@ class CallSlot:
             raise
 
     def release(self) -> None:
-        for waiters in (self._live, self._queued):
-            while waiters:
-                future = waiters.popleft()
-                if not future.done():
-                    future.set_result(None)  # the slot stays busy: it now belongs to that waiter
-                    return
+        if self._hand_to(self._live):
+            return
         self._busy = False
+        if self._queued and not self._hand_off_pending:
+            self._hand_off_pending = True
+            asyncio.get_running_loop().call_soon(self._hand_off_queued)
+
+    def _hand_off_queued(self) -> None:
+        self._hand_off_pending = False
+        if not self._busy and not self._hand_to(self._live):
+            self._hand_to(self._queued)
+
+    def _hand_to(self, waiters: deque[asyncio.Future[None]]) -> bool:
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                self._busy = True  # the slot now belongs to that waiter
+                future.set_result(None)
+                return True
+        return False
 
     @contextlib.asynccontextmanager
     async def hold(self, *, queued: bool = False) -> AsyncIterator[None]:
