@@ -14,7 +14,7 @@ from station.config import ConfigError, load
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="station-api", description=__doc__)
+    parser = argparse.ArgumentParser(prog="station-api", description=(__doc__ or "").replace("`", ""))
     parser.add_argument("--env-file", type=Path, help="configuration file (default $STATION_ENV_FILE or "
                         "/etc/ocpp_station.env)")
     parser.add_argument("--bind", help="host:port, overrides STATION_API_BIND")

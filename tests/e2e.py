@@ -7,11 +7,12 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms
+from station.meter.sim_process import MeterSimProcess
 
 STATION_ID = "E2E_AC_001"
 CANARY_PASSWORD = "canary-pw-Zq81x"
@@ -99,3 +100,27 @@ async def running_station(
                 yield csms, sim, daemon
             finally:
                 await daemon.stop()
+
+
+@contextlib.asynccontextmanager
+async def metered_station(
+    directory: Path, *, energy_wh: float, speedup: float = 200, esp_interval: float = 5.0,
+    esp_args: Sequence[str] = (), meter_follows_esp32: bool = True, **extra: str,
+) -> AsyncIterator[tuple[DevCsms, MeterSimProcess, SimulatorProcess, DaemonProcess]]:
+    """The real daemon with the ESP32 and meter simulators as processes, on a dev CSMS (heartbeat 30 s),
+    past its first StatusNotification. `meter_follows_esp32`: the ESP32 simulator tells the meter the
+    current it lets the EV draw; `extra`: more environment for the daemon."""
+    async with (
+        DevCsms(heartbeat_interval=30) as csms,
+        MeterSimProcess(directory, speedup=speedup, energy_wh=energy_wh) as meter,
+        SimulatorProcess(directory, interval=esp_interval, extra_args=[
+            *(["--meter-control", str(meter.control)] if meter_follows_esp32 else []), *esp_args]) as esp,
+    ):
+        env = station_env(directory, csms, esp.port, STATION_METER_PORT=str(meter.link),
+                          STATION_METER_POLL_SECONDS="0.2", **extra)
+        daemon = await DaemonProcess(env, directory / "station.log").start()
+        try:
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            yield csms, meter, esp, daemon
+        finally:
+            await daemon.stop()

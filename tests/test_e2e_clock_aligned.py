@@ -15,36 +15,25 @@ import pytest
 
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms, Received
-from station.meter.sim_process import MeterSimProcess
-from tests.e2e import STATION_ID, DaemonProcess, station_env
+from tests.e2e import STATION_ID, metered_station
 
 INTERVAL_S = 2
 
 
 @asynccontextmanager
 async def station(tmp_path: Path, version: str) -> AsyncIterator[tuple[DevCsms, SimulatorProcess]]:
-    async with (
-        DevCsms(heartbeat_interval=30) as csms,
-        MeterSimProcess(tmp_path, speedup=200, energy_wh=200_000) as meter,
-        SimulatorProcess(tmp_path, interval=1, extra_args=["--meter-control", str(meter.control)]) as esp,
-    ):
-        env = station_env(tmp_path, csms, esp.port, OCPP_PRIMARY=version, STATION_METER_PORT=str(meter.link),
-                          STATION_METER_POLL_SECONDS="0.2", STATION_METER_VALUE_SECONDS="3600")
-        daemon = await DaemonProcess(env, tmp_path / "station.log").start()
-        try:
-            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
-            if version == "201":
-                answer = await csms.call(STATION_ID, "SetVariables", {"setVariableData": [{
-                    "component": {"name": "AlignedDataCtrlr"}, "variable": {"name": "Interval"},
-                    "attributeValue": str(INTERVAL_S)}]})
-                assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
-            else:
-                answer = await csms.call(STATION_ID, "ChangeConfiguration",
-                                         {"key": "ClockAlignedDataInterval", "value": str(INTERVAL_S)})
-                assert answer["status"] == "Accepted"
-            yield csms, esp
-        finally:
-            await daemon.stop()
+    async with metered_station(tmp_path, energy_wh=200_000, esp_interval=1, OCPP_PRIMARY=version,
+                               STATION_METER_VALUE_SECONDS="3600") as (csms, _, esp, _):
+        if version == "201":
+            answer = await csms.call(STATION_ID, "SetVariables", {"setVariableData": [{
+                "component": {"name": "AlignedDataCtrlr"}, "variable": {"name": "Interval"},
+                "attributeValue": str(INTERVAL_S)}]})
+            assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"
+        else:
+            answer = await csms.call(STATION_ID, "ChangeConfiguration",
+                                     {"key": "ClockAlignedDataInterval", "value": str(INTERVAL_S)})
+            assert answer["status"] == "Accepted"
+        yield csms, esp
 
 
 def stamp(value: dict[str, Any]) -> datetime:

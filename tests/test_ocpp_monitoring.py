@@ -217,3 +217,13 @@ async def test_a_long_monitoring_report_is_sent_in_pages_with_tbc(rig: Rig) -> N
     await eventually(lambda: len(rig.csms.calls("NotifyMonitoringReport")) == 2)
     pages = [c.payload for c in rig.csms.received[mark:] if c.action == "NotifyMonitoringReport" and c.kind == "call"]
     assert [(p["seqNo"], p.get("tbc", False), len(p["monitor"])) for p in pages] == [(0, True, 1), (1, False, 1)]
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_a_triggered_meter_values_is_refused_while_the_meter_does_not_answer(version: str, tmp_path: Path) -> None:
+    async with rig_on_dev_csms(version, tmp_path / "station.db") as rig:
+        assert rig.core is not None
+        power(rig, 7000.0)
+        rig.core.on_meter_health(False, "no answer for 3 polls")
+        answer = await rig.csms.call("CP", "TriggerMessage", {"requestedMessage": "MeterValues"})
+        assert answer["status"] == "Rejected"  # its last reading would be sent as measured now

@@ -280,6 +280,11 @@ class StationCore:
         """No verdict that the meter stopped answering (a station without a meter has none either)."""
         return self.meter_health is None or bool(self.meter_health["healthy"])
 
+    def current_reading(self, conn: Connector) -> MeterReading | None:
+        """The connector's reading as a measurement of now: none while the meter does not answer
+        (its last reading would be stamped as measured now, e.g. for a triggered MeterValues)."""
+        return conn.last_meter if self.meter_answers else None
+
     def on_meter_health(self, healthy: bool, reason: str) -> None:
         """The meter answers again, or stopped answering: billing depends on it, so this is a
         station problem (status, /ready, metrics) and a `meter_health` event (monitoring subscribes)."""

@@ -298,7 +298,7 @@ class ModbusMeter:
         if n >= self.unhealthy_after and self._verdict is not False:
             # Also when it never answered since start: a meter dead from the start is a problem too.
             self._healthy = False
-            self._log.error("meter.unhealthy", consecutive_failures=n, error=error)
+            self._log.warning("meter.unhealthy", consecutive_failures=n, error=error)  # the core logs the ERROR
             self._tell_health(False, f"{n} polls in a row failed: {error}")
 
     def _tell_health(self, healthy: bool, reason: str) -> None:

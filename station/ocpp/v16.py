@@ -260,7 +260,7 @@ class V16Session(SecurityHandlers, BaseSession):
                        "DiagnosticsStatusNotification"):
             return {"status": "Accepted"}
         if message == "MeterValues":
-            return {"status": "Accepted" if any(c.last_meter for c in self._targets(connector)) else "Rejected"}
+            return {"status": "Accepted" if any(self.core.current_reading(c) for c in self._targets(connector)) else "Rejected"}
         return {"status": "NotImplemented"}
 
     @after_raw("TriggerMessage")
@@ -283,9 +283,10 @@ class V16Session(SecurityHandlers, BaseSession):
             await self.request("DiagnosticsStatusNotification", {"status": status})
         elif message == "MeterValues":
             for conn in self._targets(connector):
-                if conn.last_meter:
+                reading = self.core.current_reading(conn)
+                if reading:
                     body: dict[str, Any] = {"connectorId": conn.id, "meterValue": [
-                        {"timestamp": iso(self.core.clock.now()), "sampledValue": sampled_values(meter_json(conn.last_meter), "Trigger",
+                        {"timestamp": iso(self.core.clock.now()), "sampledValue": sampled_values(meter_json(reading), "Trigger",
                                                                                   self.core.selected_measurands("clock"))}]}
                     if conn.transaction and conn.transaction.csms_id:
                         body["transactionId"] = int(conn.transaction.csms_id)

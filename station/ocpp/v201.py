@@ -212,7 +212,7 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         if message in ("Heartbeat", "StatusNotification"):
             return {"status": "Accepted"}
         if message == "MeterValues":
-            has = any(c.last_meter for c in self._targets(evse))
+            has = any(self.core.current_reading(c) for c in self._targets(evse))
             return {"status": "Accepted" if has else "Rejected"}
         if message in ("FirmwareStatusNotification", "LogStatusNotification"):
             return {"status": "Accepted"}
@@ -243,10 +243,11 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
                 self.core.record_triggered_update(conn.id)
         elif message == "MeterValues":
             for conn in self._targets(evse):
-                if conn.last_meter:
+                reading = self.core.current_reading(conn)
+                if reading:
                     from station.core.station import meter_json
 
-                    values = sampled_values(meter_json(conn.last_meter), "Trigger", self.core.selected_measurands("clock"))
+                    values = sampled_values(meter_json(reading), "Trigger", self.core.selected_measurands("clock"))
                     await self.request("MeterValues", {"evseId": conn.id, "meterValue": [
                         {"timestamp": iso(self.core.clock.now()), "sampledValue": values}]})
 
