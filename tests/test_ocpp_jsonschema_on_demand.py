@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from ocpp.exceptions import FormatViolationError, OCPPError, TypeConstraintViolationError
@@ -44,3 +45,15 @@ async def test_warming_up_1_6_builds_the_librarys_own_validators() -> None:
     await schema.warm_up("1.6")
     assert "jsonschema" in sys.modules
     schema.validate_payload(Call("4", "RemoteStartTransaction", {"idTag": "TAG", "connectorId": 1}), "1.6")
+
+
+def test_a_library_that_needs_more_of_jsonschema_is_imported_plainly(tmp_path: Path) -> None:
+    """An `ocpp` release importing more than the two stand-ins must not stop the daemon from starting."""
+    fake = tmp_path / "ocpp"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "messages.py").write_text("import jsonschema.validators\nVALIDATORS = jsonschema.validators\n")
+    code = ("import sys; sys.path.insert(0, %r); from station.ocpp import jsonschema_on_demand as j; j.install(); "
+            "import ocpp.messages; print(ocpp.messages.VALIDATORS.__name__)" % str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "jsonschema.validators"

@@ -39,8 +39,15 @@ def install() -> None:
     sys.modules["jsonschema"], sys.modules["jsonschema.exceptions"] = package, exceptions
     try:
         import ocpp.messages  # noqa: F401 — binds the stand-ins
+    except Exception:  # noqa: BLE001 — a library release that needs more of jsonschema: plain import
+        sys.modules.pop("ocpp.messages", None)
+        fell_back = True
+    else:
+        fell_back = False
     finally:
         del sys.modules["jsonschema"], sys.modules["jsonschema.exceptions"]  # anyone else: the real one
+    if fell_back:  # costs the memory this module saves, never the daemon's start
+        import ocpp.messages  # noqa: F401,F811
 
 
 def load() -> Any:
