@@ -21,15 +21,15 @@ from station.controller.link import Esp32Link
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store, StoreError
-from station.credentials import Credentials
+from station.trust.credentials import Credentials
 from station.diagnostics import archive
 from station.diagnostics.log_upload import LogUploader
 from station.diagnostics.recorder import SEGMENTS, FlightRecorder
-from station.firmware import FirmwareStatus, FirmwareUpdater
+from station.trust.firmware import FirmwareStatus, FirmwareUpdater
 from station.ipc.server import IpcServer
 from station.ocpp.client import OcppClient, link_params
 from station.ocpp.endpoints import Endpoints
-from station.pki import MANUFACTURER_ROOT
+from station.trust.pki import MANUFACTURER_ROOT
 
 if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (station/handover.py)
     from station.config import Settings

@@ -94,7 +94,7 @@ def parse_priority(text: str, known: set[int]) -> list[int]:
 
 def never_lower(current: int, new: int) -> str | None:
     """B09.FR.04 (no AllowSecurityProfileDowngrade): a network profile's security profile may not be
-    lower than the one in use. Raising it is left to `station.credentials` (SecurityCtrlr.SecurityProfile),
+    lower than the one in use. Raising it is left to `station.trust.credentials` (SecurityCtrlr.SecurityProfile),
     which tries the higher profile and falls back when it fails."""
     if new < current:
         return f"security profile {new} is lower than the active profile {current}"
@@ -124,7 +124,7 @@ def refusal(profile: NetworkProfile, *, active_security_profile: int, has_passwo
     if lower:
         return "NoSecurityDowngrade", lower
     if profile.security_profile > active_security_profile and raise_refusal is not None:
-        # A05 via a network profile (TC_A_19): the prerequisites are station.credentials' to judge
+        # A05 via a network profile (TC_A_19): the prerequisites are station.trust.credentials' to judge
         # (`raise_refusal`); the profile is tried when the slot is used and kept once it connected.
         return "InvalidNetworkConf", (f"security profile {profile.security_profile} is above the active "
                                       f"{active_security_profile}: {raise_refusal}")

@@ -438,7 +438,7 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
         finally:
             reader.cancel()
 
-    from station.credentials import Credentials
+    from station.trust.credentials import Credentials
 
     # What the daemon uses: a password, certificate or profile the CSMS set, read without writing anything.
     credentials = Credentials(settings.state_dir, params, read_only=True)

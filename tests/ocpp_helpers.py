@@ -12,9 +12,9 @@ from typing import Any
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store
-from station.credentials import Credentials
+from station.trust.credentials import Credentials
 from station.devtools.csms import DevCsms, Received
-from station.firmware import FirmwareUpdater
+from station.trust.firmware import FirmwareUpdater
 from station.ocpp.client import OcppClient
 from station.ocpp.connection import LinkParams
 from station.ocpp.rpc import StrictChargePoint

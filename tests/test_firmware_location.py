@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from station.firmware import parse_sidecar, redact_url, release_version, sidecar_url, split_location
+from station.trust.firmware import parse_sidecar, redact_url, release_version, sidecar_url, split_location
 
 DIGEST = "ab" * 32
 

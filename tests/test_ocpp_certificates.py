@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 
-from station import pki
+from station.trust import pki
 from station.devtools.csms import DevCsms
 from tests.ocpp_helpers import Rig
 from tests.pki_helpers import make_ca, make_leaf, make_pki, pem

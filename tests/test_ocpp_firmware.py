@@ -18,7 +18,7 @@ import pytest
 
 from station.field import update
 from station.devtools.csms import DevCsms, Received
-from station.firmware import FirmwareUpdater
+from station.trust.firmware import FirmwareUpdater
 from tests.firmware_helpers import ARTEFACT, WHEEL, ArtefactServer, artefact_server, make_signer, sha256
 from tests.ocpp_helpers import Rig, eventually
 from tests.pki_helpers import make_firmware_signer

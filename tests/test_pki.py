@@ -1,4 +1,4 @@
-"""station.pki: chain checks, hash data, the root store and the station's key files."""
+"""station.trust.pki: chain checks, hash data, the root store and the station's key files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 
-from station import pki
+from station.trust import pki
 from tests.pki_helpers import make_ca, make_leaf, pem
 
 def now() -> dt.datetime:
@@ -78,7 +78,7 @@ def test_listing_and_finding_roots_do_not_load_cryptography(tmp_path: Path) -> N
     root = make_ca("Root")[1]
     pki.RootStore(tmp_path).install(pki.CSMS_ROOT, pem(root), now())
     wanted = pki.hash_data(root)
-    code = (f"import sys; from pathlib import Path; from station import pki; s = pki.RootStore(Path({str(tmp_path)!r})); "
+    code = (f"import sys; from pathlib import Path; from station.trust import pki; s = pki.RootStore(Path({str(tmp_path)!r})); "
             f"[r] = s.roots(pki.CSMS_ROOT); assert s.hash_data(r) == {wanted!r}; assert s.find({wanted!r}) == r; "
             "print('cryptography' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
@@ -116,7 +116,7 @@ def test_seeding_a_bundle_names_files_like_installing_and_runs_once(tmp_path: Pa
 def test_seeding_and_reading_the_trust_store_do_not_load_cryptography(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_text(pem(make_ca("Root")[1]))
-    code = (f"import sys; from pathlib import Path; from station import pki; s = pki.RootStore(Path({str(tmp_path / 'store')!r})); "
+    code = (f"import sys; from pathlib import Path; from station.trust import pki; s = pki.RootStore(Path({str(tmp_path / 'store')!r})); "
             f"s.seed(pki.CSMS_ROOT, Path({str(bundle)!r})); assert s.pem(pki.CSMS_ROOT); "
             "print('cryptography' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

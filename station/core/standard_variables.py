@@ -103,7 +103,7 @@ OCPP_COMM = (
              key16="SupportedFeatureProfiles", only16=True),
 )
 
-SECURITY = (  # A01-A05; owned by the OCPP client's credentials (station.credentials)
+SECURITY = (  # A01-A05; owned by the OCPP client's credentials (station.trust.credentials)
     Variable("SecurityCtrlr", "Identity", S, max_limit=48, key16="ChargePointId"),
     Variable("SecurityCtrlr", "SecurityProfile", I, RW, min_limit=0, max_limit=3, key16="SecurityProfile",
              owner_required=True, owner_stores=True, description="can only be raised (A05)"),

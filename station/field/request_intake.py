@@ -35,7 +35,7 @@ from station.update_request import UpdateError, check_version
 
 REQUEST_MAX_BYTES = 64 * 1024
 ARTEFACT_MAX_BYTES = 64 * 1024 * 1024
-"""As the daemon's download limit (station.firmware.DEFAULT_MAX_BYTES)."""
+"""As the daemon's download limit (station.trust.firmware.DEFAULT_MAX_BYTES)."""
 TRUST_DIR = Path("etc/station/firmware-roots")
 """Below the device root: PEM certificates a signing certificate must chain to (root-owned)."""
 STAGING_DIR = Path("var/lib/station-update/staging")
@@ -156,7 +156,7 @@ def verify(request: Request, staged: Path, root: Path, now: datetime | None = No
         if anchors:
             raise UpdateError("unsigned artefact: this station only installs signed releases")
         return "checksum only (unsigned; no trust anchors installed)"
-    from station.firmware import verify_signature
+    from station.trust.firmware import verify_signature
 
     digest = bytes.fromhex(request.sha256)
     problem = verify_signature(request.signing_certificate, request.signature, digest, staged)

@@ -41,7 +41,7 @@ from station.core.charging_profiles import (
 from station.core.station import AuthResult, Connector, StationCore
 from station.core.store import LocalListTooLong, OutboxEntry, StoreError
 from station.diagnostics.log_upload import LogAnswer, LogNote, LogRequest
-from station.firmware import FirmwareNote, FirmwareRequest
+from station.trust.firmware import FirmwareNote, FirmwareRequest
 from station.core.security_events import MESSAGE_QUEUED
 from station.ocpp import schema
 from station.ocpp import meter_values as _meter_values  # noqa: F401 — registers its outbox kind

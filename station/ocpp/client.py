@@ -23,7 +23,7 @@ import structlog
 from station import __version__
 from station.core.station import AuthResult, StationCore
 from station.core.store import StoreError
-from station.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
+from station.trust.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
 from station.diagnostics.log_upload import JOB_TASK_NAME, LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
@@ -35,7 +35,7 @@ from station.ocpp.status_relay import StatusRelay
 from station.ocpp.security import Renewal, report_event
 
 if TYPE_CHECKING:
-    from station.credentials import Credentials
+    from station.trust.credentials import Credentials
 
 log = structlog.get_logger("station.ocpp")
 

@@ -23,7 +23,7 @@ and, when the session ends or the link dies, reconnects. Decisions it owns:
   waits `close_timeout` more for an answer that cannot come.
 - Security profile (see `resolve_security_profile`). What each attempt presents (profile,
   password, client certificate, trusted roots) comes from a credential source: the static
-  `LinkParams` by default, or `station.credentials.Credentials`, which also tries a new
+  `LinkParams` by default, or `station.trust.credentials.Credentials`, which also tries a new
   password, certificate or profile and falls back to the old one when the CSMS refuses it.
 """
 

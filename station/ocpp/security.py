@@ -3,7 +3,7 @@
 `SecurityHandlers` is mixed into `V201Session` and `V16Session`; the 1.6 security whitepaper
 (edition 3) reuses the 2.0.1 message names, so one handler per action serves both, and only the
 payload shapes differ (the version is in `self.VERSION`). The work is done by
-`station.credentials.Credentials` and `station.pki.RootStore`; nothing here touches files.
+`station.trust.credentials.Credentials` and `station.trust.pki.RootStore`; nothing here touches files.
 
 Security events raised here go to `core.security_events` (durable, see `station.core.security_events`).
 """
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from station import pki, pki_worker
-from station.pki import PkiError
-from station.pki_worker import WorkerError
+from station.trust import pki, pki_worker
+from station.trust.pki import PkiError
+from station.trust.pki_worker import WorkerError
 from station.ocpp.rpc import CallErrorReceived, after_raw, on_raw
 
 if TYPE_CHECKING:

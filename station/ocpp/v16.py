@@ -18,7 +18,7 @@ from station.core.standard_variables import FREE_VEND_ID_TAG
 from station.core.station import AuthResult, Connector, meter_json
 from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote, LogRequest, LogStatus
-from station.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
+from station.trust.firmware import FirmwareNote, FirmwareRequest, FirmwareStatus
 from station.ocpp import variables
 from station.ocpp.base import BaseSession, Unsendable, iso
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose

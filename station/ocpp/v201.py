@@ -13,7 +13,7 @@ from station.core.store import OutboxEntry
 from station.diagnostics.log_upload import LogNote
 from station.network_profiles import VERSIONS, NetworkProfile
 from station.network_profiles import refusal as profile_refusal
-from station.firmware import FirmwareNote, FirmwareRequest
+from station.trust.firmware import FirmwareNote, FirmwareRequest
 from station.ocpp import variables
 from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 from station import update_request
 
-log = structlog.get_logger("station.firmware")
+log = structlog.get_logger("station.trust.firmware")
 
 PROJECT = "ocpp-station"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -191,7 +191,7 @@ def release_version(filename: str, project: str = PROJECT) -> str:
 def check_certificate(pem: str, now: datetime, roots: Sequence[Any] = ()) -> str | None:
     """Why the signing certificate cannot be used (None: it can): it must be valid now and be
     signed by one of `roots`, the installed ManufacturerRootCertificates (L01.FR.12)."""
-    from station import pki
+    from station.trust import pki
 
     try:
         chain = pki.load_chain(pem)
@@ -241,7 +241,7 @@ def verify_signature(pem: str, signature_b64: str, sha256: bytes, path: Path) ->
 
 async def _checked(function: str, **kwargs: Any) -> str | None:
     """A certificate or signature check in the child process; a failed child counts as a refusal."""
-    from station import pki_worker
+    from station.trust import pki_worker
 
     try:
         return await pki_worker.call(function, **kwargs)  # type: ignore[no-any-return]
@@ -282,7 +282,7 @@ class FirmwareUpdater:
         self.state_dir = state_dir
         self.manufacturer_roots = manufacturer_roots
         """The installed ManufacturerRootCertificates (PEM text) a firmware signing certificate must chain to.
-        The certificate and signature checks run in a child process (`station.pki_worker`): `cryptography`
+        The certificate and signature checks run in a child process (`station.trust.pki_worker`): `cryptography`
         stays out of the daemon even when a request is refused."""
         self.allow_unsigned = allow_unsigned
         """Whether an update without signature may be installed at all (1.6 UpdateFirmware; development only)."""

@@ -1,6 +1,6 @@
 """X.509 for the station: trusted roots on disk, the station's own key and CSR, chain checks.
 
-Protocol-neutral (no OCPP in here); `station/credentials.py` and the OCPP security handlers use it.
+Protocol-neutral (no OCPP in here); `station/trust/credentials.py` and the OCPP security handlers use it.
 `cryptography` is imported inside the functions that need it: at module level it would cost the
 daemon ~8 MB of memory for work done a few times a year (tests/test_daemon_handover.py checks it
 is not loaded at start).
@@ -28,7 +28,7 @@ import structlog
 if TYPE_CHECKING:
     from cryptography import x509
 
-log = structlog.get_logger("station.pki")
+log = structlog.get_logger("station.trust.pki")
 
 CSMS_ROOT = "CSMSRootCertificate"
 MANUFACTURER_ROOT = "ManufacturerRootCertificate"

@@ -29,10 +29,10 @@ class WorkerError(Exception):
 
 async def call(function: str, **kwargs: Any) -> Any:
     """Run `FUNCTIONS[function](**kwargs)` in a child interpreter; its result, or PkiError / WorkerError."""
-    from station.pki import PkiError
+    from station.trust.pki import PkiError
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "station.pki_worker", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "station.trust.pki_worker", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(json.dumps({"function": function, "kwargs": kwargs}).encode()),
@@ -54,7 +54,7 @@ async def call(function: str, **kwargs: Any) -> Any:
 
 # ------------------------------------------------------------------------ in the child
 def install_root(directory: str, kind: str, pem: str, now: str, successor: bool = False) -> dict[str, str]:
-    from station import pki
+    from station.trust import pki
 
     store = pki.RootStore(Path(directory))
     when = datetime.fromisoformat(now)
@@ -63,7 +63,7 @@ def install_root(directory: str, kind: str, pem: str, now: str, successor: bool 
 
 
 def make_csr(pending: str, station_id: str, organization: str, fresh: bool) -> str:
-    from station import pki
+    from station.trust import pki
 
     path = Path(pending)
     key = None if fresh or not path.exists() else path.read_bytes()
@@ -75,7 +75,7 @@ def make_csr(pending: str, station_id: str, organization: str, fresh: bool) -> s
 
 def store_signed(chain: str, station_dir: str, station_id: str, roots_dir: str, bundle: str | None, now: str) -> dict[str, str]:
     """A02.FR.06: check a CertificateSigned chain and keep it as new.pem/new.key; PkiError says why not."""
-    from station import pki
+    from station.trust import pki
 
     certs = pki.load_chain(chain)
     leaf = certs[0]
@@ -114,7 +114,7 @@ def store_signed(chain: str, station_dir: str, station_id: str, roots_dir: str, 
 
 def check_signing_certificate(pem: str, roots: str, now: str) -> str | None:
     """Why a firmware signing certificate cannot be used (L01.FR.12), or None."""
-    from station import firmware, pki
+    from station.trust import firmware, pki
 
     try:
         trusted = pki.load_chain(roots) if roots.strip() else []
@@ -125,7 +125,7 @@ def check_signing_certificate(pem: str, roots: str, now: str) -> str | None:
 
 def verify_firmware_signature(pem: str, signature: str, sha256: str, path: str) -> str | None:
     """Why the signature over the downloaded artefact does not verify, or None."""
-    from station import firmware
+    from station.trust import firmware
 
     return firmware.verify_signature(pem, signature, bytes.fromhex(sha256), Path(path))
 
@@ -138,7 +138,7 @@ def main() -> int:
     import structlog
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))  # stdout carries the answer
-    from station.pki import PkiError
+    from station.trust.pki import PkiError
 
     try:
         request = json.loads(sys.stdin.read())

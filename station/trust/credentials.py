@@ -32,10 +32,10 @@ from typing import Any
 
 import structlog
 
-from station import pki
+from station.trust import pki
 from station.ocpp.connection import Attempt, FailureKind, LinkParams, resolve_security_profile
 
-log = structlog.get_logger("station.credentials")
+log = structlog.get_logger("station.trust.credentials")
 
 PROFILE_ATTEMPTS = 3
 """Failed connections with a raised profile before the previous one is restored."""
@@ -332,15 +332,15 @@ class Credentials:
         """A CSR for a new key (0600, made on the device), which waits for the signed certificate.
 
         `fresh=False` (a repeated request) signs the pending key again, so that a CertificateSigned
-        for the earlier request still matches. Made in a child process (`station.pki_worker`)."""
-        from station import pki_worker
+        for the earlier request still matches. Made in a child process (`station.trust.pki_worker`)."""
+        from station.trust import pki_worker
 
         return str(await pki_worker.call("make_csr", pending=str(self._station / "pending.key"),
                                          station_id=self.params.station_id, organization=organization, fresh=fresh))
 
     async def install_signed(self, chain_pem: str) -> str | None:
         """Check a CertificateSigned chain (A02.FR.06) and keep it as the next certificate; why not, or None."""
-        from station import pki_worker
+        from station.trust import pki_worker
 
         if self.read_only:
             return "credentials are read-only here"

@@ -1,0 +1,98 @@
+"""The one way the station writes a state file: whole, or not at all, even across a power cut.
+
+A rename alone is not enough. Without an fsync of the file, a cut after the rename leaves the new
+name pointing at a 0-byte file (its data never left the page cache); without an fsync of the
+directory, the rename itself may be lost, so an answer the station already gave (an accepted
+firmware request, a switched certificate) is forgotten. The sequence here is the one journaled file
+systems guarantee: write a temp file in the same directory, flush, fsync, rename over the target,
+fsync the directory.
+
+Temp names are unpredictable and created with O_EXCL|O_NOFOLLOW, so a planted link or file in a
+shared directory is never written through. Standard library only: root-side code imports this.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["durable_write", "durable_write_text", "durable_append", "fsync_directory", "temp_name"]
+
+
+def temp_name(name: str) -> str:
+    """An unpredictable hidden temp name beside `name` (never guessable by another user)."""
+    return f".{name}.{secrets.token_hex(8)}.tmp"
+
+
+def fsync_directory(directory: Path | str | int) -> None:
+    """Make a rename, creation or unlink in `directory` (a path or an open directory fd) durable."""
+    if isinstance(directory, int):
+        os.fsync(directory)
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write(path: Path | str, data: bytes, *, mode: int = 0o644,
+                  owner: tuple[int, int] | None = None) -> None:
+    """Replace `path` with `data` atomically and durably.
+
+    The temp file gets its mode (and owner, when given) on the open descriptor before any byte is
+    written, so a secret is never readable by others, not even for an instant.
+    """
+    path = Path(path)
+    directory = path.parent
+    tmp = directory / temp_name(path.name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it
+        if owner is not None:
+            os.fchown(fd, *owner)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(directory)
+
+
+def durable_write_text(path: Path | str, text: str, *, mode: int = 0o644,
+                       owner: tuple[int, int] | None = None) -> None:
+    durable_write(path, text.encode("utf-8"), mode=mode, owner=owner)
+
+
+def durable_append(path: Path | str, data: bytes, *, mode: int = 0o644) -> None:
+    """Append `data` (e.g. one history line) and fsync it before returning.
+
+    A cut may leave a torn last line (readers skip a line that does not parse); it never loses a line
+    this call returned for. Creating the file also fsyncs the directory so the file itself survives.
+    """
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+        created = False
+    except FileNotFoundError:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+        created = True
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_directory(path.parent)

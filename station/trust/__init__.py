@@ -1,0 +1,7 @@
+"""Keys, certificates, credentials and firmware signatures: everything the station trusts, in one place.
+
+- `pki`: certificate stores (CSMS and manufacturer roots), chain and signature checks (cryptography).
+- `pki_worker`: runs `pki` in a child process so `cryptography` stays out of the daemon's memory.
+- `credentials`: the station's own password, client key and certificate, and their renewal.
+- `firmware`: the daemon's side of a firmware update (download, signature pre-check, request for root).
+"""
