@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from station.storage import safefile
+
 DAEMON_UNITS = ("station.service", "station-api.service")
 EXIT_HEALTHY = 0
 EXIT_CSMS_UNREACHABLE = 3
@@ -117,9 +119,6 @@ def wait_healthy(
 
 
 def append_jsonl(path: Path, record: dict[str, object]) -> None:
-    """Append one JSON line (history logs survive crashes line by line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one JSON line, fsynced (history logs survive crashes line by line); never through a link."""
+    with safefile.open_dir(path.parent, make=0o755) as directory:
+        directory.append(path.name, json.dumps(record, sort_keys=True) + "\n", mode=0o644)

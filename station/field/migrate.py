@@ -31,6 +31,7 @@ from pathlib import Path
 from station import envfile
 from station.field import hostops
 from station.network_profiles import CONFIGURED_SLOT, SLOTS, NetworkProfile, ProfileFile, ProfileState, refusal
+from station.storage import safefile
 
 ENV_PATH = Path("etc/ocpp_station.env")
 LOG_PATH = Path("var/lib/station-update/migrations.jsonl")
@@ -58,11 +59,15 @@ def _configured_security_profile(values: dict[str, str]) -> int:
 
 
 def _owner(path: Path) -> tuple[int, int] | None:
-    """Root writes the daemon's file for the daemon's user."""
+    """Root writes the daemon's file for the daemon's user: the owner of its state directory, read
+    from the directory's descriptor (reached without following a link); None when it does not exist."""
     if os.geteuid() != 0:
         return None
-    info = path.stat()
-    return info.st_uid, info.st_gid
+    try:
+        with safefile.open_dir(path) as directory:
+            return directory.owner()
+    except FileNotFoundError:
+        return None
 
 
 def _slot_for(state: ProfileState, url: str) -> int:
@@ -110,14 +115,14 @@ def stage(url: str, *, version: str | None = None, root: Path = Path("/")) -> St
     if why is not None:
         return f"new URL refused: {why[1]}"
     previous = list(state.priority)
-    owner = _owner(state_dir) if state_dir.exists() else None
+    owner = _owner(state_dir)
     endpoint = profile.endpoint(station_id)
     if previous and previous[0] == profile.slot and state.profiles.get(profile.slot) == profile:
         return Staged(profiles, profile, endpoint, previous, owner, changed=False)
     state.profiles[profile.slot] = profile
     state.priority = [profile.slot, *[s for s in previous if s != profile.slot]]
     profiles.save(state, owner=owner)
-    profiles.record("migrate", profile={"slot": profile.slot, "url": endpoint, "version": version}, priority=state.priority)
+    profiles.record("migrate", owner=owner, profile={"slot": profile.slot, "url": endpoint, "version": version}, priority=state.priority)
     return Staged(profiles, profile, endpoint, previous, owner, changed=True)
 
 
@@ -152,7 +157,7 @@ def _restore(root: Path, profiles: ProfileFile, priority: list[int], owner: tupl
     state = profiles.load()
     state.priority = [s for s in priority if s == CONFIGURED_SLOT or s in state.profiles] or [CONFIGURED_SLOT]
     profiles.save(state, owner=owner)
-    profiles.record("migrate-revert", priority=state.priority)
+    profiles.record("migrate-revert", owner=owner, priority=state.priority)
     hostops.restart_units()
     back = hostops.run_smoke(root)
     return (EXIT_OK if back.ok else EXIT_REVERT_FAILED), back.summary()
@@ -165,13 +170,13 @@ def revert(*, root: Path = Path("/")) -> tuple[int, dict[str, object]]:
     profiles = ProfileFile(state_dir)
     migrations = [h for h in profiles.history(500) if h.get("event") == "migrate"]
     try:
-        logged = [json.loads(line) for line in (root / LOG_PATH).read_text().splitlines() if line.strip()]
-    except OSError:
+        logged = [json.loads(line) for line in safefile.read_bytes(root / LOG_PATH).decode().splitlines() if line.strip()]
+    except (OSError, ValueError):
         logged = []
     before = next((r.get("previous_priority") for r in reversed(logged) if isinstance(r.get("previous_priority"), list)), None)
     if not migrations or before is None:
         return EXIT_USAGE, {"ok": False, "detail": "no migration to revert"}
-    code, back = _restore(root, profiles, [int(s) for s in before], _owner(state_dir) if state_dir.exists() else None)
+    code, back = _restore(root, profiles, [int(s) for s in before], _owner(state_dir))
     record = {"utc": hostops.utcnow(), "ok": code == EXIT_OK, "action": "revert", "priority": before, "smoke": back}
     hostops.append_jsonl(root / LOG_PATH, record)
     return code, record
