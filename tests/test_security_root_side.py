@@ -69,3 +69,98 @@ def test_migrate_csms_does_not_write_or_chown_through_links_the_station_user_pla
     profiles = (state / "network-profiles.json").lstat()
     assert stat.S_ISREG(profiles.st_mode) and profiles.st_uid == NOBODY.pw_uid
     assert stat.S_IMODE(profiles.st_mode) == 0o600
+
+
+# ------------------------------------------------------------------------- sudo station report
+LYING_DAEMON = '''
+import json, socket, sys
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1]); server.listen(4)
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    for line in conn.makefile("rb"):
+        request = json.loads(line)
+        answer = {"config": {}, "snapshot": {"daemon": "lying"}, "security": [], "recorder": sys.argv[2]}
+        conn.sendall(json.dumps({"id": request["id"], "result": answer}).encode() + b"\\n")
+    conn.close()
+'''
+SECRET_LINE = "2026-11-30T00:00:00.000Z root-only secret line\n"
+
+
+def report_env(tmp_path: Path, state: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
+    return {**base, "STATION_ENV_FILE": os.devnull, "OCPP_STATION_NAME": "CP-1", "OCPP_201_URL": "ws://127.0.0.1:9/",
+            "STATION_STATE_DIR": str(state), "STATION_IPC_SOCKET": str(tmp_path / "absent.sock"),
+            "STATION_LOG_FILE": str(state / "station.log")}
+
+
+def archive_text(path: Path) -> str:
+    import tarfile
+
+    with tarfile.open(path, "r:gz") as tar:
+        return "".join(tar.extractfile(m).read().decode(errors="replace") for m in tar.getmembers() if m.isfile())  # type: ignore[union-attr]
+
+
+def test_report_into_the_station_users_directory_never_writes_through_planted_links(device: Path, tmp_path: Path) -> None:
+    """Finding 5: `sudo station report --out DIR` opened `.<member>.part` and `.<archive>.part` with
+    O_CREAT|O_TRUNC, following links the directory's owner planted at those predictable names."""
+    state = device / "var/lib/station"
+    shadow = root_only_file(tmp_path / "shadow")
+    for name in ("station.log", "config.json", "state.json", "flight-recorder.log", "case.tar.gz"):
+        (state / f".{name}.part").symlink_to(shadow)
+    done = run_root_tool("station", "report", "--out", str(state / "case.tar.gz"), env=report_env(tmp_path, state))
+    assert done.returncode == 0, done.stderr
+    assert untouched(shadow)
+    assert stat.S_ISREG((state / "case.tar.gz").lstat().st_mode)
+
+
+def test_report_does_not_copy_a_root_only_file_behind_a_linked_log_file(device: Path, tmp_path: Path) -> None:
+    """Finding 5: the log file (STATION_LOG_FILE, in the daemon's directory) was read through a link."""
+    state = device / "var/lib/station"
+    secret = root_only_file(tmp_path / "secret.log", SECRET_LINE)
+    (state / "station.log").symlink_to(secret)
+    (state / "station.log.1").symlink_to(secret)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = run_root_tool("station", "report", "--since", "all", "--out", str(out / "case.tar.gz"),
+                         env=report_env(tmp_path, state))
+    assert done.returncode == 0, done.stderr
+    assert "root-only secret" not in archive_text(out / "case.tar.gz")
+
+
+def test_report_reads_the_configured_recorder_not_the_directory_the_daemon_names(device: Path, tmp_path: Path) -> None:
+    """Finding 5: the flight-recorder directory was taken from the daemon's IPC answer, so a taken-over
+    daemon could have `sudo station report` copy any root-readable directory into the archive."""
+    state = device / "var/lib/station"
+    rootonly = tmp_path / "rootonly"
+    rootonly.mkdir(mode=0o700)
+    root_only_file(rootonly / "flight-000001.log", SECRET_LINE)
+    sock = tmp_path / "daemon.sock"
+    script = tmp_path / "lying_daemon.py"
+    script.write_text(LYING_DAEMON)
+    liar = subprocess.Popen([sys.executable, str(script), str(sock), str(rootonly)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert liar.stdout is not None and liar.stdout.readline().strip() == "ready"
+        out = tmp_path / "out"
+        out.mkdir()
+        done = run_root_tool("station", "report", "--since", "all", "--out", str(out / "case.tar.gz"),
+                             env={**report_env(tmp_path, state), "STATION_IPC_SOCKET": str(sock)})
+    finally:
+        liar.kill()
+        liar.wait()
+    assert done.returncode == 0, done.stderr
+    text = archive_text(out / "case.tar.gz")
+    assert '"lying"' in text  # the answer was used for what it may say: the daemon's own state
+    assert "root-only secret" not in text
+    assert "ignoring the recorder directory" in done.stderr
+
+
+def test_report_into_a_missing_directory_fails_in_one_line_and_creates_nothing(tmp_path: Path, device: Path) -> None:
+    """Issue 24 item 3: `station report --out /nonexistent/dir/x.tar.gz` created the directory (as root under sudo)."""
+    target = tmp_path / "nonexistent/dir/x.tar.gz"
+    done = run_root_tool("station", "report", "--out", str(target), env=report_env(tmp_path, device / "var/lib/station"))
+    assert done.returncode == 2  # exitcodes.USAGE, as documented in docs/troubleshooting.md
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+    assert "does not exist" in done.stderr
+    assert not (tmp_path / "nonexistent").exists()
