@@ -164,3 +164,43 @@ def test_report_into_a_missing_directory_fails_in_one_line_and_creates_nothing(t
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
     assert "does not exist" in done.stderr
     assert not (tmp_path / "nonexistent").exists()
+
+
+# ------------------------------------------------------------------------- station-firstboot
+def tree_with_station_user(root: Path) -> None:
+    """The tree's passwd names `nobody`'s ids as the `station` user (so the test can switch to it)."""
+    (root / "etc/passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\nstation:x:{NOBODY.pw_uid}:{NOBODY.pw_gid}::/var/lib/station:/usr/sbin/nologin\n")
+    (root / "etc/group").write_text(f"root:x:0:\nstation:x:{NOBODY.pw_gid}:\n")
+
+
+def test_firstboot_installs_the_env_file_root_owned_readable_by_the_station_group(device: Path) -> None:
+    """Configuration root tools read is root's: the station user can read it, never rewrite it."""
+    tree_with_station_user(device)
+    (device / "etc/ocpp_station.env").unlink()
+    (device / "boot/firmware").mkdir(parents=True)
+    (device / "boot/firmware/station-identity.env").write_text("OCPP_STATION_NAME='CP-9'\nOCPP_201_URL='wss://c.example/ocpp/'\n")
+    done = run_root_tool("station.field.firstboot", "--root", str(device), "--no-smoke")
+    assert done.returncode == 0, done.stderr
+    info = (device / "etc/ocpp_station.env").stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, NOBODY.pw_gid, 0o640)
+    record = (device / "var/lib/station/firstboot.json").stat()
+    assert record.st_uid == NOBODY.pw_uid
+
+
+def test_firstboot_runs_the_smoke_test_as_the_station_user_not_as_root(device: Path) -> None:
+    """Finding 8: the release's `station --once` (OCPP, serial, meter code) ran as root at first boot."""
+    tree_with_station_user(device)
+    smoke = "sh -c 'echo \"{\\\"ok\\\": true, \\\"station_id\\\": \\\"uid=$(id -u)\\\"}\"'"
+    done = run_root_tool("station.field.firstboot", "--root", str(device), env={"STATION_SMOKE_CMD": smoke})
+    assert done.returncode == 0, done.stderr
+    assert f'"station_id": "uid={NOBODY.pw_uid}"' in done.stdout
+
+
+def test_firstboot_writes_its_record_without_following_a_planted_link(device: Path, tmp_path: Path) -> None:
+    shadow = root_only_file(tmp_path / "shadow")
+    tree_with_station_user(device)
+    (device / "var/lib/station/firstboot.json").symlink_to(shadow)
+    done = run_root_tool("station.field.firstboot", "--root", str(device), "--no-smoke")
+    assert done.returncode == 0, done.stderr
+    assert untouched(shadow)
+    assert stat.S_ISREG((device / "var/lib/station/firstboot.json").lstat().st_mode)

@@ -100,7 +100,7 @@ class Staged:
 def stage(url: str, *, version: str | None = None, root: Path = Path("/")) -> Staged | str:
     """Write ``url`` as the first network profile in the daemon's state directory (what the daemon
     reads at its next start); why not, as text, when it cannot be used."""
-    values = envfile.read(root / ENV_PATH)
+    values = hostops.read_env(root / ENV_PATH)
     station_id = values.get("OCPP_STATION_NAME")
     if not station_id:
         return f"{ENV_PATH} has no station identity"
@@ -137,7 +137,7 @@ def migrate(url: str, *, version: str | None = None, root: Path = Path("/"), lim
     if not staged.changed:
         return EXIT_OK, {**record, "ok": True, "action": "unchanged"}
     hostops.restart_units()
-    smoke, attempts = hostops.wait_healthy(root, limit, interval, give_up_on=_give_up)
+    smoke, attempts = hostops.wait_healthy(root, limit, interval, give_up_on=_give_up, user=hostops.station_account(root))
     record.update(attempts=attempts, smoke=smoke.summary(), connected_to=_expected(smoke))
     if smoke.ok and _expected(smoke) == staged.endpoint:
         code, record = EXIT_OK, {**record, "ok": True, "action": "migrated"}
@@ -159,13 +159,13 @@ def _restore(root: Path, profiles: ProfileFile, priority: list[int], owner: tupl
     profiles.save(state, owner=owner)
     profiles.record("migrate-revert", owner=owner, priority=state.priority)
     hostops.restart_units()
-    back = hostops.run_smoke(root)
+    back = hostops.run_smoke(root, user=hostops.station_account(root))
     return (EXIT_OK if back.ok else EXIT_REVERT_FAILED), back.summary()
 
 
 def revert(*, root: Path = Path("/")) -> tuple[int, dict[str, object]]:
     """Restore the priority from before the last migration."""
-    values = envfile.read(root / ENV_PATH)
+    values = hostops.read_env(root / ENV_PATH)
     state_dir = _state_dir(root, values)
     profiles = ProfileFile(state_dir)
     migrations = [h for h in profiles.history(500) if h.get("event") == "migrate"]
