@@ -142,3 +142,14 @@ def test_unlink_removes_the_link_not_its_target(station_dir: Path, victim: Path)
 def test_names_with_a_slash_are_refused(station_dir: Path) -> None:
     with safefile.open_dir(station_dir) as directory, pytest.raises(safefile.UnsafeFile):
         directory.replace("../escape", b"x")
+
+
+def test_a_trusted_relative_link_with_dotdot_is_followed(tmp_path: Path) -> None:
+    """Like Debian's `/var/run -> /run` written relatively (`../run`): root's own link, root's own directory."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var").mkdir(mode=0o755)
+    (tmp_path / "var/run").symlink_to("../run")
+    tmp_path.chmod(0o755)
+    with safefile.open_dir(tmp_path / "var/run") as directory:
+        directory.replace("f", b"ok")
+    assert (tmp_path / "run/f").read_bytes() == b"ok"

@@ -52,14 +52,20 @@ def _walk(path: Path, make: int | None, owner: tuple[int, int] | None) -> int:
     """A descriptor of directory `path` (absolute), reached without following untrusted links."""
     pending = list(Path(os.path.abspath(path)).parts[1:])
     fd = os.open("/", _DIR_FLAGS)
+    resolved: list[str] = []
     links = 0
     try:
         while pending:
             part = pending.pop(0)
             if part in ("", "."):
                 continue
-            if part == "..":
-                raise UnsafeFile(f"{path}: '..' in a path root walks")
+            if part == "..":  # only from a trusted link's target (abspath removed the caller's)
+                resolved = resolved[:-1]
+                os.close(fd)
+                fd = os.open("/", _DIR_FLAGS)
+                pending[:0] = resolved
+                resolved = []
+                continue
             try:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
@@ -81,10 +87,12 @@ def _walk(path: Path, make: int | None, owner: tuple[int, int] | None) -> int:
                 if target.startswith("/"):
                     os.close(fd)
                     fd = os.open("/", _DIR_FLAGS)
+                    resolved = []
                 pending[:0] = [p for p in Path(target).parts if p != "/"]
                 continue
             os.close(fd)
             fd = child
+            resolved.append(part)
     except BaseException:
         os.close(fd)
         raise
