@@ -64,8 +64,8 @@ def find_identity(root: Path, boot_dirs: Sequence[str] = BOOT_DIRS) -> Path | No
 
 def env_file_owner(root: Path) -> tuple[int, int] | None:
     """``(root, station's group)`` for the env file, from the tree's passwd; None when not root or unknown."""
-    station = envfile.owner_in_tree(root, "station")
-    return (0, station[1]) if station is not None else None
+    station = hostops.station_account(root)
+    return (0, station.gid) if station is not None else None
 
 
 def install_env_file(root: Path, text: str) -> None:
@@ -149,7 +149,8 @@ def provision(root: Path = Path("/"), *, boot_dirs: Sequence[str] = BOOT_DIRS, s
 
 def _write_record(root: Path, record: dict[str, object]) -> None:
     """firstboot.json in the station's state directory (created for the station user when missing)."""
-    station = envfile.owner_in_tree(root, "station")
+    account = hostops.station_account(root)
+    station = (account.uid, account.gid) if account is not None else None
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     with safefile.open_dir(root / RECORD_PATH.parent.parent, make=0o755) as var_lib, \
             var_lib.mkdir(RECORD_PATH.parent.name, mode=0o700, owner=station) as state:
