@@ -258,20 +258,24 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 ENV_FILE="$ROOT/etc/ocpp_station.env"
-stage config "/etc/ocpp_station.env (0600, created from the template if missing, never overwritten)"
+stage config "/etc/ocpp_station.env (root:station 0640: the daemon reads it, only root changes it; created from the template if missing, never overwritten)"
+[ ! -L "$ENV_FILE" ] || die "$ENV_FILE is a symlink; replace it with the file itself"
 if [ -e "$ENV_FILE" ]; then
   unchanged "$ENV_FILE exists; left as it is"
 else
-  install -D -m 0600 "$SRC/provisioning/ocpp_station.env.template" "$ENV_FILE"
+  install -D -m 0640 "$SRC/provisioning/ocpp_station.env.template" "$ENV_FILE"
   changed "$ENV_FILE from template (fill it in, or let station-firstboot write it)"
 fi
 # Kept for station-firstboot, which rebuilds the env file from it on cloned devices.
 install_file "$SRC/provisioning/ocpp_station.env.template" "$BASE/ocpp_station.env.template" 0644 || true
-if [ "$IS_ROOT" = 1 ] && [ -f "$ROOT/etc/passwd" ] && [ -n "$(id_of passwd station)" ]; then
-  want="$(id_of passwd station):$(id_of group station)"
-  if [ "$(stat -c %u:%g "$ENV_FILE")" != "$want" ]; then chown "$want" "$ENV_FILE"; changed "owner station"; fi
+# Root tools (station-migrate-csms, station-firstboot, sudo station report) act on what this file
+# says (STATION_STATE_DIR, URLs): the daemon's user may read it, never change it. A file from an
+# older install (owner station, 0600) is handed back to root here.
+if [ "$IS_ROOT" = 1 ] && [ -f "$ROOT/etc/group" ] && [ -n "$(id_of group station)" ]; then
+  want="0:$(id_of group station)"
+  if [ "$(stat -c %u:%g "$ENV_FILE")" != "$want" ]; then chown "$want" "$ENV_FILE"; changed "owner root:station"; fi
 fi
-if [ "$(stat -c %a "$ENV_FILE")" != 600 ]; then chmod 0600 "$ENV_FILE"; changed "mode 0600"; fi
+if [ "$(stat -c %a "$ENV_FILE")" != 640 ]; then chmod 0640 "$ENV_FILE"; changed "mode 0640"; fi
 
 # ---------------------------------------------------------------------------------------------
 if [ ${#FIRMWARE_ROOTS[@]} -gt 0 ]; then

@@ -93,15 +93,16 @@ def test_second_run_changes_nothing(installed_twice: dict[str, object]) -> None:
     assert installed_twice["after_second"] == installed_twice["after_first"]
 
 
-def test_env_file_is_created_0600_for_the_station_user(installed_twice: dict[str, object]) -> None:
+def test_env_file_is_created_root_station_0640(installed_twice: dict[str, object]) -> None:
+    """The daemon reads its configuration; only root changes it (root tools act on it)."""
     root = Path(str(installed_twice["root"]))
     env_file = root / "etc/ocpp_station.env"
-    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o640
     assert "OCPP_STATION_NAME=" in env_file.read_text()
     if os.geteuid() == 0:
-        station_uid = next(int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines()
+        station_gid = next(int(line.split(":")[2]) for line in (root / "etc/group").read_text().splitlines()
                            if line.startswith("station:"))
-        assert env_file.stat().st_uid == station_uid
+        assert (env_file.stat().st_uid, env_file.stat().st_gid) == (0, station_gid)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating users in a tree needs root")
@@ -131,7 +132,29 @@ def test_existing_env_file_is_never_overwritten(tmp_path: Path) -> None:
     result = run_install(root, wheel, systemctl)
     assert result.returncode == 0, result.stderr
     assert (root / "etc/ocpp_station.env").read_text() == "OCPP_STATION_NAME='CP-7'\n"
-    assert stat.S_IMODE((root / "etc/ocpp_station.env").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "etc/ocpp_station.env").stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating users in a tree needs root")
+def test_an_env_file_the_station_user_owned_is_handed_back_to_root(tmp_path: Path) -> None:
+    """An install before issue 21 left the file station-owned 0600: the daemon's user could rewrite
+    what root tools act on. The installer gives it to root:station 0640, content unchanged."""
+    root = tmp_path / "root"
+    seed_os_tree(root)
+    with (root / "etc/passwd").open("a") as passwd, (root / "etc/group").open("a") as group:
+        passwd.write("station:x:990:990::/var/lib/station:/usr/sbin/nologin\n")
+        group.write("station:x:990:\n")
+    env = root / "etc/ocpp_station.env"
+    env.write_text("OCPP_STATION_NAME='CP-7'\n")
+    os.chown(env, 990, 990)
+    env.chmod(0o600)
+    systemctl, _ = fake_systemctl(tmp_path / "bin")
+    result = run_install(root, build_fake_wheel(tmp_path / "wheels", "1.0.0"), systemctl)
+    assert result.returncode == 0, result.stderr
+    info = env.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 990, 0o640)
+    assert env.read_text() == "OCPP_STATION_NAME='CP-7'\n"
+    assert "changed: owner root:station" in result.stdout
 
 
 def test_failure_names_the_stage(tmp_path: Path) -> None:
@@ -171,15 +194,16 @@ def test_a_firmware_root_that_is_not_a_certificate_fails_its_stage(tmp_path: Pat
 
 
 def test_the_docs_give_the_env_file_the_owner_and_mode_the_installer_sets() -> None:
-    """The env file holds the CSMS password: docs that tell a technician another owner invite a wrong fix."""
+    """The env file holds the CSMS password and root tools act on it: docs that tell a technician
+    another owner or mode invite a wrong fix."""
     installer = INSTALL.read_text()
-    assert 'chmod 0600 "$ENV_FILE"' in installer and 'id_of passwd station' in installer
+    assert 'chmod 0640 "$ENV_FILE"' in installer and 'want="0:$(id_of group station)"' in installer
     for doc in ("docs/configuration.md", "docs/provisioning.md"):
         text = " ".join((REPO / doc).read_text().split())
         statements = re.findall(r"[^.]*ocpp_station\.env[^.]*\.|The file holds secrets[^.]*\.", text)
         said = " ".join(statements)
-        assert "0600" in said and "station" in said, (doc, statements)
-        assert not re.search(r"owner (`)?root", said), (doc, statements)
+        assert "0640" in said and "station" in said and "root" in said, (doc, statements)
+        assert "0600" not in said, (doc, statements)
 
 
 def test_the_tree_names_its_device_paths_not_the_build_directory(installed_twice: dict[str, object]) -> None:
