@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pki_helpers import make_firmware_signer
 from tests.provisioning_support import build_fake_wheel, calls, fake_systemctl, offline_env, pip_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,10 +145,9 @@ def test_failure_names_the_stage(tmp_path: Path) -> None:
 
 
 def test_firmware_roots_are_installed_root_owned_for_the_update_flow(tmp_path: Path) -> None:
-    from tests.test_provisioning_update_intake import signer
-
     anchors = tmp_path / "given"
-    signer(anchors)  # writes given/manufacturer.pem
+    anchors.mkdir()
+    (anchors / "manufacturer.pem").write_text(make_firmware_signer().root_pem)
     root = tmp_path / "root"
     seed_os_tree(root)
     systemctl, _ = fake_systemctl(tmp_path / "bin")
