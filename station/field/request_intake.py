@@ -236,8 +236,7 @@ def artefact_version(staged: Path, project: str = PROJECT) -> str:
             entries = [i for i in wheel.infolist() if _METADATA.match(i.filename)]
             if len(entries) != 1 or entries[0].file_size > METADATA_MAX_BYTES:
                 raise Refused("verification", f"{staged.name} has no single readable .dist-info/METADATA")
-            with wheel.open(entries[0]) as handle:
-                text = handle.read(METADATA_MAX_BYTES + 1)[:METADATA_MAX_BYTES].decode("utf-8", "replace")
+            text = wheel.read(entries[0])[:METADATA_MAX_BYTES].decode("utf-8", "replace")  # at most file_size bytes
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
         raise Refused("verification", f"{staged.name} is not a readable wheel ({exc.__class__.__name__})") from None
     headers = email.parser.HeaderParser().parsestr(text.split("\n\n", 1)[0] + "\n")

@@ -150,17 +150,16 @@ def install_release(
     with a venv created without pip; by default the new venv's own pip is used.
     ``wheelhouse`` installs offline from a directory of wheels.
 
-    ``sha256`` (a verified artefact's digest) is kept in the release (``ARTEFACT.sha256``): an
-    installed release is reused only for that same artefact, never for another one that claims
-    the same version.
+    ``sha256`` (a verified artefact's digest) is kept in the release as the name of an empty file
+    (``.artefact-sha256-<hex>``): an installed release is reused only for that same artefact,
+    never for another one that claims the same version.
     """
     layout = Layout(root)
     check_version(version)
     target = layout.release(version)
-    digest = sha256
     if (target / ".complete").exists():
-        recorded = target / "ARTEFACT.sha256"
-        if digest is not None and recorded.exists() and recorded.read_text().strip() != digest:
+        recorded = list(target.glob(".artefact-sha256-*"))
+        if sha256 is not None and recorded and not (target / f".artefact-sha256-{sha256}").exists():
             raise UpdateError(f"release {version} is already installed from another artefact; not replaced")
         return target
     shutil.rmtree(target, ignore_errors=True)
@@ -189,8 +188,8 @@ def install_release(
         shutil.rmtree(target, ignore_errors=True)
         raise UpdateError(f"artefact {artefact} did not provide the `station` command")
     (target / "VERSION").write_text(version + "\n")
-    if digest is not None:
-        (target / "ARTEFACT.sha256").write_text(digest + "\n")
+    if sha256 is not None:
+        (target / f".artefact-sha256-{sha256}").touch()
     (target / ".complete").touch()
     return target
 
