@@ -318,6 +318,15 @@ async def test_a_file_that_is_not_a_release_of_this_project_is_refused(rig201: R
     assert not request_file(tmp_path).exists()
 
 
+async def test_an_sdist_is_refused_before_it_is_downloaded(rig201: Rig, http: ArtefactServer, tmp_path: Path) -> None:
+    """The root side installs wheels only (an sdist's build code would run as root): no point fetching one."""
+    http.files["/releases/ocpp_station-9.9.0.tar.gz"] = (200, ARTEFACT)
+    await update_firmware(rig201, http.url("/releases/ocpp_station-9.9.0.tar.gz") + f"#sha256={sha256(ARTEFACT)}")
+    refused = await final_status(rig201, "InstallVerificationFailed")
+    assert refused.payload["requestId"] == 42
+    assert http.hits == {} and not request_file(tmp_path).exists()
+
+
 # ------------------------------------------------------------------------------- concurrency
 async def test_a_second_request_cancels_a_scheduled_one_and_is_accepted_canceled(rig201: Rig, http: ArtefactServer) -> None:
     location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"

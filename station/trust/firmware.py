@@ -17,7 +17,8 @@ Statuses (OCPP 2.0.1 names; the 1.6 adapter maps them onto its smaller set)::
 Checksum convention (OCPP carries none): the SHA-256 of the artefact is taken from the URL
 fragment ``#sha256=<64 hex>`` (as pip does; never sent to the server) or, without one, from a
 sidecar file at ``<url>.sha256`` (``sha256sum`` output or the bare hex digest). An artefact
-with neither is not installed. The version is read from the wheel or sdist file name.
+with neither is not installed. The version is read from the wheel's file name (wheels only; the
+root side installs the version inside the wheel, and refuses a request naming another).
 
 Interface: ``FirmwareUpdater(state_dir, is_idle=...)``; the OCPP client sets ``notify``,
 runs :meth:`FirmwareUpdater.run` (watches for the update flow's result), calls
@@ -173,18 +174,17 @@ def artefact_name(url: str) -> str:
 
 
 def release_version(filename: str, project: str = PROJECT) -> str:
-    """The version from a wheel or sdist file name of ``project``; ValueError otherwise."""
-    from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
-                                 parse_sdist_filename, parse_wheel_filename)
+    """The version from a wheel file name of ``project``; ValueError otherwise.
 
+    Wheels only: the root side installs nothing else (an sdist would run its build code as root),
+    and reads the version it installs from the wheel's own metadata."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    if not filename.endswith(".whl"):
+        raise ValueError(f"{filename!r} is not a wheel: only wheels of {project} are installed")
     try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-        elif filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-        else:
-            raise ValueError(f"{filename!r} is neither a wheel nor an sdist")
-    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        name, version, _, _ = parse_wheel_filename(filename)
+    except InvalidWheelFilename as exc:
         raise ValueError(str(exc)) from None
     if name != canonicalize_name(project):
         raise ValueError(f"{filename!r} is a release of {name}, not of {project}")
