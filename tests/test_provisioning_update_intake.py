@@ -216,7 +216,7 @@ def test_a_checksum_only_request_is_refused_when_no_manufacturer_root_is_provisi
 def test_a_root_the_csms_installed_is_not_trusted_by_the_root_side(bare_device: Path) -> None:
     """The CSMS installs its own root over OCPP (the daemon's store) and signs firmware under it."""
     csms = make_firmware_signer()
-    store = state(bare_device) / "certs/ManufacturerRootCertificate"
+    store = state(bare_device) / "pki/roots/ManufacturerRootCertificate"  # where InstallCertificate puts it
     store.mkdir(parents=True)
     (store / "csms.pem").write_text(csms.root_pem)
     path, _ = request(bare_device, "1.1.0", signer=csms)
