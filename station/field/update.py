@@ -18,7 +18,8 @@ call these directly: it downloads and checks the artefact, then calls :func:`req
 which leaves ``/var/lib/station/update/request.json`` for ``station-update.path`` to pick up;
 the outcome appears in ``/var/lib/station/update/result.json`` (see :func:`read_result`)
 after the restart, ready for FirmwareStatusNotification (Installed, or InstallationFailed
-with the rollback detail).
+with the rollback detail). A request the root side refuses (``Result.refused``: signature,
+verification, downgrade) changes nothing and says why; see :func:`run_request`.
 
 CLI exit codes: 0 updated (or rolled back on request), 1 update failed and was rolled back,
 2 usage or install error (nothing switched), 3 rollback failed too (needs a technician).
