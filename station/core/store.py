@@ -211,6 +211,10 @@ _ADDED_COLUMNS = {
 """Columns added after the first release: added to an older database when it is opened."""
 
 
+_LANES = {None: "", "transaction": " AND o.transaction_id<>''", "message": " AND o.transaction_id=''"}
+"""The outbox's two lanes: transaction messages (strict order) and the other queued messages."""
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -393,8 +397,10 @@ class Store:
         return self.append_outbox(db, OutboxEntry(id=0, transaction_id="", connector_id=0, kind=kind, seq_no=0,
                                                   trigger="", stamp=stamp, offline=offline, data=data))
 
-    def pending_outbox(self, limit: int = 100, *, due_only: bool = False, version: str | None = None) -> list[OutboxEntry]:
-        """Queued entries in order; with `version`, only those that may go out in it (not bound to another)."""
+    def pending_outbox(self, limit: int = 100, *, due_only: bool = False, version: str | None = None,
+                       lane: str | None = None) -> list[OutboxEntry]:
+        """Queued entries in order; with `version`, only those that may go out in it (not bound to another);
+        with `lane` ("transaction" | "message"), only transaction messages or only the others."""
         sql = "SELECT o.* FROM outbox o"
         args: list[Any] = []
         if version is not None:
@@ -403,11 +409,17 @@ class Store:
             args.append(version)
         else:
             sql += " WHERE o.parked=0"
+        sql += _LANES[lane]
         if due_only:
             sql += " AND o.next_attempt<=?"
             args.append(time.time())
         rows = self._db.execute(sql + " ORDER BY o.id LIMIT ?", (*args, limit)).fetchall()
         return [self._entry(r) for r in rows]
+
+    def next_outbox_attempt(self, lane: str | None = None) -> float | None:
+        """The earliest Unix time a queued (not parked) entry of `lane` may be sent; None when none waits."""
+        row = self._db.execute("SELECT MIN(o.next_attempt) FROM outbox o WHERE o.parked=0" + _LANES[lane]).fetchone()
+        return None if row[0] is None else float(row[0])
 
     def parked_outbox(self) -> list[OutboxEntry]:
         return [self._entry(r) for r in self._db.execute("SELECT * FROM outbox WHERE parked=1 ORDER BY id")]
