@@ -584,6 +584,29 @@ class Store:
         with self.transaction("clear auth cache") as db:
             db.execute("DELETE FROM auth_cache")
 
+    # --- customer data (CustomerInformation, N09/N10) ----------------------------
+    def customer_records(self, token: str) -> dict[str, Any]:
+        """What the store holds about a token (matched case-insensitively, as OCPP's IdToken)."""
+        one = "SELECT status, expires_at, group_id{} FROM {} WHERE id_token = ? COLLATE NOCASE"
+        cache = self._db.execute(one.format(", updated", "auth_cache"), (token,)).fetchone()
+        listed = self._db.execute(one.format("", "local_list"), (token,)).fetchone()
+        transactions = [TransactionRecord(**dict(r)) for r in self._db.execute(
+            "SELECT * FROM transactions WHERE id_token = ? COLLATE NOCASE ORDER BY started_at", (token,))]
+        queued = sum(1 for (data,) in self._db.execute("SELECT data FROM outbox")
+                     if token.casefold() in {str(json.loads(data).get(k, "")).casefold() for k in ("id_token", "stop_id_token")})
+        return {"cache": AuthEntry(cache[0], cache[1], cache[2], cache[3]) if cache else None,
+                "local_list": AuthEntry(listed[0], listed[1], listed[2]) if listed else None,
+                "transactions": transactions, "queued": queued}
+
+    def clear_customer(self, token: str) -> dict[str, int]:
+        """Remove a token from the authorization cache and from ended transactions, in one durable
+        commit; how many rows of each. The local list (the CSMS's) and running transactions stay."""
+        with self.transaction("clear customer data") as db:
+            cache = db.execute("DELETE FROM auth_cache WHERE id_token = ? COLLATE NOCASE", (token,)).rowcount
+            ended = db.execute("UPDATE transactions SET id_token=NULL WHERE id_token = ? COLLATE NOCASE"
+                               " AND ended_at IS NOT NULL", (token,)).rowcount
+        return {"cache": cache, "transactions": ended}
+
     # --- reservations -----------------------------------------------------------
     def reservation_put(self, r: dict[str, Any]) -> None:
         """Insert or replace (same id) a reservation: keys as the `reservations` columns."""

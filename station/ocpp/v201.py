@@ -20,6 +20,7 @@ from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
 from station.ocpp.charging_reports import ChargingProfileReports
+from station.ocpp.customer_information import CustomerInformationHandlers
 from station.ocpp.meter_values import ended_meter_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.monitoring import MonitoringHandlers
@@ -51,7 +52,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-class V201Session(ChargingProfileReports, MonitoringHandlers, SecurityHandlers, BaseSession):
+class V201Session(ChargingProfileReports, CustomerInformationHandlers, MonitoringHandlers, SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
