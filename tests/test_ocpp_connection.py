@@ -10,6 +10,7 @@ import pytest
 
 from station.devtools.csms import DevCsms
 from station.devtools.demo import free_port
+from station.devtools.linkemu import LinkEmulator
 from station.ocpp.connection import (
     FailureKind,
     LinkConfigError,
@@ -147,6 +148,24 @@ async def test_a_csms_that_closes_before_any_http_answer_keeps_the_link_on_one_v
         assert link.state.last_error_kind is FailureKind.UNREACHABLE
     finally:
         server.close()
+
+
+async def test_connects_that_time_out_in_a_black_holed_link_keep_the_version_until_the_link_is_back(running: Any) -> None:
+    async with DevCsms() as csms, LinkEmulator(csms.port) as emu:
+        fast = {**FAST, "open_timeout": 0.3}
+        params = LinkParams("CP", url_201=emu.url(csms.url("201")), url_16=emu.url(csms.url("16")), **fast)
+        states: list[tuple[str | None, FailureKind | None]] = []
+        link = await running(OcppLink(params, booting_session("CP"),
+                                      on_state=lambda s: states.append((s.preferred_version, s.last_error_kind))))
+        await csms.wait_for("BootNotification")
+        emu.black_hole()
+        emu.cut()
+        await eventually(lambda: link.state.failed_attempts >= 7, timeout=20)
+        emu.restore()
+        await eventually(lambda: link.state.connected, timeout=20)
+        assert FailureKind.UNREACHABLE in {kind for _, kind in states}  # the connects timed out
+        assert {version for version, _ in states} == {"201"}  # and every attempt offered 2.0.1
+        assert link.state.version == "201"
 
 
 async def test_reconnects_after_the_server_dies_and_comes_back_on_the_same_port(running: Any) -> None:
