@@ -94,3 +94,19 @@ async def test_criteria_that_match_nothing_are_answered_no_profiles_and_nothing_
 async def test_no_profiles_installed_is_answered_no_profiles(rig: Rig) -> None:
     status, _ = await ask(rig, 13, {})
     assert status == "NoProfiles"
+
+
+async def test_the_tx_profile_of_a_remote_start_is_reported_with_its_transaction_id(rig: Rig) -> None:
+    assert rig.esp is not None
+    tx_profile = profile(9, "TxProfile", 0, 12.0)
+    answer = await rig.csms.call("CP", "RequestStartTransaction", {
+        "idToken": {"idToken": "REMOTE-1", "type": "Central"}, "remoteStartId": 44, "evseId": 1,
+        "chargingProfile": tx_profile})
+    assert answer["status"] == "Accepted"
+    rig.esp.plug()
+    started = await rig.csms.wait_for("TransactionEvent", predicate=lambda r: r.payload["eventType"] == "Started")
+    status, reports = await ask(rig, 14, {"chargingProfilePurpose": "TxProfile"}, evse=1)
+    assert status == "Accepted"
+    [reported] = reports[0].payload["chargingProfile"]
+    assert reported["id"] == 9
+    assert reported["transactionId"] == started.payload["transactionInfo"]["transactionId"]
