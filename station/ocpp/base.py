@@ -545,13 +545,13 @@ class BaseSession(StrictChargePoint):
                 due = self.core.store.next_outbox_attempt("message")
             except Exception:  # noqa: BLE001 — reported by _read_lane on the next pass
                 due = None
-            wait = 5.0 if due is None else min(5.0, due - time.time())
-            if entries and wait <= 0:
-                wait = 1.0  # the store refused to record the attempts: do not spin
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await wake.wait()
+            # Due already: a message queued meanwhile (its wake is set: no wait) or one the store could
+            # not update or delete (refused write): retried a second later, never in a tight loop.
+            now = time.time()
+            wait = 5.0 if due is None else min(5.0, due - now) if due > now else 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await wake.wait()
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
         """Send one entry; True when it left the queue (confirmed, skipped or parked).
