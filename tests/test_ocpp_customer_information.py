@@ -104,7 +104,8 @@ async def test_a_long_report_is_paged_in_512_characters_with_seq_no_and_tbc(rig:
     ({"report": False, "clear": False, "idToken": id_token()}, "Rejected"),
     ({"report": True, "clear": False}, "Invalid"),
     ({"report": True, "clear": False, "idToken": id_token(), "customerIdentifier": "x"}, "Invalid"),
-], ids=["neither-report-nor-clear", "no-customer-reference", "two-customer-references"])
+    ({"report": True, "clear": True, "idToken": {"idToken": "", "type": "NoAuthorization"}}, "Invalid"),
+], ids=["neither-report-nor-clear", "no-customer-reference", "two-customer-references", "empty-token"])
 async def test_a_request_that_cannot_be_carried_out_is_refused_and_nothing_is_sent(
         rig: Rig, fields: dict[str, Any], status: str) -> None:
     answer, notes = await ask(rig, 10, **fields)

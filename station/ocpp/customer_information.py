@@ -50,6 +50,8 @@ class CustomerInformationHandlers:
             lines = ["No customer certificate is stored at this station."]
         else:
             token = payload["idToken"]["idToken"] if given[0] == "idToken" else str(payload["customerIdentifier"])
+            if not token.strip():  # NoAuthorization's empty idToken names no customer
+                return _refusal("Invalid", "CustomerReference", "the customer reference is empty")
             data = CustomerData(self.core)
             try:  # report first: a clear with report says what was there, then what was erased (N10.FR.03)
                 found = data.report(token) if report else []
