@@ -196,6 +196,22 @@ def test_firstboot_runs_the_smoke_test_as_the_station_user_not_as_root(device: P
     assert f'"station_id": "uid={NOBODY.pw_uid}"' in done.stdout
 
 
+def test_station_update_runs_the_smoke_test_as_the_station_user_not_as_root(device: Path, tmp_path: Path) -> None:
+    """The smoke test after an update is the new release's code (OCPP, serial, meter): it ran as root."""
+    from tests.provisioning_support import make_release
+
+    tree_with_station_user(device)
+    for version in ("1.0.0", "1.1.0"):
+        make_release(device, version)
+    (device / "opt/station/current").symlink_to("releases/1.0.0")
+    systemctl, _log = fake_systemctl(tmp_path / "bin")
+    smoke = "sh -c 'echo \"{\\\"ok\\\": true, \\\"station_id\\\": \\\"uid=$(id -u)\\\"}\"'"
+    done = run_root_tool("station.field.update", "1.1.0", "--root", str(device), "--grace", "5", "--interval", "0.05",
+                         env={"SYSTEMCTL": str(systemctl), "STATION_SMOKE_CMD": smoke})
+    assert done.returncode == 0, done.stderr
+    assert f'"station_id": "uid={NOBODY.pw_uid}"' in done.stdout
+
+
 def test_firstboot_writes_its_record_without_following_a_planted_link(device: Path, tmp_path: Path) -> None:
     shadow = root_only_file(tmp_path / "shadow")
     tree_with_station_user(device)

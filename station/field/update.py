@@ -3,7 +3,8 @@
 Releases live side by side under ``/opt/station/releases/<version>``, each with its own venv;
 ``/opt/station/current`` and ``/opt/station/previous`` are relative symlinks. An update
 installs the new release, switches ``current``, restarts the units and runs ``station --once``
-until it passes or a grace period ends; otherwise it switches back, restarts, and records
+(as the daemon's ``station`` user: the release's own code needs no root) until it passes or a grace
+period ends; otherwise it switches back, restarts, and records
 why. Every outcome is appended to ``/var/lib/station-update/history.jsonl``.
 
 Python API (used by the OCPP UpdateFirmware handler and by tests)::
@@ -255,7 +256,7 @@ def switch_and_verify(
             result = Result(True, "unchanged", version, old, f"{version} is already current")
             return _record(layout, result)
         hostops.restart_units()
-        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up)
+        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up, user=hostops.station_account(root))
         if smoke.ok:
             prune(root=root)
             result = Result(True, "updated", version, old, f"{version} healthy", smoke=smoke.summary(), attempts=attempts)
@@ -266,7 +267,7 @@ def switch_and_verify(
         _point(layout.current, old)
         _point(layout.previous, version)
         hostops.restart_units()
-        back, _ = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up)
+        back, _ = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up, user=hostops.station_account(root))
         action = "rolled-back" if back.ok else "rollback-failed"
         detail = f"{reason}; rolled back to {old}" + ("" if back.ok else f", which is unhealthy too (exit {back.exit_code})")
         return _record(layout, Result(False, action, old, version, detail, smoke=smoke.summary(), attempts=attempts))
@@ -337,7 +338,7 @@ def rollback(
         if current is not None:
             _point(layout.previous, current)
         hostops.restart_units()
-        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up)
+        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up, user=hostops.station_account(root))
         detail = f"rolled back from {current} to {previous}" + ("" if smoke.ok else f"; smoke test fails (exit {smoke.exit_code})")
         return _record(layout, Result(smoke.ok, "rollback", previous, current, detail, smoke=smoke.summary(), attempts=attempts))
 
