@@ -43,10 +43,10 @@ PATH_METHODS_ONE_ARG = {"replace", "rename"}
 
 # (module, function, call): why it is safe. Keep it short; every entry is a file root opens by path.
 ALLOWED: dict[tuple[str, str, str], str] = {
-    # `station report` opens the state database by name with SQLite (read-only URI) after
-    # `plain_file` checked, through a directory descriptor, that it is a regular file and not a link.
-    ("station/diagnostics/report.py", "_offline_snapshot", "sqlite3.connect"): "read-only, checked plain file",
-    ("station/diagnostics/report.py", "_offline_security", "sqlite3.connect"): "read-only, checked plain file",
+    # `station report` reads a private copy of the state database (copied through safefile's
+    # descriptors into root's own mkdtemp directory): SQLite never opens a file of the daemon's.
+    ("station/diagnostics/report.py", "_database_copy", "tempfile.TemporaryDirectory"): "root's 0700 mkdtemp",
+    ("station/diagnostics/report.py", "_database_copy", "sqlite3.connect"): "the copy in root's mkdtemp",
     # tarfile writes into the descriptor safefile's writer gives it (fileobj=), never a path.
     ("station/diagnostics/archive.py", "build", "tarfile.open"): "fileobj from SafeDir.writer",
 }
