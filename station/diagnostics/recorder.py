@@ -91,6 +91,8 @@ class FlightRecorder:
             for old in existing[: max(0, len(existing) - (self.segments - 1))]:
                 old.unlink(missing_ok=True)
             path = self.directory / f"flight-{self._index % 1_000_000:06d}.log"
+            # A log, not state: never fsynced (see the module docstring); a power cut may lose the
+            # unsynced tail of the ring, which is accepted (issue 23).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             self._file = open(fd, "w", buffering=65536, encoding="utf-8", errors="replace", newline="\n")  # noqa: SIM115
             self._size = 0

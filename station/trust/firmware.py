@@ -35,9 +35,7 @@ import binascii
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +53,7 @@ if TYPE_CHECKING:
 # cost the daemon ~11 MB of memory for a feature used a few times a year (docs/performance.md).
 
 from station import update_request
+from station.storage.durable import durable_write_text, durable_writer
 
 log = structlog.get_logger("station.trust.firmware")
 
@@ -399,11 +398,7 @@ class FirmwareUpdater:
         }
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / ".job.json.new"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle)
-            os.replace(tmp, self._job_file)
+            durable_write_text(self._job_file, json.dumps(data), mode=0o600)  # an accepted request survives a cut
         except OSError as exc:
             log.warning("firmware: request not saved; a restart would forget it", error=str(exc))
 
@@ -479,7 +474,7 @@ class FirmwareUpdater:
                                  f" (was {result.get('previous')}), request {request_id}")
             handed["security_event"] = True
             with contextlib.suppress(OSError):
-                self._marker.write_text(json.dumps(handed))
+                durable_write_text(self._marker, json.dumps(handed), mode=0o600)
         return FirmwareNote(status, request_id, detail, final=True)
 
     def _security_event(self, type_: str, tech_info: str) -> None:
@@ -549,7 +544,8 @@ class FirmwareUpdater:
                     raise _Failed(FirmwareStatus.INVALID_SIGNATURE, problem)
                 await self._emit(FirmwareNote(FirmwareStatus.SIGNATURE_VERIFIED, rid))
             await self._wait_install(request)
-            self._marker.write_text(json.dumps({"request_id": rid, "version": version, "artefact": str(path)}))
+            durable_write_text(self._marker, json.dumps({"request_id": rid, "version": version, "artefact": str(path)}),
+                               mode=0o600)
             try:
                 update_request.request_update(path, version, sha256=digest.hex(), state_dir=self.state_dir,
                                               signing_certificate=request.signing_certificate, signature=request.signature)
@@ -614,28 +610,20 @@ class FirmwareUpdater:
         import httpx
 
         hasher = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=self.directory)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                async with client.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > self.max_bytes:
+        with durable_writer(target, mode=0o600) as handle:
+            async with client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                    raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
+                size = 0
+                async for chunk in response.aiter_bytes(65536):
+                    size += len(chunk)
+                    if size > self.max_bytes:
                         raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
-                    size = 0
-                    async for chunk in response.aiter_bytes(65536):
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
-                        hasher.update(chunk)
-                        handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+                    hasher.update(chunk)
+                    handle.write(chunk)
         return hasher.digest()
 
     async def _fetch_sidecar(self, client: httpx.AsyncClient, url: str) -> str | None:
