@@ -129,7 +129,7 @@ def durable_directory(path: Path | str, files: dict[str, tuple[bytes, int]], *, 
     """Create directory `path` holding `files` (name -> (data, mode)) whole, or not at all.
 
     The files are written and fsynced in a temp directory beside `path`, which is fsynced and then
-    renamed to `path` (which must not exist yet), and the parent fsynced: after a cut at any
+    renamed to `path` (which must not exist yet, or be an empty directory), and the parent fsynced: after a cut at any
     instant `path` is either absent or complete. For a set of files that must change together
     (a key and its certificate), one directory per version and `durable_symlink` to pick one.
     """
@@ -140,7 +140,7 @@ def durable_directory(path: Path | str, files: dict[str, tuple[bytes, int]], *, 
         os.chmod(tmp, mode)
         for name, (data, file_mode) in files.items():
             durable_write(tmp / name, data, mode=file_mode)  # each fsynced, and the temp directory
-        os.rename(tmp, path)  # not replace: an existing `path` is an error, never overwritten
+        os.rename(tmp, path)  # a non-empty `path` is an error (ENOTEMPTY), never overwritten
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
