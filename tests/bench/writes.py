@@ -12,8 +12,12 @@ amplification; docs/reliability.md adds margins for both.
 - idle: the daemon connected, the ESP32 (polled every 0.25 s) and the meter (polled every 1 s)
   simulators attached, no session; measured over `seconds` and scaled to an hour and a day.
 - charging: a session in progress. Time-compressed: meter values every `sample_s` seconds instead
-  of 60; the rate above the idle rate is taken as per-sample cost (the polls run at idle too) and
-  scaled to one sample a minute: rate_60 = idle + (rate_compressed - idle) * sample_s / 60.
+  of 60. The cost of one sample (stored, sent, marked delivered) is taken from the run with the
+  recorder off, where nothing else is written (its idle rate is 0): c = bytes / samples. Each run
+  is then brought back to one sample a minute by removing the extra samples' cost:
+  rate_60 = rate - (samples/s - 1/60) * c. With the recorder on this keeps its per-second
+  meter lines (charging changes the power every reading) unscaled, as they are at 60 s; the
+  recorder's share of a sample (two OCPP frame lines) is not removed: an upper bound.
 - backlog: 10,000 queued transaction events replayed after the daemon connects; the bytes from
   process start until the last one is acknowledged (the whole replay), per event and per hour of it.
 
@@ -100,8 +104,7 @@ async def idle(workdir: Path, csms: BenchCsms, *, recorder: bool, seconds: float
     return {"recorder": recorder, **_rates(written, elapsed), "state_dir_growth_bytes": grown}
 
 
-async def charging(workdir: Path, csms: BenchCsms, *, recorder: bool, seconds: float, sample_s: int,
-                   idle_bytes_per_s: float) -> dict[str, Any]:
+async def charging(workdir: Path, csms: BenchCsms, *, recorder: bool, seconds: float, sample_s: int) -> dict[str, Any]:
     async with MeterSimProcess(workdir, energy_wh=1_000_000) as meter, \
             SimulatorProcess(workdir, extra_args=["--meter-control", str(meter.control)]) as sim:
         since = len(csms.arrivals)
@@ -121,12 +124,15 @@ async def charging(workdir: Path, csms: BenchCsms, *, recorder: bool, seconds: f
             samples = sum(1 for a in csms.arrivals[first:] if a.item.kind == "call" and a.item.action == "TransactionEvent"
                           and a.item.payload.get("triggerReason") == "MeterValuePeriodic")
             await sim.command("unplug")
-    compressed = written / elapsed
-    per_sample = max(0.0, compressed - idle_bytes_per_s) * sample_s
-    at_60 = idle_bytes_per_s + per_sample / 60
-    return {"recorder": recorder, "sample_s": sample_s, "samples": samples, **_rates(written, elapsed),
-            "bytes_per_sample": round(per_sample), "mb_per_hour_at_60s": round(at_60 * 3600 / MB, 3),
-            "mb_per_day_at_60s": round(at_60 * 86400 / MB, 2)}
+    return {"recorder": recorder, "sample_s": sample_s, "samples": samples, **_rates(written, elapsed)}
+
+
+def scale_to_60s(run: dict[str, Any], per_sample: float) -> None:
+    """Add the rate at one meter value a minute (see the module docstring)."""
+    extra_per_s = run["samples"] / run["seconds"] - 1 / 60
+    at_60 = max(0.0, run["bytes"] / run["seconds"] - extra_per_s * per_sample)
+    run.update(bytes_per_sample=round(per_sample), mb_per_hour_at_60s=round(at_60 * 3600 / MB, 3),
+               mb_per_day_at_60s=round(at_60 * 86400 / MB, 2))
 
 
 async def backlog(workdir: Path, csms: BenchCsms, *, recorder: bool, count: int) -> dict[str, Any]:
@@ -160,14 +166,17 @@ async def write_budget(step: Any, csms: BenchCsms, *, seconds: float, charging_s
     raw: dict[str, Any] = {}
     for recorder, tag in ((True, "on"), (False, "off")):
         csms.forget()
-        raw[f"idle_{tag}"] = i = await idle(step(f"writes-idle-{tag}"), csms, recorder=recorder, seconds=seconds)
+        raw[f"idle_{tag}"] = await idle(step(f"writes-idle-{tag}"), csms, recorder=recorder, seconds=seconds)
         csms.forget()
         raw[f"charging_{tag}"] = await charging(step(f"writes-charging-{tag}"), csms, recorder=recorder,
-                                                seconds=charging_seconds, sample_s=sample_s,
-                                                idle_bytes_per_s=i["bytes"] / i["seconds"])
+                                                seconds=charging_seconds, sample_s=sample_s)
         csms.forget()
         raw[f"backlog_{tag}"] = await backlog(step(f"writes-backlog-{tag}"), csms, recorder=recorder, count=events)
     csms.forget()
+    off, idle_off = raw["charging_off"], raw["idle_off"]
+    per_sample = max(0.0, off["bytes"] - idle_off["bytes"] / idle_off["seconds"] * off["seconds"]) / max(1, off["samples"])
+    for tag in ("on", "off"):
+        scale_to_60s(raw[f"charging_{tag}"], per_sample)
     return raw
 
 
