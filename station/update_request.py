@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from station.storage.durable import durable_write_text
+from station.storage.durable import durable_unlink, durable_write_text
 
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
 
@@ -58,4 +58,4 @@ def read_result(*, state_dir: Path = Path("/var/lib/station")) -> dict[str, obje
 
 def clear_result(*, state_dir: Path = Path("/var/lib/station")) -> None:
     """Daemon side: the outcome was reported to the CSMS; never report it again."""
-    (state_dir / "update" / "result.json").unlink(missing_ok=True)
+    durable_unlink(state_dir / "update" / "result.json")  # a lost removal would report it again

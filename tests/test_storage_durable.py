@@ -9,6 +9,7 @@ from station.storage.durable import (
     durable_directory,
     durable_remove_directory,
     durable_symlink,
+    durable_unlink,
     durable_write,
     durable_write_text,
     durable_writer,
@@ -117,4 +118,11 @@ def test_durable_remove_directory_removes_it_and_its_files(tmp_path: Path) -> No
     durable_directory(tmp_path / "gen-0", {"key.pem": (b"k", 0o600)})
     durable_remove_directory(tmp_path / "gen-0")
     durable_remove_directory(tmp_path / "gen-0")  # already gone: nothing to do
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_durable_unlink_removes_the_file_and_tolerates_its_absence(tmp_path: Path) -> None:
+    durable_write(tmp_path / "job.json", b"{}")
+    durable_unlink(tmp_path / "job.json")
+    durable_unlink(tmp_path / "job.json")
     assert list(tmp_path.iterdir()) == []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["durable_write", "durable_write_text", "durable_writer", "durable_append", "durable_directory",
-           "durable_symlink", "durable_remove_directory", "fsync_directory", "temp_name"]
+           "durable_symlink", "durable_remove_directory", "durable_unlink", "fsync_directory", "temp_name"]
 
 
 def temp_name(name: str) -> str:
@@ -98,6 +98,17 @@ def durable_writer(path: Path | str, *, mode: int = 0o644) -> Iterator[BinaryIO]
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(directory)
+
+
+def durable_unlink(path: Path | str) -> None:
+    """Remove `path` so that it stays removed after a cut (a finished job must not come back and
+    run again); no error when it is already gone."""
+    path = Path(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_directory(path.parent)
 
 
 def durable_append(path: Path | str, data: bytes, *, mode: int = 0o644) -> None:

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 # cost the daemon ~11 MB of memory for a feature used a few times a year (docs/performance.md).
 
 from station import update_request
-from station.storage.durable import durable_write_text, durable_writer
+from station.storage.durable import durable_unlink, durable_write_text, durable_writer
 
 log = structlog.get_logger("station.trust.firmware")
 
@@ -416,7 +416,7 @@ class FirmwareUpdater:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("firmware: unreadable saved request dropped", error=exc.__class__.__name__)
-            self._job_file.unlink(missing_ok=True)
+            durable_unlink(self._job_file)
             return None
 
     def _resume(self) -> None:
@@ -485,7 +485,7 @@ class FirmwareUpdater:
         """The CSMS confirmed the final status: forget the result so it is never sent again."""
         handed = self._handed_over() or {}
         update_request.clear_result(state_dir=self.state_dir)
-        self._marker.unlink(missing_ok=True)
+        durable_unlink(self._marker)
         artefact = handed.get("artefact")
         if isinstance(artefact, str) and Path(artefact).parent == self.directory:
             Path(artefact).unlink(missing_ok=True)
@@ -550,14 +550,14 @@ class FirmwareUpdater:
                 update_request.request_update(path, version, sha256=digest.hex(), state_dir=self.state_dir,
                                               signing_certificate=request.signing_certificate, signature=request.signature)
             except (OSError, update_request.UpdateError) as exc:
-                self._marker.unlink(missing_ok=True)
+                durable_unlink(self._marker)
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, f"hand-over failed: {exc}") from None
             log.warning("firmware: artefact verified and handed to the update flow; the daemon will be restarted",
                         version=version, request_id=rid)
-            self._job_file.unlink(missing_ok=True)
+            durable_unlink(self._job_file)
             await self._emit(FirmwareNote(FirmwareStatus.INSTALLING, rid))
         except _Failed as failed:
-            self._job_file.unlink(missing_ok=True)
+            durable_unlink(self._job_file)
             self._clean(keep=None)
             log.error("firmware: update failed", status=failed.status.value, detail=failed.detail, url=shown, request_id=rid)
             await self._emit(FirmwareNote(failed.status, rid, failed.detail))

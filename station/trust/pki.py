@@ -446,7 +446,10 @@ class RootStore:
         return None
 
     def remove(self, root: InstalledRoot) -> None:
+        from station.storage.durable import fsync_directory
+
         root.path.unlink()
+        fsync_directory(root.path.parent)  # a deleted root stays deleted after a power cut
 
     def seed(self, kind: str, bundle: Path | None) -> int:
         """Copy the certificates of a provisioned bundle file into the store, once per bundle content.
