@@ -240,3 +240,12 @@ def test_new_certificate_attempt_names_files_of_one_generation(tmp_path: Path, t
     attempt: Attempt = restarted(state, test_pki).attempt()
     assert attempt.client_cert and attempt.client_key
     assert Path(attempt.client_cert).parent == Path(attempt.client_key).parent == station / "gen-1"
+
+
+def test_a_second_signed_certificate_replaces_the_waiting_one(tmp_path: Path, test_pki: TestPki) -> None:
+    station = tmp_path / "state" / "pki" / "station"
+    first, second = Pair(test_pki, "first"), Pair(test_pki, "second")
+    generations.add_candidate(station, first.cert, first.key)
+    generations.add_candidate(station, second.cert, second.key)
+    assert sorted(generations.generations(station)) == [1]
+    assert serial_in_force(*generations.candidate(station)) == second.serial  # type: ignore[misc]

@@ -106,7 +106,7 @@ def add_candidate(directory: Path, cert_pem: bytes, key_pem: bytes) -> Path:
     durable_directory(gen, {KEY: (key_pem, 0o600), CERT: (cert_pem, 0o644)})
     current = current_number(directory)
     for n, path in existing.items():
-        if current is not None and n > current:
+        if current is None or n > current:  # an older candidate, never a generation in force or before it
             durable_remove_directory(path)
     return gen
 
