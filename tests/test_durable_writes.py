@@ -216,3 +216,13 @@ def test_each_way_of_writing_a_file_is_caught(line: str) -> None:
 ])
 def test_reading_and_string_work_are_not_writes(line: str) -> None:
     assert writes_in(f"def load():\n    {line}\n", "station/fine.py") == []
+
+
+def test_the_real_firmware_module_with_its_job_save_turned_into_a_plain_write_is_caught() -> None:
+    source = (ROOT / "station/trust/firmware.py").read_text(encoding="utf-8")
+    helper_call = "durable_write_text(self._job_file, json.dumps(data), mode=0o600)"
+    assert helper_call in source
+    broken = source.replace(helper_call, "self._job_file.write_text(json.dumps(data))")
+    assert unlisted(writes_in(source, "station/trust/firmware.py")) == []
+    assert [(w.function, w.what) for w in unlisted(writes_in(broken, "station/trust/firmware.py"))] == [
+        ("FirmwareUpdater._save_job", "self._job_file.write_text()")]
