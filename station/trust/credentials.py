@@ -120,8 +120,11 @@ class Credentials:
             state = {}
         elif state and state.get("provisioned") != self._provisioned():
             log.warning("credentials: provisioned values changed; credentials set over OCPP are discarded")
-            generations.discard(self._station)
-            (self._station / "pending.key").unlink(missing_ok=True)
+            try:
+                generations.discard(self._station)
+                (self._station / "pending.key").unlink(missing_ok=True)
+            except OSError as exc:  # redone at the next start: the saved state still names the old provisioning
+                log.error("credentials: earlier client certificates not removed", error=exc.__class__.__name__)
             state = {}
         state["provisioned"] = self._provisioned()
         return state
@@ -268,7 +271,10 @@ class Credentials:
             if self._certificate_failures >= PROFILE_ATTEMPTS:
                 self._certificate_failures = 0
                 if attempt.client_cert:
-                    generations.drop(self._station, Path(attempt.client_cert).parent)
+                    try:
+                        generations.drop(self._station, Path(attempt.client_cert).parent)
+                    except OSError as exc:
+                        log.error("credentials: refused client certificate not removed", error=exc.__class__.__name__)
                 self._event("FailedToAuthenticateAtCsms",
                             f"no connection with the new client certificate ({kind.value}); the previous one is in use again")
         if "profile" in attempt.trying and kind is not FailureKind.LOST and self._state.get("profile_candidate"):
