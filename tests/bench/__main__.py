@@ -87,7 +87,7 @@ FIGURES += [
     ("writes_idle_off_mb_h", "(9)   recorder off", "MB/h", None, "max"),
     ("writes_charging_mb_h", "(9) writes charging, meter values every 60 s, recorder on", "MB/h", None, "max"),
     ("writes_charging_off_mb_h", "(9)   recorder off", "MB/h", None, "max"),
-    ("writes_backlog_mb", "(9) writes replaying a 10,000-event backlog, recorder on", "MB", None, "max"),
+    ("writes_backlog_mb", "(9) writes replaying the backlog (--events, 10,000), recorder on", "MB", None, "max"),
     ("writes_backlog_mb_h", "(9)   per hour of replay", "MB/h", None, "max"),
     ("writes_backlog_off_mb", "(9)   recorder off", "MB", None, "max"),
 ]
