@@ -127,7 +127,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_config(args: argparse.Namespace) -> LoadedConfig:
-    return load(_overrides(args), getattr(args, "env_file", None))
+    """The validated settings (ConfigError otherwise); unknown OCPP_*/STATION_* variables warned about on stderr."""
+    try:
+        loaded = load(_overrides(args), getattr(args, "env_file", None))
+    except ConfigError as exc:
+        _warn(exc.raw.warnings if exc.raw else [])
+        raise
+    _warn(loaded.warnings)
+    return loaded
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
 
 
 def _setup_logging(settings: Settings | None, *, stream: Any = None) -> None:

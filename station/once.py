@@ -83,9 +83,12 @@ def run_once(args: argparse.Namespace) -> int:
         "run_started_utc": started_utc,
     }
     try:
+        if not args.timeout > 0:  # also NaN
+            raise ConfigError(f"config error: --timeout {args.timeout:g}: must be more than 0 seconds")
         loaded = load_config(args)
     except ConfigError as exc:
         _setup_logging(None, stream=sys.stderr)
+        print(str(exc), file=sys.stderr)  # the JSON report says it too, for tools
         report["checks"].append(check("config", False, str(exc)))
         return _finish(report, exitcodes.CONFIG, t0)
     settings = loaded.settings
