@@ -106,3 +106,13 @@ def test_the_meter_models_accepted_are_the_register_maps_there_are() -> None:
     from station.config import Settings
 
     assert Settings.model_fields["meter_model"].annotation.__args__ == METER_MODELS  # type: ignore[union-attr]
+
+
+def test_station_api_refuses_a_bad_bind_naming_only_that_setting(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))}
+    result = subprocess.run([sys.executable, "-m", "api", "--bind", "127.0.0.1:99999"], capture_output=True, text=True,
+                            env={**base, "STATION_ENV_FILE": os.devnull}, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == exitcodes.CONFIG
+    assert result.stderr.strip().splitlines() == [
+        "config error: STATION_API_BIND='127.0.0.1:99999': expected host:port with a port from 1 to 65535, "
+        "e.g. 127.0.0.1:8080"]  # neither the station id nor a CSMS URL: the API uses neither
