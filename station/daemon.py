@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import signal
 import time
 from collections.abc import Awaitable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,6 +39,29 @@ if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (
     from station.handover import DaemonSettings
 
 log = structlog.get_logger(__name__)
+
+LOCK_NAME = "station.lock"
+"""In STATION_STATE_DIR: held (flock) by the daemon that owns the directory, for its whole life."""
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the state directory: this one must not open its database nor write an event."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the state directory's exclusive lock, first of all: the descriptor stays open for the life of the process
+    (the kernel releases it when the process ends, however it ends)."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(state_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"station: another station daemon already runs on {state_dir} (it holds {path}); "
+                             "stop it first (systemctl stop station) or give this one its own STATION_STATE_DIR"
+                             ) from None
+    return fd
 
 
 class Daemon:
@@ -296,12 +322,16 @@ def _as_dict(stats: Any) -> dict[str, Any]:
 
 
 async def serve(settings: Settings | DaemonSettings) -> int:
-    """Run until SIGTERM/SIGINT; 0 on a clean stop."""
+    """Run until SIGTERM/SIGINT; 0 on a clean stop. Raises AlreadyRunning before touching the state directory."""
+    lock = lock_state_dir(settings.state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon(settings)
-    await daemon.run(stop)
+    try:
+        daemon = Daemon(settings)
+        await daemon.run(stop)
+    finally:
+        os.close(lock)
     return 0

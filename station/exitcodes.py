@@ -8,6 +8,7 @@ AUTH_FAILED = 4  # CSMS rejected the station's credentials (HTTP 401/403)
 ESP32_UNREACHABLE = 5  # no valid status frame from the ESP32 charge controller
 DEGRADED = 6  # a check failed but the station can charge
 DAEMON_UNAVAILABLE = 7  # `station status`: the daemon's IPC socket does not answer
+ALREADY_RUNNING = 75  # `station run`: another daemon holds the state directory's lock (EX_TEMPFAIL: retry later)
 CONFIG = 78  # configuration missing or invalid (EX_CONFIG)
 
 DESCRIPTIONS = {
@@ -19,5 +20,6 @@ DESCRIPTIONS = {
     ESP32_UNREACHABLE: "ESP32 charge controller unreachable",
     DEGRADED: "degraded: a check failed but the station can charge",
     DAEMON_UNAVAILABLE: "station daemon not running",
+    ALREADY_RUNNING: "another station daemon already runs on this state directory",
     CONFIG: "configuration error",
 }
