@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from station import __version__, exitcodes
+from station.cliargs import Parser
 from station.config import (
     SECRET_FIELDS,
     ConfigError,
@@ -35,7 +36,7 @@ exit codes:
 
 def _settings_flags() -> argparse.ArgumentParser:
     """Parent parser: one --flag per non-secret setting, named after the setting."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     group = parent.add_argument_group("settings (override environment and env file)")
     for name, field in Settings.model_fields.items():
         if name in SECRET_FIELDS:
@@ -52,11 +53,11 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     settings_flags = _settings_flags()
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
                         help="env file to read (default /etc/ocpp_station.env)")
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="station",
         usage="station [--env-file PATH] [SETTINGS FLAGS] {--once [--timeout S] | COMMAND ...}",
         description="EV charge point station daemon: OCPP 2.0.1/1.6J to the CSMS, ESP32 charge controller, "
@@ -155,7 +156,10 @@ def _setup_logging(settings: Settings | None, *, stream: Any = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argument parsers get the rest of the command line untouched.
-    delegated = _delegate(argv)
+    try:
+        delegated = _delegate(argv)
+    except KeyboardInterrupt:  # Ctrl-C while a tool was still starting
+        return 130
     if delegated is not None:
         return delegated
     parser = build_parser()
