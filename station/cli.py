@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "DEMO_SECONDS=N ends it after N seconds.")
     demo.add_argument("--ocpp", choices=["201", "16"], default=None, help="OCPP version (default: OCPP_PRIMARY or 201)")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (DEMO_SECONDS)")
+    from station.cliargs import port
+
+    demo.add_argument("--api-port", type=port, default=None,
+                      help="the API's port on 127.0.0.1 (0 = any free one; default 8080 when free, else any free one)")
 
     sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port); `dev-csms call` sends a connected station any CALL", add_help=False)
     sub.add_parser("loadtest", help="simulate N stations against a CSMS (backend sizing)", add_help=False)
