@@ -277,26 +277,49 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return exitcodes.OK
+    from station.once import METER_HINT, describe_waiting, esp32_problem, meter_check
+
     ocpp = status.get("ocpp", {})
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
     version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
+    error, error_url = ocpp.get("last_error"), ocpp.get("last_error_url")
+    where = f" at {error_url}" if error and error_url and error_url != ocpp.get("url") else ""
     print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
-          f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}".rstrip())
-    print(f"offline queue: {status.get('outbox_depth')}   parked: {ocpp.get('parked_messages')}   "
+          f"{ocpp.get('url') or ''}  {f'last error{where}: {error}' if error else ''}".rstrip())
+    depth, kinds = status.get("outbox_depth"), status.get("outbox_by_kind") or {}
+    waiting = f" ({describe_waiting(kinds)})" if depth and sum(kinds.values()) == depth else ""
+    print(f"offline queue: {depth}{waiting}   parked: {ocpp.get('parked_messages')}   "
           f"waiting for the other OCPP version: {ocpp.get('held_messages') or 0}   "
           f"clock trusted: {status.get('clock', {}).get('trusted')}")
     meter = status.get("meter") or {}
     if meter.get("port"):
         health = status.get("meter_health") or {}
-        state = "answering" if health.get("healthy", True) else \
-            f"NOT answering since {health.get('since')} ({health.get('reason')})"
+        fresh = meter_check(meter)  # the daemon waits for 3 failed polls: a reading that is too old says it sooner
+        if not health.get("healthy", True):
+            state = f"NOT answering since {health.get('since')} ({health.get('reason')}); {METER_HINT}"
+        elif not fresh["ok"]:
+            state = f"NOT answering: {fresh['detail'].split(': ', 1)[-1]}"
+        else:
+            state = "answering"
         print(f"meter {meter.get('model')} on {meter['port']}: {state}")
+    links = status.get("esp32") or {}
     for c in status.get("connectors", []):
         tx = c.get("transaction")
+        link = c["controller_link"]
         print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
-              f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else "")
+              f"{'up' if link['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else "")
               + (f"  reservation {r['id']} until {r['expires_at']}" if (r := c.get("reservation")) else ""))
+        if not link["up"]:
+            port = (links.get(str(c["id"])) or {}).get("port")
+            print(f"  {esp32_problem(port, link['reason'], link.get('since'), _esp32_baud(args))}")
     return exitcodes.OK
+
+
+def _esp32_baud(args: argparse.Namespace) -> int | None:
+    try:
+        return int(setting("esp32_baud", _overrides(args), getattr(args, "env_file", None)))
+    except ConfigError:
+        return None
 
 
 def _ipc_socket(args: argparse.Namespace) -> Path:

@@ -119,6 +119,8 @@ class Daemon:
                                endpoints=Endpoints(params, settings.state_dir))
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
+        self._last_reading_mono: float | None = None
+        """When the meter last gave a valid reading: `--once` must not call a meter healthy that just went quiet."""
         self._bind_meter_facts()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
@@ -161,6 +163,7 @@ class Daemon:
         )
 
     def _on_meter_reading(self, reading: Any) -> None:
+        self._last_reading_mono = time.monotonic()
         if self.recorder is not None:
             self.recorder.meter(1, reading)
         self.core.on_meter_reading(reading)
@@ -172,6 +175,7 @@ class Daemon:
             "software_version": __version__,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "ocpp": self.ocpp.status(),
+            "outbox_by_kind": self._outbox_kinds(),
             "firmware": {"status": self.firmware.status.value, "request_id": self.firmware.current().request_id},
             "esp32": {
                 str(cid): {
@@ -189,8 +193,17 @@ class Daemon:
                 "healthy": self.meter.healthy,
                 "last_error": self.meter.last_error,
                 "stats": _as_dict(self.meter.stats),
+                "last_reading_age_s": None if self._last_reading_mono is None
+                else round(time.monotonic() - self._last_reading_mono, 2),
+                "stale_after_s": round(2 * self.meter.poll_interval + self.meter.timeout, 2),
             },
         }
+
+    def _outbox_kinds(self) -> dict[str, int] | None:
+        try:
+            return self.store.outbox_kinds()
+        except Exception:  # noqa: BLE001 — a broken store must not break a status read
+            return None
 
     # ---- diagnostics (GetLog, GetDiagnostics, `station report`) ----------------------------
     def config_dump(self) -> dict[str, Any]:
