@@ -64,6 +64,23 @@ def lock_state_dir(state_dir: Path) -> int:
     return fd
 
 
+def refuse_a_second_daemon_on_the_socket(socket_path: Path) -> None:
+    """A daemon with another state directory may already answer on this IPC socket: say so in one line, before
+    this one opens its database (the IPC server would refuse the socket only after start-up)."""
+    import socket
+
+    if not Path(socket_path).exists():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return  # a stale socket: the IPC server replaces it
+    raise AlreadyRunning(f"station: another station daemon already answers on {socket_path}; stop it first "
+                         "(systemctl stop station) or give this one its own STATION_IPC_SOCKET")
+
+
 class Daemon:
     def __init__(self, settings: Settings | DaemonSettings) -> None:
         self.settings = settings
@@ -337,6 +354,11 @@ def _as_dict(stats: Any) -> dict[str, Any]:
 async def serve(settings: Settings | DaemonSettings) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop. Raises AlreadyRunning before touching the state directory."""
     lock = lock_state_dir(settings.state_dir)
+    try:
+        refuse_a_second_daemon_on_the_socket(settings.ipc_socket)
+    except AlreadyRunning:
+        os.close(lock)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -49,3 +49,28 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_without_writing_an_
         starts = db.execute("SELECT COUNT(*) FROM security_log WHERE type = 'StartupOfTheDevice'").fetchone()[0]
     assert starts == 1  # the first daemon's own
     assert first.returncode == 0
+
+
+def test_a_second_daemon_on_the_same_socket_refuses_in_one_line(tmp_path: Path) -> None:
+    first = subprocess.Popen([sys.executable, "-m", "station", "run"], env=daemon_env(tmp_path, "station.sock"),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "station.sock").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        env = {**daemon_env(tmp_path, "station.sock"), "STATION_STATE_DIR": str(tmp_path / "other-state")}
+        second = subprocess.run([sys.executable, "-m", "station", "run"], env=env, capture_output=True, text=True,
+                                timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            first.wait(30)
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert second.returncode == exitcodes.ALREADY_RUNNING, second.stderr
+    assert second.stderr.strip().splitlines() == [
+        f"station: another station daemon already answers on {tmp_path / 'station.sock'}; stop it first "
+        "(systemctl stop station) or give this one its own STATION_IPC_SOCKET"]
+    assert not (tmp_path / "other-state" / "station.db").exists()
