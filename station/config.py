@@ -25,8 +25,9 @@ NO_CSMS_URL = "OCPP_201_URL or OCPP_16_URL must be set: the CSMS WebSocket URL"
 ENV_FILE_VARIABLE = "STATION_ENV_FILE"
 
 
-OTHER_VARIABLES = frozenset({ENV_FILE_VARIABLE, "STATION_ROOT", "STATION_PIP", "STATION_PYTHON", "STATION_SMOKE_CMD"})
-"""`STATION_*` variables that are not settings but are read by the tools (provisioning, updates)."""
+OTHER_VARIABLES = frozenset({ENV_FILE_VARIABLE, "STATION_ROOT", "STATION_PIP", "STATION_PYTHON", "STATION_SMOKE_CMD",
+                             "STATION_SOAK", "STATION_CRASH_SEED", "STATION_SCREENSHOT_DIR"})
+"""`STATION_*` variables that are not settings but are read by the tools (provisioning, updates) and the tests."""
 METER_MODELS = ("adl400",)
 """The register maps of station.meter.registers.MAPS (a test keeps the two equal); not imported
 from there: pymodbus would cost every start 65 ms."""
