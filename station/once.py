@@ -230,6 +230,8 @@ def _csms_check(state: dict[str, Any], messages: list[dict[str, Any]], error: st
         last = state.get("last_error")
         if error and last and last not in error:  # the daemon's "not connected": say why it is not
             detail = f"{error} (last attempt: {last})"
+        if last and state.get("last_error_url") and last in detail:  # after a fallback: not the URL shown first
+            detail += f" at {state['last_error_url']}"
     return check("csms", False, detail, kind=kind)
 
 

@@ -142,3 +142,14 @@ def test_a_meter_whose_last_reading_is_too_old_is_not_called_healthy() -> None:
 
 def test_a_meter_with_a_fresh_reading_is_healthy() -> None:
     assert meter_check(_meter(last_reading_age_s=0.4, stale_after_s=3.0))["ok"]
+
+
+def test_once_names_the_url_a_refusal_came_from() -> None:
+    from station.once import _csms_check
+
+    state = {"url": None, "last_error": "HTTP 401 (check station id and password/certificate)",
+             "last_error_kind": "auth_failed", "last_error_url": "ws://127.0.0.1:9000/ocpp16/CP"}
+    result = _csms_check(state, [], None)
+    assert result["kind"] == "auth_failed"
+    assert result["detail"] == ("HTTP 401 (check station id and password/certificate) at "
+                                "ws://127.0.0.1:9000/ocpp16/CP")
