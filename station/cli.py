@@ -325,6 +325,9 @@ def _esp32_baud(args: argparse.Namespace) -> int | None:
 def _ipc_socket(args: argparse.Namespace) -> Path:
     """The daemon's socket, and nothing else from the configuration: commands that only ask the
     daemon (`status`, `outbox`) work while the CSMS settings are missing."""
+    from station.config import read_raw
+
+    _warn(read_raw(_overrides(args), getattr(args, "env_file", None)).warnings)  # a misspelt STATION_IPC_SOCKET
     return Path(setting("ipc_socket", _overrides(args), getattr(args, "env_file", None)))
 
 

@@ -116,3 +116,10 @@ def test_station_api_refuses_a_bad_bind_naming_only_that_setting(tmp_path: Path)
     assert result.stderr.strip().splitlines() == [
         "config error: STATION_API_BIND='127.0.0.1:99999': expected host:port with a port from 1 to 65535, "
         "e.g. 127.0.0.1:8080"]  # neither the station id nor a CSMS URL: the API uses neither
+
+
+def test_status_warns_about_a_misspelt_socket_variable(tmp_path: Path) -> None:
+    result = station(tmp_path, "status", env={"STATION_IPC_SOKET": str(tmp_path / "x.sock")})
+    assert result.returncode == exitcodes.DAEMON_UNAVAILABLE
+    assert result.stderr.splitlines()[0] == ("config warning: unknown setting STATION_IPC_SOKET in the environment is "
+                                             "ignored; did you mean STATION_IPC_SOCKET?")
