@@ -153,3 +153,28 @@ def test_once_names_the_url_a_refusal_came_from() -> None:
     assert result["kind"] == "auth_failed"
     assert result["detail"] == ("HTTP 401 (check station id and password/certificate) at "
                                 "ws://127.0.0.1:9000/ocpp16/CP")
+
+
+async def test_once_beside_the_daemon_names_the_silent_esp32_port_and_since_when(tmp_path: Path) -> None:
+    from station.ipc.client import IpcClient
+    from tests.e2e import DaemonProcess, station_env
+    from tests.test_once import run_once
+
+    with silent_serial_port(tmp_path) as port:
+        async with DevCsms() as csms:
+            env = station_env(tmp_path, csms, port)
+            daemon = await DaemonProcess(env, tmp_path / "station.log").start()
+            try:
+                await daemon.wait_ipc()
+                async with IpcClient(env["STATION_IPC_SOCKET"]) as client, asyncio.timeout(60):
+                    while not (await client.status())["connectors"][0]["controller_link"]["reason"].startswith(
+                            "no valid status frame"):
+                        await asyncio.sleep(0.2)
+                code, report, _ = await run_once(env, "--timeout", "8")
+            finally:
+                await daemon.stop()
+    assert report["mode"] == "daemon"
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "esp32")
+    assert detail.startswith(f"ESP32 charge controller on {port} not answering since 20"), detail
+    assert "(no valid status frame for 3 s)" in detail and "wiring" in detail and "firmware" in detail
+    assert code == exitcodes.ESP32_UNREACHABLE
