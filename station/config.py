@@ -8,7 +8,6 @@ each value came from.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field as dataclass_field
@@ -388,11 +387,15 @@ def _env_file_path(env_file: Path | str | None) -> tuple[Path, bool]:
 
 def unknown_variables(names: Iterable[str], where: str) -> list[str]:
     """A warning per OCPP_*/STATION_* name that no setting reads (a typo is otherwise silently ignored)."""
+    unknown = sorted(n for n in names if n.startswith(("OCPP_", "STATION_"))
+                     and n not in FIELD_BY_VARIABLE and n not in OTHER_VARIABLES)
+    if not unknown:
+        return []
+    import difflib  # only when a name is unknown: not on every start
+
     known = sorted({*FIELD_BY_VARIABLE, *OTHER_VARIABLES})
     lines = []
-    for name in sorted(names):
-        if not name.startswith(("OCPP_", "STATION_")) or name in FIELD_BY_VARIABLE or name in OTHER_VARIABLES:
-            continue
+    for name in unknown:
         near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = f"did you mean {near[0]}?" if near else "`station config show` lists the settings"
         lines.append(f"config warning: unknown setting {name} in {where} is ignored; {hint}")
