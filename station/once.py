@@ -267,10 +267,20 @@ def _queue_check(depth: int, connected: bool, kinds: dict[str, int] | None = Non
                  + (" (being sent)" if connected else " (CSMS not connected)"), depth=depth, by_kind=kinds)
 
 
+def _readable_time(text: str) -> str:
+    """'2026-12-07T11:41:17.123456+00:00 (why)' → '2026-12-07 11:41:17 UTC (why)': what a technician reads."""
+    stamp, sep, rest = text.partition(" ")
+    try:
+        moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    except ValueError:
+        return text
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") + sep + rest
+
+
 def esp32_problem(port: str | None, reason: str, since: str | None, baud: int | None) -> str:
     """A technician's sentence for an ESP32 link that is down: what, where, since when, what to check first."""
     where = f" on {port}" if port else ""
-    when = f" since {since}" if since else ""
+    when = f" since {_readable_time(since)}" if since else ""
     if reason.startswith("cannot open") or reason.startswith("no device"):
         first = ("check the ESP32's USB/serial cable and that STATION_ESP32_PORT names its device "
                  "(ls -l /dev/serial/by-id/)")
@@ -338,8 +348,7 @@ def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any
     links = status.get("esp32", {})
     started = None
     if isinstance(status.get("uptime_s"), (int, float)):
-        started = datetime.fromtimestamp(time.time() - status["uptime_s"], UTC).isoformat(timespec="seconds") + \
-            " (the daemon's start)"
+        started = datetime.fromtimestamp(time.time() - status["uptime_s"], UTC).isoformat() + " (the daemon's start)"
     results["esp32"] = _esp32_section(
         report, connectors, all(c["controller_link"]["up"] for c in connectors),
         next((v.get("firmware") for v in links.values() if v.get("firmware")), None),
