@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from station import __version__, logs
-from station.config import ConfigError, load
+from station.config import ConfigError, load_api
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     try:
-        loaded = load({"api_bind": args.bind, "ipc_socket": args.ipc_socket}, args.env_file)
+        loaded = load_api({"api_bind": args.bind, "ipc_socket": args.ipc_socket}, args.env_file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return ConfigError.exit_code

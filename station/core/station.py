@@ -86,6 +86,8 @@ class Connector:
     report: ControllerStatus | None = None
     link_up: bool = False
     link_reason: str = "not connected yet"
+    link_since: datetime | None = None
+    """When the ESP32 link last went up or down (None: down since the daemon started)."""
     operative: bool = True
     inoperative_scheduled: bool = False
     derived: DerivedStatus = field(
@@ -127,6 +129,7 @@ class Connector:
             "operative": self.operative,
             "inoperative_scheduled": self.inoperative_scheduled,
             "controller_link": {"up": self.link_up, "reason": self.link_reason,
+                                "since": self.link_since.isoformat() if self.link_since else None,
                                 "firmware": self.controller.firmware if self.controller else None},
             "pilot": r.pilot.value if r else None,
             "controller_state": r.state.name if r else None,
@@ -262,7 +265,7 @@ class StationCore:
         if conn.link_up == up:
             conn.link_reason = reason  # still down, maybe for a new reason (`status`, `--once` show it)
             return
-        conn.link_up, conn.link_reason = up, reason
+        conn.link_up, conn.link_reason, conn.link_since = up, reason, self.clock.now()
         (log.info if up else log.warning)("charge controller link", connector_id=connector_id, up=up, reason=reason)
         self.events.publish("controller_link", connector_id=connector_id, up=up, reason=reason)
         self._reconcile(conn)
