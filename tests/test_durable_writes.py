@@ -39,6 +39,7 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], str] = {
     ("station/diagnostics/archive.py", "build"): "diagnostics archive: an output handed out at once, rebuilt on demand",
     ("station/handover.py", "console"): "points stdout at /dev/null after a broken pipe: no file is written",
     ("station/handover.py", "validate_to"): "writes into a pipe to the waiting daemon, not a file",
+    ("station/daemon.py", "lock_state_dir"): "the daemon's lock file (flock): it holds no data",
     ("station/field/update.py", "_locked"): "the update lock file (flock): it holds no data",
     ("station/core/store.py", "_owner_only"): "creates the empty SQLite file 0600; SQLite writes and syncs it",
 }
