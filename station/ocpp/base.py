@@ -329,6 +329,7 @@ class BaseSession(StrictChargePoint):
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._follow_up_done(name, done))  # its failure is logged once
         return task
 
     async def _main(self) -> None:

@@ -417,6 +417,27 @@ class StrictChargePoint(ChargePoint):
                 task = asyncio.ensure_future(follow_up)
                 self._after_tasks.add(task)
                 task.add_done_callback(self._after_tasks.discard)
+                task.add_done_callback(lambda done: self._follow_up_done(msg.action, done))
+
+    def _follow_up_done(self, action: str, task: asyncio.Future[Any]) -> None:
+        """The owner of an `after_raw` follow-up (a triggered send, a report): its failure is logged
+        here, once, instead of as asyncio's "Task exception was never retrieved"."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, CallErrorReceived):
+            self.log.warning(f"ocpp: {exc.action} after {action} refused by the peer", station_id=self.id,
+                             action=exc.action, error=f"{exc.code}: {exc.description}")
+        elif isinstance(exc, TimeoutError):
+            self.log.warning(f"ocpp: a message sent after {action} got no answer", station_id=self.id,
+                             action=action, error=str(exc) or "no answer")
+        elif isinstance(exc, (OCPPError, ConnectionError)) or exc.__class__.__name__.startswith("ConnectionClosed"):
+            self.log.warning(f"ocpp: a message sent after {action} failed", station_id=self.id, action=action,
+                             error=f"{exc.__class__.__name__}: {exc}"[:300])
+        else:
+            self.log.error(f"ocpp: follow-up of {action} failed", station_id=self.id, action=action, exc_info=exc)
 
     async def _response_for(self, unique_id: str, timeout: float) -> Any:
         """The answer to our CALL `unique_id` (others are stale and dropped); TimeoutError after `timeout`."""
@@ -455,6 +476,8 @@ class StrictChargePoint(ChargePoint):
             try:
                 await self._send(call.to_json(), [MessageType.Call, call.unique_id, action, call.payload])
                 response = await self._response_for(call.unique_id, timeout or self._response_timeout)
+            except TimeoutError:
+                raise TimeoutError(f"{action}: no answer within {timeout or self._response_timeout:g} s") from None
             finally:
                 self._actions_of_pending.pop(call.unique_id, None)
         if response.message_type_id == MessageType.CallError:

@@ -1,0 +1,69 @@
+"""Faults a real CSMS exposed (issue 22) and the CSMS-side misuse of issue 21, against the strict dev CSMS."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ocpp.exceptions import InternalError
+from structlog.testing import capture_logs
+
+from station.core.model import MeterReading
+from station.devtools.csms import Received
+from tests.ocpp_helpers import Rig, eventually, rig_on_dev_csms
+
+
+@pytest.fixture(params=["201", "16"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    async with rig_on_dev_csms(request.param, tmp_path / "station.db") as rig:
+        yield rig
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What reaches the event loop's exception handler (where "Task exception was never retrieved" goes)."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield seen
+    loop.set_exception_handler(None)
+
+
+def refuse(_: Received) -> dict[str, object]:
+    raise InternalError(description="CSMS database down")
+
+
+async def _refused_triggered_send(rig: Rig, requested: str, action: str) -> list[dict[str, Any]]:
+    """Trigger `requested` with the CSMS refusing `action`; the log lines the station wrote meanwhile."""
+    rig.csms.override(action, refuse)
+    mark = rig.csms.mark()
+    trigger = "TriggerMessage" if rig.version == "201" or requested in ("MeterValues", "FirmwareStatusNotification") \
+        else "ExtendedTriggerMessage"
+    with capture_logs() as logs:
+        answer = await rig.csms.call("CP", trigger, {"requestedMessage": requested})
+        assert answer["status"] == "Accepted"
+        await rig.csms.wait_for(action, since=mark, timeout=10)
+        await eventually(lambda: any(e.get("log_level") == "warning" and e.get("action") == action for e in logs))
+        await asyncio.sleep(0)
+    gc.collect()
+    return logs
+
+
+@pytest.mark.parametrize(("requested", "action16"), [
+    ("FirmwareStatusNotification", "FirmwareStatusNotification"),
+    ("LogStatusNotification", "LogStatusNotification"),
+    ("MeterValues", "MeterValues"),
+])
+async def test_a_refused_triggered_send_is_logged_once_as_a_warning_never_as_an_unretrieved_task_exception(
+        rig: Rig, loop_errors: list[dict[str, Any]], requested: str, action16: str) -> None:
+    assert rig.core is not None
+    rig.core.on_meter_reading(MeterReading(1234.0, power_w=0.0))
+    logs = await _refused_triggered_send(rig, requested, requested if rig.version == "201" else action16)
+    warnings = [e for e in logs if e.get("log_level") == "warning" and e.get("action") == (requested if rig.version == "201" else action16)]
+    assert len(warnings) == 1 and "InternalError" in warnings[0]["error"]
+    assert not [e for e in logs if e.get("log_level") in ("error", "critical")]
+    assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]
