@@ -67,3 +67,49 @@ async def test_a_refused_triggered_send_is_logged_once_as_a_warning_never_as_an_
     assert len(warnings) == 1 and "InternalError" in warnings[0]["error"]
     assert not [e for e in logs if e.get("log_level") in ("error", "critical")]
     assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]
+
+
+@pytest.mark.parametrize(("evse", "connector"), [(1, 7), (2, 1), (0, 1)])
+async def test_unlock_of_an_unknown_evse_or_connector_is_unknown_connector(rig: Rig, evse: int, connector: int) -> None:
+    """F05.FR.03 (TC_F_10_CS); 1.6: NotSupported ("no connector lock, or ConnectorId is unknown")."""
+    if rig.version == "201":
+        answer = await rig.csms.call("CP", "UnlockConnector", {"evseId": evse, "connectorId": connector})
+        assert answer["status"] == "UnknownConnector"
+    else:
+        if evse == 0:
+            pytest.skip("1.6 connectorId is > 0 by schema")
+        answer = await rig.csms.call("CP", "UnlockConnector", {"connectorId": evse if connector == 1 else connector})
+        assert answer["status"] == "NotSupported"
+
+
+def test_reason_codes_fit_the_schema_as_listed_codes_or_whole_words_never_cut() -> None:
+    from station.ocpp.reason_codes import fit, reason_code
+
+    assert reason_code("unreadable signing certificate: no PEM data") == "InvalidCertificate"
+    assert reason_code("unknown evse") == "UnknownEvse"
+    assert reason_code("extraordinarily lengthy explanation") == "Extraordinarily"
+    assert fit("UnsupportedMonitorType") == "UnsupportedMonitor"
+    for text in ("no free connector", "signed firmware required", "connector faulted: pilot state E",
+                 "a reason with averyveryverylongwordthatdoesnotfit"):
+        assert 0 < len(reason_code(text)) <= 20
+
+
+async def test_an_unreadable_signing_certificate_is_answered_with_a_reason_code_that_fits(tmp_path: Path) -> None:
+    """The code CitrineOS got cut to "UnreadableSigningCer" is a listed code now (InvalidCertificate)."""
+    from station.devtools.csms import DevCsms
+    from station.trust.firmware import FirmwareUpdater
+
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = Rig("201", csms, tmp_path / "station.db")
+        rig.firmware = FirmwareUpdater(tmp_path / "state", poll_seconds=0.05, manufacturer_roots=lambda: "")
+        await rig.start()
+        try:
+            await csms.wait_for("StatusNotification", timeout=10)
+            answer = await csms.call("CP", "UpdateFirmware", {"requestId": 3, "firmware": {
+                "location": "https://firmware.invalid/station.whl", "retrieveDateTime": "2026-01-01T00:00:00Z",
+                "signingCertificate": "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----",
+                "signature": "c2ln"}})
+        finally:
+            await rig.stop()
+    assert answer["status"] == "InvalidCertificate"
+    assert answer["statusInfo"]["reasonCode"] == "InvalidCertificate"

@@ -21,6 +21,7 @@ from station.ocpp.base import charging_profile, composite_periods, profile_purpo
 from station.ocpp.meter_values import ended_meter_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.monitoring import MonitoringHandlers
+from station.ocpp.reason_codes import reason_code
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
 
@@ -45,8 +46,7 @@ def sampled_values(meter: dict[str, Any] | None, context: str, measurands: list[
 
 
 def status_info(reason: str) -> dict[str, str]:
-    code = "".join(word[:1].upper() + word[1:] for word in reason.replace(":", " ").split()[:3])[:20] or "Rejected"
-    return {"reasonCode": code, "additionalInfo": reason[:512]}
+    return {"reasonCode": reason_code(reason), "additionalInfo": reason[:512]}
 
 
 class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
@@ -199,6 +199,8 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
 
     @on_raw("UnlockConnector")
     def on_unlock(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if int(payload["connectorId"]) != 1:  # F05.FR.03 (TC_F_10_CS): each EVSE here has one connector, id 1
+            return {"status": "UnknownConnector"}
         return {"status": self.core.unlock(int(payload["evseId"]))}
 
     @on_raw("TriggerMessage")
