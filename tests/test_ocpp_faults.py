@@ -113,3 +113,22 @@ async def test_an_unreadable_signing_certificate_is_answered_with_a_reason_code_
             await rig.stop()
     assert answer["status"] == "InvalidCertificate"
     assert answer["statusInfo"]["reasonCode"] == "InvalidCertificate"
+
+
+async def test_a_frame_nested_too_deep_to_parse_gets_a_callerror_and_the_session_stays_up(rig: Rig) -> None:
+    """Issue 21 finding 7: 200,000 nested arrays (400 kB) raised RecursionError and dropped the session."""
+    assert rig.client is not None
+    session = rig.client.session
+    mark = rig.csms.mark()
+    depth = 200_000
+    await rig.csms.send_raw("CP", '[2,"deep-1","Heartbeat",' + "[" * depth + "]" * depth + "]")
+
+    def errors() -> list[Received]:
+        return [r for r in rig.csms.received[mark:] if r.kind == "error" and r.unique_id == "deep-1"]
+
+    await eventually(lambda: bool(errors()))
+    error = errors()[0]
+    assert error.payload["errorCode"] == ("RpcFrameworkError" if rig.version == "201" else "FormationViolation")
+    answer = await rig.csms.call("CP", "TriggerMessage", {"requestedMessage": "Heartbeat"})
+    assert answer["status"] == "Accepted"
+    assert rig.client.session is session  # the same connection: no reconnect

@@ -319,11 +319,13 @@ class StrictChargePoint(ChargePoint):
         """Parse one frame strictly; answer every unparseable CALL instead of ignoring it."""
         try:
             msg = json.loads(raw_msg)
-        except (TypeError, ValueError, UnicodeDecodeError):
+        except (TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: nested too deep to parse (200,000 arrays fit in well under 1 MiB).
             match = _ID_IN_BROKEN_FRAME.match(raw_msg if isinstance(raw_msg, str) else "")
             unique_id = match.group(1) if match else "-1"
-            self.log.warning("ocpp: frame is not valid JSON", station_id=self.id, unique_id=unique_id)
-            await self._send_error(unique_id, "RpcFrameworkError", "Message is not valid JSON")
+            why = "nested too deep" if isinstance(exc, RecursionError) else "not valid JSON"
+            self.log.warning(f"ocpp: frame is {why}", station_id=self.id, unique_id=unique_id)
+            await self._send_error(unique_id, "RpcFrameworkError", f"Message is {why}")
             return
         if not isinstance(msg, list) or not msg:
             self.log.warning("ocpp: frame is not a JSON array", station_id=self.id)
