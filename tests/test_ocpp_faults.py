@@ -132,3 +132,95 @@ async def test_a_frame_nested_too_deep_to_parse_gets_a_callerror_and_the_session
     answer = await rig.csms.call("CP", "TriggerMessage", {"requestedMessage": "Heartbeat"})
     assert answer["status"] == "Accepted"
     assert rig.client.session is session  # the same connection: no reconnect
+
+
+async def _set_variables(rig: Rig, *items: tuple[str, str, str]) -> None:
+    answer = await rig.csms.call("CP", "SetVariables", {"setVariableData": [
+        {"component": {"name": c}, "variable": {"name": v}, "attributeValue": value} for c, v, value in items]})
+    assert {r["attributeStatus"] for r in answer["setVariableResult"]} == {"Accepted"}
+
+
+def _event(rig: Rig, kind: str, since: int = 0) -> Any:
+    return rig.csms.wait_for("TransactionEvent", since=since, timeout=10,
+                             predicate=lambda r: r.payload["eventType"] == kind)
+
+
+async def test_201_remote_start_after_plug_in_answers_the_running_transaction_id_and_names_its_remote_start_id(
+        tmp_path: Path) -> None:
+    """F01 with TxStartPoint EVConnected: the transaction began at plug-in; the CSMS matches its request to it."""
+    async with rig_on_dev_csms("201", tmp_path / "station.db") as rig:
+        assert rig.esp is not None
+        await _set_variables(rig, ("TxCtrlr", "TxStartPoint", "EVConnected"))
+        rig.esp.plug()
+        started = await _event(rig, "Started")
+        tx_id = started.payload["transactionInfo"]["transactionId"]
+        mark = rig.csms.mark()
+        answer = await rig.csms.call("CP", "RequestStartTransaction", {
+            "idToken": {"idToken": "LATE-TOKEN", "type": "ISO14443"}, "remoteStartId": 77, "evseId": 1})
+        assert answer == {"status": "Accepted", "transactionId": tx_id}
+        updated = await rig.csms.wait_for("TransactionEvent", since=mark, timeout=10,
+                                          predicate=lambda r: r.payload["triggerReason"] == "RemoteStart")
+        assert updated.payload["eventType"] == "Updated"
+        assert updated.payload["transactionInfo"]["remoteStartId"] == 77
+        assert updated.payload["transactionInfo"]["transactionId"] == tx_id
+
+
+async def test_201_remote_start_without_evse_after_plug_in_authorizes_the_running_transaction(tmp_path: Path) -> None:
+    async with rig_on_dev_csms("201", tmp_path / "station.db") as rig:
+        assert rig.esp is not None
+        await _set_variables(rig, ("TxCtrlr", "TxStartPoint", "EVConnected"))
+        rig.esp.plug()
+        tx_id = (await _event(rig, "Started")).payload["transactionInfo"]["transactionId"]
+        answer = await rig.csms.call("CP", "RequestStartTransaction", {
+            "idToken": {"idToken": "LATE-TOKEN", "type": "ISO14443"}, "remoteStartId": 78})
+        assert answer == {"status": "Accepted", "transactionId": tx_id}
+
+
+async def test_201_a_token_with_no_ev_plugged_in_starts_the_transaction_idle_and_ev_connected_follows_the_plug(
+        tmp_path: Path) -> None:
+    """TxStartPoint Authorized: no EV is connected at the start, so Started says Idle (defect 8)."""
+    async with rig_on_dev_csms("201", tmp_path / "station.db") as rig:
+        assert rig.esp is not None and rig.core is not None
+        await _set_variables(rig, ("TxCtrlr", "TxStartPoint", "Authorized"))
+        ok, _ = rig.core.request_start(1, "TOKEN-1", "ISO14443", trigger="Authorized")
+        assert ok
+        started = await _event(rig, "Started")
+        assert started.payload["transactionInfo"]["chargingState"] == "Idle"
+        mark = rig.csms.mark()
+        rig.esp.plug()
+        changed = await rig.csms.wait_for("TransactionEvent", since=mark, timeout=10,
+                                          predicate=lambda r: r.payload["triggerReason"] == "ChargingStateChanged")
+        assert changed.payload["transactionInfo"]["chargingState"] != "Idle"
+
+
+async def _charging(rig: Rig) -> str:
+    assert rig.esp is not None
+    assert (await rig.csms.call("CP", "RequestStartTransaction", {
+        "idToken": {"idToken": "TOKEN-1", "type": "ISO14443"}, "remoteStartId": 5, "evseId": 1}))["status"] == "Accepted"
+    rig.esp.plug()
+    rig.esp.ev_requests_charge()
+    charging = await rig.csms.wait_for("TransactionEvent", timeout=10,
+                                       predicate=lambda r: r.payload["transactionInfo"].get("chargingState") == "Charging")
+    return str(charging.payload["transactionInfo"]["transactionId"])
+
+
+async def test_201_ended_after_a_remote_stop_with_the_ev_still_plugged_in_says_ev_connected(tmp_path: Path) -> None:
+    async with rig_on_dev_csms("201", tmp_path / "station.db") as rig:
+        tx_id = await _charging(rig)
+        mark = rig.csms.mark()
+        assert (await rig.csms.call("CP", "RequestStopTransaction", {"transactionId": tx_id}))["status"] == "Accepted"
+        ended = await _event(rig, "Ended", since=mark)
+        assert ended.payload["triggerReason"] == "RemoteStop"
+        assert ended.payload["transactionInfo"]["chargingState"] == "EVConnected"
+
+
+async def test_201_ended_by_an_unplug_says_idle(tmp_path: Path) -> None:
+    """TC_E_37_CS: EVCommunicationLost, chargingState Idle, stoppedReason EVDisconnected."""
+    async with rig_on_dev_csms("201", tmp_path / "station.db") as rig:
+        assert rig.esp is not None
+        await _charging(rig)
+        mark = rig.csms.mark()
+        rig.esp.unplug()
+        ended = await _event(rig, "Ended", since=mark)
+        assert ended.payload["transactionInfo"]["chargingState"] == "Idle"
+        assert ended.payload["transactionInfo"]["stoppedReason"] == "EVDisconnected"

@@ -560,6 +560,10 @@ class StationCore:
     def _pick_connector(self, connector_id: int | None, id_token: str = "", group_id: str | None = None) -> Connector | None:
         if connector_id:
             return self.connectors.get(connector_id)
+        waiting = [c for c in self.connectors.values() if c.transaction and c.transaction.id_token is None
+                   and not c.pending]  # started by the EV alone: the token authorizes it (F01)
+        if waiting:
+            return waiting[0]
         free = [c for c in self.connectors.values() if not c.transaction and not c.pending and c.operative
                 and self.reservations.refusal(c, id_token, group_id) is None]
         plugged = [c for c in free if c.vehicle_present]
@@ -762,6 +766,8 @@ class StationCore:
             meter_start_wh=conn.last_meter.energy_import_wh if conn.last_meter else None,
             authorized=pending is not None,
         )
+        if not (conn.link_up and conn.vehicle_present):
+            tx.charging_state = "Idle"  # e.g. TxStartPoint Authorized: a token, no EV plugged in yet
         conn.transaction = tx
         conn.last_periodic = time.monotonic()
         conn.points_seen, conn.deauthorized = set(), None
@@ -780,6 +786,9 @@ class StationCore:
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else tx.last_energy_wh
+        # The state the transaction ends in (TC_E_22_CS, TC_E_37_CS): energy transfer has stopped, so
+        # EVConnected while the EV is still plugged in, Idle once it is gone (or never came).
+        tx.charging_state = "EVConnected" if conn.link_up and conn.vehicle_present else "Idle"
         conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
         extra.update(self.tx_ended.for_end(tx))  # removed from the store with the end message's commit

@@ -71,7 +71,9 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
             reason = data.get("stop_reason") or "Other"
             reason = STOP_REASON_FROM_16.get(reason, reason)
             info["stoppedReason"] = reason if reason in STOP_REASONS else "Other"
-        if entry.kind == "started" and data.get("remote_start_id") is not None:
+        if data.get("remote_start_id") is not None and (
+                entry.kind == "started" or (data.get("token_update") and entry.trigger == "RemoteStart")):
+            # F01/F02: the event that tells the CSMS its RequestStartTransaction took effect names it
             info["remoteStartId"] = int(data["remote_start_id"])
         timestamp = self.event_time(entry)
         payload: dict[str, Any] = {
@@ -132,17 +134,29 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
     async def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         token = payload["idToken"]
         evse = payload.get("evseId")
+        running = self._tokenless_transaction(evse)  # F01: the EV started it (TxStartPoint EVConnected)
         if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
             # F01.FR.xx: as if the token were presented here: answered now, authorized after the answer.
             reason = self.core.start_refusal(evse, token["idToken"])
-            return {"status": "Rejected", "statusInfo": status_info(reason)} if reason else {"status": "Accepted"}
+            if reason:
+                return {"status": "Rejected", "statusInfo": status_info(reason)}
+            return {"status": "Accepted", **({"transactionId": running} if running else {})}
         ok, reason = self.core.request_start(evse, token["idToken"], token.get("type", "Central"),
                                              remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
         if not ok:
             return {"status": "Rejected", "statusInfo": status_info(reason)}
         self.remote_start_profile(evse, payload.get("chargingProfile"))
         await self.controller_first()
-        return {"status": "Accepted"}
+        return {"status": "Accepted", **({"transactionId": running} if running else {})}
+
+    def _tokenless_transaction(self, evse: int | None) -> str | None:
+        """The id of the transaction a remote start would authorize: one the EV started without a token
+        (F01.FR.xx: the answer then carries its transactionId so the CSMS can match its request)."""
+        targets = [self.core.connectors[evse]] if evse in self.core.connectors else [] if evse else \
+            list(self.core.connectors.values())
+        tx = next((c.transaction for c in targets if c.transaction and c.transaction.id_token is None
+                   and not c.pending), None)
+        return tx.id if tx is not None else None
 
     @after_raw("RequestStartTransaction")
     async def after_request_start(self, payload: dict[str, Any]) -> None:
