@@ -455,11 +455,11 @@ class BaseSession(StrictChargePoint):
         if message is not None:
             await self.request(*message)
 
-    def start_log_upload(self, request: LogRequest) -> LogAnswer:
+    async def start_log_upload(self, request: LogRequest) -> LogAnswer:
         """The answer to a GetLog / GetDiagnostics; the work begins in `launch_log_upload`."""
         if self.client.logs is None:
             return LogAnswer("Rejected", reason="log upload not configured")
-        answer = self.client.logs.start(request)
+        answer = await self.client.logs.check_target(request) or self.client.logs.start(request)
         self.log.info(f"ocpp: {request.origin}", status=answer.status, filename=answer.filename, reason=answer.reason or None)
         return answer
 

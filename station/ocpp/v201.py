@@ -330,8 +330,8 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         return {"status": "Accepted"}
 
     @on_raw("GetLog")
-    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
-        answer = self.start_log_upload(log_request(payload))
+    async def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.start_log_upload(log_request(payload))
         result: dict[str, Any] = {"status": answer.status}
         if answer.filename:
             result["filename"] = answer.filename
