@@ -269,6 +269,7 @@ class Daemon:
             sdnotify.stopping()
             log.info("station stopping")
             waiter.cancel()
+            await self.ocpp.drain()  # bounded: answers to calls in flight, nothing new sent
             for task in reversed(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -393,6 +393,27 @@ class BaseSession(StrictChargePoint):
         """
         await asyncio.sleep(0)
 
+    # ---- shutdown ----------------------------------------------------------------
+    async def settle_outbox(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until the outbox holds nothing this link could send now: before
+        a Reset the final transaction messages and the ResetOrReboot event reach the CSMS first."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.accepted:
+                    try:
+                        due = self.core.store.pending_outbox(1, due_only=True, version=self.VERSION)
+                    except Exception:  # noqa: BLE001 — a broken store: nothing to wait for
+                        return
+                    if not [e for e in due if e.id not in self._confirmed]:
+                        return
+                    await asyncio.sleep(0.02)
+
+    async def drain(self, timeout: float) -> bool:
+        """Send nothing new, wait for the answer in flight, delete what the CSMS confirmed."""
+        done = await super().drain(timeout)
+        self._flush_confirmed()
+        return done
+
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:
         self._heartbeat_changed.set()

@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("station.ocpp")
 
+DRAIN_S = 3.0
+"""At exit, the longest wait for the answer to the call in flight (issue 22: Reset drains)."""
+RESET_SETTLE_S = 5.0
+"""Before a Reset, the longest wait for the outbox to send what it can (Ended, ResetOrReboot)."""
+
 ResetCallback = Callable[[str], Awaitable[None]]
 """Called after a Reset was accepted and transactions were ended; "Immediate"/"Hard" or "OnIdle"/"Soft"."""
 
@@ -360,7 +365,15 @@ class OcppClient:
         if self.session is not None:
             self.session.heartbeat_changed()
 
-    # ---- reset ---------------------------------------------------------------------
+    # ---- reset and shutdown -------------------------------------------------------------
+    async def drain(self, timeout: float = DRAIN_S) -> None:
+        """Before the process exits (Reset, SIGTERM): nothing new is sent; the answer to the call in
+        flight is awaited (bounded), so nothing the CSMS answered is sent again after the restart."""
+        session = self.session
+        if session is not None and session.accepted:
+            if not await session.drain(timeout):
+                log.warning("ocpp: exiting with a call unanswered", waited_s=timeout)
+
     def schedule_reset(self, kind: str, *, when_idle: bool) -> None:
         """Run `on_reset(kind)` shortly (after the response went out) or once no transaction runs."""
         if self._reset_task is not None and not self._reset_task.done():
@@ -373,6 +386,8 @@ class OcppClient:
         await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
         self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
+        if self.session is not None:  # the final transaction messages and this event go out first
+            await self.session.settle_outbox(RESET_SETTLE_S)
         if self.on_reset is not None:
             await self.on_reset(kind)
 

@@ -259,6 +259,10 @@ class StrictChargePoint(ChargePoint):
         self._actions_of_pending: dict[str, str] = {}
         self.call_size: int | None = None
         """Bytes of the CALL being handled (for DeviceDataCtrlr.BytesPerMessage)."""
+        self.draining = False
+        """Set by `drain` before the process exits: no new CALL leaves (it waits until cancelled)."""
+        self._in_flight = asyncio.Event()
+        """Set while a CALL of ours is sent and not yet answered (or timed out)."""
 
     # ----------------------------------------------------------------- logging
     def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any,
@@ -421,6 +425,19 @@ class StrictChargePoint(ChargePoint):
                 task.add_done_callback(self._after_tasks.discard)
                 task.add_done_callback(lambda done: self._follow_up_done(msg.action, done))
 
+    async def drain(self, timeout: float) -> bool:
+        """Before the process exits: send no new CALL and wait up to `timeout` s for the answer to
+        the one in flight, so a message the peer handles is not lost and sent again after the
+        restart. True when nothing was left in flight."""
+        self.draining = True
+        try:
+            async with asyncio.timeout(timeout):
+                while self._in_flight.is_set():
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            return False
+        return True
+
     def _follow_up_done(self, action: str, task: asyncio.Future[Any]) -> None:
         """The owner of an `after_raw` follow-up (a triggered send, a report): its failure is logged
         here, once, instead of as asyncio's "Task exception was never retrieved"."""
@@ -471,16 +488,20 @@ class StrictChargePoint(ChargePoint):
         if validate:
             validate_payload(call, self._ocpp_version)
         async with self._call_lock.hold(queued=queued):
+            if self.draining:  # the process is about to exit: nothing new leaves, the call waits to be cancelled
+                await asyncio.get_running_loop().create_future()
             # Drop answers to calls that timed out earlier so they cannot be mistaken for ours.
             while not self._response_queue.empty():
                 self._response_queue.get_nowait()
             self._actions_of_pending[call.unique_id] = action
+            self._in_flight.set()
             try:
                 await self._send(call.to_json(), [MessageType.Call, call.unique_id, action, call.payload])
                 response = await self._response_for(call.unique_id, timeout or self._response_timeout)
             except TimeoutError:
                 raise TimeoutError(f"{action}: no answer within {timeout or self._response_timeout:g} s") from None
             finally:
+                self._in_flight.clear()
                 self._actions_of_pending.pop(call.unique_id, None)
         if response.message_type_id == MessageType.CallError:
             raise CallErrorReceived(action, response.error_code, response.error_description, response.error_details)
