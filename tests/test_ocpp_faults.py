@@ -224,3 +224,15 @@ async def test_201_ended_by_an_unplug_says_idle(tmp_path: Path) -> None:
         ended = await _event(rig, "Ended", since=mark)
         assert ended.payload["transactionInfo"]["chargingState"] == "Idle"
         assert ended.payload["transactionInfo"]["stoppedReason"] == "EVDisconnected"
+
+
+async def test_a_too_deep_frame_with_no_readable_message_id_is_answered_with_id_minus_one(rig: Rig) -> None:
+    mark = rig.csms.mark()
+    depth = 200_000
+    await rig.csms.send_raw("CP", "[" * depth + "]" * depth)
+
+    def errors() -> list[Received]:
+        return [r for r in rig.csms.received[mark:] if r.kind == "error" and r.unique_id == "-1"]
+
+    await eventually(lambda: bool(errors()))
+    assert (await rig.csms.call("CP", "TriggerMessage", {"requestedMessage": "Heartbeat"}))["status"] == "Accepted"
