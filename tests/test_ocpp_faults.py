@@ -236,3 +236,26 @@ async def test_a_too_deep_frame_with_no_readable_message_id_is_answered_with_id_
 
     await eventually(lambda: bool(errors()))
     assert (await rig.csms.call("CP", "TriggerMessage", {"requestedMessage": "Heartbeat"}))["status"] == "Accepted"
+
+
+async def test_a_triggered_send_the_csms_never_answers_is_logged_once_as_a_warning(
+        tmp_path: Path, loop_errors: list[dict[str, Any]]) -> None:
+    async with rig_on_dev_csms("201", tmp_path / "station.db") as rig:
+        assert rig.core is not None
+        rig.core.on_meter_reading(MeterReading(1234.0, power_w=0.0))
+        silent = asyncio.Event()
+
+        async def never(_: Received) -> dict[str, object]:
+            await silent.wait()
+            return {}
+
+        rig.csms.override("MeterValues", never)
+        with capture_logs() as logs:
+            assert (await rig.csms.call("CP", "TriggerMessage", {"requestedMessage": "MeterValues"}))["status"] == "Accepted"
+            await eventually(lambda: any(e.get("log_level") == "warning" and "no answer" in str(e.get("error"))
+                                         for e in logs))
+        silent.set()
+        gc.collect()
+    warnings = [e for e in logs if e.get("log_level") == "warning" and "MeterValues" in str(e.get("error"))]
+    assert len(warnings) == 1
+    assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]
