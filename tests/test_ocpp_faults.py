@@ -256,6 +256,6 @@ async def test_a_triggered_send_the_csms_never_answers_is_logged_once_as_a_warni
                                          for e in logs))
         silent.set()
         gc.collect()
-    warnings = [e for e in logs if e.get("log_level") == "warning" and "MeterValues" in str(e.get("error"))]
-    assert len(warnings) == 1
+    warnings = [e for e in logs if e.get("log_level") == "warning" and e.get("action") == "MeterValues"]
+    assert len(warnings) == 1 and "no answer" in warnings[0]["error"]
     assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]

@@ -401,7 +401,7 @@ class BaseSession(StrictChargePoint):
             async with asyncio.timeout(timeout):
                 while self.accepted:
                     try:
-                        due = self.core.store.pending_outbox(1, due_only=True, version=self.VERSION)
+                        due = self.core.store.pending_outbox(OUTBOX_BATCH, due_only=True, version=self.VERSION)
                     except Exception:  # noqa: BLE001 — a broken store: nothing to wait for
                         return
                     if not [e for e in due if e.id not in self._confirmed]:

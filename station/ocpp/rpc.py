@@ -122,6 +122,14 @@ class CallErrorReceived(Exception):
         self.details = details
 
 
+class CallTimeout(TimeoutError):
+    """Our CALL got no answer in time (a TimeoutError that names the action)."""
+
+    def __init__(self, action: str, seconds: float) -> None:
+        super().__init__(f"{action}: no answer within {seconds:g} s")
+        self.action = action
+
+
 class _RpcError(OCPPError):
     """An error whose code we choose per version (the library has no class for some codes).
 
@@ -450,8 +458,9 @@ class StrictChargePoint(ChargePoint):
             self.log.warning(f"ocpp: {exc.action} after {action} refused by the peer", station_id=self.id,
                              action=exc.action, error=f"{exc.code}: {exc.description}")
         elif isinstance(exc, TimeoutError):
-            self.log.warning(f"ocpp: a message sent after {action} got no answer", station_id=self.id,
-                             action=action, error=str(exc) or "no answer")
+            sent = getattr(exc, "action", None)
+            self.log.warning(f"ocpp: {sent or 'a message'} after {action} got no answer", station_id=self.id,
+                             action=sent or action, error=str(exc) or "no answer")
         elif isinstance(exc, (OCPPError, ConnectionError)) or exc.__class__.__name__.startswith("ConnectionClosed"):
             self.log.warning(f"ocpp: a message sent after {action} failed", station_id=self.id, action=action,
                              error=f"{exc.__class__.__name__}: {exc}"[:300])
@@ -499,7 +508,7 @@ class StrictChargePoint(ChargePoint):
                 await self._send(call.to_json(), [MessageType.Call, call.unique_id, action, call.payload])
                 response = await self._response_for(call.unique_id, timeout or self._response_timeout)
             except TimeoutError:
-                raise TimeoutError(f"{action}: no answer within {timeout or self._response_timeout:g} s") from None
+                raise CallTimeout(action, timeout or self._response_timeout) from None
             finally:
                 self._in_flight.clear()
                 self._actions_of_pending.pop(call.unique_id, None)
