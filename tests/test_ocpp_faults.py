@@ -259,3 +259,22 @@ async def test_a_triggered_send_the_csms_never_answers_is_logged_once_as_a_warni
     warnings = [e for e in logs if e.get("log_level") == "warning" and e.get("action") == "MeterValues"]
     assert len(warnings) == 1 and "no answer" in warnings[0]["error"]
     assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]
+
+
+async def test_a_background_task_whose_owner_logs_its_failure_never_leaves_it_unretrieved(
+        loop_errors: list[dict[str, Any]]) -> None:
+    from station.ocpp.rpc import CallErrorReceived, log_failure
+
+    async def refused() -> None:
+        raise CallErrorReceived("SignCertificate", "InternalError", "CSMS database down", {})
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(refused(), name="ocpp-certificate-renewal")
+        log_failure(task, "ocpp: certificate renewal")
+        await asyncio.wait({task})
+        await asyncio.sleep(0)
+    del task
+    gc.collect()
+    assert [(e["log_level"], e["action"]) for e in logs if e["event"] == "ocpp: certificate renewal failed"] == [
+        ("warning", "SignCertificate")]
+    assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]

@@ -143,6 +143,12 @@ class Connector:
         }
 
 
+def _log_actuator_failure(task: asyncio.Task[None]) -> None:
+    """The core owns its actuator tasks: a failure other than a refused command is logged once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("charge controller actuator failed", task=task.get_name(), exc_info=task.exception())
+
+
 def meter_json(reading: MeterReading | None) -> dict[str, Any] | None:
     if reading is None:
         return None
@@ -937,6 +943,7 @@ class StationCore:
             conn.actuate_again = True
             return
         conn.actuator = asyncio.get_running_loop().create_task(self._actuator(conn), name=f"actuator-{conn.id}")
+        conn.actuator.add_done_callback(_log_actuator_failure)
 
     async def _actuator(self, conn: Connector) -> None:
         while True:

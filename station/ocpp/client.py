@@ -30,7 +30,7 @@ from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink
 from station.ocpp import schema
 from station.ocpp.endpoints import Endpoints
-from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
+from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all, log_failure
 from station.ocpp.status_relay import StatusRelay
 from station.ocpp.security import Renewal, report_event
 
@@ -216,6 +216,7 @@ class OcppClient:
         """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
         self._owned.add(task)
         task.add_done_callback(self._owned.discard)
+        log_failure(task, f"ocpp: {task.get_name()}", log)
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -379,6 +380,7 @@ class OcppClient:
         if self._reset_task is not None and not self._reset_task.done():
             return
         self._reset_task = asyncio.get_running_loop().create_task(self._reset(kind, when_idle), name="ocpp-reset")
+        log_failure(self._reset_task, "ocpp: reset", log)
 
     async def _reset(self, kind: str, when_idle: bool) -> None:
         while when_idle and any(c.transaction for c in self.core.connectors.values()):

@@ -111,6 +111,24 @@ async def cancel_all(tasks: Any) -> None:
             task.exception()  # mark retrieved; errors were logged where they happened
 
 
+def log_failure(task: asyncio.Future[Any], what: str, logger: Any = None) -> None:
+    """Make the caller the owner of `task`'s failure: logged once when it ends (a refused or
+    unanswered CALL as a warning, anything else as an error with its traceback), never left to
+    asyncio's "Task exception was never retrieved"."""
+
+    def done(finished: asyncio.Future[Any]) -> None:
+        if finished.cancelled() or finished.exception() is None:
+            return
+        exc = finished.exception()
+        out = logger or structlog.get_logger("station.ocpp")
+        if isinstance(exc, (CallErrorReceived, TimeoutError, ConnectionError)):
+            out.warning(f"{what} failed", action=getattr(exc, "action", None), error=str(exc)[:300])
+        else:
+            out.error(f"{what} failed", exc_info=exc)
+
+    task.add_done_callback(done)
+
+
 class CallErrorReceived(Exception):
     """The peer answered our CALL with a CALLERROR."""
 
