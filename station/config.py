@@ -173,6 +173,12 @@ class Settings(SettingsBase):
         "off, an unsigned update is refused and only a signed one chaining to a manufacturer root is installed.",
         default=False,
     )
+    log_upload_allow_local: bool = _var(
+        "STATION_LOG_UPLOAD_ALLOW_LOCAL",
+        "Let GetLog / GetDiagnostics upload to loopback, link-local and the station's own addresses. "
+        "Test rigs only: off, such a request is rejected (a CSMS must not reach the station's local services).",
+        default=False,
+    )
     fallback_after: int = _var(
         "STATION_FALLBACK_AFTER", "Failed attempts on the primary version before trying the other.", default=3, ge=1
     )

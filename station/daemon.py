@@ -129,7 +129,8 @@ class Daemon:
         self.logs = LogUploader(settings.state_dir / "diagnostics", self.archive_sources,
                                 station_id=settings.station_name, now=self.core.clock.now,
                                 before_build=self.recorder.flush if self.recorder else None,
-                                ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
+                                ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
+                                allow_local_targets=settings.log_upload_allow_local)
         self.ocpp = OcppClient(params, self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
                                boot_reason=self.boot_reason, credentials=self.credentials,
@@ -324,6 +325,7 @@ class Daemon:
             sdnotify.stopping()
             log.info("station stopping")
             waiter.cancel()
+            await self.ocpp.drain()  # bounded: answers to calls in flight, nothing new sent
             for task in reversed(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -146,6 +146,12 @@ class Connector:
         }
 
 
+def _log_actuator_failure(task: asyncio.Task[None]) -> None:
+    """The core owns its actuator tasks: a failure other than a refused command is logged once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("charge controller actuator failed", task=task.get_name(), exc_info=task.exception())
+
+
 def meter_json(reading: MeterReading | None) -> dict[str, Any] | None:
     if reading is None:
         return None
@@ -563,6 +569,10 @@ class StationCore:
     def _pick_connector(self, connector_id: int | None, id_token: str = "", group_id: str | None = None) -> Connector | None:
         if connector_id:
             return self.connectors.get(connector_id)
+        waiting = [c for c in self.connectors.values() if c.transaction and c.transaction.id_token is None
+                   and not c.pending]  # started by the EV alone: the token authorizes it (F01)
+        if waiting:
+            return waiting[0]
         free = [c for c in self.connectors.values() if not c.transaction and not c.pending and c.operative
                 and self.reservations.refusal(c, id_token, group_id) is None]
         plugged = [c for c in free if c.vehicle_present]
@@ -765,6 +775,8 @@ class StationCore:
             meter_start_wh=conn.last_meter.energy_import_wh if conn.last_meter else None,
             authorized=pending is not None,
         )
+        if not (conn.link_up and conn.vehicle_present):
+            tx.charging_state = "Idle"  # e.g. TxStartPoint Authorized: a token, no EV plugged in yet
         conn.transaction = tx
         conn.last_periodic = time.monotonic()
         conn.points_seen, conn.deauthorized = set(), None
@@ -783,6 +795,9 @@ class StationCore:
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else tx.last_energy_wh
+        # The state the transaction ends in (TC_E_22_CS, TC_E_37_CS): energy transfer has stopped, so
+        # EVConnected while the EV is still plugged in, Idle once it is gone (or never came).
+        tx.charging_state = "EVConnected" if conn.link_up and conn.vehicle_present else "Idle"
         conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
         extra.update(self.tx_ended.for_end(tx))  # removed from the store with the end message's commit
@@ -931,6 +946,7 @@ class StationCore:
             conn.actuate_again = True
             return
         conn.actuator = asyncio.get_running_loop().create_task(self._actuator(conn), name=f"actuator-{conn.id}")
+        conn.actuator.add_done_callback(_log_actuator_failure)
 
     async def _actuator(self, conn: Connector) -> None:
         while True:
