@@ -198,3 +198,55 @@ async def test_ocpp16_transaction_messages_pass_security_events_the_csms_answers
         before = [r for r in csms.received[:csms.received.index(start)] if r.kind == "call" and r.action == "SecurityEventNotification"]
         assert len(before) == 1, "StartTransaction waited for the refused security event's retries"
         assert csms.hits_of("security-event-16-error")
+
+
+# ------------------------------------------------------------------ make interop's CitrineOS driver
+async def test_interop_drives_citrineos_through_its_versioned_message_endpoints() -> None:
+    from station.devtools.interop import STATION_ID, CitrineOperator
+
+    requests: list[tuple[str, bytes]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        length = int(next(line.split(":")[1] for line in head.split("\r\n") if line.lower().startswith("content-length")))
+        requests.append((head.split(" ")[1], await reader.readexactly(length)))
+        body = b'{"success": true}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        operator = CitrineOperator(f"http://127.0.0.1:{port}/")
+        start = {"idToken": {"idToken": "T", "type": "Central"}, "remoteStartId": 1, "evseId": 1}
+        assert (await operator.call("201", "RequestStartTransaction", start))["status"] == "Accepted"
+        await operator.call("16", "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "5"})
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert requests[0][0] == f"/ocpp/2.0.1/evdriver/requestStartTransaction?identifier={STATION_ID}&tenantId=1"
+    assert json.loads(requests[0][1]) == start
+    assert requests[1][0] == f"/ocpp/1.6/configuration/changeConfiguration?identifier={STATION_ID}&tenantId=1"
+
+
+async def test_interop_reports_a_citrineos_that_does_not_send_the_call_as_a_failure() -> None:
+    from station.devtools.interop import CitrineOperator, ScenarioFailed
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"success": false, "payload": "station not connected"}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        operator = CitrineOperator(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        with pytest.raises(ScenarioFailed, match="did not send Reset"):
+            await operator.call("201", "Reset", {"type": "Immediate"})
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -11,8 +11,8 @@ CSMS with each of them, so the station's handling of them is tested on every run
 - `first-status-dropped`: the first StatusNotification of a station the CSMS has not stored yet
   gets no answer at all (its handler fails before the station row exists) and holds the slot.
 - `security-event-16-error`: OCPP 1.6 SecurityEventNotification is answered CALLERROR InternalError.
-- `request-id-demanded`: LogStatusNotification / FirmwareStatusNotification without `requestId`
-  is answered CALLERROR InternalError, though OCPP 2.0.1 makes it optional for a notification
+- `request-id-demanded`: OCPP 2.0.1 LogStatusNotification / FirmwareStatusNotification without
+  `requestId` is answered CALLERROR InternalError, though OCPP 2.0.1 makes it optional for a notification
   triggered while no upload or update is ongoing (status Idle).
 
 Every time a quirk acts it is recorded in `hits` (station, quirk, action), for tests and the
@@ -108,7 +108,7 @@ class _QuirkSession(_StationSession):
             self.csms._hit(self.id, "security-event-16-error", action, unique_id)
             await self._refuse(action, unique_id, "InternalError", "Call failed", {})
             return
-        if ("request-id-demanded" in quirks and action in ("LogStatusNotification", "FirmwareStatusNotification")
+        if ("request-id-demanded" in quirks and self.version == "201" and action in ("LogStatusNotification", "FirmwareStatusNotification")
                 and "requestId" not in payload):
             self._log_frame("in", action, msg, unique_id, raw_msg)
             self.csms._hit(self.id, "request-id-demanded", action, unique_id)

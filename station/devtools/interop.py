@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import time
+from datetime import datetime
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,14 +37,15 @@ from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms, Received
 from station.devtools.csms_quirks import CALL_CACHE_SECONDS, CitrineQuirksCsms
 from station.devtools.linkemu import LinkEmulator
-from station.ipc.client import IpcClient
+from station.ipc.client import DaemonUnavailable, IpcClient
+from station.ipc.protocol import IpcError
 from station.meter.sim_process import MeterSimProcess
 
 STATION_ID = "INTEROP_AC_001"
 TOKEN_REMOTE = "INTEROP-APP-1"
 TOKEN_LOCAL = "INTEROP-RFID-1"
 LABEL = {"201": "2.0.1", "16": "1.6"}
-SCENARIO_TIMEOUT = 180.0
+SCENARIO_TIMEOUT = 240.0
 """Generous: a scenario's duration, printed, shows a slow path; only a wedged one fails by time."""
 
 
@@ -215,11 +217,23 @@ class Run:
             async with asyncio.timeout(SCENARIO_TIMEOUT):
                 note = await body()
             result, ok = "PASS", True
-        except (ScenarioFailed, TimeoutError, AssertionError, OSError, LookupError) as exc:
-            note, result, ok = f"{type(exc).__name__}: {exc}"[:160], "FAIL", False
+        except (ScenarioFailed, TimeoutError, AssertionError, OSError, LookupError, IpcError, DaemonUnavailable) as exc:
+            note, result, ok = f"{type(exc).__name__}: {exc}"[:200], "FAIL", False
+            await self.tidy()
         self.results.append(Result(name, LABEL[self.version], result, time.monotonic() - started, note or ""))
         print(f"  {result:<4} {name} ({time.monotonic() - started:.1f} s){' — ' + note if note else ''}", flush=True)
         return ok
+
+    async def tidy(self) -> None:
+        """After a failed scenario: no session, no EV, the link up, so the next scenario starts clean."""
+        self.link.restore()
+        with contextlib.suppress(Exception):
+            if self.daemon.proc is not None and self.daemon.proc.returncode is not None:
+                await self.daemon.start()
+            async with self.daemon.ipc() as ipc:
+                if transaction(await ipc.status()) is not None:
+                    await ipc.stop(connector_id=1)
+            await self._unplug()
 
     # --- steps ---------------------------------------------------------------------
     async def boot(self) -> str:
@@ -275,6 +289,24 @@ class Run:
         check(str(value) == "5", f"the station holds {wanted[0]}.{wanted[1]} = {value!r}")
         return "written and read back: 5 s"
 
+    async def triggered_idle(self) -> str:
+        """TriggerMessage for the log and firmware status while idle: Idle without a requestId (CitrineOS refuses it)."""
+        mark = self.operator.mark()
+        for message in ("LogStatusNotification", "FirmwareStatusNotification"):
+            answer = await self.operator.call(self.version, "TriggerMessage", {"requestedMessage": message})
+            check(answer["status"] == "Accepted", f"TriggerMessage {message} answered {answer}")
+            if isinstance(self.operator, DevOperator):
+                sent = await self.operator.saw(message, since=mark)
+                check(sent.payload == {"status": "Idle"}, f"{message} sent {sent.payload}")
+        answer = await self.operator.call(self.version, "TriggerMessage", {"requestedMessage": "Heartbeat"})
+        check(answer["status"] == "Accepted", f"TriggerMessage Heartbeat answered {answer}")
+        if isinstance(self.operator, DevOperator):
+            await self.operator.saw("Heartbeat", since=mark)
+        await asyncio.sleep(1)
+        unretrieved = self.daemon.log_path.read_text(errors="replace").count("Task exception was never retrieved")
+        check(unretrieved == 0, f"the daemon logged {unretrieved} unretrieved task exception(s)")
+        return "both sent as Idle without requestId; the station serves on"
+
     async def _plug(self) -> None:
         await self.esp.command("plug")
         await self.daemon.until("the EV plugged in", lambda s: connector(s).get("pilot") in ("B", "C", "D"), timeout=30)
@@ -310,6 +342,8 @@ class Run:
             energy = [float(sv["value"]) for e in events for mv in e.get("meterValue", []) for sv in mv["sampledValue"]
                       if sv.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register"]
             offline = sum(1 for e in events if e.get("offline"))
+            first = next(r for r in self.operator.calls("TransactionEvent", mark) if r.payload["eventType"] == "Started")
+            self._prompt(first, offline_part)
             check(len(energy) >= 2 and energy[-1] > energy[0], f"energy readings {energy[:3]}…{energy[-2:]}")
             check(not offline_part or offline, "no event was marked offline=true")
             return f"{len(events)} events, seqNo {seq[0]}..{seq[-1]}, {energy[-1] - energy[0]:.0f} Wh" + (
@@ -317,10 +351,16 @@ class Run:
         stop = await self.operator.saw("StopTransaction", since=mark, timeout=150)
         start = self.operator.calls("StartTransaction", mark)
         check(start, "no StartTransaction")
+        self._prompt(start[-1], offline_part)
         values = len(self.operator.calls("MeterValues", mark))
         wh = stop.payload["meterStop"] - start[-1].payload["meterStart"]
         check(wh > 0, f"meterStop - meterStart = {wh}")
         return f"Start/Stop + {values} MeterValues, {wh} Wh"
+
+    def _prompt(self, started: Received, offline_part: bool) -> None:
+        """A session's start reaches a connected CSMS at once (issue 22: not behind a refused message)."""
+        lag = (started.at - datetime.fromisoformat(started.payload["timestamp"].replace("Z", "+00:00"))).total_seconds()
+        check(offline_part or lag < 10, f"{started.action} reached the CSMS {lag:.0f} s after the start")
 
     async def remote_session(self) -> str:
         mark = self.operator.mark()
@@ -338,7 +378,8 @@ class Run:
         if self.v201:
             answer = await self.operator.call(self.version, "RequestStopTransaction", {"transactionId": tx["id"]})
         else:
-            status = await self.daemon.until("the CSMS's transactionId", lambda s: (transaction(s) or {}).get("csms_id") is not None)
+            status = await self.daemon.until("the CSMS's transactionId", lambda s: (transaction(s) or {}).get("csms_id") is not None,
+                                             timeout=SCENARIO_TIMEOUT - 20)
             answer = await self.operator.call(self.version, "RemoteStopTransaction", {"transactionId": int(transaction(status)["csms_id"])})  # type: ignore[index]
         check(answer["status"] == "Accepted", f"remote stop answered {answer}")
         await self.daemon.until("the session's end", lambda s: transaction(s) is None)
@@ -391,6 +432,8 @@ class Run:
         await self.scenario("status after the dropped first one", self.status_after_drop, needs_observation=True)
         await self.scenario("report", self.report)
         await self.scenario("Get/SetVariables" if self.v201 else "Get/ChangeConfiguration", self.variables)
+        if self.v201:
+            await self.scenario("triggered idle Log/FirmwareStatusNotification", self.triggered_idle)
         await self.scenario("remote session + meter values", self.remote_session)
         await self.scenario("local session + meter values", self.local_session)
         await self.scenario("outage mid-session", self.outage)
