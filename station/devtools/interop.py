@@ -287,7 +287,7 @@ class Run:
         value = next((a.get("value") for v in model if (v["component"].get("name"), v["variable"].get("name")) == wanted
                       for a in v["attributes"] if a.get("type") == "Actual"), None)
         check(str(value) == "5", f"the station holds {wanted[0]}.{wanted[1]} = {value!r}")
-        return "written and read back: 5 s"
+        return "written and read back: 5 s" if isinstance(self.operator, DevOperator) else "written; the station holds 5 s"
 
     async def triggered_idle(self) -> str:
         """TriggerMessage for the log and firmware status while idle: Idle without a requestId (CitrineOS refuses it)."""
@@ -479,7 +479,7 @@ async def run_version(version: str, operator_for: Callable[[], Awaitable[tuple[O
         await close()
 
 
-def dev_backend(version: str, call_cache_seconds: float) -> Callable[[], Awaitable[tuple[Operator, str, Callable[[], Awaitable[None]]]]]:
+def dev_backend(version: str, call_cache_seconds: float, operators: list[DevOperator]) -> Callable[[], Awaitable[tuple[Operator, str, Callable[[], Awaitable[None]]]]]:
     async def make() -> tuple[Operator, str, Callable[[], Awaitable[None]]]:
         subprotocol = "ocpp2.0.1" if version == "201" else "ocpp1.6"
         csms = CitrineQuirksCsms(heartbeat_interval=10, accept_subprotocols=(subprotocol,), call_cache_seconds=call_cache_seconds)
@@ -489,9 +489,6 @@ def dev_backend(version: str, call_cache_seconds: float) -> Callable[[], Awaitab
         return operator, csms.url(version), csms.stop
 
     return make
-
-
-operators: list[DevOperator] = []
 
 
 def citrine_backend(rest_url: str, ocpp_url: str) -> Callable[[], Awaitable[tuple[Operator, str, Callable[[], Awaitable[None]]]]]:
@@ -527,14 +524,37 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+async def citrine_part(versions: Sequence[str], workroot: Path) -> list[Result]:
+    """The scenario through a CitrineOS the operator runs, when CITRINEOS_URL names one that answers."""
+    rest = os.environ.get("CITRINEOS_URL", "")
+    if not rest or not reachable(rest):
+        print(f"\nCitrineOS: not reachable at CITRINEOS_URL (skipped){f' [{rest}]' if rest else ''}", flush=True)
+        return []
+    host = urlsplit(rest).hostname
+    results: list[Result] = []
+    for version in versions:
+        ocpp = os.environ.get(f"CITRINEOS_OCPP{version}_URL", "")
+        if not ocpp and version == "201":
+            ocpp = f"ws://{host}:8081/"
+        if not ocpp or not reachable(ocpp):
+            print(f"\nCitrineOS OCPP {LABEL[version]}: no endpoint reachable (set CITRINEOS_OCPP{version}_URL; skipped)", flush=True)
+            continue
+        print(f"\nCitrineOS at {rest}, OCPP {LABEL[version]} via {ocpp}:", flush=True)
+        results += await run_version(version, citrine_backend(rest, ocpp), workroot / f"citrineos-{version}")
+    if results:
+        print("\n" + table(results), flush=True)
+    return results
+
+
 async def amain(args: argparse.Namespace) -> int:
     workroot = Path(tempfile.mkdtemp(prefix="station-interop-"))
     results: list[Result] = []
+    operators: list[DevOperator] = []
     started = time.monotonic()
     try:
         for version in args.versions:
             print(f"dev CSMS, CitrineOS quirks, OCPP {LABEL[version]}:", flush=True)
-            results += await run_version(version, dev_backend(version, args.call_cache_seconds), workroot / f"dev-{version}")
+            results += await run_version(version, dev_backend(version, args.call_cache_seconds, operators), workroot / f"dev-{version}")
         print("\n" + table(results), flush=True)
         hits: dict[str, int] = {}
         for operator in operators:
@@ -543,29 +563,15 @@ async def amain(args: argparse.Namespace) -> int:
                 key = f"{hit.quirk} on {hit.action}"
                 hits[key] = hits.get(key, 0) + 1
         print("\nquirks that acted: " + (", ".join(f"{k} ×{n}" for k, n in hits.items()) or "none"), flush=True)
-        rest = os.environ.get("CITRINEOS_URL", "")
-        if not rest or not reachable(rest):
-            print(f"\nCitrineOS: not reachable at CITRINEOS_URL (skipped){f' [{rest}]' if rest else ''}", flush=True)
-        else:
-            host = urlsplit(rest).hostname
-            citrine: list[Result] = []
-            for version in args.versions:
-                ocpp = os.environ.get("CITRINEOS_OCPP201_URL" if version == "201" else "CITRINEOS_OCPP16_URL", "")
-                if not ocpp and version == "201":
-                    ocpp = f"ws://{host}:8081/"
-                if not ocpp or not reachable(ocpp):
-                    print(f"\nCitrineOS OCPP {LABEL[version]}: no endpoint reachable (set CITRINEOS_OCPP{version}_URL; skipped)", flush=True)
-                    continue
-                print(f"\nCitrineOS at {rest}, OCPP {LABEL[version]} via {ocpp}:", flush=True)
-                citrine += await run_version(version, citrine_backend(rest, ocpp), workroot / f"citrineos-{version}")
-            if citrine:
-                print("\n" + table(citrine), flush=True)
-            results += citrine
-        print(f"\ninterop run: {time.monotonic() - started:.0f} s; logs in {workroot}", flush=True)
+        results += await citrine_part(args.versions, workroot)
     finally:
-        if not args.keep and not any(r.result == "FAIL" for r in results):
+        failed = any(r.result == "FAIL" for r in results)
+        if args.keep or failed:
+            print(f"\ninterop run: {time.monotonic() - started:.0f} s; logs kept in {workroot}", flush=True)
+        else:
             shutil.rmtree(workroot, ignore_errors=True)
-    return 1 if any(r.result == "FAIL" for r in results) else 0
+            print(f"\ninterop run: {time.monotonic() - started:.0f} s", flush=True)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
