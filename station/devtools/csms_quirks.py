@@ -22,6 +22,7 @@ interop table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Collection
@@ -126,23 +127,21 @@ class _QuirkSession(_StationSession):
             return await super().request(action, payload, **kwargs)  # type: ignore[no-any-return]
         while self._held() is not None:
             await asyncio.sleep(0.05)
-        original = self._send
         slot = self._slot = _Slot("csms", action, "", time.monotonic() + self.csms.call_cache_seconds)
-
-        async def send(message: str, parsed: list[Any] | None = None) -> None:
-            if parsed is None:
-                parsed = json.loads(message)
-            if parsed and parsed[0] == 2 and parsed[2] == action and not slot.unique_id:
-                slot.unique_id = str(parsed[1])
-            await original(message, parsed)
-
-        self._send = send  # type: ignore[method-assign]
         try:
             return await super().request(action, payload, **kwargs)  # type: ignore[no-any-return]
         finally:
-            del self._send
             if self._slot is slot:
                 self._slot = None
+
+    async def _send(self, message: str, parsed: list[Any] | None = None) -> None:
+        if parsed is None:
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(message)
+        slot = self._slot
+        if slot is not None and slot.owner == "csms" and not slot.unique_id and parsed and parsed[0] == 2:
+            slot.unique_id = str(parsed[1])  # the CSMS call that holds the slot is this one
+        await super()._send(message, parsed)
 
 
 class CitrineQuirksCsms(DevCsms):
