@@ -115,6 +115,9 @@ class _StationSession(StrictChargePoint):
 class DevCsms:
     """A development CSMS serving OCPP 2.0.1 and 1.6J on one port; see the module docstring."""
 
+    session_type: type[_StationSession] = _StationSession
+    """The CSMS end of each connection (csms_quirks.py plugs in CitrineOS's behaviour here)."""
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -224,7 +227,7 @@ class DevCsms:
     async def _serve_station(self, ws: ServerConnection) -> None:
         station_id = _station_id(ws.request.path if ws.request else "/")
         version = VERSION_BY_SUBPROTOCOL.get(ws.subprotocol or "", "201")
-        session = _StationSession(self, station_id, ws, version)
+        session = self.session_type(self, station_id, ws, version)
         ssl_object = ws.transport.get_extra_info("ssl_object") if ws.transport is not None else None
         self.peer_certificates[station_id] = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         previous = self._sessions.get(station_id)
@@ -486,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sign-with", nargs=2, metavar=("CA_CERT", "CA_KEY"),
                         help="sign the stations' CSRs (SignCertificate) with this CA and send them back (CertificateSigned)")
     parser.add_argument("--only", choices=("201", "16"), help="accept only this OCPP version")
+    parser.add_argument("--quirks", choices=("citrineos",), help="behave like CitrineOS where it matters to a station (docs/interop.md)")
     parser.add_argument("--control", type=new_path, metavar="PATH",
                         help="control socket for `station dev-csms call` (default: derived from the port)")
     return parser
@@ -545,7 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"--sign-with: cannot read CA certificate/key: {exc.strerror or exc}", file=sys.stderr)
             return 2
     subprotocols = (SUBPROTOCOL[args.only],) if args.only else ("ocpp2.0.1", "ocpp1.6")
-    csms = DevCsms(
+    csms_type = DevCsms
+    if args.quirks:
+        from station.devtools.csms_quirks import CitrineQuirksCsms
+
+        csms_type = CitrineQuirksCsms
+    csms = csms_type(
         args.host,
         args.port,
         boot_status=args.boot_status,

@@ -450,6 +450,9 @@ class BaseSession(StrictChargePoint):
             log.warning("ocpp: heartbeat not answered", error=str(exc))
             return
         self.trust_time(response.get("currentTime"))
+        for conn in self.core.connectors.values():
+            if conn.id not in self._sent_status:
+                await self.send_status(conn)
 
     # ---- status ------------------------------------------------------------------
     async def send_status(self, conn: Connector, *, force: bool = False) -> None:
@@ -460,7 +463,8 @@ class BaseSession(StrictChargePoint):
         try:
             await self.request("StatusNotification", payload)
         except (CallErrorReceived, TimeoutError) as exc:
-            log.warning("ocpp: StatusNotification not confirmed", connector_id=conn.id, error=str(exc))
+            log.warning("ocpp: StatusNotification not confirmed", connector_id=conn.id, error=str(exc) or type(exc).__name__)
+            self._sent_status.pop(conn.id, None)  # sent again after the next answered Heartbeat (docs/interop.md)
 
     # ---- remote update -------------------------------------------------------------
     async def send_firmware_status(self, note: FirmwareNote, *, triggered: bool = False) -> None:
