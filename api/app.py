@@ -20,11 +20,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api import metrics
 from api.daemon_link import DaemonLink
 from api import docs_pages
-from api.guard import BodyGuard
+from api.guard import BodyGuard, TokenBackoff
+from api.settings import ApiSettings
 from api.models import (
     AvailabilityRequest,
     AvailabilityResult,
@@ -50,7 +52,6 @@ from api.models import (
 )
 from api.problems import meter_problem, problems
 from station import __version__
-from station.config import Settings
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
 from station.logs import mask_tokens, register_secrets  # the daemon masks too (IPC); again here, to be sure
@@ -86,7 +87,17 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI:
+def allowed_hosts(bind_host: str) -> list[str]:
+    """Host headers answered: loopback names and the configured bind name (DNS rebinding gets 400)."""
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    name = f"[{bind_host}]" if ":" in bind_host else bind_host
+    if name not in hosts and name not in ("0.0.0.0", "[::]"):
+        hosts.append(name.lower())
+    return hosts
+
+
+def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
+               backoff: TokenBackoff | None = None) -> FastAPI:
     link = link or DaemonLink(settings.ipc_socket)
     token = settings.api_token.get_secret_value() if settings.api_token else ""
     register_secrets([token])
@@ -112,7 +123,10 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     app.state.link = link
     docs_pages.add(app)
     # Token and body size are checked on the raw request, before FastAPI reads any body (api/guard.py).
-    app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure)
+    app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure,
+                       backoff=backoff or TokenBackoff())
+    # Added last, so it runs first: a page of another site's name (DNS rebinding) never reaches a route.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.api_host), www_redirect=False)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------

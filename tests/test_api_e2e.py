@@ -17,7 +17,7 @@ from station.devtools.demo import free_port
 from tests.e2e import STATION_ID, DaemonProcess, running_station
 from tests.station_rig import sse_events, wait_for
 
-TOKEN = "e2e-api-token-canary-51"
+TOKEN = "e2e-api-token-canary-51-long-enough"
 
 
 
