@@ -9,6 +9,7 @@ logged with their outcome (here and, with the caller's pid, in the daemon).
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -50,7 +51,7 @@ from api.models import (
     TransactionPage,
     UnlockResult,
 )
-from api.problems import meter_problem, problems
+from api.problems import link_down, meter_problem, problems, version_label
 from station import __version__
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
@@ -130,11 +131,16 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------
+    def daemon_down(reason: str) -> str:
+        since = link.changed_at.astimezone(UTC).strftime("%H:%M:%S UTC")
+        return (f"station daemon not reachable: {reason}; since {since}. First check: systemctl status station "
+                "and journalctl -u station -n 50")
+
     async def daemon(fn: Callable[[IpcClient], Awaitable[T]]) -> T:
         try:
             return await link.call(fn)
         except DaemonUnavailable as exc:
-            raise HTTPException(503, f"station daemon not reachable: {exc}") from None
+            raise HTTPException(503, daemon_down(str(exc))) from None
         except IpcError as exc:
             raise HTTPException(HTTP_STATUS_OF.get(exc.code, 502), exc.message) from None
 
@@ -190,10 +196,12 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
             status = await link.call(lambda c: c.status())
         except (DaemonUnavailable, IpcError) as exc:
             down = Check(ok=False, detail="unknown: daemon not reachable")
-            body = Ready(ready=False, daemon=Check(ok=False, detail=str(exc)), esp32=down, csms=down)
+            detail = daemon_down(str(exc)) if isinstance(exc, DaemonUnavailable) else str(exc)
+            body = Ready(ready=False, daemon=Check(ok=False, detail=detail), esp32=down, csms=down)
             return JSONResponse(body.model_dump(), status_code=503)
         links = [(c.get("id"), c.get("controller_link") or {}) for c in status.get("connectors") or []]
-        esp_down = [f"connector {cid}: {lk.get('reason') or 'down'}" for cid, lk in links if not lk.get("up")]
+        esp_down = [f"connector {cid}: {link_down(str(lk.get('reason') or ''), 'the ESP32 port')[0]}"
+                    for cid, lk in links if not lk.get("up")]
         ocpp = status.get("ocpp") or {}
         connected = bool(ocpp.get("connected", status.get("csms_online")))
         store = status.get("store") or {}
@@ -204,11 +212,12 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
             ready=not esp_down and connected and store_ok and not meter_down,
             daemon=Check(ok=True, detail="daemon answers on " + str(settings.ipc_socket)),
             esp32=Check(ok=not esp_down, detail="; ".join(esp_down) or f"{len(links)} link(s) up"),
-            csms=Check(ok=connected, detail=(f"connected (OCPP {ocpp.get('version')})" if connected
-                                             else f"not connected: {ocpp.get('last_error') or 'no connection'}")),
+            csms=Check(ok=connected, detail=(f"connected (OCPP {version_label(ocpp.get('version'))})" if connected
+                                             else next(p["message"] for p in problems(status)
+                                                       if p["code"] == "csms_unreachable"))),
             store=Check(ok=store_ok, detail="state database writable" if store_ok else
                         f"state database not writable ({store.get('unsaved_events', 0)} event(s) waiting in memory): "
-                        f"{store.get('last_error')}"),
+                        "check free disk space (df -h /var/lib/station)"),
             meter=meter,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
@@ -218,7 +227,7 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
              summary="Station, versions, CSMS and ESP32 links, offline queue, clock, problems")
     async def status() -> dict[str, Any]:
         result = await daemon(lambda c: c.status())
-        result["problems"] = problems(result)
+        result["problems"] = problems(result, link.problems_seen)
         return mask_tokens(result)  # type: ignore[no-any-return]
 
     @app.get("/connectors", response_model=list[Connector], tags=["state"], responses=ERRORS)
@@ -252,9 +261,9 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
         queue = link.subscribe()
         try:
             # The current state first (marked initial), so a client knows where it stands before any change.
-            yield ServerSentEvent(event="daemon", retry=2000, data={
-                "kind": "daemon", "at": link.changed_at.isoformat(),
-                "data": {"reachable": link.reachable, "error": link.last_error, "initial": True}})
+            initial = {"kind": "daemon", "at": link.changed_at.isoformat(),
+                       "data": {"reachable": link.reachable, "error": link.last_error, "initial": True}}
+            yield ServerSentEvent(event="daemon", retry=2000, data={**initial, "text": link.narrator.text(initial)})
             while True:
                 event = await queue.get()
                 yield ServerSentEvent(event=str(event.get("kind") or "message"), data=mask_tokens(event))

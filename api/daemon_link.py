@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from api.narration import Narrator
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,9 @@ class DaemonLink:
         self.messages: Counter[tuple[str, str]] = Counter()
         """OCPP messages seen on the daemon's event stream, by (action, direction)."""
         self.events_seen = 0
+        self.narrator = Narrator()
+        self.problems_seen: dict[str, str] = {}
+        """Problem → the time this API first saw it (api/problems.py), for those the daemon gives no time for."""
         self.events_dropped = 0
         self.resubscriptions = 0
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -170,6 +174,7 @@ class DaemonLink:
             return  # counted, not shown: at one per frame they would flood the page
         if kind == "ipc_events_dropped":
             self.events_dropped = int(data.get("dropped_total") or 0)
+        event["text"] = self.narrator.text(event)  # None: not a happening of its own (the page lists none)
         self._remember(event)
         self._broadcast(event)
 
@@ -193,7 +198,8 @@ class DaemonLink:
         self.reachable, self.last_error, self.changed_at = reachable, error, datetime.now(UTC)
         (log.info if reachable else log.warning)("station daemon " + ("reachable" if reachable else "unreachable"),
                                                  socket=str(self.socket_path), error=error)
-        event = {"kind": "daemon", "at": self.changed_at.isoformat(),
-                 "data": {"reachable": reachable, "error": error}}
+        event: dict[str, Any] = {"kind": "daemon", "at": self.changed_at.isoformat(),
+                                 "data": {"reachable": reachable, "error": error}}
+        event["text"] = self.narrator.text(event)
         self._remember(event)
         self._broadcast(event)

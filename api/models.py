@@ -136,7 +136,11 @@ class Problem(BaseModel):
                   "connector_faulted", "undervoltage", "meter_unhealthy",
                   "esp32_unexpected_values", "outbox_parked", "outbox_held"]
     severity: Literal["error", "warning"]
-    message: str
+    message: str = Field(description="What, where, since when and the first check, in one line.")
+    what: str | None = Field(None, description="What is wrong, in the station's terms.")
+    where: str | None = Field(None, description="Port, Modbus address or URL (never credentials).")
+    since: str | None = Field(None, description="UTC time of day it started (or was first seen by the API).")
+    check: str | None = Field(None, description="The first thing a technician should check.")
 
 
 class Status(Open):

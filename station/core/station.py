@@ -86,6 +86,10 @@ class Connector:
     report: ControllerStatus | None = None
     link_up: bool = False
     link_reason: str = "not connected yet"
+    link_since: datetime | None = None
+    """When the link last went up or down (None: not since start); the status page says "since"."""
+    status_since: datetime | None = None
+    """When the OCPP status last changed (None: the status it started with)."""
     operative: bool = True
     inoperative_scheduled: bool = False
     derived: DerivedStatus = field(
@@ -126,7 +130,9 @@ class Connector:
             "charging_state": self.derived.charging_state,
             "operative": self.operative,
             "inoperative_scheduled": self.inoperative_scheduled,
+            "status_since": self.status_since.isoformat() if self.status_since else None,
             "controller_link": {"up": self.link_up, "reason": self.link_reason,
+                                "since": self.link_since.isoformat() if self.link_since else None,
                                 "firmware": self.controller.firmware if self.controller else None},
             "pilot": r.pilot.value if r else None,
             "controller_state": r.state.name if r else None,
@@ -262,7 +268,7 @@ class StationCore:
         if conn.link_up == up:
             conn.link_reason = reason  # still down, maybe for a new reason (`status`, `--once` show it)
             return
-        conn.link_up, conn.link_reason = up, reason
+        conn.link_up, conn.link_reason, conn.link_since = up, reason, self.clock.now()
         (log.info if up else log.warning)("charge controller link", connector_id=connector_id, up=up, reason=reason)
         self.events.publish("controller_link", connector_id=connector_id, up=up, reason=reason)
         self._reconcile(conn)
@@ -733,6 +739,8 @@ class StationCore:
         changed = derived != conn.derived or conn.reservation != previous_reservation
         faulted_now = derived.status == ConnectorStatus.FAULTED and conn.derived.status != ConnectorStatus.FAULTED
         charging_changed = derived.charging_state != conn.derived.charging_state
+        if derived.status != conn.derived.status:
+            conn.status_since = self.clock.now()
         conn.derived = derived
         if conn.transaction and charging_changed and derived.charging_state != conn.transaction.charging_state:
             conn.transaction.charging_state = derived.charging_state
