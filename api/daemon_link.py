@@ -81,10 +81,15 @@ class DaemonLink:
 
     async def close(self) -> None:
         for task in (self._task, self._auth_task):
-            if task is not None:
+            # Cancel until it ends: on Python 3.11 a cancel that lands as the backoff's asyncio.timeout
+            # fires is turned into that TimeoutError and swallowed, and the pump would wait on forever
+            # (the API's shutdown with it: SIGTERM would not stop the process).
+            while task is not None and not task.done():
                 task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if task is not None:
                 with contextlib.suppress(BaseException):
-                    await task
+                    task.result()
         await self.client.close()
 
     # --- failed token checks → the daemon's security events --------------------------

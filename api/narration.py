@@ -16,6 +16,20 @@ from typing import Any
 from api.problems import connector_fault, csms_trouble, link_down, public_url, version_label
 
 
+STATUS_WORDS = {
+    "Available": "free, no vehicle",
+    "Preparing": "vehicle plugged in, no session yet",
+    "Occupied": "vehicle plugged in, no session yet",
+    "Charging": "charging",
+    "SuspendedEV": "the vehicle paused charging",
+    "SuspendedEVSE": "the station holds charging back (limit or authorization)",
+    "Finishing": "session over, the vehicle may be unplugged",
+    "Reserved": "reserved",
+    "Unavailable": "out of service",
+}
+"""OCPP statuses (the names the CSMS sees) with what they mean at the station."""
+
+
 class Narrator:
     def __init__(self) -> None:
         self.csms_connected: bool | None = None
@@ -39,7 +53,8 @@ class Narrator:
         fault = connector_fault(conn) if (conn.get("controller_link") or {}).get("up") else None
         if fault is not None:
             return f"connector {cid} faulted: {fault[0]}"
-        return f"connector {cid}: {status}"
+        words = STATUS_WORDS.get(status)
+        return f"connector {cid}: {status} ({words})" if words else f"connector {cid}: {status}"
 
     def _transaction(self, d: dict[str, Any]) -> str | None:
         tx = d.get("transaction") or {}

@@ -34,7 +34,7 @@ def test_repeated_failed_attempts_are_one_row_in_words() -> None:
 
 def test_a_connector_event_that_does_not_change_its_status_is_not_a_row() -> None:
     available = {"connector_id": 1, "connector": {"status": "Available", "controller_link": {"up": True}}}
-    assert rows(("connector", available), ("connector", available)) == ["connector 1: Available"]
+    assert rows(("connector", available), ("connector", available)) == ["connector 1: Available (free, no vehicle)"]
 
 
 def test_a_faulted_connector_row_says_what_the_fault_means() -> None:
