@@ -88,12 +88,13 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def allowed_hosts(bind_host: str) -> list[str]:
-    """Host headers answered: loopback names and the configured bind name (DNS rebinding gets 400)."""
+def allowed_hosts(bind_host: str, extra: list[str] | None = None) -> list[str]:
+    """Host headers answered: loopback names, the configured bind name and STATION_API_HOSTS (DNS rebinding gets 400)."""
     hosts = ["localhost", "127.0.0.1", "[::1]"]
     name = f"[{bind_host}]" if ":" in bind_host else bind_host
-    if name not in hosts and name not in ("0.0.0.0", "[::]"):
-        hosts.append(name.lower())
+    for host in [name.lower(), *(extra or [])]:
+        if host not in hosts and host not in ("0.0.0.0", "[::]"):
+            hosts.append(host)
     return hosts
 
 
@@ -127,7 +128,7 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
     app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure,
                        backoff=backoff or TokenBackoff())
     # Added last, so it runs first: a page of another site's name (DNS rebinding) never reaches a route.
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.api_host), www_redirect=False)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.api_host, settings.extra_hosts), www_redirect=False)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------

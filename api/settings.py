@@ -33,6 +33,9 @@ class ApiSettings(BaseModel):
     ipc_socket: Path = Field(Path("/run/station/station.sock"), alias="STATION_IPC_SOCKET")
     api_bind: str = Field("127.0.0.1:8080", alias="STATION_API_BIND")
     api_token: SecretStr | None = Field(None, alias="STATION_API_TOKEN")
+    api_hosts: str = Field("", alias="STATION_API_HOSTS")
+    """Host names (comma-separated) answered besides loopback and the bind name, e.g. the station's
+    LAN address when bound to 0.0.0.0; any other Host header is refused (DNS rebinding)."""
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="STATION_LOG_FORMAT")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="STATION_LOG_LEVEL")
     log_driver_tokens: bool = Field(False, alias="STATION_LOG_DRIVER_TOKENS")
@@ -43,6 +46,14 @@ class ApiSettings(BaseModel):
         host, sep, port = value.rpartition(":")
         if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("api_hosts")
+    @classmethod
+    def _host_names(cls, value: str) -> str:
+        for name in filter(None, (n.strip() for n in value.split(","))):
+            if any(c.isspace() or c in "/?#@*" for c in name) or name.count(":") == 1:
+                raise ValueError(f"{name!r}: expected host names or addresses without port, comma-separated")
         return value
 
     @field_validator("api_token")
@@ -65,6 +76,11 @@ class ApiSettings(BaseModel):
     @property
     def api_port(self) -> int:
         return int(self.api_bind.rpartition(":")[2])
+
+    @property
+    def extra_hosts(self) -> list[str]:
+        names = [n.strip().lower() for n in self.api_hosts.split(",") if n.strip()]
+        return [f"[{n.strip('[]')}]" if ":" in n else n for n in names]
 
     def secrets(self) -> list[str]:
         return [self.api_token.get_secret_value()] if self.api_token else []

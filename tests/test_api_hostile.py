@@ -133,6 +133,17 @@ async def test_the_configured_bind_name_is_answered(tmp_path: Path, sock_path: P
         assert (await client.get("/health", headers={"Host": "station-0043.local"})).status_code == 400
 
 
+async def test_host_names_configured_for_a_maintenance_network_are_answered(
+    tmp_path: Path, sock_path: Path, daemon: Daemon
+) -> None:
+    settings = settings_for(tmp_path, sock_path).model_copy(
+        update={"api_bind": "0.0.0.0:8080", "api_hosts": "192.168.7.20, station-0042.lan"})
+    async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as client:
+        for host in ("192.168.7.20:8080", "station-0042.lan", "127.0.0.1:8080"):
+            assert (await client.get("/health", headers={"Host": host})).status_code == 200, host
+        assert (await client.get("/health", headers={"Host": "0.0.0.0:8080"})).status_code == 400
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
