@@ -51,7 +51,7 @@ from api.models import (
     TransactionPage,
     UnlockResult,
 )
-from api.problems import link_down, meter_problem, problems, version_label
+from api.problems import link_down, meter_problem, problems, store_trouble, version_label
 from station import __version__
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
@@ -217,8 +217,8 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
                                              else next(p["message"] for p in problems(status)
                                                        if p["code"] == "csms_unreachable"))),
             store=Check(ok=store_ok, detail="state database writable" if store_ok else
-                        f"state database not writable ({store.get('unsaved_events', 0)} event(s) waiting in memory): "
-                        "check free disk space (df -h /var/lib/station)"),
+                        f"{store_trouble(str(store.get('last_error') or ''))[0]} "
+                        f"({store.get('unsaved_events', 0)} event(s) waiting in memory)"),
             meter=meter,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

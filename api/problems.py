@@ -168,6 +168,18 @@ def connector_fault(conn: dict[str, Any]) -> tuple[str, str] | None:
     return ("connector faulted", "the charge controller's LED and the cabinet's breakers")
 
 
+def store_trouble(error: str) -> tuple[str, str]:
+    """(what, first check) of a state database that cannot be written, from the daemon's error."""
+    text = error.lower()
+    if "readonly" in text or "read-only" in text:
+        return ("the state database is read-only (the filesystem was remounted read-only?)",
+                "mount | grep /var/lib/station for 'ro', then dmesg for SSD errors")
+    if "full" in text or "no space" in text:
+        return ("the disk is full", "df -h /var/lib/station and what fills it (logs, flight recorder)")
+    return ("the state database cannot be written", "free disk space (df -h /var/lib/station), then the SSD "
+            "(dmesg for I/O errors)")
+
+
 # --- assembly ------------------------------------------------------------------------------------
 def _problem(code: str, what: str, where: str | None, since: str | None, check: str,
              severity: str = "error") -> dict[str, str]:
@@ -223,9 +235,9 @@ def problems(status: dict[str, Any], first_seen: dict[str, str] | None = None,
     store = status.get("store") or {}
     if store and store.get("healthy") is False:
         waiting = store.get("unsaved_events") or 0
-        found.append(_problem("store_unhealthy", "the state database cannot be written: sessions are kept in "
-                              f"memory only ({waiting} event(s) waiting)", "/var/lib/station", seen("store"),
-                              "free disk space (df -h /var/lib/station), then the SSD (dmesg for I/O errors)"))
+        what, check = store_trouble(str(store.get("last_error") or ""))
+        found.append(_problem("store_unhealthy", f"{what}: sessions are kept in memory only ({waiting} event(s) "
+                              "waiting)", "/var/lib/station", seen("store"), check))
     for cid, esp in sorted((status.get("esp32") or {}).items()):
         warnings = (esp or {}).get("warnings") or []
         if warnings:
