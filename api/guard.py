@@ -71,7 +71,7 @@ class TokenBackoff:
         if now - last > self.forget_s:
             del self._clients[client]
             return 0.0
-        locked_until = last + min(self.cap_s, self.base_s * 2 ** (failures - 1))
+        locked_until = last + min(self.cap_s, self.base_s * 2 ** min(failures - 1, 32))  # no float overflow
         return max(0.0, min(self.cap_s, locked_until - now))
 
     def failed(self, client: str | None) -> None:

@@ -162,6 +162,13 @@ def test_wrong_tokens_make_the_clients_next_check_wait_doubling_up_to_4_s() -> N
     assert waits == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 4.0, 4.0])
 
 
+def test_thousands_of_wrong_tokens_keep_the_wait_at_4_s() -> None:
+    backoff = TokenBackoff(clock=Clock())
+    for _ in range(5000):
+        backoff.failed("127.0.0.1")
+    assert backoff.wait_s("127.0.0.1") == pytest.approx(4.0)
+
+
 def test_another_clients_wrong_tokens_do_not_delay_a_client() -> None:
     backoff = TokenBackoff(clock=Clock())
     for _ in range(10):
