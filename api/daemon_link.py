@@ -201,6 +201,8 @@ class DaemonLink:
                 self.last_error = error
             return
         self.reachable, self.last_error, self.changed_at = reachable, error, datetime.now(UTC)
+        if not reachable:
+            self.narrator = Narrator()  # a restarted daemon connects anew: its links are news again
         (log.info if reachable else log.warning)("station daemon " + ("reachable" if reachable else "unreachable"),
                                                  socket=str(self.socket_path), error=error)
         event: dict[str, Any] = {"kind": "daemon", "at": self.changed_at.isoformat(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from api.narration import Narrator
@@ -65,3 +66,17 @@ def test_links_and_the_queue_are_rows_when_they_change_only() -> None:
         "energy meter stopped answering",
         "messages for the CSMS queued (not yet confirmed)",
         "all queued messages delivered to the CSMS"]
+
+
+def test_after_a_daemon_restart_the_csms_connection_is_a_row_again(tmp_path: Path) -> None:
+    from api.daemon_link import DaemonLink
+
+    link = DaemonLink(tmp_path / "station.sock")
+    connected = {"kind": "csms", "data": {"connected": True, "version": "201", "url": "ws://csms.example/CP1"}}
+    link._on_event(dict(connected))
+    link._set_reachable(True, None)
+    link._set_reachable(False, "no daemon socket")
+    link._set_reachable(True, None)
+    link._on_event(dict(connected))
+    assert [e["text"] for e in link.recent() if e["kind"] == "csms"] == [
+        "CSMS connected: OCPP 2.0.1 to ws://csms.example/CP1"] * 2
