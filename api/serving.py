@@ -13,7 +13,9 @@ technician's `/health` any more. The bounds live in the process itself, not only
   is always served; a connection in the middle of a request (an SSE stream, a control call) is
   never dropped for a newcomer. If every connection is busy the newcomer is the one closed;
 - a request's headers must be complete within `header_seconds` of the connection opening or of
-  the previous answer (a keep-alive connection waits for its next request no longer than that);
+  the previous answer (a keep-alive connection waits for its next request no longer than that),
+  and its body (16 KiB at most, api/guard.py) within `header_seconds` more: a client dripping a
+  body is cut too;
 - headers larger than h11's incomplete-event cap (8 KiB here) are refused by h11 (400).
 
 uvicorn's `limit_concurrency` is not used: it answers 503 only once a request's headers have
@@ -102,6 +104,13 @@ class GuardedH11Protocol(H11Protocol):
     def _header_deadline(self) -> None:
         self._deadline = None
         if self.awaits_headers():
+            self.transport.abort()
+        elif self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._deadline = self.loop.call_later(self.header_seconds, self._body_deadline)
+
+    def _body_deadline(self) -> None:
+        self._deadline = None
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             self.transport.abort()
 
 

@@ -112,6 +112,15 @@ async def test_a_request_whose_headers_never_end_is_closed(tmp_path: Path) -> No
         writer.close()
 
 
+async def test_a_request_whose_body_never_ends_is_closed(tmp_path: Path) -> None:
+    async with api_under_1024_descriptors(tmp_path) as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rpartition(":")[2]))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nx")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # closed by the API, nothing answered
+        writer.close()
+
+
 @pytest.mark.parametrize("host", ["evil.attacker.example", "evil.attacker.example:8080", "192.0.2.7"])
 async def test_a_request_for_another_host_name_is_refused(api: httpx.AsyncClient, host: str) -> None:
     for path in ("/status", "/device-model", "/transactions", "/events/recent", "/health"):
