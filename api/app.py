@@ -61,6 +61,8 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
 
+MAX_EVENT_STREAMS = 32
+"""Open /events streams (one per status page), well below the connection cap (api/serving.py)."""
 HTTP_STATUS_OF = {
     protocol.INVALID_PARAMS: 422,
     protocol.NOT_FOUND: 404,
@@ -256,7 +258,13 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
     async def device_model() -> list[dict[str, Any]]:
         return await daemon(lambda c: c.device_model())
 
-    @app.get("/events", response_class=EventSourceResponse, tags=["state"],
+    def stream_slot() -> None:
+        # Streams are never dropped for a newcomer (api/serving.py): unbounded, they would fill the
+        # connection cap and lock everyone out. Checked as a dependency: before the stream starts.
+        if link.streams >= MAX_EVENT_STREAMS:
+            raise HTTPException(503, f"too many open event streams ({MAX_EVENT_STREAMS}): close a status page")
+
+    @app.get("/events", response_class=EventSourceResponse, tags=["state"], dependencies=[Depends(stream_slot)],
              summary="Live events (Server-Sent Events): connector, transaction, meter, csms, daemon, ...")
     async def events() -> AsyncIterator[ServerSentEvent]:
         queue = link.subscribe()

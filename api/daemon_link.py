@@ -133,6 +133,10 @@ class DaemonLink:
         self._subscribers.add(queue)
         return queue
 
+    @property
+    def streams(self) -> int:
+        return len(self._subscribers)
+
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(queue)
 

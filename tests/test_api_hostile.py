@@ -121,6 +121,25 @@ async def test_a_request_whose_body_never_ends_is_closed(tmp_path: Path) -> None
         writer.close()
 
 
+async def test_event_streams_are_bounded_so_they_cannot_fill_the_connections(api: httpx.AsyncClient) -> None:
+    from api.app import MAX_EVENT_STREAMS
+
+    port = api.base_url.port
+    streams = []
+    try:
+        for _ in range(MAX_EVENT_STREAMS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            streams.append(writer)
+        response = await api.get("/events")
+        assert response.status_code == 503 and "too many open event streams" in response.json()["detail"]
+        assert (await api.get("/health")).status_code == 200
+    finally:
+        for writer in streams:
+            writer.close()
+
+
 @pytest.mark.parametrize("host", ["evil.attacker.example", "evil.attacker.example:8080", "192.0.2.7"])
 async def test_a_request_for_another_host_name_is_refused(api: httpx.AsyncClient, host: str) -> None:
     for path in ("/status", "/device-model", "/transactions", "/events/recent", "/health"):
