@@ -20,7 +20,6 @@ STATUS_WORDS = {
     "Available": "free, no vehicle",
     "Preparing": "vehicle plugged in, no session yet",
     "Occupied": "vehicle plugged in, no session yet",
-    "Charging": "charging",
     "SuspendedEV": "the vehicle paused charging",
     "SuspendedEVSE": "the station holds charging back (limit or authorization)",
     "Finishing": "session over, the vehicle may be unplugged",
