@@ -155,9 +155,16 @@ function render(s) {
 
 let daemonShown;  // reachability of the daemon as the list last showed it (undefined: not yet)
 
+const listed = new Set();  // events already in the list (the recent list and the stream overlap)
+
 function addEvent(e) {
   // The API words each happening once (api/narration.py); bookkeeping and repeats carry no text.
   if (!e.text) return;
+  if (!e.data || !e.data.initial) {
+    const key = `${e.at}|${e.kind}|${e.text}`;
+    if (listed.has(key)) return;
+    listed.add(key);
+  }
   if (e.kind === "daemon") {
     const known = daemonShown;
     daemonShown = e.data.reachable;
@@ -221,14 +228,20 @@ function connect() {
   for (const kind of KINDS) source.addEventListener(kind, onEvent);
   source.onmessage = onEvent;
   source.onerror = () => setDaemon(false, "API connection lost, retrying");
-  source.onopen = () => scheduleRefresh();
+  // Whatever happened between loading the list and the stream opening (or while it was down) is in
+  // the API's recent list: take it again; rows already shown are skipped.
+  source.onopen = () => { loadRecent(); scheduleRefresh(); };
 }
 
-async function start() {
+async function loadRecent() {
   try {
     const recent = await (await fetch("/events/recent", { cache: "no-store" })).json();
     for (const e of recent) addEvent(e);
   } catch { /* the live stream fills the list */ }
+}
+
+async function start() {
+  await loadRecent();
   await refresh();
   connect();
   setInterval(refresh, 15000);  // relative times ("12 s ago") and anything an event did not cover
