@@ -49,14 +49,23 @@ class TokenBackoff:
     right token is answered after at most `cap_s`, however hard another process on the same
     address (on a station every local process is 127.0.0.1) keeps guessing, and it is never
     refused. Nothing is answered early, so the wait leaks nothing about the token. Guessing is
-    bounded by the connections a client can hold (serving.MAX_CONNECTIONS) per `cap_s`, from
-    ~1,260 guesses/s without the wait to ~64/s, against a token of at least 24 characters
-    (api/settings.py MIN_TOKEN_LENGTH, ~140 bits).
+    bounded by the requests allowed to wait, `max_waiting` per `cap_s`: from ~1,260 guesses/s
+    without the wait to ~32/s, against a token of at least 24 characters (api/settings.py
+    MIN_TOKEN_LENGTH, ~140 bits). Waiting requests hold connections that are never dropped for a
+    newcomer (api/serving.py), so their number is bounded below the connection cap: beyond
+    `max_waiting`, a request during a lockout is answered 503 at once, its token unchecked (so the
+    answer leaks nothing), and /health, the status page and the other requests keep the rest of the
+    connections. Under such a flood from its own address a control request may get that 503 and is
+    retried; it is never refused for its token, and no lockout outlasts the flood by more than `cap_s`.
     """
 
     def __init__(self, *, base_s: float = 0.1, cap_s: float = 4.0, forget_s: float = 60.0,
-                 max_clients: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_clients: int = 1024, max_waiting: int = 128,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.base_s, self.cap_s, self.forget_s, self.max_clients = base_s, cap_s, forget_s, max_clients
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        """Requests sleeping out a lockout now."""
         self.clock = clock
         self._clients: OrderedDict[str | None, tuple[int, float]] = OrderedDict()
         """Address → (failures in the current burst, time of the last one)."""
@@ -105,7 +114,15 @@ class BodyGuard:
             client = scope.get("client")
             address = client[0] if client else None
             if self.token and (wait := self.backoff.wait_s(address)) > 0:
-                await asyncio.sleep(wait)
+                if self.backoff.waiting >= self.backoff.max_waiting:
+                    await _answer(send, 503, "too many token checks waiting after wrong tokens; retry in a few "
+                                  "seconds", {"retry-after": str(round(self.backoff.cap_s))}, drain=drain)
+                    return
+                self.backoff.waiting += 1
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self.backoff.waiting -= 1
             refusal = self._refusal(headers.get("authorization"))
             if refusal is not None:
                 if refusal[1] == INVALID_TOKEN:

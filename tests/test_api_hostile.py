@@ -217,6 +217,29 @@ def test_the_wait_ends_with_the_lockout_and_is_forgotten_after_a_quiet_minute() 
     assert backoff.wait_s("127.0.0.1") == pytest.approx(0.1)  # a new burst starts again at the bottom
 
 
+async def test_requests_waiting_out_a_lockout_are_bounded_and_health_still_answers(
+    tmp_path: Path, sock_path: Path, daemon: Daemon
+) -> None:
+    from api.app import create_app  # noqa: F401 — serve_api builds it; the backoff is injected below
+    from tests import station_rig
+
+    backoff = TokenBackoff(base_s=2.0, cap_s=2.0, max_waiting=2)
+    original = station_rig.create_app
+    station_rig.create_app = lambda settings: original(settings, backoff=backoff)  # type: ignore[assignment]
+    try:
+        async with serve_api(settings_for(tmp_path, sock_path)) as url, \
+                httpx.AsyncClient(base_url=url, timeout=10) as client:
+            wrong = auth("wrong-token-padded-to-24-characters")
+            assert (await client.post("/connectors/1/unlock", headers=wrong)).status_code == 401  # lockout: 2 s
+            answers = await asyncio.gather(*(client.post("/connectors/1/unlock", headers=wrong) for _ in range(3)),
+                                           client.get("/health"))
+            assert sorted(r.status_code for r in answers) == [200, 401, 401, 503]
+            (busy,) = [r for r in answers if r.status_code == 503]
+            assert busy.headers["retry-after"] == "2" and "retry" in busy.json()["detail"]
+    finally:
+        station_rig.create_app = original  # type: ignore[assignment]
+
+
 async def test_the_right_token_is_accepted_while_another_process_keeps_guessing(
     api: httpx.AsyncClient, daemon: Daemon
 ) -> None:
