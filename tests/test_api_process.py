@@ -68,10 +68,16 @@ async def test_a_short_token_is_refused_at_start_with_exit_78_naming_the_setting
     assert secret not in lines[0]
 
 
-async def test_a_bad_bind_setting_is_one_line_and_exit_78(tmp_path: Path) -> None:
-    code, lines = await run_api(env_for(tmp_path, STATION_API_BIND="127.0.0.1"))
-    assert code == CONFIG and lines == ["station-api: config error: STATION_API_BIND='127.0.0.1': "
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.1:99999", "127.0.0.1:http", ":8080"])
+async def test_a_bad_bind_setting_is_one_line_and_exit_78(tmp_path: Path, bind: str) -> None:
+    code, lines = await run_api(env_for(tmp_path, STATION_API_BIND=bind))
+    assert code == CONFIG and lines == [f"station-api: config error: STATION_API_BIND='{bind}': "
                                         "expected host:port, e.g. 127.0.0.1:8080"]
+
+
+async def test_a_bad_bind_flag_is_one_line_and_exit_78(tmp_path: Path) -> None:
+    code, lines = await run_api(env_for(tmp_path), "--bind", "127.0.0.1:99999")
+    assert code == CONFIG and len(lines) == 1 and "STATION_API_BIND='127.0.0.1:99999'" in lines[0]
 
 
 async def test_the_api_runs_without_a_station_name_or_csms_url(tmp_path: Path) -> None:
