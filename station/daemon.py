@@ -208,6 +208,8 @@ class Daemon:
             "meter": None if self.meter is None else {
                 "port": self.settings.meter_port,
                 "model": self.settings.meter_model,
+                "unit": self.settings.meter_unit,  # the Modbus address and speed a technician checks first
+                "baud": self.settings.meter_baud,
                 "healthy": self.meter.healthy,
                 "last_error": self.meter.last_error,
                 "stats": _as_dict(self.meter.stats),

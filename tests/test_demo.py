@@ -100,7 +100,7 @@ async def test_the_demo_moves_the_api_to_another_port_when_its_port_was_taken_in
 
     demo = Demo(version="201", seconds=None, workdir=tmp_path)
     env = {"STATION_ENV_FILE": os.devnull, "OCPP_STATION_NAME": "DEMO", "OCPP_201_URL": "ws://127.0.0.1:9/",
-           "STATION_IPC_SOCKET": str(tmp_path / "station.sock"), "STATION_API_TOKEN": "t" * 22}
+           "STATION_IPC_SOCKET": str(tmp_path / "station.sock"), "STATION_API_TOKEN": "t" * 32}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -87,7 +87,9 @@ class Connector:
     link_up: bool = False
     link_reason: str = "not connected yet"
     link_since: datetime | None = None
-    """When the ESP32 link last went up or down (None: down since the daemon started)."""
+    """When the ESP32 link last went up or down (None: down since the daemon started); the status page says "since"."""
+    status_since: datetime | None = None
+    """When the OCPP status last changed (None: the status it started with)."""
     operative: bool = True
     inoperative_scheduled: bool = False
     derived: DerivedStatus = field(
@@ -128,6 +130,7 @@ class Connector:
             "charging_state": self.derived.charging_state,
             "operative": self.operative,
             "inoperative_scheduled": self.inoperative_scheduled,
+            "status_since": self.status_since.isoformat() if self.status_since else None,
             "controller_link": {"up": self.link_up, "reason": self.link_reason,
                                 "since": self.link_since.isoformat() if self.link_since else None,
                                 "firmware": self.controller.firmware if self.controller else None},
@@ -746,6 +749,8 @@ class StationCore:
         changed = derived != conn.derived or conn.reservation != previous_reservation
         faulted_now = derived.status == ConnectorStatus.FAULTED and conn.derived.status != ConnectorStatus.FAULTED
         charging_changed = derived.charging_state != conn.derived.charging_state
+        if derived.status != conn.derived.status:
+            conn.status_since = self.clock.now()
         conn.derived = derived
         if conn.transaction and charging_changed and derived.charging_state != conn.transaction.charging_state:
             conn.transaction.charging_state = derived.charging_state

@@ -266,7 +266,7 @@ class Demo:
         await self.control.start()
         watcher = self._watch_csms()
         self.api_port = free_port(8080 if self.api_port_wanted is None else self.api_port_wanted or None)
-        token = secrets.token_urlsafe(16)
+        token = secrets.token_urlsafe(32)  # station-api needs at least 24 characters
         token_file = self.workdir / "api-token"  # for the control endpoints; gone with the work dir
         token_file.touch(mode=0o600)
         token_file.write_text(token + "\n")
