@@ -325,3 +325,13 @@ def test_certificates_an_earlier_release_discarded_on_re_provisioning_stay_disca
         (station / name).unlink(missing_ok=True)  # what the earlier release did when the provisioned values changed
     assert in_force(restarted(state, test_pki)) == provisioned_serial(test_pki)
     assert not generations.generations(station)
+
+
+def test_a_torn_pair_an_earlier_release_left_is_not_carried_over(tmp_path: Path, test_pki: TestPki) -> None:
+    state, old, new = tmp_path / "state", Pair(test_pki, "old"), Pair(test_pki, "new")
+    station = state / "pki" / "station"
+    generations.switch(station, generations.add_candidate(station, old.cert, old.key))
+    (station / "key.pem").unlink()
+    (station / "key.pem").write_bytes(new.key)  # its promotion's renames, half of them lost in a cut
+    assert in_force(restarted(state, test_pki)) == provisioned_serial(test_pki)
+    assert earlier_release_in_force(station, test_pki) == provisioned_serial(test_pki)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 
 from station.storage.durable import (
@@ -74,6 +75,16 @@ def from_earlier_release(directory: Path) -> bool:
     if all(path.is_file() for path in _flat_pair(directory, "new")):
         return True
     return os.path.lexists(directory / CURRENT) and not all(os.path.lexists(directory / name) for name in LINKS)
+
+
+def _belong_together(cert: Path, key: Path) -> bool:
+    """The key is the certificate's (what TLS checks when it loads them); an earlier release's
+    unsynced renames can leave a new key beside an old certificate."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError):
+        return False
+    return True
 
 
 def link_flat_names(directory: Path) -> None:
@@ -214,6 +225,7 @@ def migrate(directory: Path) -> None:
         present = [(which, cert, key) for which, cert, key in flat if cert.is_file() and key.is_file()]
         if not any(which == "cert" for which, _, _ in present):  # the provisioned pair is in force: no previous
             present = [p for p in present if p[0] != "previous"]
+        present = [p for p in present if _belong_together(p[1], p[2])]  # never carry a torn renewal over
         before = _numbers_in_use(directory)
         base = max(before, default=-1) + 1
         in_force: Path | None = None
