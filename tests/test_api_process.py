@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.__main__ import CANNOT_LISTEN
+from station.exitcodes import CANNOT_LISTEN
 from station.devtools.demo import free_port
 from tests.station_rig import TOKEN, wait_for
 from tests.test_api_e2e import started_api

@@ -184,7 +184,6 @@ async def test_a_triggered_idle_log_status_refused_for_its_missing_request_id_le
         await csms.wait_for("Heartbeat", "CP", since=mark, timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason="needs outbox round")
 async def test_ocpp16_transaction_messages_pass_security_events_the_csms_answers_internal_error(tmp_path: Path) -> None:
     async with station(tmp_path, "16", quirks=["security-event-16-error"]) as rig:
         csms = rig.csms

@@ -25,6 +25,7 @@ ALLOWED_MODULES: dict[str, str] = {
     "station/storage/safefile.py": "the root side's dirfd-based safe-file module, built on the durable primitives",
     "station/devtools/demo.py": "development tool: the demo's child logs and API token in a throw-away work dir",
     "station/devtools/csms.py": "development CSMS: its frame log and test fixtures, never on a station",
+    "station/devtools/interop.py": "make interop (development): the logs of the daemons it starts, never on a station",
     "station/controller/simulator.py": "ESP32 simulator (development): re-points its pty symlink, no station state",
     "station/meter/simulator.py": "meter simulator (development): re-points its pty symlink, no station state",
     "station/meter/sim_process.py": "meter simulator launcher (development): the child's output log",
