@@ -13,6 +13,7 @@ from typing import Any
 from station import __version__, exitcodes
 from station.cliargs import Parser
 from station.config import (
+    DEPRECATED_VARIABLES,
     SECRET_FIELDS,
     ConfigError,
     LoadedConfig,
@@ -48,6 +49,9 @@ def _settings_flags() -> argparse.ArgumentParser:
             help=field.description,
             default=argparse.SUPPRESS,  # absent: a subcommand must not reset a flag given before it
         )
+    for var in DEPRECATED_VARIABLES:  # still accepted (a unit file may pass it), warned about, not listed
+        group.add_argument(f"--{var.removeprefix('STATION_').lower().replace('_', '-')}", dest=f"deprecated_{var}",
+                           help=argparse.SUPPRESS, default=argparse.SUPPRESS)
     return parent
 
 
@@ -82,11 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
     outbox = sub.add_parser("outbox", parents=[common, settings_flags],
-                            help="show parked messages (transaction, security and monitoring events), or "
-                                 "release them to be sent again",
-                            description="Queued messages (transaction events, security events, NotifyEvent) the CSMS "
-                            "refused `TransactionMessageAttempts` times are parked: kept, not sent again. `station outbox` lists them; `station outbox release "
-                            "ID ...` (or `--all`) sends them again with fresh attempts.")
+                            help="show parked messages (transaction messages, security events, NotifyEvent, "
+                                 "reservation updates, idle meter values), or release them to be sent again",
+                            description="Every queued message waits in the outbox until the CSMS confirms it: "
+                            "transaction messages strictly in order, the others (security events, NotifyEvent, "
+                            "reservation status updates, meter values outside a transaction) each on its own retry "
+                            "schedule beside them. One the CSMS refused MessageAttempts times (1.6: "
+                            "TransactionMessageAttempts) is parked: kept, not sent again. `station outbox` lists them "
+                            "with the CSMS's last error; `station outbox release ID ...` (or `--all`) sends them again "
+                            "with fresh attempts.")
     outbox.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
     release = outbox_sub.add_parser("release", parents=[common, settings_flags], help="send parked messages again")
@@ -131,8 +139,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k.removeprefix("setting_"): v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
 
 
+def _deprecated_flags(args: argparse.Namespace) -> list[str]:
+    return [f"config warning: --{var.removeprefix('STATION_').lower().replace('_', '-')} no longer has an effect: "
+            f"{why}; remove it" for var, why in DEPRECATED_VARIABLES.items() if hasattr(args, f"deprecated_{var}")]
+
+
 def load_config(args: argparse.Namespace) -> LoadedConfig:
     """The validated settings (ConfigError otherwise); unknown OCPP_*/STATION_* variables warned about on stderr."""
+    _warn(_deprecated_flags(args))
     try:
         loaded = load(_overrides(args), getattr(args, "env_file", None))
     except ConfigError as exc:
