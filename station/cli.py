@@ -291,7 +291,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return exitcodes.OK
-    from station.once import METER_HINT, describe_waiting, esp32_problem, meter_check
+    from station.once import METER_HINT, describe_waiting, esp32_problem
 
     ocpp = status.get("ocpp", {})
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
@@ -307,12 +307,9 @@ def _status(args: argparse.Namespace) -> int:
           f"clock trusted: {status.get('clock', {}).get('trusted')}")
     meter = status.get("meter") or {}
     if meter.get("port"):
-        health = status.get("meter_health") or {}
-        fresh = meter_check(meter)  # the daemon waits for 3 failed polls: a reading that is too old says it sooner
-        if not health.get("healthy", True):
+        health = status.get("meter_health") or {}  # the daemon's verdict, the one /status shows
+        if health.get("healthy") is False:
             state = f"NOT answering since {health.get('since')} ({health.get('reason')}); {METER_HINT}"
-        elif not fresh["ok"]:
-            state = f"NOT answering: {fresh['detail'].split(': ', 1)[-1]}"
         else:
             state = "answering"
         print(f"meter {meter.get('model')} on {meter['port']}: {state}")

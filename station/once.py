@@ -317,28 +317,21 @@ METER_HINT = ("check the RS-485 wiring (A/B), the Modbus address (STATION_METER_
               "(STATION_METER_BAUD) and the meter's own display")
 
 
-def meter_check(meter: dict[str, Any] | None) -> dict[str, Any]:
-    """From the daemon's `meter` status: skipped without a meter, failed while it does not answer."""
+def meter_check(meter: dict[str, Any] | None, health: dict[str, Any] | None = None) -> dict[str, Any]:
+    """From the daemon's `meter` and `meter_health` status: skipped without a meter, failed while the
+    daemon has it as not answering (station.core.meter_freshness: the same verdict as /status)."""
     if meter is None:
         return check("meter", True, "skipped: no energy meter configured (STATION_METER_PORT empty)", skipped=True)
     stats = meter.get("stats") or {}
-    age, limit = meter.get("last_reading_age_s"), meter.get("stale_after_s")
-    if meter.get("healthy") and age is not None and limit is not None and age > limit:
-        # The daemon still calls it healthy (it waits for 3 failed polls), but the last reading is old.
-        return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading for {age:.1f} s "
-                     f"(expected every {limit:g} s at most); {METER_HINT}",
+    where = f"{meter.get('model')} on {meter.get('port')}"
+    if health is not None and health.get("healthy") is False:
+        return check("meter", False, f"{where}: not answering since {health.get('since')} ({health.get('reason')}); "
+                     f"energy cannot be billed; {METER_HINT}",
                      consecutive_failures=stats.get("consecutive_failures", 0))
-    if meter.get("healthy"):
-        return check("meter", True, f"{meter.get('model')} on {meter.get('port')} answers "
-                     f"({stats.get('polls_ok', 0)} good polls)")
-    if not stats.get("polls_ok") and not stats.get("polls_failed"):
-        # The daemon has just started: no poll has ended yet, so nothing is known to be wrong.
-        return check("meter", True, f"{meter.get('model')} on {meter.get('port')}: not polled yet")
-    failures = stats.get("consecutive_failures", 0)
-    reason = meter.get("last_error") or "no answer"
-    return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading "
-                 f"({failures} failed polls in a row; last: {reason}); energy cannot be billed; {METER_HINT}",
-                 consecutive_failures=failures)
+    if not stats.get("polls_ok"):
+        # The daemon has just started: no reading yet, and not long enough without one to tell.
+        return check("meter", True, f"{where}: no reading yet (polling just started)")
+    return check("meter", True, f"{where} answers ({stats.get('polls_ok', 0)} good polls)")
 
 
 def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any]], status: dict[str, Any],
@@ -353,7 +346,7 @@ def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any
         report, connectors, all(c["controller_link"]["up"] for c in connectors),
         next((v.get("firmware") for v in links.values() if v.get("firmware")), None),
         ports={int(cid): v.get("port") for cid, v in links.items()}, baud=baud, started=started)
-    results["meter"] = meter_check(status.get("meter"))
+    results["meter"] = meter_check(status.get("meter"), status.get("meter_health"))
     clock = status.get("clock", {})
     results["clock"] = _clock_check(bool(clock.get("trusted")), clock.get("source"))
     results["offline_queue"] = _queue_check(int(status.get("outbox_depth", -1)),
