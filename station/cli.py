@@ -58,7 +58,7 @@ def _settings_flags() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     settings_flags = _settings_flags()
     common = Parser(add_help=False)
-    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
+    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS, metavar="PATH",
                         help="env file to read (default /etc/ocpp_station.env)")
 
     parser = Parser(
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke test: check config, CSMS (Boot/Status/Heartbeat), ESP32, clock and disk; print one JSON "
         "report on stdout; exit 0 only when healthy (see exit codes below)",
     )
-    parser.add_argument("--timeout", type=float, default=15.0, help="--once: total time limit in seconds (15)")
+    parser.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                        help="--once: total time limit in seconds (15)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="station")
 
     sub.add_parser("run", parents=[common, settings_flags], help="run the station daemon (what systemd starts)",
@@ -262,16 +263,26 @@ def _config_show(args: argparse.Namespace) -> int:
         print(json.dumps({"env_file": str(env_file) if env_file else None, "ok": error is None,
                           "errors": str(error).splitlines() if error else [], "settings": rows}, indent=2))
     else:
-        print(f"# env file: {env_file or '(none found)'}")
+        print(f"# env file: {env_file or _no_env_file(args)}")
         width = max(len(r["variable"]) for r in rows)
         for r in rows:
-            value = r["value"] if r["value"] or not r["problem"] else "(not set)"
+            missing = not r["value"] and r["problem"]
+            value = "(not set)" if missing else r["value"]
+            source = "" if missing else f"({r['source']})"  # not "(default)": there is none to use
             mark = f"  <-- {r['problem']}" if r["problem"] else ""
-            print(f"{r['variable']:<{width}}  {value:<40}  ({r['source']}){mark}")
+            print(f"{r['variable']:<{width}}  {value:<40}  {source}{mark}".rstrip())
     if error is not None:
         print(str(error), file=sys.stderr)
         return exitcodes.CONFIG
     return exitcodes.OK
+
+
+def _no_env_file(args: argparse.Namespace) -> str:
+    from station.config import _env_file_path
+
+    path, _ = _env_file_path(getattr(args, "env_file", None))
+    why = "sets nothing" if path.exists() else "does not exist"
+    return f"none ({path} {why}; give one with --env-file PATH or STATION_ENV_FILE)"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -385,7 +385,7 @@ def _read_env_file(path: Path, required: bool) -> dict[str, str]:
     broken = [b.original.line for b in parse_stream(io.StringIO(raw)) if b.error]
     if broken:
         raise ConfigError(f"config error: env file {path} line {broken[0]} is not KEY=value "
-                          "(quote a value that has spaces, # or quotes in it)")
+                          "(quote a value that has spaces, # or quotes in it, and close every quote)")
     values = dotenv_values(stream=io.StringIO(raw))
     return {k: v for k, v in values.items() if v is not None}
 

@@ -142,3 +142,18 @@ def test_the_deprecated_fallback_flag_is_accepted_with_a_warning_and_not_offered
     assert result.returncode == exitcodes.OK, result.stderr
     assert result.stderr.splitlines()[0].startswith("config warning: --fallback-after no longer has an effect: ")
     assert "fallback-after" not in station(tmp_path, "--help").stdout
+
+
+def test_config_show_without_an_env_file_names_the_file_it_looked_for(tmp_path: Path) -> None:
+    absent = tmp_path / "ocpp_station.env"  # stands in for /etc/ocpp_station.env, which this machine may have
+    program = ("import pathlib, sys; import station.config; "
+               f"station.config.DEFAULT_ENV_FILE = pathlib.Path({str(absent)!r}); "
+               "from station.cli import main; sys.exit(main(['config', 'show']))")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))},
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == exitcodes.CONFIG
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"# env file: none ({absent} does not exist; give one with --env-file PATH or STATION_ENV_FILE)"
+    name = next(line for line in lines if line.startswith("OCPP_STATION_NAME"))
+    assert "(not set)" in name and "(default)" not in name and name.endswith("<-- MISSING")
