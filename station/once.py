@@ -509,6 +509,8 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
         return
     # The first version's endpoint is unreachable: a technician wants to know whether the other one answers.
     name, where = VERSION_NAMES[first], state.get("url")
+    if not timed_out and "timed out" in (state.get("last_error") or ""):
+        result["detail"] += " (TCP accepted, no answer: a firewall or proxy may drop the traffic)"
     left = deadline - time.monotonic()
     if other is None:
         result["detail"] += (f" (only OCPP {name} was tried: no other CSMS URL is configured)")
