@@ -53,10 +53,10 @@ class MeterFreshness:
         if self.last_reading is not None:
             age = now - self.last_reading
             if age > self.limit_s:
-                return f"no valid reading for {age:.1f} s (one is due every {self.limit_s:g} s at most)"
+                return f"no valid reading for more than {self.limit_s:g} s (a meter that answers gives one at least that often)"
             return None
         if self.started is not None and now - self.started > self.limit_s:
-            return f"no valid reading in the {now - self.started:.1f} s since polling started"
+            return f"no valid reading since polling started, more than {self.limit_s:g} s ago"
         return None
 
     def apply(self, now: float, core: MeterHealthSink) -> None:
