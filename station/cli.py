@@ -80,13 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--once: total time limit in seconds (15)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="station")
 
-    sub.add_parser("run", parents=[common, settings_flags], help="run the station daemon (what systemd starts)",
+    sub.add_parser("run", parents=[common, settings_flags], usage="station run [--env-file PATH] [SETTINGS FLAGS]", help="run the station daemon (what systemd starts)",
                    description="Run the station daemon until SIGTERM.")
-    status = sub.add_parser("status", parents=[common, settings_flags], help="show the running daemon's state",
+    status = sub.add_parser("status", parents=[common, settings_flags], usage="station status [--json] [--env-file PATH] [SETTINGS FLAGS]",
+                            help="show the running daemon's state",
                             description="Ask the running daemon (over its IPC socket) for its state.")
     status.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
     outbox = sub.add_parser("outbox", parents=[common, settings_flags],
+                            usage="station outbox [--json] [--env-file PATH] [SETTINGS FLAGS] [release {ID ... | --all}]",
                             help="show parked messages (transaction messages, security events, NotifyEvent, "
                                  "reservation updates, idle meter values), or release them to be sent again",
                             description="Every queued message waits in the outbox until the CSMS confirms it: "
@@ -98,10 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "with fresh attempts.")
     outbox.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
-    release = outbox_sub.add_parser("release", parents=[common, settings_flags], help="send parked messages again")
+    release = outbox_sub.add_parser("release", parents=[common, settings_flags],
+                                    usage="station outbox release [--env-file PATH] [SETTINGS FLAGS] {ID ... | --all}", help="send parked messages again")
     release.add_argument("ids", nargs="*", type=int, metavar="ID", help="entry ids (from `station outbox`)")
     release.add_argument("--all", action="store_true", help="release every parked message")
     report = sub.add_parser("report", parents=[common, settings_flags],
+                            usage="station report [--out PATH] [--since WHEN] [--until WHEN] [--security] [--env-file PATH] [SETTINGS FLAGS]",
                             help="write a diagnostics archive (logs, config, state, flight recorder) for a technician",
                             description="Write the same archive GetLog uploads: the station's log lines, its "
                             "configuration (secrets masked), a state snapshot and the flight recorder. Works with or "
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = config_sub.add_parser("show", parents=[common, settings_flags],
+    show = config_sub.add_parser("show", parents=[common, settings_flags], usage="station config show [--json] [--env-file PATH] [SETTINGS FLAGS]",
                                  help="print the effective configuration, secrets masked, with sources")
     show.add_argument("--json", action="store_true", help="print JSON")
 
