@@ -325,6 +325,8 @@ def _status(args: argparse.Namespace) -> int:
         health = status.get("meter_health") or {}  # the daemon's verdict, the one /status shows
         if health.get("healthy") is False:
             state = f"NOT answering since {health.get('since')} ({health.get('reason')}); {METER_HINT}"
+        elif not (meter.get("stats") or {}).get("polls_ok", 1):
+            state = "no reading yet (polling just started)"  # as --once says: too early to tell
         else:
             state = "answering"
         print(f"meter {meter.get('model')} on {meter['port']}: {state}")
