@@ -486,11 +486,13 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
     # Without another URL: two connection attempts at least fit in the share (or one retry). With one:
     # the first version is given up after half of the share when it is not even connected (the rest
     # is for the other one); a connected but slow CSMS keeps the whole share.
-    tried = await _boot_exchange(replace(params, start_version=first), settings, core, seconds, esp32_settled,
-                                 give_up_after=2 if other else 4, open_timeout=seconds * (0.4 if other else 1 / 2.2),
-                                 move_on_after=seconds * 0.5 if other else None)
-    if tried is None:
-        results["config"] = check("config", False, "the CSMS link cannot be configured")
+    try:
+        tried = await _boot_exchange(replace(params, start_version=first), settings, core, seconds, esp32_settled,
+                                     give_up_after=2 if other else 4,
+                                     open_timeout=seconds * (0.4 if other else 1 / 2.2),
+                                     move_on_after=seconds * 0.5 if other else None)
+    except LinkConfigError as exc:
+        results["config"] = check("config", False, str(exc))
         return
     state, messages, error, timed_out, step, attempts, open_timeout = tried
     _ocpp_section(report, state, messages)
@@ -522,14 +524,15 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
                              f"{other_url} within --timeout)")
         results["csms"] = result
         return
-    probed = await _boot_exchange(replace(params, start_version=other), settings, core, left, esp32_settled,
-                                  give_up_after=2, open_timeout=left / 2.2, only=other)
-    daemon_note = (f"the daemon keeps retrying OCPP {name} at {where} while it is unreachable (only a refusal "
-                   "of the version switches)")
-    if probed is None:
-        result["detail"] += f"; OCPP {VERSION_NAMES[other]} at {other_url} not tried"
+    try:
+        probed = await _boot_exchange(replace(params, start_version=other), settings, core, left, esp32_settled,
+                                      give_up_after=2, open_timeout=left / 2.2, only=other)
+    except LinkConfigError as exc:  # the other URL alone contradicts the security profile, say
+        result["detail"] += f"; OCPP {VERSION_NAMES[other]} at {other_url} not tried: {exc}"
         results["csms"] = result
         return
+    daemon_note = (f"the daemon keeps retrying OCPP {name} at {where} while it is unreachable (only a refusal "
+                   "of the version switches)")
     o_state, o_messages, o_error, o_timed_out, _, _, _ = probed
     o_check = _csms_check(o_state, o_messages, o_error[0] if o_error else None)
     if o_timed_out and not o_error and not o_messages:
@@ -555,29 +558,27 @@ def public_url_of(params: Any, version: str) -> str:
 async def _boot_exchange(params: Any, settings: Settings, core: Any, seconds: float, esp32_settled: asyncio.Event,
                          *, give_up_after: int, open_timeout: float, move_on_after: float | None = None,
                          only: str | None = None
-                         ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], bool, str, int, float] | None:
+                         ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], bool, str, int, float]:
     """One link of our own, offering `params.start_version` first: Boot, Status and Heartbeat within
     `seconds`; (link state, messages, error, timed out, step reached, failed attempts, open timeout).
 
     Given up after `give_up_after` failed connection attempts, or after `move_on_after` seconds when
-    no connection is open and one attempt failed. `only`: a probe of this version alone.
+    no connection is open and one attempt failed. `only`: a probe of this version alone. Raises
+    LinkConfigError when the parameters contradict each other.
     """
     started = time.monotonic()
     deadline = started + seconds
     from dataclasses import replace
 
     from station.ocpp.client import OcppClient
-    from station.ocpp.connection import LinkConfigError, OcppLink, public_url
+    from station.ocpp.connection import OcppLink, public_url
 
     open_timeout = max(0.5, min(4.0, open_timeout))
-    try:
-        if only is not None:
-            params = replace(params, url_201=params.url_201 if only == "201" else None,
-                             url_16=params.url_16 if only == "16" else None, primary=only)
-        params = replace(params, backoff_min=0.1, backoff_max=0.3, open_timeout=open_timeout)
-        client = OcppClient(params, core, heartbeat_seconds=settings.heartbeat_seconds)
-    except LinkConfigError:
-        return None
+    if only is not None:
+        params = replace(params, url_201=params.url_201 if only == "201" else None,
+                         url_16=params.url_16 if only == "16" else None, primary=only)
+    params = replace(params, backoff_min=0.1, backoff_max=0.3, open_timeout=open_timeout)
+    client = OcppClient(params, core, heartbeat_seconds=settings.heartbeat_seconds)
     finished = asyncio.Event()
     error: list[str] = []
     step = ["connecting"]
