@@ -13,6 +13,7 @@ from typing import Any
 from station import __version__, exitcodes
 from station.cliargs import Parser
 from station.config import (
+    DEPRECATED_VARIABLES,
     SECRET_FIELDS,
     ConfigError,
     LoadedConfig,
@@ -48,13 +49,16 @@ def _settings_flags() -> argparse.ArgumentParser:
             help=field.description,
             default=argparse.SUPPRESS,  # absent: a subcommand must not reset a flag given before it
         )
+    for var in DEPRECATED_VARIABLES:  # still accepted (a unit file may pass it), warned about, not listed
+        group.add_argument(f"--{var.removeprefix('STATION_').lower().replace('_', '-')}", dest=f"deprecated_{var}",
+                           help=argparse.SUPPRESS, default=argparse.SUPPRESS)
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     settings_flags = _settings_flags()
     common = Parser(add_help=False)
-    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
+    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS, metavar="PATH",
                         help="env file to read (default /etc/ocpp_station.env)")
 
     parser = Parser(
@@ -72,27 +76,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke test: check config, CSMS (Boot/Status/Heartbeat), ESP32, clock and disk; print one JSON "
         "report on stdout; exit 0 only when healthy (see exit codes below)",
     )
-    parser.add_argument("--timeout", type=float, default=15.0, help="--once: total time limit in seconds (15)")
+    parser.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                        help="--once: total time limit in seconds (15)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="station")
 
-    sub.add_parser("run", parents=[common, settings_flags], help="run the station daemon (what systemd starts)",
+    sub.add_parser("run", parents=[common, settings_flags], usage="station run [--env-file PATH] [SETTINGS FLAGS]", help="run the station daemon (what systemd starts)",
                    description="Run the station daemon until SIGTERM.")
-    status = sub.add_parser("status", parents=[common, settings_flags], help="show the running daemon's state",
+    status = sub.add_parser("status", parents=[common, settings_flags], usage="station status [--json] [--env-file PATH] [SETTINGS FLAGS]",
+                            help="show the running daemon's state",
                             description="Ask the running daemon (over its IPC socket) for its state.")
     status.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
     outbox = sub.add_parser("outbox", parents=[common, settings_flags],
-                            help="show parked messages (transaction, security and monitoring events), or "
-                                 "release them to be sent again",
-                            description="Queued messages (transaction events, security events, NotifyEvent) the CSMS "
-                            "refused `TransactionMessageAttempts` times are parked: kept, not sent again. `station outbox` lists them; `station outbox release "
-                            "ID ...` (or `--all`) sends them again with fresh attempts.")
+                            usage="station outbox [--json] [--env-file PATH] [SETTINGS FLAGS] [release {ID ... | --all}]",
+                            help="show parked messages (transaction messages, security events, NotifyEvent, "
+                                 "reservation updates, idle meter values), or release them to be sent again",
+                            description="Every queued message waits in the outbox until the CSMS confirms it: "
+                            "transaction messages strictly in order, the others (security events, NotifyEvent, "
+                            "reservation status updates, meter values outside a transaction) each on its own retry "
+                            "schedule beside them. One the CSMS refused MessageAttempts times (1.6: "
+                            "TransactionMessageAttempts) is parked: kept, not sent again. `station outbox` lists them "
+                            "with the CSMS's last error; `station outbox release ID ...` (or `--all`) sends them again "
+                            "with fresh attempts.")
     outbox.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
-    release = outbox_sub.add_parser("release", parents=[common, settings_flags], help="send parked messages again")
+    release = outbox_sub.add_parser("release", parents=[common, settings_flags],
+                                    usage="station outbox release [--env-file PATH] [SETTINGS FLAGS] {ID ... | --all}", help="send parked messages again")
     release.add_argument("ids", nargs="*", type=int, metavar="ID", help="entry ids (from `station outbox`)")
     release.add_argument("--all", action="store_true", help="release every parked message")
     report = sub.add_parser("report", parents=[common, settings_flags],
+                            usage="station report [--out PATH] [--since WHEN] [--until WHEN] [--security] [--env-file PATH] [SETTINGS FLAGS]",
                             help="write a diagnostics archive (logs, config, state, flight recorder) for a technician",
                             description="Write the same archive GetLog uploads: the station's log lines, its "
                             "configuration (secrets masked), a state snapshot and the flight recorder. Works with or "
@@ -103,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = config_sub.add_parser("show", parents=[common, settings_flags],
+    show = config_sub.add_parser("show", parents=[common, settings_flags], usage="station config show [--json] [--env-file PATH] [SETTINGS FLAGS]",
                                  help="print the effective configuration, secrets masked, with sources")
     show.add_argument("--json", action="store_true", help="print JSON")
 
@@ -131,8 +144,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k.removeprefix("setting_"): v for k, v in vars(args).items() if k.startswith("setting_") and v is not None}
 
 
+def _deprecated_flags(args: argparse.Namespace) -> list[str]:
+    return [f"config warning: --{var.removeprefix('STATION_').lower().replace('_', '-')} no longer has an effect: "
+            f"{why}; remove it" for var, why in DEPRECATED_VARIABLES.items() if hasattr(args, f"deprecated_{var}")]
+
+
 def load_config(args: argparse.Namespace) -> LoadedConfig:
     """The validated settings (ConfigError otherwise); unknown OCPP_*/STATION_* variables warned about on stderr."""
+    _warn(_deprecated_flags(args))
     try:
         loaded = load(_overrides(args), getattr(args, "env_file", None))
     except ConfigError as exc:
@@ -248,16 +267,26 @@ def _config_show(args: argparse.Namespace) -> int:
         print(json.dumps({"env_file": str(env_file) if env_file else None, "ok": error is None,
                           "errors": str(error).splitlines() if error else [], "settings": rows}, indent=2))
     else:
-        print(f"# env file: {env_file or '(none found)'}")
+        print(f"# env file: {env_file or _no_env_file(args)}")
         width = max(len(r["variable"]) for r in rows)
         for r in rows:
-            value = r["value"] if r["value"] or not r["problem"] else "(not set)"
+            missing = not r["value"] and r["problem"]
+            value = "(not set)" if missing else r["value"]
+            source = "" if missing else f"({r['source']})"  # not "(default)": there is none to use
             mark = f"  <-- {r['problem']}" if r["problem"] else ""
-            print(f"{r['variable']:<{width}}  {value:<40}  ({r['source']}){mark}")
+            print(f"{r['variable']:<{width}}  {value:<40}  {source}{mark}".rstrip())
     if error is not None:
         print(str(error), file=sys.stderr)
         return exitcodes.CONFIG
     return exitcodes.OK
+
+
+def _no_env_file(args: argparse.Namespace) -> str:
+    from station.config import _env_file_path
+
+    path, _ = _env_file_path(getattr(args, "env_file", None))
+    why = "sets nothing" if path.exists() else "does not exist"
+    return f"none ({path} {why}; give one with --env-file PATH or STATION_ENV_FILE)"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -277,7 +306,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return exitcodes.OK
-    from station.once import METER_HINT, describe_waiting, esp32_problem, meter_check
+    from station.once import METER_HINT, describe_waiting, esp32_problem
 
     ocpp = status.get("ocpp", {})
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
@@ -293,12 +322,11 @@ def _status(args: argparse.Namespace) -> int:
           f"clock trusted: {status.get('clock', {}).get('trusted')}")
     meter = status.get("meter") or {}
     if meter.get("port"):
-        health = status.get("meter_health") or {}
-        fresh = meter_check(meter)  # the daemon waits for 3 failed polls: a reading that is too old says it sooner
-        if not health.get("healthy", True):
+        health = status.get("meter_health") or {}  # the daemon's verdict, the one /status shows
+        if health.get("healthy") is False:
             state = f"NOT answering since {health.get('since')} ({health.get('reason')}); {METER_HINT}"
-        elif not fresh["ok"]:
-            state = f"NOT answering: {fresh['detail'].split(': ', 1)[-1]}"
+        elif not (meter.get("stats") or {}).get("polls_ok", 1):
+            state = "no reading yet (polling just started)"  # as --once says: too early to tell
         else:
             state = "answering"
         print(f"meter {meter.get('model')} on {meter['port']}: {state}")

@@ -27,6 +27,12 @@ ENV_FILE_VARIABLE = "STATION_ENV_FILE"
 OTHER_VARIABLES = frozenset({ENV_FILE_VARIABLE, "STATION_ROOT", "STATION_PIP", "STATION_PYTHON", "STATION_SMOKE_CMD",
                              "STATION_SOAK", "STATION_CRASH_SEED", "STATION_SCREENSHOT_DIR"})
 """`STATION_*` variables that are not settings but are read by the tools (provisioning, updates) and the tests."""
+DEPRECATED_VARIABLES = {
+    "STATION_FALLBACK_AFTER": "only a protocol answer switches OCPP versions now; an unreachable CSMS is retried "
+                              "on the same version (docs/ocpp.md, version choice)",
+}
+"""Settings that no longer have an effect, with why: still accepted (deployed env files keep loading),
+each one warned about in one line."""
 METER_MODELS = ("adl400",)
 """The register maps of station.meter.registers.MAPS (a test keeps the two equal); not imported
 from there: pymodbus would cost every start 65 ms."""
@@ -179,11 +185,9 @@ class Settings(SettingsBase):
         "Test rigs only: off, such a request is rejected (a CSMS must not reach the station's local services).",
         default=False,
     )
-    fallback_after: int = _var(
-        "STATION_FALLBACK_AFTER", "Failed attempts on the primary version before trying the other.", default=3, ge=1
-    )
     primary_retry_seconds: float = _var(
-        "STATION_PRIMARY_RETRY_SECONDS", "How long to stay on the fallback version before probing the primary.",
+        "STATION_PRIMARY_RETRY_SECONDS", "After the CSMS refused the primary OCPP version, how long to stay on the "
+        "other one before probing the primary again.",
         default=3600.0, gt=0,
     )
     version_return_seconds: float = _var(
@@ -381,7 +385,7 @@ def _read_env_file(path: Path, required: bool) -> dict[str, str]:
     broken = [b.original.line for b in parse_stream(io.StringIO(raw)) if b.error]
     if broken:
         raise ConfigError(f"config error: env file {path} line {broken[0]} is not KEY=value "
-                          "(quote a value that has spaces, # or quotes in it)")
+                          "(quote a value that has spaces, # or quotes in it, and close every quote)")
     values = dotenv_values(stream=io.StringIO(raw))
     return {k: v for k, v in values.items() if v is not None}
 
@@ -393,10 +397,13 @@ def _env_file_path(env_file: Path | str | None) -> tuple[Path, bool]:
 
 def unknown_variables(names: Iterable[str], where: str) -> list[str]:
     """A warning per OCPP_*/STATION_* name that no setting reads (a typo is otherwise silently ignored)."""
-    unknown = sorted(n for n in names if n.startswith(("OCPP_", "STATION_"))
-                     and n not in FIELD_BY_VARIABLE and n not in OTHER_VARIABLES)
+    names = list(names)
+    deprecated = [f"config warning: {n} in {where} no longer has an effect: {DEPRECATED_VARIABLES[n]}; remove it"
+                  for n in sorted(n for n in names if n in DEPRECATED_VARIABLES)]
+    unknown = sorted(n for n in names if n.startswith(("OCPP_", "STATION_")) and n not in FIELD_BY_VARIABLE
+                     and n not in OTHER_VARIABLES and n not in DEPRECATED_VARIABLES)
     if not unknown:
-        return []
+        return deprecated
     import difflib  # only when a name is unknown: not on every start
 
     known = sorted({*FIELD_BY_VARIABLE, *OTHER_VARIABLES})
@@ -405,7 +412,7 @@ def unknown_variables(names: Iterable[str], where: str) -> list[str]:
         near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = f"did you mean {near[0]}?" if near else "`station config show` lists the settings"
         lines.append(f"config warning: unknown setting {name} in {where} is ignored; {hint}")
-    return lines
+    return deprecated + lines
 
 
 def read_raw(cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> RawConfig:

@@ -22,6 +22,7 @@ import structlog
 from station import __version__, boot_reason, logs, sdnotify
 from station.controller.link import Esp32Link
 from station.core.clock import Clock
+from station.core.meter_freshness import MeterFreshness, stale_after
 from station.core.station import StationCore
 from station.core.store import Store, StoreError
 from station.trust.credentials import Credentials
@@ -137,8 +138,11 @@ class Daemon:
                                endpoints=Endpoints(params, settings.state_dir))
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
-        self._last_reading_mono: float | None = None
-        """When the meter last gave a valid reading: `--once` must not call a meter healthy that just went quiet."""
+        self.meter_freshness = None if self.meter is None else MeterFreshness(stale_after(
+            self.meter.poll_interval, self.meter.timeout, self.meter.retries, len(self.meter.map.blocks)))
+        """The one rule for "the meter does not answer" (station.core.meter_freshness): the daemon's
+        verdict comes from it, not 3 failed polls later, so /status, the status page, `station status`
+        and `--once` say the same at the same moment."""
         self._bind_meter_facts()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
@@ -150,7 +154,7 @@ class Daemon:
             return
         model = self.core.device_model
         model.set_default("FiscalMetering", "Model", str(self.settings.meter_model).upper())
-        model.bind("FiscalMetering", "Problem", get=lambda _: not meter.healthy)
+        model.bind("FiscalMetering", "Problem", get=lambda _: not self.core.meter_answers)
 
     def _idle(self) -> bool:
         """No transaction runs: a remote update may restart the daemon now."""
@@ -181,13 +185,21 @@ class Daemon:
         )
 
     def _on_meter_reading(self, reading: Any) -> None:
-        self._last_reading_mono = time.monotonic()
+        if self.meter_freshness is not None:
+            self.meter_freshness.reading(time.monotonic(), self.core)
         if self.recorder is not None:
             self.recorder.meter(1, reading)
         self.core.on_meter_reading(reading)
 
+    def _check_meter(self) -> None:
+        if self.meter_freshness is not None:
+            self.meter_freshness.apply(time.monotonic(), self.core)
+
     def status(self) -> dict[str, Any]:
         """Daemon-level facts for IPC `status` (merged with the core's snapshot there)."""
+        self._check_meter()  # the verdict as of this read, not as of the last tick
+        freshness, now = self.meter_freshness, time.monotonic()
+        age = freshness.age(now) if freshness is not None else None
         return {
             "station_id": self.settings.station_name,
             "software_version": __version__,
@@ -205,18 +217,18 @@ class Daemon:
                 }
                 for cid, link in self.links.items()
             },
-            "meter": None if self.meter is None else {
+            "meter": None if self.meter is None or freshness is None else {
                 "port": self.settings.meter_port,
                 "model": self.settings.meter_model,
                 "unit": self.settings.meter_unit,  # the Modbus address and speed a technician checks first
                 "baud": self.settings.meter_baud,
-                "healthy": self.meter.healthy,
+                "healthy": self.core.meter_answers,
                 "last_error": self.meter.last_error,
                 "stats": _as_dict(self.meter.stats),
-                "last_reading_age_s": None if self._last_reading_mono is None
-                else round(time.monotonic() - self._last_reading_mono, 2),
-                "stale_after_s": round(2 * self.meter.poll_interval + self.meter.timeout, 2),
+                "last_reading_age_s": None if age is None else round(age, 2),
+                "stale_after_s": round(freshness.limit_s, 2),
             },
+            "meter_health": self.core.meter_health,  # after the check above (the core's snapshot was taken before)
         }
 
     def _outbox_kinds(self) -> dict[str, int] | None:
@@ -295,6 +307,7 @@ class Daemon:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self._check_meter()
             self.core.tick()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -309,6 +322,8 @@ class Daemon:
         for cid, link in self.links.items():
             self._spawn(link.run(), f"esp32-{cid}")
         if self.meter is not None:
+            if self.meter_freshness is not None:
+                self.meter_freshness.polling_started(time.monotonic())
             self._spawn(self.meter.run(), "meter")
         self._spawn(self.ocpp.run(), "ocpp")
         self._spawn(self._tick(), "tick")

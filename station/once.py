@@ -317,28 +317,21 @@ METER_HINT = ("check the RS-485 wiring (A/B), the Modbus address (STATION_METER_
               "(STATION_METER_BAUD) and the meter's own display")
 
 
-def meter_check(meter: dict[str, Any] | None) -> dict[str, Any]:
-    """From the daemon's `meter` status: skipped without a meter, failed while it does not answer."""
+def meter_check(meter: dict[str, Any] | None, health: dict[str, Any] | None = None) -> dict[str, Any]:
+    """From the daemon's `meter` and `meter_health` status: skipped without a meter, failed while the
+    daemon has it as not answering (station.core.meter_freshness: the same verdict as /status)."""
     if meter is None:
         return check("meter", True, "skipped: no energy meter configured (STATION_METER_PORT empty)", skipped=True)
     stats = meter.get("stats") or {}
-    age, limit = meter.get("last_reading_age_s"), meter.get("stale_after_s")
-    if meter.get("healthy") and age is not None and limit is not None and age > limit:
-        # The daemon still calls it healthy (it waits for 3 failed polls), but the last reading is old.
-        return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading for {age:.1f} s "
-                     f"(expected every {limit:g} s at most); {METER_HINT}",
+    where = f"{meter.get('model')} on {meter.get('port')}"
+    if health is not None and health.get("healthy") is False:
+        return check("meter", False, f"{where}: not answering since {health.get('since')} ({health.get('reason')}); "
+                     f"energy cannot be billed; {METER_HINT}",
                      consecutive_failures=stats.get("consecutive_failures", 0))
-    if meter.get("healthy"):
-        return check("meter", True, f"{meter.get('model')} on {meter.get('port')} answers "
-                     f"({stats.get('polls_ok', 0)} good polls)")
-    if not stats.get("polls_ok") and not stats.get("polls_failed"):
-        # The daemon has just started: no poll has ended yet, so nothing is known to be wrong.
-        return check("meter", True, f"{meter.get('model')} on {meter.get('port')}: not polled yet")
-    failures = stats.get("consecutive_failures", 0)
-    reason = meter.get("last_error") or "no answer"
-    return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading "
-                 f"({failures} failed polls in a row; last: {reason}); energy cannot be billed; {METER_HINT}",
-                 consecutive_failures=failures)
+    if not stats.get("polls_ok"):
+        # The daemon has just started: no reading yet, and not long enough without one to tell.
+        return check("meter", True, f"{where}: no reading yet (polling just started)")
+    return check("meter", True, f"{where} answers ({stats.get('polls_ok', 0)} good polls)")
 
 
 def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any]], status: dict[str, Any],
@@ -353,7 +346,7 @@ def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any
         report, connectors, all(c["controller_link"]["up"] for c in connectors),
         next((v.get("firmware") for v in links.values() if v.get("firmware")), None),
         ports={int(cid): v.get("port") for cid, v in links.items()}, baud=baud, started=started)
-    results["meter"] = meter_check(status.get("meter"))
+    results["meter"] = meter_check(status.get("meter"), status.get("meter_health"))
     clock = status.get("clock", {})
     results["clock"] = _clock_check(bool(clock.get("trusted")), clock.get("source"))
     results["offline_queue"] = _queue_check(int(status.get("outbox_depth", -1)),
@@ -460,24 +453,132 @@ async def _standalone_meter(settings: Settings, seconds: float) -> dict[str, Any
                  energy_wh=reading.energy_import_wh)
 
 
+VERSION_NAMES = {"201": "2.0.1", "16": "1.6J"}
+UNREACHABLE_KINDS = ("unreachable", "tls")
+"""Failures that say nothing about the versions a CSMS speaks: the daemon keeps retrying the same
+version through them (station.ocpp.connection), so `--once` asks the other configured version
+itself, for the diagnosis only."""
+
+
 async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any],
                            results: dict[str, dict[str, Any]], seconds: float, esp32_settled: asyncio.Event) -> None:
-    """BootNotification, StatusNotification(s) and a Heartbeat on a connection of our own, within `seconds`."""
+    """BootNotification, StatusNotification(s) and a Heartbeat on a connection of our own, within `seconds`.
+
+    The daemon switches OCPP versions only on a protocol answer (the endpoint refuses the version),
+    never because an endpoint is unreachable. When the first version's endpoint cannot be reached
+    and the other version has a URL, the rest of the share goes to the same exchange on that one:
+    the report says which endpoint answers, and that the daemon would keep retrying the first.
+    """
     deadline = time.monotonic() + seconds
     from dataclasses import replace
 
-    from station.ocpp.client import OcppClient, link_params
-    from station.ocpp.connection import LinkConfigError, OcppLink, public_url
+    from station.ocpp.client import link_params
+    from station.ocpp.connection import LinkConfigError
 
-    # Two connection attempts at least fit in the share (primary and fallback, or one retry).
-    open_timeout = max(0.5, min(4.0, seconds / 2.2))
     try:
-        params = replace(link_params(settings), fallback_after=1, backoff_min=0.1, backoff_max=0.3,
-                         open_timeout=open_timeout)
-        client = OcppClient(params, core, heartbeat_seconds=settings.heartbeat_seconds)
+        params = link_params(settings)
     except LinkConfigError as exc:
         results["config"] = check("config", False, str(exc))
         return
+    urls = {"201": params.url_201, "16": params.url_16}
+    first = params.primary if urls.get(params.primary) else next(v for v, u in urls.items() if u)
+    other = next((v for v, u in urls.items() if u and v != first), None)
+    # Without another URL: two connection attempts at least fit in the share (or one retry). With one:
+    # the first version is given up after half of the share when it is not even connected (the rest
+    # is for the other one); a connected but slow CSMS keeps the whole share.
+    try:
+        tried = await _boot_exchange(replace(params, start_version=first), settings, core, seconds, esp32_settled,
+                                     give_up_after=2 if other else 4,
+                                     open_timeout=seconds * (0.4 if other else 1 / 2.2),
+                                     move_on_after=seconds * 0.5 if other else None)
+    except LinkConfigError as exc:
+        results["config"] = check("config", False, str(exc))
+        return
+    state, messages, error, timed_out, step, attempts, open_timeout = tried
+    _ocpp_section(report, state, messages)
+    report["ocpp"]["connected"] = bool(messages)
+    kind = state.get("last_error_kind") or ("unreachable" if timed_out else None)
+    if timed_out and not error:
+        last = state.get("last_error")
+        detail = (f"no answer from {state['url'] or 'the CSMS'} within {seconds:.1f} s ({step}; "
+                  f"{attempts} failed connection attempt(s), {open_timeout:.1f} s each at most"
+                  + (f"; last: {last}" if last else "") + "): a firewall or proxy may drop the traffic")
+        result = check("csms", False, detail, kind=kind or "unreachable", timed_out=True)
+    else:
+        result = _csms_check(state, messages, error[0] if error else None)
+    if result["ok"] or kind not in UNREACHABLE_KINDS or state.get("version") != first or messages:
+        results["csms"] = result
+        return
+    # The first version's endpoint is unreachable: a technician wants to know whether the other one answers.
+    name, where = VERSION_NAMES[first], state.get("url")
+    if not timed_out and "timed out" in (state.get("last_error") or ""):
+        result["detail"] += " (TCP accepted, no answer: a firewall or proxy may drop the traffic)"
+    left = deadline - time.monotonic()
+    if other is None:
+        result["detail"] += (f" (only OCPP {name} was tried: no other CSMS URL is configured)")
+        results["csms"] = result
+        return
+    other_url = public_url_of(params, other)
+    if left < 0.5:
+        result["detail"] += (f" (only OCPP {name} was tried: no time left for OCPP {VERSION_NAMES[other]} at "
+                             f"{other_url} within --timeout)")
+        results["csms"] = result
+        return
+    try:
+        probed = await _boot_exchange(replace(params, start_version=other), settings, core, left, esp32_settled,
+                                      give_up_after=2, open_timeout=left / 2.2, only=other)
+    except LinkConfigError as exc:  # the other URL alone contradicts the security profile, say
+        result["detail"] += f"; OCPP {VERSION_NAMES[other]} at {other_url} not tried: {exc}"
+        results["csms"] = result
+        return
+    daemon_note = (f"the daemon keeps retrying OCPP {name} at {where} while it is unreachable (only a refusal "
+                   "of the version switches)")
+    o_state, o_messages, o_error, o_timed_out, _, _, _ = probed
+    o_check = _csms_check(o_state, o_messages, o_error[0] if o_error else None)
+    if o_timed_out and not o_error and not o_messages:
+        o_check["detail"] = f"no answer within {left:.1f} s" + (f" (last: {o_state['last_error']})"
+                                                                 if o_state.get("last_error") else "")
+    report["other_version"] = {"version": VERSION_NAMES[other], "url": other_url, "answers": o_check["ok"],
+                               "detail": o_check["detail"], "messages": o_messages}
+    if o_check["ok"]:
+        result["detail"] += (f"; OCPP {VERSION_NAMES[other]} at {other_url} answers ({o_check['detail']}), but "
+                             f"{daemon_note}: check the OCPP {name} URL and the network path to it")
+    else:
+        result["detail"] += f"; OCPP {VERSION_NAMES[other]} at {other_url} fails too: {o_check['detail']}"
+    results["csms"] = result
+
+
+def public_url_of(params: Any, version: str) -> str:
+    from station.ocpp.connection import endpoint_url, public_url
+
+    url = params.url_201 if version == "201" else params.url_16
+    return public_url(endpoint_url(url, params.station_id)) if url else ""
+
+
+async def _boot_exchange(params: Any, settings: Settings, core: Any, seconds: float, esp32_settled: asyncio.Event,
+                         *, give_up_after: int, open_timeout: float, move_on_after: float | None = None,
+                         only: str | None = None
+                         ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], bool, str, int, float]:
+    """One link of our own, offering `params.start_version` first: Boot, Status and Heartbeat within
+    `seconds`; (link state, messages, error, timed out, step reached, failed attempts, open timeout).
+
+    Given up after `give_up_after` failed connection attempts, or after `move_on_after` seconds when
+    no connection is open and one attempt failed. `only`: a probe of this version alone. Raises
+    LinkConfigError when the parameters contradict each other.
+    """
+    started = time.monotonic()
+    deadline = started + seconds
+    from dataclasses import replace
+
+    from station.ocpp.client import OcppClient
+    from station.ocpp.connection import OcppLink, public_url
+
+    open_timeout = max(0.5, min(4.0, open_timeout))
+    if only is not None:
+        params = replace(params, url_201=params.url_201 if only == "201" else None,
+                         url_16=params.url_16 if only == "16" else None, primary=only)
+    params = replace(params, backoff_min=0.1, backoff_max=0.3, open_timeout=open_timeout)
+    client = OcppClient(params, core, heartbeat_seconds=settings.heartbeat_seconds)
     finished = asyncio.Event()
     error: list[str] = []
     step = ["connecting"]
@@ -520,36 +621,29 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
     credentials = Credentials(settings.state_dir, params, read_only=True)
     client.link = OcppLink(params, one_shot, credentials=credentials)
     link_task = asyncio.create_task(client.link.run())
-    attempts_allowed = 4  # primary, fallback, and one retry of each
     timed_out = False
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-            while not finished.is_set() and client.link.state.failed_attempts < attempts_allowed:
-                kind = client.link.state.last_error_kind
-                if kind is not None and kind.value == "auth_failed":
+            while not finished.is_set():
+                state = client.link.state
+                kind = state.last_error_kind.value if state.last_error_kind is not None else None
+                if kind == "auth_failed" or state.failed_attempts >= (4 if kind == "refused" else give_up_after):
+                    break  # a refusal moves the link to the other version (a protocol answer): let it
+                if (move_on_after is not None and time.monotonic() - started >= move_on_after
+                        and not state.connected and state.failed_attempts and kind != "refused"):
                     break
                 await asyncio.sleep(0.05)
     except TimeoutError:
         timed_out = True
-    state = client.link.state.as_dict()
-    state["version"] = state.get("version") or client.link.state.preferred_version
-    state["url"] = state.get("url") or public_url(client.link.url_for(state["version"]) or "") or None
+    state_json = client.link.state.as_dict()
+    state_json["version"] = state_json.get("version") or client.link.state.preferred_version
+    state_json["url"] = state_json.get("url") or public_url(client.link.url_for(state_json["version"]) or "") or None
     messages = [e.to_json() for e in client.exchanges]
-    _ocpp_section(report, state, messages)
-    report["ocpp"]["connected"] = bool(messages)
-    if timed_out and not error:
-        attempts = client.link.state.failed_attempts
-        last = state.get("last_error")
-        detail = (f"no answer from {state['url'] or 'the CSMS'} within {seconds:.1f} s ({step[0]}; "
-                  f"{attempts} failed connection attempt(s), {open_timeout:.1f} s each at most"
-                  + (f"; last: {last}" if last else "") + "): a firewall or proxy may drop the traffic")
-        results["csms"] = check("csms", False, detail, kind=state.get("last_error_kind") or "unreachable",
-                                timed_out=True)
-    else:
-        results["csms"] = _csms_check(state, messages, error[0] if error else None)
+    attempts = client.link.state.failed_attempts
     # Recorded first, closed after: a slow close (a half-open TCP connection) must not lose the verdict.
     link_task.cancel()
     await asyncio.wait([link_task], timeout=0.5)
+    return state_json, messages, error, timed_out, step[0], attempts, open_timeout
 
 
 def _stored_queue(settings: Settings) -> tuple[int, bool, dict[str, int]]:

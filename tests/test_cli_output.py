@@ -21,3 +21,11 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
         os.close(write_end)
     assert b"Traceback" not in proc.stderr and b"BrokenPipeError" not in proc.stderr, proc.stderr.decode()
     assert proc.returncode == 141
+
+
+def test_a_subcommand_help_starts_with_a_short_usage_not_every_settings_flag() -> None:
+    for args in (["outbox"], ["status"], ["run"], ["config", "show"], ["report"]):
+        out = subprocess.run([sys.executable, "-m", "station", *args, "--help"], capture_output=True, text=True,
+                             timeout=60, stdin=subprocess.DEVNULL).stdout
+        usage = out.split("\n\n", 1)[0]
+        assert usage.count("\n") == 0 and "[SETTINGS FLAGS]" in usage, usage

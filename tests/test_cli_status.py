@@ -31,3 +31,11 @@ async def test_status_shows_an_answering_meter_in_one_word(daemon: Daemon, sock_
     code, out, err = await station_cli(cli_env(sock_path), "status")
     assert code == 0, err
     assert "meter adl400 on /dev/meter: answering" in out.splitlines()
+
+
+async def test_status_says_a_meter_not_read_yet_is_too_early_to_tell_as_once_does(daemon: Daemon, sock_path: Path) -> None:
+    daemon.facts["meter"] = {"port": "/dev/meter", "model": "adl400", "healthy": True,
+                             "stats": {"polls_ok": 0, "polls_failed": 1, "consecutive_failures": 1}}
+    code, out, err = await station_cli(cli_env(sock_path), "status")
+    assert code == 0, err
+    assert "meter adl400 on /dev/meter: no reading yet (polling just started)" in out.splitlines()

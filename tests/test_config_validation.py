@@ -123,3 +123,37 @@ def test_status_warns_about_a_misspelt_socket_variable(tmp_path: Path) -> None:
     assert result.returncode == exitcodes.DAEMON_UNAVAILABLE
     assert result.stderr.splitlines()[0] == ("config warning: unknown setting STATION_IPC_SOKET in the environment is "
                                              "ignored; did you mean STATION_IPC_SOCKET?")
+
+
+def test_a_deployed_env_file_with_the_deprecated_fallback_setting_still_loads_with_one_warning(tmp_path: Path) -> None:
+    env_file = tmp_path / "station.env"
+    env_file.write_text("OCPP_STATION_NAME=CP_1\nOCPP_201_URL=ws://127.0.0.1:9/\nSTATION_FALLBACK_AFTER=3\n")
+    result = station(tmp_path, "config", "show", env={"STATION_ENV_FILE": str(env_file)})
+    assert result.returncode == exitcodes.OK, result.stderr
+    assert result.stderr.splitlines() == [
+        f"config warning: STATION_FALLBACK_AFTER in {env_file} no longer has an effect: only a protocol answer "
+        "switches OCPP versions now; an unreachable CSMS is retried on the same version (docs/ocpp.md, version "
+        "choice); remove it"]
+    assert "FALLBACK" not in result.stdout  # not a setting any more: not listed
+
+
+def test_the_deprecated_fallback_flag_is_accepted_with_a_warning_and_not_offered_in_help(tmp_path: Path) -> None:
+    result = station(tmp_path, "config", "show", "--fallback-after", "1")
+    assert result.returncode == exitcodes.OK, result.stderr
+    assert result.stderr.splitlines()[0].startswith("config warning: --fallback-after no longer has an effect: ")
+    assert "fallback-after" not in station(tmp_path, "--help").stdout
+
+
+def test_config_show_without_an_env_file_names_the_file_it_looked_for(tmp_path: Path) -> None:
+    absent = tmp_path / "ocpp_station.env"  # stands in for /etc/ocpp_station.env, which this machine may have
+    program = ("import pathlib, sys; import station.config; "
+               f"station.config.DEFAULT_ENV_FILE = pathlib.Path({str(absent)!r}); "
+               "from station.cli import main; sys.exit(main(['config', 'show']))")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_"))},
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == exitcodes.CONFIG
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"# env file: none ({absent} does not exist; give one with --env-file PATH or STATION_ENV_FILE)"
+    name = next(line for line in lines if line.startswith("OCPP_STATION_NAME"))
+    assert "(not set)" in name and "(default)" not in name and name.endswith("<-- MISSING")

@@ -10,7 +10,7 @@ import httpx
 
 from station import exitcodes
 from station.meter.sim_process import MeterSimProcess
-from tests.e2e import running_station
+from tests.e2e import running_station, station_cli
 from tests.station_rig import wait_for
 from tests.test_api_e2e import api_process
 from tests.test_once import checks, run_once
@@ -57,3 +57,22 @@ async def _ready(api: httpx.AsyncClient) -> bool:
 
 async def _not_ready(api: httpx.AsyncClient) -> bool:
     return (await api.get("/ready")).status_code == 503
+
+
+async def test_every_surface_has_a_dead_meter_as_not_answering_with_the_same_verdict(tmp_path: Path) -> None:
+    async with MeterSimProcess(tmp_path, energy_wh=1000.0) as meter, \
+            running_station(tmp_path, STATION_METER_PORT=str(meter.link), STATION_METER_POLL_SECONDS="0.2") \
+            as (_, _, daemon), api_process(daemon.env, tmp_path / "api.log") as url, \
+            httpx.AsyncClient(base_url=url, timeout=10) as api:
+        await wait_for(lambda: _ready(api), timeout=30, what="station ready with a healthy meter")
+        await meter.command("fail", seconds=120)
+        await wait_for(lambda: _not_ready(api), timeout=30, what="/ready failing on the meter")
+        health = (await api.get("/status")).json()["meter_health"]
+        code, out, err = await station_cli(daemon.env, "status")
+        assert code == 0, err
+        line = next(line for line in out.splitlines() if line.startswith("meter"))
+        # The same verdict (reason and since), not a second opinion computed elsewhere.
+        assert f"NOT answering since {health['since']} ({health['reason']})" in line, (line, health)
+        _, report, _ = await run_once(daemon.env)
+        detail = next(c["detail"] for c in report["checks"] if c["name"] == "meter")
+        assert f"not answering since {health['since']} ({health['reason']})" in detail

@@ -73,7 +73,7 @@ async def station(tmp_path: Path, accept: tuple[str, ...]) -> AsyncIterator[tupl
     ):
         env = station_env(tmp_path, csms, esp.port, OCPP_PRIMARY="201", STATION_METER_PORT=str(meter.link),
                           STATION_METER_POLL_SECONDS="0.2", STATION_METER_VALUE_SECONDS="1",
-                          STATION_VERSION_RETURN_SECONDS="1", STATION_FALLBACK_AFTER="1")
+                          STATION_VERSION_RETURN_SECONDS="1")
         rig = Station(tmp_path, csms, env)
         await rig.start()
         try:

@@ -183,3 +183,41 @@ async def test_once_with_the_daemon_behind_a_black_hole_exits_3_saying_why_it_is
     detail = next(c["detail"] for c in report["checks"] if c["name"] == "csms")
     assert "timed out during opening handshake" in detail, detail
     assert checks(report)["esp32"] is True
+
+
+async def test_once_with_the_primary_unreachable_says_whether_the_other_version_answers(tmp_path: Path) -> None:
+    dead = DevCsms()
+    await dead.start()
+    await dead.stop()  # keep its URL, nobody listening
+    async with DevCsms() as csms, SimulatorProcess(tmp_path) as sim:
+        env = station_env(tmp_path, csms, sim.port, OCPP_201_URL=dead.url("201"))
+        code, report, _ = await run_once(env)
+    assert code == exitcodes.CSMS_UNREACHABLE  # the daemon would not connect: it keeps retrying 2.0.1
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "csms")
+    assert f"OCPP 1.6J at {csms.url('16')}{STATION_ID} answers (BootNotification accepted" in detail, detail
+    assert "the daemon keeps retrying OCPP 2.0.1" in detail and "only a refusal of the version switches" in detail
+    assert report["other_version"]["answers"] is True and report["subprotocol"] == "ocpp2.0.1"
+
+
+async def test_once_with_both_versions_unreachable_says_both_were_tried(tmp_path: Path) -> None:
+    dead = DevCsms()
+    await dead.start()
+    await dead.stop()
+    async with SimulatorProcess(tmp_path) as sim:
+        code, report, _ = await run_once(station_env(tmp_path, dead, sim.port), "--timeout", "8")
+    assert code == exitcodes.CSMS_UNREACHABLE
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "csms")
+    assert f"OCPP 1.6J at {dead.url('16')}{STATION_ID} fails too" in detail, detail
+    assert report["other_version"]["answers"] is False
+
+
+async def test_once_with_only_the_primary_configured_says_only_it_was_tried(tmp_path: Path) -> None:
+    dead = DevCsms()
+    await dead.start()
+    await dead.stop()
+    async with SimulatorProcess(tmp_path) as sim:
+        code, report, _ = await run_once(station_env(tmp_path, dead, sim.port, OCPP_16_URL=""), "--timeout", "8")
+    assert code == exitcodes.CSMS_UNREACHABLE
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "csms")
+    assert detail.endswith("(only OCPP 2.0.1 was tried: no other CSMS URL is configured)"), detail
+    assert "other_version" not in report

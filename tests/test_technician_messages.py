@@ -134,14 +134,18 @@ def _meter(**extra: Any) -> dict[str, Any]:
             "stats": {"polls_ok": 40, "polls_failed": 0, "consecutive_failures": 0}, **extra}
 
 
-def test_a_meter_whose_last_reading_is_too_old_is_not_called_healthy() -> None:
-    verdict = meter_check(_meter(last_reading_age_s=4.2, stale_after_s=3.0))
+def test_once_beside_the_daemon_fails_the_meter_the_daemon_has_as_not_answering() -> None:
+    health = {"healthy": False, "reason": "no valid reading for more than 3 s (a meter that answers gives one at "
+                                          "least that often)",
+              "since": "2026-12-07T10:02:11+00:00"}
+    verdict = meter_check(_meter(last_reading_age_s=4.2, stale_after_s=3.0), health)
     assert not verdict["ok"]
-    assert "no valid reading for 4.2 s" in verdict["detail"] and "RS-485 wiring (A/B)" in verdict["detail"]
+    assert "no valid reading for more than 3 s" in verdict["detail"] and "RS-485 wiring (A/B)" in verdict["detail"]
 
 
-def test_a_meter_with_a_fresh_reading_is_healthy() -> None:
-    assert meter_check(_meter(last_reading_age_s=0.4, stale_after_s=3.0))["ok"]
+def test_once_beside_the_daemon_passes_a_meter_the_daemon_has_as_answering() -> None:
+    health = {"healthy": True, "reason": "valid reading", "since": "2026-12-07T10:02:11+00:00"}
+    assert meter_check(_meter(last_reading_age_s=0.4, stale_after_s=3.0), health)["ok"]
 
 
 def test_once_names_the_url_a_refusal_came_from() -> None:

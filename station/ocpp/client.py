@@ -455,7 +455,6 @@ def link_params(settings: Any) -> LinkParams:
         ca_bundle=settings.ca_bundle,
         client_cert=settings.client_cert,
         client_key=settings.client_key,
-        fallback_after=settings.fallback_after,
         primary_retry_seconds=settings.primary_retry_seconds,
         version_return_seconds=settings.version_return_seconds,
         backoff_min=settings.backoff_min_seconds,
