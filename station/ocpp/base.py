@@ -517,6 +517,10 @@ class BaseSession(StrictChargePoint):
             async with asyncio.TaskGroup() as lanes:
                 lanes.create_task(self._transaction_lane(), name="ocpp-outbox-transactions")
                 lanes.create_task(self._message_lane(), name="ocpp-outbox-messages")
+        except BaseExceptionGroup as group:
+            # Both lanes share one connection and fail alike when it closes: the first error goes on as
+            # itself, so the session's owners see a ConnectionClosed, not a group they do not expect.
+            raise group.exceptions[0] from None
         finally:
             self._flush_confirmed()
 
