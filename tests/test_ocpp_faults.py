@@ -278,3 +278,38 @@ async def test_a_background_task_whose_owner_logs_its_failure_never_leaves_it_un
     assert [(e["log_level"], e["action"]) for e in logs if e["event"] == "ocpp: certificate renewal failed"] == [
         ("warning", "SignCertificate")]
     assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_a_reset_does_not_wait_for_transaction_messages_held_behind_one_awaiting_its_retry(
+        version: str, tmp_path: Path) -> None:
+    """The transaction lane sends in strict order: behind a Started the CSMS refused (next try in an hour)
+    the Ended is not sendable now, so a Reset's settling of the outbox has nothing to wait for."""
+    from station.core.store import Store
+    from station.devtools.csms import DevCsms
+
+    seed = Store(tmp_path / "station.db")
+    seed.put("ocpp:TransactionMessageAttempts", 5)
+    seed.put("ocpp:TransactionMessageRetryInterval", 3600)
+    seed.close()
+    action = "StartTransaction" if version == "16" else "TransactionEvent"
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await Rig(version, csms, tmp_path / "station.db").start()
+        try:
+            assert rig.core is not None and rig.esp is not None and rig.client is not None
+            await csms.wait_for("StatusNotification", timeout=10)
+            csms.override(action, refuse)
+            rig.core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
+            rig.esp.plug()
+            await csms.wait_for(action, timeout=10)  # the Started, refused: next attempt in an hour
+            rig.esp.unplug()  # the Ended queues behind it
+            store = rig.core.store
+            await eventually(lambda: "ended" in [e.kind for e in store.pending_outbox(lane="transaction")])
+            session = rig.client.session
+            assert session is not None
+            async with asyncio.timeout(30):  # an hour's wait would end here as a failure
+                await session.settle_outbox(3600)
+            kinds = [e.kind for e in store.pending_outbox(lane="transaction")]
+        finally:
+            await rig.stop()
+    assert kinds[0] == "started" and "ended" in kinds and len(csms.calls(action)) == 1
