@@ -522,6 +522,11 @@ class BaseSession(StrictChargePoint):
             async with asyncio.TaskGroup() as lanes:
                 lanes.create_task(self._transaction_lane(), name="ocpp-outbox-transactions")
                 lanes.create_task(self._message_lane(), name="ocpp-outbox-messages")
+        except BaseExceptionGroup as failed:
+            # A lane's send failed (the link closed under it) and the other lane was cancelled with it:
+            # the owner gets that failure itself, reported like any follow-up's (a closed link is a
+            # warning), not an "unhandled" ExceptionGroup with a traceback in the log.
+            raise failed.exceptions[0] from None
         finally:
             self._flush_confirmed()
 
