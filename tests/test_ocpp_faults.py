@@ -313,3 +313,36 @@ async def test_a_reset_does_not_wait_for_transaction_messages_held_behind_one_aw
         finally:
             await rig.stop()
     assert kinds[0] == "started" and "ended" in kinds and len(csms.calls(action)) == 1
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_a_link_closing_while_an_outbox_lane_sends_is_a_warning_not_an_unhandled_error(
+        version: str, tmp_path: Path) -> None:
+    """The CSMS answers a queued security event and closes the link at once: the message lane's next
+    send meets the closed link. That ends both lanes as one failure, logged as a warning like any
+    closed link (it was an ExceptionGroup with a traceback: test_e2e_authorization's offline tests)."""
+    from station.devtools.csms import DevCsms
+
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await Rig(version, csms, tmp_path / "station.db").start()
+        try:
+            assert rig.core is not None
+            await csms.wait_for("StatusNotification", timeout=10)
+            closing: list[asyncio.Task[None]] = []
+
+            def answer_then_close(_: Received) -> dict[str, object]:
+                if not closing:
+                    closing.append(asyncio.get_running_loop().create_task(csms.disconnect("CP")))
+                return {}
+
+            csms.override("SecurityEventNotification", answer_then_close)
+            with capture_logs() as logs:
+                for n in range(20):
+                    rig.core.security_events.record("TamperDetectionActivated", f"lid opened {n}")
+                await csms.wait_connected("CP", timeout=10, connected=False)
+                await csms.wait_connected("CP", timeout=10)  # the station reconnects
+                await asyncio.gather(*closing, return_exceptions=True)
+        finally:
+            await rig.stop()
+    errors = [e["event"] for e in logs if e["log_level"] in ("error", "critical")]
+    assert errors == []
