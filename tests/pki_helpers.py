@@ -56,8 +56,10 @@ def make_ca(common_name: str, *, issuer: tuple[Key, x509.Certificate] | None = N
 def make_leaf(issuer: tuple[Key, x509.Certificate], common_name: str, *, server: bool = False,
               organization: str | None = None, key: Key | None = None, days: float = 1,
               start: dt.datetime | None = None, usage: x509.ObjectIdentifier | None = None,
+              dns_names: tuple[str, ...] = (),
               ) -> tuple[Key, x509.Certificate]:
-    """An end-entity certificate: TLS client (default), TLS server, or `usage` (e.g. code signing)."""
+    """An end-entity certificate: TLS client (default), TLS server, or `usage` (e.g. code signing).
+    A server certificate is for 127.0.0.1, or for `dns_names` only when given."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     now = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     usage = usage or (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH)
@@ -68,8 +70,9 @@ def make_leaf(issuer: tuple[Key, x509.Certificate], common_name: str, *, server:
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                        critical=False)
+        names: list[x509.GeneralName] = ([x509.DNSName(n) for n in dns_names] if dns_names
+                                         else [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return key, builder.sign(issuer[0], hashes.SHA256())
 
 

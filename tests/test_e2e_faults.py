@@ -105,3 +105,52 @@ async def test_sigterm_waits_for_the_answer_in_flight_and_sends_nothing_new(tmp_
     log = daemon.log()
     assert log.index("station stopping") < log.index("ocpp <- Heartbeat result")  # answered, then the exit
     assert [r.action for r in csms.received[mark:] if r.kind == "call"] == []
+
+
+def _queued(db: Path) -> list[tuple[str, str]]:
+    """(kind, transaction id) of every outbox entry still stored."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return [(str(kind), str(tx)) for kind, tx in conn.execute("SELECT kind, transaction_id FROM outbox ORDER BY id")]
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_a_reset_during_a_charge_delivers_the_end_and_the_reset_event_on_both_lanes_before_the_exit_once(
+        version: str, tmp_path: Path) -> None:
+    """The transaction lane's end message and the message lane's ResetOrReboot are answered before the
+    exit and deleted with it: the outbox the restart reads holds neither, so neither goes out twice."""
+    from tests.e2e import DaemonProcess
+
+    async with running_station(tmp_path, version=version) as (csms, sim, daemon):
+        assert sim is not None and daemon.proc is not None
+        await csms.wait_for("SecurityEventNotification", STATION_ID, timeout=20,
+                            predicate=lambda r: r.payload["type"] == "StartupOfTheDevice")
+        await sim.command("plug")
+        if version == "201":
+            await csms.call(STATION_ID, "RequestStartTransaction",
+                            {"idToken": {"idToken": "RESET-1", "type": "ISO14443"}, "remoteStartId": 9})
+            await csms.wait_for("TransactionEvent", STATION_ID, lambda r: r.payload["eventType"] == "Started", timeout=20)
+        else:
+            await csms.call(STATION_ID, "RemoteStartTransaction", {"connectorId": 1, "idTag": "RESET-1"})
+            await csms.wait_for("StartTransaction", STATION_ID, timeout=20)
+        answer = await csms.call(STATION_ID, "Reset", {"type": "Immediate"} if version == "201" else {"type": "Soft"})
+        assert answer["status"] == "Accepted"
+        async with asyncio.timeout(30):
+            assert await daemon.proc.wait() == 0  # the exit for the restart (systemd starts the daemon again)
+        ends = (csms.calls("StopTransaction", STATION_ID) if version == "16" else
+                [r for r in csms.calls("TransactionEvent", STATION_ID) if r.payload["eventType"] == "Ended"])
+        assert len(ends) == 1 and len(_events(csms, "ResetOrReboot")) == 1
+        left = _queued(tmp_path / "state" / "station.db")
+        await daemon.stop()
+        mark = csms.mark()
+        again = await DaemonProcess(daemon.env, tmp_path / "station-2.log").start()
+        try:
+            await csms.wait_for("SecurityEventNotification", STATION_ID, since=mark, timeout=20,
+                                predicate=lambda r: r.payload["type"] == "StartupOfTheDevice")
+        finally:
+            await again.stop()
+    assert left == []
+    assert [r.action for r in csms.received[mark:] if r.kind == "call" and r.action in ("StopTransaction", "TransactionEvent")
+            and (r.action == "StopTransaction" or r.payload["eventType"] == "Ended")] == []
+    assert len(_events(csms, "ResetOrReboot")) == 1

@@ -278,3 +278,71 @@ async def test_a_background_task_whose_owner_logs_its_failure_never_leaves_it_un
     assert [(e["log_level"], e["action"]) for e in logs if e["event"] == "ocpp: certificate renewal failed"] == [
         ("warning", "SignCertificate")]
     assert not [c for c in loop_errors if "never retrieved" in str(c.get("message"))]
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_a_reset_does_not_wait_for_transaction_messages_held_behind_one_awaiting_its_retry(
+        version: str, tmp_path: Path) -> None:
+    """The transaction lane sends in strict order: behind a Started the CSMS refused (next try in an hour)
+    the Ended is not sendable now, so a Reset's settling of the outbox has nothing to wait for."""
+    from station.core.store import Store
+    from station.devtools.csms import DevCsms
+
+    seed = Store(tmp_path / "station.db")
+    seed.put("ocpp:TransactionMessageAttempts", 5)
+    seed.put("ocpp:TransactionMessageRetryInterval", 3600)
+    seed.close()
+    action = "StartTransaction" if version == "16" else "TransactionEvent"
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await Rig(version, csms, tmp_path / "station.db").start()
+        try:
+            assert rig.core is not None and rig.esp is not None and rig.client is not None
+            await csms.wait_for("StatusNotification", timeout=10)
+            csms.override(action, refuse)
+            rig.core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
+            rig.esp.plug()
+            await csms.wait_for(action, timeout=10)  # the Started, refused: next attempt in an hour
+            rig.esp.unplug()  # the Ended queues behind it
+            store = rig.core.store
+            await eventually(lambda: "ended" in [e.kind for e in store.pending_outbox(lane="transaction")])
+            session = rig.client.session
+            assert session is not None
+            async with asyncio.timeout(30):  # an hour's wait would end here as a failure
+                await session.settle_outbox(3600)
+            kinds = [e.kind for e in store.pending_outbox(lane="transaction")]
+        finally:
+            await rig.stop()
+    assert kinds[0] == "started" and "ended" in kinds and len(csms.calls(action)) == 1
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_a_link_closing_while_an_outbox_lane_sends_is_a_warning_not_an_unhandled_error(
+        version: str, tmp_path: Path) -> None:
+    """The CSMS answers a queued security event and closes the link at once: the message lane's next
+    send meets the closed link. That ends both lanes as one failure, logged as a warning like any
+    closed link (it was an ExceptionGroup with a traceback: test_e2e_authorization's offline tests)."""
+    from station.devtools.csms import DevCsms
+
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await Rig(version, csms, tmp_path / "station.db").start()
+        try:
+            assert rig.core is not None
+            await csms.wait_for("StatusNotification", timeout=10)
+            closing: list[asyncio.Task[None]] = []
+
+            def answer_then_close(_: Received) -> dict[str, object]:
+                if not closing:
+                    closing.append(asyncio.get_running_loop().create_task(csms.disconnect("CP")))
+                return {}
+
+            csms.override("SecurityEventNotification", answer_then_close)
+            with capture_logs() as logs:
+                for n in range(20):
+                    rig.core.security_events.record("TamperDetectionActivated", f"lid opened {n}")
+                await csms.wait_connected("CP", timeout=10, connected=False)
+                await csms.wait_connected("CP", timeout=10)  # the station reconnects
+                await asyncio.gather(*closing, return_exceptions=True)
+        finally:
+            await rig.stop()
+    errors = [e["event"] for e in logs if e["log_level"] in ("error", "critical")]
+    assert errors == []

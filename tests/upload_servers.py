@@ -26,6 +26,8 @@ class UploadServer:
 
     received: dict[str, bytes] = field(default_factory=dict)
     methods: list[tuple[str, str]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    """The Host header of every request."""
     answers: dict[str, list[int]] = field(default_factory=dict)
     delay_s: dict[str, float] = field(default_factory=dict)
     put_status: int | None = None
@@ -53,6 +55,7 @@ def http_upload_server(tls: ssl.SSLContext | None = None) -> Iterator[UploadServ
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             state.methods.append((method, path))
+            state.hosts.append(self.headers.get("Host", ""))
             time.sleep(state.delay_s.get(path, 0.0))
             status = 201
             if state.credentials is not None:

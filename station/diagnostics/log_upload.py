@@ -33,7 +33,7 @@ import structlog
 
 from station.diagnostics import archive
 from station.diagnostics.archive import public_location
-from station.diagnostics.upload import UploadError, check_location, target_refusal, upload
+from station.diagnostics.upload import UploadError, check_location, resolve_target, target_refusal, upload
 
 log = structlog.get_logger("station.diagnostics")
 
@@ -257,10 +257,11 @@ class LogUploader:
         for attempt in range(1, attempts + 1):
             self.attempts = attempt
             try:
-                refused = None if self.allow_local_targets else await target_refusal(request.location)
-                if refused:  # the name may resolve elsewhere now than when the request was answered
-                    raise UploadError("UploadFailure", refused)
-                return await upload(path, request.location, timeout=self.timeout_s, ca_bundle=self.ca_bundle)
+                # checked again (the name may resolve elsewhere now than when the request was answered);
+                # the upload connects to exactly these addresses
+                addresses = await resolve_target(request.location, allow_local=self.allow_local_targets)
+                return await upload(path, request.location, addresses=addresses, timeout=self.timeout_s,
+                                    ca_bundle=self.ca_bundle)
             except UploadError as exc:
                 last = exc
                 log.warning(f"logs: upload attempt {attempt}/{attempts} failed", status=exc.status, detail=exc.detail)

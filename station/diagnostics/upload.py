@@ -13,6 +13,12 @@ Where the file goes:
   which is then the file name; user info is the login (anonymous without). ftplib blocks, so it
   runs in a worker thread; a cancelled upload closes its control socket so the thread ends.
 
+Where the connection goes: the host is resolved once and every address checked
+(:func:`resolve_target`); the upload then connects to those addresses and never resolves the name
+again, so a name that resolves elsewhere after its check (DNS rebinding) cannot steer the upload to
+the station itself. The name still does the rest: HTTP ``Host`` header, TLS SNI and the server
+certificate's name (HTTPS and FTPS control and data channels).
+
 Failures raise :class:`UploadError` with the status the CSMS should get: ``PermissionDenied``
 (HTTP 401/403, FTP 530), ``NotSupportedOperation`` (HTTP 405/501 after POST, FTP 502/504),
 ``BadMessage`` (HTTP 400, FTP 500/501) or ``UploadFailure`` (everything else). Messages never
@@ -24,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -78,6 +85,8 @@ def forbidden_address(address: str) -> str | None:
         return f"{ip} is a link-local address"
     if ip.is_unspecified:
         return f"{ip} is the unspecified address"
+    if ip.is_multicast:  # also bindable, but not the station's own: say what it is
+        return f"{ip} is a multicast address"
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         try:
@@ -87,44 +96,79 @@ def forbidden_address(address: str) -> str | None:
     return f"{ip} is one of the station's own addresses"
 
 
+async def _resolve(host: str, timeout: float) -> list[str]:
+    async with asyncio.timeout(timeout):
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _refusal(host: str, addresses: Sequence[str]) -> str | None:
+    for address in addresses:
+        why = forbidden_address(address)
+        if why:
+            return f"upload target {host!r} refused: {why}"
+    return None
+
+
 async def target_refusal(location: str, *, timeout: float = 10.0) -> str | None:
     """Why the location's host may not receive an upload (None: it may). The name is resolved
     first; every address it resolves to must be allowed. A name that does not resolve now is not
     refused here: the upload fails (and is retried) like any unreachable host."""
     host = urlsplit(location).hostname or ""
     try:
-        async with asyncio.timeout(timeout):
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        addresses = await _resolve(host, timeout)
     except (OSError, TimeoutError, UnicodeError):
         return None
-    for info in infos:
-        why = forbidden_address(str(info[4][0]))
-        if why:
-            return f"upload target {host!r} refused: {why}"
-    return None
+    return _refusal(host, addresses)
 
 
-def target_url(location: str, filename: str) -> str:
-    """The HTTP URL the file is sent to (see the module docstring)."""
+async def resolve_target(location: str, *, allow_local: bool = False, timeout: float = 10.0) -> tuple[str, ...]:
+    """The addresses an upload to `location` connects to, in the resolver's order: the host resolved
+    once and, unless `allow_local`, every address checked (:func:`forbidden_address`). Pass them to
+    :func:`upload`. Raises UploadError: UploadFailure when the name does not resolve or is refused."""
+    host = urlsplit(location).hostname or ""
+    try:
+        addresses = await _resolve(host, timeout)
+    except (OSError, TimeoutError, UnicodeError) as exc:
+        raise UploadError("UploadFailure", f"{host!r} does not resolve: {_describe(exc, location)}") from None
+    refused = None if allow_local else _refusal(host, addresses)
+    if refused:
+        raise UploadError("UploadFailure", refused)
+    if not addresses:
+        raise UploadError("UploadFailure", f"{host!r} does not resolve")
+    return tuple(addresses)
+
+
+def _netloc(host: str, port: int | None) -> str:
+    return (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+
+
+def target_url(location: str, filename: str, *, address: str | None = None) -> str:
+    """The HTTP URL the file is sent to (see the module docstring); with `address`, the same URL
+    naming that address instead of the host (what the connection uses)."""
     parts = urlsplit(location)
     path = parts.path or "/"
     if path.endswith("/"):
         path += filename
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, path, parts.query, ""))
+    host = address.replace("%", "%25") if address else parts.hostname or ""
+    return urlunsplit((parts.scheme, _netloc(host, parts.port), path, parts.query, ""))
 
 
-async def upload(path: Path, location: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 ca_bundle: str | None = None) -> str:
-    """Upload ``path``; returns where it went (public form). Raises UploadError."""
+async def upload(path: Path, location: str, *, addresses: Sequence[str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S, ca_bundle: str | None = None) -> str:
+    """Upload ``path``; returns where it went (public form). Raises UploadError.
+
+    `addresses`: where to connect, tried in order while a connection cannot be opened (the checked
+    answer of :func:`resolve_target`); without them the host is resolved here, unchecked."""
     problem = check_location(location)
     if problem:
         raise UploadError("BadMessage", problem)
+    if addresses is None:
+        addresses = await resolve_target(location, allow_local=True, timeout=timeout)
     scheme = urlsplit(location).scheme.lower()
     if scheme in ("http", "https"):
-        return await _http(path, location, timeout, ca_bundle)
-    return await _ftp(path, location, timeout, ca_bundle)
+        return await _http(path, location, addresses, timeout, ca_bundle)
+    return await _ftp(path, location, addresses, timeout, ca_bundle)
 
 
 def _describe(exc: BaseException, location: str) -> str:
@@ -146,22 +190,33 @@ async def _chunks(path: Path, size: int = 65536) -> Any:
             yield block
 
 
-async def _http(path: Path, location: str, timeout: float, ca_bundle: str | None) -> str:
+async def _http(path: Path, location: str, addresses: Sequence[str], timeout: float, ca_bundle: str | None) -> str:
     import httpx
 
     parts = urlsplit(location)
-    url = target_url(location, path.name)
+    shown = public_location(target_url(location, path.name))
     auth = (unquote(parts.username), unquote(parts.password or "")) if parts.username else None
     verify: Any = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-    shown = public_location(url)
+    host = _netloc(parts.hostname or "", parts.port)  # the name, for the Host header and TLS
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme.lower() == "https" else {}
     try:
         async with httpx.AsyncClient(timeout=timeout, verify=verify, follow_redirects=False) as client:
-            response = await client.put(url, content=_chunks(path), auth=auth, headers={
-                "Content-Type": "application/gzip", "Content-Length": str(path.stat().st_size)})  # no chunked upload:
-            # object stores (pre-signed PUT) refuse it
-            if response.status_code == 405:
-                with path.open("rb") as handle:
-                    response = await client.post(url, auth=auth, files={"file": (path.name, handle, "application/gzip")})
+            for index, address in enumerate(addresses):
+                url = target_url(location, path.name, address=address)
+                try:
+                    response = await client.put(url, content=_chunks(path), auth=auth, extensions=extensions, headers={
+                        "Host": host, "Content-Type": "application/gzip",
+                        "Content-Length": str(path.stat().st_size)})  # no chunked upload: object stores
+                    # (pre-signed PUT) refuse it
+                except (httpx.ConnectError, httpx.ConnectTimeout):
+                    if index + 1 < len(addresses):
+                        continue  # the next address of the name
+                    raise
+                if response.status_code == 405:
+                    with path.open("rb") as handle:
+                        response = await client.post(url, auth=auth, extensions=extensions, headers={"Host": host},
+                                                     files={"file": (path.name, handle, "application/gzip")})
+                break
     except httpx.HTTPError as exc:
         raise UploadError("UploadFailure", _describe(exc, location)) from None
     except OSError as exc:
@@ -190,7 +245,8 @@ def _ftp_status(exc: ftplib.Error) -> str:
     return "UploadFailure"
 
 
-def _ftp_blocking(path: Path, location: str, timeout: float, ca_bundle: str | None, holder: list[Any]) -> str:
+def _ftp_blocking(path: Path, location: str, addresses: Sequence[str], timeout: float, ca_bundle: str | None,
+                  holder: list[Any]) -> str:
     import ftplib
 
     parts = urlsplit(location)
@@ -210,7 +266,15 @@ def _ftp_blocking(path: Path, location: str, timeout: float, ca_bundle: str | No
         ftp = ftplib.FTP(timeout=timeout)
     holder.append(ftp)
     try:
-        ftp.connect(host, port)
+        for index, address in enumerate(addresses):
+            try:
+                ftp.connect(address, port)
+                break
+            except OSError:
+                if index + 1 == len(addresses):
+                    raise
+        ftp.host = host  # TLS (control and, through it, data) verifies the name; data goes to the
+        # control connection's peer (ftplib ignores the address in a PASV answer)
         ftp.login(user, password)
         if isinstance(ftp, ftplib.FTP_TLS):
             ftp.prot_p()
@@ -229,12 +293,12 @@ def _ftp_blocking(path: Path, location: str, timeout: float, ca_bundle: str | No
     return urlunsplit((parts.scheme, f"{host}:{port}", shown_path, "", ""))
 
 
-async def _ftp(path: Path, location: str, timeout: float, ca_bundle: str | None) -> str:
+async def _ftp(path: Path, location: str, addresses: Sequence[str], timeout: float, ca_bundle: str | None) -> str:
     import ftplib
 
     holder: list[Any] = []
     try:
-        return await asyncio.to_thread(_ftp_blocking, path, location, timeout, ca_bundle, holder)
+        return await asyncio.to_thread(_ftp_blocking, path, location, addresses, timeout, ca_bundle, holder)
     except asyncio.CancelledError:
         for ftp in holder:  # the thread's control-socket calls fail at once and the thread ends
             sock = getattr(ftp, "sock", None)

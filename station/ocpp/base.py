@@ -409,18 +409,27 @@ class BaseSession(StrictChargePoint):
 
     # ---- shutdown ----------------------------------------------------------------
     async def settle_outbox(self, timeout: float) -> None:
-        """Wait (at most `timeout` s) until the outbox holds nothing this link could send now: before
-        a Reset the final transaction messages and the ResetOrReboot event reach the CSMS first."""
+        """Wait (at most `timeout` s) until neither outbox lane holds anything it would send now: before
+        a Reset the final transaction messages (transaction lane) and the ResetOrReboot event (message
+        lane) reach the CSMS first."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self.accepted:
-                    try:
-                        due = self.core.store.pending_outbox(OUTBOX_BATCH, due_only=True, version=self.VERSION)
-                    except Exception:  # noqa: BLE001 — a broken store: nothing to wait for
-                        return
-                    if not [e for e in due if e.id not in self._confirmed]:
-                        return
+                while self.accepted and self._sendable_now():
                     await asyncio.sleep(0.02)
+
+    def _sendable_now(self) -> bool:
+        """A lane would send an entry now: the transaction lane's head (strict order: nothing behind a head
+        that waits for its retry goes out), any due message."""
+        try:
+            store = self.core.store
+            head = [e for e in store.pending_outbox(OUTBOX_BATCH, version=self.VERSION, lane="transaction")
+                    if e.id not in self._confirmed][:1]
+            if head and head[0].next_attempt <= time.time():
+                return True
+            due = store.pending_outbox(OUTBOX_BATCH, due_only=True, version=self.VERSION, lane="message")
+        except Exception:  # noqa: BLE001 — a broken store: nothing to wait for
+            return False
+        return any(e.id not in self._confirmed for e in due)
 
     async def drain(self, timeout: float) -> bool:
         """Send nothing new, wait for the answer in flight, delete what the CSMS confirmed."""
@@ -517,10 +526,11 @@ class BaseSession(StrictChargePoint):
             async with asyncio.TaskGroup() as lanes:
                 lanes.create_task(self._transaction_lane(), name="ocpp-outbox-transactions")
                 lanes.create_task(self._message_lane(), name="ocpp-outbox-messages")
-        except BaseExceptionGroup as group:
-            # Both lanes share one connection and fail alike when it closes: the first error goes on as
-            # itself, so the session's owners see a ConnectionClosed, not a group they do not expect.
-            raise group.exceptions[0] from None
+        except BaseExceptionGroup as failed:
+            # A lane's send failed (the link closed under it) and the other lane was cancelled with it:
+            # the owner gets that failure itself, reported like any follow-up's (a closed link is a
+            # warning), not an "unhandled" ExceptionGroup with a traceback in the log.
+            raise failed.exceptions[0] from None
         finally:
             self._flush_confirmed()
 
