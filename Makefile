@@ -10,14 +10,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml | $(PY) system-deps
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 # System packages the tests need (headless Chromium for the status-page test,
-# systemd-analyze for unit checks). Installed only when missing, only as root.
+# systemd-analyze for unit checks, FUSE 3 for the power-cut rig and pyfuse3's build, so they come
+# before the pip install). Installed only when missing, only as root.
 system-deps:
 	@bash scripts/system-deps.sh
 
