@@ -24,7 +24,8 @@ this process (`exit`, or SIGTERM) and mounts a fresh one on the surviving backin
 starts with empty memory, as a rebooted machine. Commands are atomic with respect to file system
 operations (one trio thread handles both). `arm N` cuts right after the Nth next operation that changes
 something (a test walks N through every point of a write sequence). `ping` answers `ok` with whether
-the power is off (`dead=1`) and the journal and dirty-file counts.
+the power is off (`dead=1`) and the journal and dirty-file counts. `sync` commits everything, as
+sync(2) or the kernel's periodic writeback would (a test's set-up that is not under test).
 """
 
 from __future__ import annotations
@@ -225,6 +226,14 @@ class PowerCutFs(pyfuse3.Operations):
             os.close(fd)
         node.dirty.clear()
         node.meta_dirty = False
+
+    def sync(self) -> None:
+        """Everything reaches the backing directory (sync(2), or the kernel's writeback after a while)."""
+        for op in self.journal:
+            self._apply(op)
+        self.journal.clear()
+        for node in list(self.nodes.values()):
+            self._flush_data(node)
 
     def cut(self) -> None:
         """Power off: nothing more reaches the backing directory, every operation fails."""
@@ -453,7 +462,9 @@ async def serve(fs: PowerCutFs, control: Path) -> None:
                 fs.cut()
             elif command.startswith("arm "):
                 fs.countdown = int(command.split()[1])
-            if command in ("cut", "ping") or command.startswith("arm "):
+            elif command == "sync" and not fs.dead:
+                fs.sync()
+            if command in ("cut", "ping", "sync") or command.startswith("arm "):
                 await stream.send_all(f"ok {fs.counts()}\n".encode())
             elif command == "exit":
                 await stream.send_all(b"ok\n")

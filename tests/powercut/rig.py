@@ -96,6 +96,11 @@ class PowerCutMount:
         assert answer.startswith("ok"), answer
         self.cuts += 1
 
+    def sync(self) -> None:
+        """Everything written so far is kept (sync(2); the kernel's writeback after half a minute)."""
+        answer = self.command("sync")
+        assert answer.startswith("ok"), answer
+
     def arm(self, operations: int) -> None:
         """The power goes right after the `operations`-th next operation that changes something."""
         answer = self.command(f"arm {operations}")

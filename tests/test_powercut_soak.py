@@ -1,0 +1,57 @@
+"""Power cuts at random instants, the daemon's state directory on a file system that forgets what
+was not synced (tests/powercut/soak.py has the scenario and the invariants).
+
+`make test` cuts 10 times; `make soak` 100. Where FUSE cannot be mounted the tests skip and say why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.powercut.rig import require_fuse
+from tests.powercut.soak import firmware_cut_once_saved, run_power_cuts
+
+BOUNDED_CUTS = 10
+SOAK_CUTS = 100
+NOT_YET_DURABLE = pytest.mark.xfail(
+    reason="issue 23: the firmware job, network profiles and credentials are not written durably yet "
+           "(station.storage.durable conversion pending); remove this mark once it is merged", strict=False)
+
+
+def assert_survived(figures) -> None:  # type: ignore[no-untyped-def]
+    assert figures.problems == [], "\n".join(figures.problems[:20])
+    assert (figures.lost, figures.duplicated, figures.forgotten, figures.failed_restarts, figures.lockouts) == (0, 0, 0, 0, 0)
+
+
+@NOT_YET_DURABLE
+async def test_power_cuts_at_random_instants_lose_no_event_and_forget_no_accepted_request(tmp_path: Path) -> None:
+    require_fuse()
+    figures = await run_power_cuts(tmp_path, BOUNDED_CUTS)
+    assert figures.cuts >= BOUNDED_CUTS
+    assert_survived(figures)
+
+
+@NOT_YET_DURABLE
+@pytest.mark.slow
+async def test_soak_100_power_cuts_lose_no_event_and_forget_no_accepted_request(tmp_path: Path) -> None:
+    require_fuse()
+    figures = await run_power_cuts(tmp_path, SOAK_CUTS, area="power-cut soak")
+    assert figures.cuts >= SOAK_CUTS
+    assert_survived(figures)
+
+
+@NOT_YET_DURABLE
+async def test_an_accepted_firmware_request_survives_a_power_cut_once_answered(tmp_path: Path) -> None:
+    require_fuse()
+    figures = await firmware_cut_once_saved(tmp_path)
+    assert_survived(figures)
+    assert figures.completed >= 1
+
+
+async def test_the_soak_catches_a_firmware_request_saved_without_fsync(tmp_path: Path) -> None:
+    """The deliberately broken variant: the same scenario with the request saved by a plain rename."""
+    require_fuse()
+    figures = await firmware_cut_once_saved(tmp_path, daemon_module="tests.powercut.plain_job_save")
+    assert figures.forgotten == 1, figures.line()
