@@ -3,7 +3,8 @@
 The daemon (`station run`, a real process) talks to the dev CSMS on loopback with a password
 (security profile 1), drives charging sessions on the ESP32 and meter simulators, and is asked by
 the CSMS, now and then, to change its password, reserve the connector, update its firmware (a
-signed artefact on a loopback HTTP server) or store a network profile. At a random instant the
+signed artefact on a loopback HTTP server) or store a network profile (GetLog has its own short
+scenario, `log_upload_cut_while_uploading`: its request is kept in memory only, a known gap). At a random instant the
 power goes: the file system stops keeping anything (tests/powercut/fs.py), the daemon and its
 children are SIGKILLed, the file system is mounted afresh on what it kept, the root side's update
 flow is played by its files (a handed-over artefact "installed"), and the daemon starts again.
@@ -56,8 +57,10 @@ from tests.firmware_helpers import ARTEFACT, WHEEL, artefact_server, sha256
 from tests.pki_helpers import make_firmware_signer
 from tests.powercut.rig import PowerCutMount
 from tests.reliability import record
+from tests.upload_servers import http_upload_server
 
 FIRST_PASSWORD = "powercut-pw-0-Zq81x7Kd"
+LOG_DONE = {"Uploaded", "UploadFailure", "BadMessage", "PermissionDenied", "NotSupportedOperation", "AcceptedCanceled"}
 FIRMWARE_FAILED = {"DownloadFailed", "InstallVerificationFailed", "InvalidSignature", "InstallationFailed",
                    "InvalidCertificate", "RevokedCertificate", "SignatureError"}
 REQUESTS = {"none": 3, "password": 2, "reservation": 2, "firmware": 2, "network_profile": 2}
@@ -176,6 +179,7 @@ class PowerCutSoak:
         self.request_ids = iter(range(1, 1 << 30))
         self.signer = make_firmware_signer()
         self.http: Any = None
+        self.uploads: Any = None
 
     # ---- the daemon --------------------------------------------------------------------
     async def daemon_up(self) -> IpcClient:
@@ -278,7 +282,7 @@ class PowerCutSoak:
 
     def reserve(self) -> None:
         rid = next(self.request_ids)
-        expiry = datetime.now(UTC) + timedelta(seconds=self.rng.uniform(2, 6))
+        expiry = datetime.now(UTC) + timedelta(seconds=self.rng.uniform(1.5, 4))
         self.ask("reservation", rid, "ReserveNow", {
             "id": rid, "expiryDateTime": expiry.isoformat(), "evseId": 1,
             "idToken": {"idToken": "RES-TAG", "type": "ISO14443"}}, lambda a: a["status"], until=expiry)
@@ -292,6 +296,13 @@ class PowerCutSoak:
             "location": location, "retrieveDateTime": datetime.now(UTC).isoformat(),
             "signingCertificate": self.signer.certificate_pem, "signature": self.signer.sign(ARTEFACT)}},
             lambda a: a["status"])
+
+    def get_log(self) -> Asked | None:
+        if self.outstanding("getlog"):
+            return None
+        rid = next(self.request_ids)
+        return self.ask("getlog", rid, "GetLog", {"logType": "DiagnosticsLog", "requestId": rid, "log": {
+            "remoteLocation": self.uploads.url("/logs/")}}, lambda a: a["status"])
 
     def network_profile(self) -> None:
         slot = self.rng.randint(1, 3)
@@ -318,10 +329,16 @@ class PowerCutSoak:
         self.settle_password()
         try:
             kind = self.rng.choices(list(self.requests), weights=list(self.requests.values()))[0]
+            if kind == "reservation":  # a free connector, so that it can be reserved
+                assert self.sim is not None
+                with contextlib.suppress(Exception):
+                    await ipc.stop(connector_id=1)
+                await self.sim.command("unplug")
+                await asyncio.sleep(0.5)
             actions = asyncio.get_running_loop().create_task(self.session_actions(ipc))
             await asyncio.sleep(self.rng.uniform(0, 1))
             {"none": lambda: None, "password": self.change_password, "reservation": self.reserve,
-             "firmware": self.update_firmware, "network_profile": self.network_profile}[kind]()
+             "firmware": self.update_firmware, "network_profile": self.network_profile, "getlog": self.get_log}[kind]()
             await asyncio.sleep(self.rng.uniform(0, 2.0 if kind == "firmware" else 0.5))
             await self.power_cut()
             actions.cancel()
@@ -346,7 +363,7 @@ class PowerCutSoak:
                 open_tx = con.execute("SELECT COUNT(*) FROM transactions WHERE ended_at IS NULL").fetchone()[0]
                 queued = con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             now = datetime.now(UTC)
-            waiting = [a for a in self.asked if a.answer == "Accepted" and a.kind in ("firmware", "reservation")
+            waiting = [a for a in self.asked if a.answer == "Accepted" and a.kind in ("firmware", "reservation", "getlog")
                        and not self.ended(a) and (a.until is None or now < a.until + timedelta(seconds=10))]
             if any(self.statuses(a)[-1:] == ["Installing"] for a in waiting) and \
                     (self.state / "update" / "request.json").exists():
@@ -373,6 +390,10 @@ class PowerCutSoak:
             if "Installed" in statuses:
                 return "completed"
             return "failed" if FIRMWARE_FAILED & set(statuses) else "open"
+        if asked.kind == "getlog":
+            done = [r.payload["status"] for r in self.csms.calls("LogStatusNotification", STATION_ID)
+                    if r.payload.get("requestId") == asked.ref and r.payload["status"] in LOG_DONE]
+            return "open" if not done else "completed" if done[0] == "Uploaded" else "failed"
         if asked.kind == "reservation":
             for r in self.csms.calls("ReservationStatusUpdate", STATION_ID):
                 if r.payload.get("reservationId") == asked.ref:
@@ -449,9 +470,9 @@ async def powered_station(tmp_path: Path, soak: PowerCutSoak) -> AsyncIterator[P
     await soak.csms.start()
     soak.mount.start()
     try:
-        with artefact_server() as http:
+        with artefact_server() as http, http_upload_server() as uploads:
             http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
-            soak.http = http
+            soak.http, soak.uploads = http, uploads
             async with (
                 MeterSimProcess(tmp_path, speedup=200, energy_wh=1_000_000) as meter,
                 SimulatorProcess(tmp_path, interval=1, extra_args=["--meter-control", str(meter.control)]) as sim,
@@ -540,4 +561,38 @@ async def firmware_cut_once_saved(tmp_path: Path, daemon_module: str = "station"
         except AssertionError as exc:
             soak.figures.problems.insert(0, str(exc))
     report(soak, "power-cut firmware request")
+    return soak.figures
+
+
+class _Always(dict[str, float]):
+    """`delay_s` for every path: each upload is held back this long (an upload still running)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def get(self, key: str, default: float | None = None) -> float:  # type: ignore[override]
+        return self.seconds
+
+
+async def log_upload_cut_while_uploading(tmp_path: Path) -> Figures:
+    """GetLog answered Accepted, the power goes while the archive is being uploaded (the upload server
+    holds its answer), the daemon restarts on what the file system kept."""
+    soak = PowerCutSoak(tmp_path, random.Random(0))
+    async with powered_station(tmp_path, soak):
+        soak.uploads.delay_s = _Always(3.0)
+        ipc = await soak.daemon_up()
+        await ipc.close()
+        mark = soak.csms.mark()
+        asked = soak.get_log()
+        assert asked is not None
+        await soak.csms.wait_for("LogStatusNotification", STATION_ID,
+                                 lambda r: r.payload["status"] == "Uploading", since=mark, timeout=20)
+        await soak.power_cut()
+        soak.uploads.delay_s = {}
+        try:
+            await finish(soak)
+        except AssertionError as exc:
+            soak.figures.problems.insert(0, str(exc))
+    report(soak, "power-cut log upload")
     return soak.figures
