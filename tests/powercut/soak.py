@@ -3,11 +3,12 @@
 The daemon (`station run`, a real process) talks to the dev CSMS on loopback with a password
 (security profile 1), drives charging sessions on the ESP32 and meter simulators, and is asked by
 the CSMS, now and then, to change its password, reserve the connector, update its firmware (a
-signed artefact on a loopback HTTP server) or store a network profile (GetLog has its own short
-scenario, `log_upload_cut_while_uploading`: its request is kept in memory only, a known gap). At a random instant the
-power goes: the file system stops keeping anything (tests/powercut/fs.py), the daemon and its
-children are SIGKILLed, the file system is mounted afresh on what it kept, the root side's update
-flow is played by its files (a handed-over artefact "installed"), and the daemon starts again.
+signed artefact on a loopback HTTP server) or store a network profile; on security profile 3
+(client certificates), to renew its certificate. GetLog has its own short scenario
+(`log_upload_cut_while_uploading`): its request is kept in memory only, a known gap. At a random
+instant the power goes: the file system stops keeping anything (tests/powercut/fs.py), the daemon
+and its children are SIGKILLed, the file system is mounted afresh on what it kept, the root side's
+update flow is played by its files (a handed-over artefact "installed"), and the daemon starts again.
 
 After every restart the daemon must start and reconnect with a password the CSMS accepts (the old
 one while a change was unanswered, else the new one). At the end, with the vehicle gone and the
@@ -19,7 +20,8 @@ outbox drained, the CSMS's record is checked:
 - every request the station answered Accepted completed or was reported failed: a firmware
   request reached Installed or a failure status, a reservation was used, expired or removed (and
   said so), a network profile can still be named in NetworkConfigurationPriority, a password is
-  the one the station logs in with. Anything else is *forgotten*.
+  the one the station logs in with, and so is the newest certificate it accepted (CertificateSigned).
+  Anything else is *forgotten*.
 """
 
 from __future__ import annotations
@@ -41,20 +43,21 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
 from station.controller.simulator import SimulatorProcess
-from station.devtools.csms import DevCsms, Received
+from station.devtools.csms import CertificateAuthority, DevCsms, Received
 from station.field import update
 from station.ipc.client import IpcClient
 from station.meter.sim_process import MeterSimProcess
 from station.storage.durable import durable_write_text
 from tests.e2e import STATION_ID, DaemonProcess, station_env
 from tests.firmware_helpers import ARTEFACT, WHEEL, artefact_server, sha256
-from tests.pki_helpers import make_firmware_signer
+from tests.pki_helpers import TestPki, key_pem, make_firmware_signer, make_pki
 from tests.powercut.rig import PowerCutMount
 from tests.reliability import record
 from tests.upload_servers import http_upload_server
@@ -72,12 +75,14 @@ class PasswordCsms(DevCsms):
     (the station may have stored either), only the new one once the station answered Accepted (OCPP
     A01: the CSMS switches). A station that forgot an accepted password is refused, and locked out."""
 
-    def __init__(self) -> None:
-        super().__init__(heartbeat_interval=30, passwords={STATION_ID: FIRST_PASSWORD})
-        self.accepted = {FIRST_PASSWORD}
+    def __init__(self, *, password: str | None = FIRST_PASSWORD, **options: Any) -> None:
+        super().__init__(heartbeat_interval=30, passwords={STATION_ID: password} if password else None, **options)
+        self.accepted = {password} if password else set()
         self.last_login: str | None = None
 
     def _check_auth(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.passwords is None:
+            return None  # security profile 3: TLS checks the client certificate
         try:
             header = request.headers.get("Authorization")
             _user, password = parse_authorization_basic(header) if header else (None, None)
@@ -120,13 +125,16 @@ class Figures:
     lockouts: int = 0
     """Restarts after which the station could not log in again (the CSMS refused what it presented)."""
     refused_logins: int = 0
+    renewals: int = 0
+    """Certificates the station accepted (profile 3 soak)."""
     problems: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"{self.cuts} cuts, {self.transactions} transactions, {self.events} TransactionEvents, lost {self.lost}, "
                 f"duplicated {self.duplicated}, resent (identical) {self.resent}; accepted requests: "
                 f"{self.completed} completed, {self.failed} reported failed, {self.forgotten} forgotten; "
-                f"failed restarts {self.failed_restarts}, lockouts {self.lockouts}, refused logins {self.refused_logins}")
+                f"failed restarts {self.failed_restarts}, lockouts {self.lockouts}, refused logins {self.refused_logins}"
+                + (f", certificates accepted {self.renewals}" if self.renewals else ""))
 
 
 def descendants(pid: int) -> list[int]:
@@ -159,16 +167,33 @@ class ModuleDaemon(DaemonProcess):
         return self
 
 
+class IssuingCa:
+    """The test CA signing the stations' CSRs, remembering what it issued and when (renewal check)."""
+
+    def __init__(self, pki: TestPki) -> None:
+        self.ca = CertificateAuthority(pki.ca_pem, key_pem(pki.ca_key))
+        self.issued: list[tuple[datetime, int]] = []
+
+    def sign(self, csr_pem: str) -> str:
+        chain = self.ca.sign(csr_pem)
+        self.issued.append((datetime.now(UTC), x509.load_pem_x509_certificate(chain.encode()).serial_number))
+        return chain
+
+
 class PowerCutSoak:
     def __init__(self, directory: Path, rng: random.Random, *, requests: dict[str, int] | None = None,
-                 daemon_module: str = "station") -> None:
+                 daemon_module: str = "station", pki: TestPki | None = None) -> None:
         self.dir = directory
         self.rng = rng
         self.requests = dict(requests or REQUESTS)
         self.daemon_module = daemon_module
         self.mount = PowerCutMount(directory)
         self.state = self.mount.root / "state"
-        self.csms = PasswordCsms()
+        self.pki = pki
+        self.issuer = IssuingCa(pki) if pki is not None else None
+        self.csms = PasswordCsms() if pki is None else PasswordCsms(
+            password=None, ssl_context=pki.server_context(require_client_cert=True),
+            certificate_authority=self.issuer)  # type: ignore[arg-type]
         self.daemon: DaemonProcess | None = None
         self.sim: SimulatorProcess | None = None
         self.env: dict[str, str] = {}
@@ -201,8 +226,8 @@ class PowerCutSoak:
                 await self.csms.wait_for("StatusNotification", STATION_ID, since=mark, timeout=30)
         except (AssertionError, TimeoutError) as exc:
             self.figures.failed_restarts += 1
-            if len(self.csms.auth_failures) > refused:
-                self.figures.lockouts += 1
+            if len(self.csms.auth_failures) > refused or self.pki is not None:
+                self.figures.lockouts += 1  # refused, or (profile 3) no certificate the TLS handshake takes
             await client.close()
             tail = self.daemon.log()[-3000:]
             raise AssertionError(f"restart {self.figures.cuts}: the daemon did not start and reconnect ({exc!r}); "
@@ -304,6 +329,26 @@ class PowerCutSoak:
         return self.ask("getlog", rid, "GetLog", {"logType": "DiagnosticsLog", "requestId": rid, "log": {
             "remoteLocation": self.uploads.url("/logs/")}}, lambda a: a["status"])
 
+    def renew(self) -> None:
+        self.ask("renewal", next(self.request_ids), "TriggerMessage",
+                 {"requestedMessage": "SignChargingStationCertificate"}, lambda a: a["status"])
+
+    def presented(self) -> int | None:
+        der = self.csms.peer_certificates.get(STATION_ID)
+        return x509.load_der_x509_certificate(der).serial_number if der else None
+
+    def accepted_certificates(self) -> list[int]:
+        """Serials of the certificates the station answered CertificateSigned Accepted for, in order."""
+        assert self.issuer is not None
+        answers = [r for r in self.csms.received if r.kind == "result" and r.action == "CertificateSigned"]
+        accepted = []
+        for index, (at, serial) in enumerate(self.issuer.issued):
+            until = self.issuer.issued[index + 1][0] if index + 1 < len(self.issuer.issued) else None
+            if any(r.payload.get("status") == "Accepted" and r.at >= at and (until is None or r.at < until)
+                   for r in answers):
+                accepted.append(serial)
+        return accepted
+
     def network_profile(self) -> None:
         slot = self.rng.randint(1, 3)
         self.ask("network_profile", slot, "SetNetworkProfile", {"configurationSlot": slot, "connectionData": {
@@ -338,8 +383,9 @@ class PowerCutSoak:
             actions = asyncio.get_running_loop().create_task(self.session_actions(ipc))
             await asyncio.sleep(self.rng.uniform(0, 1))
             {"none": lambda: None, "password": self.change_password, "reservation": self.reserve,
-             "firmware": self.update_firmware, "network_profile": self.network_profile, "getlog": self.get_log}[kind]()
-            await asyncio.sleep(self.rng.uniform(0, 2.0 if kind == "firmware" else 0.5))
+             "firmware": self.update_firmware, "network_profile": self.network_profile, "getlog": self.get_log,
+             "renewal": self.renew}[kind]()
+            await asyncio.sleep(self.rng.uniform(0, 2.0 if kind in ("firmware", "renewal") else 0.5))
             await self.power_cut()
             actions.cancel()
             with contextlib.suppress(BaseException):
@@ -414,8 +460,16 @@ class PowerCutSoak:
                 "attributeValue": f"{slot},0"}]})
             if answer["setVariableResult"][0]["attributeStatus"] != "Rejected":
                 known_slots.add(slot)
+        if self.issuer is not None:
+            # A certificate the station accepted is the one it logs in with, unless a later one replaced it.
+            accepted = self.accepted_certificates()
+            self.figures.renewals = len(accepted)
+            if accepted and self.presented() != accepted[-1]:
+                self.figures.forgotten += 1
+                self.figures.problems.append(f"certificate {accepted[-1]:x} answered Accepted (CertificateSigned), "
+                                             f"the station logs in with {self.presented() or 0:x}")
         for asked in self.asked:
-            if asked.answer != "Accepted":
+            if asked.answer != "Accepted" or asked.kind == "renewal":
                 continue
             if asked.kind == "password":
                 asked.outcome = "completed" if asked is not latest_password or self.csms.last_login == asked.ref else "forgotten"
@@ -426,7 +480,7 @@ class PowerCutSoak:
                 asked.outcome = "forgotten" if outcome == "open" else outcome
             if asked.outcome == "forgotten":
                 self.figures.problems.append(f"{asked.kind} {asked.ref}: answered Accepted, then forgotten")
-        self.figures.forgotten = sum(a.outcome == "forgotten" for a in self.asked)
+        self.figures.forgotten += sum(a.outcome == "forgotten" for a in self.asked)
         self.figures.failed = sum(a.outcome == "failed" for a in self.asked)
         self.figures.completed = sum(a.outcome == "completed" for a in self.asked)
         self.figures.refused_logins = len(self.csms.auth_failures)
@@ -478,10 +532,13 @@ async def powered_station(tmp_path: Path, soak: PowerCutSoak) -> AsyncIterator[P
                 SimulatorProcess(tmp_path, interval=1, extra_args=["--meter-control", str(meter.control)]) as sim,
             ):
                 soak.sim = sim
+                credentials = {"OCPP_STATION_PASSWORD": FIRST_PASSWORD} if soak.pki is None else {
+                    "STATION_CA_BUNDLE": str(soak.pki.ca), "STATION_CLIENT_CERT": str(soak.pki.client_cert),
+                    "STATION_CLIENT_KEY": str(soak.pki.client_key)}
                 soak.env = station_env(
                     tmp_path, soak.csms, sim.port, STATION_STATE_DIR=str(soak.state), OCPP_PRIMARY="201",
-                    OCPP_STATION_PASSWORD=FIRST_PASSWORD, STATION_METER_VALUE_SECONDS="1", OCPP_HEARTBEAT_SECONDS="30",
-                    STATION_METER_PORT=str(meter.link), STATION_METER_POLL_SECONDS="0.2")
+                    STATION_METER_VALUE_SECONDS="1", OCPP_HEARTBEAT_SECONDS="30",
+                    STATION_METER_PORT=str(meter.link), STATION_METER_POLL_SECONDS="0.2", **credentials)
                 soak.env.pop("OCPP_16_URL")
                 try:
                     ipc = await soak.daemon_up()
@@ -489,6 +546,10 @@ async def powered_station(tmp_path: Path, soak: PowerCutSoak) -> AsyncIterator[P
                     installed = await soak.csms.call(STATION_ID, "InstallCertificate", {
                         "certificateType": "ManufacturerRootCertificate", "certificate": soak.signer.root_pem})
                     assert installed == {"status": "Accepted"}
+                    if soak.pki is not None:  # the CSR's organization (A02)
+                        await soak.csms.call(STATION_ID, "SetVariables", {"setVariableData": [{
+                            "component": {"name": "SecurityCtrlr"}, "variable": {"name": "OrganizationName"},
+                            "attributeValue": "Test CPO"}]})
                     soak.mount.sync()  # set-up, not under test (a root installed long before the cuts)
                     await soak.power_cut()
                     yield soak
@@ -528,10 +589,10 @@ def report(soak: PowerCutSoak, area: str) -> None:
 
 
 async def run_power_cuts(tmp_path: Path, cuts: int, *, area: str = "power-cut consistency",
-                         requests: dict[str, int] | None = None) -> Figures:
+                         requests: dict[str, int] | None = None, pki: TestPki | None = None) -> Figures:
     seed = int(os.environ.get("STATION_POWERCUT_SEED", random.randrange(1 << 30)))
     print(f"power cuts: seed {seed} (STATION_POWERCUT_SEED={seed} reproduces the schedule)")
-    soak = PowerCutSoak(tmp_path, random.Random(seed), requests=requests)
+    soak = PowerCutSoak(tmp_path, random.Random(seed), requests=requests, pki=pki)
     try:
         async with powered_station(tmp_path, soak):
             for _ in range(cuts - 1):
@@ -596,3 +657,14 @@ async def log_upload_cut_while_uploading(tmp_path: Path) -> Figures:
             soak.figures.problems.insert(0, str(exc))
     report(soak, "power-cut log upload")
     return soak.figures
+
+
+RENEWAL_REQUESTS = {"none": 1, "renewal": 4, "reservation": 1}
+"""Security profile 3 (client certificates): renewals, with sessions and a few reservations around them."""
+
+
+async def run_renewal_power_cuts(tmp_path: Path, cuts: int, *, area: str = "power-cut renewals") -> Figures:
+    """The soak on security profile 3: the CSMS triggers certificate renewals, the power goes at random
+    instants; the station must always log in again, with the newest certificate it accepted."""
+    pki = make_pki(tmp_path / "pki", station_id=STATION_ID)
+    return await run_power_cuts(tmp_path, cuts, area=area, requests=RENEWAL_REQUESTS, pki=pki)
