@@ -19,6 +19,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --root) ROOT="$(cd "${2:?}" 2>/dev/null && pwd || echo "$2")"; shift 2 ;;
     -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --dev-allow-unsigned-firmware)  # a fleet image never installs unsigned firmware
+      echo "golden-image.sh: --dev-allow-unsigned-firmware is for development rigs, never a fleet image" >&2; exit 2 ;;
     *) shift ;;
   esac
 done
@@ -60,6 +62,7 @@ for path in /etc/ocpp_station.env /var/lib/station /boot/firmware/station-identi
 done
 compgen -G "$ROOT/etc/ssh/ssh_host_*" >/dev/null && leftovers+=(/etc/ssh/ssh_host_*)
 [ -s "$ROOT/etc/machine-id" ] && leftovers+=(/etc/machine-id)
+[ -e "$ROOT/etc/station/firmware-allow-unsigned" ] && leftovers+=(/etc/station/firmware-allow-unsigned)
 if [ ${#leftovers[@]} -gt 0 ]; then
   echo "golden-image.sh: stage 'check' failed: still present: ${leftovers[*]}" >&2
   exit 1

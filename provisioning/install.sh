@@ -27,7 +27,12 @@
 #   --esp32-usb VID:PID USB ids of the ESP32 serial adapter for /dev/esp32 (repeatable)
 #   --firmware-root PEM manufacturer root certificate the root-side update flow requires signed
 #                       releases to chain to; installed root-owned into /etc/station/firmware-roots/
-#                       (repeatable; the daemon's user cannot change these)
+#                       (repeatable; the daemon's user cannot change these). Without one, firmware
+#                       updates the CSMS orders are refused by the root side.
+#   --dev-allow-unsigned-firmware
+#                       DEVELOPMENT ONLY: the root side installs daemon-requested firmware without a
+#                       manufacturer signature (checksum only). Off by default; a later run without
+#                       the flag turns it off again.
 #   -h, --help          this text
 # Environment: SYSTEMCTL (default systemctl), APT_GET (default apt-get).
 set -Eeuo pipefail
@@ -43,6 +48,7 @@ DO_APT=1
 DO_ENABLE=1
 ESP32_USB=()
 FIRMWARE_ROOTS=()
+DEV_UNSIGNED=0
 SYSTEMCTL="${SYSTEMCTL:-systemctl}"
 APT_GET="${APT_GET:-apt-get}"
 APT_PACKAGES=(python3 python3-venv python3-pip ca-certificates)
@@ -70,6 +76,7 @@ while [ $# -gt 0 ]; do
     --no-enable) DO_ENABLE=0; shift ;;
     --esp32-usb) ESP32_USB+=("${2:?--esp32-usb needs VID:PID}"); shift 2 ;;
     --firmware-root) FIRMWARE_ROOTS+=("${2:?--firmware-root needs a PEM file}"); shift 2 ;;
+    --dev-allow-unsigned-firmware) DEV_UNSIGNED=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -258,29 +265,59 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 ENV_FILE="$ROOT/etc/ocpp_station.env"
-stage config "/etc/ocpp_station.env (0600, created from the template if missing, never overwritten)"
+stage config "/etc/ocpp_station.env (root:station 0640: the daemon reads it, only root changes it; created from the template if missing, never overwritten)"
+[ ! -L "$ENV_FILE" ] || die "$ENV_FILE is a symlink; replace it with the file itself"
 if [ -e "$ENV_FILE" ]; then
   unchanged "$ENV_FILE exists; left as it is"
 else
-  install -D -m 0600 "$SRC/provisioning/ocpp_station.env.template" "$ENV_FILE"
+  install -D -m 0640 "$SRC/provisioning/ocpp_station.env.template" "$ENV_FILE"
   changed "$ENV_FILE from template (fill it in, or let station-firstboot write it)"
 fi
 # Kept for station-firstboot, which rebuilds the env file from it on cloned devices.
 install_file "$SRC/provisioning/ocpp_station.env.template" "$BASE/ocpp_station.env.template" 0644 || true
-if [ "$IS_ROOT" = 1 ] && [ -f "$ROOT/etc/passwd" ] && [ -n "$(id_of passwd station)" ]; then
-  want="$(id_of passwd station):$(id_of group station)"
-  if [ "$(stat -c %u:%g "$ENV_FILE")" != "$want" ]; then chown "$want" "$ENV_FILE"; changed "owner station"; fi
+# Root tools (station-migrate-csms, station-firstboot, sudo station report) act on what this file
+# says (STATION_STATE_DIR, URLs): the daemon's user may read it, never change it. A file from an
+# older install (owner station, 0600) is handed back to root here.
+if [ "$IS_ROOT" = 1 ] && [ -f "$ROOT/etc/group" ] && [ -n "$(id_of group station)" ]; then
+  want="0:$(id_of group station)"
+  if [ "$(stat -c %u:%g "$ENV_FILE")" != "$want" ]; then chown "$want" "$ENV_FILE"; changed "owner root:station"; fi
 fi
-if [ "$(stat -c %a "$ENV_FILE")" != 600 ]; then chmod 0600 "$ENV_FILE"; changed "mode 0600"; fi
+if [ "$(stat -c %a "$ENV_FILE")" != 640 ]; then chmod 0640 "$ENV_FILE"; changed "mode 0640"; fi
 
 # ---------------------------------------------------------------------------------------------
-if [ ${#FIRMWARE_ROOTS[@]} -gt 0 ]; then
-  stage firmware-roots "root-owned trust anchors for signed updates: /etc/station/firmware-roots/"
-  for pem in "${FIRMWARE_ROOTS[@]}"; do
-    grep -q -- "-----BEGIN CERTIFICATE-----" "$pem" || die "$pem is not a PEM certificate"
-    name="$(basename "$pem")"
-    install_file "$pem" "$ROOT/etc/station/firmware-roots/${name%.pem}.pem" 0644 || true
+stage firmware-roots "manufacturer roots for signed updates: /etc/station/firmware-roots/ (root's alone)"
+# station-update trusts only these (never roots the CSMS installs over OCPP), and only in directories
+# owned by root that nobody else may write.
+for dir in "$ROOT/etc/station" "$ROOT/etc/station/firmware-roots"; do
+  if [ ! -d "$dir" ]; then install -d -m 0755 "$dir"; changed "$dir"; fi
+  if [ "$IS_ROOT" = 1 ] && [ "$(stat -c %u:%g "$dir")" != 0:0 ]; then chown 0:0 "$dir"; changed "$dir owner root"; fi
+  if [ "$(stat -c %a "$dir")" != 755 ]; then chmod 0755 "$dir"; changed "$dir mode 0755"; fi
+done
+for pem in "${FIRMWARE_ROOTS[@]}"; do
+  grep -q -- "-----BEGIN CERTIFICATE-----" "$pem" || die "$pem is not a PEM certificate"
+  name="$(basename "$pem")"
+  dest="$ROOT/etc/station/firmware-roots/${name%.pem}.pem"
+  install_file "$pem" "$dest" 0644 || true
+  if [ "$IS_ROOT" = 1 ] && [ "$(stat -c %u:%g "$dest")" != 0:0 ]; then chown 0:0 "$dest"; changed "$dest owner root"; fi
+done
+DEV_MARKER="$ROOT/etc/station/firmware-allow-unsigned"
+if [ "$DEV_UNSIGNED" = 1 ]; then
+  for line in "" "!!! DEVELOPMENT INSTALL: UNSIGNED FIRMWARE ALLOWED (--dev-allow-unsigned-firmware) !!!" \
+      "!!! station-update will install firmware the daemon asks for without a manufacturer signature. !!!" \
+      "!!! Never ship this tree to a station: re-run install.sh without the flag to turn it off.      !!!" ""; do
+    echo "$line"; echo "$line" >&2
   done
+  if [ -f "$DEV_MARKER" ]; then unchanged "$DEV_MARKER"; else
+    printf '%s\n' "Written by install.sh --dev-allow-unsigned-firmware: station-update accepts unsigned firmware." > "$DEV_MARKER"
+    chmod 0644 "$DEV_MARKER"
+    changed "$DEV_MARKER (DEVELOPMENT: unsigned firmware allowed)"
+  fi
+elif [ -e "$DEV_MARKER" ]; then
+  rm -f "$DEV_MARKER"; changed "removed $DEV_MARKER (unsigned firmware no longer allowed)"
+fi
+if ! ls "$ROOT/etc/station/firmware-roots/"*.pem >/dev/null 2>&1 && [ "$DEV_UNSIGNED" = 0 ]; then
+  note "WARNING: no manufacturer root provisioned: station-update refuses every firmware update the CSMS"
+  note "         orders until one is (install.sh --firmware-root PEM)"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,12 @@ def read(path: Path) -> dict[str, str]:
     """Values of an env file (missing file → empty); unset (``KEY``-only) lines are dropped."""
     if not path.exists():
         return {}
-    values = dotenv_values(stream=io.StringIO(path.read_text(encoding="utf-8")), interpolate=False)
+    return parse(path.read_text(encoding="utf-8"))
+
+
+def parse(text: str) -> dict[str, str]:
+    """Values of an env file's text (root-side tools read the bytes through `station.storage.safefile`)."""
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {k: v for k, v in values.items() if v is not None}
 
 

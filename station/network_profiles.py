@@ -26,12 +26,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from station.storage import safefile
+
 FILE_NAME = "network-profiles.json"
 HISTORY_NAME = "network-profiles.jsonl"
 SLOTS = (0, 1, 2, 3)
 """NetworkConfigurationPriority's valuesList."""
 CONFIGURED_SLOT = 0
 DEFAULT_ATTEMPTS = 3
+MAX_FILE_BYTES = 256 * 1024
+HISTORY_TAIL_BYTES = 1024 * 1024
 VERSIONS = {"OCPP20": "201", "OCPP16": "16"}
 """2.0.1 OCPPVersionEnumType → this station's version names (OCPP12/15 have no JSON transport)."""
 
@@ -146,11 +150,14 @@ class ProfileFile:
 
     def load(self) -> ProfileState:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            with safefile.open_dir(self.path.parent) as directory:
+                data = json.loads(directory.read_text(FILE_NAME, MAX_FILE_BYTES))
         except FileNotFoundError:
             return ProfileState()
         except (OSError, ValueError):
-            return ProfileState()  # unreadable: the configured endpoint still works
+            return ProfileState()  # unreadable (or a link, a FIFO): the configured endpoint still works
+        if not isinstance(data, dict):
+            return ProfileState()
         profiles = {}
         for key, raw in (data.get("profiles") or {}).items():
             try:
@@ -163,32 +170,31 @@ class ProfileFile:
         return ProfileState(profiles, priority, last_good if isinstance(last_good, int) else None)
 
     def save(self, state: ProfileState, *, owner: tuple[int, int] | None = None) -> None:
-        """Atomically, 0600; ``owner`` (uid, gid) when root writes it for the daemon's user."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.new")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(state.to_json(), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if owner is not None:
-            os.chown(tmp, *owner)
-        os.replace(tmp, self.path)
+        """Atomically and durably, 0600; ``owner`` (uid, gid) when root writes it for the daemon's user.
 
-    def record(self, event: str, **details: Any) -> dict[str, Any]:
+        Root (``station-migrate-csms``) writes here into a directory the daemon's user controls:
+        through `station.storage.safefile` (unpredictable temp name, O_EXCL|O_NOFOLLOW, fchown on the
+        descriptor, rename), so a link planted in the directory is replaced, never written through."""
+        with safefile.open_dir(self.path.parent, make=0o700) as directory:
+            directory.replace(FILE_NAME, json.dumps(state.to_json(), indent=2), mode=0o600, owner=owner)
+
+    def record(self, event: str, *, owner: tuple[int, int] | None = None, **details: Any) -> dict[str, Any]:
         """Append one outcome (``accepted``, ``failed``, ``fallback``, ``set``, ``priority``, ...)."""
         entry = {"utc": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, **details}
         try:
-            self.history_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.history_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            with safefile.open_dir(self.history_path.parent, make=0o700) as directory:
+                directory.append(HISTORY_NAME, json.dumps(entry, sort_keys=True) + "\n", mode=0o600, owner=owner)
         except OSError:
             pass  # the log line and the event still tell
         return entry
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
         try:
-            lines = self.history_path.read_text(encoding="utf-8").splitlines()[-limit:]
+            with safefile.open_dir(self.history_path.parent) as directory, \
+                    directory.open_read(HISTORY_NAME, limit=None) as handle:
+                size = os.fstat(handle.fileno()).st_size
+                handle.seek(max(0, size - HISTORY_TAIL_BYTES))  # the newest entries; a cut first line is skipped
+                lines = handle.read(HISTORY_TAIL_BYTES).decode("utf-8", errors="replace").splitlines()[-limit:]
         except OSError:
             return []
         out = []

@@ -33,16 +33,21 @@ def pem(cert: x509.Certificate) -> str:
 
 
 def make_ca(common_name: str, *, issuer: tuple[Key, x509.Certificate] | None = None, days: float = 1,
-            start: dt.datetime | None = None) -> tuple[Key, x509.Certificate]:
-    """A CA certificate: self-signed root, or an intermediate when `issuer` is given."""
+            start: dt.datetime | None = None, ca: bool = True, key_cert_sign: bool = True,
+            path_length: int | None = None) -> tuple[Key, x509.Certificate]:
+    """A CA certificate: self-signed root, or an intermediate when `issuer` is given.
+
+    `ca=False` or `key_cert_sign=False` make an issuer that must not issue (for the refusal tests)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     signer_key, issuer_name = (issuer[0], issuer[1].subject) if issuer else (key, name(common_name))
     cert = (
         x509.CertificateBuilder().subject_name(name(common_name)).issuer_name(issuer_name).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
+        .add_extension(x509.KeyUsage(not key_cert_sign, False, False, False, False, key_cert_sign, key_cert_sign, False,
+                                     False),
+                       critical=True)
         .sign(signer_key, hashes.SHA256())
     )
     return key, cert
@@ -50,10 +55,12 @@ def make_ca(common_name: str, *, issuer: tuple[Key, x509.Certificate] | None = N
 
 def make_leaf(issuer: tuple[Key, x509.Certificate], common_name: str, *, server: bool = False,
               organization: str | None = None, key: Key | None = None, days: float = 1,
-              start: dt.datetime | None = None) -> tuple[Key, x509.Certificate]:
+              start: dt.datetime | None = None, usage: x509.ObjectIdentifier | None = None,
+              ) -> tuple[Key, x509.Certificate]:
+    """An end-entity certificate: TLS client (default), TLS server, or `usage` (e.g. code signing)."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     now = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    usage = usage or (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
         x509.CertificateBuilder().subject_name(name(common_name, organization)).issuer_name(issuer[1].subject)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -110,7 +117,8 @@ def make_pki(directory: Path, station_id: str = "CP") -> TestPki:
 
 @dataclass(frozen=True)
 class FirmwareSigner:
-    """A manufacturer root and a firmware signing certificate it issued (no intermediates, L01)."""
+    """A manufacturer root and a firmware signing certificate it issued (directly, or through the
+    intermediates that follow it in `certificate_pem`)."""
 
     root_pem: str
     key: Key
@@ -120,8 +128,36 @@ class FirmwareSigner:
         return base64.b64encode(self.key.sign(data, ec.ECDSA(hashes.SHA256()))).decode()
 
 
-def make_firmware_signer(*, expired: bool = False) -> FirmwareSigner:
-    root = make_ca("Orge manufacturer root (test)", days=30)
-    start = dt.datetime.now(dt.UTC) - (dt.timedelta(days=30) if expired else dt.timedelta(minutes=5))
-    key, cert = make_leaf(root, "Orge firmware signing (test)", start=start, days=29 if expired else 1)
-    return FirmwareSigner(pem(root[1]), key, pem(cert))
+FLAWS = ("ca-false-issuer", "tls-client-issuer", "no-key-cert-sign", "no-code-signing", "expired", "not-yet-valid", "path-length")
+"""What `make_firmware_signer(flaw=...)` gets wrong; each one must make the signing certificate unusable."""
+
+
+def make_firmware_signer(*, expired: bool = False, flaw: str | None = None,
+                         root: tuple[Key, x509.Certificate] | None = None) -> FirmwareSigner:
+    """A code-signing certificate under a manufacturer root (a new one unless `root` is given), or one
+    with a single `flaw` (see FLAWS): an issuer that is no CA or may not sign certificates, a wrong
+    extended key usage, dates, or an intermediate below a path-length-0 CA."""
+    flaw = "expired" if expired else flaw
+    assert flaw is None or flaw in FLAWS, flaw
+    root = root or make_ca("Orge manufacturer root (test)", days=30)
+    issuer, intermediates = root, []
+    if flaw == "ca-false-issuer":
+        issuer = make_ca("Orge not a CA", issuer=root, days=30, ca=False)
+        intermediates = [issuer[1]]
+    elif flaw == "tls-client-issuer":  # a station's TLS certificate the manufacturer issued, its key on the station
+        issuer = make_leaf(root, "CP-1 (TLS client)")
+        intermediates = [issuer[1]]
+    elif flaw == "no-key-cert-sign":
+        issuer = make_ca("Orge signing CA (no keyCertSign)", issuer=root, days=30, key_cert_sign=False)
+        intermediates = [issuer[1]]
+    elif flaw == "path-length":
+        limited = make_ca("Orge CA (pathlen 0)", issuer=root, days=30, path_length=0)
+        issuer = make_ca("Orge signing CA", issuer=limited, days=30)
+        intermediates = [issuer[1], limited[1]]
+    now = dt.datetime.now(dt.UTC)
+    start = {"expired": now - dt.timedelta(days=30), "not-yet-valid": now + dt.timedelta(days=2)}.get(
+        flaw or "", now - dt.timedelta(minutes=5))
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if flaw == "no-code-signing" else ExtendedKeyUsageOID.CODE_SIGNING
+    key, cert = make_leaf(issuer, "Orge firmware signing (test)", start=start, days=29 if flaw == "expired" else 1,
+                          usage=usage)
+    return FirmwareSigner(pem(root[1]), key, "".join(pem(c) for c in [cert, *intermediates]))

@@ -58,3 +58,39 @@ async def test_daemon_hands_a_signed_update_over_and_reports_installed_once_afte
     assert sent == ["Downloading", "Downloaded", "SignatureVerified", "Installing", "Installed"]
     assert "s3cret-Pw" not in log and "fleet:" not in log
     assert not (state / "firmware" / WHEEL).exists()
+
+
+async def test_firmware_signed_under_a_root_the_csms_installed_is_refused_by_the_root_side(tmp_path: Path) -> None:
+    """A compromised CSMS installs its own ManufacturerRootCertificate and signs a release under it: the
+    daemon's pre-check passes, the real root side (no manufacturer root provisioned by root) refuses,
+    and after the restart the CSMS hears InvalidSignature and a security event."""
+    state = tmp_path / "state"
+    device = tmp_path / "device"  # the root side's view: installed without --firmware-root
+    with artefact_server() as http:
+        http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
+        async with running_station(tmp_path) as (csms, _sim, daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            await csms.call(STATION_ID, "InstallCertificate", {
+                "certificateType": "ManufacturerRootCertificate", "certificate": SIGNER.root_pem})
+            answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": 6, "firmware": {
+                "location": http.url(f"/releases/{WHEEL}"), "retrieveDateTime": datetime.now(UTC).isoformat(),
+                "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}})
+            assert answer["status"] == "Accepted"
+            await csms.wait_for("FirmwareStatusNotification", STATION_ID,
+                                lambda r: r.payload["status"] == "Installing", timeout=20)
+            result = update.run_request(state / "update" / "request.json", root=device, grace_seconds=1, interval=0.05)
+            assert not result.ok and result.refused == "signature"
+            assert update.Layout(device).installed() == []
+            await daemon.stop()
+            since = csms.mark()
+            restarted = await DaemonProcess(daemon.env, tmp_path / "station.log").start()
+            try:
+                refused = await csms.wait_for("FirmwareStatusNotification", STATION_ID,
+                                              lambda r: r.payload["status"] == "InvalidSignature", since=since, timeout=20)
+                assert refused.payload["requestId"] == 6
+                event = await csms.wait_for("SecurityEventNotification", STATION_ID,
+                                            lambda r: r.payload["type"] == "InvalidFirmwareSignature", since=since, timeout=20)
+                assert "no manufacturer root provisioned" in event.payload.get("techInfo", "")
+                await eventually(lambda: not (state / "update" / "result.json").exists(), timeout=10)
+            finally:
+                await restarted.stop()

@@ -35,11 +35,17 @@ def test_sidecar_without_a_digest_gives_none(text: str) -> None:
 
 @pytest.mark.parametrize(("name", "version"), [
     ("ocpp_station-1.5.0-py3-none-any.whl", "1.5.0"),
-    ("ocpp_station-1.5.0rc1.tar.gz", "1.5.0rc1"),
-    ("ocpp-station-2.0.0.tar.gz", "2.0.0"),
+    ("ocpp_station-1.5.0rc1-py3-none-any.whl", "1.5.0rc1"),
 ])
-def test_version_comes_from_the_wheel_or_sdist_name(name: str, version: str) -> None:
+def test_version_comes_from_the_wheel_name(name: str, version: str) -> None:
     assert release_version(name) == version
+
+
+@pytest.mark.parametrize("name", ["ocpp_station-1.5.0rc1.tar.gz", "ocpp-station-2.0.0.tar.gz"])
+def test_an_sdist_is_not_a_release_the_station_installs(name: str) -> None:
+    """Its build code would run as root in station-update."""
+    with pytest.raises(ValueError, match="not a wheel"):
+        release_version(name)
 
 
 @pytest.mark.parametrize("name", ["requests-2.0.0-py3-none-any.whl", "firmware.bin", "ocpp_station.whl", ""])

@@ -21,9 +21,10 @@ from station.devtools.csms import DevCsms, Received
 from station.trust.firmware import FirmwareUpdater
 from tests.firmware_helpers import ARTEFACT, WHEEL, ArtefactServer, artefact_server, make_signer, sha256
 from tests.ocpp_helpers import Rig, eventually
-from tests.pki_helpers import make_firmware_signer
+from tests.pki_helpers import make_ca, make_firmware_signer
 
-SIGNER = make_firmware_signer()
+MANUFACTURER = make_ca("Orge manufacturer root (test)", days=30)
+SIGNER = make_firmware_signer(root=MANUFACTURER)
 """The manufacturer's firmware signing certificate; its root is installed in every rig's updater."""
 
 
@@ -231,6 +232,18 @@ async def test_a_signing_certificate_from_an_unknown_manufacturer_is_refused(rig
     assert http.hits == {}
 
 
+@pytest.mark.parametrize("flaw", ["ca-false-issuer", "no-code-signing"])
+async def test_the_daemon_applies_the_root_sides_rules_to_the_signing_certificate(
+        rig201: Rig, http: ArtefactServer, flaw: str) -> None:
+    signer = make_firmware_signer(flaw=flaw, root=MANUFACTURER)
+    answer = await update_firmware(rig201, http.url(f"/releases/{WHEEL}"), signingCertificate=signer.certificate_pem,
+                                   signature=signer.sign(ARTEFACT))
+    assert answer["status"] == "InvalidCertificate"
+    event = await rig201.csms.wait_for("SecurityEventNotification", timeout=10)
+    assert event.payload["type"] == "InvalidFirmwareSigningCertificate"
+    assert http.hits == {}
+
+
 async def test_an_unsigned_update_is_refused_in_201(rig201: Rig, http: ArtefactServer) -> None:
     answer = await update_firmware(rig201, http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}",
                                    signingCertificate=None, signature=None)
@@ -305,6 +318,15 @@ async def test_a_file_that_is_not_a_release_of_this_project_is_refused(rig201: R
     assert not request_file(tmp_path).exists()
 
 
+async def test_an_sdist_is_refused_before_it_is_downloaded(rig201: Rig, http: ArtefactServer, tmp_path: Path) -> None:
+    """The root side installs wheels only (an sdist's build code would run as root): no point fetching one."""
+    http.files["/releases/ocpp_station-9.9.0.tar.gz"] = (200, ARTEFACT)
+    await update_firmware(rig201, http.url("/releases/ocpp_station-9.9.0.tar.gz") + f"#sha256={sha256(ARTEFACT)}")
+    refused = await final_status(rig201, "InstallVerificationFailed")
+    assert refused.payload["requestId"] == 42
+    assert http.hits == {} and not request_file(tmp_path).exists()
+
+
 # ------------------------------------------------------------------------------- concurrency
 async def test_a_second_request_cancels_a_scheduled_one_and_is_accepted_canceled(rig201: Rig, http: ArtefactServer) -> None:
     location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
@@ -376,6 +398,37 @@ async def test_after_a_rollback_installation_failed_is_reported(tmp_path: Path) 
         failed = await final_status(rig, "InstallationFailed", "Installed")
         assert failed.payload == {"status": "InstallationFailed", "requestId": 42}
         await eventually(lambda: update.read_result(state_dir=tmp_path / "state") is None)
+        await rig.stop()
+
+
+def leave_refusal(state: Path, refused: str, detail: str) -> None:
+    """What the root side leaves when it refuses the hand-over (station.field.update.run_request)."""
+    leave_result(state, ok=True)
+    result = update.Result(False, "failed", "0.1.0", "0.1.0", f"request refused: {detail}", refused=refused)
+    (state / "update" / "result.json").write_text(json.dumps(result.to_json()))
+
+
+async def test_a_signature_the_root_side_refused_is_reported_as_invalid_signature_with_a_security_event(
+        tmp_path: Path) -> None:
+    leave_refusal(tmp_path / "state", "signature", "no manufacturer root provisioned by root")
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("201", csms, tmp_path)
+        refused = await final_status(rig, "InvalidSignature", "Installed", "InstallationFailed")
+        assert refused.payload == {"status": "InvalidSignature", "requestId": 42}
+        event = await csms.wait_for("SecurityEventNotification", timeout=10)
+        assert event.payload["type"] == "InvalidFirmwareSignature"
+        await eventually(lambda: update.read_result(state_dir=tmp_path / "state") is None)
+        await rig.stop()
+    assert [r.payload["type"] for r in csms.calls("SecurityEventNotification")] == ["InvalidFirmwareSignature"]
+
+
+async def test_an_artefact_the_root_side_could_not_verify_is_reported_as_install_verification_failed(
+        tmp_path: Path) -> None:
+    leave_refusal(tmp_path / "state", "verification", "the request names version 0.9.0 but the signed artefact is version 2.0.0")
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("201", csms, tmp_path)
+        failed = await final_status(rig, "InstallVerificationFailed", "Installed", "InstallationFailed")
+        assert failed.payload == {"status": "InstallVerificationFailed", "requestId": 42}
         await rig.stop()
 
 

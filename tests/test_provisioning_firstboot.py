@@ -21,12 +21,12 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_identity_file_is_installed_0600_and_removed_from_the_boot_partition(root: Path) -> None:
+def test_identity_file_is_installed_0640_and_removed_from_the_boot_partition(root: Path) -> None:
     source = root / "boot/firmware/station-identity.env"
     source.write_text(IDENTITY)
     assert firstboot.main(["--root", str(root)]) == 0
     env_path = root / "etc/ocpp_station.env"
-    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o640  # root:station: the daemon reads, cannot write
     values = envfile.read(env_path)
     assert values["OCPP_STATION_NAME"] == "CP-0042"
     assert values["OCPP_STATION_PASSWORD"] == "s3cr$t #pw"  # survives quoting intact

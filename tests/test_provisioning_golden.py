@@ -42,3 +42,15 @@ def test_golden_image_keeps_the_release_and_removes_identity(tmp_path: Path) -> 
         assert not (root / gone).exists(), gone
     assert (root / "var/log/syslog").read_text() == ""
     assert "master is clean" in result.stdout
+
+
+def test_a_golden_image_never_allows_unsigned_firmware(tmp_path: Path) -> None:
+    systemctl, _ = fake_systemctl(tmp_path / "bin")
+    result = subprocess.run(
+        ["bash", str(REPO / "provisioning/golden-image.sh"), "--root", str(tmp_path / "root"), "--no-apt",
+         "--artefact", str(build_fake_wheel(tmp_path / "wheels", "1.0.0")), "--pip", pip_command(),
+         "--dev-allow-unsigned-firmware"],
+        capture_output=True, text=True, timeout=120, env=offline_env(SYSTEMCTL=str(systemctl)),
+    )
+    assert result.returncode == 2 and "never a fleet image" in result.stderr
+    assert not (tmp_path / "root/opt/station").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from station.field import update
+from tests.pki_helpers import make_firmware_signer
 from tests.provisioning_support import build_fake_wheel, calls, fake_systemctl, make_release, pip_command
 
 FAST = {"grace_seconds": 0.5, "interval": 0.05}
@@ -112,9 +113,13 @@ def test_daemon_request_is_carried_out_and_leaves_a_result(
 ) -> None:
     root = device["root"]
     monkeypatch.setenv("FAKE_BROKEN_VERSIONS", "3.0.0")
+    signer = make_firmware_signer()
+    (root / "etc/station/firmware-roots").mkdir(parents=True)
+    (root / "etc/station/firmware-roots/manufacturer.pem").write_text(signer.root_pem)  # install.sh --firmware-root
     state = root / "var/lib/station"
     wheel = build_fake_wheel(state / "firmware", "3.0.0")
-    request = update.request_update(wheel, "3.0.0", sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(), state_dir=state)
+    request = update.request_update(wheel, "3.0.0", sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(), state_dir=state,
+                                    signing_certificate=signer.certificate_pem, signature=signer.sign(wheel.read_bytes()))
     result = update.run_request(request, root=root, **FAST)
     assert result.action == "rolled-back"
     assert not request.exists()
@@ -137,3 +142,22 @@ def test_cli_exit_code_1_on_rollback_and_stub_smoke_override(device: dict[str, P
     out = json.loads(proc.stdout)
     assert out["action"] == "rolled-back" and out["attempts"] == 1  # auth failure: no waiting
     assert current(root) == "1.0.0"
+
+
+def test_a_version_below_the_current_one_is_refused_without_allow_downgrade(device: dict[str, Path]) -> None:
+    root = device["root"]
+    make_release(root, "0.9.0")
+    result = update.update("0.9.0", "", root=root, **FAST)
+    assert not result.ok and result.refused == "downgrade" and "--allow-downgrade" in result.detail
+    assert current(root) == "1.0.0" and calls(device["log"]) == []
+
+
+def test_cli_allow_downgrade_switches_to_an_older_release(device: dict[str, Path]) -> None:
+    root = device["root"]
+    make_release(root, "0.9.0")
+    cli = [sys.executable, "-m", "station.field.update", "0.9.0", "--root", str(root), "--grace", "5", "--interval", "0.05"]
+    refused = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and json.loads(refused.stdout)["refused"] == "downgrade"
+    allowed = subprocess.run([*cli, "--allow-downgrade"], capture_output=True, text=True, timeout=60)
+    assert allowed.returncode == 0, allowed.stderr
+    assert current(root) == "0.9.0"

@@ -7,23 +7,18 @@ probe that once turned such a file into `640 nobody:nogroup` holding the result 
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import hashlib
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.x509.oid import NameOID
 
-from station.field import update
-from tests.provisioning_support import build_fake_wheel
+from station.field import request_intake, update
+from tests.pki_helpers import FLAWS, FirmwareSigner, make_ca, make_firmware_signer
+from tests.provisioning_support import build_fake_wheel, calls
 from tests.test_provisioning_update import device as device_tree  # noqa: F401 — fixture
 
 FAST = {"grace_seconds": 0.5, "interval": 0.05}
@@ -31,9 +26,34 @@ NOBODY = 65534
 VICTIM_TEXT = "root:x:0:0:root:/root:/bin/bash\n"
 
 
+SIGNER_ROOT = make_ca("Orge manufacturer root (test)", days=30)
+SIGNER = make_firmware_signer(root=SIGNER_ROOT)
+"""The manufacturer's signing certificate; root provisioned its root on every test device."""
+
+
+def provision_root(root: Path, signer: FirmwareSigner = SIGNER) -> Path:
+    """What install.sh --firmware-root does: the manufacturer root, root-owned, in etc/station/firmware-roots/."""
+    anchors = root / request_intake.TRUST_DIR
+    anchors.mkdir(parents=True, exist_ok=True)
+    path = anchors / "manufacturer.pem"
+    path.write_text(signer.root_pem)
+    return path
+
+
 @pytest.fixture
 def device(device_tree: dict[str, Path]) -> Path:
-    """The update tests' device (1.0.0 current, systemctl stubbed) with the daemon's state directory."""
+    """The update tests' device (1.0.0 current, systemctl stubbed, manufacturer root provisioned)
+    with the daemon's state directory."""
+    root = device_tree["root"]
+    (root / "var/lib/station/update").mkdir(parents=True)
+    (root / "var/lib/station/firmware").mkdir(parents=True)
+    provision_root(root)
+    return root
+
+
+@pytest.fixture
+def bare_device(device_tree: dict[str, Path]) -> Path:
+    """A device installed without --firmware-root: no manufacturer root on the root side."""
     root = device_tree["root"]
     (root / "var/lib/station/update").mkdir(parents=True)
     (root / "var/lib/station/firmware").mkdir(parents=True)
@@ -67,10 +87,14 @@ def give_to_daemon_user(root: Path) -> None:
 
 
 def request(root: Path, version: str, *, sha256: str | None = None, artefact: Path | None = None,
-            **extra: str) -> tuple[Path, Path]:
-    wheel = build_fake_wheel(state(root) / "firmware", version)
-    digest = sha256 or hashlib.sha256(wheel.read_bytes()).hexdigest()
-    path = update.request_update(artefact or wheel, version, sha256=digest, state_dir=state(root), **extra)
+            signer: FirmwareSigner | None = SIGNER, wheel_version: str | None = None) -> tuple[Path, Path]:
+    """The daemon's request for `version` (a signed wheel of `wheel_version`, by default the same;
+    `signer=None`: checksum only)."""
+    wheel = artefact or build_fake_wheel(state(root) / "firmware", wheel_version or version)
+    data = wheel.read_bytes()
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    signed = {"signing_certificate": signer.certificate_pem, "signature": signer.sign(data)} if signer else {}
+    path = update.request_update(wheel, version, sha256=digest, state_dir=state(root), **signed)
     return path, wheel
 
 
@@ -164,67 +188,151 @@ def test_a_request_without_a_checksum_is_refused(device: Path) -> None:
 
 
 # --------------------------------------------------------------------------- signatures
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey,
-          *, ca: bool) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(issuer_key, hashes.SHA256()))
-
-
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def signer(anchor_dir: Path | None) -> tuple[ec.EllipticCurvePrivateKey, str]:
-    """A signing key and its certificate, issued by a root that is (or is not) installed as anchor."""
-    root_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    root_cert = _cert("Manufacturer Root", root_key, "Manufacturer Root", root_key, ca=True)
-    if anchor_dir is not None:
-        anchor_dir.mkdir(parents=True, exist_ok=True)
-        (anchor_dir / "manufacturer.pem").write_text(_pem(root_cert))
-    return key, _pem(_cert("Firmware Signing", key, "Manufacturer Root", root_key, ca=False))
-
-
-def signed_request(root: Path, version: str, key: ec.EllipticCurvePrivateKey, cert: str, *,
-                   tamper: bool = False) -> Path:
-    wheel = build_fake_wheel(state(root) / "firmware", version)
-    digest = hashlib.sha256(wheel.read_bytes()).digest()
-    signature = key.sign(digest if not tamper else hashlib.sha256(b"other").digest(), ec.ECDSA(Prehashed(hashes.SHA256())))
-    return update.request_update(wheel, version, sha256=digest.hex(), state_dir=state(root),
-                                 signing_certificate=cert, signature=base64.b64encode(signature).decode())
-
-
-def test_a_release_signed_under_an_installed_anchor_is_installed(device: Path) -> None:
-    key, cert = signer(device / "etc/station/firmware-roots")
-    result = update.run_request(signed_request(device, "1.1.0", key, cert), root=device, **FAST)
-    assert result.ok and "chains to an installed trust anchor" in result.detail
+def test_a_release_signed_under_the_provisioned_manufacturer_root_is_installed(device: Path) -> None:
+    path, _ = request(device, "1.1.0")
+    result = update.run_request(path, root=device, **FAST)
+    assert result.ok and "chains to a manufacturer root provisioned by root" in result.detail
+    assert installed(device, "1.1.0")
 
 
 def test_with_anchors_installed_an_unsigned_release_is_refused(device: Path) -> None:
-    signer(device / "etc/station/firmware-roots")
-    path, _ = request(device, "1.1.0")
+    path, _ = request(device, "1.1.0", signer=None)
     result = update.run_request(path, root=device, **FAST)
-    assert not result.ok and "unsigned" in result.detail
+    assert not result.ok and "unsigned" in result.detail and result.refused == "signature"
     assert not installed(device, "1.1.0")
 
 
+def test_a_checksum_only_request_is_refused_when_no_manufacturer_root_is_provisioned(bare_device: Path) -> None:
+    """The station user skips the CSMS and leaves a request with a checksum of its own artefact."""
+    path, _ = request(bare_device, "1.1.0", signer=None)
+    give_to_daemon_user(bare_device)
+    result = update.run_request(path, root=bare_device, **FAST)
+    assert not result.ok and result.refused == "signature" and "no manufacturer root provisioned" in result.detail
+    assert not installed(bare_device, "1.1.0")
+    written = json.loads((path.parent / "result.json").read_text())
+    assert written["refused"] == "signature" and not written["ok"]
+
+
+def test_a_root_the_csms_installed_is_not_trusted_by_the_root_side(bare_device: Path) -> None:
+    """The CSMS installs its own root over OCPP (the daemon's store) and signs firmware under it."""
+    csms = make_firmware_signer()
+    store = state(bare_device) / "pki/roots/ManufacturerRootCertificate"  # where InstallCertificate puts it
+    store.mkdir(parents=True)
+    (store / "csms.pem").write_text(csms.root_pem)
+    path, _ = request(bare_device, "1.1.0", signer=csms)
+    give_to_daemon_user(bare_device)
+    result = update.run_request(path, root=bare_device, **FAST)
+    assert not result.ok and result.refused == "signature" and "no manufacturer root provisioned" in result.detail
+    assert not installed(bare_device, "1.1.0")
+
+
 def test_a_signing_certificate_from_another_root_is_refused(device: Path) -> None:
-    signer(device / "etc/station/firmware-roots")
-    key, cert = signer(None)
-    result = update.run_request(signed_request(device, "1.1.0", key, cert), root=device, **FAST)
-    assert not result.ok and "does not chain" in result.detail
+    path, _ = request(device, "1.1.0", signer=make_firmware_signer())
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and "does not chain" in result.detail and result.refused == "signature"
+    assert not installed(device, "1.1.0")
+
+
+@pytest.mark.parametrize("flaw", FLAWS)
+def test_the_root_side_refuses_a_signing_certificate_with_a_flaw(device: Path, flaw: str) -> None:
+    signer = make_firmware_signer(flaw=flaw, root=SIGNER_ROOT)
+    path, _ = request(device, "1.1.0", signer=signer)
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and "signing certificate refused by the root side" in result.detail
+    assert result.refused == "signature"
     assert not installed(device, "1.1.0")
 
 
 def test_a_signature_over_other_bytes_is_refused_by_the_root_side(device: Path) -> None:
-    key, cert = signer(device / "etc/station/firmware-roots")
-    result = update.run_request(signed_request(device, "1.1.0", key, cert, tamper=True), root=device, **FAST)
-    assert not result.ok and "signature" in result.detail
+    path, wheel = request(device, "1.1.0")
+    data = json.loads(path.read_text())
+    data["signature"] = SIGNER.sign(b"other bytes")
+    path.write_text(json.dumps(data))
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and "signature" in result.detail and result.refused == "signature"
     assert not installed(device, "1.1.0")
+
+
+def test_anchors_in_a_directory_others_may_write_are_not_trusted(device: Path) -> None:
+    (device / request_intake.TRUST_DIR).chmod(0o777)
+    path, _ = request(device, "1.1.0")
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and "no manufacturer root provisioned" in result.detail
+    assert not installed(device, "1.1.0")
+
+
+def test_a_development_install_accepts_a_checksum_only_request(bare_device: Path) -> None:
+    (bare_device / request_intake.DEV_UNSIGNED_MARKER).parent.mkdir(parents=True, exist_ok=True)
+    (bare_device / request_intake.DEV_UNSIGNED_MARKER).write_text("development install\n")
+    path, _ = request(bare_device, "1.1.0", signer=None)
+    result = update.run_request(path, root=bare_device, **FAST)
+    assert result.ok and "development install" in result.detail
+
+
+# ----------------------------------------------------------------------- versions, replays
+def test_the_version_installed_is_the_one_inside_the_wheel(device: Path) -> None:
+    path, _ = request(device, "1.1.0")
+    result = update.run_request(path, root=device, **FAST)
+    assert result.ok and result.version == "1.1.0"
+    assert (update.Layout(device).release("1.1.0") / "VERSION").read_text() == "1.1.0\n"
+
+
+def test_a_newer_signed_artefact_replayed_as_an_older_version_is_refused(device: Path) -> None:
+    """A signed 2.0.0 wheel handed over as "0.9.0": never installed under a name it does not carry."""
+    path, _ = request(device, "0.9.0", wheel_version="2.0.0")
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and result.refused == "verification"
+    assert "names version 0.9.0 but the signed artefact is version 2.0.0" in result.detail
+    assert update.Layout(device).installed() == ["1.0.0"] and calls_made(device) == []
+
+
+def test_an_older_signed_release_is_refused_as_a_downgrade(device: Path) -> None:
+    path, _ = request(device, "0.9.0")
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and result.refused == "downgrade" and "downgrade from 1.0.0 to 0.9.0" in result.detail
+    assert not installed(device, "0.9.0") and current(device) == "1.0.0"
+
+
+def test_root_may_allow_a_downgrade(device: Path) -> None:
+    path, _ = request(device, "0.9.0")
+    result = update.run_request(path, root=device, allow_downgrade=True, **FAST)
+    assert result.ok and result.action == "updated" and current(device) == "0.9.0"
+
+
+def test_replaying_the_current_release_changes_nothing(device: Path) -> None:
+    path, _ = request(device, "1.0.0")
+    result = update.run_request(path, root=device, **FAST)
+    assert result.ok and result.action == "unchanged"
+    assert calls_made(device) == [] and current(device) == "1.0.0"
+
+
+def test_an_installed_release_is_not_switched_to_for_another_artefact_of_its_version(device: Path) -> None:
+    path, _ = request(device, "1.1.0")
+    assert update.run_request(path, root=device, **FAST).ok
+    update.switch("1.0.0", root=device)
+    other = build_fake_wheel(device / "other", "1.1.0")
+    with zipfile.ZipFile(other, "a") as wheel:
+        wheel.writestr("extra.txt", "a different build of 1.1.0")
+    target = state(device) / "firmware" / other.name
+    target.write_bytes(other.read_bytes())
+    path, _ = request(device, "1.1.0", artefact=target)
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and "already installed from another artefact" in result.detail
+    assert current(device) == "1.0.0"
+
+
+def test_a_request_for_an_sdist_is_refused(device: Path) -> None:
+    sdist = state(device) / "firmware" / "ocpp_station-1.1.0.tar.gz"
+    sdist.write_bytes(b"not installed as root")
+    path, _ = request(device, "1.1.0", artefact=sdist)
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and "wheels only" in result.detail and result.refused == "verification"
+
+
+def current(root: Path) -> str | None:
+    layout = update.Layout(root)
+    return layout.version_of(layout.current)
+
+
+def calls_made(root: Path) -> list[str]:
+    return calls(root.parent / "bin" / "systemctl.log")

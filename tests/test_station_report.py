@@ -53,6 +53,7 @@ async def test_report_with_the_daemon_running_holds_its_state_and_fresh_frames(t
     async with running_station(tmp_path, STATION_LOG_FILE=str(tmp_path / "daemon.log"),
                                OCPP_STATION_PASSWORD=CANARY_PASSWORD) as (csms, _sim, daemon):
         await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+        (tmp_path / "out").mkdir()
         code, out, err = await report(daemon.env, "--out", str(tmp_path / "out") + "/")
     assert code == 0, err
     [archive] = list((tmp_path / "out").glob("*.tar.gz"))

@@ -107,6 +107,26 @@ def test_security_exposure_is_at_most_3(unit: str) -> None:
     assert score <= MAX_EXPOSURE
 
 
+@needs_analyze
+def test_firstboot_exposure_is_at_most_5() -> None:
+    """Issue 21 finding 8: first boot ran as unconfined root (exposure 9.6)."""
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", str(UNIT_DIR / "station-firstboot.service")],
+        capture_output=True, text=True, timeout=60,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    print(f"systemd-analyze security station-firstboot.service: exposure {match.group(1)}")
+    assert float(match.group(1)) <= 5.0
+
+
+def test_firstboot_keeps_only_the_capabilities_its_files_and_the_switch_to_station_need() -> None:
+    keys = unit_keys("station-firstboot.service")
+    assert set(keys["CapabilityBoundingSet"][0].split()) == {"CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE",
+                                                              "CAP_SETUID", "CAP_SETGID"}
+    assert keys["ProtectSystem"] == ["strict"] and keys["NoNewPrivileges"] == ["yes"]
+
+
 def test_daemon_unit_is_a_restarting_notify_service_with_watchdog() -> None:
     keys = unit_keys("station.service")
     assert keys["Type"] == ["notify"]

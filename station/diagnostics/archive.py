@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from station import __version__
 from station.logs import mask_tokens
+from station.storage import safefile
 
 DIAGNOSTICS = "DiagnosticsLog"
 SECURITY = "SecurityLog"
@@ -139,23 +139,31 @@ def journal_lines(since: datetime | None, until: datetime | None) -> Iterator[st
 
 def file_lines(path: Path, since: datetime | None, until: datetime | None) -> Iterator[str]:
     """Lines of a log file whose time stamp is in the window; a line without one (a traceback's)
-    goes with the line before it. The rotated predecessor (``.1``) is read first."""
+    goes with the line before it. The rotated predecessor (``.1``) is read first.
+
+    `sudo station report` reads the daemon's log as root, in a directory the daemon's user
+    writes: a name there that is a link, a FIFO or a hard link is skipped, never followed."""
     low = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if since else ""
     high = until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.999999") if until else "~"
     keep = False
-    for candidate in (path.with_name(path.name + ".1"), path):
-        try:
-            handle = candidate.open(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        with handle:
-            for line in handle:
-                match = _LOG_STAMP.search(line, 0, 200)
-                if match:
-                    stamp = f"{match.group(1)}T{match.group(2)}"
-                    keep = low <= stamp <= high
-                if keep:
-                    yield line
+    try:
+        directory = safefile.open_dir(path.parent)
+    except OSError:
+        return
+    with directory:
+        for name in (path.name + ".1", path.name):
+            try:
+                raw = directory.open_read(name, limit=None)
+            except OSError:
+                continue
+            with io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    match = _LOG_STAMP.search(line, 0, 200)
+                    if match:
+                        stamp = f"{match.group(1)}T{match.group(2)}"
+                        keep = low <= stamp <= high
+                    if keep:
+                        yield line
 
 
 def station_log_lines(sources: Sources, since: datetime | None, until: datetime | None) -> tuple[str, Iterable[str]]:
@@ -170,39 +178,45 @@ def station_log_lines(sources: Sources, since: datetime | None, until: datetime 
 
 # ---------------------------------------------------------------------------------- building
 class _Member:
-    """Text collected into memory-bounded chunks on a temp file, then added to the tar."""
+    """Text collected into a nameless scratch file in the target directory, then added to the tar."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: safefile.SafeDir, name: str) -> None:
         self.name = name
-        self.path = directory / f".{name}.part"
-        self.handle = self.path.open("w", encoding="utf-8", newline="\n")
+        self.handle = directory.scratch()
         self.size = 0
         self.cut = False
 
     def write_lines(self, lines: Iterable[str], mask: Callable[[str], str], limit: int = MAX_LOG_BYTES) -> None:
         for line in lines:
-            text = mask(line if line.endswith("\n") else line + "\n")
-            if self.size + len(text) > limit:
+            data = mask(line if line.endswith("\n") else line + "\n").encode("utf-8", errors="replace")
+            if self.size + len(data) > limit:
                 self.cut = True
-                self.handle.write("(cut: member larger than the archive allows)\n")
+                data = b"(cut: member larger than the archive allows)\n"
+                self.handle.write(data)
+                self.size += len(data)
                 break
-            self.handle.write(text)
-            self.size += len(text)
+            self.handle.write(data)
+            self.size += len(data)
 
     def close(self) -> None:
         self.handle.close()
 
 
 def build(target_dir: Path, sources: Sources, *, log_type: str = DIAGNOSTICS, since: datetime | None = None,
-          until: datetime | None = None, now: datetime | None = None, name: str | None = None) -> Built:
-    """Write the archive into ``target_dir``; returns where, how large, how long it took."""
+          until: datetime | None = None, now: datetime | None = None, name: str | None = None,
+          create_dir: bool = True) -> Built:
+    """Write the archive into ``target_dir``; returns where, how large, how long it took.
+
+    ``create_dir`` False: a missing ``target_dir`` is an error (FileNotFoundError), never created.
+    Everything goes through `station.storage.safefile` (run as root by `sudo station report`, the
+    directory may be another user's): members are nameless scratch files, the archive a fresh file
+    under an unpredictable name renamed into place, never a planted link written through."""
     import tarfile  # only when an archive is built
 
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     name = name or archive_name(sources.station_id, log_type, now)
     base = name.removesuffix(".tar.gz")
-    target_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     mask = sources.mask
     members: list[_Member] = []
     manifest: dict[str, Any] = {
@@ -210,65 +224,59 @@ def build(target_dir: Path, sources: Sources, *, log_type: str = DIAGNOSTICS, si
         "created": now.astimezone(UTC).isoformat(), "oldest": since.isoformat() if since else None,
         "latest": until.isoformat() if until else None, "members": {},
     }
-    try:
-        if log_type == SECURITY:
-            member = _Member(target_dir, "security.log")
-            members.append(member)
-            if sources.security_lines is not None:
-                member.write_lines(sources.security_lines(since, until), mask)
-                manifest["members"]["security.log"] = "the station's local security log"
-            else:
-                member.write_lines(["(this station keeps no security log yet)\n"], mask)
-                manifest["members"]["security.log"] = "no security log"
-        else:
-            origin, lines = station_log_lines(sources, since, until)
-            member = _Member(target_dir, "station.log")
-            members.append(member)
-            member.write_lines(lines, mask)
-            manifest["members"]["station.log"] = f"the station's log lines; source: {origin}"
-            for member_name, data, what in (
-                ("config.json", sources.config, "effective configuration, secrets masked"),
-                ("state.json", sources.snapshot, "state snapshot when the archive was built"),
-            ):
-                member = _Member(target_dir, member_name)
+    with safefile.open_dir(target_dir, make=0o750 if create_dir else None) as directory:
+        try:
+            if log_type == SECURITY:
+                member = _Member(directory, "security.log")
                 members.append(member)
-                data = mask_tokens(mask_config(data) if member_name == "config.json" else data)  # drivers' tokens too
-                member.write_lines([json.dumps(data, indent=2, sort_keys=True, default=str)], mask)
-                manifest["members"][member_name] = what
-            member = _Member(target_dir, "flight-recorder.log")
-            members.append(member)
-            if sources.recorder_lines is not None:
-                member.write_lines(sources.recorder_lines(since.timestamp() if since else None,
-                                                          until.timestamp() if until else None), mask)
-                manifest["members"]["flight-recorder.log"] = "raw ESP32 bytes, OCPP frames, meter readings"
+                if sources.security_lines is not None:
+                    member.write_lines(sources.security_lines(since, until), mask)
+                    manifest["members"]["security.log"] = "the station's local security log"
+                else:
+                    member.write_lines(["(this station keeps no security log yet)\n"], mask)
+                    manifest["members"]["security.log"] = "no security log"
             else:
-                member.write_lines(["(flight recorder off)\n"], mask)
-                manifest["members"]["flight-recorder.log"] = "flight recorder off"
-        for member in members:
-            member.close()
-            if member.cut:
-                manifest["members"][member.name] += " (cut at the size limit)"
-        path = target_dir / name
-        tmp = target_dir / f".{name}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
-            data = json.dumps(manifest, indent=2).encode()
-            info = tarfile.TarInfo(f"{base}/manifest.json")
-            info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o644
-            tar.addfile(info, io.BytesIO(data))
+                origin, lines = station_log_lines(sources, since, until)
+                member = _Member(directory, "station.log")
+                members.append(member)
+                member.write_lines(lines, mask)
+                manifest["members"]["station.log"] = f"the station's log lines; source: {origin}"
+                for member_name, data, what in (
+                    ("config.json", sources.config, "effective configuration, secrets masked"),
+                    ("state.json", sources.snapshot, "state snapshot when the archive was built"),
+                ):
+                    member = _Member(directory, member_name)
+                    members.append(member)
+                    data = mask_tokens(mask_config(data) if member_name == "config.json" else data)  # drivers' tokens too
+                    member.write_lines([json.dumps(data, indent=2, sort_keys=True, default=str)], mask)
+                    manifest["members"][member_name] = what
+                member = _Member(directory, "flight-recorder.log")
+                members.append(member)
+                if sources.recorder_lines is not None:
+                    member.write_lines(sources.recorder_lines(since.timestamp() if since else None,
+                                                              until.timestamp() if until else None), mask)
+                    manifest["members"]["flight-recorder.log"] = "raw ESP32 bytes, OCPP frames, meter readings"
+                else:
+                    member.write_lines(["(flight recorder off)\n"], mask)
+                    manifest["members"]["flight-recorder.log"] = "flight recorder off"
             for member in members:
-                info = tar.gettarinfo(str(member.path), arcname=f"{base}/{member.name}")
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mode = 0o644
-                with member.path.open("rb") as handle:
-                    tar.addfile(info, handle)
-        os.replace(tmp, path)
-    finally:
-        for member in members:
-            if not member.handle.closed:
-                member.handle.close()
-            member.path.unlink(missing_ok=True)
-        (target_dir / f".{name}.part").unlink(missing_ok=True)
+                if member.cut:
+                    manifest["members"][member.name] += " (cut at the size limit)"
+            with directory.writer(name, mode=0o640) as raw, \
+                    tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
+                data = json.dumps(manifest, indent=2).encode()
+                info = tarfile.TarInfo(f"{base}/manifest.json")
+                info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o644
+                tar.addfile(info, io.BytesIO(data))
+                for member in members:
+                    member.handle.flush()
+                    member.handle.seek(0)
+                    info = tarfile.TarInfo(f"{base}/{member.name}")
+                    info.size, info.mtime, info.mode = member.size, int(now.timestamp()), 0o644
+                    tar.addfile(info, member.handle)
+        finally:
+            for member in members:
+                member.close()
+        size = directory.lstat(name).st_size  # type: ignore[union-attr]
     sizes = {"manifest.json": len(json.dumps(manifest, indent=2))} | {m.name: m.size for m in members}
-    return Built(path, path.stat().st_size, time.perf_counter() - started, sizes)
+    return Built(Path(target_dir) / name, size, time.perf_counter() - started, sizes)

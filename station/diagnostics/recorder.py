@@ -40,6 +40,7 @@ SEGMENTS = 4
 FLUSH_SECONDS = 1.0
 REOPEN_SECONDS = 60.0
 _NAME = re.compile(r"^flight-(\d{6})\.log$")
+SEGMENT_NAME = _NAME
 STAMP_LENGTH = len("2026-11-30T00:12:03.123Z")
 
 

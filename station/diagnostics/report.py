@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import os
 import re
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from station import exitcodes
 from station.diagnostics import archive
+from station.storage import safefile
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -48,12 +52,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--security", action="store_true", help="the security log instead of the diagnostics archive")
 
 
+def plain_file(path: Path) -> bool:
+    """Is `path` a regular file, reached without following a link the daemon's user planted? (The
+    state database is opened by SQLite by name afterwards: a check, not a guarantee.)"""
+    try:
+        with safefile.open_dir(path.parent) as directory:
+            info = directory.lstat(path.name)
+    except OSError:
+        return False
+    return info is not None and stat.S_ISREG(info.st_mode)
+
+
 def _offline_snapshot(settings: Any) -> dict[str, Any]:
     """What the state database says when no daemon answers (read only)."""
     snapshot: dict[str, Any] = {"daemon": "not running (or its socket is not reachable)"}
     db = Path(settings.db_path)
     if not db.exists():
         snapshot["store"] = f"{db} does not exist"
+        return snapshot
+    if not plain_file(db):
+        snapshot["store"] = f"{db} is not a plain file (a link?): not read"
         return snapshot
     import sqlite3
 
@@ -73,7 +91,7 @@ def _offline_security(settings: Any, since: datetime | None, until: datetime | N
     """The security log as the state database holds it (times as stamped: the daemon corrects
     those taken before its clock was trusted; without it they are shown as recorded)."""
     db = Path(settings.db_path)
-    if not db.exists():
+    if not plain_file(db):
         return None
     import sqlite3
 
@@ -98,6 +116,58 @@ def _offline_security(settings: Any, since: datetime | None, until: datetime | N
     return lines
 
 
+def recorder_lines(directory: Path, since: float | None, until: float | None) -> Iterator[str]:
+    """The flight recorder's lines in the window, read as `recorder.read_lines` does but safely: run as
+    root, the ring is in the daemon user's directory, so a segment that is a link, a FIFO or a hard
+    link (or a linked ring directory) is skipped, never followed."""
+    from station.diagnostics.recorder import SEGMENT_NAME, STAMP_LENGTH, stamp_of
+
+    low = stamp_of(since) if since is not None else ""
+    high = stamp_of(until) if until is not None else "~"
+    try:
+        ring = safefile.open_dir(directory)
+    except OSError:
+        return
+    with ring:
+        for name in sorted(n for n in ring.listdir() if SEGMENT_NAME.match(n)):
+            try:
+                raw = ring.open_read(name, limit=None)
+            except OSError:
+                continue
+            with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
+                if since is not None and os.fstat(raw.fileno()).st_mtime < since - 1:
+                    continue  # last written before the window opened
+                for line in handle:
+                    stamp = line[:STAMP_LENGTH]
+                    if stamp > high:
+                        break
+                    if stamp >= low and line.endswith("\n"):
+                        yield line
+
+
+def _recorder_dir(settings: Any, answered: object) -> Path:
+    """The ring of the configured state directory. A directory the daemon names over IPC is never
+    taken: the daemon's user could make it name any directory root can read."""
+    configured = Path(settings.state_dir) / "flight-recorder"
+    if answered and Path(str(answered)) != configured:
+        print(f"station report: ignoring the recorder directory the daemon named ({answered}); "
+              f"reading {configured}", file=sys.stderr)
+    return configured
+
+
+def output_place(out: str | None) -> tuple[Path, str | None]:
+    """(existing directory, archive name or None for the default) for ``--out``; ValueError saying why
+    not. A missing directory is never created: `sudo station report` must not make directories."""
+    path = Path(out) if out else Path.cwd()
+    if not out or out.endswith("/") or path.is_dir():
+        directory, name = path, None
+    else:
+        directory, name = path.parent, path.name
+    if not directory.is_dir():
+        raise ValueError(f"--out: directory {directory} does not exist (create it first)")
+    return directory, name
+
+
 async def _from_daemon(socket: Path, since: datetime | None, until: datetime | None) -> dict[str, Any] | None:
     from station.ipc.client import DaemonUnavailable, IpcClient
     from station.ipc.protocol import IpcError
@@ -114,7 +184,6 @@ async def _from_daemon(socket: Path, since: datetime | None, until: datetime | N
 
 def run(args: argparse.Namespace, settings: Any, settings_values: dict[str, Any]) -> int:
     from station import logs
-    from station.diagnostics.recorder import read_lines
 
     logs.register_secrets(settings.secrets())
     now = datetime.now(UTC)
@@ -124,32 +193,31 @@ def run(args: argparse.Namespace, settings: Any, settings_values: dict[str, Any]
     except ValueError as exc:
         print(f"station report: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    try:
+        directory, name = output_place(args.out)
+    except ValueError as exc:
+        print(f"station report: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
     daemon = asyncio.run(_from_daemon(settings.ipc_socket, since, until))
-    recorder_dir = Path(settings.state_dir) / "flight-recorder"
+    recorder_dir = _recorder_dir(settings, daemon.get("recorder") if daemon is not None else None)
     security: list[str] | None = None
     if daemon is not None:
         config, snapshot = daemon["config"], daemon["snapshot"]
         security = daemon.get("security")
-        if daemon.get("recorder"):
-            recorder_dir = Path(daemon["recorder"])
     else:
         config, snapshot = {"settings": settings_values}, _offline_snapshot(settings)
         security = _offline_security(settings, since, until)
     sources = archive.Sources(
         station_id=settings.station_name, config=config, snapshot=snapshot,
-        recorder_lines=lambda low, high: read_lines(recorder_dir, low, high) if recorder_dir.is_dir() else (),
+        recorder_lines=lambda low, high: recorder_lines(recorder_dir, low, high),
         log_file=getattr(settings, "log_file", None),
         security_lines=(lambda _low, _high: security) if security is not None else None,
         mask=logs.redact_text,
     )
-    out = Path(args.out) if args.out else Path.cwd()
-    if out.is_dir() or (args.out or "").endswith("/"):
-        directory, name = out, None
-    else:
-        directory, name = out.parent, out.name
     log_type = archive.SECURITY if args.security else archive.DIAGNOSTICS
     try:
-        built = archive.build(directory, sources, log_type=log_type, since=since, until=until, now=now, name=name)
+        built = archive.build(directory, sources, log_type=log_type, since=since, until=until, now=now, name=name,
+                              create_dir=False)
     except OSError as exc:
         print(f"station report: cannot write the archive into {directory}: {exc.strerror or exc}", file=sys.stderr)
         return exitcodes.FAILURE

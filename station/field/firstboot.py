@@ -2,10 +2,12 @@
 
 The golden image carries no identity. The fleet tool writes one ``station-identity.env`` per
 device onto the boot partition (FAT, readable from any laptop); at first boot this installs
-it as ``/etc/ocpp_station.env`` (0600, owner ``station``), deletes the source (it holds the
-password on a world-readable partition), generates the local API token, regenerates SSH host
-keys if the image has none, and runs ``station --once``, recording its result in
-``/var/lib/station/firstboot.json``. Running it again is safe: without an identity file it
+it as ``/etc/ocpp_station.env`` (``root:station`` 0640: the daemon reads its configuration,
+only root changes it), deletes the source (it holds the password on a world-readable partition),
+generates the local API token, regenerates SSH host keys if the image has none, and runs
+``station --once`` as the ``station`` user (release code never runs as root when it need not),
+recording its result in ``/var/lib/station/firstboot.json``. Files in the station's state
+directory are written through `station.storage.safefile` (the directory is the station user's). Running it again is safe: without an identity file it
 keeps the installed identity, keeps the token, and only repeats the smoke test.
 
 Exit codes: 0 provisioned and healthy, 2 no identity anywhere (device not provisioned),
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from station import envfile
 from station.field import hostops
+from station.storage import safefile
 
 IDENTITY_NAME = "station-identity.env"
 BOOT_DIRS = ("boot/firmware", "boot")
@@ -35,6 +38,7 @@ RECORD_PATH = Path("var/lib/station/firstboot.json")
 REQUIRED = ("OCPP_STATION_NAME",)
 URL_KEYS = ("OCPP_201_URL", "OCPP_16_URL")
 TOKEN_KEY = "STATION_API_TOKEN"
+ENV_MODE = 0o640
 EXIT_OK, EXIT_UNPROVISIONED, EXIT_SMOKE_FAILED, EXIT_BAD_IDENTITY = 0, 2, 10, 65
 TEMPLATES = (  # installed by install.sh; the source tree's copy when run from a checkout
     Path("opt/station/ocpp_station.env.template"),
@@ -46,7 +50,7 @@ def _template(root: Path) -> dict[str, str]:
     for candidate in TEMPLATES:
         path = root / candidate
         if path.is_file():
-            return envfile.read(path)
+            return hostops.read_env(path)
     return {}
 
 
@@ -56,6 +60,18 @@ def find_identity(root: Path, boot_dirs: Sequence[str] = BOOT_DIRS) -> Path | No
         if candidate.is_file():
             return candidate
     return None
+
+
+def env_file_owner(root: Path) -> tuple[int, int] | None:
+    """``(root, station's group)`` for the env file, from the tree's passwd; None when not root or unknown."""
+    station = hostops.station_account(root)
+    return (0, station.gid) if station is not None else None
+
+
+def install_env_file(root: Path, text: str) -> None:
+    """``/etc/ocpp_station.env``: root:station 0640, replaced in one rename, never through a link."""
+    with safefile.open_dir(root / ENV_PATH.parent, make=0o755) as etc:
+        etc.replace(ENV_PATH.name, text, mode=ENV_MODE, owner=env_file_owner(root))
 
 
 def validate_identity(values: dict[str, str]) -> list[str]:
@@ -90,10 +106,10 @@ def provision(root: Path = Path("/"), *, boot_dirs: Sequence[str] = BOOT_DIRS, s
     (exit code, record written to firstboot.json)."""
     env_path = root / ENV_PATH
     record: dict[str, object] = {"utc": hostops.utcnow()}
-    current = envfile.read(env_path)
+    current = hostops.read_env(env_path)
     identity_file = find_identity(root, boot_dirs)
     if identity_file is not None:
-        identity = envfile.read(identity_file)
+        identity = hostops.read_env(identity_file)
         problems = validate_identity(identity)
         if problems:
             record.update(identity="invalid", problems=problems, source=str(identity_file))
@@ -116,25 +132,29 @@ def provision(root: Path = Path("/"), *, boot_dirs: Sequence[str] = BOOT_DIRS, s
         merged[TOKEN_KEY] = secrets.token_urlsafe(32)
     record["api_token"] = "generated" if token_generated else "kept"
     if merged != current:
-        header = "Written by station-firstboot; identity from the fleet manifest. Mode 0600."
-        envfile.write_atomic(env_path, envfile.render(merged, header), owner=envfile.owner_in_tree(root, "station"))
+        header = "Written by station-firstboot; identity from the fleet manifest. root:station, mode 0640."
+        install_env_file(root, envfile.render(merged, header))
     if identity_file is not None:
-        identity_file.unlink()  # the password must not stay on the FAT boot partition
+        with safefile.open_dir(identity_file.parent) as boot:
+            boot.unlink(identity_file.name)  # the password must not stay on the FAT boot partition
     record["station_id"] = merged.get("OCPP_STATION_NAME")
     record["ssh_host_keys"] = _regenerate_ssh_host_keys(root)
     code = EXIT_OK
     if smoke:
-        result = hostops.run_smoke(root)
+        result = hostops.run_smoke(root, user=hostops.station_account(root))
         record["smoke"] = result.summary()
         code = EXIT_OK if result.ok else EXIT_SMOKE_FAILED
     return code, record
 
 
 def _write_record(root: Path, record: dict[str, object]) -> None:
-    path = root / RECORD_PATH
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """firstboot.json in the station's state directory (created for the station user when missing)."""
+    account = hostops.station_account(root)
+    station = (account.uid, account.gid) if account is not None else None
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    envfile.write_atomic(path, text, mode=0o640, owner=envfile.owner_in_tree(root, "station"))
+    with safefile.open_dir(root / RECORD_PATH.parent.parent, make=0o755) as var_lib, \
+            var_lib.mkdir(RECORD_PATH.parent.name, mode=0o700, owner=station) as state:
+        state.replace(RECORD_PATH.name, text, mode=0o640, owner=state.owner())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

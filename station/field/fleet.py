@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import re
 import stat
@@ -34,11 +35,13 @@ from urllib.parse import urlsplit
 
 from station import envfile
 from station.field.firstboot import IDENTITY_NAME
+from station.storage import safefile
 
 EXIT_OK, EXIT_USAGE, EXIT_INVALID = 0, 2, 65
 _ID = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$")  # OCPP identifierString, 48 chars max
 _EXTRA = re.compile(r"^STATION_[A-Z0-9_]+$")
 FORBIDDEN = {"password", "ocpp_station_password", "secret"}
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 
 
 class ManifestError(Exception):
@@ -61,7 +64,7 @@ def load_rows(path: Path) -> list[dict[str, str]]:
             import yaml
         except ImportError:
             raise ManifestError(["YAML manifests need PyYAML: pip install 'ocpp-station[fleet]'"]) from None
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data: Any = yaml.safe_load(safefile.read_bytes(path, MANIFEST_MAX_BYTES).decode("utf-8"))
         defaults: Mapping[str, Any] = {}
         if isinstance(data, dict):
             defaults = data.get("defaults") or {}
@@ -69,8 +72,9 @@ def load_rows(path: Path) -> list[dict[str, str]]:
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
             raise ManifestError([f"{path}: expected a list of stations (or defaults + stations)"])
         return [{str(k): "" if v is None else str(v) for k, v in {**defaults, **item}.items()} for item in data]
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(handle)]
+    text = safefile.read_bytes(path, MANIFEST_MAX_BYTES).decode("utf-8")
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
 
 
 def check_url(label: str, url: str) -> str | None:
@@ -157,19 +161,22 @@ def build(rows: Sequence[Mapping[str, str]], secrets: Mapping[str, str], environ
 def read_secrets(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
-    mode = stat.S_IMODE(path.stat().st_mode)
+    with safefile.open_dir(path.parent) as directory, directory.open_read(path.name, MANIFEST_MAX_BYTES) as handle:
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        text = handle.read(MANIFEST_MAX_BYTES).decode("utf-8")
     if mode & 0o077:
         print(f"station-fleet: warning: {path} is readable by others (mode {mode:o}); chmod 600", file=sys.stderr)
-    return envfile.read(path)
+    return envfile.parse(text)
 
 
 def write_identities(stations: Sequence[Station], out: Path) -> list[Path]:
     written = []
-    for station in stations:
-        path = out / station.station_id / IDENTITY_NAME
-        header = f"Identity of {station.station_id}: copy to the boot partition of that device."
-        envfile.write_atomic(path, envfile.render(station.values, header), mode=0o600)
-        written.append(path)
+    with safefile.open_dir(out, make=0o700) as directory:
+        for station in stations:
+            header = f"Identity of {station.station_id}: copy to the boot partition of that device."
+            with directory.mkdir(station.station_id, mode=0o700) as station_dir:
+                station_dir.replace(IDENTITY_NAME, envfile.render(station.values, header), mode=0o600)
+            written.append(out / station.station_id / IDENTITY_NAME)
     return written
 
 

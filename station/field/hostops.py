@@ -21,12 +21,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from station import envfile
+from station.storage import safefile
+
 DAEMON_UNITS = ("station.service", "station-api.service")
 EXIT_HEALTHY = 0
 EXIT_CSMS_UNREACHABLE = 3
 EXIT_AUTH_FAILURE = 4
 EXIT_CONFIG = 78
 SMOKE_TIMEOUT_S = 60.0
+
+
+ENV_MAX_BYTES = 1024 * 1024
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """An env file's values (missing → empty), read without following a link, FIFO or hard link."""
+    try:
+        return envfile.parse(safefile.read_bytes(path, ENV_MAX_BYTES).decode("utf-8"))
+    except FileNotFoundError:
+        return {}
 
 
 def utcnow() -> str:
@@ -75,11 +89,46 @@ class SmokeResult:
         return out
 
 
-def run_smoke(root: Path, timeout: float = SMOKE_TIMEOUT_S) -> SmokeResult:
-    """One ``station --once``; a missing binary or a hang counts as unhealthy (exit 127/124)."""
+@dataclass(frozen=True)
+class Account:
+    """A user to run a command as: uid, primary gid, supplementary groups."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+def station_account(root: Path, user: str = "station") -> Account | None:
+    """The daemon's user as the tree's root-owned ``etc/passwd`` and ``etc/group`` name it; None when
+    not running as root or the tree has no such user (a development tree)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        with safefile.open_dir(root / "etc") as etc:
+            passwd = etc.read_text("passwd", 4 * 1024 * 1024)
+            group = etc.read_text("group", 4 * 1024 * 1024) if etc.lstat("group") else ""
+    except OSError:
+        return None
+    entry = next((f for f in (line.split(":") for line in passwd.splitlines()) if len(f) >= 4 and f[0] == user), None)
+    if entry is None:
+        return None
+    groups = tuple(int(f[2]) for f in (line.split(":") for line in group.splitlines())
+                   if len(f) >= 4 and f[2].isdigit() and user in f[3].split(","))
+    return Account(int(entry[2]), int(entry[3]), groups)
+
+
+def run_smoke(root: Path, timeout: float = SMOKE_TIMEOUT_S, *, user: Account | None = None) -> SmokeResult:
+    """One ``station --once``; a missing binary or a hang counts as unhealthy (exit 127/124).
+
+    ``user``: run it as that user (root-side tools pass the daemon's user: the smoke test is the whole
+    release's code talking to the CSMS, the ESP32 and the meter, and needs no root)."""
+    drop: dict[str, object] = {}
+    if user is not None:
+        drop = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups), "umask": 0o077,
+                "cwd": "/"}
     try:
         proc = subprocess.run(
-            smoke_command(root), capture_output=True, text=True, timeout=timeout, check=False
+            smoke_command(root), capture_output=True, text=True, timeout=timeout, check=False, **drop  # type: ignore[call-overload]
         )
     except subprocess.TimeoutExpired:
         return SmokeResult(124, None, utcnow())
@@ -99,6 +148,7 @@ def wait_healthy(
     *,
     give_up_on: Callable[[int], bool] = lambda code: False,
     clock: Callable[[], float] = time.monotonic,
+    user: Account | None = None,
 ) -> tuple[SmokeResult, int]:
     """Run the smoke test until it passes or ``grace_seconds`` have passed.
 
@@ -110,16 +160,13 @@ def wait_healthy(
     attempts = 0
     while True:
         attempts += 1
-        result = run_smoke(root, timeout=max(5.0, min(SMOKE_TIMEOUT_S, deadline - clock() + 5)))
+        result = run_smoke(root, timeout=max(5.0, min(SMOKE_TIMEOUT_S, deadline - clock() + 5)), user=user)
         if result.ok or give_up_on(result.exit_code) or clock() + interval > deadline:
             return result, attempts
         time.sleep(interval)
 
 
 def append_jsonl(path: Path, record: dict[str, object]) -> None:
-    """Append one JSON line (history logs survive crashes line by line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one JSON line, fsynced (history logs survive crashes line by line); never through a link."""
+    with safefile.open_dir(path.parent, make=0o755) as directory:
+        directory.append(path.name, json.dumps(record, sort_keys=True) + "\n", mode=0o644)

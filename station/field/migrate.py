@@ -31,6 +31,7 @@ from pathlib import Path
 from station import envfile
 from station.field import hostops
 from station.network_profiles import CONFIGURED_SLOT, SLOTS, NetworkProfile, ProfileFile, ProfileState, refusal
+from station.storage import safefile
 
 ENV_PATH = Path("etc/ocpp_station.env")
 LOG_PATH = Path("var/lib/station-update/migrations.jsonl")
@@ -58,11 +59,15 @@ def _configured_security_profile(values: dict[str, str]) -> int:
 
 
 def _owner(path: Path) -> tuple[int, int] | None:
-    """Root writes the daemon's file for the daemon's user."""
+    """Root writes the daemon's file for the daemon's user: the owner of its state directory, read
+    from the directory's descriptor (reached without following a link); None when it does not exist."""
     if os.geteuid() != 0:
         return None
-    info = path.stat()
-    return info.st_uid, info.st_gid
+    try:
+        with safefile.open_dir(path) as directory:
+            return directory.owner()
+    except FileNotFoundError:
+        return None
 
 
 def _slot_for(state: ProfileState, url: str) -> int:
@@ -95,7 +100,7 @@ class Staged:
 def stage(url: str, *, version: str | None = None, root: Path = Path("/")) -> Staged | str:
     """Write ``url`` as the first network profile in the daemon's state directory (what the daemon
     reads at its next start); why not, as text, when it cannot be used."""
-    values = envfile.read(root / ENV_PATH)
+    values = hostops.read_env(root / ENV_PATH)
     station_id = values.get("OCPP_STATION_NAME")
     if not station_id:
         return f"{ENV_PATH} has no station identity"
@@ -110,14 +115,14 @@ def stage(url: str, *, version: str | None = None, root: Path = Path("/")) -> St
     if why is not None:
         return f"new URL refused: {why[1]}"
     previous = list(state.priority)
-    owner = _owner(state_dir) if state_dir.exists() else None
+    owner = _owner(state_dir)
     endpoint = profile.endpoint(station_id)
     if previous and previous[0] == profile.slot and state.profiles.get(profile.slot) == profile:
         return Staged(profiles, profile, endpoint, previous, owner, changed=False)
     state.profiles[profile.slot] = profile
     state.priority = [profile.slot, *[s for s in previous if s != profile.slot]]
     profiles.save(state, owner=owner)
-    profiles.record("migrate", profile={"slot": profile.slot, "url": endpoint, "version": version}, priority=state.priority)
+    profiles.record("migrate", owner=owner, profile={"slot": profile.slot, "url": endpoint, "version": version}, priority=state.priority)
     return Staged(profiles, profile, endpoint, previous, owner, changed=True)
 
 
@@ -132,7 +137,7 @@ def migrate(url: str, *, version: str | None = None, root: Path = Path("/"), lim
     if not staged.changed:
         return EXIT_OK, {**record, "ok": True, "action": "unchanged"}
     hostops.restart_units()
-    smoke, attempts = hostops.wait_healthy(root, limit, interval, give_up_on=_give_up)
+    smoke, attempts = hostops.wait_healthy(root, limit, interval, give_up_on=_give_up, user=hostops.station_account(root))
     record.update(attempts=attempts, smoke=smoke.summary(), connected_to=_expected(smoke))
     if smoke.ok and _expected(smoke) == staged.endpoint:
         code, record = EXIT_OK, {**record, "ok": True, "action": "migrated"}
@@ -152,26 +157,26 @@ def _restore(root: Path, profiles: ProfileFile, priority: list[int], owner: tupl
     state = profiles.load()
     state.priority = [s for s in priority if s == CONFIGURED_SLOT or s in state.profiles] or [CONFIGURED_SLOT]
     profiles.save(state, owner=owner)
-    profiles.record("migrate-revert", priority=state.priority)
+    profiles.record("migrate-revert", owner=owner, priority=state.priority)
     hostops.restart_units()
-    back = hostops.run_smoke(root)
+    back = hostops.run_smoke(root, user=hostops.station_account(root))
     return (EXIT_OK if back.ok else EXIT_REVERT_FAILED), back.summary()
 
 
 def revert(*, root: Path = Path("/")) -> tuple[int, dict[str, object]]:
     """Restore the priority from before the last migration."""
-    values = envfile.read(root / ENV_PATH)
+    values = hostops.read_env(root / ENV_PATH)
     state_dir = _state_dir(root, values)
     profiles = ProfileFile(state_dir)
     migrations = [h for h in profiles.history(500) if h.get("event") == "migrate"]
     try:
-        logged = [json.loads(line) for line in (root / LOG_PATH).read_text().splitlines() if line.strip()]
-    except OSError:
+        logged = [json.loads(line) for line in safefile.read_bytes(root / LOG_PATH).decode().splitlines() if line.strip()]
+    except (OSError, ValueError):
         logged = []
     before = next((r.get("previous_priority") for r in reversed(logged) if isinstance(r.get("previous_priority"), list)), None)
     if not migrations or before is None:
         return EXIT_USAGE, {"ok": False, "detail": "no migration to revert"}
-    code, back = _restore(root, profiles, [int(s) for s in before], _owner(state_dir) if state_dir.exists() else None)
+    code, back = _restore(root, profiles, [int(s) for s in before], _owner(state_dir))
     record = {"utc": hostops.utcnow(), "ok": code == EXIT_OK, "action": "revert", "priority": before, "smoke": back}
     hostops.append_jsonl(root / LOG_PATH, record)
     return code, record

@@ -9,9 +9,10 @@ symlinks, FIFOs or hard links there at any moment. So here:
   to that directory's descriptor (openat); a symlink anywhere fails the request;
 - files must be regular (a FIFO would block root, a device would be read) and small enough;
 - the artefact is copied into a root-owned staging directory and everything is checked on that
-  copy (SHA-256 from the request; the signature, and against the root-owned trust anchors in
-  `etc/station/firmware-roots/` when the device has them): pip installs only the copy, never a
-  path the request names;
+  copy (SHA-256 from the request; the signature; the signing certificate against the manufacturer
+  roots root provisioned in `etc/station/firmware-roots/`, never the CSMS's; the version inside
+  the wheel, which must be the one requested): pip installs only the copy, never a path the
+  request names;
 - the result is written to a fresh temporary file (O_CREAT | O_EXCL | O_NOFOLLOW: never an
   existing file or link) through the directory descriptor, handed to the directory's owner, and
   renamed over `result.json` (a rename replaces a link, it never writes through it).
@@ -20,12 +21,14 @@ symlinks, FIFOs or hard links there at any moment. So here:
 from __future__ import annotations
 
 import contextlib
+import email.parser
 import hashlib
 import json
 import os
 import re
 import secrets
 import stat
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +40,15 @@ REQUEST_MAX_BYTES = 64 * 1024
 ARTEFACT_MAX_BYTES = 64 * 1024 * 1024
 """As the daemon's download limit (station.trust.firmware.DEFAULT_MAX_BYTES)."""
 TRUST_DIR = Path("etc/station/firmware-roots")
-"""Below the device root: PEM certificates a signing certificate must chain to (root-owned)."""
+"""Below the device root: the manufacturer roots (PEM) a signing certificate must chain to; root's alone."""
+DEV_UNSIGNED_MARKER = Path("etc/station/firmware-allow-unsigned")
+"""Below the device root: present (root's) only on a development install that accepts unsigned firmware."""
+ANCHOR_MAX_BYTES = 256 * 1024
+METADATA_MAX_BYTES = 256 * 1024
+PROJECT = "ocpp-station"
+NO_ANCHOR = ("no manufacturer root provisioned by root (/etc/station/firmware-roots/, install.sh --firmware-root):"
+             " this station installs no firmware the daemon asks for")
+_METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
 STAGING_DIR = Path("var/lib/station-update/staging")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
@@ -137,64 +148,112 @@ def stage(request: Request, state_dir: Path, root: Path) -> Path:
     return target
 
 
+class Refused(UpdateError):
+    """The root side will not install this artefact; `kind` says which check refused it, so that the
+    daemon can tell the CSMS (signature → InvalidSignature, verification → InstallVerificationFailed)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+def _root_owned_dir(path: Path) -> bool:
+    """A directory of root's (the updater's own user), writable by nobody else; anything else is no anchor store."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
 def trust_anchors(root: Path) -> list[str]:
+    """The manufacturer roots root provisioned (install.sh --firmware-root): PEM texts, none if the
+    directory is missing or not root's alone. Roots the CSMS installs over OCPP never count here."""
     directory = root / TRUST_DIR
-    if not directory.is_dir():
+    if not (_root_owned_dir(directory.parent) and _root_owned_dir(directory)):
         return []
-    return [p.read_text() for p in sorted(directory.glob("*.pem")) if p.is_file()]
+    anchors = []
+    for path in sorted(directory.glob("*.pem")):
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_size <= ANCHOR_MAX_BYTES:
+            anchors.append(path.read_text(errors="replace"))
+    return anchors
+
+
+def unsigned_allowed(root: Path) -> bool:
+    """A development install said so (install.sh --dev-allow-unsigned-firmware): a root-owned marker."""
+    marker = root / DEV_UNSIGNED_MARKER
+    try:
+        info = os.lstat(marker)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and _root_owned_dir(marker.parent)
 
 
 def verify(request: Request, staged: Path, root: Path, now: datetime | None = None) -> str:
-    """Check the signature on the staged copy; how it was checked (raises UpdateError when it fails).
+    """Check the staged copy's signature; how it was checked (raises Refused when it fails).
 
-    With trust anchors installed, a signature is required and the signing certificate must chain
-    to one of them (each link signed by the next, all within their validity). Without anchors, a
-    signature present is still checked against its own certificate (integrity, not origin).
+    The signing certificate must chain, as a code-signing certificate, to a manufacturer root that root
+    provisioned in `etc/station/firmware-roots/` (`station.trust.signature` has the rules). With no such
+    root, nothing the daemon asks for is installed, unless the install is a development one
+    (`etc/station/firmware-allow-unsigned`, written by install.sh --dev-allow-unsigned-firmware).
     """
+    from station.trust import signature
+
     anchors = trust_anchors(root)
+    dev = unsigned_allowed(root)
     if not request.signature or not request.signing_certificate:
+        if dev:
+            return "checksum only: unsigned firmware allowed on this development install"
         if anchors:
-            raise UpdateError("unsigned artefact: this station only installs signed releases")
-        return "checksum only (unsigned; no trust anchors installed)"
-    from station.trust.firmware import verify_signature
-
-    digest = bytes.fromhex(request.sha256)
-    problem = verify_signature(request.signing_certificate, request.signature, digest, staged)
+            raise Refused("signature", "unsigned artefact: this station only installs signed releases")
+        raise Refused("signature", NO_ANCHOR)
+    problem = signature.verify_signature(request.signing_certificate, request.signature,
+                                         bytes.fromhex(request.sha256), staged)
     if problem:
-        raise UpdateError(f"signature check by the root side failed: {problem}")
+        raise Refused("signature", f"signature check by the root side failed: {problem}")
     if not anchors:
-        return "signature verified against the request's certificate (no trust anchors installed)"
-    problem = _chain_problem(request.signing_certificate, anchors, now or datetime.now(UTC))
+        if dev:
+            return "signature verified against the request's own certificate (development install, no manufacturer root)"
+        raise Refused("signature", NO_ANCHOR)
+    problem = signature.chain_problem(request.signing_certificate, anchors, now or datetime.now(UTC))
     if problem:
-        raise UpdateError(f"signing certificate refused by the root side: {problem}")
-    return "signature verified; signing certificate chains to an installed trust anchor"
+        raise Refused("signature", f"signing certificate refused by the root side: {problem}")
+    return "signature verified; signing certificate chains to a manufacturer root provisioned by root"
 
 
-def _chain_problem(chain_pem: str, anchors_pem: list[str], now: datetime) -> str | None:
-    from cryptography import x509
+def artefact_version(staged: Path, project: str = PROJECT) -> str:
+    """The version inside the staged wheel (its `.dist-info/METADATA`), which is what gets installed.
 
+    Only wheels: an sdist runs its build code at install time, as root. The wheel must be a release of
+    `project` and its file name must agree with its metadata (pip relies on the name).
+    """
+    parts = staged.name.split("-")
+    if not staged.name.endswith(".whl") or len(parts) < 5:
+        raise Refused("verification", f"{staged.name} is not a wheel: the update flow installs wheels only")
     try:
-        chain = x509.load_pem_x509_certificates(chain_pem.encode())
-        anchors = [c for pem in anchors_pem for c in x509.load_pem_x509_certificates(pem.encode())]
-    except ValueError as exc:
-        return f"unreadable certificate: {exc}"[:200]
-    for cert in chain:
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            return "a certificate of the chain is outside its validity period"
-    for child, parent in zip(chain, chain[1:]):
-        try:
-            child.verify_directly_issued_by(parent)
-        except Exception:  # noqa: BLE001 — InvalidSignature, unsupported key types
-            return "the chain is broken"
-    last = chain[-1]
-    for anchor in anchors:
-        if last == anchor:
-            return None
-        with contextlib.suppress(Exception):
-            last.verify_directly_issued_by(anchor)
-            if anchor.not_valid_before_utc <= now <= anchor.not_valid_after_utc:
-                return None
-    return "it does not chain to an installed trust anchor"
+        with zipfile.ZipFile(staged) as wheel:
+            entries = [i for i in wheel.infolist() if _METADATA.match(i.filename)]
+            if len(entries) != 1 or entries[0].file_size > METADATA_MAX_BYTES:
+                raise Refused("verification", f"{staged.name} has no single readable .dist-info/METADATA")
+            text = wheel.read(entries[0])[:METADATA_MAX_BYTES].decode("utf-8", "replace")  # at most file_size bytes
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise Refused("verification", f"{staged.name} is not a readable wheel ({exc.__class__.__name__})") from None
+    headers = email.parser.HeaderParser().parsestr(text.split("\n\n", 1)[0] + "\n")
+    name, version = str(headers.get("Name") or ""), str(headers.get("Version") or "")
+    if _canonical(name) != _canonical(project):
+        raise Refused("verification", f"{staged.name} is a release of {name or 'nothing'!r}, not of {project}")
+    try:
+        check_version(version)
+    except UpdateError:
+        raise Refused("verification", f"{staged.name} names no usable version in its metadata") from None
+    if _canonical(parts[0]) != _canonical(project) or parts[1] != version:
+        raise Refused("verification", f"{staged.name}: the file name disagrees with the wheel's metadata (version {version})")
+    return version
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def write_result(directory: Path, result: dict[str, object]) -> None:

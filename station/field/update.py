@@ -18,7 +18,8 @@ call these directly: it downloads and checks the artefact, then calls :func:`req
 which leaves ``/var/lib/station/update/request.json`` for ``station-update.path`` to pick up;
 the outcome appears in ``/var/lib/station/update/result.json`` (see :func:`read_result`)
 after the restart, ready for FirmwareStatusNotification (Installed, or InstallationFailed
-with the rollback detail).
+with the rollback detail). A request the root side refuses (``Result.refused``: signature,
+verification, downgrade) changes nothing and says why; see :func:`run_request`.
 
 CLI exit codes: 0 updated (or rolled back on request), 1 update failed and was rolled back,
 2 usage or install error (nothing switched), 3 rollback failed too (needs a technician).
@@ -106,6 +107,8 @@ class Result:
     finished_utc: str = ""
     smoke: dict[str, object] | None = None
     attempts: int = 0
+    refused: str | None = None
+    """Why the root side would not install a daemon's request: signature | verification | downgrade."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -138,6 +141,7 @@ def install_release(
     pip: Sequence[str] | None = None,
     wheelhouse: Path | None = None,
     python: str | None = None,
+    sha256: str | None = None,
 ) -> Path:
     """Install ``artefact`` as release ``version`` beside the others; returns its directory.
 
@@ -146,11 +150,18 @@ def install_release(
     ``pip`` (or ``$STATION_PIP``) is a pip command line used as ``PIP --python VENV install``
     with a venv created without pip; by default the new venv's own pip is used.
     ``wheelhouse`` installs offline from a directory of wheels.
+
+    ``sha256`` (a verified artefact's digest) is kept in the release as the name of an empty file
+    (``.artefact-sha256-<hex>``): an installed release is reused only for that same artefact,
+    never for another one that claims the same version.
     """
     layout = Layout(root)
     check_version(version)
     target = layout.release(version)
     if (target / ".complete").exists():
+        recorded = list(target.glob(".artefact-sha256-*"))
+        if sha256 is not None and recorded and not (target / f".artefact-sha256-{sha256}").exists():
+            raise UpdateError(f"release {version} is already installed from another artefact; not replaced")
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -178,6 +189,8 @@ def install_release(
         shutil.rmtree(target, ignore_errors=True)
         raise UpdateError(f"artefact {artefact} did not provide the `station` command")
     (target / "VERSION").write_text(version + "\n")
+    if sha256 is not None:
+        (target / f".artefact-sha256-{sha256}").touch()
     (target / ".complete").touch()
     return target
 
@@ -261,15 +274,40 @@ def update(
     interval: float = DEFAULT_INTERVAL_S,
     pip: Sequence[str] | None = None,
     wheelhouse: Path | None = None,
+    allow_downgrade: bool = False,
+    sha256: str | None = None,
 ) -> Result:
-    """:func:`install_release` then :func:`switch_and_verify`; install errors are recorded too."""
+    """:func:`install_release` then :func:`switch_and_verify`; install errors are recorded too.
+
+    A version below the current one is refused unless ``allow_downgrade`` (root asked for it:
+    ``station-update --allow-downgrade``); the current version again changes nothing.
+    """
     layout = Layout(root)
+    current = layout.version_of(layout.current)
+    problem = downgrade_problem(version, current)
+    if problem and not allow_downgrade:
+        return _record(layout, Result(False, "failed", current, current, problem, refused="downgrade"))
+    if version == current:
+        return _record(layout, Result(True, "unchanged", current, layout.version_of(layout.previous),
+                                      f"{version} is already current"))
     try:
-        install_release(artefact, version, root=root, pip=pip, wheelhouse=wheelhouse)
+        install_release(artefact, version, root=root, pip=pip, wheelhouse=wheelhouse, sha256=sha256)
     except UpdateError as exc:
-        current = layout.version_of(layout.current)
         return _record(layout, Result(False, "failed", current, current, str(exc)))
     return switch_and_verify(version, root=root, grace_seconds=grace_seconds, interval=interval)
+
+
+def downgrade_problem(version: str, current: str | None) -> str | None:
+    """Why installing `version` over `current` is a downgrade (None: it is not); versions as pip orders them."""
+    from packaging.version import InvalidVersion, Version
+
+    if current is None:
+        return None
+    try:
+        older = Version(version) < Version(current)
+    except InvalidVersion:
+        return f"cannot order {version} against the running {current}: refused as a possible downgrade"
+    return f"downgrade from {current} to {version} refused (root may allow it: station-update --allow-downgrade)" if older else None
 
 
 def rollback(
@@ -309,26 +347,38 @@ def prune(*, root: Path = Path("/"), keep: int = KEEP_RELEASES) -> list[str]:
     return doomed
 
 
-def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float = DEFAULT_GRACE_S, interval: float = DEFAULT_INTERVAL_S) -> Result:
+def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float = DEFAULT_GRACE_S,
+                interval: float = DEFAULT_INTERVAL_S, allow_downgrade: bool = False) -> Result:
     """``station-update.service`` side: carry out a request and leave ``result.json`` beside it.
 
     The request lives in the daemon's directory: it is read, the artefact copied and verified,
     and the result written without following any link there (:mod:`station.field.request_intake`).
+    The version installed is the one inside the verified wheel; a request naming another version
+    is refused (the CSMS, or whoever wrote the request, asked for something else than it sent).
     """
     directory = request.parent
     state_dir = directory.parent
+    staged: Path | None = None
     try:
         with intake.open_dir(directory) as dir_fd:
             data = intake.read_small(dir_fd, request.name, intake.REQUEST_MAX_BYTES)
         wanted = intake.parse_request(data, state_dir)
         staged = intake.stage(wanted, state_dir, root)
         how = intake.verify(wanted, staged, root)
+        version = intake.artefact_version(staged)
+        if version != wanted.version:
+            raise intake.Refused("verification", f"the request names version {wanted.version} but the signed"
+                                 f" artefact is version {version}")
     except UpdateError as exc:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
         current = Layout(root).version_of(Layout(root).current)
-        result = _record(Layout(root), Result(False, "failed", current, current, f"request refused: {exc}"))
+        result = _record(Layout(root), Result(False, "failed", current, current, f"request refused: {exc}",
+                                              refused=getattr(exc, "kind", None)))
     else:
         try:
-            result = update(wanted.version, staged, root=root, grace_seconds=grace_seconds, interval=interval)
+            result = update(version, staged, root=root, grace_seconds=grace_seconds, interval=interval,
+                            allow_downgrade=allow_downgrade, sha256=wanted.sha256)
             result.detail = f"{result.detail} ({how})"
         finally:
             staged.unlink(missing_ok=True)
@@ -362,6 +412,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, help="seconds between smoke attempts (default %(default)s)")
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("STATION_ROOT", "/")), help="device root (default $STATION_ROOT or /)")
     parser.add_argument("--status", action="store_true", help="print current/previous/installed releases")
+    parser.add_argument("--allow-downgrade", action="store_true",
+                        help="install or switch to a version below the current one (refused otherwise)")
     return parser
 
 
@@ -376,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rollback:
             result = rollback(root=root, only_from=args.only_from, grace_seconds=args.grace, interval=args.interval)
         elif args.from_request is not None:
-            result = run_request(args.from_request, root=root, grace_seconds=args.grace, interval=args.interval)
+            result = run_request(args.from_request, root=root, grace_seconds=args.grace, interval=args.interval,
+                                 allow_downgrade=args.allow_downgrade)
         elif args.version:
             check_version(args.version)
             if args.git:
@@ -387,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 artefact = ""
                 if not (Layout(root).release(args.version) / ".complete").exists():
                     raise UpdateError(f"release {args.version} is not installed: give --artefact or --git")
-            result = update(args.version, artefact, root=root, grace_seconds=args.grace, interval=args.interval, wheelhouse=args.wheelhouse)
+            result = update(args.version, artefact, root=root, grace_seconds=args.grace, interval=args.interval,
+                            wheelhouse=args.wheelhouse, allow_downgrade=args.allow_downgrade)
         else:
             _parser().print_usage(sys.stderr)
             print("station-update: give a VERSION, --rollback or --status", file=sys.stderr)

@@ -4,4 +4,6 @@
 - `pki_worker`: runs `pki` in a child process so `cryptography` stays out of the daemon's memory.
 - `credentials`: the station's own password, client key and certificate, and their renewal.
 - `firmware`: the daemon's side of a firmware update (download, signature pre-check, request for root).
+- `signature`: the firmware signature and signing-certificate rules, stdlib + cryptography only, so that
+  root's `station-update` can import it without any daemon code.
 """

@@ -17,7 +17,8 @@ Statuses (OCPP 2.0.1 names; the 1.6 adapter maps them onto its smaller set)::
 Checksum convention (OCPP carries none): the SHA-256 of the artefact is taken from the URL
 fragment ``#sha256=<64 hex>`` (as pip does; never sent to the server) or, without one, from a
 sidecar file at ``<url>.sha256`` (``sha256sum`` output or the bare hex digest). An artefact
-with neither is not installed. The version is read from the wheel or sdist file name.
+with neither is not installed. The version is read from the wheel's file name (wheels only; the
+root side installs the version inside the wheel, and refuses a request naming another).
 
 Interface: ``FirmwareUpdater(state_dir, is_idle=...)``; the OCPP client sets ``notify``,
 runs :meth:`FirmwareUpdater.run` (watches for the update flow's result), calls
@@ -30,8 +31,6 @@ middle (power cut, watchdog) carries it on instead of leaving the CSMS at "Downl
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -55,6 +54,7 @@ if TYPE_CHECKING:
 # cost the daemon ~11 MB of memory for a feature used a few times a year (docs/performance.md).
 
 from station import update_request
+from station.trust import signature
 
 log = structlog.get_logger("station.trust.firmware")
 
@@ -88,6 +88,10 @@ TERMINAL = frozenset({
     FirmwareStatus.INSTALL_VERIFICATION_FAILED, FirmwareStatus.INSTALLED, FirmwareStatus.INSTALLATION_FAILED,
 })
 """Nothing in progress after these: a triggered notification says Idle."""
+
+_REFUSAL_STATUS = {"signature": FirmwareStatus.INVALID_SIGNATURE,
+                   "verification": FirmwareStatus.INSTALL_VERIFICATION_FAILED}
+"""The update flow's `refused` (station.field.update.Result) → final status; others are InstallationFailed."""
 
 
 @dataclass(frozen=True)
@@ -170,73 +174,33 @@ def artefact_name(url: str) -> str:
 
 
 def release_version(filename: str, project: str = PROJECT) -> str:
-    """The version from a wheel or sdist file name of ``project``; ValueError otherwise."""
-    from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
-                                 parse_sdist_filename, parse_wheel_filename)
+    """The version from a wheel file name of ``project``; ValueError otherwise.
 
+    Wheels only: the root side installs nothing else (an sdist would run its build code as root),
+    and reads the version it installs from the wheel's own metadata."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    if not filename.endswith(".whl"):
+        raise ValueError(f"{filename!r} is not a wheel: only wheels of {project} are installed")
     try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-        elif filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-        else:
-            raise ValueError(f"{filename!r} is neither a wheel nor an sdist")
-    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        name, version, _, _ = parse_wheel_filename(filename)
+    except InvalidWheelFilename as exc:
         raise ValueError(str(exc)) from None
     if name != canonicalize_name(project):
         raise ValueError(f"{filename!r} is a release of {name}, not of {project}")
     return update_request.check_version(str(version))
 
 
-def check_certificate(pem: str, now: datetime, roots: Sequence[Any] = ()) -> str | None:
-    """Why the signing certificate cannot be used (None: it can): it must be valid now and be
-    signed by one of `roots`, the installed ManufacturerRootCertificates (L01.FR.12)."""
-    from station.trust import pki
+def check_certificate(pem: str, now: datetime, roots: Sequence[str] = ()) -> str | None:
+    """Why the signing certificate cannot be used (None: it can): it must chain, as a code-signing
+    certificate valid now, to one of `roots`, the installed ManufacturerRootCertificates (L01.FR.12).
 
-    try:
-        chain = pki.load_chain(pem)
-    except pki.PkiError as exc:
-        return f"unreadable signing certificate: {exc}"[:200]
-    if not pki.valid_at(chain[0], now):
-        return "signing certificate outside its validity period"
+    The same rules as the root side's (`station.trust.signature`), which decides on its own anchors:
+    this check only spares a download the root side would refuse anyway.
+    """
     if not roots:
         return "no ManufacturerRootCertificate installed"
-    return pki.verify_chain(chain, roots, now)
-
-
-def verify_signature(pem: str, signature_b64: str, sha256: bytes, path: Path) -> str | None:
-    """Why the signature over the artefact does not verify (None: it does).
-
-    RSA (PKCS#1 v1.5 or PSS) and ECDSA over SHA-256 use the digest taken while downloading;
-    Ed25519 signs the whole artefact.
-    """
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature as _BadSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
-        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
-    except (ValueError, binascii.Error) as exc:
-        return f"unreadable signature or certificate: {exc.__class__.__name__}"
-    prehashed = Prehashed(hashes.SHA256())
-    try:
-        if isinstance(key, rsa.RSAPublicKey):
-            try:
-                key.verify(signature, sha256, padding.PKCS1v15(), prehashed)
-            except _BadSignature:
-                key.verify(signature, sha256, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO), prehashed)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, sha256, ec.ECDSA(prehashed))
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, path.read_bytes())
-        else:
-            return f"unsupported signing key {key.__class__.__name__}"
-    except _BadSignature:
-        return "signature does not match the artefact"
-    return None
+    return signature.chain_problem(pem, roots, now)
 
 
 async def _checked(function: str, **kwargs: Any) -> str | None:
@@ -298,6 +262,7 @@ class FirmwareUpdater:
         self.notify: Notify | None = None
         self.security_event: Callable[[str, str], object] | None = None
         """`SecurityEventLog.record` (set by the OCPP client): refused certificates and signatures, FirmwareUpdated."""
+        self._refusal_reported = False
         self.last_answer = ""
         """The answer to the latest request (Accepted, AcceptedCanceled, Rejected, InvalidCertificate)."""
         self.attempts = 0
@@ -466,7 +431,8 @@ class FirmwareUpdater:
         request_id = handed.get("request_id") if isinstance(handed.get("request_id"), int) else None
         ok = bool(result.get("ok"))
         detail = str(result.get("detail", ""))
-        status = FirmwareStatus.INSTALLED if ok else FirmwareStatus.INSTALLATION_FAILED
+        refused = result.get("refused")
+        status = FirmwareStatus.INSTALLED if ok else _REFUSAL_STATUS.get(str(refused), FirmwareStatus.INSTALLATION_FAILED)
         if self._status != status:
             (log.info if ok else log.error)(
                 "firmware: update flow finished", status=status.value, action=result.get("action"),
@@ -480,6 +446,14 @@ class FirmwareUpdater:
             handed["security_event"] = True
             with contextlib.suppress(OSError):
                 self._marker.write_text(json.dumps(handed))
+        if refused == "signature" and not handed.get("security_event") and not self._refusal_reported:
+            # The root side refused what the daemon had accepted: its own anchors disagree with the CSMS's.
+            self._refusal_reported = True
+            self._security_event("InvalidFirmwareSignature", f"request {request_id}: refused by the update flow: {detail}"[:255])
+            if handed:
+                handed["security_event"] = True
+                with contextlib.suppress(OSError):
+                    self._marker.write_text(json.dumps(handed))
         return FirmwareNote(status, request_id, detail, final=True)
 
     def _security_event(self, type_: str, tech_info: str) -> None:

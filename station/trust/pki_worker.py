@@ -114,20 +114,16 @@ def store_signed(chain: str, station_dir: str, station_id: str, roots_dir: str, 
 
 def check_signing_certificate(pem: str, roots: str, now: str) -> str | None:
     """Why a firmware signing certificate cannot be used (L01.FR.12), or None."""
-    from station.trust import firmware, pki
+    from station.trust import firmware
 
-    try:
-        trusted = pki.load_chain(roots) if roots.strip() else []
-    except pki.PkiError:
-        trusted = []
-    return firmware.check_certificate(pem, datetime.fromisoformat(now), trusted)
+    return firmware.check_certificate(pem, datetime.fromisoformat(now), [roots] if roots.strip() else [])
 
 
 def verify_firmware_signature(pem: str, signature: str, sha256: str, path: str) -> str | None:
     """Why the signature over the downloaded artefact does not verify, or None."""
-    from station.trust import firmware
+    from station.trust import signature as checks
 
-    return firmware.verify_signature(pem, signature, bytes.fromhex(sha256), Path(path))
+    return checks.verify_signature(pem, signature, bytes.fromhex(sha256), Path(path))
 
 
 FUNCTIONS = {"install_root": install_root, "make_csr": make_csr, "store_signed": store_signed,
