@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,20 +58,10 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o600, owner: tuple[int, 
 
     The temporary file gets its final mode before any secret is written into it.
     """
+    from station.storage.durable import durable_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    durable_write_text(path, text, mode=mode, owner=owner)  # and durable: the rename survives a power cut
 
 
 def owner_in_tree(root: Path, user: str) -> tuple[int, int] | None:

@@ -135,6 +135,8 @@ class RotatingFile:
         self.path = Path(path)
         self.limit = limit
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A log, not state: no fsync per line (it would cost the SD card a write per log line); a
+        # power cut may lose the last unsynced lines, which is accepted (issue 23).
         self._handle = self.path.open("a", encoding="utf-8", buffering=1)
         self._size = self._handle.tell()
 

@@ -7,10 +7,11 @@ only ever writes ``request.json`` and reads ``result.json``, does not carry that
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+
+from station.storage.durable import durable_unlink, durable_write_text
 
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
 
@@ -37,11 +38,11 @@ def request_update(artefact: Path, version: str, *, sha256: str, signing_certifi
     directory = state_dir / "update"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "result.json").unlink(missing_ok=True)
-    tmp = directory / ".request.json.new"
     utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    tmp.write_text(json.dumps({"version": version, "artefact": str(artefact), "sha256": sha256,
-                               "signing_certificate": signing_certificate, "signature": signature, "utc": utc}))
-    os.replace(tmp, directory / "request.json")
+    # Durable before the daemon answers or restarts: a cut must not leave an empty request.json.
+    durable_write_text(directory / "request.json", json.dumps({
+        "version": version, "artefact": str(artefact), "sha256": sha256,
+        "signing_certificate": signing_certificate, "signature": signature, "utc": utc}))
     return directory / "request.json"
 
 
@@ -57,4 +58,4 @@ def read_result(*, state_dir: Path = Path("/var/lib/station")) -> dict[str, obje
 
 def clear_result(*, state_dir: Path = Path("/var/lib/station")) -> None:
     """Daemon side: the outcome was reported to the CSMS; never report it again."""
-    (state_dir / "update" / "result.json").unlink(missing_ok=True)
+    durable_unlink(state_dir / "update" / "result.json")  # a lost removal would report it again

@@ -12,6 +12,7 @@ from station.core.charging_profiles import (
     ChargingProfile,
     Kind,
     Period,
+    ProfileCriteria,
     Purpose,
     Recurrency,
     TxContext,
@@ -19,6 +20,7 @@ from station.core.charging_profiles import (
     limit_at,
     next_change,
     profile_limit,
+    select_profiles,
     validate,
 )
 
@@ -226,3 +228,37 @@ def test_a_profile_survives_its_json_form() -> None:
     p = profile(kind=Kind.RECURRING, recurrency=Recurrency.DAILY, valid_from=at(-5), valid_to=at(5), duration_s=60,
                 periods=((0, 16.0), (30, 10.0)))
     assert ChargingProfile.from_json(p.to_json()) == p
+
+
+# ------------------------------------------------------------------ GetChargingProfiles selection
+INSTALLED = [profile(1, purpose=Purpose.STATION_MAX, level=2), profile(2, level=3, connector=1),
+             profile(3, level=1, connector=1), profile(4, level=0, connector=2)]
+
+
+def test_no_evse_selects_every_profile_grouped_per_evse_with_the_station_wide_ones_first() -> None:
+    found = select_profiles(INSTALLED, ProfileCriteria())
+    assert [(evse, [p.id for p in group]) for evse, group in found] == [(0, [1]), (1, [3, 2]), (2, [4])]
+
+
+def test_evse_0_selects_only_the_station_wide_profiles() -> None:
+    assert [(e, [p.id for p in g]) for e, g in select_profiles(INSTALLED, ProfileCriteria(evse_id=0))] == [(0, [1])]
+
+
+def test_purpose_and_stack_level_must_both_match() -> None:
+    criteria = ProfileCriteria(purpose=Purpose.TX_DEFAULT, stack_level=3)
+    assert [(e, [p.id for p in g]) for e, g in select_profiles(INSTALLED, criteria)] == [(1, [2])]
+
+
+def test_profile_ids_select_alone_whatever_the_other_criteria() -> None:
+    criteria = ProfileCriteria(profile_ids=(1, 4), stack_level=7)
+    assert [(e, [p.id for p in g]) for e, g in select_profiles(INSTALLED, criteria)] == [(0, [1]), (2, [4])]
+
+
+def test_a_source_other_than_the_csms_selects_nothing() -> None:
+    assert select_profiles(INSTALLED, ProfileCriteria(sources=("EMS", "SO"))) == []
+    assert len(select_profiles(INSTALLED, ProfileCriteria(sources=("CSO",)))) == 3
+
+
+def test_a_profile_keeps_its_schedule_id_through_the_store() -> None:
+    stored = replace(profile(9), schedule_id=77)
+    assert ChargingProfile.from_json(stored.to_json()) == stored

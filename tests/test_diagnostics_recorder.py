@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from station.core.model import MeterReading
 from station.diagnostics.recorder import FlightRecorder, stamp_of
 
 
@@ -104,3 +105,71 @@ def test_the_journal_is_asked_for_the_station_units_in_utc(tmp_path: Path, monke
     lines = list(journal_lines(datetime(2026, 11, 30, 10, tzinfo=UTC), datetime(2026, 11, 30, 11, tzinfo=UTC)))
     assert lines == ["--no-pager -o short-iso -u station -u station-api --since 2026-11-30 10:00:00 UTC "
                      "--until 2026-11-30 11:00:00 UTC\n"]
+
+
+def poll(recorder: FlightRecorder, clock: FakeClock, status: bytes, times: int) -> None:
+    for _ in range(times):
+        clock.now += 0.25
+        recorder.esp32(1, "tx", b"A\x00")
+        recorder.esp32(1, "rx", status)
+
+
+def texts(recorder: FlightRecorder) -> list[str]:
+    recorder.flush()
+    return [line.split(" ", 3)[3].rstrip("\n") for line in recorder.lines()]
+
+
+def test_identical_esp32_polls_are_counted_and_the_count_precedes_the_change(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recorder = FlightRecorder(tmp_path, clock=clock)
+    poll(recorder, clock, b"STATE=1", 40)
+    poll(recorder, clock, b"STATE=2", 1)
+    assert texts(recorder) == [  # the 41st poll's request is a repeat too: counted with the others
+        "A\\x00", "STATE=1",
+        f"= 40 identical, the last at {stamp_of(clock.now)}", f"= 39 identical, the last at {stamp_of(clock.now - 0.25)}",
+        "STATE=2"]
+
+
+def test_an_unchanged_esp32_exchange_is_written_in_full_again_after_the_repeat_period(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recorder = FlightRecorder(tmp_path, clock=clock, repeat_seconds=60)
+    poll(recorder, clock, b"STATE=1", 4 * 61)
+    assert texts(recorder).count("STATE=1") == 2
+
+
+def test_flush_writes_the_pending_count_so_an_archive_shows_the_repeats(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recorder = FlightRecorder(tmp_path, clock=clock)
+    poll(recorder, clock, b"STATE=1", 3)
+    assert texts(recorder)[-1].startswith("= 2 identical")
+
+
+def reading(power: float, energy: float = 1000.0, volts: float = 230.0) -> MeterReading:
+    return MeterReading(energy_import_wh=energy, power_w=power, voltage_v=(volts, volts, volts))
+
+
+def test_a_meter_reading_with_unchanged_energy_and_power_is_written_at_most_every_meter_period(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recorder = FlightRecorder(tmp_path, clock=clock, meter_seconds=30)
+    for second in range(61):
+        clock.now += 1
+        recorder.meter(1, reading(0.0, volts=230 + second % 3 / 10))  # only the voltage noise changes
+    assert len(texts(recorder)) == 3
+
+
+def test_a_meter_reading_with_changed_power_is_written_at_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recorder = FlightRecorder(tmp_path, clock=clock)
+    for power in (0.0, 7000.0, 7100.0):
+        clock.now += 1
+        recorder.meter(1, reading(power))
+    assert len(texts(recorder)) == 3
+
+
+def test_with_repeat_and_meter_periods_zero_every_line_is_kept(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recorder = FlightRecorder(tmp_path, clock=clock, repeat_seconds=0, meter_seconds=0)
+    poll(recorder, clock, b"STATE=1", 5)
+    recorder.meter(1, reading(0.0))
+    recorder.meter(1, reading(0.0))
+    assert len(texts(recorder)) == 12

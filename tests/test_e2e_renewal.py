@@ -40,7 +40,7 @@ async def test_a_renewal_and_an_installed_root_leave_the_daemon_without_cryptogr
             await csms.wait_for("SignCertificate", STATION_ID, since=mark, timeout=20)
             await eventually(lambda: csms.connected(STATION_ID) and x509.load_der_x509_certificate(
                 csms.peer_certificates[STATION_ID] or b"").serial_number != provisioned, timeout=20)
-            await eventually(lambda: (tmp_path / "state" / "pki" / "station" / "cert.pem").exists(), timeout=10)
+            await eventually(lambda: (tmp_path / "state" / "pki" / "station" / "current" / "cert.pem").exists(), timeout=10)
             ids = await csms.call(STATION_ID, "GetInstalledCertificateIds", {})
             assert {c["certificateType"] for c in ids["certificateHashDataChain"]} == {
                 "CSMSRootCertificate", "ManufacturerRootCertificate"}

@@ -117,7 +117,7 @@ async def test_a_2_0_1_transaction_continued_on_1_6_and_killed_is_finished_on_2_
         held = await rig.until(lambda s: (s["ocpp"].get("held_messages") or 0) >= 2 and s["ocpp"]["version"] == "16")
         assert unfinished(held, "201") >= 3  # the open transaction and its waiting messages
         await rig.kill()
-        await rig.start()  # restarts on 2.0.1, is refused, falls back to 1.6 again
+        await rig.start()  # restarts on 1.6, the version this CSMS accepted last (remembered in SQLite)
         await csms.wait_connected(STATION_ID, timeout=30)
         await rig.until(lambda s: s["connectors"][0]["meter"] is not None)  # the meter read since the restart
         await esp.command("unplug")  # the transaction ends while the station speaks 1.6

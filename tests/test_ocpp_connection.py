@@ -10,6 +10,7 @@ import pytest
 
 from station.devtools.csms import DevCsms
 from station.devtools.demo import free_port
+from station.devtools.linkemu import LinkEmulator
 from station.ocpp.connection import (
     FailureKind,
     LinkConfigError,
@@ -107,14 +108,64 @@ async def test_failed_probe_of_primary_returns_to_the_fallback(running: Any) -> 
         assert link.state.failed_attempts >= 2  # the first refusal and at least one failed probe
 
 
-async def test_falls_back_after_n_unreachable_attempts(running: Any) -> None:
+async def test_an_unreachable_primary_is_retried_on_its_version_and_never_switched(running: Any) -> None:
     dead = f"ws://127.0.0.1:{free_port()}/ocpp/"
     async with DevCsms() as csms:
         params = LinkParams("CP", url_201=dead, url_16=csms.url("16"), fallback_after=3, **FAST)
         link = await running(OcppLink(params, booting_session("CP")))
-        await csms.wait_for("BootNotification", station_id="CP")
-        assert link.state.version == "16"
-        assert link.state.failed_attempts == 3
+        await eventually(lambda: link.state.failed_attempts >= 8)
+        assert csms.received == []  # a refused connection says nothing about the CSMS's versions
+        assert link.state.preferred_version == "201" and link.state.last_error_kind is FailureKind.UNREACHABLE
+
+
+async def test_the_link_starts_with_the_version_last_accepted_on_the_endpoint(running: Any) -> None:
+    async with DevCsms() as csms:
+        sessions: list[str] = []
+        params = LinkParams("CP", url_201=csms.url("201"), url_16=csms.url("16"), start_version="16", **FAST)
+        link = await running(OcppLink(params, booting_session("CP", sessions)))
+        await eventually(lambda: sessions == ["16"])
+        assert [r.version for r in csms.calls("BootNotification")] == ["16"]
+        assert link.state.preferred_version == "16"
+
+
+async def test_a_csms_that_closes_before_any_http_answer_keeps_the_link_on_one_version(running: Any) -> None:
+    """A CSMS whose front end accepts TCP while the application is down (restart, overload)."""
+    paths: list[str] = []
+
+    async def down(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        paths.append(line.decode().split(" ")[1])
+        writer.close()
+
+    server = await asyncio.start_server(down, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        base = f"ws://127.0.0.1:{port}"
+        params = LinkParams("CP", url_201=f"{base}/ocpp201/", url_16=f"{base}/ocpp16/", **FAST)
+        link = await running(OcppLink(params, booting_session("CP")))
+        await eventually(lambda: len(paths) >= 8)
+        assert set(paths) == {"/ocpp201/CP"}
+        assert link.state.last_error_kind is FailureKind.UNREACHABLE
+    finally:
+        server.close()
+
+
+async def test_connects_that_time_out_in_a_black_holed_link_keep_the_version_until_the_link_is_back(running: Any) -> None:
+    async with DevCsms() as csms, LinkEmulator(csms.port) as emu:
+        fast = {**FAST, "open_timeout": 0.3}
+        params = LinkParams("CP", url_201=emu.url(csms.url("201")), url_16=emu.url(csms.url("16")), **fast)
+        states: list[tuple[str | None, FailureKind | None]] = []
+        link = await running(OcppLink(params, booting_session("CP"),
+                                      on_state=lambda s: states.append((s.preferred_version, s.last_error_kind))))
+        await csms.wait_for("BootNotification")
+        emu.black_hole()
+        emu.cut()
+        await eventually(lambda: link.state.failed_attempts >= 7, timeout=20)
+        emu.restore()
+        await eventually(lambda: link.state.connected, timeout=20)
+        assert FailureKind.UNREACHABLE in {kind for _, kind in states}  # the connects timed out
+        assert {version for version, _ in states} == {"201"}  # and every attempt offered 2.0.1
+        assert link.state.version == "201"
 
 
 async def test_reconnects_after_the_server_dies_and_comes_back_on_the_same_port(running: Any) -> None:

@@ -132,11 +132,11 @@ async def test_a_certificate_signed_on_profile_2_makes_the_raise_to_3_possible(t
             mark = csms.mark()
             await csms.call("CP", "TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"})
             await csms.wait_for("SignCertificate", since=mark, timeout=10)
-            await eventually(lambda: (tmp_path / "state" / "pki" / "station" / "cert.pem").exists())
+            await eventually(lambda: (tmp_path / "state" / "pki" / "station" / "current" / "cert.pem").exists())
             assert await set_profile(rig, 3) == "Accepted"
             await eventually(lambda: csms.connected("CP") and csms.peer_certificates.get("CP") is not None)
             presented = x509.load_der_x509_certificate(csms.peer_certificates["CP"] or b"")
-            installed = x509.load_pem_x509_certificate((tmp_path / "state" / "pki" / "station" / "cert.pem").read_bytes())
+            installed = x509.load_pem_x509_certificate((tmp_path / "state" / "pki" / "station" / "current" / "cert.pem").read_bytes())
             assert presented.serial_number == installed.serial_number
         finally:
             await rig.stop()

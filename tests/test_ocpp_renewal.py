@@ -76,10 +76,11 @@ async def test_a_renewed_certificate_is_used_from_the_next_connection_on(
         await eventually(lambda: csms.connected("CP") and serial_of(csms.peer_certificates["CP"]) != provisioned, timeout=10)
         renewed = x509.load_der_x509_certificate(csms.peer_certificates["CP"] or b"")
         assert renewed.public_key().public_numbers() == csr.public_key().public_numbers()  # type: ignore[union-attr]
-        key = tmp_path / "state" / "pki" / "station" / "key.pem"
+        key = tmp_path / "state" / "pki" / "station" / "current" / "key.pem"
         await eventually(key.exists)
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
-        assert (tmp_path / "state" / "pki" / "station" / "previous.pem").exists() is False  # provisioned one stays in place
+        # the provisioned one stays in place: the renewed pair is the only generation
+        assert [p.name for p in (tmp_path / "state" / "pki" / "station").glob("gen-*")] == [key.resolve().parent.name]
     finally:
         await rig.stop()
     rig = await started(version, csms, test_pki, tmp_path)  # a restart keeps the renewed certificate
@@ -106,7 +107,7 @@ async def test_a_chain_from_another_ca_is_refused_and_the_old_certificate_kept(
             await csms.disconnect("CP")
             await csms.wait_connected("CP")
             assert serial_of(csms.peer_certificates["CP"]) == provisioned
-            assert not (tmp_path / "state" / "pki" / "station" / "new.pem").exists()
+            assert not list((tmp_path / "state" / "pki" / "station").glob("gen-*"))
         finally:
             await rig.stop()
 
@@ -170,7 +171,7 @@ async def test_a_certificate_expiring_within_a_month_is_renewed_by_the_station_i
     rig = await started("201", csms, test_pki, tmp_path)  # A03: at the next connection, unasked
     try:
         await csms.wait_for("SignCertificate", since=mark, timeout=10)
-        await eventually(lambda: csms.connected("CP") and (tmp_path / "state" / "pki" / "station" / "cert.pem").exists())
+        await eventually(lambda: csms.connected("CP") and (tmp_path / "state" / "pki" / "station" / "current" / "cert.pem").exists())
     finally:
         await rig.stop()
 

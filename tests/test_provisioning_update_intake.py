@@ -118,6 +118,8 @@ def test_a_symlinked_result_file_is_replaced_never_written_through(device: Path,
         assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (NOBODY, 0o640)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the link must be the daemon user's: safefile follows a link of"
+                    " our own in a directory only we can write (like /var/run -> /run)")
 def test_a_symlinked_update_directory_is_refused(device: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -158,6 +160,16 @@ def test_a_symlinked_artefact_is_refused(device: Path, tmp_path: Path) -> None:
     give_to_daemon_user(device)
     result = update.run_request(path, root=device, **FAST)
     assert not result.ok and "cannot open safely" in result.detail
+    assert not installed(device, "1.1.0")
+
+
+def test_a_hard_linked_artefact_is_refused(device: Path, tmp_path: Path) -> None:
+    """A second name for the artefact is a file the daemon's user can change behind the request's back."""
+    path, wheel = request(device, "1.1.0")
+    os.link(wheel, state(device) / "firmware/second-name")
+    give_to_daemon_user(device)
+    result = update.run_request(path, root=device, **FAST)
+    assert not result.ok and "hard links" in result.detail
     assert not installed(device, "1.1.0")
 
 

@@ -43,32 +43,12 @@ PATH_METHODS_ONE_ARG = {"replace", "rename"}
 
 # (module, function, call): why it is safe. Keep it short; every entry is a file root opens by path.
 ALLOWED: dict[tuple[str, str, str], str] = {
-    # `station report` opens the state database by name with SQLite (read-only URI) after
-    # `plain_file` checked, through a directory descriptor, that it is a regular file and not a link.
-    ("station/diagnostics/report.py", "_offline_snapshot", "sqlite3.connect"): "read-only, checked plain file",
-    ("station/diagnostics/report.py", "_offline_security", "sqlite3.connect"): "read-only, checked plain file",
+    # `station report` reads a private copy of the state database (copied through safefile's
+    # descriptors into root's own mkdtemp directory): SQLite never opens a file of the daemon's.
+    ("station/diagnostics/report.py", "_database_copy", "tempfile.TemporaryDirectory"): "root's 0700 mkdtemp",
+    ("station/diagnostics/report.py", "_database_copy", "sqlite3.connect"): "the copy in root's mkdtemp",
     # tarfile writes into the descriptor safefile's writer gives it (fileobj=), never a path.
     ("station/diagnostics/archive.py", "build", "tarfile.open"): "fileobj from SafeDir.writer",
-    # --- station-update (station/field/update.py, request_intake.py): the fwtrust round rewrites
-    # these; until then each call is in a root-owned directory (/opt/station, /var/lib/station-update)
-    # or is the descriptor-relative request intake the safefile module was modelled on.
-    ("station/field/update.py", "_locked", "open"): "root-owned /opt/station/.update.lock",
-    ("station/field/update.py", "_locked", "mkdir"): "root-owned /opt/station",
-    ("station/field/update.py", "install_release", "mkdir"): "root-owned /opt/station/releases",
-    ("station/field/update.py", "install_release", "shutil.rmtree"): "root-owned /opt/station/releases",
-    ("station/field/update.py", "install_release", "write_text"): "root-owned /opt/station/releases",
-    ("station/field/update.py", "install_release", "touch"): "root-owned /opt/station/releases",
-    ("station/field/update.py", "_point", "unlink"): "root-owned /opt/station",
-    ("station/field/update.py", "_point", "symlink_to"): "root-owned /opt/station",
-    ("station/field/update.py", "_point", "os.replace"): "root-owned /opt/station",
-    ("station/field/update.py", "prune", "shutil.rmtree"): "root-owned /opt/station/releases",
-    ("station/field/update.py", "run_request", "unlink"): "root-owned staging directory",
-    ("station/field/request_intake.py", "open_dir", "os.open"): "opens '/', then walks with dir_fd",
-    ("station/field/request_intake.py", "stage", "mkdir"): "root-owned /var/lib/station-update",
-    ("station/field/request_intake.py", "stage", "os.chmod"): "root-owned /var/lib/station-update",
-    ("station/field/request_intake.py", "stage", "unlink"): "root-owned staging directory",
-    ("station/field/request_intake.py", "stage", "os.open"): "new file, O_EXCL|O_NOFOLLOW, root-owned staging",
-    ("station/field/request_intake.py", "trust_anchors", "read_text"): "root-owned /etc/station/firmware-roots",
 }
 
 

@@ -4,8 +4,10 @@ as a real process. Each test failed on the code before the fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -156,6 +158,64 @@ def test_report_reads_the_configured_recorder_not_the_directory_the_daemon_names
     assert "ignoring the recorder directory" in done.stderr
 
 
+def station_database(state: Path) -> sqlite3.Connection:
+    """The daemon's WAL database with a row only in its WAL (the connection stays open: no checkpoint)."""
+    db = sqlite3.connect(state / "station.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.execute("INSERT INTO outbox DEFAULT VALUES")
+    db.commit()
+    for path in state.iterdir():
+        os.lchown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+    return db
+
+
+def state_json(path: Path) -> dict[str, object]:
+    import tarfile
+
+    with tarfile.open(path, "r:gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("state.json"))
+        return json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+
+
+def test_offline_report_does_not_hang_on_a_fifo_planted_as_the_databases_journal(device: Path, tmp_path: Path) -> None:
+    """Root's SQLite opened `station.db-journal` by name (a hot-journal check): a FIFO there hung
+    `sudo station report` for good. Now SQLite reads only a private copy made through safefile."""
+    state = device / "var/lib/station"
+    station_database(state).close()
+    os.mkfifo(state / "station.db-journal")
+    os.lchown(state / "station.db-journal", NOBODY.pw_uid, NOBODY.pw_gid)
+    done = run_root_tool("station", "report", "--out", str(tmp_path / "case.tar.gz"), env=report_env(tmp_path, state),
+                         timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "not a plain file: not read" in str(state_json(tmp_path / "case.tar.gz")["store"])
+
+
+def test_offline_report_creates_nothing_in_the_daemons_directory(device: Path, tmp_path: Path) -> None:
+    """Root's SQLite opened the WAL database in place and made `station.db-wal` and `-shm` there."""
+    state = device / "var/lib/station"
+    station_database(state).close()
+    before = sorted(os.listdir(state))
+    done = run_root_tool("station", "report", "--out", str(tmp_path / "case.tar.gz"), env=report_env(tmp_path, state))
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(state)) == before == ["station.db"]
+    assert state_json(tmp_path / "case.tar.gz")["store"] == {"outbox": 1}
+
+
+def test_offline_report_reads_what_only_the_wal_holds(device: Path, tmp_path: Path) -> None:
+    """The copy takes the WAL along: a row not yet checkpointed is counted."""
+    state = device / "var/lib/station"
+    db = station_database(state)
+    try:
+        done = run_root_tool("station", "report", "--out", str(tmp_path / "case.tar.gz"), env=report_env(tmp_path, state))
+    finally:
+        db.close()
+    assert done.returncode == 0, done.stderr
+    assert state_json(tmp_path / "case.tar.gz")["store"] == {"outbox": 1}
+
+
 def test_report_into_a_missing_directory_fails_in_one_line_and_creates_nothing(tmp_path: Path, device: Path) -> None:
     """Issue 24 item 3: `station report --out /nonexistent/dir/x.tar.gz` created the directory (as root under sudo)."""
     target = tmp_path / "nonexistent/dir/x.tar.gz"
@@ -192,6 +252,22 @@ def test_firstboot_runs_the_smoke_test_as_the_station_user_not_as_root(device: P
     tree_with_station_user(device)
     smoke = "sh -c 'echo \"{\\\"ok\\\": true, \\\"station_id\\\": \\\"uid=$(id -u)\\\"}\"'"
     done = run_root_tool("station.field.firstboot", "--root", str(device), env={"STATION_SMOKE_CMD": smoke})
+    assert done.returncode == 0, done.stderr
+    assert f'"station_id": "uid={NOBODY.pw_uid}"' in done.stdout
+
+
+def test_station_update_runs_the_smoke_test_as_the_station_user_not_as_root(device: Path, tmp_path: Path) -> None:
+    """The smoke test after an update is the new release's code (OCPP, serial, meter): it ran as root."""
+    from tests.provisioning_support import make_release
+
+    tree_with_station_user(device)
+    for version in ("1.0.0", "1.1.0"):
+        make_release(device, version)
+    (device / "opt/station/current").symlink_to("releases/1.0.0")
+    systemctl, _log = fake_systemctl(tmp_path / "bin")
+    smoke = "sh -c 'echo \"{\\\"ok\\\": true, \\\"station_id\\\": \\\"uid=$(id -u)\\\"}\"'"
+    done = run_root_tool("station.field.update", "1.1.0", "--root", str(device), "--grace", "5", "--interval", "0.05",
+                         env={"SYSTEMCTL": str(systemctl), "STATION_SMOKE_CMD": smoke})
     assert done.returncode == 0, done.stderr
     assert f'"station_id": "uid={NOBODY.pw_uid}"' in done.stdout
 

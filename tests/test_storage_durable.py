@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from station.storage.durable import durable_append, durable_write, durable_write_text
+from station.storage.durable import (
+    durable_append,
+    durable_directory,
+    durable_remove_directory,
+    durable_symlink,
+    durable_unlink,
+    durable_write,
+    durable_write_text,
+    durable_writer,
+)
 
 
 def test_durable_write_replaces_the_file_whole(tmp_path: Path) -> None:
@@ -60,3 +69,60 @@ def test_durable_append_refuses_a_planted_link(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         durable_append(tmp_path / "history.jsonl", b"x\n")
     assert victim.read_text() == "keep"
+
+
+def test_durable_writer_replaces_the_file_when_the_block_ends(tmp_path: Path) -> None:
+    target = tmp_path / "firmware.whl"
+    target.write_bytes(b"old")
+    with durable_writer(target, mode=0o600) as handle:
+        handle.write(b"new ")
+        handle.write(b"artefact")
+    assert target.read_bytes() == b"new artefact"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["firmware.whl"]
+
+
+def test_durable_writer_keeps_the_old_file_when_the_block_fails(tmp_path: Path) -> None:
+    target = tmp_path / "firmware.whl"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), durable_writer(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("download broke")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["firmware.whl"]
+
+
+def test_durable_directory_appears_complete_with_its_modes(tmp_path: Path) -> None:
+    durable_directory(tmp_path / "gen-1", {"key.pem": (b"k", 0o600), "cert.pem": (b"c", 0o644)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen-1"]
+    assert (tmp_path / "gen-1" / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "gen-1" / "cert.pem").read_bytes() == b"c"
+
+
+def test_durable_directory_never_overwrites_an_existing_one(tmp_path: Path) -> None:
+    durable_directory(tmp_path / "gen-1", {"key.pem": (b"old", 0o600)})
+    with pytest.raises(OSError):
+        durable_directory(tmp_path / "gen-1", {"key.pem": (b"new", 0o600)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen-1"]
+    assert (tmp_path / "gen-1" / "key.pem").read_bytes() == b"old"
+
+
+def test_durable_symlink_repoints_a_link_in_one_step(tmp_path: Path) -> None:
+    durable_symlink(tmp_path / "current", "gen-0")
+    durable_symlink(tmp_path / "current", "gen-1")
+    assert os.readlink(tmp_path / "current") == "gen-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]
+
+
+def test_durable_remove_directory_removes_it_and_its_files(tmp_path: Path) -> None:
+    durable_directory(tmp_path / "gen-0", {"key.pem": (b"k", 0o600)})
+    durable_remove_directory(tmp_path / "gen-0")
+    durable_remove_directory(tmp_path / "gen-0")  # already gone: nothing to do
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_durable_unlink_removes_the_file_and_tolerates_its_absence(tmp_path: Path) -> None:
+    durable_write(tmp_path / "job.json", b"{}")
+    durable_unlink(tmp_path / "job.json")
+    durable_unlink(tmp_path / "job.json")
+    assert list(tmp_path.iterdir()) == []

@@ -153,3 +153,32 @@ def test_a_trusted_relative_link_with_dotdot_is_followed(tmp_path: Path) -> None
     with safefile.open_dir(tmp_path / "var/run") as directory:
         directory.replace("f", b"ok")
     assert (tmp_path / "run/f").read_bytes() == b"ok"
+
+
+def test_replace_symlink_swaps_whatever_is_there_for_the_new_link(station_dir: Path, victim: Path) -> None:
+    """station-update's `current` / `previous` switch: a rename over the old entry, never a write through it."""
+    (station_dir / "current").symlink_to(victim)
+    with safefile.open_dir(station_dir) as directory:
+        directory.replace_symlink("current", "releases/1.1.0")
+    assert os.readlink(station_dir / "current") == "releases/1.1.0"
+    assert sorted(os.listdir(station_dir)) == ["current"] and untouched(victim)
+
+
+def test_rmtree_removes_links_inside_the_tree_never_their_targets(station_dir: Path, victim: Path) -> None:
+    tree = station_dir / "release"
+    (tree / "venv/bin").mkdir(parents=True)
+    (tree / "venv/bin/escape").symlink_to(victim.parent)
+    (tree / "venv/bin/file").symlink_to(victim)
+    with safefile.open_dir(station_dir) as directory:
+        directory.rmtree("release")
+        directory.rmtree("missing")
+    assert not tree.exists() and untouched(victim)
+
+
+def test_rmtree_refuses_a_link_at_the_name(station_dir: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keep").mkdir(parents=True)
+    (station_dir / "release").symlink_to(elsewhere)
+    with safefile.open_dir(station_dir) as directory, pytest.raises(OSError):
+        directory.rmtree("release")
+    assert (elsewhere / "keep").is_dir()

@@ -127,6 +127,14 @@ def test_firstboot_keeps_only_the_capabilities_its_files_and_the_switch_to_stati
     assert keys["ProtectSystem"] == ["strict"] and keys["NoNewPrivileges"] == ["yes"]
 
 
+def test_update_keeps_only_the_capabilities_its_files_and_the_switch_to_station_need() -> None:
+    """The smoke test after an update runs as the station user: root keeps CAP_SETUID/CAP_SETGID for that."""
+    keys = unit_keys("station-update.service")
+    assert set(keys["CapabilityBoundingSet"][0].split()) == {"CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE",
+                                                              "CAP_DAC_READ_SEARCH", "CAP_SETUID", "CAP_SETGID"}
+    assert keys["NoNewPrivileges"] == ["yes"] and keys["AmbientCapabilities"] == [""]
+
+
 def test_daemon_unit_is_a_restarting_notify_service_with_watchdog() -> None:
     keys = unit_keys("station.service")
     assert keys["Type"] == ["notify"]

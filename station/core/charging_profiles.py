@@ -82,6 +82,8 @@ class ChargingProfile:
     duration_s: int | None = None
     transaction_id: str | None = None
     """TxProfile only: the core's id of the transaction it belongs to (None until a remote start begins one)."""
+    schedule_id: int | None = None
+    """The CSMS's id of the profile's schedule (2.0.1 chargingSchedule.id), reported back as given."""
 
     def period_amps(self, period: Period) -> float:
         """A period's limit as per-phase amps (W at the nominal voltage over its phases)."""
@@ -100,7 +102,7 @@ class ChargingProfile:
             "recurrency": self.recurrency.value if self.recurrency else None,
             "valid_from": t(self.valid_from), "valid_to": t(self.valid_to),
             "start_schedule": t(self.start_schedule), "duration_s": self.duration_s,
-            "transaction_id": self.transaction_id,
+            "transaction_id": self.transaction_id, "schedule_id": self.schedule_id,
         }
 
     @classmethod
@@ -115,7 +117,7 @@ class ChargingProfile:
             recurrency=Recurrency(data["recurrency"]) if data.get("recurrency") else None,
             valid_from=t(data.get("valid_from")), valid_to=t(data.get("valid_to")),
             start_schedule=t(data.get("start_schedule")), duration_s=data.get("duration_s"),
-            transaction_id=data.get("transaction_id"),
+            transaction_id=data.get("transaction_id"), schedule_id=data.get("schedule_id"),
         )
 
 
@@ -135,6 +137,42 @@ class CompositeSchedule:
     duration_s: int
     periods: list[tuple[int, float | None]] = field(default_factory=list)
     """(seconds after start, amps) — each runs until the next one."""
+
+
+SOURCE = "CSO"
+"""Who installed the station's profiles: the CSMS (OCPP's chargingLimitSource "CSO"); the station
+takes no limits from an EMS, SO or 15118 EV as charging profiles."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileCriteria:
+    """Which installed profiles a CSMS asks about (2.0.1 GetChargingProfiles, K09)."""
+
+    evse_id: int | None = None
+    """None: every profile; 0: the station-wide ones only; n: those installed on EVSE n."""
+    purpose: Purpose | None = None
+    stack_level: int | None = None
+    profile_ids: tuple[int, ...] = ()
+    """When given, these ids alone select (K09.FR.03: ids or the other criteria)."""
+    sources: tuple[str, ...] = ()
+
+
+def select_profiles(profiles: Sequence[ChargingProfile], criteria: ProfileCriteria) -> list[tuple[int, list[ChargingProfile]]]:
+    """The profiles matching `criteria`, grouped per EVSE (station-wide first), lowest stack level first."""
+    if criteria.sources and SOURCE not in criteria.sources:
+        return []
+    groups: dict[int, list[ChargingProfile]] = {}
+    for p in profiles:
+        if criteria.evse_id is not None and p.connector_id != criteria.evse_id:
+            continue
+        if criteria.profile_ids:
+            if p.id not in criteria.profile_ids:
+                continue
+        elif ((criteria.purpose is not None and p.purpose is not criteria.purpose)
+              or (criteria.stack_level is not None and p.stack_level != criteria.stack_level)):
+            continue
+        groups.setdefault(p.connector_id, []).append(p)
+    return [(evse, sorted(found, key=lambda p: (p.stack_level, p.id))) for evse, found in sorted(groups.items())]
 
 
 def validate(profile: ChargingProfile) -> str | None:

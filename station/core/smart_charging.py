@@ -27,11 +27,13 @@ from station.core.charging_profiles import (
     CompositeSchedule,
     Kind,
     Period,
+    ProfileCriteria,
     Purpose,
     TxContext,
     composite_schedule,
     limit_at,
     next_change,
+    select_profiles,
     validate,
 )
 from station.core.store import StoreError
@@ -144,6 +146,10 @@ class SmartCharging:
             log.info("charging profiles cleared", profile_ids=[p.id for p in gone])
             self.reevaluate()
         return len(gone)
+
+    def find(self, criteria: ProfileCriteria) -> list[tuple[int, list[ChargingProfile]]]:
+        """The installed profiles a CSMS asks about, per EVSE (GetChargingProfiles)."""
+        return select_profiles(self.profiles, criteria)
 
     def composite(self, connector_id: int, duration_s: int, start: datetime | None = None) -> CompositeSchedule:
         """The composite schedule of the profiles alone (None where no profile limits)."""

@@ -211,6 +211,10 @@ _ADDED_COLUMNS = {
 """Columns added after the first release: added to an older database when it is opened."""
 
 
+_LANES = {None: "", "transaction": " AND o.transaction_id<>''", "message": " AND o.transaction_id=''"}
+"""The outbox's two lanes: transaction messages (strict order) and the other queued messages."""
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -393,8 +397,10 @@ class Store:
         return self.append_outbox(db, OutboxEntry(id=0, transaction_id="", connector_id=0, kind=kind, seq_no=0,
                                                   trigger="", stamp=stamp, offline=offline, data=data))
 
-    def pending_outbox(self, limit: int = 100, *, due_only: bool = False, version: str | None = None) -> list[OutboxEntry]:
-        """Queued entries in order; with `version`, only those that may go out in it (not bound to another)."""
+    def pending_outbox(self, limit: int = 100, *, due_only: bool = False, version: str | None = None,
+                       lane: str | None = None) -> list[OutboxEntry]:
+        """Queued entries in order; with `version`, only those that may go out in it (not bound to another);
+        with `lane` ("transaction" | "message"), only transaction messages or only the others."""
         sql = "SELECT o.* FROM outbox o"
         args: list[Any] = []
         if version is not None:
@@ -403,11 +409,17 @@ class Store:
             args.append(version)
         else:
             sql += " WHERE o.parked=0"
+        sql += _LANES[lane]
         if due_only:
             sql += " AND o.next_attempt<=?"
             args.append(time.time())
         rows = self._db.execute(sql + " ORDER BY o.id LIMIT ?", (*args, limit)).fetchall()
         return [self._entry(r) for r in rows]
+
+    def next_outbox_attempt(self, lane: str | None = None) -> float | None:
+        """The earliest Unix time a queued (not parked) entry of `lane` may be sent; None when none waits."""
+        row = self._db.execute("SELECT MIN(o.next_attempt) FROM outbox o WHERE o.parked=0" + _LANES[lane]).fetchone()
+        return None if row[0] is None else float(row[0])
 
     def parked_outbox(self) -> list[OutboxEntry]:
         return [self._entry(r) for r in self._db.execute("SELECT * FROM outbox WHERE parked=1 ORDER BY id")]
@@ -571,6 +583,29 @@ class Store:
     def cache_clear(self) -> None:
         with self.transaction("clear auth cache") as db:
             db.execute("DELETE FROM auth_cache")
+
+    # --- customer data (CustomerInformation, N09/N10) ----------------------------
+    def customer_records(self, token: str) -> dict[str, Any]:
+        """What the store holds about a token (matched case-insensitively, as OCPP's IdToken)."""
+        one = "SELECT status, expires_at, group_id{} FROM {} WHERE id_token = ? COLLATE NOCASE"
+        cache = self._db.execute(one.format(", updated", "auth_cache"), (token,)).fetchone()
+        listed = self._db.execute(one.format("", "local_list"), (token,)).fetchone()
+        transactions = [TransactionRecord(**dict(r)) for r in self._db.execute(
+            "SELECT * FROM transactions WHERE id_token = ? COLLATE NOCASE ORDER BY started_at", (token,))]
+        queued = sum(1 for (data,) in self._db.execute("SELECT data FROM outbox")
+                     if token.casefold() in {str(json.loads(data).get(k, "")).casefold() for k in ("id_token", "stop_id_token")})
+        return {"cache": AuthEntry(cache[0], cache[1], cache[2], cache[3]) if cache else None,
+                "local_list": AuthEntry(listed[0], listed[1], listed[2]) if listed else None,
+                "transactions": transactions, "queued": queued}
+
+    def clear_customer(self, token: str) -> dict[str, int]:
+        """Remove a token from the authorization cache and from ended transactions, in one durable
+        commit; how many rows of each. The local list (the CSMS's) and running transactions stay."""
+        with self.transaction("clear customer data") as db:
+            cache = db.execute("DELETE FROM auth_cache WHERE id_token = ? COLLATE NOCASE", (token,)).rowcount
+            ended = db.execute("UPDATE transactions SET id_token=NULL WHERE id_token = ? COLLATE NOCASE"
+                               " AND ended_at IS NOT NULL", (token,)).rowcount
+        return {"cache": cache, "transactions": ended}
 
     # --- reservations -----------------------------------------------------------
     def reservation_put(self, r: dict[str, Any]) -> None:

@@ -8,6 +8,15 @@ rotated them away. The recorder keeps all three in one time-ordered text ring:
     2026-11-30T00:12:03.140Z esp32-1 rx S,C,2,32,0,0\\r\\n
     2026-11-30T00:12:04.001Z meter-1 - {"energy_wh": 1234.0, …}
 
+Writes are budgeted (issue 23: an SD card or SSD lives by the bytes written to it): at idle the
+ESP32 is polled four times a second with the same answer and the meter read every second with
+only its voltage noise changing, ~90 MB a day if every line were kept. So by default an ESP32
+line identical to the previous one of its direction is counted, not written, and the count is
+written (``= N identical``) with the next different line, at `flush`, or after
+``repeat_seconds``; a meter reading whose energy and power did not change is written at most
+every ``meter_seconds``. Idle writes stay well under 50 MB a day (docs/reliability.md); with
+``repeat_seconds=0`` and ``meter_seconds=0`` every line is kept.
+
 Cost per message is one formatted line appended to a buffered file (no fsync: losing the last
 second on a power cut is acceptable for a diagnostic aid); the buffer is flushed when it is a
 second old or when an archive is built. Memory stays bounded (one file buffer) and so does the
@@ -38,6 +47,10 @@ log = structlog.get_logger("station.diagnostics")
 SEGMENT_BYTES = 2 * 1024 * 1024
 SEGMENTS = 4
 FLUSH_SECONDS = 1.0
+REPEAT_SECONDS = 60.0
+"""An unchanged ESP32 exchange is written once, then its repetitions counted for this long."""
+METER_SECONDS = 30.0
+"""A meter reading with unchanged energy and power is written at most this often."""
 REOPEN_SECONDS = 60.0
 _NAME = re.compile(r"^flight-(\d{6})\.log$")
 SEGMENT_NAME = _NAME
@@ -59,6 +72,8 @@ class FlightRecorder:
         segment_bytes: int = SEGMENT_BYTES,
         segments: int = SEGMENTS,
         flush_seconds: float = FLUSH_SECONDS,
+        repeat_seconds: float = REPEAT_SECONDS,
+        meter_seconds: float = METER_SECONDS,
         clock: Callable[[], float] = time.time,
         mask: Callable[[str], str] | None = None,
     ) -> None:
@@ -66,6 +81,13 @@ class FlightRecorder:
         self.segment_bytes = max(4096, segment_bytes)
         self.segments = max(2, segments)
         self.flush_seconds = flush_seconds
+        self.repeat_seconds = repeat_seconds
+        self.meter_seconds = meter_seconds
+        self._last: dict[tuple[str, str], tuple[str, float]] = {}
+        """(source, direction) -> (last text written, when)."""
+        self._repeats: dict[tuple[str, str], tuple[int, float]] = {}
+        """(source, direction) -> (identical lines not written since, when the last of them came)."""
+        self._meter_last: dict[str, tuple[Any, Any, float]] = {}
         self._clock = clock
         self._mask = mask
         self._file: TextIO | None = None
@@ -92,6 +114,8 @@ class FlightRecorder:
             for old in existing[: max(0, len(existing) - (self.segments - 1))]:
                 old.unlink(missing_ok=True)
             path = self.directory / f"flight-{self._index % 1_000_000:06d}.log"
+            # A log, not state: never fsynced (see the module docstring); a power cut may lose the
+            # unsynced tail of the ring, which is accepted (issue 23).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             self._file = open(fd, "w", buffering=65536, encoding="utf-8", errors="replace", newline="\n")  # noqa: SIM115
             self._size = 0
@@ -151,13 +175,38 @@ class FlightRecorder:
             self._rotate()
 
     def esp32(self, connector_id: int, direction: str, data: bytes) -> None:
-        """Raw serial bytes as they crossed the port (``rx`` from the ESP32, ``tx`` to it)."""
-        self.record(f"esp32-{connector_id}", direction, repr(data)[2:-1])
+        """Raw serial bytes as they crossed the port (``rx`` from the ESP32, ``tx`` to it); a repeat
+        of the previous bytes of the same direction is counted (see the module docstring)."""
+        source, text = f"esp32-{connector_id}", repr(data)[2:-1]
+        key, now = (source, direction), self._clock()
+        last = self._last.get(key)
+        if last is not None and last[0] == text and now - last[1] < self.repeat_seconds:
+            count, _ = self._repeats.get(key, (0, now))
+            self._repeats[key] = (count + 1, now)
+            return
+        for pending in [k for k in self._repeats if k[0] == source]:  # counts before the change they precede
+            self._write_repeats(pending)
+        self.record(source, direction, text)
+        self._last[key] = (text, now)
+
+    def _write_repeats(self, key: tuple[str, str]) -> None:
+        count, when = self._repeats.pop(key, (0, 0.0))
+        if count:
+            self.record(key[0], key[1], f"= {count} identical, the last at {stamp_of(when)}")
 
     def meter(self, connector_id: int, reading: Any) -> None:
-        self.record(f"meter-{connector_id}", "-", _compact(meter_json(reading)))
+        """A meter reading; one with the energy and power of the last written one waits `meter_seconds`."""
+        source, value, now = f"meter-{connector_id}", meter_json(reading), self._clock()
+        energy, power = (value.get("energy_wh"), value.get("power_w")) if isinstance(value, dict) else (None, None)
+        last = self._meter_last.get(source)
+        if last is not None and (last[0], last[1]) == (energy, power) and now - last[2] < self.meter_seconds:
+            return
+        self._meter_last[source] = (energy, power, now)
+        self.record(source, "-", _compact(value))
 
     def flush(self) -> None:
+        for key in list(self._repeats):  # an archive shows the repeats up to now
+            self._write_repeats(key)
         if self._file is not None:
             try:
                 self._file.flush()

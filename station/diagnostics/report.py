@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import re
-import stat
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -52,36 +52,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--security", action="store_true", help="the security log instead of the diagnostics archive")
 
 
-def plain_file(path: Path) -> bool:
-    """Is `path` a regular file, reached without following a link the daemon's user planted? (The
-    state database is opened by SQLite by name afterwards: a check, not a guarantee.)"""
-    try:
-        with safefile.open_dir(path.parent) as directory:
-            info = directory.lstat(path.name)
-    except OSError:
-        return False
-    return info is not None and stat.S_ISREG(info.st_mode)
+DB_COPY_LIMIT = 256 * 1024 * 1024
+"""Offline, the state database (and its WAL or journal) is copied before SQLite reads it; a larger file is not read."""
+_DB_COMPANIONS = ("-wal", "-journal")
+
+
+@contextlib.contextmanager
+def _database_copy(db: Path) -> Iterator[Any]:
+    """A connection to a private copy of the state database, its WAL or rollback journal included.
+
+    `sudo station report` runs as root and the database lies in the daemon user's directory. SQLite
+    opens a database's companions (-journal, -wal, -shm) there by name, so a FIFO planted as
+    `station.db-journal` hung root, and root created `-shm` files there. So the files are copied
+    through descriptors safefile opened (regular, one link, at most DB_COPY_LIMIT bytes) into a
+    directory of root's own (mkdtemp, 0700), and SQLite opens only the copy. OSError: not copied."""
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="station-report-") as private:
+        with safefile.open_dir(db.parent) as source, safefile.open_dir(private) as target:
+            for name in (db.name, *(db.name + suffix for suffix in _DB_COMPANIONS)):
+                if name != db.name and source.lstat(name) is None:
+                    continue
+                with source.open_read(name, DB_COPY_LIMIT) as src:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                 dir_fd=target.fd)
+                    with os.fdopen(fd, "wb") as out:
+                        copied = 0
+                        while chunk := src.read(1024 * 1024):
+                            copied += len(chunk)
+                            if copied > DB_COPY_LIMIT:
+                                raise safefile.UnsafeFile(f"{name} grew beyond {DB_COPY_LIMIT} bytes")
+                            out.write(chunk)
+        connection = sqlite3.connect(os.path.join(private, db.name), timeout=2)
+        try:
+            yield connection
+        finally:
+            connection.close()
 
 
 def _offline_snapshot(settings: Any) -> dict[str, Any]:
-    """What the state database says when no daemon answers (read only)."""
+    """What the state database says when no daemon answers (a private copy of it is read)."""
+    import sqlite3
+
     snapshot: dict[str, Any] = {"daemon": "not running (or its socket is not reachable)"}
     db = Path(settings.db_path)
     if not db.exists():
         snapshot["store"] = f"{db} does not exist"
         return snapshot
-    if not plain_file(db):
-        snapshot["store"] = f"{db} is not a plain file (a link?): not read"
-        return snapshot
-    import sqlite3
-
     try:
-        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-        try:
+        with _database_copy(db) as connection:
             tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
             snapshot["store"] = {t: connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
-        finally:
-            connection.close()
+    except OSError as exc:
+        snapshot["store"] = f"{db} (or its WAL/journal) is not a plain file: not read ({exc.strerror or exc})"
     except sqlite3.Error as exc:
         snapshot["store"] = f"unreadable: {exc.__class__.__name__}"
     return snapshot
@@ -90,18 +114,12 @@ def _offline_snapshot(settings: Any) -> dict[str, Any]:
 def _offline_security(settings: Any, since: datetime | None, until: datetime | None) -> list[str] | None:
     """The security log as the state database holds it (times as stamped: the daemon corrects
     those taken before its clock was trusted; without it they are shown as recorded)."""
-    db = Path(settings.db_path)
-    if not plain_file(db):
-        return None
     import sqlite3
 
     try:
-        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-        try:
+        with _database_copy(Path(settings.db_path)) as connection:
             rows = connection.execute("SELECT wall, type, tech_info, critical FROM security_log ORDER BY id").fetchall()
-        finally:
-            connection.close()
-    except sqlite3.Error:
+    except (OSError, sqlite3.Error):
         return None
     lines = []
     for wall, kind, info, critical in rows:

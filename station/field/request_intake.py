@@ -4,18 +4,18 @@
 result goes all live in the state directory of the unprivileged `station` user, who can put
 symlinks, FIFOs or hard links there at any moment. So here:
 
-- no path below a directory another user controls is ever opened by name: every directory is
-  opened component by component with O_NOFOLLOW | O_DIRECTORY, and files with O_NOFOLLOW relative
-  to that directory's descriptor (openat); a symlink anywhere fails the request;
-- files must be regular (a FIFO would block root, a device would be read) and small enough;
+- every file operation goes through `station.storage.safefile`: directories are reached component by
+  component without following a link the daemon's user could have planted, files are opened relative
+  to that directory's descriptor with O_NOFOLLOW and checked on the descriptor (regular, one link,
+  small enough: a FIFO would block root, a device would be read, a hard link would be another file);
 - the artefact is copied into a root-owned staging directory and everything is checked on that
   copy (SHA-256 from the request; the signature; the signing certificate against the manufacturer
   roots root provisioned in `etc/station/firmware-roots/`, never the CSMS's; the version inside
   the wheel, which must be the one requested): pip installs only the copy, never a path the
   request names;
 - the result is written to a fresh temporary file (O_CREAT | O_EXCL | O_NOFOLLOW: never an
-  existing file or link) through the directory descriptor, handed to the directory's owner, and
-  renamed over `result.json` (a rename replaces a link, it never writes through it).
+  existing file or link) through the directory descriptor, handed to the directory's owner on that
+  descriptor, and renamed over `result.json` (a rename replaces a link, it never writes through it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import stat
 import zipfile
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from station.storage import safefile
 from station.update_request import UpdateError, check_version
 
 REQUEST_MAX_BYTES = 64 * 1024
@@ -53,40 +53,24 @@ STAGING_DIR = Path("var/lib/station-update/staging")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 
-_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 @contextlib.contextmanager
-def open_dir(path: Path) -> Iterator[int]:
-    """A descriptor of directory `path`, reached without following any symlink on the way."""
-    path = Path(os.path.abspath(path))
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def open_dir(path: Path) -> Iterator[safefile.SafeDir]:
+    """Directory `path`, reached without following a link the daemon's user could have planted."""
     try:
-        for part in path.parts[1:]:
-            try:
-                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _FLAGS, dir_fd=fd)
-            except OSError as exc:
-                raise UpdateError(f"{path}: {part!r} is not a plain directory ({exc.strerror})") from None
-            os.close(fd)
-            fd = child
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def read_small(dir_fd: int, name: str, limit: int) -> bytes:
-    """A regular file's bytes (no link, FIFO or device; at most `limit` bytes)."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _FLAGS, dir_fd=dir_fd)
+        directory = safefile.open_dir(path)
     except OSError as exc:
-        raise UpdateError(f"{name}: cannot open safely ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UpdateError(f"{name} is not a regular file")
-        if info.st_size > limit:
-            raise UpdateError(f"{name} is larger than {limit} bytes")
-        return handle.read(limit + 1)[:limit]
+        raise UpdateError(f"{path}: not a plain directory ({exc.strerror or exc})") from None
+    with directory:
+        yield directory
+
+
+def read_small(directory: safefile.SafeDir, name: str, limit: int) -> bytes:
+    """A regular file's bytes (no link, FIFO, device or hard link; at most `limit` bytes)."""
+    try:
+        return directory.read_bytes(name, limit)
+    except OSError as exc:
+        raise UpdateError(f"{name}: cannot open safely ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -116,25 +100,26 @@ def parse_request(data: bytes, state_dir: Path) -> Request:
                    str(cert) if cert else None, str(signature) if signature else None)
 
 
+@contextlib.contextmanager
+def staging_dir(root: Path) -> Iterator[safefile.SafeDir]:
+    """The root-owned staging directory (0700; `/var/lib/station-update` is systemd's StateDirectory)."""
+    with safefile.open_dir(root / STAGING_DIR.parent.parent, make=0o755) as var_lib, \
+            var_lib.mkdir(STAGING_DIR.parent.name, mode=0o700) as state, \
+            state.mkdir(STAGING_DIR.name, mode=0o700) as staging:
+        os.fchmod(staging.fd, 0o700)
+        yield staging
+
+
 def stage(request: Request, state_dir: Path, root: Path) -> Path:
     """Copy the artefact into the root-owned staging directory, hashing it; the copy's path."""
-    staging = root / STAGING_DIR
-    staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(staging, 0o700)
-    target = staging / request.artefact_name
-    target.unlink(missing_ok=True)
     digest = hashlib.sha256()
     with open_dir(state_dir / "firmware") as firmware:
         try:
-            src = os.open(request.artefact_name, os.O_RDONLY | os.O_NONBLOCK | _FLAGS, dir_fd=firmware)
+            source = firmware.open_read(request.artefact_name, ARTEFACT_MAX_BYTES)
         except OSError as exc:
-            raise UpdateError(f"artefact {request.artefact_name}: cannot open safely ({exc.strerror})") from None
-    with os.fdopen(src, "rb") as source:
-        info = os.fstat(source.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > ARTEFACT_MAX_BYTES:
-            raise UpdateError(f"artefact {request.artefact_name} is not a regular file of at most {ARTEFACT_MAX_BYTES} bytes")
-        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FLAGS, 0o600)
-        with os.fdopen(out, "wb") as copy:
+            raise UpdateError(f"artefact {request.artefact_name}: cannot open safely ({exc.strerror or exc})") from None
+    with source, staging_dir(root) as staging:
+        with staging.writer(request.artefact_name, mode=0o600) as copy:
             copied = 0
             while chunk := source.read(1024 * 1024):
                 copied += len(chunk)
@@ -142,10 +127,15 @@ def stage(request: Request, state_dir: Path, root: Path) -> Path:
                     raise UpdateError(f"artefact {request.artefact_name} grew beyond {ARTEFACT_MAX_BYTES} bytes")
                 digest.update(chunk)
                 copy.write(chunk)
-    if digest.hexdigest() != request.sha256:
-        target.unlink(missing_ok=True)
-        raise UpdateError("SHA-256 of the artefact does not match the request (checked by the root side)")
-    return target
+            if digest.hexdigest() != request.sha256:  # the copy is dropped, never renamed into place
+                raise UpdateError("SHA-256 of the artefact does not match the request (checked by the root side)")
+        return staging.path / request.artefact_name
+
+
+def unstage(staged: Path) -> None:
+    """Remove a staged copy (the name itself, in the root-owned staging directory)."""
+    with contextlib.suppress(OSError), safefile.open_dir(staged.parent) as staging:
+        staging.unlink(staged.name)
 
 
 class Refused(UpdateError):
@@ -157,37 +147,54 @@ class Refused(UpdateError):
         self.kind = kind
 
 
-def _root_owned_dir(path: Path) -> bool:
-    """A directory of root's (the updater's own user), writable by nobody else; anything else is no anchor store."""
+def _root_owned(info: os.stat_result) -> bool:
+    """Root's (the updater's own user) and writable by nobody else; anything else is no anchor store."""
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
+def _open_root_only(path: Path) -> safefile.SafeDir | None:
+    """Directory `path` when it and its parent are root's alone (checked on their descriptors), else None."""
     try:
-        info = os.lstat(path)
+        with safefile.open_dir(path.parent) as parent:
+            if not _root_owned(os.fstat(parent.fd)):
+                return None
+            directory = parent.subdir(path.name)
     except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
+        return None
+    if not _root_owned(os.fstat(directory.fd)):
+        directory.close()
+        return None
+    return directory
 
 
 def trust_anchors(root: Path) -> list[str]:
     """The manufacturer roots root provisioned (install.sh --firmware-root): PEM texts, none if the
     directory is missing or not root's alone. Roots the CSMS installs over OCPP never count here."""
-    directory = root / TRUST_DIR
-    if not (_root_owned_dir(directory.parent) and _root_owned_dir(directory)):
+    directory = _open_root_only(root / TRUST_DIR)
+    if directory is None:
         return []
     anchors = []
-    for path in sorted(directory.glob("*.pem")):
-        info = os.lstat(path)
-        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_size <= ANCHOR_MAX_BYTES:
-            anchors.append(path.read_text(errors="replace"))
+    with directory:
+        for name in sorted(directory.listdir()):
+            if name.startswith(".") or not name.endswith(".pem"):
+                continue
+            try:
+                with directory.open_read(name, ANCHOR_MAX_BYTES) as handle:
+                    if os.fstat(handle.fileno()).st_uid == os.geteuid():
+                        anchors.append(handle.read(ANCHOR_MAX_BYTES).decode("utf-8", "replace"))
+            except OSError:  # a link, a FIFO, a hard link, too large: no anchor
+                continue
     return anchors
 
 
 def unsigned_allowed(root: Path) -> bool:
     """A development install said so (install.sh --dev-allow-unsigned-firmware): a root-owned marker."""
-    marker = root / DEV_UNSIGNED_MARKER
-    try:
-        info = os.lstat(marker)
-    except OSError:
+    directory = _open_root_only(root / DEV_UNSIGNED_MARKER.parent)
+    if directory is None:
         return False
-    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and _root_owned_dir(marker.parent)
+    with directory:
+        info = directory.lstat(DEV_UNSIGNED_MARKER.name)
+    return info is not None and stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
 
 
 def verify(request: Request, staged: Path, root: Path, now: datetime | None = None) -> str:
@@ -258,26 +265,12 @@ def _canonical(name: str) -> str:
 
 def write_result(directory: Path, result: dict[str, object]) -> None:
     """result.json beside the request, owned by the directory's owner, never through a link."""
-    with open_dir(directory) as dir_fd:
-        owner = os.fstat(dir_fd)
-        tmp = f".result.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FLAGS, 0o640, dir_fd=dir_fd)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(result, handle, sort_keys=True)
-                handle.flush()
-                os.fchmod(handle.fileno(), 0o640)
-                with contextlib.suppress(PermissionError):
-                    os.fchown(handle.fileno(), owner.st_uid, owner.st_gid)
-                os.fsync(handle.fileno())
-            os.rename(tmp, "result.json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
+    with open_dir(directory) as target:
+        owner = target.owner() if os.geteuid() == 0 else None
+        target.replace("result.json", json.dumps(result, sort_keys=True), mode=0o640, owner=owner)
 
 
 def remove_request(directory: Path, name: str) -> None:
     """Consume the request (unlinks the name itself, whatever it is)."""
-    with contextlib.suppress(OSError, UpdateError), open_dir(directory) as dir_fd:
-        os.unlink(name, dir_fd=dir_fd)
+    with contextlib.suppress(OSError, UpdateError), open_dir(directory) as target:
+        target.unlink(name)

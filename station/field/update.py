@@ -3,7 +3,8 @@
 Releases live side by side under ``/opt/station/releases/<version>``, each with its own venv;
 ``/opt/station/current`` and ``/opt/station/previous`` are relative symlinks. An update
 installs the new release, switches ``current``, restarts the units and runs ``station --once``
-until it passes or a grace period ends; otherwise it switches back, restarts, and records
+(as the daemon's ``station`` user: the release's own code needs no root) until it passes or a grace
+period ends; otherwise it switches back, restarts, and records
 why. Every outcome is appended to ``/var/lib/station-update/history.jsonl``.
 
 Python API (used by the OCPP UpdateFirmware handler and by tests)::
@@ -33,7 +34,6 @@ import fcntl
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -42,6 +42,7 @@ from pathlib import Path
 
 from station.field import hostops
 from station.field import request_intake as intake
+from station.storage import safefile
 from station.update_request import UpdateError, check_version, clear_result, read_result, request_update
 
 EXIT_OK = 0
@@ -117,8 +118,10 @@ class Result:
 @contextlib.contextmanager
 def _locked(layout: Layout) -> Iterator[None]:
     """One update at a time per device (the path unit, a technician and Ansible may collide)."""
-    layout.base.mkdir(parents=True, exist_ok=True)
-    with open(layout.base / ".update.lock", "w") as handle:
+    with safefile.open_dir(layout.base, make=0o755) as base:
+        fd = os.open(".update.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600,
+                     dir_fd=base.fd)
+    with os.fdopen(fd, "r+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -163,8 +166,9 @@ def install_release(
         if sha256 is not None and recorded and not (target / f".artefact-sha256-{sha256}").exists():
             raise UpdateError(f"release {version} is already installed from another artefact; not replaced")
         return target
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
+    with safefile.open_dir(layout.releases, make=0o755) as releases:
+        releases.rmtree(version)
+        releases.mkdir(version, mode=0o755).close()
     interpreter = python or os.environ.get("STATION_PYTHON") or "python3"
     pip_cmd = _pip_command(pip)
     venv = target / "venv"
@@ -182,25 +186,29 @@ def install_release(
     for step in steps:
         proc = subprocess.run(step, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            shutil.rmtree(target, ignore_errors=True)
+            _remove_release(layout, version)
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise UpdateError(f"installing {version} failed at `{step[0]} {step[1]}`: {' | '.join(tail)}")
     if not (venv / "bin/station").exists():
-        shutil.rmtree(target, ignore_errors=True)
+        _remove_release(layout, version)
         raise UpdateError(f"artefact {artefact} did not provide the `station` command")
-    (target / "VERSION").write_text(version + "\n")
-    if sha256 is not None:
-        (target / f".artefact-sha256-{sha256}").touch()
-    (target / ".complete").touch()
+    with safefile.open_dir(target) as release:
+        release.replace("VERSION", version + "\n")
+        if sha256 is not None:
+            release.replace(f".artefact-sha256-{sha256}", b"")
+        release.replace(".complete", b"")
     return target
+
+
+def _remove_release(layout: Layout, version: str) -> None:
+    with contextlib.suppress(OSError), safefile.open_dir(layout.releases) as releases:
+        releases.rmtree(version)
 
 
 def _point(link: Path, version: str) -> None:
     """Atomically (rename) make ``link`` → ``releases/<version>``."""
-    tmp = link.with_name(link.name + ".new")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(Path("releases") / version)
-    os.replace(tmp, link)
+    with safefile.open_dir(link.parent) as base:
+        base.replace_symlink(link.name, f"releases/{version}")
 
 
 def switch(version: str, *, root: Path = Path("/")) -> str | None:
@@ -248,7 +256,7 @@ def switch_and_verify(
             result = Result(True, "unchanged", version, old, f"{version} is already current")
             return _record(layout, result)
         hostops.restart_units()
-        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up)
+        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up, user=hostops.station_account(root))
         if smoke.ok:
             prune(root=root)
             result = Result(True, "updated", version, old, f"{version} healthy", smoke=smoke.summary(), attempts=attempts)
@@ -259,7 +267,7 @@ def switch_and_verify(
         _point(layout.current, old)
         _point(layout.previous, version)
         hostops.restart_units()
-        back, _ = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up)
+        back, _ = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up, user=hostops.station_account(root))
         action = "rolled-back" if back.ok else "rollback-failed"
         detail = f"{reason}; rolled back to {old}" + ("" if back.ok else f", which is unhealthy too (exit {back.exit_code})")
         return _record(layout, Result(False, action, old, version, detail, smoke=smoke.summary(), attempts=attempts))
@@ -330,7 +338,7 @@ def rollback(
         if current is not None:
             _point(layout.previous, current)
         hostops.restart_units()
-        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up)
+        smoke, attempts = hostops.wait_healthy(root, grace_seconds, interval, give_up_on=_give_up, user=hostops.station_account(root))
         detail = f"rolled back from {current} to {previous}" + ("" if smoke.ok else f"; smoke test fails (exit {smoke.exit_code})")
         return _record(layout, Result(smoke.ok, "rollback", previous, current, detail, smoke=smoke.summary(), attempts=attempts))
 
@@ -343,7 +351,7 @@ def prune(*, root: Path = Path("/"), keep: int = KEEP_RELEASES) -> list[str]:
     removable = [v for v in by_age if v not in pinned]
     doomed = removable[: max(0, len(by_age) - keep)]
     for version in doomed:
-        shutil.rmtree(layout.release(version), ignore_errors=True)
+        _remove_release(layout, version)
     return doomed
 
 
@@ -360,8 +368,8 @@ def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float =
     state_dir = directory.parent
     staged: Path | None = None
     try:
-        with intake.open_dir(directory) as dir_fd:
-            data = intake.read_small(dir_fd, request.name, intake.REQUEST_MAX_BYTES)
+        with intake.open_dir(directory) as daemon_dir:
+            data = intake.read_small(daemon_dir, request.name, intake.REQUEST_MAX_BYTES)
         wanted = intake.parse_request(data, state_dir)
         staged = intake.stage(wanted, state_dir, root)
         how = intake.verify(wanted, staged, root)
@@ -371,7 +379,7 @@ def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float =
                                  f" artefact is version {version}")
     except UpdateError as exc:
         if staged is not None:
-            staged.unlink(missing_ok=True)
+            intake.unstage(staged)
         current = Layout(root).version_of(Layout(root).current)
         result = _record(Layout(root), Result(False, "failed", current, current, f"request refused: {exc}",
                                               refused=getattr(exc, "kind", None)))
@@ -381,7 +389,7 @@ def run_request(request: Path, *, root: Path = Path("/"), grace_seconds: float =
                             allow_downgrade=allow_downgrade, sha256=wanted.sha256)
             result.detail = f"{result.detail} ({how})"
         finally:
-            staged.unlink(missing_ok=True)
+            intake.unstage(staged)
     intake.remove_request(directory, request.name)
     with contextlib.suppress(UpdateError, OSError):  # the daemon's directory may be gone; history has it
         intake.write_result(directory, result.to_json())

@@ -8,9 +8,11 @@ One `BaseSession` lives per WebSocket connection. Its life:
 2. The CSMS is "online" for the core; every connector's current status is sent (statuses are
    not queued while offline, the present one is re-sent instead).
 3. Three loops run until the link drops: heartbeat at the CSMS's interval; the durable outbox
-   replayed strictly in order (an entry leaves the outbox only when the CSMS confirmed it;
-   CALLERROR / no answer → retried after `interval × attempt`, parked after `attempts` tries,
-   never dropped); connector events → StatusNotification. A transaction is bound to the version
+   replayed (an entry leaves the outbox only when the CSMS confirmed it; CALLERROR / no answer
+   → retried after `interval × attempt`, parked after `attempts` tries, never dropped) in two
+   lanes: transaction messages strictly in order, the other queued messages (security events,
+   NotifyEvent, ...) each on its own schedule beside them, so a refused one never holds up a
+   transaction message; connector events → StatusNotification. A transaction is bound to the version
    its Started went out in; its messages wait while the link runs the other version.
 
 A version module provides the message shapes (`boot_payload`, `status_payload`,
@@ -181,6 +183,18 @@ OUTBOX_BATCH = 100
 """Outbox entries read per pass; also the most confirmed entries awaiting their shared delete."""
 
 
+class _LaneWake:
+    """Wakes both outbox lanes (a transaction event, a queued message, a released entry)."""
+
+    def __init__(self) -> None:
+        self.transaction = asyncio.Event()
+        self.message = asyncio.Event()
+
+    def set(self) -> None:
+        self.transaction.set()
+        self.message.set()
+
+
 class _ConfirmedIds(list[int]):
     """Ids the CSMS confirmed that are not deleted yet, in order; `in` is a set lookup."""
 
@@ -209,7 +223,7 @@ class BaseSession(StrictChargePoint):
         self.accepted = False
         self.boot_accepted = asyncio.Event()
         self._last_call_id: dict[str, str] = {}
-        self._outbox_wake = asyncio.Event()
+        self._outbox_wake = _LaneWake()
         self._heartbeat_changed = asyncio.Event()
         self._sent_status: dict[int, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -471,35 +485,73 @@ class BaseSession(StrictChargePoint):
         self._outbox_wake.set()
 
     async def _outbox_loop(self) -> None:
-        store = self.core.store
+        """The outbox's two lanes side by side: a refused status report, security event or NotifyEvent
+        is retried on its own schedule and never holds up a transaction message (issue 22)."""
         try:
-            while True:
-                self._outbox_wake.clear()
-                self._flush_confirmed()
-                try:
-                    # Messages of a transaction bound to the other version wait for it (docs/ocpp.md).
-                    entries = store.pending_outbox(OUTBOX_BATCH, version=self.VERSION)
-                except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
-                    log.error("ocpp: cannot read the outbox", error=str(exc))
-                    entries = []
-                entries = [e for e in entries if e.id not in self._confirmed]
-                if not entries:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(5):
-                            await self._outbox_wake.wait()
-                    continue
-                backlog = len(entries) >= OUTBOX_BATCH  # replaying a queue: share the deletes' fsync
-                for entry in entries:
-                    wait = entry.next_attempt - time.time()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                        break  # re-read: keep strict order
-                    if not await self._deliver(entry):
-                        break
-                    if not backlog:
-                        self._flush_confirmed()
+            async with asyncio.TaskGroup() as lanes:
+                lanes.create_task(self._transaction_lane(), name="ocpp-outbox-transactions")
+                lanes.create_task(self._message_lane(), name="ocpp-outbox-messages")
         finally:
             self._flush_confirmed()
+
+    def _read_lane(self, lane: str, *, due_only: bool = False) -> list[OutboxEntry]:
+        try:
+            # Messages of a transaction bound to the other version wait for it (docs/ocpp.md).
+            entries = self.core.store.pending_outbox(OUTBOX_BATCH, version=self.VERSION, lane=lane, due_only=due_only)
+        except Exception as exc:  # noqa: BLE001 — a broken store is reported, the link stays
+            log.error("ocpp: cannot read the outbox", error=str(exc))
+            return []
+        return [e for e in entries if e.id not in self._confirmed]
+
+    async def _transaction_lane(self) -> None:
+        """Transaction messages strictly in order: a refused one is retried before any later one."""
+        wake = self._outbox_wake.transaction
+        while True:
+            wake.clear()
+            self._flush_confirmed()
+            entries = self._read_lane("transaction")
+            if not entries:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await wake.wait()
+                continue
+            backlog = len(entries) >= OUTBOX_BATCH  # replaying a queue: share the deletes' fsync
+            for entry in entries:
+                wait = entry.next_attempt - time.time()
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await wake.wait()  # a release (station outbox release) retries at once
+                    break  # re-read: keep strict order
+                if not await self._deliver(entry):
+                    break
+                if not backlog:
+                    self._flush_confirmed()
+
+    async def _message_lane(self) -> None:
+        """The other queued messages in order of recording, each on its own retry schedule: one the
+        CSMS refused waits for its next attempt without holding up those behind it."""
+        wake = self._outbox_wake.message
+        while True:
+            wake.clear()
+            self._flush_confirmed()
+            entries = self._read_lane("message", due_only=True)
+            for entry in entries:
+                await self._deliver(entry)
+            self._flush_confirmed()
+            if len(entries) >= OUTBOX_BATCH:
+                continue
+            try:
+                due = self.core.store.next_outbox_attempt("message")
+            except Exception:  # noqa: BLE001 — reported by _read_lane on the next pass
+                due = None
+            # Due already: a message queued meanwhile (its wake is set: no wait) or one the store could
+            # not update or delete (refused write): retried a second later, never in a tight loop.
+            now = time.time()
+            wait = 5.0 if due is None else min(5.0, due - now) if due > now else 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await wake.wait()
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
         """Send one entry; True when it left the queue (confirmed, skipped or parked).

@@ -15,7 +15,7 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -27,7 +27,7 @@ from station.trust.firmware import FirmwareNote, FirmwareStatus, FirmwareUpdater
 from station.diagnostics.log_upload import JOB_TASK_NAME, LogNote, LogStatus, LogUploader
 from station.diagnostics.recorder import FlightRecorder
 from station.ocpp.base import BaseSession, Exchange
-from station.ocpp.connection import LinkParams, LinkState, OcppLink
+from station.ocpp.connection import LinkParams, LinkState, OcppLink, VersionRefused, public_url
 from station.ocpp import schema
 from station.ocpp.endpoints import Endpoints
 from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from station.trust.credentials import Credentials
 
 log = structlog.get_logger("station.ocpp")
+
+VERSION_REFUSALS = frozenset({"NotImplemented", "NotSupported", "ProtocolError", "FormatViolation",
+                              "FormationViolation"})
+"""CALLERROR codes to a BootNotification that mean "not this OCPP version here": the link switches."""
 
 ResetCallback = Callable[[str], Awaitable[None]]
 """Called after a Reset was accepted and transactions were ended; "Immediate"/"Hard" or "OnIdle"/"Soft"."""
@@ -96,6 +100,7 @@ class OcppClient:
         self.link = self._new_link(endpoints.params() if endpoints is not None else params)
         self.session: BaseSession | None = None
         self.boot_accepted_version: str | None = None
+        self._remembered: tuple[str, str] | None = None
         self.exchanges: deque[Exchange] = deque(maxlen=100)
         self.exchanges_recorded = 0
         """Exchanges ever recorded: `exchanges` is bounded, its length stops growing once it is full."""
@@ -156,6 +161,7 @@ class OcppClient:
         self.endpoints.set_priority(order)
 
     def _new_link(self, params: LinkParams) -> OcppLink:
+        params = replace(params, start_version=self._remembered_version(params))
         link = OcppLink(params, self._on_session, on_state=self._link_state_changed, credentials=self.credentials,
                         needs=self.core.store.versions_needed, on_security_event=self.core.security_events.record)
         model = self.core.device_model  # WebSocketPingInterval: the CSMS's value, else the configured one
@@ -225,7 +231,37 @@ class OcppClient:
         self.exchanges.append(exchange)
         self.exchanges_recorded += 1
 
+    # ---- version last accepted per CSMS endpoint (issue 22) ------------------------------
+    @staticmethod
+    def _endpoint_key(params: LinkParams) -> str:
+        urls = (public_url(params.url_201 or ""), public_url(params.url_16 or ""))
+        return "ocpp:accepted_version:" + "|".join(urls)
+
+    def _remembered_version(self, params: LinkParams) -> str | None:
+        """The version this CSMS endpoint last accepted a BootNotification in: the link starts there."""
+        try:
+            version = self.core.store.get(self._endpoint_key(params))
+        except Exception:  # noqa: BLE001 — a broken store: start with the primary
+            return None
+        return version if version in ("201", "16") else None
+
+    def _remember_version(self, version: str) -> None:
+        """Durably (SQLite): after a restart during an outage the station still offers this version."""
+        key = self._endpoint_key(self.link.params)
+        if self._remembered == (key, version):
+            return
+        try:
+            if self.core.store.get(key) != version:
+                self.core.store.put(key, version)
+        except Exception as exc:  # noqa: BLE001 — not remembered: the next start offers the primary
+            log.warning("ocpp: accepted version not remembered", error=str(exc))
+            return
+        self._remembered = (key, version)
+
     def publish_state(self) -> None:
+        session = self.session
+        if session is not None and session.boot_accepted.is_set():
+            self._remember_version(session.VERSION)
         if self.endpoints is not None and self.session is not None and self.session.boot_accepted.is_set():
             self.endpoints.accepted(self.core.security_events.record)
         self.core.events.publish("csms", **self.status())
@@ -272,6 +308,10 @@ class OcppClient:
         self.session = session
         try:
             await session.run()
+        except CallErrorReceived as exc:
+            if exc.action == "BootNotification" and not session.boot_accepted.is_set() and exc.code in VERSION_REFUSALS:
+                raise VersionRefused(f"BootNotification answered {exc.code}") from None
+            raise
         finally:
             if self.session is session:
                 self.session = None

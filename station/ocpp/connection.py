@@ -5,12 +5,16 @@ and, when the session ends or the link dies, reconnects. Decisions it owns:
 
 - URL rule: a URL is used as given; only a URL ending in "/" gets the station id appended
   (field URLs already end with the station id).
-- Version fallback: the primary version is offered first; after the primary endpoint refuses
-  the subprotocol or the upgrade (HTTP 4xx other than 401/403, or no subprotocol chosen),
-  or after `fallback_after` unreachable attempts in a row, the other version is tried. The
-  version that worked is preferred for `primary_retry_seconds`, then the primary is probed
-  again (a working fallback connection is closed cleanly for the probe; one failed probe
-  returns to the fallback at once). Authentication failures never trigger a fallback.
+- Version policy (issue 22): the version last accepted on this CSMS endpoint (`start_version`,
+  remembered durably by the client) is offered first, else the primary. Only a protocol answer
+  switches versions: the endpoint refuses the subprotocol or the upgrade (HTTP 4xx other than
+  401/403, or no subprotocol chosen), or a BootNotification is refused as not supported
+  (`VersionRefused`). A refused connection, a timeout, DNS or TLS failures, a 5xx or a
+  connection closed before any HTTP answer say nothing about the versions a CSMS speaks: the
+  same version is retried with backoff, however long the outage lasts. The version that
+  worked after a switch is preferred for `primary_retry_seconds`, then the primary is probed
+  again from a working connection (closed cleanly for the probe; one failed probe returns to
+  the fallback at once; no probes during an outage). Authentication failures never switch.
 - Unfinished work (`needs`): a version with open transactions or queued messages bound to it is
   not left voluntarily (no primary probe); a version whose bound messages wait is returned to
   (a probe, every `version_return_seconds`) once the current one has nothing left to finish.
@@ -44,7 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 
 from station.ocpp import tls_check
 from station.ocpp.rpc import SUBPROTOCOL, cancel_all
@@ -60,6 +64,11 @@ NEEDS_POLL_SECONDS = 1.0
 
 class LinkConfigError(ValueError):
     """The link parameters cannot work (bad URL, profile contradicting the URL, missing cert)."""
+
+
+class VersionRefused(Exception):
+    """The CSMS answered this version's BootNotification as not supported: a protocol answer, so
+    the link switches to the other version (raised by the session callback)."""
 
 
 class FailureKind(str, enum.Enum):
@@ -84,6 +93,10 @@ class LinkParams:
     client_cert: Path | str | None = None
     client_key: Path | str | None = None
     fallback_after: int = 3
+    """No longer switches versions (issue 22: an unreachable CSMS says nothing about its versions);
+    kept so existing settings still load."""
+    start_version: str | None = None
+    """The version last accepted on this endpoint ("201" | "16"): offered first; None: the primary."""
     primary_retry_seconds: float = 3600
     version_return_seconds: float = 60
     backoff_min: float = 1
@@ -332,10 +345,12 @@ class OcppLink:
         if (primary == "201" and not params.url_201) or (primary == "16" and not params.url_16):
             primary = "16" if primary == "201" else "201"
         self.primary = primary
-        self.state = LinkState(security_profile=self.profile, preferred_version=primary)
-        self._preferred = primary
+        start = params.start_version if params.start_version in SUBPROTOCOL and self.url_for(params.start_version or "") else primary
+        self.state = LinkState(security_profile=self.profile, preferred_version=start)
+        self._preferred = start
+        self._outage = False
+        """The last attempt failed: no probes of the primary until a connection works again."""
         self._preferred_since = monotonic()
-        self._unreachable_in_a_row = 0
         self._failures = 0
         self._ssl_contexts: dict[Attempt, ssl.SSLContext] = {}
         self._active: TrackedConnection | None = None
@@ -433,7 +448,7 @@ class OcppLink:
         if self._return_to is not None:
             version, self._return_to = self._return_to, None
             return version, "probe"
-        if (self._preferred != self.primary and not self._needed(self._preferred)
+        if (self._preferred != self.primary and not self._needed(self._preferred) and not self._outage
                 and self._monotonic() - self._preferred_since >= self.params.primary_retry_seconds):
             return self.primary, "probe"
         return self._preferred, "preferred"
@@ -488,7 +503,6 @@ class OcppLink:
         self._preferred = version
         self._preferred_since = self._monotonic()
         self._next_return = self._preferred_since + self.params.version_return_seconds
-        self._unreachable_in_a_row = 0
         self.state.preferred_version = version
 
     # --------------------------------------------------------------------- run
@@ -527,6 +541,7 @@ class OcppLink:
 
     def _record_failure(self, version: str, why: str, failure: _Failure) -> None:
         self.state.failed_attempts += 1
+        self._outage = failure.kind is not FailureKind.REFUSED
         self.state.last_error = failure.text
         self.state.last_error_kind = failure.kind
         url = public_url(self.url_for(version) or "")
@@ -543,13 +558,8 @@ class OcppLink:
                        max(self.params.version_return_seconds, self.params.primary_retry_seconds))
             self._next_return = self._preferred_since + wait
             log.warning(f"ocpp link: OCPP {_label(version)} still unavailable; staying on OCPP {_label(self._preferred)}")
-        elif other is not None:
-            if failure.kind is FailureKind.REFUSED:
-                self._switch(other, f"OCPP {_label(version)} endpoint refused: {failure.text}")
-            elif failure.kind in (FailureKind.UNREACHABLE, FailureKind.TLS):
-                self._unreachable_in_a_row += 1
-                if self._unreachable_in_a_row >= self.params.fallback_after:
-                    self._switch(other, f"OCPP {_label(version)} endpoint unreachable {self._unreachable_in_a_row} times in a row")
+        elif other is not None and failure.kind is FailureKind.REFUSED:
+            self._switch(other, f"OCPP {_label(version)} endpoint refused: {failure.text}")
         self._publish()
 
     async def _attempt(self, version: str, why: str) -> None:
@@ -579,6 +589,8 @@ class OcppLink:
             text = f"TLS: {exc.reason or exc.__class__.__name__}"
             await self._tls_security_event(url, exc, text)
             raise _Failure(FailureKind.TLS, text) from None
+        except InvalidMessage as exc:  # closed or garbled before any HTTP answer: a down CSMS, not a refusal
+            raise _Failure(FailureKind.UNREACHABLE, f"handshake: {exc}") from None
         except (InvalidHandshake, InvalidURI) as exc:
             raise _Failure(FailureKind.REFUSED, f"handshake: {exc}") from None
         except (OSError, TimeoutError, EOFError) as exc:
@@ -591,7 +603,7 @@ class OcppLink:
         if version != self._preferred:
             self._switch(version, "probe of the primary succeeded")
             self._failed_returns = 0
-        self._unreachable_in_a_row = 0
+        self._outage = False
         self._security_reported.clear()
         ssl_object = ws.transport.get_extra_info("ssl_object") if ws.transport is not None else None
         self.credentials.connected(attempt, ssl_object.getpeercert(binary_form=True) if ssl_object else None)
@@ -664,6 +676,11 @@ class OcppLink:
                 error = session.exception()
                 if isinstance(error, ConnectionClosed):
                     reason = _closed_text(error)
+                elif isinstance(error, VersionRefused):
+                    reason = f"OCPP {_label(version)} refused: {error}"
+                    other = self._other(version)
+                    if other is not None:
+                        self._switch(other, reason)
                 elif error is not None:
                     reason = f"session failed: {error.__class__.__name__}"
                     log.error("ocpp link: session failed", exc_info=error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -18,6 +19,8 @@ from station.ocpp import variables
 from station.ocpp.reports import Reporter
 from station.ocpp.base import BaseSession, iso, log_request, parse_time
 from station.ocpp.base import charging_profile, composite_periods, profile_purpose
+from station.ocpp.charging_reports import ChargingProfileReports
+from station.ocpp.customer_information import CustomerInformationHandlers
 from station.ocpp.meter_values import ended_meter_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.monitoring import MonitoringHandlers
@@ -49,7 +52,7 @@ def status_info(reason: str) -> dict[str, str]:
     return {"reasonCode": code, "additionalInfo": reason[:512]}
 
 
-class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
+class V201Session(ChargingProfileReports, CustomerInformationHandlers, MonitoringHandlers, SecurityHandlers, BaseSession):
     VERSION = "201"
 
     # ---- station → CSMS -----------------------------------------------------------
@@ -364,6 +367,8 @@ class V201Session(MonitoringHandlers, SecurityHandlers, BaseSession):
         profile = charging_profile(evse, raw, schedules[0], profile_id=int(raw["id"]), transaction_id=raw.get("transactionId"))
         if isinstance(profile, str):
             return profile
+        if schedules[0].get("id") is not None:  # reported back as given (GetChargingProfiles)
+            profile = dataclasses.replace(profile, schedule_id=int(schedules[0]["id"]))
         return self.core.charging.install(profile, replace_same_stack=replace_same_stack)
 
     @on_raw("SetChargingProfile")

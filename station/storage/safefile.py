@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,6 +280,28 @@ class SafeDir:
         except OSError as exc:
             raise UnsafeFile(exc.errno, f"{name}: not a plain directory ({exc.strerror})") from None
         return SafeDir(fd, self.path / name)
+
+    def replace_symlink(self, name: str, target: str) -> None:
+        """Make `name` a symbolic link to `target` atomically: a new link renamed over whatever is there."""
+        self._name(name)
+        tmp = temp_name(name)
+        os.symlink(target, tmp, dir_fd=self.fd)
+        try:
+            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=self.fd)
+            raise
+        fsync_directory(self.fd)
+
+    def rmtree(self, name: str) -> None:
+        """Remove the directory tree `name` (nothing when missing). Descriptor-relative throughout
+        (shutil's fd-based walk): a link inside is removed, never followed; a link at `name` is refused."""
+        try:
+            shutil.rmtree(self._name(name), dir_fd=self.fd)
+        except FileNotFoundError:
+            return
+        fsync_directory(self.fd)
 
     def unlink(self, name: str, *, missing_ok: bool = True) -> None:
         """Remove the entry `name` itself (a link is removed, its target untouched)."""

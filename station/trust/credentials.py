@@ -14,7 +14,9 @@ The configuration file gives the provisioned values. The CSMS can then (OCPP A01
   the fallback reported.
 
 So the station is never locked out by a change made over OCPP. State lives in
-``<state>/pki/credentials.json`` and the station's key files, all 0600. When the provisioned
+``<state>/pki/credentials.json`` (0600) and the station's key and certificate, one directory per
+generation switched as a pair (`station.trust.generations`: never a new key beside an old
+certificate, even after a power cut). When the provisioned
 values change (a technician re-provisions the station), the OCPP-made state is discarded.
 
 Events worth a SecurityEventNotification are handed to `on_event(type, tech_info)` (2.0.1 names).
@@ -32,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from station.trust import pki
+from station.trust import generations, pki
 from station.ocpp.connection import Attempt, FailureKind, LinkParams, resolve_security_profile
 
 log = structlog.get_logger("station.trust.credentials")
@@ -92,6 +94,7 @@ class Credentials:
         self._state = self._load()
         if not read_only:
             try:
+                generations.migrate(self._station)
                 if not self._file.exists():
                     self._save()
                 self.roots.seed(pki.CSMS_ROOT, Path(params.ca_bundle) if params.ca_bundle else None)
@@ -117,8 +120,11 @@ class Credentials:
             state = {}
         elif state and state.get("provisioned") != self._provisioned():
             log.warning("credentials: provisioned values changed; credentials set over OCPP are discarded")
-            for name in ("cert.pem", "key.pem", "new.pem", "new.key", "pending.key", "previous.pem", "previous.key"):
-                (self._station / name).unlink(missing_ok=True)
+            try:
+                generations.discard(self._station)
+                (self._station / "pending.key").unlink(missing_ok=True)
+            except OSError as exc:  # redone at the next start: the saved state still names the old provisioning
+                log.error("credentials: earlier client certificates not removed", error=exc.__class__.__name__)
             state = {}
         state["provisioned"] = self._provisioned()
         return state
@@ -167,9 +173,10 @@ class Credentials:
         return bool(self._password() or self._state.get("password_candidate"))
 
     def _certificate(self) -> tuple[str | None, str | None]:
-        """(cert, key) paths: the OCPP-installed certificate, else the provisioned one."""
-        if (self._station / "cert.pem").exists() and (self._station / "key.pem").exists():
-            return str(self._station / "cert.pem"), str(self._station / "key.pem")
+        """(cert, key) paths: the OCPP-installed certificate in force, else the provisioned one."""
+        pair = generations.current_pair(self._station)
+        if pair is not None:
+            return str(pair[0]), str(pair[1])
         p = self.params
         return (str(p.client_cert) if p.client_cert else None, str(p.client_key) if p.client_key else None)
 
@@ -183,14 +190,14 @@ class Credentials:
 
     def new_certificate_start(self) -> datetime | None:
         """notBefore of a signed certificate waiting to be used, or None."""
-        path = self._station / "new.pem"
-        validity = _validity(str(path)) if path.exists() else None
+        pair = generations.candidate(self._station)
+        validity = _validity(str(pair[0])) if pair else None
         return validity[0] if validity is not None else None
 
     def _new_certificate_usable(self) -> bool:
         """A02.FR.08: a signed certificate is used from its notBefore on."""
-        path = self._station / "new.pem"
-        validity = _validity(str(path)) if path.exists() else None
+        pair = generations.candidate(self._station)
+        validity = _validity(str(pair[0])) if pair else None
         return validity is not None and validity[0] <= self.now() <= validity[1]
 
     def attempt(self, requested: int | None = None) -> Attempt:
@@ -209,8 +216,9 @@ class Credentials:
             password = bytes.fromhex(candidate)
             trying.add("password")
         cert, key = self._certificate()
-        if profile == 3 and self._new_certificate_usable():
-            cert, key = str(self._station / "new.pem"), str(self._station / "new.key")
+        candidate = generations.candidate(self._station) if profile == 3 and self._new_certificate_usable() else None
+        if candidate is not None:
+            cert, key = str(candidate[0]), str(candidate[1])
             trying.add("certificate")
         roots = self.roots.pem(pki.CSMS_ROOT)
         return Attempt(profile, password, cert, key, str(self.params.ca_bundle) if self.params.ca_bundle else None,
@@ -238,7 +246,9 @@ class Credentials:
             changed = True
         if "certificate" in attempt.trying:
             self._certificate_failures = 0
-            self._promote_certificate()
+            self._promote_certificate(Path(attempt.client_cert or ""), proven=True)
+        elif attempt.profile == 3 and not self.read_only and attempt.client_cert:
+            self._proven(Path(attempt.client_cert))
         if "profile" in attempt.trying:
             self._state["profile"] = attempt.profile
             self._state.pop("profile_candidate", None)
@@ -260,8 +270,11 @@ class Credentials:
             self._certificate_failures += 1
             if self._certificate_failures >= PROFILE_ATTEMPTS:
                 self._certificate_failures = 0
-                for name in ("new.pem", "new.key"):
-                    (self._station / name).unlink(missing_ok=True)
+                if attempt.client_cert:
+                    try:
+                        generations.drop(self._station, Path(attempt.client_cert).parent)
+                    except OSError as exc:
+                        log.error("credentials: refused client certificate not removed", error=exc.__class__.__name__)
                 self._event("FailedToAuthenticateAtCsms",
                             f"no connection with the new client certificate ({kind.value}); the previous one is in use again")
         if "profile" in attempt.trying and kind is not FailureKind.LOST and self._state.get("profile_candidate"):
@@ -357,26 +370,44 @@ class Credentials:
         log.warning("credentials: new client certificate installed", serial=leaf["serial"], not_after=leaf["not_after"])
         if self.profile != 3:
             # Not presented on this profile: nothing to prove it on now, it is there for a raise to 3.
-            self._promote_certificate()
+            candidate = generations.candidate(self._station)
+            if candidate is not None:
+                self._promote_certificate(candidate[0], proven=False)
         return None
 
-    def _promote_certificate(self) -> None:
+    def _promote_certificate(self, cert: Path, *, proven: bool) -> None:
+        """Make the candidate holding `cert` the pair in force: one atomic switch of the generation.
+
+        `proven`: a connection worked with it, so older generations go; otherwise the previous one
+        stays until one has (`_proven`)."""
         if self.read_only:
             return
-        station = self._station
-        if (station / "cert.pem").exists():
-            (station / "cert.pem").replace(station / "previous.pem")
-            (station / "key.pem").replace(station / "previous.key")
-        (station / "new.key").replace(station / "key.pem")
-        (station / "new.pem").replace(station / "cert.pem")
-        log.warning("credentials: the new client certificate works; the previous one is kept as a fallback")
+        try:
+            generations.switch(self._station, cert.parent)
+        except (OSError, ValueError) as exc:
+            log.error("credentials: new client certificate not switched to", error=exc.__class__.__name__)
+            return
+        if proven:
+            self._proven(cert)
+            log.warning("credentials: the new client certificate works; the previous one is removed")
+        else:
+            log.warning("credentials: new client certificate in force; the previous one is kept until it has worked")
+
+    def _proven(self, cert: Path) -> None:
+        """A connection authenticated with `cert`: when it is the current generation, prune older ones."""
+        current = generations.current_pair(self._station)
+        if current is not None and current[0] == cert:
+            try:
+                generations.prune(self._station)
+            except OSError as exc:
+                log.error("credentials: previous client certificate not removed", error=exc.__class__.__name__)
 
     def renewal_due(self) -> bool:
         """A03: the certificate in force expires within a month (and no renewal is pending).
 
         Checked at every connection, so read with the ssl module's decoder, not `cryptography`."""
         path, _ = self._certificate()
-        if path is None or (self._station / "new.pem").exists():
+        if path is None or generations.candidate(self._station) is not None:
             return False
         validity = _validity(path)
         return validity is not None and validity[1] - self.now() < RENEW_BEFORE

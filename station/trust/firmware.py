@@ -34,9 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +52,7 @@ if TYPE_CHECKING:
 # cost the daemon ~11 MB of memory for a feature used a few times a year (docs/performance.md).
 
 from station import update_request
+from station.storage.durable import durable_unlink, durable_write_text, durable_writer
 from station.trust import signature
 
 log = structlog.get_logger("station.trust.firmware")
@@ -364,11 +363,7 @@ class FirmwareUpdater:
         }
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / ".job.json.new"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle)
-            os.replace(tmp, self._job_file)
+            durable_write_text(self._job_file, json.dumps(data), mode=0o600)  # an accepted request survives a cut
         except OSError as exc:
             log.warning("firmware: request not saved; a restart would forget it", error=str(exc))
 
@@ -386,7 +381,7 @@ class FirmwareUpdater:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("firmware: unreadable saved request dropped", error=exc.__class__.__name__)
-            self._job_file.unlink(missing_ok=True)
+            durable_unlink(self._job_file)
             return None
 
     def _resume(self) -> None:
@@ -445,7 +440,7 @@ class FirmwareUpdater:
                                  f" (was {result.get('previous')}), request {request_id}")
             handed["security_event"] = True
             with contextlib.suppress(OSError):
-                self._marker.write_text(json.dumps(handed))
+                durable_write_text(self._marker, json.dumps(handed), mode=0o600)
         if refused == "signature" and not handed.get("security_event") and not self._refusal_reported:
             # The root side refused what the daemon had accepted: its own anchors disagree with the CSMS's.
             self._refusal_reported = True
@@ -453,7 +448,7 @@ class FirmwareUpdater:
             if handed:
                 handed["security_event"] = True
                 with contextlib.suppress(OSError):
-                    self._marker.write_text(json.dumps(handed))
+                    durable_write_text(self._marker, json.dumps(handed), mode=0o600)
         return FirmwareNote(status, request_id, detail, final=True)
 
     def _security_event(self, type_: str, tech_info: str) -> None:
@@ -464,7 +459,7 @@ class FirmwareUpdater:
         """The CSMS confirmed the final status: forget the result so it is never sent again."""
         handed = self._handed_over() or {}
         update_request.clear_result(state_dir=self.state_dir)
-        self._marker.unlink(missing_ok=True)
+        durable_unlink(self._marker)
         artefact = handed.get("artefact")
         if isinstance(artefact, str) and Path(artefact).parent == self.directory:
             Path(artefact).unlink(missing_ok=True)
@@ -523,19 +518,20 @@ class FirmwareUpdater:
                     raise _Failed(FirmwareStatus.INVALID_SIGNATURE, problem)
                 await self._emit(FirmwareNote(FirmwareStatus.SIGNATURE_VERIFIED, rid))
             await self._wait_install(request)
-            self._marker.write_text(json.dumps({"request_id": rid, "version": version, "artefact": str(path)}))
+            durable_write_text(self._marker, json.dumps({"request_id": rid, "version": version, "artefact": str(path)}),
+                               mode=0o600)
             try:
                 update_request.request_update(path, version, sha256=digest.hex(), state_dir=self.state_dir,
                                               signing_certificate=request.signing_certificate, signature=request.signature)
             except (OSError, update_request.UpdateError) as exc:
-                self._marker.unlink(missing_ok=True)
+                durable_unlink(self._marker)
                 raise _Failed(FirmwareStatus.INSTALL_VERIFICATION_FAILED, f"hand-over failed: {exc}") from None
             log.warning("firmware: artefact verified and handed to the update flow; the daemon will be restarted",
                         version=version, request_id=rid)
-            self._job_file.unlink(missing_ok=True)
+            durable_unlink(self._job_file)
             await self._emit(FirmwareNote(FirmwareStatus.INSTALLING, rid))
         except _Failed as failed:
-            self._job_file.unlink(missing_ok=True)
+            durable_unlink(self._job_file)
             self._clean(keep=None)
             log.error("firmware: update failed", status=failed.status.value, detail=failed.detail, url=shown, request_id=rid)
             await self._emit(FirmwareNote(failed.status, rid, failed.detail))
@@ -588,28 +584,20 @@ class FirmwareUpdater:
         import httpx
 
         hasher = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=self.directory)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                async with client.stream("GET", url) as response:
-                    if response.status_code != 200:
-                        raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > self.max_bytes:
+        with durable_writer(target, mode=0o600) as handle:
+            async with client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                    raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
+                size = 0
+                async for chunk in response.aiter_bytes(65536):
+                    size += len(chunk)
+                    if size > self.max_bytes:
                         raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
-                    size = 0
-                    async for chunk in response.aiter_bytes(65536):
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise _Failed(FirmwareStatus.DOWNLOAD_FAILED, f"artefact larger than {self.max_bytes} bytes")
-                        hasher.update(chunk)
-                        handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+                    hasher.update(chunk)
+                    handle.write(chunk)
         return hasher.digest()
 
     async def _fetch_sidecar(self, client: httpx.AsyncClient, url: str) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -265,16 +264,10 @@ def write_public(path: Path, data: bytes) -> None:
 
 
 def _write(path: Path, data: bytes, mode: int, dir_mode: int) -> None:
+    from station.storage.durable import durable_write
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    durable_write(path, data, mode=mode)  # temp, fsync, rename, fsync dir: survives a power cut
 
 
 def new_key_pem() -> bytes:
@@ -453,7 +446,10 @@ class RootStore:
         return None
 
     def remove(self, root: InstalledRoot) -> None:
+        from station.storage.durable import fsync_directory
+
         root.path.unlink()
+        fsync_directory(root.path.parent)  # a deleted root stays deleted after a power cut
 
     def seed(self, kind: str, bundle: Path | None) -> int:
         """Copy the certificates of a provisioned bundle file into the store, once per bundle content.

@@ -74,7 +74,7 @@ def make_csr(pending: str, station_id: str, organization: str, fresh: bool) -> s
 
 
 def store_signed(chain: str, station_dir: str, station_id: str, roots_dir: str, bundle: str | None, now: str) -> dict[str, str]:
-    """A02.FR.06: check a CertificateSigned chain and keep it as new.pem/new.key; PkiError says why not."""
+    """A02.FR.06: check a CertificateSigned chain and keep it as the candidate generation; PkiError says why not."""
     from station.trust import pki
 
     certs = pki.load_chain(chain)
@@ -102,12 +102,13 @@ def store_signed(chain: str, station_dir: str, station_id: str, roots_dir: str, 
     problem = pki.verify_chain(certs, trusted, max(when, leaf.not_valid_before_utc))
     if problem:
         raise pki.PkiError(problem)
+    from station.trust import generations
+
     try:
-        pki.write_public(station / "new.pem", "".join(pki.pem_of(c) for c in certs).encode())
-        pki.write_private(station / "new.key", key)
+        # Key and chain as one new generation, whole or not at all; the one in force is untouched.
+        generations.add_candidate(station, "".join(pki.pem_of(c) for c in certs).encode(), key)
         pending.unlink()
     except OSError as exc:
-        (station / "new.pem").unlink(missing_ok=True)
         raise pki.PkiError(f"cannot store the certificate ({exc.__class__.__name__})") from None
     return {"serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat()}
 

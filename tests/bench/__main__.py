@@ -1,12 +1,13 @@
 """`make bench`: every figure of issues 10 and 18, side by side with the bare-library baseline.
 
-    python -m tests.bench [--runs 3] [--events 10000] [--quick] [--no-cellular] [--out bench-results.json]
+    python -m tests.bench [--runs 3] [--events 10000] [--quick] [--no-cellular] [--only writes] [--out bench-results.json]
 
 Writes bench-results.json (every run's raw figures plus min/median/max) and prints a table.
 Targets are the issues'; a figure that misses one is marked MISS, never hidden. The loopback
 scenarios run `--runs` times; the cellular ones (tests/bench/cellular.py: backlog at RTT 50,
 150 and 300 ms through the link emulator, live messages during it, a black hole) once, in the
-first run, to stay within about 10 minutes. "before" is the figure measured before issue 18.
+first run, to stay within about 10 minutes. "before" is the figure measured before issue 18. The write budget (tests/bench/writes.py, issue 23)
+runs once, in the first run; `--only writes` runs it alone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import cellular, scenarios
+from tests.bench import cellular, scenarios, writes
 from tests.bench.common import BenchCsms, CpuLimit, compile_bytecode, spread
 
 # (key, label, unit, target, "max" = lower is better / "min" = higher is better)
@@ -80,6 +81,16 @@ FIGURES += [
     ("dead_restore_to_event_max_s", "(7) path back → first transaction event", "s", None, "max"),
     ("dead_lost", "(7) black hole: lost events", "", 0.0, "max"),
 ]
+FIGURES += [
+    ("writes_idle_mb_day", "(9) writes at idle, flight recorder on (default)", "MB/day", 50.0, "max"),
+    ("writes_idle_mb_h", "(9)   the same per hour", "MB/h", None, "max"),
+    ("writes_idle_off_mb_h", "(9)   recorder off", "MB/h", None, "max"),
+    ("writes_charging_mb_h", "(9) writes charging, meter values every 60 s, recorder on", "MB/h", None, "max"),
+    ("writes_charging_off_mb_h", "(9)   recorder off", "MB/h", None, "max"),
+    ("writes_backlog_mb", "(9) writes replaying the backlog (--events, 10,000), recorder on", "MB", None, "max"),
+    ("writes_backlog_mb_h", "(9)   per hour of replay", "MB/h", None, "max"),
+    ("writes_backlog_off_mb", "(9)   recorder off", "MB", None, "max"),
+]
 BASELINE: dict[str, str] = {
     "status_station_p99_ms": "bare_status_p99_ms",
     "status_push_p99_ms": "bare_status_p99_ms",
@@ -117,6 +128,14 @@ async def one_run(base: Path, args: argparse.Namespace, run: int) -> dict[str, A
             path.mkdir(parents=True)
             print(f"  run {run}: {name}", file=sys.stderr, flush=True)
             return path
+
+        if run == 1 and (args.only in (None, "writes")):
+            raw["writes"] = w = await writes.write_budget(step, csms, seconds=args.write_seconds,
+                                                         charging_seconds=args.write_seconds, sample_s=args.write_sample_s,
+                                                         events=args.events)
+            figures.update(writes.figures(w))
+        if args.only == "writes":
+            return {"figures": figures, "raw": raw}
 
         raw["start"] = s = await scenarios.start_and_idle(step("start"), csms, args.idle_seconds)
         figures.update(start_to_boot_s=s["start_to_boot_s"], once_wall_s=s["once_wall_s"],
@@ -240,12 +259,19 @@ def main() -> None:
     parser.add_argument("--no-cellular", action="store_true", help="skip the emulated-link scenarios")
     parser.add_argument("--daemon-cpu", type=float, default=None, metavar="CORES",
                         help="limit the daemon to this fraction of one core (cgroup CPU quota; a Pi-sized run)")
+    parser.add_argument("--only", choices=["writes"], default=None,
+                        help="run one group of scenarios alone, once (writes: the write budget)")
+    parser.add_argument("--write-seconds", type=float, default=60.0, help="write budget: measuring window per scenario")
+    parser.add_argument("--write-sample-s", type=int, default=5,
+                        help="write budget: meter value interval while charging (scaled to 60 s)")
     parser.add_argument("--quick", action="store_true", help="small counts, one run (checks the harness)")
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     args = parser.parse_args()
+    if args.only:
+        args.runs = 1
     if args.quick:
         args.runs, args.events, args.status_events, args.poll_events, args.remote_starts, args.idle_seconds = 1, 500, 40, 10, 10, 3
-        args.probes, args.dead_trials = 3, 1
+        args.probes, args.dead_trials, args.write_seconds = 3, 1, 10.0
     logging.disable(logging.WARNING)
     import structlog
 
