@@ -23,9 +23,6 @@ BOUNDED_CUTS = 10
 SOAK_CUTS = 100
 BOUNDED_RENEWAL_CUTS = 8
 SOAK_RENEWAL_CUTS = 40
-NOT_YET_DURABLE = pytest.mark.xfail(
-    reason="issue 23: the firmware job, network profiles, credentials and certificates are not written durably yet "
-           "(station.storage.durable conversion pending); remove this mark once it is merged", strict=False)
 
 
 def assert_survived(figures) -> None:  # type: ignore[no-untyped-def]
@@ -33,7 +30,6 @@ def assert_survived(figures) -> None:  # type: ignore[no-untyped-def]
     assert (figures.lost, figures.duplicated, figures.forgotten, figures.failed_restarts, figures.lockouts) == (0, 0, 0, 0, 0)
 
 
-@NOT_YET_DURABLE
 async def test_power_cuts_at_random_instants_lose_no_event_and_forget_no_accepted_request(tmp_path: Path) -> None:
     require_fuse()
     figures = await run_power_cuts(tmp_path, BOUNDED_CUTS)
@@ -41,7 +37,6 @@ async def test_power_cuts_at_random_instants_lose_no_event_and_forget_no_accepte
     assert_survived(figures)
 
 
-@NOT_YET_DURABLE
 @pytest.mark.slow
 async def test_soak_100_power_cuts_lose_no_event_and_forget_no_accepted_request(tmp_path: Path) -> None:
     require_fuse()
@@ -50,7 +45,6 @@ async def test_soak_100_power_cuts_lose_no_event_and_forget_no_accepted_request(
     assert_survived(figures)
 
 
-@NOT_YET_DURABLE
 async def test_power_cuts_during_certificate_renewals_never_lock_the_station_out(tmp_path: Path) -> None:
     """Security profile 3: after every cut the station logs in, with the newest certificate it accepted."""
     require_fuse()
@@ -59,7 +53,6 @@ async def test_power_cuts_during_certificate_renewals_never_lock_the_station_out
     assert_survived(figures)
 
 
-@NOT_YET_DURABLE
 @pytest.mark.slow
 async def test_soak_40_power_cuts_during_certificate_renewals_never_lock_the_station_out(tmp_path: Path) -> None:
     require_fuse()
@@ -68,7 +61,6 @@ async def test_soak_40_power_cuts_during_certificate_renewals_never_lock_the_sta
     assert_survived(figures)
 
 
-@NOT_YET_DURABLE
 async def test_an_accepted_firmware_request_survives_a_power_cut_once_answered(tmp_path: Path) -> None:
     require_fuse()
     figures = await firmware_cut_once_saved(tmp_path)
@@ -79,7 +71,8 @@ async def test_an_accepted_firmware_request_survives_a_power_cut_once_answered(t
 async def test_the_soak_catches_a_firmware_request_saved_without_fsync(tmp_path: Path) -> None:
     """The deliberately broken variant: the same scenario with the request saved by a plain rename."""
     require_fuse()
-    figures = await firmware_cut_once_saved(tmp_path, daemon_module="tests.powercut.plain_job_save")
+    figures = await firmware_cut_once_saved(tmp_path, daemon_module="tests.powercut.plain_job_save",
+                                            area="power-cut, plain job save (must be caught)")
     assert figures.forgotten == 1, figures.line()
 
 

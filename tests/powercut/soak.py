@@ -390,6 +390,11 @@ class PowerCutSoak:
     # ---- one cycle -----------------------------------------------------------------------
     async def session_actions(self, ipc: IpcClient) -> None:
         assert self.sim is not None
+        if self.rng.random() < 0.6:  # most cycles start a session (or find one running)
+            with contextlib.suppress(Exception):
+                await self.sim.command("plug")
+                await ipc.start(1, self.rng.choice(["TAG-1", "TAG-2"]))
+                await self.sim.command("ev_charge")
         for _ in range(self.rng.randint(2, 6)):
             action = self.rng.choices(list(SESSION_ACTIONS), weights=list(SESSION_ACTIONS.values()))[0]
             with contextlib.suppress(Exception):  # refused commands are part of the game
@@ -640,7 +645,8 @@ async def run_power_cuts(tmp_path: Path, cuts: int, *, area: str = "power-cut co
     return soak.figures
 
 
-async def firmware_cut_once_saved(tmp_path: Path, daemon_module: str = "station") -> Figures:
+async def firmware_cut_once_saved(tmp_path: Path, daemon_module: str = "station",
+                                  area: str = "power-cut firmware request") -> Figures:
     """UpdateFirmware answered Accepted, the power goes as soon as the station reports Downloading
     (the request is saved by then), the daemon restarts on what the file system kept."""
     soak = PowerCutSoak(tmp_path, random.Random(0), daemon_module=daemon_module)
@@ -657,7 +663,7 @@ async def firmware_cut_once_saved(tmp_path: Path, daemon_module: str = "station"
             await finish(soak)
         except AssertionError as exc:
             soak.figures.problems.insert(0, str(exc))
-    report(soak, "power-cut firmware request")
+    report(soak, area)
     return soak.figures
 
 
@@ -691,7 +697,7 @@ async def log_upload_cut_while_uploading(tmp_path: Path) -> Figures:
             await finish(soak)
         except AssertionError as exc:
             soak.figures.problems.insert(0, str(exc))
-    report(soak, "power-cut log upload")
+    report(soak, "power-cut log upload (known gap)")
     return soak.figures
 
 
