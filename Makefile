@@ -28,8 +28,9 @@ demo: venv
 test: venv system-deps
 	$(PY) -m pytest -q
 
-# Long variants of the reliability tests (200 SIGKILLs, 100k serial frames, 10k OCPP frames, ...);
-# ends with the reliability summary table (trials, faults injected, events checked, lost, duplicated, crashes).
+# Long variants of the reliability tests (200 SIGKILLs, 100 + 40 power cuts on the FUSE rig, 100k serial
+# frames, 10k OCPP frames, ...); ends with the reliability summary table (trials, faults injected, events
+# checked, lost, duplicated, crashes, forgotten accepted requests, failed restarts, lockouts).
 soak: venv system-deps
 	STATION_SOAK=1 $(PY) -m pytest -q -m slow --runslow
 
