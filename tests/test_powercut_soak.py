@@ -76,6 +76,14 @@ async def test_the_soak_catches_a_firmware_request_saved_without_fsync(tmp_path:
     assert figures.forgotten == 1, figures.line()
 
 
+async def test_the_soak_sees_lost_events_when_the_store_does_not_sync(tmp_path: Path) -> None:
+    """The method sees loss when there is some: the same soak, sessions only, SQLite with synchronous=OFF."""
+    require_fuse()
+    figures = await run_power_cuts(tmp_path, 8, area="power-cut, SQLite unsynced (must be caught)",
+                                   requests={"none": 1}, daemon_module="tests.powercut.sqlite_sync_off")
+    assert figures.lost + figures.failed_restarts > 0, figures.line()
+
+
 @pytest.mark.xfail(reason="a GetLog request lives only in the daemon's memory (station/diagnostics/log_upload.py): "
                           "a cut (or any restart) while it runs forgets it, and the CSMS never hears of it again",
                    strict=True)

@@ -630,10 +630,11 @@ def report(soak: PowerCutSoak, area: str) -> None:
 
 
 async def run_power_cuts(tmp_path: Path, cuts: int, *, area: str = "power-cut consistency",
-                         requests: dict[str, int] | None = None, pki: TestPki | None = None) -> Figures:
+                         requests: dict[str, int] | None = None, pki: TestPki | None = None,
+                         daemon_module: str = "station") -> Figures:
     seed = int(os.environ.get("STATION_POWERCUT_SEED", random.randrange(1 << 30)))
     print(f"power cuts: seed {seed} (STATION_POWERCUT_SEED={seed} reproduces the schedule)")
-    soak = PowerCutSoak(tmp_path, random.Random(seed), requests=requests, pki=pki)
+    soak = PowerCutSoak(tmp_path, random.Random(seed), requests=requests, pki=pki, daemon_module=daemon_module)
     try:
         async with powered_station(tmp_path, soak):
             for _ in range(cuts - 1):
