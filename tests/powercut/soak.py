@@ -439,8 +439,11 @@ class PowerCutSoak:
         ipc = await self.daemon_up()
         self.settle_password()
         db = self.state / "station.db"
-        deadline = asyncio.get_running_loop().time() + 25
-        while asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline, quiet_since, heard = loop.time() + 90, loop.time(), len(self.csms.received)
+        while loop.time() < deadline and loop.time() - quiet_since < 12:  # judged after 12 s without news
+            if len(self.csms.received) != heard:
+                quiet_since, heard = loop.time(), len(self.csms.received)
             if self.calls:
                 await asyncio.wait(set(self.calls))
             with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
