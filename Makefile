@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak bench loadtest venv system-deps clean
+.PHONY: demo test soak bench loadtest interop venv system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: venv
 
 loadtest: venv
 	$(PY) -m tests.bench.loadtest_fleet
+
+# The station against CitrineOS's quirks (dev CSMS, both OCPP versions), and against a CitrineOS the
+# operator runs when CITRINEOS_URL says where (docs/interop.md); prints the results table. Not in `make test`.
+interop: venv
+	$(PY) -m station.devtools.interop
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-results.json loadtest-results.json

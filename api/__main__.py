@@ -1,4 +1,8 @@
-"""`station-api`: the local state service under uvicorn, bound to STATION_API_BIND (127.0.0.1 by default)."""
+"""`station-api`: the local state service under uvicorn, bound to STATION_API_BIND (127.0.0.1 by default).
+
+Exit codes: 0 stopped (SIGTERM/SIGINT), 2 bad command line, 69 cannot listen on the address
+(port taken by another program, address not on this machine), 78 configuration invalid.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ from pathlib import Path
 
 import uvicorn
 
-from station import __version__, logs
-from station.config import ConfigError, load
+from api import serving
+from api.settings import ApiConfigError, load
+from station import __version__, exitcodes, logs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="station-api", description=(__doc__ or "").replace("`", ""))
+    parser = argparse.ArgumentParser(prog="station-api", description=(__doc__ or "").replace("`", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-file", type=Path, help="configuration file (default $STATION_ENV_FILE or "
                         "/etc/ocpp_station.env)")
     parser.add_argument("--bind", help="host:port, overrides STATION_API_BIND")
@@ -22,26 +28,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     try:
-        loaded = load({"api_bind": args.bind, "ipc_socket": args.ipc_socket}, args.env_file)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return ConfigError.exit_code
-    settings = loaded.settings
+        settings = load({"STATION_API_BIND": args.bind, "STATION_IPC_SOCKET": args.ipc_socket}, args.env_file)
+    except ApiConfigError as exc:
+        print(f"station-api: {exc}", file=sys.stderr)
+        return ApiConfigError.exit_code
+    try:
+        sock = serving.listening_socket(settings.api_host, settings.api_port)
+    except OSError as exc:
+        print(f"station-api: cannot listen on {settings.api_bind}: {exc.strerror or exc} "
+              "(another program has the port, or the address is not this machine's; "
+              "set STATION_API_BIND or --bind)", file=sys.stderr)
+        return exitcodes.CANNOT_LISTEN  # systemd restarts it: the port may be freed
     logs.register_secrets(settings.secrets())
     logs.configure(settings.log_format, settings.log_level, driver_tokens=settings.log_driver_tokens)
+    descriptors = serving.raise_descriptor_limit()
+    cap = serving.connection_cap(descriptors)
+
+    import structlog
 
     from api.app import create_app
 
+    log = structlog.get_logger("api")
     if settings.api_host not in ("127.0.0.1", "::1", "localhost"):
-        import structlog
-
-        structlog.get_logger("api").warning(
-            "API bound beyond loopback by configuration", bind=settings.api_bind,
-            control_enabled=settings.api_token is not None)
-    config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
-                            log_config=None, access_log=False, proxy_headers=False, server_header=False,
-                            timeout_graceful_shutdown=3)
-    uvicorn.Server(config).run()
+        log.warning("API bound beyond loopback by configuration", bind=settings.api_bind,
+                    control_enabled=settings.api_token is not None)
+    log.info("listening", bind=settings.api_bind, max_connections=cap, descriptor_limit=descriptors,
+             header_seconds=serving.HEADER_SECONDS)
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, proxy_headers=False,
+                            server_header=False, timeout_graceful_shutdown=3, timeout_keep_alive=5,
+                            http=serving.protocol_class(cap), h11_max_incomplete_event_size=serving.MAX_HEADER_BYTES)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

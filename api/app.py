@@ -9,6 +9,7 @@ logged with their outcome (here and, with the caller's pid, in the daemon).
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,11 +21,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api import metrics
 from api.daemon_link import DaemonLink
 from api import docs_pages
-from api.guard import BodyGuard
+from api.guard import BodyGuard, TokenBackoff
+from api.settings import ApiSettings
 from api.models import (
     AvailabilityRequest,
     AvailabilityResult,
@@ -48,9 +51,8 @@ from api.models import (
     TransactionPage,
     UnlockResult,
 )
-from api.problems import meter_problem, problems
+from api.problems import link_down, meter_problem, problems, store_trouble, version_label
 from station import __version__
-from station.config import Settings
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
 from station.logs import mask_tokens, register_secrets  # the daemon masks too (IPC); again here, to be sure
@@ -59,6 +61,8 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
 
+MAX_EVENT_STREAMS = 32
+"""Open /events streams (one per status page), well below the connection cap (api/serving.py)."""
 HTTP_STATUS_OF = {
     protocol.INVALID_PARAMS: 422,
     protocol.NOT_FOUND: 404,
@@ -86,7 +90,18 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI:
+def allowed_hosts(bind_host: str, extra: list[str] | None = None) -> list[str]:
+    """Host headers answered: loopback names, the configured bind name and STATION_API_HOSTS (DNS rebinding gets 400)."""
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    name = f"[{bind_host}]" if ":" in bind_host else bind_host
+    for host in [name.lower(), *(extra or [])]:
+        if host not in hosts and host not in ("0.0.0.0", "[::]"):
+            hosts.append(host)
+    return hosts
+
+
+def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
+               backoff: TokenBackoff | None = None) -> FastAPI:
     link = link or DaemonLink(settings.ipc_socket)
     token = settings.api_token.get_secret_value() if settings.api_token else ""
     register_secrets([token])
@@ -112,15 +127,23 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     app.state.link = link
     docs_pages.add(app)
     # Token and body size are checked on the raw request, before FastAPI reads any body (api/guard.py).
-    app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure)
+    app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure,
+                       backoff=backoff or TokenBackoff())
+    # Added last, so it runs first: a page of another site's name (DNS rebinding) never reaches a route.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.api_host, settings.extra_hosts), www_redirect=False)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------
+    def daemon_down(reason: str) -> str:
+        since = link.changed_at.astimezone(UTC).strftime("%H:%M:%S UTC")
+        return (f"station daemon not reachable: {reason}; since {since}. First check: systemctl status station "
+                "and journalctl -u station -n 50")
+
     async def daemon(fn: Callable[[IpcClient], Awaitable[T]]) -> T:
         try:
             return await link.call(fn)
         except DaemonUnavailable as exc:
-            raise HTTPException(503, f"station daemon not reachable: {exc}") from None
+            raise HTTPException(503, daemon_down(str(exc))) from None
         except IpcError as exc:
             raise HTTPException(HTTP_STATUS_OF.get(exc.code, 502), exc.message) from None
 
@@ -176,10 +199,12 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             status = await link.call(lambda c: c.status())
         except (DaemonUnavailable, IpcError) as exc:
             down = Check(ok=False, detail="unknown: daemon not reachable")
-            body = Ready(ready=False, daemon=Check(ok=False, detail=str(exc)), esp32=down, csms=down)
+            detail = daemon_down(str(exc)) if isinstance(exc, DaemonUnavailable) else str(exc)
+            body = Ready(ready=False, daemon=Check(ok=False, detail=detail), esp32=down, csms=down)
             return JSONResponse(body.model_dump(), status_code=503)
         links = [(c.get("id"), c.get("controller_link") or {}) for c in status.get("connectors") or []]
-        esp_down = [f"connector {cid}: {lk.get('reason') or 'down'}" for cid, lk in links if not lk.get("up")]
+        esp_down = [f"connector {cid}: {link_down(str(lk.get('reason') or ''), 'the ESP32 port')[0]}"
+                    for cid, lk in links if not lk.get("up")]
         ocpp = status.get("ocpp") or {}
         connected = bool(ocpp.get("connected", status.get("csms_online")))
         store = status.get("store") or {}
@@ -190,11 +215,12 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
             ready=not esp_down and connected and store_ok and not meter_down,
             daemon=Check(ok=True, detail="daemon answers on " + str(settings.ipc_socket)),
             esp32=Check(ok=not esp_down, detail="; ".join(esp_down) or f"{len(links)} link(s) up"),
-            csms=Check(ok=connected, detail=(f"connected (OCPP {ocpp.get('version')})" if connected
-                                             else f"not connected: {ocpp.get('last_error') or 'no connection'}")),
+            csms=Check(ok=connected, detail=(f"connected (OCPP {version_label(ocpp.get('version'))})" if connected
+                                             else next(p["message"] for p in problems(status)
+                                                       if p["code"] == "csms_unreachable"))),
             store=Check(ok=store_ok, detail="state database writable" if store_ok else
-                        f"state database not writable ({store.get('unsaved_events', 0)} event(s) waiting in memory): "
-                        f"{store.get('last_error')}"),
+                        f"{store_trouble(str(store.get('last_error') or ''))[0]} "
+                        f"({store.get('unsaved_events', 0)} event(s) waiting in memory)"),
             meter=meter,
         )
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
@@ -204,7 +230,7 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
              summary="Station, versions, CSMS and ESP32 links, offline queue, clock, problems")
     async def status() -> dict[str, Any]:
         result = await daemon(lambda c: c.status())
-        result["problems"] = problems(result)
+        result["problems"] = problems(result, link.problems_seen)
         return mask_tokens(result)  # type: ignore[no-any-return]
 
     @app.get("/connectors", response_model=list[Connector], tags=["state"], responses=ERRORS)
@@ -232,15 +258,21 @@ def create_app(settings: Settings, *, link: DaemonLink | None = None) -> FastAPI
     async def device_model() -> list[dict[str, Any]]:
         return await daemon(lambda c: c.device_model())
 
-    @app.get("/events", response_class=EventSourceResponse, tags=["state"],
+    def stream_slot() -> None:
+        # Streams are never dropped for a newcomer (api/serving.py): unbounded, they would fill the
+        # connection cap and lock everyone out. Checked as a dependency: before the stream starts.
+        if link.streams >= MAX_EVENT_STREAMS:
+            raise HTTPException(503, f"too many open event streams ({MAX_EVENT_STREAMS}): close a status page")
+
+    @app.get("/events", response_class=EventSourceResponse, tags=["state"], dependencies=[Depends(stream_slot)],
              summary="Live events (Server-Sent Events): connector, transaction, meter, csms, daemon, ...")
     async def events() -> AsyncIterator[ServerSentEvent]:
         queue = link.subscribe()
         try:
             # The current state first (marked initial), so a client knows where it stands before any change.
-            yield ServerSentEvent(event="daemon", retry=2000, data={
-                "kind": "daemon", "at": link.changed_at.isoformat(),
-                "data": {"reachable": link.reachable, "error": link.last_error, "initial": True}})
+            initial = {"kind": "daemon", "at": link.changed_at.isoformat(),
+                       "data": {"reachable": link.reachable, "error": link.last_error, "initial": True}}
+            yield ServerSentEvent(event="daemon", retry=2000, data={**initial, "text": link.narrator.text(initial)})
             while True:
                 event = await queue.get()
                 yield ServerSentEvent(event=str(event.get("kind") or "message"), data=mask_tokens(event))

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from api.narration import Narrator
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,9 @@ class DaemonLink:
         self.messages: Counter[tuple[str, str]] = Counter()
         """OCPP messages seen on the daemon's event stream, by (action, direction)."""
         self.events_seen = 0
+        self.narrator = Narrator()
+        self.problems_seen: dict[str, str] = {}
+        """Problem → the time this API first saw it (api/problems.py), for those the daemon gives no time for."""
         self.events_dropped = 0
         self.resubscriptions = 0
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -77,10 +81,15 @@ class DaemonLink:
 
     async def close(self) -> None:
         for task in (self._task, self._auth_task):
-            if task is not None:
+            # Cancel until it ends: on Python 3.11 a cancel that lands as the backoff's asyncio.timeout
+            # fires is turned into that TimeoutError and swallowed, and the pump would wait on forever
+            # (the API's shutdown with it: SIGTERM would not stop the process).
+            while task is not None and not task.done():
                 task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if task is not None:
                 with contextlib.suppress(BaseException):
-                    await task
+                    task.result()
         await self.client.close()
 
     # --- failed token checks → the daemon's security events --------------------------
@@ -123,6 +132,10 @@ class DaemonLink:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self._subscribers.add(queue)
         return queue
+
+    @property
+    def streams(self) -> int:
+        return len(self._subscribers)
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(queue)
@@ -170,6 +183,7 @@ class DaemonLink:
             return  # counted, not shown: at one per frame they would flood the page
         if kind == "ipc_events_dropped":
             self.events_dropped = int(data.get("dropped_total") or 0)
+        event["text"] = self.narrator.text(event)  # None: not a happening of its own (the page lists none)
         self._remember(event)
         self._broadcast(event)
 
@@ -191,9 +205,12 @@ class DaemonLink:
                 self.last_error = error
             return
         self.reachable, self.last_error, self.changed_at = reachable, error, datetime.now(UTC)
+        if not reachable:
+            self.narrator = Narrator()  # a restarted daemon connects anew: its links are news again
         (log.info if reachable else log.warning)("station daemon " + ("reachable" if reachable else "unreachable"),
                                                  socket=str(self.socket_path), error=error)
-        event = {"kind": "daemon", "at": self.changed_at.isoformat(),
-                 "data": {"reachable": reachable, "error": error}}
+        event: dict[str, Any] = {"kind": "daemon", "at": self.changed_at.isoformat(),
+                                 "data": {"reachable": reachable, "error": error}}
+        event["text"] = self.narrator.text(event)
         self._remember(event)
         self._broadcast(event)

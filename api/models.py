@@ -136,7 +136,11 @@ class Problem(BaseModel):
                   "connector_faulted", "undervoltage", "meter_unhealthy",
                   "esp32_unexpected_values", "outbox_parked", "outbox_held"]
     severity: Literal["error", "warning"]
-    message: str
+    message: str = Field(description="What, where, since when and the first check, in one line.")
+    what: str | None = Field(None, description="What is wrong, in the station's terms.")
+    where: str | None = Field(None, description="Port, Modbus address or URL (never credentials).")
+    since: str | None = Field(None, description="UTC time of day it started (or was first seen by the API).")
+    check: str | None = Field(None, description="The first thing a technician should check.")
 
 
 class Status(Open):
@@ -179,7 +183,7 @@ TokenType = Literal["Local", "Central", "ISO14443", "ISO15693", "KeyCode", "eMAI
 
 
 class StartRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types only: "no" or 0 is not false
     id_token: str = Field(min_length=1, max_length=20, pattern=r"^[\x21-\x7e]+$",
                           description="Token the session is recorded under (OCPP 1.6 idTag rules: 1-20 printable "
                                       "ASCII characters, no spaces).", examples=["TECH-0001"])
@@ -203,7 +207,7 @@ class StopResult(BaseModel):
 
 
 class AvailabilityRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types only: "no" or 0 is not false
     operative: bool = Field(description="false takes the connector out of service (after the ongoing session).")
 
 
@@ -219,7 +223,7 @@ class UnlockResult(BaseModel):
 
 
 class LimitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types only: "no" or 0 is not false
     amps: float | None = Field(description="Local current limit in A: 0 suspends charging, 6..32 limits it, "
                                            "null clears the local limit.", examples=[16])
 
@@ -259,7 +263,7 @@ class Outbox(BaseModel):
 
 
 class ReleaseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types only: "no" or 0 is not false
     ids: list[int] | None = Field(None, max_length=1000, description="Entries to release; omitted or null: all.")
 
 

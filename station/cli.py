@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from station import __version__, exitcodes
+from station.cliargs import Parser
 from station.config import (
     SECRET_FIELDS,
     ConfigError,
@@ -35,7 +36,7 @@ exit codes:
 
 def _settings_flags() -> argparse.ArgumentParser:
     """Parent parser: one --flag per non-secret setting, named after the setting."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     group = parent.add_argument_group("settings (override environment and env file)")
     for name, field in Settings.model_fields.items():
         if name in SECRET_FIELDS:
@@ -52,11 +53,11 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     settings_flags = _settings_flags()
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
                         help="env file to read (default /etc/ocpp_station.env)")
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="station",
         usage="station [--env-file PATH] [SETTINGS FLAGS] {--once [--timeout S] | COMMAND ...}",
         description="EV charge point station daemon: OCPP 2.0.1/1.6J to the CSMS, ESP32 charge controller, "
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "DEMO_SECONDS=N ends it after N seconds.")
     demo.add_argument("--ocpp", choices=["201", "16"], default=None, help="OCPP version (default: OCPP_PRIMARY or 201)")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (DEMO_SECONDS)")
+    from station.cliargs import port
+
+    demo.add_argument("--api-port", type=port, default=None,
+                      help="the API's port on 127.0.0.1 (0 = any free one; default 8080 when free, else any free one)")
 
     sub.add_parser("dev-csms", help="run the development CSMS (2.0.1 and 1.6 on one port); `dev-csms call` sends a connected station any CALL", add_help=False)
     sub.add_parser("loadtest", help="simulate N stations against a CSMS (backend sizing)", add_help=False)
@@ -127,7 +132,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_config(args: argparse.Namespace) -> LoadedConfig:
-    return load(_overrides(args), getattr(args, "env_file", None))
+    """The validated settings (ConfigError otherwise); unknown OCPP_*/STATION_* variables warned about on stderr."""
+    try:
+        loaded = load(_overrides(args), getattr(args, "env_file", None))
+    except ConfigError as exc:
+        _warn(exc.raw.warnings if exc.raw else [])
+        raise
+    _warn(loaded.warnings)
+    return loaded
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
 
 
 def _setup_logging(settings: Settings | None, *, stream: Any = None) -> None:
@@ -143,7 +160,10 @@ def _setup_logging(settings: Settings | None, *, stream: Any = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argument parsers get the rest of the command line untouched.
-    delegated = _delegate(argv)
+    try:
+        delegated = _delegate(argv)
+    except KeyboardInterrupt:  # Ctrl-C while a tool was still starting
+        return 130
     if delegated is not None:
         return delegated
     parser = build_parser()
@@ -257,31 +277,57 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return exitcodes.OK
+    from station.once import METER_HINT, describe_waiting, esp32_problem, meter_check
+
     ocpp = status.get("ocpp", {})
     print(f"station {status.get('station_id')}  software {status.get('software_version')}")
     version = {"201": "2.0.1", "16": "1.6J"}.get(ocpp.get("version") or "", "-")
+    error, error_url = ocpp.get("last_error"), ocpp.get("last_error_url")
+    where = f" at {error_url}" if error and error_url and error_url != ocpp.get("url") else ""
     print(f"CSMS: {'connected' if ocpp.get('connected') else 'NOT connected'}  OCPP {version}  "
-          f"{ocpp.get('url') or ''}  {ocpp.get('last_error') or ''}".rstrip())
-    print(f"offline queue: {status.get('outbox_depth')}   parked: {ocpp.get('parked_messages')}   "
+          f"{ocpp.get('url') or ''}  {f'last error{where}: {error}' if error else ''}".rstrip())
+    depth, kinds = status.get("outbox_depth"), status.get("outbox_by_kind") or {}
+    waiting = f" ({describe_waiting(kinds)})" if depth and sum(kinds.values()) == depth else ""
+    print(f"offline queue: {depth}{waiting}   parked: {ocpp.get('parked_messages')}   "
           f"waiting for the other OCPP version: {ocpp.get('held_messages') or 0}   "
           f"clock trusted: {status.get('clock', {}).get('trusted')}")
     meter = status.get("meter") or {}
     if meter.get("port"):
         health = status.get("meter_health") or {}
-        state = "answering" if health.get("healthy", True) else \
-            f"NOT answering since {health.get('since')} ({health.get('reason')})"
+        fresh = meter_check(meter)  # the daemon waits for 3 failed polls: a reading that is too old says it sooner
+        if not health.get("healthy", True):
+            state = f"NOT answering since {health.get('since')} ({health.get('reason')}); {METER_HINT}"
+        elif not fresh["ok"]:
+            state = f"NOT answering: {fresh['detail'].split(': ', 1)[-1]}"
+        else:
+            state = "answering"
         print(f"meter {meter.get('model')} on {meter['port']}: {state}")
+    links = status.get("esp32") or {}
     for c in status.get("connectors", []):
         tx = c.get("transaction")
+        link = c["controller_link"]
         print(f"connector {c['id']}: {c['status']}  pilot {c.get('pilot')}  ESP32 link "
-              f"{'up' if c['controller_link']['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else "")
+              f"{'up' if link['up'] else 'DOWN'}" + (f"  transaction {tx['id']}" if tx else "")
               + (f"  reservation {r['id']} until {r['expires_at']}" if (r := c.get("reservation")) else ""))
+        if not link["up"]:
+            port = (links.get(str(c["id"])) or {}).get("port")
+            print(f"  {esp32_problem(port, link['reason'], link.get('since'), _esp32_baud(args))}")
     return exitcodes.OK
+
+
+def _esp32_baud(args: argparse.Namespace) -> int | None:
+    try:
+        return int(setting("esp32_baud", _overrides(args), getattr(args, "env_file", None)))
+    except ConfigError:
+        return None
 
 
 def _ipc_socket(args: argparse.Namespace) -> Path:
     """The daemon's socket, and nothing else from the configuration: commands that only ask the
     daemon (`status`, `outbox`) work while the CSMS settings are missing."""
+    from station.config import read_raw
+
+    _warn(read_raw(_overrides(args), getattr(args, "env_file", None)).warnings)  # a misspelt STATION_IPC_SOCKET
     return Path(setting("ipc_socket", _overrides(args), getattr(args, "env_file", None)))
 
 

@@ -9,12 +9,14 @@ each value came from.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ENV_FILE = Path("/etc/ocpp_station.env")
@@ -22,13 +24,77 @@ NO_CSMS_URL = "OCPP_201_URL or OCPP_16_URL must be set: the CSMS WebSocket URL"
 ENV_FILE_VARIABLE = "STATION_ENV_FILE"
 
 
+OTHER_VARIABLES = frozenset({ENV_FILE_VARIABLE, "STATION_ROOT", "STATION_PIP", "STATION_PYTHON", "STATION_SMOKE_CMD",
+                             "STATION_SOAK", "STATION_CRASH_SEED", "STATION_SCREENSHOT_DIR"})
+"""`STATION_*` variables that are not settings but are read by the tools (provisioning, updates) and the tests."""
+METER_MODELS = ("adl400",)
+"""The register maps of station.meter.registers.MAPS (a test keeps the two equal); not imported
+from there: pymodbus would cost every start 65 ms."""
+
+
 def _var(name: str, description: str, **kwargs: Any) -> Any:
     """A field read from exactly one environment variable `name`."""
     return Field(validation_alias=AliasChoices(name), description=description, **kwargs)
 
 
-class Settings(BaseSettings):
-    """Everything the daemon, the API and the tools read from configuration."""
+def mask_url(url: str) -> str:
+    """The URL with any user:password part replaced by ***, for messages (the host stays visible)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return url.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1], 1)
+
+
+def _station_id(value: str) -> str:
+    if not value or any(c.isspace() or c in "/?#" for c in value):
+        raise ValueError("expected a station id without spaces or / ? #, e.g. ORGE_AC_001")
+    return value
+
+
+def _websocket_url(value: str | None) -> str | None:
+    if value in (None, ""):
+        return None
+    assert value is not None
+    if not value.startswith(("ws://", "wss://")):
+        raise ValueError("expected a ws:// or wss:// URL")
+    if "@" in urlsplit(value).netloc:
+        raise ValueError("must not carry a user name or password (user:password@host): "
+                         "set the password in OCPP_STATION_PASSWORD")
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port with a port from 1 to 65535, e.g. 127.0.0.1:8080")
+    return value
+
+
+def _existing_file(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    if not value.exists():
+        raise ValueError("no such file")
+    if not value.is_file():
+        raise ValueError("not a file")
+    return value
+
+
+def _serial_ports(value: str) -> str:
+    if not [p for p in value.split(",") if p.strip()]:
+        raise ValueError("expected a serial device (or one per connector, comma-separated), e.g. /dev/esp32")
+    return value
+
+
+StationId = Annotated[str, AfterValidator(_station_id)]
+WebSocketUrl = Annotated[str | None, AfterValidator(_websocket_url)]
+HostPort = Annotated[str, AfterValidator(_host_port)]
+ExistingFile = Annotated[Path | None, AfterValidator(_existing_file)]
+SerialPorts = Annotated[str, AfterValidator(_serial_ports)]
+
+
+class SettingsBase(BaseSettings):
+    """What every settings model shares: the sources' rules and the values derived from settings."""
 
     model_config = SettingsConfigDict(
         extra="ignore",
@@ -38,18 +104,39 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    @property
+    def db_path(self) -> Path:
+        return Path(getattr(self, "state_dir")) / "station.db"
+
+    @property
+    def api_host(self) -> str:
+        return str(getattr(self, "api_bind")).rpartition(":")[0].strip("[]")
+
+    @property
+    def api_port(self) -> int:
+        return int(str(getattr(self, "api_bind")).rpartition(":")[2])
+
+    def secrets(self) -> list[str]:
+        """The secret values in force, for log redaction."""
+        values = (getattr(self, name, None) for name in ("station_password", "api_token"))
+        return [s.get_secret_value() for s in values if s and s.get_secret_value()]
+
+
+class Settings(SettingsBase):
+    """Everything the daemon, the API and the tools read from configuration."""
+
     # --- names already used in the field --------------------------------
-    station_name: str = _var("OCPP_STATION_NAME", "Station id (the CSMS knows the station by it).")
+    station_name: StationId = _var("OCPP_STATION_NAME", "Station id (the CSMS knows the station by it).")
     station_password: SecretStr | None = _var(
         "OCPP_STATION_PASSWORD", "Password for HTTP basic auth (security profiles 1 and 2).", default=None
     )
     ocpp_primary: Literal["201", "16"] = _var(
         "OCPP_PRIMARY", "OCPP version tried first: 201 (2.0.1) or 16 (1.6J).", default="201"
     )
-    ocpp_201_url: str | None = _var(
+    ocpp_201_url: WebSocketUrl = _var(
         "OCPP_201_URL", "CSMS URL for OCPP 2.0.1; a URL ending in / gets the station id appended.", default=None
     )
-    ocpp_16_url: str | None = _var(
+    ocpp_16_url: WebSocketUrl = _var(
         "OCPP_16_URL", "CSMS URL for OCPP 1.6J; a URL ending in / gets the station id appended.", default=None
     )
     heartbeat_seconds: int = _var(
@@ -67,10 +154,10 @@ class Settings(BaseSettings):
         "empty = inferred from the URL scheme and the credentials configured.",
         default=None, ge=0, le=3,  # an int, not Literal[0..3]: a Literal of ints refuses the env's text "2"
     )
-    ca_bundle: Path | None = _var("STATION_CA_BUNDLE", "CA bundle to verify the CSMS (wss://).", default=None)
-    client_cert: Path | None = _var("STATION_CLIENT_CERT", "Client certificate (profile 3).", default=None)
-    client_key: Path | None = _var("STATION_CLIENT_KEY", "Client certificate key (profile 3).", default=None)
-    manufacturer_roots: Path | None = _var(
+    ca_bundle: ExistingFile = _var("STATION_CA_BUNDLE", "CA bundle to verify the CSMS (wss://).", default=None)
+    client_cert: ExistingFile = _var("STATION_CLIENT_CERT", "Client certificate (profile 3).", default=None)
+    client_key: ExistingFile = _var("STATION_CLIENT_KEY", "Client certificate key (profile 3).", default=None)
+    manufacturer_roots: ExistingFile = _var(
         "STATION_MANUFACTURER_ROOTS",
         "PEM bundle of firmware manufacturer root certificates, added once to the certificate store "
         "(the CSMS can install more with InstallCertificate).", default=None,
@@ -84,6 +171,12 @@ class Settings(BaseSettings):
         "STATION_FIRMWARE_ALLOW_UNSIGNED",
         "Accept OCPP 1.6 UpdateFirmware without signature (checksum only). Development rigs only: "
         "off, an unsigned update is refused and only a signed one chaining to a manufacturer root is installed.",
+        default=False,
+    )
+    log_upload_allow_local: bool = _var(
+        "STATION_LOG_UPLOAD_ALLOW_LOCAL",
+        "Let GetLog / GetDiagnostics upload to loopback, link-local and the station's own addresses. "
+        "Test rigs only: off, such a request is rejected (a CSMS must not reach the station's local services).",
         default=False,
     )
     fallback_after: int = _var(
@@ -109,7 +202,7 @@ class Settings(BaseSettings):
     )
 
     # --- hardware -----------------------------------------------------------
-    esp32_port: str = _var("STATION_ESP32_PORT", "Serial device of the ESP32 charge controller.", default="/dev/esp32")
+    esp32_port: SerialPorts = _var("STATION_ESP32_PORT", "Serial device of the ESP32 charge controller.", default="/dev/esp32")
     esp32_baud: int = _var("STATION_ESP32_BAUD", "ESP32 serial speed.", default=115200, gt=0)
     esp32_poll_seconds: float = _var(
         "STATION_ESP32_POLL_SECONDS", "Status request interval to the ESP32.", default=0.25, gt=0
@@ -118,7 +211,8 @@ class Settings(BaseSettings):
         "STATION_ESP32_LINK_TIMEOUT_SECONDS", "No valid frame for this long = ESP32 link down.", default=3.0, gt=0
     )
     meter_port: str = _var("STATION_METER_PORT", "Serial device of the Modbus meter; empty = no meter.", default="")
-    meter_model: str = _var("STATION_METER_MODEL", "Register map of the meter.", default="adl400")
+    meter_model: Literal["adl400"] = _var(
+        "STATION_METER_MODEL", "Register map of the meter (lower case): adl400.", default="adl400")
     meter_unit: int = _var("STATION_METER_UNIT", "Modbus unit id of the meter.", default=1, ge=1, le=247)
     meter_baud: int = _var("STATION_METER_BAUD", "Meter serial speed.", default=9600, gt=0)
     meter_poll_seconds: float = _var("STATION_METER_POLL_SECONDS", "Meter poll interval.", default=1.0, gt=0)
@@ -136,7 +230,7 @@ class Settings(BaseSettings):
     ipc_socket: Path = _var(
         "STATION_IPC_SOCKET", "Unix socket of the daemon.", default=Path("/run/station/station.sock")
     )
-    api_bind: str = _var(
+    api_bind: HostPort = _var(
         "STATION_API_BIND", "host:port of the local API (127.0.0.1 keeps it on the station).",
         default="127.0.0.1:8080",
     )
@@ -162,51 +256,44 @@ class Settings(BaseSettings):
         "in STATION_STATE_DIR/flight-recorder); 0 = off.", default=16, ge=0, le=1024,
     )
 
-    @field_validator("station_name")
-    @classmethod
-    def _station_name_is_an_id(cls, value: str) -> str:
-        if not value or any(c.isspace() or c in "/?#" for c in value):
-            raise ValueError("expected a station id without spaces or / ? #, e.g. ORGE_AC_001")
-        return value
-
-    @field_validator("ocpp_201_url", "ocpp_16_url")
-    @classmethod
-    def _websocket_url(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        if not value.startswith(("ws://", "wss://")):
-            raise ValueError("expected a ws:// or wss:// URL")
-        return value
-
-    @field_validator("api_bind")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
-        return value
-
     @model_validator(mode="after")
     def _some_csms_url(self) -> "Settings":
         if not (self.ocpp_201_url or self.ocpp_16_url):
             raise ValueError(NO_CSMS_URL)
         return self
 
-    @property
-    def db_path(self) -> Path:
-        return self.state_dir / "station.db"
+    @model_validator(mode="after")
+    def _backoff_range(self) -> "Settings":
+        if self.backoff_min_seconds > self.backoff_max_seconds:
+            raise ValueError(f"STATION_BACKOFF_MIN_SECONDS ({self.backoff_min_seconds:g}) must not exceed "
+                             f"STATION_BACKOFF_MAX_SECONDS ({self.backoff_max_seconds:g})")
+        return self
 
-    @property
-    def api_host(self) -> str:
-        return self.api_bind.rpartition(":")[0].strip("[]")
-
-    @property
-    def api_port(self) -> int:
-        return int(self.api_bind.rpartition(":")[2])
-
-    def secrets(self) -> list[str]:
-        """The secret values in force, for log redaction."""
-        return [s.get_secret_value() for s in (self.station_password, self.api_token) if s and s.get_secret_value()]
+    @model_validator(mode="after")
+    def _security_profile_fits(self) -> "Settings":
+        """The rules of station.ocpp.connection.resolve_security_profile, said in settings' names: the daemon
+        would refuse the same settings later, with a traceback instead of a line naming them."""
+        urls = {var: url for var, url in (("OCPP_201_URL", self.ocpp_201_url), ("OCPP_16_URL", self.ocpp_16_url))
+                if url}
+        if not urls:
+            return self
+        primary = self.ocpp_201_url if self.ocpp_primary == "201" else self.ocpp_16_url
+        primary = primary or next(iter(urls.values()))
+        profile, why = self.security_profile, "STATION_SECURITY_PROFILE"
+        if profile is None:
+            secure = primary.startswith("wss://")
+            profile = 3 if secure and self.client_cert else (2 if secure else 1) if self.station_password else 0
+            why = f"inferred from the wss:// primary URL and {'STATION_CLIENT_CERT' if profile == 3 else 'the password'}"
+        if profile in (1, 2) and not self.station_password:
+            raise ValueError(f"STATION_SECURITY_PROFILE={profile} needs OCPP_STATION_PASSWORD")
+        if profile == 3 and not (self.client_cert and self.client_key):
+            raise ValueError("security profile 3 needs STATION_CLIENT_CERT and STATION_CLIENT_KEY")
+        if profile >= 2:
+            plain = [var for var, url in urls.items() if not url.startswith("wss://")]
+            if plain:
+                raise ValueError(f"security profile {profile} ({why}) needs wss:// on every CSMS URL, "
+                                 f"the fallback's too: {' and '.join(plain)} {'is' if len(plain) == 1 else 'are'} ws://")
+        return self
 
 
 def variable_of(field_name: str) -> str:
@@ -217,6 +304,9 @@ def variable_of(field_name: str) -> str:
 
 FIELD_BY_VARIABLE = {variable_of(name): name for name in Settings.model_fields}
 SECRET_FIELDS = frozenset({"station_password", "api_token"})
+URL_FIELDS = frozenset({"ocpp_201_url", "ocpp_16_url"})
+API_FIELDS = ("ipc_socket", "api_bind", "api_token", "log_format", "log_level", "log_driver_tokens")
+"""What `station-api` reads: it needs neither the station id nor a CSMS URL (load_api)."""
 
 
 CSMS_URL_VARIABLES = ("OCPP_201_URL", "OCPP_16_URL")
@@ -232,6 +322,8 @@ class RawConfig:
     sources: dict[str, str]
     """Field name → 'cli', 'env', 'file:PATH' or 'default'."""
     env_file: Path | None
+    warnings: list[str] = dataclass_field(default_factory=list)
+    """One line per unknown OCPP_*/STATION_* variable, naming the nearest known one."""
 
 
 class ConfigError(Exception):
@@ -258,11 +350,15 @@ class LoadedConfig:
     sources: dict[str, str]
     """Field name → where its value came from: 'cli', 'env', 'file:PATH' or 'default'."""
     env_file: Path | None
+    warnings: list[str] = dataclass_field(default_factory=list)
+    """One line per unknown OCPP_*/STATION_* variable, naming the nearest known one."""
 
 
 def _mask(field_name: str, value: Any) -> str:
     if field_name in SECRET_FIELDS:
         return "'***'" if value not in (None, "") else "''"
+    if field_name in URL_FIELDS and isinstance(value, str):
+        value = mask_url(value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "...'"
 
@@ -295,10 +391,28 @@ def _env_file_path(env_file: Path | str | None) -> tuple[Path, bool]:
     return Path(env_file or os.environ.get(ENV_FILE_VARIABLE) or DEFAULT_ENV_FILE), required
 
 
+def unknown_variables(names: Iterable[str], where: str) -> list[str]:
+    """A warning per OCPP_*/STATION_* name that no setting reads (a typo is otherwise silently ignored)."""
+    unknown = sorted(n for n in names if n.startswith(("OCPP_", "STATION_"))
+                     and n not in FIELD_BY_VARIABLE and n not in OTHER_VARIABLES)
+    if not unknown:
+        return []
+    import difflib  # only when a name is unknown: not on every start
+
+    known = sorted({*FIELD_BY_VARIABLE, *OTHER_VARIABLES})
+    lines = []
+    for name in unknown:
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}?" if near else "`station config show` lists the settings"
+        lines.append(f"config warning: unknown setting {name} in {where} is ignored; {hint}")
+    return lines
+
+
 def read_raw(cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> RawConfig:
     """The values given, with their sources, without validating them (raises ConfigError for the env file only)."""
     path, required = _env_file_path(env_file)
     file_values = _read_env_file(path, required)
+    warnings = unknown_variables(os.environ, "the environment") + unknown_variables(file_values, str(path))
     overrides = {variable_of(k): v for k, v in (cli or {}).items() if v is not None}
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
@@ -312,27 +426,62 @@ def read_raw(cli: dict[str, Any] | None = None, env_file: Path | str | None = No
             values[name], sources[name] = file_values[var], f"file:{path}"
         else:
             sources[name] = "default"
-    return RawConfig(values=values, sources=sources, env_file=path if file_values else None)
+    return RawConfig(values=values, sources=sources, env_file=path if file_values else None, warnings=warnings)
 
 
-def load(cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> LoadedConfig:
+def _subset(names: tuple[str, ...]) -> type[SettingsBase]:
+    """A settings model with only the fields `names` (their types, ranges and rules), for a program
+    that reads no more than these: it must not be refused for a setting it never uses."""
+    fields: dict[str, Any] = {name: (Settings.model_fields[name].annotation, Settings.model_fields[name])
+                              for name in names}
+    return create_model("SubsetSettings", __base__=SettingsBase, **fields)
+
+
+def load(cli: dict[str, Any] | None = None, env_file: Path | str | None = None, *,
+         only: tuple[str, ...] | None = None) -> LoadedConfig:
     """Build the settings: CLI overrides (field name → value) > environment > env file > default.
+
+    This is the one validation of every setting (types, ranges, the meter models, files that must
+    exist, the rules across settings) for `station run`, `--once`, `config show` and `station-api`;
+    every problem is one `config error:` line naming the variable and the rule, secrets masked.
+    `only`: validate just these fields (and none of the rules across the others).
 
     `env_file` None means `$STATION_ENV_FILE` or /etc/ocpp_station.env, which may be
     absent; a file named explicitly must exist.
     """
     raw = read_raw(cli, env_file)
     overrides = {variable_of(k): v for k, v in (cli or {}).items() if v is not None}
+    model: type[SettingsBase] = Settings if only is None else _subset(only)
     try:
-        settings = Settings(_env_file=raw.env_file, **overrides)  # type: ignore[call-arg]
+        settings = model(_env_file=raw.env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems, reasons = _problems(exc, {variable_of(k): v for k, v in raw.values.items()})
-        if not any(raw.values.get(FIELD_BY_VARIABLE[v]) for v in CSMS_URL_VARIABLES) and None not in problems:
+        if (only is None and not any(raw.values.get(FIELD_BY_VARIABLE[v]) for v in CSMS_URL_VARIABLES)
+                and None not in problems):
             # pydantic checks this rule only once every field is valid: say it now, with the others.
             problems[None] = [f"config error: {NO_CSMS_URL}"]
         message = "\n".join(line for lines in problems.values() for line in lines)
         raise ConfigError(message, problems=problems, reasons=reasons, raw=raw) from None
-    return LoadedConfig(settings=settings, sources=raw.sources, env_file=raw.env_file)
+    return LoadedConfig(settings=settings, sources=raw.sources, env_file=raw.env_file,  # type: ignore[arg-type]
+                        warnings=raw.warnings)
+
+
+def load_api(cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> LoadedConfig:
+    """`station-api`'s settings (API_FIELDS only), its unknown-variable warnings written to stderr.
+
+    Raises ConfigError (exit 78, `str(error)` is the lines to print) as `load` does.
+    """
+    import sys
+
+    try:
+        loaded = load(cli, env_file, only=API_FIELDS)
+    except ConfigError as exc:
+        for line in exc.raw.warnings if exc.raw else []:
+            print(line, file=sys.stderr)
+        raise
+    for line in loaded.warnings:
+        print(line, file=sys.stderr)
+    return loaded
 
 
 def setting(name: str, cli: dict[str, Any] | None = None, env_file: Path | str | None = None) -> Any:
@@ -357,7 +506,11 @@ def _problems(exc: ValidationError, merged: dict[str, Any]) -> tuple[dict[str | 
     for err in exc.errors(include_url=False, include_input=False):
         message = str(err["msg"]).removeprefix("Value error, ")
         if not err["loc"]:
+            # A rule across settings: its message names them; `config show` marks each one.
             problems.setdefault(None, []).append(f"config error: {message}")
+            for var in FIELD_BY_VARIABLE if message != NO_CSMS_URL else ():
+                if var in message:
+                    reasons.setdefault(var, f"INVALID: {message}")
             continue
         var = str(err["loc"][0])
         field = FIELD_BY_VARIABLE.get(var, var)
@@ -397,7 +550,8 @@ def describe_invalid(error: ConfigError) -> list[dict[str, Any]]:
     for name, field in Settings.model_fields.items():
         var = variable_of(name)
         if name in raw.values:
-            shown = "***" if name in SECRET_FIELDS else raw.values[name]
+            shown = "***" if name in SECRET_FIELDS else mask_url(raw.values[name]) if name in URL_FIELDS \
+                else raw.values[name]
         else:
             shown = "" if field.is_required() or field.default is None else str(field.default)
         problem = error.reasons.get(var)

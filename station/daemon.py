@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import signal
 import time
 from collections.abc import Awaitable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,6 +39,46 @@ if TYPE_CHECKING:  # the daemon process gets validated values without pydantic (
     from station.handover import DaemonSettings
 
 log = structlog.get_logger(__name__)
+
+LOCK_NAME = "station.lock"
+"""In STATION_STATE_DIR: held (flock) by the daemon that owns the directory, for its whole life."""
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the state directory: this one must not open its database nor write an event."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the state directory's exclusive lock, first of all: the descriptor stays open for the life of the process
+    (the kernel releases it when the process ends, however it ends)."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(state_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"station: another station daemon already runs on {state_dir} (it holds {path}); "
+                             "stop it first (systemctl stop station) or give this one its own STATION_STATE_DIR"
+                             ) from None
+    return fd
+
+
+def refuse_a_second_daemon_on_the_socket(socket_path: Path) -> None:
+    """A daemon with another state directory may already answer on this IPC socket: say so in one line, before
+    this one opens its database (the IPC server would refuse the socket only after start-up)."""
+    import socket
+
+    if not Path(socket_path).exists():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return  # a stale socket: the IPC server replaces it
+    raise AlreadyRunning(f"station: another station daemon already answers on {socket_path}; stop it first "
+                         "(systemctl stop station) or give this one its own STATION_IPC_SOCKET")
 
 
 class Daemon:
@@ -86,13 +129,16 @@ class Daemon:
         self.logs = LogUploader(settings.state_dir / "diagnostics", self.archive_sources,
                                 station_id=settings.station_name, now=self.core.clock.now,
                                 before_build=self.recorder.flush if self.recorder else None,
-                                ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None)
+                                ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
+                                allow_local_targets=settings.log_upload_allow_local)
         self.ocpp = OcppClient(params, self.core, heartbeat_seconds=settings.heartbeat_seconds,
                                on_reset=self._reset, firmware=self.firmware, logs=self.logs, recorder=self.recorder,
                                boot_reason=self.boot_reason, credentials=self.credentials,
                                endpoints=Endpoints(params, settings.state_dir))
         self.ipc = IpcServer(settings.ipc_socket, self.core, status=self.status, probe=self.ocpp.probe,
                              diagnostics=self.diagnostics)
+        self._last_reading_mono: float | None = None
+        """When the meter last gave a valid reading: `--once` must not call a meter healthy that just went quiet."""
         self._bind_meter_facts()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop: asyncio.Event | None = None
@@ -135,6 +181,7 @@ class Daemon:
         )
 
     def _on_meter_reading(self, reading: Any) -> None:
+        self._last_reading_mono = time.monotonic()
         if self.recorder is not None:
             self.recorder.meter(1, reading)
         self.core.on_meter_reading(reading)
@@ -146,6 +193,7 @@ class Daemon:
             "software_version": __version__,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "ocpp": self.ocpp.status(),
+            "outbox_by_kind": self._outbox_kinds(),
             "firmware": {"status": self.firmware.status.value, "request_id": self.firmware.current().request_id},
             "esp32": {
                 str(cid): {
@@ -160,11 +208,22 @@ class Daemon:
             "meter": None if self.meter is None else {
                 "port": self.settings.meter_port,
                 "model": self.settings.meter_model,
+                "unit": self.settings.meter_unit,  # the Modbus address and speed a technician checks first
+                "baud": self.settings.meter_baud,
                 "healthy": self.meter.healthy,
                 "last_error": self.meter.last_error,
                 "stats": _as_dict(self.meter.stats),
+                "last_reading_age_s": None if self._last_reading_mono is None
+                else round(time.monotonic() - self._last_reading_mono, 2),
+                "stale_after_s": round(2 * self.meter.poll_interval + self.meter.timeout, 2),
             },
         }
+
+    def _outbox_kinds(self) -> dict[str, int] | None:
+        try:
+            return self.store.outbox_kinds()
+        except Exception:  # noqa: BLE001 — a broken store must not break a status read
+            return None
 
     # ---- diagnostics (GetLog, GetDiagnostics, `station report`) ----------------------------
     def config_dump(self) -> dict[str, Any]:
@@ -268,6 +327,7 @@ class Daemon:
             sdnotify.stopping()
             log.info("station stopping")
             waiter.cancel()
+            await self.ocpp.drain()  # bounded: answers to calls in flight, nothing new sent
             for task in reversed(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -296,12 +356,21 @@ def _as_dict(stats: Any) -> dict[str, Any]:
 
 
 async def serve(settings: Settings | DaemonSettings) -> int:
-    """Run until SIGTERM/SIGINT; 0 on a clean stop."""
+    """Run until SIGTERM/SIGINT; 0 on a clean stop. Raises AlreadyRunning before touching the state directory."""
+    lock = lock_state_dir(settings.state_dir)
+    try:
+        refuse_a_second_daemon_on_the_socket(settings.ipc_socket)
+    except AlreadyRunning:
+        os.close(lock)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    daemon = Daemon(settings)
-    await daemon.run(stop)
+    try:
+        daemon = Daemon(settings)
+        await daemon.run(stop)
+    finally:
+        os.close(lock)
     return 0

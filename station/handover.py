@@ -184,7 +184,7 @@ def run_daemon(settings: Any) -> int:
     import asyncio
 
     from station import exitcodes, logs
-    from station.daemon import serve
+    from station.daemon import AlreadyRunning, serve
 
     logs.register_secrets(settings.secrets())
     log_file = getattr(settings, "log_file", None)
@@ -198,6 +198,9 @@ def run_daemon(settings: Any) -> int:
                    driver_tokens=bool(getattr(settings, "log_driver_tokens", False)))
     try:
         return asyncio.run(serve(settings))
+    except AlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
+        return exitcodes.ALREADY_RUNNING
     except OSError as exc:
         import structlog
 

@@ -83,9 +83,12 @@ def run_once(args: argparse.Namespace) -> int:
         "run_started_utc": started_utc,
     }
     try:
+        if not args.timeout > 0:  # also NaN
+            raise ConfigError(f"config error: --timeout {args.timeout:g}: must be more than 0 seconds")
         loaded = load_config(args)
     except ConfigError as exc:
         _setup_logging(None, stream=sys.stderr)
+        print(str(exc), file=sys.stderr)  # the JSON report says it too, for tools
         report["checks"].append(check("config", False, str(exc)))
         return _finish(report, exitcodes.CONFIG, t0)
     settings = loaded.settings
@@ -130,7 +133,7 @@ async def _probe(settings: Settings, report: dict[str, Any], results: dict[str, 
         async with IpcClient(settings.ipc_socket, timeout=budget.share(ESP32_WAIT_S)) as client:
             status = await client.status()
             report["mode"] = "daemon"
-            _from_daemon_status(report, results, status)
+            _from_daemon_status(report, results, status, settings.esp32_baud)
             await _bounded(results, "csms", lambda: _daemon_csms(client, report, status, budget.share()),
                            budget.share(), what="the daemon's CSMS probe")
     except DaemonUnavailable:
@@ -227,6 +230,8 @@ def _csms_check(state: dict[str, Any], messages: list[dict[str, Any]], error: st
         last = state.get("last_error")
         if error and last and last not in error:  # the daemon's "not connected": say why it is not
             detail = f"{error} (last attempt: {last})"
+        if last and state.get("last_error_url") and last in detail:  # after a fallback: not the URL shown first
+            detail += f" at {state['last_error_url']}"
     return check("csms", False, detail, kind=kind)
 
 
@@ -236,17 +241,59 @@ def _clock_check(trusted: bool, source: str | None) -> dict[str, Any]:
     return check("clock", False, "clock not synchronized (no NTP sync and no CSMS time yet)")
 
 
-def _queue_check(depth: int, connected: bool) -> dict[str, Any]:
+KIND_NAMES = {"started": "transaction", "updated": "transaction", "ended": "transaction",
+              "security_event": "security event", "notify_event": "NotifyEvent (monitoring)",
+              "reservation_status": "reservation status", "meter_values": "meter values"}
+"""What each outbox kind is, in the words `--once` and `station status` use."""
+
+
+def describe_waiting(kinds: dict[str, int]) -> str:
+    """'1 transaction message, 2 security event messages': counted by kind, never all called transactions."""
+    counts: dict[str, int] = {}
+    for kind, n in sorted(kinds.items()):
+        name = KIND_NAMES.get(kind, kind)
+        counts[name] = counts.get(name, 0) + n
+    return ", ".join(f"{n} {name} message{'' if n == 1 else 's'}" for name, n in counts.items() if n)
+
+
+def _queue_check(depth: int, connected: bool, kinds: dict[str, int] | None = None) -> dict[str, Any]:
     if depth < 0:
         return check("offline_queue", False, "state database unreadable", depth=depth)
     if depth == 0:
-        return check("offline_queue", True, "no transaction messages waiting", depth=0)
-    return check("offline_queue", connected, f"{depth} transaction messages waiting"
-                 + (" (being sent)" if connected else " (CSMS not connected)"), depth=depth)
+        return check("offline_queue", True, "no messages waiting for the CSMS", depth=0)
+    what = describe_waiting(kinds) if kinds and sum(kinds.values()) == depth else \
+        f"{depth} message{'' if depth == 1 else 's'}"
+    return check("offline_queue", connected, f"{what} waiting"
+                 + (" (being sent)" if connected else " (CSMS not connected)"), depth=depth, by_kind=kinds)
+
+
+def _readable_time(text: str) -> str:
+    """'2026-12-07T11:41:17.123456+00:00 (why)' → '2026-12-07 11:41:17 UTC (why)': what a technician reads."""
+    stamp, sep, rest = text.partition(" ")
+    try:
+        moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    except ValueError:
+        return text
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") + sep + rest
+
+
+def esp32_problem(port: str | None, reason: str, since: str | None, baud: int | None) -> str:
+    """A technician's sentence for an ESP32 link that is down: what, where, since when, what to check first."""
+    where = f" on {port}" if port else ""
+    when = f" since {_readable_time(since)}" if since else ""
+    if reason.startswith("cannot open") or reason.startswith("no device"):
+        first = ("check the ESP32's USB/serial cable and that STATION_ESP32_PORT names its device "
+                 "(ls -l /dev/serial/by-id/)")
+    else:
+        first = ("the port opens but no valid status frame arrives: check the wiring (TX/RX, ground), the baud "
+                 f"rate ({baud or '?'} here, STATION_ESP32_BAUD; the firmware must use the same), the ESP32's power "
+                 "(its LED) and that its firmware runs (reset it)")
+    return f"ESP32 charge controller{where} not answering{when} ({reason}): {first}"
 
 
 def _esp32_section(report: dict[str, Any], connectors: list[dict[str, Any]], link_up: bool,
-                   firmware: Any) -> dict[str, Any]:
+                   firmware: Any, ports: dict[int, str | None] | None = None, baud: int | None = None,
+                   started: str | None = None) -> dict[str, Any]:
     report["esp32"] = {
         "link_up": link_up,
         "firmware": firmware,
@@ -257,8 +304,17 @@ def _esp32_section(report: dict[str, Any], connectors: list[dict[str, Any]], lin
     }
     if link_up:
         return check("esp32", True, "status frames received")
-    reasons = {c["controller_link"]["reason"] for c in connectors if not c["controller_link"]["up"]}
-    return check("esp32", False, "no valid status frame from the ESP32: " + "; ".join(sorted(reasons)))
+    problems = []
+    for c in connectors:
+        link = c["controller_link"]
+        if not link["up"]:
+            problems.append(esp32_problem((ports or {}).get(c["id"]), link["reason"], link.get("since") or started,
+                                          baud))
+    return check("esp32", False, "; ".join(dict.fromkeys(problems)))
+
+
+METER_HINT = ("check the RS-485 wiring (A/B), the Modbus address (STATION_METER_UNIT), the baud rate "
+              "(STATION_METER_BAUD) and the meter's own display")
 
 
 def meter_check(meter: dict[str, Any] | None) -> dict[str, Any]:
@@ -266,6 +322,12 @@ def meter_check(meter: dict[str, Any] | None) -> dict[str, Any]:
     if meter is None:
         return check("meter", True, "skipped: no energy meter configured (STATION_METER_PORT empty)", skipped=True)
     stats = meter.get("stats") or {}
+    age, limit = meter.get("last_reading_age_s"), meter.get("stale_after_s")
+    if meter.get("healthy") and age is not None and limit is not None and age > limit:
+        # The daemon still calls it healthy (it waits for 3 failed polls), but the last reading is old.
+        return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading for {age:.1f} s "
+                     f"(expected every {limit:g} s at most); {METER_HINT}",
+                     consecutive_failures=stats.get("consecutive_failures", 0))
     if meter.get("healthy"):
         return check("meter", True, f"{meter.get('model')} on {meter.get('port')} answers "
                      f"({stats.get('polls_ok', 0)} good polls)")
@@ -275,22 +337,27 @@ def meter_check(meter: dict[str, Any] | None) -> dict[str, Any]:
     failures = stats.get("consecutive_failures", 0)
     reason = meter.get("last_error") or "no answer"
     return check("meter", False, f"{meter.get('model')} on {meter.get('port')}: no valid reading "
-                 f"({failures} failed polls in a row; last: {reason}); energy cannot be billed",
+                 f"({failures} failed polls in a row; last: {reason}); energy cannot be billed; {METER_HINT}",
                  consecutive_failures=failures)
 
 
-def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any]], status: dict[str, Any]) -> None:
+def _from_daemon_status(report: dict[str, Any], results: dict[str, dict[str, Any]], status: dict[str, Any],
+                        baud: int | None = None) -> None:
     _ocpp_section(report, status.get("ocpp", {}), [])
     connectors = status.get("connectors", [])
     links = status.get("esp32", {})
+    started = None
+    if isinstance(status.get("uptime_s"), (int, float)):
+        started = datetime.fromtimestamp(time.time() - status["uptime_s"], UTC).isoformat() + " (the daemon's start)"
     results["esp32"] = _esp32_section(
         report, connectors, all(c["controller_link"]["up"] for c in connectors),
-        next((v.get("firmware") for v in links.values() if v.get("firmware")), None))
+        next((v.get("firmware") for v in links.values() if v.get("firmware")), None),
+        ports={int(cid): v.get("port") for cid, v in links.items()}, baud=baud, started=started)
     results["meter"] = meter_check(status.get("meter"))
     clock = status.get("clock", {})
     results["clock"] = _clock_check(bool(clock.get("trusted")), clock.get("source"))
     results["offline_queue"] = _queue_check(int(status.get("outbox_depth", -1)),
-                                            bool(status.get("ocpp", {}).get("connected")))
+                                            bool(status.get("ocpp", {}).get("connected")), status.get("outbox_by_kind"))
     store = status.get("store", {})
     if not store.get("healthy", True):
         results["state_store"] = check("state_store", False, f"state database: {store.get('last_error')}")
@@ -337,16 +404,25 @@ async def _standalone(settings: Settings, report: dict[str, Any], results: dict[
     esp32_settled = asyncio.Event()
 
     async def esp32() -> dict[str, Any]:
+        waited = budget.share(ESP32_WAIT_S)
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(budget.share(ESP32_WAIT_S)):
+                async with asyncio.timeout(waited):
                     while not all(c.link_up for c in core.connectors.values()):
                         await asyncio.sleep(0.05)
         finally:
             esp32_settled.set()
         connectors = [c.to_json() for c in core.connectors.values()]
+        for c in connectors:  # "not connected yet" says nothing to a technician: say what this check saw
+            link = c["controller_link"]
+            if not link["up"] and link["reason"] == "not connected yet":
+                port = links[c["id"]].port
+                link["reason"] = (f"no valid status frame within {waited:.1f} s" if Path(port).exists()
+                                  else f"no device {port}")
+                link["since"] = None
         return _esp32_section(report, connectors, all(link.link_up for link in links.values()),
-                              next((link.firmware for link in links.values() if link.firmware), None))
+                              next((link.firmware for link in links.values() if link.firmware), None),
+                              ports={cid: link.port for cid, link in links.items()}, baud=settings.esp32_baud)
 
     csms_seconds = budget.share()
     try:
@@ -354,7 +430,7 @@ async def _standalone(settings: Settings, report: dict[str, Any], results: dict[
             _bounded(results, "esp32", esp32, budget.share(ESP32_WAIT_S + 0.5)),
             _bounded(results, "meter", lambda: _standalone_meter(settings, budget.share(METER_WAIT_S)),
                      budget.share(METER_WAIT_S + 0.5)),
-            _bounded(results, "offline_queue", lambda: _off_loop(lambda: _queue_check(_stored_depth(settings), False)),
+            _bounded(results, "offline_queue", lambda: _off_loop(lambda: _queue_check(*_stored_queue(settings))),
                      budget.share(LOCAL_CHECK_S)),
             _standalone_csms(settings, core, report, results, csms_seconds, esp32_settled),
         )
@@ -476,16 +552,19 @@ async def _standalone_csms(settings: Settings, core: Any, report: dict[str, Any]
     await asyncio.wait([link_task], timeout=0.5)
 
 
-def _stored_depth(settings: Settings) -> int:
+def _stored_queue(settings: Settings) -> tuple[int, bool, dict[str, int]]:
+    """(depth, connected=False, by kind) of the state database's queue; depth -1 when it cannot be read."""
     if not settings.db_path.exists():
-        return 0
+        return 0, False, {}
     import sqlite3
 
     try:
         with contextlib.closing(sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)) as db:
-            return int(db.execute("SELECT COUNT(*) FROM outbox WHERE parked=0").fetchone()[0])
+            kinds = {str(k): int(n) for k, n in
+                     db.execute("SELECT kind, COUNT(*) FROM outbox WHERE parked=0 GROUP BY kind")}
     except sqlite3.Error:
-        return -1
+        return -1, False, {}
+    return sum(kinds.values()), False, kinds
 
 
 def _disk_check(state_dir: Path) -> dict[str, Any]:

@@ -43,3 +43,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(autouse=True)
+def daemon_logs_hold_no_unhandled_errors() -> object:
+    """Every test that ran the real daemon (tests/e2e.py) fails on an unretrieved task exception or a
+    traceback in the daemon's log (issue 22: every task has an owner that handles its failure)."""
+    from tests import e2e
+
+    e2e.started_daemons.clear()
+    yield
+    daemons, e2e.started_daemons[:] = list(e2e.started_daemons), []
+    faults = [f"{d.log_path}: {line}" for d in daemons if not d.faults_allowed and d.log_path.exists()
+              for line in e2e.log_faults(d.log())]
+    assert not faults, "daemon log holds unhandled errors:\n" + "\n".join(faults)

@@ -38,11 +38,28 @@ def station_env(directory: Path, csms: DevCsms, esp32_port: Path | str, *, stati
     }
 
 
+LOG_FAULTS = ("Task exception was never retrieved", "Traceback (most recent call last)", '"exc_type":')
+"""Text that never belongs in a daemon's log: an unowned task's failure, a traceback (as text, or as the
+JSON log format's structured `exception`)."""
+
+started_daemons: list[DaemonProcess] = []
+"""Daemons started by the running test; `tests/conftest.py` checks their logs when it ends."""
+
+
+def log_faults(text: str) -> list[str]:
+    """The lines of a daemon log that hold a LOG_FAULTS text (with the line after, for the cause)."""
+    lines = text.splitlines()
+    return [" | ".join(lines[i:i + 2])[:600] for i, line in enumerate(lines) if any(f in line for f in LOG_FAULTS)]
+
+
 class DaemonProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, faults_allowed: bool = False) -> None:
+        """`faults_allowed`: the test provokes a crash on purpose; its log is not checked for tracebacks."""
         self.env = env
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
+        self.faults_allowed = faults_allowed
+        started_daemons.append(self)
 
     async def start(self) -> DaemonProcess:
         self._log = self.log_path.open("ab")

@@ -68,6 +68,8 @@ class Rig:
     clock: Clock | None = None
     firmware: FirmwareUpdater | None = None
     """Remote update (UpdateFirmware) handler; None: refused."""
+    logs: Any = None
+    """Log uploads (GetLog / GetDiagnostics), a LogUploader; None: refused."""
     state_dir: Path | None = None
     """Where the station keeps credentials and certificates; None: fixed link parameters."""
     link: dict[str, Any] = field(default_factory=dict)
@@ -93,7 +95,7 @@ class Rig:
         if self.state_dir is not None:
             self.credentials = Credentials(self.state_dir, self.params(), **self.credential_options)
         self.client = OcppClient(self.params(), self.core, boot_retry_seconds=0.05, response_timeout=3, on_reset=on_reset,
-                                 firmware=self.firmware, credentials=self.credentials)
+                                 firmware=self.firmware, credentials=self.credentials, logs=self.logs)
         self.task = asyncio.create_task(self.client.run())
         return self
 

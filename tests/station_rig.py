@@ -18,14 +18,14 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from station.config import Settings
+from api.settings import ApiSettings
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store
 from station.ipc.server import IpcServer
 from tests.core_helpers import RecordingController
 
-TOKEN = "canary-api-token-7c1f"
+TOKEN = "canary-api-token-7c1f-long-enough"
 
 
 def daemon_facts(**overrides: Any) -> dict[str, Any]:
@@ -77,21 +77,18 @@ class Daemon:
         self.store.close()
 
 
-def settings_for(tmp_path: Path, socket_path: Path, *, token: str | None = TOKEN) -> Settings:
+def settings_for(tmp_path: Path, socket_path: Path, *, token: str | None = TOKEN) -> ApiSettings:
     values: dict[str, Any] = {
-        "OCPP_STATION_NAME": "TEST_STATION_1",
-        "OCPP_201_URL": "ws://127.0.0.1:9/ocpp/",
-        "STATION_STATE_DIR": str(tmp_path / "state"),
         "STATION_IPC_SOCKET": str(socket_path),
         "STATION_API_BIND": "127.0.0.1:8080",  # not used: tests hand uvicorn a bound socket
     }
     if token is not None:
         values["STATION_API_TOKEN"] = token
-    return Settings(**values)  # type: ignore[arg-type]
+    return ApiSettings(**values)
 
 
 @contextlib.asynccontextmanager
-async def serve_api(settings: Settings) -> AsyncIterator[str]:
+async def serve_api(settings: ApiSettings) -> AsyncIterator[str]:
     """The real app under uvicorn on 127.0.0.1, on a port the kernel picked; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

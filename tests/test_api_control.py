@@ -150,6 +150,21 @@ async def test_availability_takes_a_connector_out_of_service_and_back(api: httpx
     assert (await api.get("/connectors/1")).json()["status"] == "Available"
 
 
+@pytest.mark.parametrize("operative", ["no", 0, 1, "false", None])
+async def test_availability_accepts_json_booleans_only(api: httpx.AsyncClient, daemon: Daemon, operative: object) -> None:
+    response = await api.put("/connectors/1/availability", json={"operative": operative}, headers=auth())
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("operative: ")
+    assert daemon.core.connectors[1].operative
+
+
+@pytest.mark.parametrize("body", [{"amps": "16"}, {"amps": True}])
+async def test_a_limit_is_a_json_number_only(api: httpx.AsyncClient, daemon: Daemon, body: object) -> None:
+    response = await api.put("/connectors/1/limit", json=body, headers=auth())
+    assert response.status_code == 422, response.text
+    assert "local" not in daemon.core.connectors[1].limits
+
+
 async def test_availability_during_a_session_is_scheduled(api: httpx.AsyncClient, daemon: Daemon) -> None:
     daemon.core.request_start(1, "TECH1")
     daemon.esp.plug()

@@ -48,3 +48,27 @@ async def test_swagger_ui_renders_with_every_request_outside_the_station_blocked
         await expect(page.locator(".swagger-ui .info .title")).to_contain_text("Charge point station")
         await expect(page.locator(".opblock-summary-path").first).to_be_visible()
         assert outside == []
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium not installed")
+async def test_redoc_renders_with_every_request_outside_the_station_blocked(tmp_path: Path, browser: Any) -> None:
+    from playwright.async_api import expect
+
+    async with serve_api(settings_for(tmp_path, tmp_path / "none.sock")) as url:
+        page = await browser.new_page()
+        outside: list[str] = []
+
+        async def only_the_station(route: Any) -> None:
+            if route.request.url.startswith(url) or route.request.url.startswith("data:"):
+                await route.continue_()
+            else:
+                outside.append(route.request.url)
+                await route.abort()
+
+        await page.route("**/*", only_the_station)
+        await page.goto(url + "/redoc")
+        await expect(page.locator("h1").first).to_contain_text("Charge point station")
+        await expect(page.get_by_text("/connectors/{connector_id}/start").first).to_be_attached()
+        await page.wait_for_load_state("networkidle")
+        assert outside == []

@@ -17,7 +17,7 @@ from station.devtools.demo import free_port
 from tests.e2e import STATION_ID, DaemonProcess, running_station
 from tests.station_rig import sse_events, wait_for
 
-TOKEN = "e2e-api-token-canary-51"
+TOKEN = "e2e-api-token-canary-51-long-enough"
 
 
 
@@ -149,7 +149,7 @@ async def test_status_page_follows_a_vehicle_plugged_into_the_simulator(tmp_path
             await expect(page.locator("#csms-state")).to_have_text("connected")
             await sim.command("plug")
             await expect(status).to_have_text("Preparing", timeout=10_000)
-            await expect(page.get_by_test_id("connector-1")).to_contain_text("plugged in (pilot B)")
+            await expect(page.get_by_test_id("connector-1")).to_contain_text("plugged in")
             await expect(page.get_by_test_id("events")).to_contain_text("connector 1: Preparing")
             await page.screenshot(path=str(tmp_path / "status-page-e2e.png"), full_page=True)
             if os.environ.get("STATION_SCREENSHOT_DIR"):

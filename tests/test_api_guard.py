@@ -21,7 +21,7 @@ from api.guard import MAX_BODY
 from station.devtools.demo import free_port
 from tests.test_api_e2e import started_api
 
-TOKEN = "guard-test-token-7f1c"
+TOKEN = "guard-test-token-7f1c-long-enough"
 CHUNK = 1024 * 1024
 BIG = 400 * CHUNK
 
@@ -52,7 +52,7 @@ async def stream_chunked(port: int, path: str, headers: dict[str, str], total: i
     answer may then be lost to the TCP reset (None) — the point is what the API swallowed.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     writer.write(head.encode())
     size = CHUNK if not stop_at_answer else 4096
@@ -111,7 +111,7 @@ async def test_a_chunked_body_over_the_cap_with_the_right_token_is_413(tmp_path:
 async def test_a_content_length_over_the_cap_is_413_before_any_byte_is_read(tmp_path: Path) -> None:
     async with api_alone(tmp_path) as (port, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"PUT /connectors/1/limit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        writer.write(f"PUT /connectors/1/limit HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {BIG}\r\n\r\n".encode())
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), 10)

@@ -30,8 +30,10 @@ async def test_ready_is_503_and_names_what_is_down(api: httpx.AsyncClient, daemo
     assert response.status_code == 503
     body = response.json()
     assert body["daemon"]["ok"] is True
-    assert body["esp32"] == {"ok": False, "detail": "connector 1: no valid frame for 3 s"}
-    assert body["csms"] == {"ok": False, "detail": "not connected: connection refused"}
+    assert body["esp32"] == {"ok": False, "detail": "connector 1: charge controller (ESP32) sends no status: "
+                                                    "the port is open but nothing valid arrives"}
+    assert body["csms"]["ok"] is False
+    assert body["csms"]["detail"].startswith("The CSMS server refuses connections")
 
 
 async def test_status_carries_station_versions_links_queue_and_clock(api: httpx.AsyncClient) -> None:
@@ -54,7 +56,8 @@ async def test_status_flags_undervoltage_unsynced_clock_and_unreachable_csms(
     problems = {p["code"]: p for p in (await api.get("/status")).json()["problems"]}
     assert set(problems) == {"undervoltage", "clock_not_synced", "csms_unreachable"}
     assert "202 V" in problems["undervoltage"]["message"] or "201 V" in problems["undervoltage"]["message"]
-    assert problems["csms_unreachable"]["message"] == "CSMS unreachable: timeout"
+    assert problems["csms_unreachable"]["what"] == "the CSMS cannot be reached"
+    assert "timeout" not in problems["csms_unreachable"]["message"]
 
 
 async def test_status_flags_an_esp32_link_down(api: httpx.AsyncClient, daemon: Daemon) -> None:

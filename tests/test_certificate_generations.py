@@ -118,6 +118,25 @@ def presented(credentials: Credentials) -> int:
     return serial_in_force(Path(attempt.client_cert), Path(attempt.client_key))
 
 
+def earlier_release_in_force(station: Path, test_pki: TestPki) -> int:
+    """What a release from before generations (rolled back to by station-update) presents: its
+    `_certificate` takes pki/station/cert.pem and key.pem when both exist, else the provisioned pair."""
+    if (station / "cert.pem").exists() and (station / "key.pem").exists():
+        return serial_in_force(station / "cert.pem", station / "key.pem")
+    return serial_in_force(test_pki.client_cert, test_pki.client_key)
+
+
+def earlier_release_promotes(station: Path, cert: bytes, key: bytes) -> None:
+    """An earlier release stores a signed certificate (new.pem/new.key) and promotes it as it did:
+    cert.pem/key.pem renamed to previous.*, new.* renamed to cert.pem/key.pem."""
+    (station / "new.pem").write_bytes(cert)
+    (station / "new.key").write_bytes(key)
+    (station / "cert.pem").replace(station / "previous.pem")
+    (station / "key.pem").replace(station / "previous.key")
+    (station / "new.key").replace(station / "key.pem")
+    (station / "new.pem").replace(station / "cert.pem")
+
+
 def provisioned_serial(test_pki: TestPki) -> int:
     return x509.load_pem_x509_certificate(test_pki.client_cert.read_bytes()).serial_number
 
@@ -164,6 +183,7 @@ def test_a_cut_while_promoting_a_proven_certificate_leaves_the_old_or_the_new_pa
         credentials.append(restarted(state, test_pki))
 
     def check(_: int) -> None:
+        assert earlier_release_in_force(station, test_pki) in (old.serial, new.serial)  # after a rollback
         after = restarted(state, test_pki)
         assert presented(after) in (old.serial, new.serial)  # the candidate again if the switch was lost
         assert in_force(after) in (old.serial, new.serial)
@@ -220,12 +240,13 @@ def test_a_cut_while_migrating_the_flat_layout_keeps_the_pair_in_force(tmp_path:
     def check(_: int) -> None:
         pair = generations.current_pair(station)  # what a reader finds right after the cut, before any start
         assert pair is not None and serial_in_force(*pair) == old.serial
+        assert earlier_release_in_force(station, test_pki) == old.serial  # a rollback right after the cut
         assert in_force(restarted(state, test_pki)) == old.serial  # and after a start, which migrates again
         assert serial_in_force(*generations.candidate(station)) == new.serial  # type: ignore[misc]
 
     cuts = every_cut(lambda: generations.migrate(station), reset, check)
     assert cuts > 10
-    assert sorted(p.name for p in station.iterdir()) == ["current", "gen-0", "gen-1", "gen-2"]
+    assert sorted(p.name for p in station.iterdir()) == ["cert.pem", "current", "gen-0", "gen-1", "gen-2", "key.pem"]
 
 
 def test_without_an_installed_certificate_the_provisioned_pair_is_presented(tmp_path: Path, test_pki: TestPki) -> None:
@@ -249,3 +270,68 @@ def test_a_second_signed_certificate_replaces_the_waiting_one(tmp_path: Path, te
     generations.add_candidate(station, second.cert, second.key)
     assert sorted(generations.generations(station)) == [1]
     assert serial_in_force(*generations.candidate(station)) == second.serial  # type: ignore[misc]
+
+
+def test_an_earlier_release_presents_the_pair_in_force_through_the_flat_names(tmp_path: Path, test_pki: TestPki) -> None:
+    state, old, new = tmp_path / "state", Pair(test_pki, "old"), Pair(test_pki, "new")
+    station = state / "pki" / "station"
+    generations.switch(station, generations.add_candidate(station, old.cert, old.key))
+    assert earlier_release_in_force(station, test_pki) == old.serial
+    generations.switch(station, generations.add_candidate(station, new.cert, new.key))
+    assert earlier_release_in_force(station, test_pki) == new.serial
+    assert os.readlink(station / "cert.pem") == "current/cert.pem" and os.readlink(station / "key.pem") == "current/key.pem"
+
+
+def test_a_certificate_an_earlier_release_promoted_after_a_rollback_is_in_force_after_the_next_update(
+        tmp_path: Path, test_pki: TestPki) -> None:
+    state, old, rolled_back = tmp_path / "state", Pair(test_pki, "old"), Pair(test_pki, "rolled back")
+    station = state / "pki" / "station"
+    generations.switch(station, generations.add_candidate(station, old.cert, old.key))
+    earlier_release_promotes(station, rolled_back.cert, rolled_back.key)
+    assert in_force(Credentials(state, params(test_pki), read_only=True)) == rolled_back.serial  # before any start
+    after = restarted(state, test_pki)
+    assert in_force(after) == rolled_back.serial
+    assert generations.candidate(station) is None
+    assert earlier_release_in_force(station, test_pki) == rolled_back.serial  # and a second rollback too
+
+
+def test_a_cut_while_migrating_an_earlier_releases_promotion_leaves_its_pair_in_force(tmp_path: Path, test_pki: TestPki) -> None:
+    state, old, rolled_back, waiting = (tmp_path / "state", Pair(test_pki, "old"), Pair(test_pki, "rolled back"),
+                                        Pair(test_pki, "waiting"))
+    station = state / "pki" / "station"
+
+    def reset() -> None:
+        shutil.rmtree(state, ignore_errors=True)
+        generations.switch(station, generations.add_candidate(station, old.cert, old.key))
+        earlier_release_promotes(station, rolled_back.cert, rolled_back.key)
+        (station / "new.pem").write_bytes(waiting.cert)  # and then stored one more, not yet used
+        (station / "new.key").write_bytes(waiting.key)
+
+    def check(_: int) -> None:
+        assert earlier_release_in_force(station, test_pki) == rolled_back.serial
+        after = restarted(state, test_pki)
+        assert in_force(after) == rolled_back.serial
+        assert serial_in_force(*generations.candidate(station)) == waiting.serial  # type: ignore[misc]
+        assert earlier_release_in_force(station, test_pki) == rolled_back.serial
+
+    assert every_cut(lambda: generations.migrate(station), reset, check) > 10
+
+
+def test_certificates_an_earlier_release_discarded_on_re_provisioning_stay_discarded(tmp_path: Path, test_pki: TestPki) -> None:
+    state, old = tmp_path / "state", Pair(test_pki, "old")
+    station = state / "pki" / "station"
+    generations.switch(station, generations.add_candidate(station, old.cert, old.key))
+    for name in ("cert.pem", "key.pem", "new.pem", "new.key", "pending.key", "previous.pem", "previous.key"):
+        (station / name).unlink(missing_ok=True)  # what the earlier release did when the provisioned values changed
+    assert in_force(restarted(state, test_pki)) == provisioned_serial(test_pki)
+    assert not generations.generations(station)
+
+
+def test_a_torn_pair_an_earlier_release_left_is_not_carried_over(tmp_path: Path, test_pki: TestPki) -> None:
+    state, old, new = tmp_path / "state", Pair(test_pki, "old"), Pair(test_pki, "new")
+    station = state / "pki" / "station"
+    generations.switch(station, generations.add_candidate(station, old.cert, old.key))
+    (station / "key.pem").unlink()
+    (station / "key.pem").write_bytes(new.key)  # its promotion's renames, half of them lost in a cut
+    assert in_force(restarted(state, test_pki)) == provisioned_serial(test_pki)
+    assert earlier_release_in_force(station, test_pki) == provisioned_serial(test_pki)

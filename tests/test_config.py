@@ -58,8 +58,12 @@ def test_environment_overrides_the_env_file(env_file: Path, monkeypatch: pytest.
 
 @pytest.mark.parametrize(("text", "profile"), [("0", 0), ("2", 2), ("3", 3)])
 def test_the_security_profile_is_read_from_the_environment(env_file: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           text: str, profile: int) -> None:
+                                                           text: str, profile: int, tmp_path: Path) -> None:
     monkeypatch.setenv("STATION_SECURITY_PROFILE", text)
+    monkeypatch.setenv("OCPP_16_URL", "wss://csms.example/ocpp16/")  # profiles 2 and 3: TLS on every URL
+    for var in ("STATION_CLIENT_CERT", "STATION_CLIENT_KEY"):  # profile 3: a certificate and its key
+        (tmp_path / var).write_text("PEM")
+        monkeypatch.setenv(var, str(tmp_path / var))
     assert load(env_file=env_file).settings.security_profile == profile
 
 

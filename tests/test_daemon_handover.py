@@ -30,11 +30,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     env_file = tmp_path / "ocpp_station.env"
+    (tmp_path / "ca.pem").write_text("PEM")  # a CA bundle must exist
     env_file.write_text(
         "OCPP_STATION_NAME=ORGE_AC_001\n"
         f"OCPP_STATION_PASSWORD={CANARY}\n"
         "OCPP_201_URL=wss://csms.example/ocpp/\n"
-        "STATION_CA_BUNDLE=/etc/ssl/ca.pem\n"
+        f"STATION_CA_BUNDLE={tmp_path / 'ca.pem'}\n"
         f"STATION_STATE_DIR={tmp_path / 'state'}\n"
         "STATION_API_BIND=[::1]:8081\n"
         "STATION_ESP32_POLL_SECONDS=0.5\n"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from station.devtools.demo import free_port
 
 
 @pytest.mark.parametrize("version", ["201", "16"])
@@ -53,8 +57,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 async def test_stopping_the_demo_with_a_signal_leaves_no_process_port_or_directory(sig: signal.Signals) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_", "DEMO_"))}
+    wanted = free_port()  # not 8080: another program (another demo) may hold it
     demo = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "station", "demo", env=env, stdin=asyncio.subprocess.DEVNULL,
+        sys.executable, "-m", "station", "demo", "--api-port", str(wanted), env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert demo.stdout is not None
     out: list[str] = []
@@ -95,7 +100,7 @@ async def test_the_demo_moves_the_api_to_another_port_when_its_port_was_taken_in
 
     demo = Demo(version="201", seconds=None, workdir=tmp_path)
     env = {"STATION_ENV_FILE": os.devnull, "OCPP_STATION_NAME": "DEMO", "OCPP_201_URL": "ws://127.0.0.1:9/",
-           "STATION_IPC_SOCKET": str(tmp_path / "station.sock"), "STATION_API_TOKEN": "t" * 22}
+           "STATION_IPC_SOCKET": str(tmp_path / "station.sock"), "STATION_API_TOKEN": "t" * 32}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -110,3 +115,65 @@ async def test_the_demo_moves_the_api_to_another_port_when_its_port_was_taken_in
             assert [c.name for c in demo.children] == ["api"]
         finally:
             await demo.stop_all()
+
+
+async def _run(command: str, timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*shlex.split(command), stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_every_command_the_demo_prints_reaches_the_running_demo() -> None:
+    """The README's tour: `station status`, `--once`, `dev-csms call` and `station-api`, typed as printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OCPP_", "STATION_", "DEMO_"))}
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "station", "demo", "--api-port", "0", env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert demo.stdout is not None
+    out: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while sum("station-api" in line for line in out if " $ " in line) == 0:
+                line = (await demo.stdout.readline()).decode()
+                assert line, "".join(out)
+                out.append(line)
+        commands = [line.split(" $ ", 1)[1].split("   (")[0].strip() for line in out if " $ " in line]
+        status, once, call, api = commands
+        assert status.endswith(" status") and once.endswith(" --once") and " dev-csms call " in call
+
+        code, text, err = await _run(status)
+        assert code == 0, err
+        assert "station DEMO_AC_001" in text and "CSMS: connected" in text
+        code, text, err = await _run(once)
+        assert code == 0, text + err
+        assert json.loads(text)["mode"] == "daemon"
+        code, text, err = await _run(call)
+        assert code == 0, err
+        assert '"action": "NotifyReport"' in text
+
+        port = int(re.search(r"--bind 127\.0\.0\.1:(\d+)", api).group(1))  # type: ignore[union-attr]
+        second = await asyncio.create_subprocess_exec(*shlex.split(api), stdin=asyncio.subprocess.DEVNULL,
+                                                      stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        try:
+            answer = b""
+            async with asyncio.timeout(30):
+                while b'"reachable":true' not in answer:
+                    await asyncio.sleep(0.2)
+                    with contextlib.suppress(OSError):
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+                        answer = await reader.read()
+                        writer.close()
+        finally:
+            second.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(second.wait(), 30)
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(demo.communicate(), 30)
+        if demo.returncode is None:
+            demo.kill()
+            await demo.wait()
+    assert demo.returncode == 0

@@ -61,9 +61,9 @@ async def cli(csms: CsmsProcess, *args: str) -> tuple[int, list[dict[str, Any]]]
 
 
 @contextlib.asynccontextmanager
-async def station(directory: Path, csms: CsmsProcess, version: str) -> AsyncIterator[DaemonProcess]:
+async def station(directory: Path, csms: CsmsProcess, version: str, **extra: str) -> AsyncIterator[DaemonProcess]:
     async with SimulatorProcess(directory, interval=5) as sim:
-        env = station_env(directory, csms, sim.port, OCPP_PRIMARY=version)  # type: ignore[arg-type]
+        env = station_env(directory, csms, sim.port, OCPP_PRIMARY=version, **extra)  # type: ignore[arg-type]
         daemon = await DaemonProcess(env, directory / "station.log").start()
         try:
             await daemon.wait_ipc(20)

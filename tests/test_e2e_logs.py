@@ -42,7 +42,8 @@ def get_log(location: str, request_id: int, **extra: Any) -> dict[str, Any]:
 
 
 def logged_station(tmp_path: Path, version: str = "201", **extra: str) -> Any:
-    return running_station(tmp_path, version=version, STATION_LOG_FILE=str(tmp_path / "station-file.log"), **extra)
+    return running_station(tmp_path, version=version, STATION_LOG_FILE=str(tmp_path / "station-file.log"),
+                           STATION_LOG_UPLOAD_ALLOW_LOCAL="true", **extra)  # the upload servers are on loopback
 
 
 async def test_getlog_uploads_the_diagnostics_archive_over_http_with_log_status_notifications(tmp_path: Path) -> None:
@@ -199,10 +200,10 @@ async def test_getlog_and_getdiagnostics_from_the_dev_csms_command_line(tmp_path
         (tmp_path / version).mkdir()
     with http_upload_server() as http:
         async with csms_process(tmp_path) as csms:
-            async with station(tmp_path / "201", csms, "201"):
+            async with station(tmp_path / "201", csms, "201", STATION_LOG_UPLOAD_ALLOW_LOCAL="true"):
                 code, lines = await cli(csms, STATION_ID, "GetLog", json.dumps(get_log(http.url("/cli/"), 21)),
                                         "--wait-for", "LogStatusNotification", "--until", "status=Uploaded,UploadFailure")
-            async with station(tmp_path / "16", csms, "16"):
+            async with station(tmp_path / "16", csms, "16", STATION_LOG_UPLOAD_ALLOW_LOCAL="true"):
                 code16, lines16 = await cli(csms, STATION_ID, "GetDiagnostics", json.dumps({"location": http.url("/cli16/")}),
                                             "--wait-for", "DiagnosticsStatusNotification",
                                             "--until", "status=Uploaded,UploadFailed")

@@ -47,16 +47,33 @@ function dl(rows) {
 }
 
 // --- rendering ----------------------------------------------------------------------------
-function renderConnector(c, meterDown) {
+function vehicle(c) {
+  const link = c.controller_link || {};
+  if (!link.up || !c.pilot) return "unknown (no status from the charge controller)";
+  if (c.pilot === "A") return "not plugged in";
+  if (c.pilot === "E" || c.pilot === "F") return `unknown: pilot signal fault (state ${c.pilot})`;
+  return c.pilot === "B" ? "plugged in" : "plugged in, asking for energy";
+}
+
+// The problem (from /status) about connector `id`, without its "connector N: " prefix.
+function connectorProblem(problems, id) {
+  const prefix = `connector ${id}: `;
+  const p = (problems || []).find((q) => ["connector_faulted", "esp32_link_down"].includes(q.code) &&
+                                         (q.what || "").startsWith(prefix));
+  return p ? p.what.slice(prefix.length) : null;
+}
+
+function renderConnector(c, meterDown, problems) {
   const tx = c.transaction;
   const m = c.meter || {};
   const link = c.controller_link || {};
   const rows = [
-    ["Vehicle", c.pilot === "A" ? "not plugged in" : c.pilot ? `plugged in (pilot ${c.pilot})` : "unknown"],
-    ["ESP32", link.up ? `up${link.firmware ? " · fw " + link.firmware : ""}` : `DOWN · ${link.reason || ""}`],
+    ["Vehicle", vehicle(c)],
+    ["ESP32", link.up ? `answers${link.firmware ? " · fw " + link.firmware : ""}` : "NOT answering (see the problem above)"],
     ["Limit", `${c.limit_a} A` + (c.limits && c.limits.local !== undefined ? " (local limit)" : "")],
   ];
-  if (c.error_code && c.error_code !== "NoError") rows.push(["Error", `${c.error_code} ${c.info || ""}`]);
+  const fault = connectorProblem(problems, c.id);
+  if (fault) rows.push(["Fault", fault]);
   if (!c.operative) rows.push(["Availability", "out of service"]);
   if (c.pending_authorization) rows.push(["Session", "authorized, waiting for the vehicle"]);
   if (c.reservation) rows.push(["Reserved", `for token ${c.reservation.id_token} until ${time(c.reservation.expires_at)}` +
@@ -77,11 +94,27 @@ function renderConnector(c, meterDown) {
     dl(rows));
 }
 
+function problemItem(p) {
+  if (!p.what) return el("li", { class: p.severity, "data-code": p.code }, p.message);
+  const head = p.what.charAt(0).toUpperCase() + p.what.slice(1);
+  const detail = [p.where, p.since ? `since ${p.since}` : null].filter(Boolean).join(" · ");
+  return el("li", { class: p.severity, "data-code": p.code },
+    el("div", {}, head),
+    ...(detail ? [el("div", { class: "where" }, detail)] : []),
+    el("div", { class: "check" }, `First check: ${p.check}`));
+}
+
 function renderProblems(problems, daemonDown) {
   const list = $("problems");
   list.replaceChildren();
-  if (daemonDown) list.append(el("li", { class: "error" }, `Station daemon unreachable: ${daemonDown}`));
-  for (const p of problems || []) list.append(el("li", { class: p.severity, "data-code": p.code }, p.message));
+  if (daemonDown) {
+    // "station daemon not reachable: <reason>; since <time>. First check: <what>"
+    const [reason, check] = daemonDown.replace(/^station daemon not reachable: /, "").split(". First check: ");
+    list.append(problemItem({ code: "daemon_unreachable", severity: "error",
+      what: "Station daemon unreachable: the station is not running its software (no charging, no CSMS)",
+      where: reason, check: check || "systemctl status station" }));
+  }
+  for (const p of problems || []) list.append(problemItem(p));
   if (!list.children.length) list.append(el("li", { class: "none" }, "No problems detected"));
 }
 
@@ -89,7 +122,7 @@ function render(s) {
   setText("station", s.station_id || "Charge point");
   setText("version", `software ${s.software_version || "?"}`);
   const meterDown = (s.meter_health || {}).healthy === false;
-  $("connectors").replaceChildren(...(s.connectors || []).map((c) => renderConnector(c, meterDown)));
+  $("connectors").replaceChildren(...(s.connectors || []).map((c) => renderConnector(c, meterDown, s.problems)));
   const o = s.ocpp || {};
   setText("csms-state", o.connected ? "connected" : "NOT connected");
   $("csms-state").className = o.connected ? "" : "bad";
@@ -98,7 +131,8 @@ function render(s) {
   setText("csms-sent", ago(o.last_sent_at));
   setText("csms-received", ago(o.last_received_at));
   setText("csms-reconnects", o.reconnects);
-  setText("csms-error", o.last_error || "none");
+  const csmsProblem = (s.problems || []).find((p) => p.code === "csms_unreachable");
+  setText("csms-error", csmsProblem ? csmsProblem.what : "none");
   const esp = $("esp32");
   esp.replaceChildren();
   for (const c of s.connectors || []) {
@@ -106,7 +140,7 @@ function render(s) {
     const stats = info.stats || {};
     const up = c.controller_link && c.controller_link.up;
     esp.append(el("dt", {}, `Connector ${c.id}`),
-      el("dd", {}, `${up ? "up" : "DOWN"}${info.firmware ? " · fw " + info.firmware : ""}` +
+      el("dd", {}, `${up ? "answers" : "NOT answering"}${info.port ? " on " + info.port : ""}${info.firmware ? " · fw " + info.firmware : ""}` +
         (stats.frames_rejected != null ? ` · ${stats.frames_rejected} bad frames` : "")));
   }
   const parked = o.parked_messages || 0;
@@ -114,41 +148,22 @@ function render(s) {
     (parked ? ` · ${parked} parked` : ""));
   const clock = s.clock || {};
   setText("clock", clock.trusted ? `synchronized (${clock.source || "?"})` : "NOT synchronized");
-  setText("store", s.store && s.store.healthy === false ? `FAILING: ${s.store.last_error}` : "ok");
+  setText("store", s.store && s.store.healthy === false ? "FAILING: cannot write (see the problem above)" : "ok");
   setText("uptime", s.uptime_s != null ? `${Math.round(s.uptime_s / 60)} min` : "–");
   renderProblems(s.problems, null);
 }
 
-function describe(e) {
-  const d = e.data || {};
-  switch (e.kind) {
-    case "connector": return `connector ${d.connector_id}: ${d.connector && d.connector.status}`;
-    case "transaction": return `transaction ${d.event} on connector ${d.transaction && d.transaction.connector_id}` +
-      ` (${d.trigger})`;
-    case "csms": return d.connected ? `CSMS connected (OCPP ${d.version})` : `CSMS disconnected: ${d.last_error || ""}`;
-    case "controller_link": return `ESP32 link ${d.up ? "up" : "down"} on connector ${d.connector_id}: ${d.reason}`;
-    case "meter_health": return d.healthy ? "energy meter answers again" : `energy meter not answering: ${d.reason || ""}`;
-    case "reservation": return `reservation ${d.reservation_id} ${d.status.toLowerCase()}` +
-      (d.connector_id != null ? ` on connector ${d.connector_id}` : " (any connector)");
-    case "outbox": return d.depth ? `offline queue: ${d.depth} message(s) waiting for the CSMS` : "offline queue empty";
-    case "daemon": return d.reachable ? "station daemon reachable" : `station daemon unreachable: ${d.error || ""}`;
-    default: return `${e.kind} ${JSON.stringify(d).slice(0, 120)}`;
-  }
-}
-
 let daemonShown;  // reachability of the daemon as the list last showed it (undefined: not yet)
-let queueWasEmpty = true;  // the offline queue fills and drains with every message: list only the changes
+
+const listed = new Set();  // events already in the list (the recent list and the stream overlap)
 
 function addEvent(e) {
-  if (e.kind === "meter") return;  // every second: shown on the connector, not in the list
-  // Periodic and clock-aligned meter values come every few seconds during a session: they would push
-  // the starts, stops and faults a technician looks for out of the list.
-  if (e.kind === "transaction" && e.data && e.data.event === "updated" &&
-      ["MeterValuePeriodic", "MeterValueClock"].includes(e.data.trigger)) return;
-  if (e.kind === "outbox") {
-    const empty = !(e.data && e.data.depth);
-    if (empty === queueWasEmpty) return;
-    queueWasEmpty = empty;
+  // The API words each happening once (api/narration.py); bookkeeping and repeats carry no text.
+  if (!e.text) return;
+  if (!e.data || !e.data.initial) {
+    const key = `${e.at}|${e.kind}|${e.text}`;
+    if (listed.has(key)) return;
+    listed.add(key);
   }
   if (e.kind === "daemon") {
     const known = daemonShown;
@@ -158,7 +173,7 @@ function addEvent(e) {
     if (e.data.initial && (known === e.data.reachable || (known === undefined && e.data.reachable))) return;
   }
   const list = $("events");
-  list.prepend(el("li", { "data-kind": e.kind }, el("time", {}, time(e.at)), el("span", {}, describe(e))));
+  list.prepend(el("li", { "data-kind": e.kind }, el("time", {}, time(e.at)), el("span", {}, e.text)));
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
 }
 
@@ -213,14 +228,20 @@ function connect() {
   for (const kind of KINDS) source.addEventListener(kind, onEvent);
   source.onmessage = onEvent;
   source.onerror = () => setDaemon(false, "API connection lost, retrying");
-  source.onopen = () => scheduleRefresh();
+  // Whatever happened between loading the list and the stream opening (or while it was down) is in
+  // the API's recent list: take it again; rows already shown are skipped.
+  source.onopen = () => { loadRecent(); scheduleRefresh(); };
 }
 
-async function start() {
+async function loadRecent() {
   try {
     const recent = await (await fetch("/events/recent", { cache: "no-store" })).json();
     for (const e of recent) addEvent(e);
   } catch { /* the live stream fills the list */ }
+}
+
+async function start() {
+  await loadRecent();
   await refresh();
   connect();
   setInterval(refresh, 15000);  // relative times ("12 s ago") and anything an event did not cover

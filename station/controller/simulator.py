@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from station.cliargs import Parser, new_path, positive
 from station.controller.protocol import (
     FIELD_RANGES,
     MAX_CURRENT_A,
@@ -413,7 +414,7 @@ class Esp32Simulator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="station sim esp32",
         description=(
             "Simulated ESP32 charge controller with an EV, on a pseudo-terminal.\n"
@@ -429,17 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--link", required=True, type=Path, metavar="PATH",
+    p.add_argument("--link", required=True, type=new_path, metavar="PATH",
                    help="serial device path to create (symlink to the pty), e.g. /tmp/esp32")
-    p.add_argument("--control", required=True, type=Path, metavar="PATH", help="Unix socket for control commands (JSON lines)")
-    p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="seconds between unsolicited status lines (5)")
+    p.add_argument("--control", required=True, type=new_path, metavar="PATH", help="Unix socket for control commands (JSON lines)")
+    p.add_argument("--interval", type=positive, default=5.0, metavar="SECONDS", help="seconds between unsolicited status lines (5)")
     p.add_argument("--echo-id", action="store_true", help="add ID=<n> to answers to status requests")
     p.add_argument("--max-current", type=int, default=16, choices=range(MIN_CURRENT_A, MAX_CURRENT_A + 1),
                    metavar="A", help="current limit after boot, 6..32 A (16)")
     p.add_argument("--cable", type=int, default=32, metavar="A", help="current rating of the plugged cable, A (32)")
     p.add_argument("--plug-delay", type=float, default=0.3, metavar="SECONDS",
                    help="seconds in CABLE_DETECT after plugging before the EV is seen (0.3)")
-    p.add_argument("--meter-control", type=Path, default=None, metavar="PATH",
+    p.add_argument("--meter-control", type=new_path, default=None, metavar="PATH",
                    help="meter simulator control socket; told the charging current as it changes")
     p.add_argument("--pwm-scale", choices=tuple(PWM_SCALES), default="8bit",
                    help="full scale of the PWM field: 8bit 0..255 (the deployed firmware), permille 0..1000 "
@@ -462,8 +463,17 @@ async def _amain(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `station sim esp32` and `python -m station.controller.simulator`."""
+    from station import exitcodes
+
     args = build_parser().parse_args(argv)
-    asyncio.run(_amain(args))
+    try:
+        asyncio.run(_amain(args))
+    except OSError as exc:
+        print(f"esp32 simulator: cannot create the device link {args.link} and the control socket {args.control}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.CANNOT_LISTEN
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        return 130
     return 0
 
 

@@ -86,6 +86,10 @@ class Connector:
     report: ControllerStatus | None = None
     link_up: bool = False
     link_reason: str = "not connected yet"
+    link_since: datetime | None = None
+    """When the ESP32 link last went up or down (None: down since the daemon started); the status page says "since"."""
+    status_since: datetime | None = None
+    """When the OCPP status last changed (None: the status it started with)."""
     operative: bool = True
     inoperative_scheduled: bool = False
     derived: DerivedStatus = field(
@@ -126,7 +130,9 @@ class Connector:
             "charging_state": self.derived.charging_state,
             "operative": self.operative,
             "inoperative_scheduled": self.inoperative_scheduled,
+            "status_since": self.status_since.isoformat() if self.status_since else None,
             "controller_link": {"up": self.link_up, "reason": self.link_reason,
+                                "since": self.link_since.isoformat() if self.link_since else None,
                                 "firmware": self.controller.firmware if self.controller else None},
             "pilot": r.pilot.value if r else None,
             "controller_state": r.state.name if r else None,
@@ -141,6 +147,12 @@ class Connector:
             "last_command_error": self.last_command_error,
             "reservation": self.reservation,
         }
+
+
+def _log_actuator_failure(task: asyncio.Task[None]) -> None:
+    """The core owns its actuator tasks: a failure other than a refused command is logged once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("charge controller actuator failed", task=task.get_name(), exc_info=task.exception())
 
 
 def meter_json(reading: MeterReading | None) -> dict[str, Any] | None:
@@ -262,7 +274,7 @@ class StationCore:
         if conn.link_up == up:
             conn.link_reason = reason  # still down, maybe for a new reason (`status`, `--once` show it)
             return
-        conn.link_up, conn.link_reason = up, reason
+        conn.link_up, conn.link_reason, conn.link_since = up, reason, self.clock.now()
         (log.info if up else log.warning)("charge controller link", connector_id=connector_id, up=up, reason=reason)
         self.events.publish("controller_link", connector_id=connector_id, up=up, reason=reason)
         self._reconcile(conn)
@@ -560,6 +572,10 @@ class StationCore:
     def _pick_connector(self, connector_id: int | None, id_token: str = "", group_id: str | None = None) -> Connector | None:
         if connector_id:
             return self.connectors.get(connector_id)
+        waiting = [c for c in self.connectors.values() if c.transaction and c.transaction.id_token is None
+                   and not c.pending]  # started by the EV alone: the token authorizes it (F01)
+        if waiting:
+            return waiting[0]
         free = [c for c in self.connectors.values() if not c.transaction and not c.pending and c.operative
                 and self.reservations.refusal(c, id_token, group_id) is None]
         plugged = [c for c in free if c.vehicle_present]
@@ -733,6 +749,8 @@ class StationCore:
         changed = derived != conn.derived or conn.reservation != previous_reservation
         faulted_now = derived.status == ConnectorStatus.FAULTED and conn.derived.status != ConnectorStatus.FAULTED
         charging_changed = derived.charging_state != conn.derived.charging_state
+        if derived.status != conn.derived.status:
+            conn.status_since = self.clock.now()
         conn.derived = derived
         if conn.transaction and charging_changed and derived.charging_state != conn.transaction.charging_state:
             conn.transaction.charging_state = derived.charging_state
@@ -762,6 +780,8 @@ class StationCore:
             meter_start_wh=conn.last_meter.energy_import_wh if conn.last_meter else None,
             authorized=pending is not None,
         )
+        if not (conn.link_up and conn.vehicle_present):
+            tx.charging_state = "Idle"  # e.g. TxStartPoint Authorized: a token, no EV plugged in yet
         conn.transaction = tx
         conn.last_periodic = time.monotonic()
         conn.points_seen, conn.deauthorized = set(), None
@@ -780,6 +800,9 @@ class StationCore:
         tx.ended_at = self.clock.now().isoformat()
         tx.stop_reason = reason
         tx.meter_stop_wh = conn.last_meter.energy_import_wh if conn.last_meter else tx.last_energy_wh
+        # The state the transaction ends in (TC_E_22_CS, TC_E_37_CS): energy transfer has stopped, so
+        # EVConnected while the EV is still plugged in, Idle once it is gone (or never came).
+        tx.charging_state = "EVConnected" if conn.link_up and conn.vehicle_present else "Idle"
         conn.points_seen, conn.ev_wait_deadline, conn.deauthorized = set(), None, None
         extra: dict[str, Any] = {"stop_id_token": stop_token[0], "stop_token_type": stop_token[1]} if stop_token else {}
         extra.update(self.tx_ended.for_end(tx))  # removed from the store with the end message's commit
@@ -928,6 +951,7 @@ class StationCore:
             conn.actuate_again = True
             return
         conn.actuator = asyncio.get_running_loop().create_task(self._actuator(conn), name=f"actuator-{conn.id}")
+        conn.actuator.add_done_callback(_log_actuator_failure)
 
     async def _actuator(self, conn: Connector) -> None:
         while True:

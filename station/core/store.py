@@ -448,6 +448,11 @@ class Store:
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE parked=0").fetchone()[0])
 
+    def outbox_kinds(self) -> dict[str, int]:
+        """Queued (not parked) entries by kind: `--once` says what waits (security events are no transaction)."""
+        return {str(k): int(n) for k, n in self._db.execute(
+            "SELECT kind, COUNT(*) FROM outbox WHERE parked=0 GROUP BY kind")}
+
     def ack_outbox(self, entry_id: int) -> None:
         with self.transaction("ack outbox"):
             self._db.execute("DELETE FROM outbox WHERE id=?", (entry_id,))

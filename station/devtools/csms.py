@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHeader, NegotiationEr
 from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
+from station import exitcodes
 from station.ocpp.rpc import SUBPROTOCOL, VERSION_BY_SUBPROTOCOL, StrictChargePoint
 
 log = structlog.get_logger("station.devtools.csms")
@@ -113,6 +114,9 @@ class _StationSession(StrictChargePoint):
 
 class DevCsms:
     """A development CSMS serving OCPP 2.0.1 and 1.6J on one port; see the module docstring."""
+
+    session_type: type[_StationSession] = _StationSession
+    """The CSMS end of each connection (csms_quirks.py plugs in CitrineOS's behaviour here)."""
 
     def __init__(
         self,
@@ -223,7 +227,7 @@ class DevCsms:
     async def _serve_station(self, ws: ServerConnection) -> None:
         station_id = _station_id(ws.request.path if ws.request else "/")
         version = VERSION_BY_SUBPROTOCOL.get(ws.subprotocol or "", "201")
-        session = _StationSession(self, station_id, ws, version)
+        session = self.session_type(self, station_id, ws, version)
         ssl_object = ws.transport.get_extra_info("ssl_object") if ws.transport is not None else None
         self.peer_certificates[station_id] = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         previous = self._sessions.get(station_id)
@@ -467,14 +471,16 @@ def _station_id(path: str) -> str:
 
 # --------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from station.cliargs import Parser, new_path, port
+
+    parser = Parser(
         prog="station dev-csms",
         description="Development CSMS serving OCPP 2.0.1 and 1.6J on one port (chosen by subprotocol).",
         epilog="While it runs, `station dev-csms call STATION ACTION '{json}' [--wait-for ACTION]` sends a "
                "station any CALL and prints the answer and the follow-ups (see `station dev-csms call --help`).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000, 0 = any free port)")
+    parser.add_argument("--port", type=port, default=9000, help="port to listen on (default 9000, 0 = any free port)")
     parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"), default="Accepted", help="BootNotification answer")
     parser.add_argument("--heartbeat-interval", type=int, default=60, help="heartbeat interval returned at boot, seconds")
     parser.add_argument("--password", action="append", default=[], metavar="STATION=PASSWORD", help="require basic auth for STATION (repeatable)")
@@ -483,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sign-with", nargs=2, metavar=("CA_CERT", "CA_KEY"),
                         help="sign the stations' CSRs (SignCertificate) with this CA and send them back (CertificateSigned)")
     parser.add_argument("--only", choices=("201", "16"), help="accept only this OCPP version")
-    parser.add_argument("--control", type=Path, metavar="PATH",
+    parser.add_argument("--quirks", choices=("citrineos",), help="behave like CitrineOS where it matters to a station (docs/interop.md)")
+    parser.add_argument("--control", type=new_path, metavar="PATH",
                         help="control socket for `station dev-csms call` (default: derived from the port)")
     return parser
 
@@ -542,7 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"--sign-with: cannot read CA certificate/key: {exc.strerror or exc}", file=sys.stderr)
             return 2
     subprotocols = (SUBPROTOCOL[args.only],) if args.only else ("ocpp2.0.1", "ocpp1.6")
-    csms = DevCsms(
+    csms_type = DevCsms
+    if args.quirks:
+        from station.devtools.csms_quirks import CitrineQuirksCsms
+
+        csms_type = CitrineQuirksCsms
+    csms = csms_type(
         args.host,
         args.port,
         boot_status=args.boot_status,
@@ -556,7 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_serve_forever(csms, args.control))
     except OSError as exc:
         print(f"dev CSMS cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return exitcodes.CANNOT_LISTEN
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        return 130
     return 0
 
 

@@ -161,21 +161,23 @@ class ControlServer:
 
 # ------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from station.cliargs import Parser, port, positive
+
+    parser = Parser(
         prog="station dev-csms call",
         description="Send a CALL to a station connected to a running dev CSMS; print the answer and the "
                     "station's follow-up messages as JSON lines.")
     parser.add_argument("station", help="station id as it connected")
     parser.add_argument("action", help="OCPP action, e.g. GetBaseReport, GetVariables, ChangeConfiguration")
     parser.add_argument("payload", nargs="?", default="{}", help="the request payload as JSON (default {})")
-    parser.add_argument("--port", type=int, default=9000, help="the dev CSMS's port, to find its control socket")
+    parser.add_argument("--port", type=port, default=9000, help="the dev CSMS's port, to find its control socket")
     parser.add_argument("--control", type=Path, help="the control socket (default: derived from --port)")
     parser.add_argument("--wait-for", action="append", default=[], metavar="ACTION",
                         help="print the station's CALLs of this action that follow (repeatable)")
     parser.add_argument("--until", action="append", default=[], metavar="FIELD=V1[,V2]",
                         help="stop at the follow-up whose FIELD has one of these values (default: at the first "
                              "one not saying \"tbc\": true, i.e. the last page of a report)")
-    parser.add_argument("--timeout", type=float, default=30, help="seconds for the answer and the follow-ups")
+    parser.add_argument("--timeout", type=positive, default=30, help="seconds for the answer and the follow-ups")
     return parser
 
 
@@ -216,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = args.control or control_path(args.port)
     try:
         last = asyncio.run(call(path, request, lambda line: print(json.dumps(line), flush=True)))
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError, PermissionError) as exc:
         print(f"no dev CSMS control socket at {path}: {exc.strerror or exc} "
               "(is `station dev-csms` running? give its --port, or --control PATH as it printed)", file=sys.stderr)
         return 3

@@ -3,6 +3,10 @@
 Separate real processes — ESP32 + EV simulator and meter simulator (each on a pseudo-terminal),
 the station daemon and the API — plus the development CSMS hosted here, so the script can
 play the operator's part (remote start/stop) and check what reached the backend.
+
+The station and the API read an env file in the working directory (`station.env`), and the demo
+prints the exact commands that reach them from another terminal (`station --env-file ... status`,
+`--once`, `station-api`, `dev-csms call`): the README's tour, against the running demo.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from station import exitcodes
+from station import envfile, exitcodes
 from station.devtools.csms import DevCsms
 from station.devtools.csms_control import ControlServer
 
@@ -81,10 +85,28 @@ class Child:
     pump: asyncio.Task[None] | None = None
 
 
+def command_path(name: str) -> str:
+    """How to type this installation's `station` / `station-api` from the current directory (`.venv/bin/station`
+    when run by `make demo`): the plain name only when the shell would find that very script."""
+    script = Path(sys.executable).parent / name
+    if not script.exists():
+        return f"{sys.executable} -m {'api' if name == 'station-api' else 'station'}"
+    found = shutil.which(name)
+    if found and Path(found).resolve() == script.resolve():
+        return name
+    with contextlib.suppress(ValueError):
+        relative = os.path.relpath(script)
+        if not relative.startswith(".."):
+            return relative
+    return str(script)
+
+
 @dataclass
 class Demo:
     version: str
     seconds: float | None
+    api_port_wanted: int | None = None
+    """`--api-port`: the API's port (0 = any free one); None = 8080 when free, else any free one."""
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="station-demo-")))
     children: list[Child] = field(default_factory=list)
     api_port: int = 0
@@ -243,14 +265,13 @@ class Demo:
         self.control = ControlServer(self.csms, self.workdir / "csms.ctl")
         await self.control.start()
         watcher = self._watch_csms()
-        self.api_port = free_port(8080)
-        token = secrets.token_urlsafe(16)
+        self.api_port = free_port(8080 if self.api_port_wanted is None else self.api_port_wanted or None)
+        token = secrets.token_urlsafe(32)  # station-api needs at least 24 characters
         token_file = self.workdir / "api-token"  # for the control endpoints; gone with the work dir
         token_file.touch(mode=0o600)
         token_file.write_text(token + "\n")
         d = self.workdir
-        env = {
-            "STATION_ENV_FILE": os.devnull,
+        settings = {
             "OCPP_STATION_NAME": STATION_ID,
             "OCPP_PRIMARY": self.version,
             "OCPP_201_URL": self.csms.url("201"),
@@ -266,6 +287,9 @@ class Demo:
             "STATION_BACKOFF_MIN_SECONDS": "0.5",
             "STATION_BACKOFF_MAX_SECONDS": "5",
         }
+        env_file = d / "station.env"
+        self.write_env_file(env_file, settings)
+        env = {"STATION_ENV_FILE": str(env_file)}
         try:
             say("demo", f"working directory {d} (process logs: *.log)")
             say("demo", f"CSMS listening on {self.csms.url(self.version)} (OCPP {_label(self.version)})")
@@ -281,14 +305,15 @@ class Demo:
             await self.wait_for_path(d / "esp32.sock")
             await self.wait_for_path(d / "meter")
             await self.spawn("station", "-m", "station", "run", env=env)
-            self.api_port = await self.start_api(env, self.api_port)
+            port = await self.start_api(env, self.api_port)
+            if port != self.api_port:  # moved: the env file says where the API listens
+                self.api_port, settings["STATION_API_BIND"] = port, f"127.0.0.1:{port}"
+                self.write_env_file(env_file, settings)
             say("demo", f"status page: http://127.0.0.1:{self.api_port}/   (API docs: /docs)")
             say("demo", f"control endpoints (docs/api.md): curl -H \"Authorization: Bearer $(cat {token_file})\" "
                         f"-X POST http://127.0.0.1:{self.api_port}/connectors/1/unlock")
-            say("demo", f"drive the CSMS: station dev-csms call {STATION_ID} GetBaseReport "
-                        f"'{{\"requestId\": 1, \"reportBase\": \"FullInventory\"}}' --wait-for NotifyReport "
-                        f"--control {self.control.path}")
             await self.csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            self.print_commands(env_file)
             if self.seconds is None:
                 say("demo", "playing charging sessions until Ctrl-C")
                 while True:
@@ -309,6 +334,25 @@ class Demo:
             say("demo", "stopping every process" + (f" ({self.stopped_by})" if self.stopped_by else ""))
             await self.stop_all()
         return exitcodes.OK
+
+    @staticmethod
+    def write_env_file(path: Path, settings: dict[str, str]) -> None:
+        """The demo station's settings (the API token too: mode 0600, removed with the work dir)."""
+        envfile.write_atomic(path, envfile.render(settings, header="station demo: the station's and the API's "
+                                                  "settings (station --env-file THIS-FILE ...)"), mode=0o600)
+
+    def print_commands(self, env_file: Path) -> None:
+        """The README's tour against this demo, each command exactly as it is typed in another terminal."""
+        assert self.control is not None
+        station, api = command_path("station"), command_path("station-api")
+        say("demo", "in another terminal while the demo runs, these commands reach it:")
+        say("demo", f"$ {station} --env-file {env_file} status")
+        say("demo", f"$ {station} --env-file {env_file} --once")
+        say("demo", f"$ {station} dev-csms call {STATION_ID} GetBaseReport "
+                    f"'{{\"requestId\": 1, \"reportBase\": \"FullInventory\"}}' --wait-for NotifyReport "
+                    f"--control {self.control.path}")
+        say("demo", f"$ {api} --env-file {env_file} --bind 127.0.0.1:{free_port()}   "
+                    "(a second API beside the demo's, on another port; Ctrl-C stops it)")
 
     async def session(self, charge_s: float) -> None:
         assert self.csms is not None
@@ -422,7 +466,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if version not in ("201", "16"):
         print(f"demo: OCPP_PRIMARY={version!r}: expected 201 or 16", file=sys.stderr)
         return exitcodes.CONFIG
-    demo = Demo(version=version, seconds=seconds)
+    demo = Demo(version=version, seconds=seconds, api_port_wanted=args.api_port)
     try:
         code = asyncio.run(demo.main())
     except KeyboardInterrupt:

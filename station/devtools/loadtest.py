@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from station import exitcodes
+from station.cliargs import Parser
 from station.core.clock import Clock
 from station.core.model import ControllerState, ControllerStatus, MeterReading, PilotState
 from station.core.station import StationCore
@@ -311,7 +312,7 @@ async def run_loadtest(options: Options, stop: asyncio.Event | None = None, out:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="station loadtest", description=__doc__,
+    p = Parser(prog="station loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stations", type=int, required=True, help="number of simulated stations")
     p.add_argument("--csms", required=True, metavar="URL",

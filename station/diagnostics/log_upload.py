@@ -33,7 +33,7 @@ import structlog
 
 from station.diagnostics import archive
 from station.diagnostics.archive import public_location
-from station.diagnostics.upload import UploadError, check_location, upload
+from station.diagnostics.upload import UploadError, check_location, target_refusal, upload
 
 log = structlog.get_logger("station.diagnostics")
 
@@ -107,7 +107,10 @@ class LogUploader:
         default_retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
         timeout_s: float = 60.0,
         ca_bundle: str | None = None,
+        allow_local_targets: bool = False,
     ) -> None:
+        """`allow_local_targets`: uploads may go to loopback, link-local and the station's own
+        addresses (STATION_LOG_UPLOAD_ALLOW_LOCAL; test rigs with loopback upload servers)."""
         self.work_dir = work_dir
         self.sources = sources
         self.station_id = station_id
@@ -117,6 +120,7 @@ class LogUploader:
         self.default_retry_interval_s = default_retry_interval_s
         self.timeout_s = timeout_s
         self.ca_bundle = ca_bundle
+        self.allow_local_targets = allow_local_targets
         self.notify: Notify | None = None
         self.attempts = 0
         self.last_built: archive.Built | None = None
@@ -135,6 +139,16 @@ class LogUploader:
         if self.busy and self._running is not None:
             return LogNote(LogStatus.UPLOADING, self._running.request_id, self._running.origin)
         return LogNote(LogStatus.IDLE)
+
+    async def check_target(self, request: LogRequest) -> LogAnswer | None:
+        """The refusal of a request whose host resolves to a forbidden address (`target_refusal`), else None."""
+        if self.allow_local_targets or check_location(request.location):
+            return None
+        problem = await target_refusal(request.location)
+        if problem is None:
+            return None
+        log.warning("logs: upload request refused", reason=problem, location=public_location(request.location))
+        return LogAnswer("Rejected", reason=problem)
 
     def start(self, request: LogRequest) -> LogAnswer:
         """Accept (or refuse) a request; the work begins with :meth:`launch`."""
@@ -215,6 +229,10 @@ class LogUploader:
         except asyncio.CancelledError:
             log.info("logs: upload canceled", request_id=rid)
             raise
+        except Exception as exc:  # noqa: BLE001 — whatever failed, the request ends with a final status
+            log.error("logs: upload failed", error=f"{exc.__class__.__name__}: {exc}"[:300], location=shown,
+                      request_id=rid)
+            await self._emit(LogNote(LogStatus.UPLOAD_FAILURE, rid, origin, exc.__class__.__name__))
         finally:
             if job_dir is not None:
                 shutil.rmtree(job_dir, ignore_errors=True)
@@ -239,6 +257,9 @@ class LogUploader:
         for attempt in range(1, attempts + 1):
             self.attempts = attempt
             try:
+                refused = None if self.allow_local_targets else await target_refusal(request.location)
+                if refused:  # the name may resolve elsewhere now than when the request was answered
+                    raise UploadError("UploadFailure", refused)
                 return await upload(path, request.location, timeout=self.timeout_s, ca_bundle=self.ca_bundle)
             except UploadError as exc:
                 last = exc

@@ -60,6 +60,50 @@ def check_location(location: str) -> str | None:
     return None
 
 
+def forbidden_address(address: str) -> str | None:
+    """Why an upload may not go to `address` (None: it may): loopback, link-local, unspecified, or
+    one of the station's own addresses (one it can bind to: the local API, the flight recorder's
+    host...). A CSMS must not use GetLog to probe or reach the station itself (issue 21)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"{address!r} is not an address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return f"{ip} is a loopback address"
+    if ip.is_link_local:
+        return f"{ip} is a link-local address"
+    if ip.is_unspecified:
+        return f"{ip} is the unspecified address"
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(ip), 0))  # only an address of this host can be bound
+        except OSError:
+            return None
+    return f"{ip} is one of the station's own addresses"
+
+
+async def target_refusal(location: str, *, timeout: float = 10.0) -> str | None:
+    """Why the location's host may not receive an upload (None: it may). The name is resolved
+    first; every address it resolves to must be allowed. A name that does not resolve now is not
+    refused here: the upload fails (and is retried) like any unreachable host."""
+    host = urlsplit(location).hostname or ""
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError, UnicodeError):
+        return None
+    for info in infos:
+        why = forbidden_address(str(info[4][0]))
+        if why:
+            return f"upload target {host!r} refused: {why}"
+    return None
+
+
 def target_url(location: str, filename: str) -> str:
     """The HTTP URL the file is sent to (see the module docstring)."""
     parts = urlsplit(location)
@@ -204,3 +248,5 @@ async def _ftp(path: Path, location: str, timeout: float, ca_bundle: str | None)
         raise UploadError(_ftp_status(exc), _describe(exc, location)) from None
     except (OSError, EOFError) as exc:
         raise UploadError("UploadFailure", _describe(exc, location)) from None
+    except ValueError as exc:  # ftplib refuses a command holding CR/LF (a path with %0d%0a)
+        raise UploadError("BadMessage", _describe(exc, location)) from None

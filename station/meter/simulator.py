@@ -37,6 +37,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from station import exitcodes
+from station.cliargs import Parser, new_path
 from station.meter.registers import MAPS, RegisterMap, get_map
 
 log = structlog.get_logger(__name__)
@@ -329,7 +331,7 @@ def _replace_symlink(link: Path, target: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="station sim meter",
         description=(
             "Simulate a Modbus RTU energy meter on a pseudo-terminal. Point the station at the "
@@ -340,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
             '{"cmd":"fail","seconds":5}, {"cmd":"set_energy","wh":1000}'
         ),
     )
-    parser.add_argument("--link", required=True, type=Path, help="symlink to create for the pty slave, e.g. /tmp/meter")
-    parser.add_argument("--control", required=True, type=Path, help="Unix socket path for control commands")
+    parser.add_argument("--link", required=True, type=new_path, help="symlink to create for the pty slave, e.g. /tmp/meter")
+    parser.add_argument("--control", required=True, type=new_path, help="Unix socket path for control commands")
     parser.add_argument("--model", default="adl400", choices=sorted(MAPS), help="register map (default: adl400)")
     parser.add_argument("--unit", type=int, default=1, help="Modbus unit id to answer as (default: 1)")
     parser.add_argument(
@@ -386,8 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_serve(args))
     except OSError as exc:
-        print(f"meter simulator: {exc}", file=sys.stderr)
-        return 1
+        print(f"meter simulator: cannot create the device link {args.link} and the control socket {args.control}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.CANNOT_LISTEN
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
+        return 130
     return 0
 
 

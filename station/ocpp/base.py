@@ -343,6 +343,7 @@ class BaseSession(StrictChargePoint):
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._follow_up_done(name, done))  # its failure is logged once
         return task
 
     async def _main(self) -> None:
@@ -406,6 +407,27 @@ class BaseSession(StrictChargePoint):
         """
         await asyncio.sleep(0)
 
+    # ---- shutdown ----------------------------------------------------------------
+    async def settle_outbox(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until the outbox holds nothing this link could send now: before
+        a Reset the final transaction messages and the ResetOrReboot event reach the CSMS first."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.accepted:
+                    try:
+                        due = self.core.store.pending_outbox(OUTBOX_BATCH, due_only=True, version=self.VERSION)
+                    except Exception:  # noqa: BLE001 — a broken store: nothing to wait for
+                        return
+                    if not [e for e in due if e.id not in self._confirmed]:
+                        return
+                    await asyncio.sleep(0.02)
+
+    async def drain(self, timeout: float) -> bool:
+        """Send nothing new, wait for the answer in flight, delete what the CSMS confirmed."""
+        done = await super().drain(timeout)
+        self._flush_confirmed()
+        return done
+
     # ---- heartbeat ---------------------------------------------------------------
     def heartbeat_changed(self) -> None:
         self._heartbeat_changed.set()
@@ -428,6 +450,9 @@ class BaseSession(StrictChargePoint):
             log.warning("ocpp: heartbeat not answered", error=str(exc))
             return
         self.trust_time(response.get("currentTime"))
+        for conn in self.core.connectors.values():
+            if conn.id not in self._sent_status:
+                await self.send_status(conn)
 
     # ---- status ------------------------------------------------------------------
     async def send_status(self, conn: Connector, *, force: bool = False) -> None:
@@ -438,7 +463,8 @@ class BaseSession(StrictChargePoint):
         try:
             await self.request("StatusNotification", payload)
         except (CallErrorReceived, TimeoutError) as exc:
-            log.warning("ocpp: StatusNotification not confirmed", connector_id=conn.id, error=str(exc))
+            log.warning("ocpp: StatusNotification not confirmed", connector_id=conn.id, error=str(exc) or type(exc).__name__)
+            self._sent_status.pop(conn.id, None)  # sent again after the next answered Heartbeat (docs/interop.md)
 
     # ---- remote update -------------------------------------------------------------
     async def send_firmware_status(self, note: FirmwareNote, *, triggered: bool = False) -> None:
@@ -468,11 +494,11 @@ class BaseSession(StrictChargePoint):
         if message is not None:
             await self.request(*message)
 
-    def start_log_upload(self, request: LogRequest) -> LogAnswer:
+    async def start_log_upload(self, request: LogRequest) -> LogAnswer:
         """The answer to a GetLog / GetDiagnostics; the work begins in `launch_log_upload`."""
         if self.client.logs is None:
             return LogAnswer("Rejected", reason="log upload not configured")
-        answer = self.client.logs.start(request)
+        answer = await self.client.logs.check_target(request) or self.client.logs.start(request)
         self.log.info(f"ocpp: {request.origin}", status=answer.status, filename=answer.filename, reason=answer.reason or None)
         return answer
 

@@ -30,7 +30,7 @@ from station.ocpp.base import BaseSession, Exchange
 from station.ocpp.connection import LinkParams, LinkState, OcppLink, VersionRefused, public_url
 from station.ocpp import schema
 from station.ocpp.endpoints import Endpoints
-from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all
+from station.ocpp.rpc import LIBRARY_VERSION, CallErrorReceived, cancel_all, log_failure
 from station.ocpp.status_relay import StatusRelay
 from station.ocpp.security import Renewal, report_event
 
@@ -42,6 +42,11 @@ log = structlog.get_logger("station.ocpp")
 VERSION_REFUSALS = frozenset({"NotImplemented", "NotSupported", "ProtocolError", "FormatViolation",
                               "FormationViolation"})
 """CALLERROR codes to a BootNotification that mean "not this OCPP version here": the link switches."""
+
+DRAIN_S = 3.0
+"""At exit, the longest wait for the answer to the call in flight (issue 22: Reset drains)."""
+RESET_SETTLE_S = 5.0
+"""Before a Reset, the longest wait for the outbox to send what it can (Ended, ResetOrReboot)."""
 
 ResetCallback = Callable[[str], Awaitable[None]]
 """Called after a Reset was accepted and transactions were ended; "Immediate"/"Hard" or "OnIdle"/"Soft"."""
@@ -217,6 +222,7 @@ class OcppClient:
         """Keep a background task of the client (renewal, reconnects) to cancel it on shutdown."""
         self._owned.add(task)
         task.add_done_callback(self._owned.discard)
+        log_failure(task, f"ocpp: {task.get_name()}", log)
 
     # ---- observability -----------------------------------------------------------------
     def _link_state_changed(self, state: LinkState) -> None:
@@ -400,12 +406,21 @@ class OcppClient:
         if self.session is not None:
             self.session.heartbeat_changed()
 
-    # ---- reset ---------------------------------------------------------------------
+    # ---- reset and shutdown -------------------------------------------------------------
+    async def drain(self, timeout: float = DRAIN_S) -> None:
+        """Before the process exits (Reset, SIGTERM): nothing new is sent; the answer to the call in
+        flight is awaited (bounded), so nothing the CSMS answered is sent again after the restart."""
+        session = self.session
+        if session is not None and session.accepted:
+            if not await session.drain(timeout):
+                log.warning("ocpp: exiting with a call unanswered", waited_s=timeout)
+
     def schedule_reset(self, kind: str, *, when_idle: bool) -> None:
         """Run `on_reset(kind)` shortly (after the response went out) or once no transaction runs."""
         if self._reset_task is not None and not self._reset_task.done():
             return
         self._reset_task = asyncio.get_running_loop().create_task(self._reset(kind, when_idle), name="ocpp-reset")
+        log_failure(self._reset_task, "ocpp: reset", log)
 
     async def _reset(self, kind: str, when_idle: bool) -> None:
         while when_idle and any(c.transaction for c in self.core.connectors.values()):
@@ -413,6 +428,8 @@ class OcppClient:
         await asyncio.sleep(0.2)  # let the response and the final transaction messages go out first
         log.warning("ocpp: reset requested by the CSMS", kind=kind)
         self.core.security_events.record("ResetOrReboot", f"{kind} reset requested by the CSMS")
+        if self.session is not None:  # the final transaction messages and this event go out first
+            await self.session.settle_outbox(RESET_SETTLE_S)
         if self.on_reset is not None:
             await self.on_reset(kind)
 

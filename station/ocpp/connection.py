@@ -116,6 +116,8 @@ class LinkState:
     security_profile: int = 0
     last_error: str | None = None
     last_error_kind: FailureKind | None = None
+    last_error_url: str | None = None
+    """The URL (no credentials) whose attempt failed last: after a fallback it is not `url`."""
     connects: int = 0
     failed_attempts: int = 0
     connected_since: datetime | None = None
@@ -135,6 +137,7 @@ class LinkState:
             "security_profile": self.security_profile,
             "last_error": self.last_error,
             "last_error_kind": self.last_error_kind.value if self.last_error_kind else None,
+            "last_error_url": self.last_error_url,
             "connects": self.connects,
             "reconnects": self.reconnects,
             "failed_attempts": self.failed_attempts,
@@ -545,6 +548,7 @@ class OcppLink:
         self.state.last_error = failure.text
         self.state.last_error_kind = failure.kind
         url = public_url(self.url_for(version) or "")
+        self.state.last_error_url = url or None
         if failure.kind is FailureKind.AUTH_FAILED:
             log.error(f"ocpp link: authentication failed at {url}: {failure.text}", version=version, kind=failure.kind.value)
         else:

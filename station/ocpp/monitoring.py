@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from station.core.monitoring import MESSAGE_KIND, Monitor, MonitorEvent, Monitoring, VariableRef
 from station.ocpp.outbox_kinds import register
+from station.ocpp.reason_codes import fit
 from station.ocpp.reports import paginate
 from station.ocpp.rpc import CallErrorReceived, after_raw, on_raw
 from station.ocpp.variables import check_limits
@@ -64,7 +65,7 @@ def set_variable_monitoring(engine: Monitoring, items: list[dict[str, Any]]) -> 
         elif item.get("id") is not None:
             result["id"] = item["id"]
         if outcome.reason:
-            result["statusInfo"] = {"reasonCode": outcome.status[:20], "additionalInfo": outcome.reason[:512]}
+            result["statusInfo"] = {"reasonCode": fit(outcome.status), "additionalInfo": outcome.reason[:512]}
         results.append(result)
     return {"setMonitoringResult": results}
 

@@ -111,6 +111,24 @@ async def cancel_all(tasks: Any) -> None:
             task.exception()  # mark retrieved; errors were logged where they happened
 
 
+def log_failure(task: asyncio.Future[Any], what: str, logger: Any = None) -> None:
+    """Make the caller the owner of `task`'s failure: logged once when it ends (a refused or
+    unanswered CALL as a warning, anything else as an error with its traceback), never left to
+    asyncio's "Task exception was never retrieved"."""
+
+    def done(finished: asyncio.Future[Any]) -> None:
+        if finished.cancelled() or finished.exception() is None:
+            return
+        exc = finished.exception()
+        out = logger or structlog.get_logger("station.ocpp")
+        if isinstance(exc, (CallErrorReceived, TimeoutError, ConnectionError)):
+            out.warning(f"{what} failed", action=getattr(exc, "action", None), error=str(exc)[:300])
+        else:
+            out.error(f"{what} failed", exc_info=exc)
+
+    task.add_done_callback(done)
+
+
 class CallErrorReceived(Exception):
     """The peer answered our CALL with a CALLERROR."""
 
@@ -120,6 +138,14 @@ class CallErrorReceived(Exception):
         self.code = code
         self.description = description
         self.details = details
+
+
+class CallTimeout(TimeoutError):
+    """Our CALL got no answer in time (a TimeoutError that names the action)."""
+
+    def __init__(self, action: str, seconds: float) -> None:
+        super().__init__(f"{action}: no answer within {seconds:g} s")
+        self.action = action
 
 
 class _RpcError(OCPPError):
@@ -259,6 +285,10 @@ class StrictChargePoint(ChargePoint):
         self._actions_of_pending: dict[str, str] = {}
         self.call_size: int | None = None
         """Bytes of the CALL being handled (for DeviceDataCtrlr.BytesPerMessage)."""
+        self.draining = False
+        """Set by `drain` before the process exits: no new CALL leaves (it waits until cancelled)."""
+        self._in_flight = asyncio.Event()
+        """Set while a CALL of ours is sent and not yet answered (or timed out)."""
 
     # ----------------------------------------------------------------- logging
     def _log_frame(self, direction: str, action: str | None, message: list[Any], unique_id: Any,
@@ -319,11 +349,13 @@ class StrictChargePoint(ChargePoint):
         """Parse one frame strictly; answer every unparseable CALL instead of ignoring it."""
         try:
             msg = json.loads(raw_msg)
-        except (TypeError, ValueError, UnicodeDecodeError):
+        except (TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: nested too deep to parse (200,000 arrays fit in well under 1 MiB).
             match = _ID_IN_BROKEN_FRAME.match(raw_msg if isinstance(raw_msg, str) else "")
             unique_id = match.group(1) if match else "-1"
-            self.log.warning("ocpp: frame is not valid JSON", station_id=self.id, unique_id=unique_id)
-            await self._send_error(unique_id, "RpcFrameworkError", "Message is not valid JSON")
+            why = "nested too deep" if isinstance(exc, RecursionError) else "not valid JSON"
+            self.log.warning(f"ocpp: frame is {why}", station_id=self.id, unique_id=unique_id)
+            await self._send_error(unique_id, "RpcFrameworkError", f"Message is {why}")
             return
         if not isinstance(msg, list) or not msg:
             self.log.warning("ocpp: frame is not a JSON array", station_id=self.id)
@@ -417,6 +449,41 @@ class StrictChargePoint(ChargePoint):
                 task = asyncio.ensure_future(follow_up)
                 self._after_tasks.add(task)
                 task.add_done_callback(self._after_tasks.discard)
+                task.add_done_callback(lambda done: self._follow_up_done(msg.action, done))
+
+    async def drain(self, timeout: float) -> bool:
+        """Before the process exits: send no new CALL and wait up to `timeout` s for the answer to
+        the one in flight, so a message the peer handles is not lost and sent again after the
+        restart. True when nothing was left in flight."""
+        self.draining = True
+        try:
+            async with asyncio.timeout(timeout):
+                while self._in_flight.is_set():
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            return False
+        return True
+
+    def _follow_up_done(self, action: str, task: asyncio.Future[Any]) -> None:
+        """The owner of an `after_raw` follow-up (a triggered send, a report): its failure is logged
+        here, once, instead of as asyncio's "Task exception was never retrieved"."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, CallErrorReceived):
+            self.log.warning(f"ocpp: {exc.action} after {action} refused by the peer", station_id=self.id,
+                             action=exc.action, error=f"{exc.code}: {exc.description}")
+        elif isinstance(exc, TimeoutError):
+            sent = getattr(exc, "action", None)
+            self.log.warning(f"ocpp: {sent or 'a message'} after {action} got no answer", station_id=self.id,
+                             action=sent or action, error=str(exc) or "no answer")
+        elif isinstance(exc, (OCPPError, ConnectionError)) or exc.__class__.__name__.startswith("ConnectionClosed"):
+            self.log.warning(f"ocpp: a message sent after {action} failed", station_id=self.id, action=action,
+                             error=f"{exc.__class__.__name__}: {exc}"[:300])
+        else:
+            self.log.error(f"ocpp: follow-up of {action} failed", station_id=self.id, action=action, exc_info=exc)
 
     async def _response_for(self, unique_id: str, timeout: float) -> Any:
         """The answer to our CALL `unique_id` (others are stale and dropped); TimeoutError after `timeout`."""
@@ -448,14 +515,20 @@ class StrictChargePoint(ChargePoint):
         if validate:
             validate_payload(call, self._ocpp_version)
         async with self._call_lock.hold(queued=queued):
+            if self.draining:  # the process is about to exit: nothing new leaves, the call waits to be cancelled
+                await asyncio.get_running_loop().create_future()
             # Drop answers to calls that timed out earlier so they cannot be mistaken for ours.
             while not self._response_queue.empty():
                 self._response_queue.get_nowait()
             self._actions_of_pending[call.unique_id] = action
+            self._in_flight.set()
             try:
                 await self._send(call.to_json(), [MessageType.Call, call.unique_id, action, call.payload])
                 response = await self._response_for(call.unique_id, timeout or self._response_timeout)
+            except TimeoutError:
+                raise CallTimeout(action, timeout or self._response_timeout) from None
             finally:
+                self._in_flight.clear()
                 self._actions_of_pending.pop(call.unique_id, None)
         if response.message_type_id == MessageType.CallError:
             raise CallErrorReceived(action, response.error_code, response.error_description, response.error_details)

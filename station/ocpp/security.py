@@ -19,6 +19,7 @@ import structlog
 from station.trust import pki, pki_worker
 from station.trust.pki import PkiError
 from station.trust.pki_worker import WorkerError
+from station.ocpp.reason_codes import reason_code
 from station.ocpp.rpc import CallErrorReceived, after_raw, on_raw
 
 if TYPE_CHECKING:
@@ -128,8 +129,7 @@ class SecurityHandlers:
     def _answer(self: BaseSession, status: str, reason: str = "") -> dict[str, Any]:
         answer: dict[str, Any] = {"status": status}
         if reason and self.VERSION == "201":
-            code = "".join(w[:1].upper() + w[1:] for w in reason.replace(":", " ").split()[:3])[:20]
-            answer["statusInfo"] = {"reasonCode": code or status, "additionalInfo": reason[:512]}
+            answer["statusInfo"] = {"reasonCode": reason_code(reason, status), "additionalInfo": reason[:512]}
         return answer
 
     def _root_kind(self: BaseSession, name: str) -> str | None:

@@ -367,7 +367,7 @@ class V16Session(SecurityHandlers, BaseSession):
             await self.after_trigger(payload)
 
     @on_raw("GetDiagnostics")
-    def on_get_diagnostics(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_get_diagnostics(self, payload: dict[str, Any]) -> dict[str, Any]:
         """1.6: the answer names the file; no file name means no upload will follow."""
         request = LogRequest(
             location=payload["location"], origin="GetDiagnostics",
@@ -375,7 +375,7 @@ class V16Session(SecurityHandlers, BaseSession):
             until=parse_time(payload["stopTime"]) if payload.get("stopTime") else None,
             retries=payload.get("retries"), retry_interval_s=payload.get("retryInterval"),
         )
-        answer = self.start_log_upload(request)
+        answer = await self.start_log_upload(request)
         return {"fileName": answer.filename} if answer.filename and answer.status != "Rejected" else {}
 
     @after_raw("GetDiagnostics")
@@ -383,9 +383,9 @@ class V16Session(SecurityHandlers, BaseSession):
         self.launch_log_upload()
 
     @on_raw("GetLog")
-    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The 1.6 security whitepaper's GetLog: the 2.0.1 message."""
-        answer = self.start_log_upload(log_request(payload))
+        answer = await self.start_log_upload(log_request(payload))
         result: dict[str, Any] = {"status": answer.status}
         if answer.filename:
             result["filename"] = answer.filename

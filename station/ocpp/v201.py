@@ -24,6 +24,7 @@ from station.ocpp.customer_information import CustomerInformationHandlers
 from station.ocpp.meter_values import ended_meter_values
 from station.ocpp.meter_values import sampled_values as _samples
 from station.ocpp.monitoring import MonitoringHandlers
+from station.ocpp.reason_codes import reason_code
 from station.ocpp.rpc import after_raw, on_raw
 from station.ocpp.security import SecurityHandlers, report_event
 
@@ -48,8 +49,7 @@ def sampled_values(meter: dict[str, Any] | None, context: str, measurands: list[
 
 
 def status_info(reason: str) -> dict[str, str]:
-    code = "".join(word[:1].upper() + word[1:] for word in reason.replace(":", " ").split()[:3])[:20] or "Rejected"
-    return {"reasonCode": code, "additionalInfo": reason[:512]}
+    return {"reasonCode": reason_code(reason), "additionalInfo": reason[:512]}
 
 
 class V201Session(ChargingProfileReports, CustomerInformationHandlers, MonitoringHandlers, SecurityHandlers, BaseSession):
@@ -74,7 +74,9 @@ class V201Session(ChargingProfileReports, CustomerInformationHandlers, Monitorin
             reason = data.get("stop_reason") or "Other"
             reason = STOP_REASON_FROM_16.get(reason, reason)
             info["stoppedReason"] = reason if reason in STOP_REASONS else "Other"
-        if entry.kind == "started" and data.get("remote_start_id") is not None:
+        if data.get("remote_start_id") is not None and (
+                entry.kind == "started" or (data.get("token_update") and entry.trigger == "RemoteStart")):
+            # F01/F02: the event that tells the CSMS its RequestStartTransaction took effect names it
             info["remoteStartId"] = int(data["remote_start_id"])
         timestamp = self.event_time(entry)
         payload: dict[str, Any] = {
@@ -135,17 +137,29 @@ class V201Session(ChargingProfileReports, CustomerInformationHandlers, Monitorin
     async def on_request_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         token = payload["idToken"]
         evse = payload.get("evseId")
+        running = self._tokenless_transaction(evse)  # F01: the EV started it (TxStartPoint EVConnected)
         if self.core.auth.setting("AuthCtrlr", "AuthorizeRemoteStart"):
             # F01.FR.xx: as if the token were presented here: answered now, authorized after the answer.
             reason = self.core.start_refusal(evse, token["idToken"])
-            return {"status": "Rejected", "statusInfo": status_info(reason)} if reason else {"status": "Accepted"}
+            if reason:
+                return {"status": "Rejected", "statusInfo": status_info(reason)}
+            return {"status": "Accepted", **({"transactionId": running} if running else {})}
         ok, reason = self.core.request_start(evse, token["idToken"], token.get("type", "Central"),
                                              remote_start_id=payload["remoteStartId"], trigger="RemoteStart")
         if not ok:
             return {"status": "Rejected", "statusInfo": status_info(reason)}
         self.remote_start_profile(evse, payload.get("chargingProfile"))
         await self.controller_first()
-        return {"status": "Accepted"}
+        return {"status": "Accepted", **({"transactionId": running} if running else {})}
+
+    def _tokenless_transaction(self, evse: int | None) -> str | None:
+        """The id of the transaction a remote start would authorize: one the EV started without a token
+        (F01.FR.xx: the answer then carries its transactionId so the CSMS can match its request)."""
+        targets = [self.core.connectors[evse]] if evse in self.core.connectors else [] if evse else \
+            list(self.core.connectors.values())
+        tx = next((c.transaction for c in targets if c.transaction and c.transaction.id_token is None
+                   and not c.pending), None)
+        return tx.id if tx is not None else None
 
     @after_raw("RequestStartTransaction")
     async def after_request_start(self, payload: dict[str, Any]) -> None:
@@ -202,6 +216,8 @@ class V201Session(ChargingProfileReports, CustomerInformationHandlers, Monitorin
 
     @on_raw("UnlockConnector")
     def on_unlock(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if int(payload["connectorId"]) != 1:  # F05.FR.03 (TC_F_10_CS): each EVSE here has one connector, id 1
+            return {"status": "UnknownConnector"}
         return {"status": self.core.unlock(int(payload["evseId"]))}
 
     @on_raw("TriggerMessage")
@@ -317,8 +333,8 @@ class V201Session(ChargingProfileReports, CustomerInformationHandlers, Monitorin
         return {"status": "Accepted"}
 
     @on_raw("GetLog")
-    def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
-        answer = self.start_log_upload(log_request(payload))
+    async def on_get_log(self, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.start_log_upload(log_request(payload))
         result: dict[str, Any] = {"status": answer.status}
         if answer.filename:
             result["filename"] = answer.filename

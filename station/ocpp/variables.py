@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from station.core.device_model import AttributeType, DeviceModel, Entry, Result, Status
+from station.ocpp.reason_codes import fit
 from station.ocpp.rpc import RpcError
 
 MAX_GET_VALUE = 2500
@@ -62,7 +63,7 @@ def _fill(result: dict[str, Any], outcome: Result, size: int = MAX_GET_VALUE) ->
     if outcome.value is not None and outcome.status == Status.ACCEPTED:
         result["attributeValue"] = outcome.value[:size]
     if outcome.reason is not None:
-        result["attributeStatusInfo"] = {"reasonCode": outcome.reason[:20]}
+        result["attributeStatusInfo"] = {"reasonCode": fit(outcome.reason)}
         if outcome.info:
             result["attributeStatusInfo"]["additionalInfo"] = outcome.info[:512]
 

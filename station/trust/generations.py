@@ -16,18 +16,35 @@ a cut at any instant the station finds the old complete pair or the new complete
 The flat layout of earlier releases (cert.pem, key.pem, previous.*, new.* side by side) is
 migrated into generations at start; until then it is read as it was. Standard library only:
 `station.trust.pki_worker` writes candidates from its child process.
+
+Rollback: an earlier release (station-update's rollback) reads only the flat `cert.pem` and
+`key.pem`, and falls back to the provisioned pair without them. So those two names stay, as
+relative symlinks through `current` (`cert.pem -> current/cert.pem`): they follow the one swap of
+`current`, so they too name the old pair or the new pair, never a mix. What an earlier release
+writes there afterwards (a regular file, or its renames) is its newer state: the next start of
+this release migrates it again (`from_earlier_release`), and a start finding `current` without
+both links takes it that the earlier release discarded its certificates (re-provisioning).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 
-from station.storage.durable import durable_directory, durable_remove_directory, durable_symlink
+from station.storage.durable import (
+    durable_directory,
+    durable_remove_directory,
+    durable_symlink,
+    durable_unlink,
+    fsync_directory,
+)
 
 CURRENT = "current"
 KEY, CERT = "key.pem", "cert.pem"
+LINKS = {CERT: f"{CURRENT}/{CERT}", KEY: f"{CURRENT}/{KEY}"}
+"""The flat names an earlier release reads, kept as symlinks through `current`."""
 _GEN = re.compile(r"^gen-(\d+)$")
 FLAT = ("previous", "cert", "new")
 """Earlier releases' flat pairs, oldest first: previous.pem/.key, cert.pem/key.pem, new.pem/.key."""
@@ -37,6 +54,45 @@ def _flat_pair(directory: Path, which: str) -> tuple[Path, Path]:
     if which == "cert":
         return directory / "cert.pem", directory / "key.pem"
     return directory / f"{which}.pem", directory / f"{which}.key"
+
+
+def _is_link(path: Path) -> bool:
+    """`path` is this release's compatibility link (not a file an earlier release wrote there)."""
+    try:
+        return os.readlink(path) == LINKS.get(path.name)
+    except OSError:
+        return False
+
+
+def from_earlier_release(directory: Path) -> bool:
+    """The flat names hold what an earlier release wrote (never migrated, or run after a rollback):
+    cert.pem or key.pem that is not this release's link, a whole new.pem/new.key pair, or `current`
+    without both links (the earlier release removed them on re-provisioning). Then the flat names,
+    not the generations, are in force. (A half new or previous pair is a cut's leftover: no release
+    uses it.)"""
+    if any(os.path.lexists(directory / name) and not _is_link(directory / name) for name in LINKS):
+        return True
+    if all(path.is_file() for path in _flat_pair(directory, "new")):
+        return True
+    return os.path.lexists(directory / CURRENT) and not all(os.path.lexists(directory / name) for name in LINKS)
+
+
+def _belong_together(cert: Path, key: Path) -> bool:
+    """The key is the certificate's (what TLS checks when it loads them); an earlier release's
+    unsynced renames can leave a new key beside an old certificate."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError):
+        return False
+    return True
+
+
+def link_flat_names(directory: Path) -> None:
+    """Make the flat names an earlier release reads point through `current` (once; they then follow it).
+    Before a first `current` they dangle, and an earlier release uses the provisioned pair, as it should."""
+    for name, target in LINKS.items():
+        if not _is_link(directory / name):
+            durable_symlink(directory / name, target)
 
 
 def complete(gen: Path) -> bool:
@@ -75,7 +131,7 @@ def current_pair(directory: Path) -> tuple[Path, Path] | None:
     The paths name the generation's own directory, not the `current` link: a reader holding them
     keeps one matching pair even when a switch happens between its two reads."""
     number = current_number(directory)
-    if number is not None:
+    if number is not None and not from_earlier_release(directory):
         gen = directory / f"gen-{number}"
         return gen / CERT, gen / KEY
     cert, key = _flat_pair(directory, "cert")
@@ -84,6 +140,9 @@ def current_pair(directory: Path) -> tuple[Path, Path] | None:
 
 def candidate(directory: Path) -> tuple[Path, Path] | None:
     """(cert, key) of the newest generation after the current one (signed, not yet in force), or None."""
+    if from_earlier_release(directory):
+        cert, key = _flat_pair(directory, "new")
+        return (cert, key) if cert.is_file() and key.is_file() else None
     number = current_number(directory)
     newer = {n: p for n, p in generations(directory).items() if number is None or n > number}
     if newer:
@@ -123,6 +182,7 @@ def switch(directory: Path, gen: Path) -> None:
     """Make `gen` the generation in force: one atomic, durable symlink swap."""
     if gen.parent != directory or not _GEN.match(gen.name) or not complete(gen):
         raise ValueError(f"not a complete generation of {directory}: {gen.name}")
+    link_flat_names(directory)  # before `current`: a start never finds `current` without them (see above)
     durable_symlink(directory / CURRENT, gen.name)
 
 
@@ -144,11 +204,14 @@ def prune(directory: Path) -> None:
 
 
 def migrate(directory: Path) -> None:
-    """Turn the flat layout into generations (once, at start) and clear leftovers of cut operations.
+    """Turn the flat layout into generations (at start) and clear leftovers of cut operations.
 
-    Each flat pair (previous, current, new) becomes a generation in that order and `current`
-    points at the one that was cert.pem/key.pem; only then are the flat files removed. A cut
-    midway leaves the flat files in force (read as before) and is redone at the next start."""
+    When the flat names hold an earlier release's state (`from_earlier_release`: first start after
+    an update, or after a rollback and a new update), each flat pair (previous, current, new)
+    becomes a new generation, numbered after every existing one, in that order; `current` points
+    at the one that was cert.pem/key.pem (or is removed: the provisioned pair is in force); the
+    generations from before go; last the flat names become links again. A cut midway leaves a flat
+    file (read as before) and the next start does it again."""
     if not directory.is_dir():
         return
     for entry in os.scandir(directory):  # temp files and directories of a cut durable write
@@ -157,32 +220,39 @@ def migrate(directory: Path) -> None:
                 durable_remove_directory(entry.path)
             else:
                 os.unlink(entry.path)
-    flat = [(which, *_flat_pair(directory, which)) for which in FLAT]
-    present = [(which, cert, key) for which, cert, key in flat if cert.is_file() and key.is_file()]
-    if not any(which == "cert" for which, _, _ in present):  # the provisioned pair is in force: no previous
-        present = [p for p in present if p[0] != "previous"]
-    if present and current_number(directory) is None:
-        for n in _numbers_in_use(directory):  # half-made generations of an earlier, cut migration
-            durable_remove_directory(directory / f"gen-{n}")
+    if from_earlier_release(directory):
+        flat = [(which, *_flat_pair(directory, which)) for which in FLAT]
+        present = [(which, cert, key) for which, cert, key in flat if cert.is_file() and key.is_file()]
+        if not any(which == "cert" for which, _, _ in present):  # the provisioned pair is in force: no previous
+            present = [p for p in present if p[0] != "previous"]
+        present = [p for p in present if _belong_together(p[1], p[2])]  # never carry a torn renewal over
+        before = _numbers_in_use(directory)
+        base = max(before, default=-1) + 1
         in_force: Path | None = None
-        for number, (which, cert, key) in enumerate(present):
+        for number, (which, cert, key) in enumerate(present, start=base):
             gen = directory / f"gen-{number}"
             durable_directory(gen, {KEY: (key.read_bytes(), 0o600), CERT: (cert.read_bytes(), 0o644)})
             if which == "cert":
                 in_force = gen
-        if in_force is not None:  # else only a candidate: the provisioned pair stays in force
-            switch(directory, in_force)
-    for _, cert, key in flat:
-        cert.unlink(missing_ok=True)
-        key.unlink(missing_ok=True)
+        if in_force is not None:
+            durable_symlink(directory / CURRENT, in_force.name)
+        for n in before:  # the state from before: the earlier release's is newer
+            durable_remove_directory(directory / f"gen-{n}")
+        if in_force is None:  # only a candidate, or nothing: the provisioned pair is in force
+            durable_unlink(directory / CURRENT)  # last: until then a start still sees the links missing
+    link_flat_names(directory)
+    for which in ("previous", "new"):  # once the links are there: the migrated pairs, or a cut's leftover half
+        for path in _flat_pair(directory, which):
+            path.unlink(missing_ok=True)
+    fsync_directory(directory)
 
 
 def discard(directory: Path) -> None:
     """Forget every generation and flat pair (the station was re-provisioned; redone at the next
     start if a cut interrupts it, since the saved state still names the old provisioning)."""
+    (directory / CURRENT).unlink(missing_ok=True)
     for n in _numbers_in_use(directory):
         durable_remove_directory(directory / f"gen-{n}")
-    (directory / CURRENT).unlink(missing_ok=True)
     for which in FLAT:
         for path in _flat_pair(directory, which):
             path.unlink(missing_ok=True)
