@@ -411,19 +411,27 @@ class PowerCutSoak:
         self.settle_password()
         try:
             kind = self.rng.choices(list(self.requests), weights=list(self.requests.values()))[0]
-            if kind == "reservation":  # a free connector, so that it can be reserved
+            ask = {"none": lambda: None, "password": self.change_password, "reservation": self.reserve,
+                   "firmware": self.update_firmware, "network_profile": self.network_profile, "getlog": self.get_log,
+                   "renewal": self.renew}[kind]
+            if kind == "reservation":
+                # On a free connector (no session, no vehicle: the ESP32 simulator reports once a second),
+                # then, half the time, its driver arrives; the power goes during either.
                 assert self.sim is not None
                 with contextlib.suppress(Exception):
                     await ipc.stop(connector_id=1)
                 await self.sim.command("unplug")
-                await asyncio.sleep(0.5)
-            actions = asyncio.get_running_loop().create_task(
-                self.use_reservation(ipc) if kind == "reservation" and self.rng.random() < 0.5 else self.session_actions(ipc))
-            await asyncio.sleep(self.rng.uniform(0, 1))
-            {"none": lambda: None, "password": self.change_password, "reservation": self.reserve,
-             "firmware": self.update_firmware, "network_profile": self.network_profile, "getlog": self.get_log,
-             "renewal": self.renew}[kind]()
-            await asyncio.sleep(self.rng.uniform(0, 2.0 if kind in ("firmware", "renewal") else 0.5))
+                await asyncio.sleep(1.2)
+                ask()
+                await asyncio.sleep(0.1)
+                actions = asyncio.get_running_loop().create_task(
+                    self.use_reservation(ipc) if self.rng.random() < 0.5 else asyncio.sleep(0))
+                await asyncio.sleep(self.rng.uniform(0, 1.5))
+            else:
+                actions = asyncio.get_running_loop().create_task(self.session_actions(ipc))
+                await asyncio.sleep(self.rng.uniform(0, 1))
+                ask()
+                await asyncio.sleep(self.rng.uniform(0, 2.0 if kind in ("firmware", "renewal") else 0.5))
             await self.power_cut()
             actions.cancel()
             with contextlib.suppress(BaseException):
