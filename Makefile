@@ -10,14 +10,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml | $(PY) system-deps
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 # System packages the tests need (headless Chromium for the status-page test,
-# systemd-analyze for unit checks). Installed only when missing, only as root.
+# systemd-analyze for unit checks, FUSE 3 for the power-cut rig and pyfuse3's build, so they come
+# before the pip install). Installed only when missing, only as root.
 system-deps:
 	@bash scripts/system-deps.sh
 
@@ -27,8 +28,9 @@ demo: venv
 test: venv system-deps
 	$(PY) -m pytest -q
 
-# Long variants of the reliability tests (200 SIGKILLs, 100k serial frames, 10k OCPP frames, ...);
-# ends with the reliability summary table (trials, faults injected, events checked, lost, duplicated, crashes).
+# Long variants of the reliability tests (200 SIGKILLs, 100 + 40 power cuts on the FUSE rig, 100k serial
+# frames, 10k OCPP frames, ...); ends with the reliability summary table (trials, faults injected, events
+# checked, lost, duplicated, crashes, forgotten accepted requests, failed restarts, lockouts).
 soak: venv system-deps
 	STATION_SOAK=1 $(PY) -m pytest -q -m slow --runslow
 

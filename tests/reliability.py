@@ -22,6 +22,11 @@ class Figures:
     """Identical retransmissions (delivery is at least once; a CSMS deduplicates on transaction id
     and seqNo). A copy that differs from the first fails the test instead of being counted here."""
     crashes: int = 0
+    forgotten: int = 0
+    """Requests the station answered Accepted and then neither completed nor reported failed (power-cut soak)."""
+    failed_restarts: int = 0
+    lockouts: int = 0
+    """Logins the CSMS refused because the station came back with credentials it had replaced."""
 
 
 RESULTS: dict[str, Figures] = {}
