@@ -1,12 +1,14 @@
 """`station-api`: the local state service under uvicorn, bound to STATION_API_BIND (127.0.0.1 by default).
 
 Exit codes: 0 stopped (SIGTERM/SIGINT), 2 bad command line, 69 cannot listen on the address
-(port taken by another program, address not on this machine), 78 configuration invalid.
+(port taken by another program, address not on this machine), 78 configuration invalid (one
+`config error:` line per problem, as `station` says them: station.config validates).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from api import serving
-from api.settings import ApiConfigError, load
+from api.settings import ConfigError, load
 from station import __version__, exitcodes, logs
 
 
@@ -28,10 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     try:
-        settings = load({"STATION_API_BIND": args.bind, "STATION_IPC_SOCKET": args.ipc_socket}, args.env_file)
-    except ApiConfigError as exc:
-        print(f"station-api: {exc}", file=sys.stderr)
-        return ApiConfigError.exit_code
+        settings = load({"api_bind": args.bind, "ipc_socket": args.ipc_socket}, args.env_file)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return ConfigError.exit_code
     try:
         sock = serving.listening_socket(settings.api_host, settings.api_port)
     except OSError as exc:
@@ -57,7 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, proxy_headers=False,
                             server_header=False, timeout_graceful_shutdown=3, timeout_keep_alive=5,
                             http=serving.protocol_class(cap), h11_max_incomplete_event_size=serving.MAX_HEADER_BYTES)
-    uvicorn.Server(config).run(sockets=[sock])
+    stopped_by: list[int] = []
+    # uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler that was there before
+    # it: this one, so the process ends with 0 (a stop asked for), not killed by the signal (143/130).
+    previous = {sig: signal.signal(sig, lambda number, _frame: stopped_by.append(number))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped", signal=signal.Signals(stopped_by[0]).name if stopped_by else None)
     return 0
 
 
