@@ -96,3 +96,22 @@ async def test_a_signal_stops_the_api_while_a_client_holds_the_event_stream(tmp_
                 proc.send_signal(sig)
                 # A stop asked for, not a kill: exit 0 (uvicorn would end the process by raising the signal again).
                 assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_while_the_api_starts_stops_it_with_exit_0(tmp_path: Path, sig: signal.Signals) -> None:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "api", env=env_for(tmp_path),
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                                                stdin=asyncio.subprocess.DEVNULL)
+    assert proc.stderr is not None
+    try:
+        line = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert b'"listening"' in line, line  # the app and the server are still to be built
+        proc.send_signal(sig)
+        rest = await asyncio.wait_for(proc.stderr.read(), 15)
+        assert await proc.wait() == 0, rest
+        assert b'"signal": "%s", "event": "stopped"' % sig.name.encode() in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
