@@ -112,9 +112,11 @@ def _api_token(value: SecretStr | None) -> SecretStr | None:
 
 
 def _api_host_names(value: str) -> str:
-    for name in filter(None, (n.strip() for n in value.split(","))):
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for name in names:
         if any(c.isspace() or c in "/?#@*" for c in name) or name.count(":") == 1:
-            raise ValueError(f"{name!r}: expected host names or addresses without port, comma-separated")
+            which = f" ({name!r} is not one)" if len(names) > 1 else ""
+            raise ValueError(f"expected host names or addresses without port, comma-separated{which}")
     return value
 
 

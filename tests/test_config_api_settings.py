@@ -90,3 +90,10 @@ def test_station_api_warns_about_a_misspelt_setting_naming_the_nearest(tmp_path:
         "STATION_API_HOSTS?",
         "config error: STATION_API_BIND='127.0.0.1:99999': expected host:port with a port from 1 to 65535, "
         "e.g. 127.0.0.1:8080"]
+
+
+def test_a_bad_name_among_several_api_host_names_is_named(no_settings: None) -> None:
+    with pytest.raises(ConfigError, match=r"^config error: STATION_API_HOSTS='192.168.7.20, station.lan:8080': "
+                                          r"expected host names or addresses without port, comma-separated "
+                                          r"\('station.lan:8080' is not one\)$"):
+        load_api({"api_hosts": "192.168.7.20, station.lan:8080"})
