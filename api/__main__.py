@@ -1,24 +1,59 @@
 """`station-api`: the local state service under uvicorn, bound to STATION_API_BIND (127.0.0.1 by default).
 
 Exit codes: 0 stopped (SIGTERM/SIGINT), 2 bad command line, 69 cannot listen on the address
-(port taken by another program, address not on this machine), 78 configuration invalid.
+(port taken by another program, address not on this machine), 78 configuration invalid (one
+`config error:` line per problem, as `station` says them: station.config validates).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
-import uvicorn
+from station import __version__, exitcodes
 
-from api import serving
-from api.settings import ApiConfigError, load
-from station import __version__, exitcodes, logs
+
+class StopRequest:
+    """SIGTERM/SIGINT, from the start of `main` on: a stop asked for ends the process with exit 0.
+
+    While the server runs, uvicorn's own handler stops it and at the end raises the signal again for
+    the handler that was there before: this one, instead of the default, which would end the process
+    killed by the signal (143/130, a failure for a shell, a supervisor or a test). A signal that comes
+    before the server runs (settings, imports, the app) is remembered: the server stops as it starts.
+    """
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.server: Any = None  # the uvicorn.Server once there is one
+
+    def __call__(self, number: int, _frame: FrameType | None) -> None:
+        self.signals.append(number)
+        if self.server is not None:
+            self.server.should_exit = True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stop = StopRequest()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return run(argv, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run(argv: Sequence[str] | None, stop: StopRequest) -> int:
+    import uvicorn  # after the signal handlers: a stop during these imports is a stop too
+
+    from api import serving
+    from api.settings import ConfigError, load
+    from station import logs
+
     parser = argparse.ArgumentParser(prog="station-api", description=(__doc__ or "").replace("`", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-file", type=Path, help="configuration file (default $STATION_ENV_FILE or "
@@ -28,10 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     try:
-        settings = load({"STATION_API_BIND": args.bind, "STATION_IPC_SOCKET": args.ipc_socket}, args.env_file)
-    except ApiConfigError as exc:
-        print(f"station-api: {exc}", file=sys.stderr)
-        return ApiConfigError.exit_code
+        settings = load({"api_bind": args.bind, "ipc_socket": args.ipc_socket}, args.env_file)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return ConfigError.exit_code
     try:
         sock = serving.listening_socket(settings.api_host, settings.api_port)
     except OSError as exc:
@@ -57,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, proxy_headers=False,
                             server_header=False, timeout_graceful_shutdown=3, timeout_keep_alive=5,
                             http=serving.protocol_class(cap), h11_max_incomplete_event_size=serving.MAX_HEADER_BYTES)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    stop.server = server
+    server.should_exit = bool(stop.signals)  # a stop asked for while starting: start and stop at once
+    server.run(sockets=[sock])
+    log.info("stopped", signal=signal.Signals(stop.signals[0]).name if stop.signals else None)
     return 0
 
 

@@ -53,6 +53,7 @@ from api.models import (
 )
 from api.problems import link_down, meter_problem, problems, store_trouble, version_label
 from station import __version__
+from station.config import host_names
 from station.ipc import protocol
 from station.ipc.client import DaemonUnavailable, IpcClient, IpcError
 from station.logs import mask_tokens, register_secrets  # the daemon masks too (IPC); again here, to be sure
@@ -100,6 +101,18 @@ def allowed_hosts(bind_host: str, extra: list[str] | None = None) -> list[str]:
     return hosts
 
 
+class HostGate(TrustedHostMiddleware):
+    """Answers only the allowed Host names (DNS rebinding gets 400), and a request with no Host header at
+    all: only HTTP/1.0 may omit it (a health check, `printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc`), and
+    a browser, the one a rebinding page drives, always sends it."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and not any(k == b"host" for k, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
                backoff: TokenBackoff | None = None) -> FastAPI:
     link = link or DaemonLink(settings.ipc_socket)
@@ -130,7 +143,8 @@ def create_app(settings: ApiSettings, *, link: DaemonLink | None = None,
     app.add_middleware(BodyGuard, token=token, on_auth_failure=link.report_auth_failure,
                        backoff=backoff or TokenBackoff())
     # Added last, so it runs first: a page of another site's name (DNS rebinding) never reaches a route.
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.api_host, settings.extra_hosts), www_redirect=False)
+    app.add_middleware(HostGate, allowed_hosts=allowed_hosts(settings.api_host, host_names(settings.api_hosts)),
+                       www_redirect=False)
     bearer = HTTPBearer(auto_error=False, description="STATION_API_TOKEN from the station's configuration.")
 
     # --- plumbing ----------------------------------------------------------------------

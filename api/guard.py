@@ -50,7 +50,7 @@ class TokenBackoff:
     address (on a station every local process is 127.0.0.1) keeps guessing, and it is never
     refused. Nothing is answered early, so the wait leaks nothing about the token. Guessing is
     bounded by the requests allowed to wait, `max_waiting` per `cap_s`: from ~1,260 guesses/s
-    without the wait to ~32/s, against a token of at least 24 characters (api/settings.py
+    without the wait to ~32/s, against a token of at least 24 characters (station/config.py
     MIN_TOKEN_LENGTH, ~140 bits). Waiting requests hold connections that are never dropped for a
     newcomer (api/serving.py), so their number is bounded below the connection cap: beyond
     `max_waiting`, a request during a lockout is answered 503 at once, its token unchecked (so the

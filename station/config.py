@@ -71,7 +71,7 @@ def _websocket_url(value: str | None) -> str | None:
 
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("expected host:port with a port from 1 to 65535, e.g. 127.0.0.1:8080")
     return value
 
@@ -97,6 +97,44 @@ WebSocketUrl = Annotated[str | None, AfterValidator(_websocket_url)]
 HostPort = Annotated[str, AfterValidator(_host_port)]
 ExistingFile = Annotated[Path | None, AfterValidator(_existing_file)]
 SerialPorts = Annotated[str, AfterValidator(_serial_ports)]
+
+
+# --- station-api's rules (api/*): the token and the host names only the local API reads --------------
+MIN_TOKEN_LENGTH = 24
+"""A token of 24 URL-safe characters holds ~140 bits (the API's token guard, api/guard.py, counts on it);
+the first boot generates 43 (station/field/firstboot.py)."""
+
+
+def _api_token(value: SecretStr | None) -> SecretStr | None:
+    if value is None or not value.get_secret_value():
+        return None  # no token: the API's control endpoints are disabled
+    secret = value.get_secret_value()
+    if len(secret) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"too short ({len(secret)} characters): at least {MIN_TOKEN_LENGTH} are needed; "
+                         "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    if any(c.isspace() for c in secret):
+        raise ValueError("must not contain spaces")
+    return value
+
+
+def _api_host_names(value: str) -> str:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for name in names:
+        if any(c.isspace() or c in "/?#@*" for c in name) or name.count(":") == 1:
+            which = f" ({name!r} is not one)" if len(names) > 1 else ""
+            raise ValueError(f"expected host names or addresses without port, comma-separated{which}")
+    return value
+
+
+def host_names(value: str) -> list[str]:
+    """STATION_API_HOSTS as Host header names: lower case, an IPv6 address in brackets."""
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    return [f"[{n.strip('[]')}]" if ":" in n else n for n in names]
+
+
+ApiToken = Annotated[SecretStr | None, AfterValidator(_api_token)]
+ApiHostNames = Annotated[str, AfterValidator(_api_host_names)]
+# --- end of station-api's rules ------------------------------------------------------------------------
 
 
 class SettingsBase(BaseSettings):
@@ -238,8 +276,14 @@ class Settings(SettingsBase):
         "STATION_API_BIND", "host:port of the local API (127.0.0.1 keeps it on the station).",
         default="127.0.0.1:8080",
     )
-    api_token: SecretStr | None = _var(
-        "STATION_API_TOKEN", "Bearer token for the API's control endpoints.", default=None
+    api_token: ApiToken = _var(
+        "STATION_API_TOKEN", f"Bearer token for the API's control endpoints (at least {MIN_TOKEN_LENGTH} "
+        "characters); empty = control endpoints disabled.", default=None
+    )
+    api_hosts: ApiHostNames = _var(
+        "STATION_API_HOSTS", "Host names or addresses (comma-separated) the API answers besides loopback and the "
+        "bind address, e.g. the station's LAN address when bound to 0.0.0.0; any other Host header gets 400.",
+        default="",
     )
     log_format: Literal["auto", "json", "console"] = _var(
         "STATION_LOG_FORMAT", "auto = console on a terminal, JSON lines otherwise.", default="auto"
@@ -309,7 +353,7 @@ def variable_of(field_name: str) -> str:
 FIELD_BY_VARIABLE = {variable_of(name): name for name in Settings.model_fields}
 SECRET_FIELDS = frozenset({"station_password", "api_token"})
 URL_FIELDS = frozenset({"ocpp_201_url", "ocpp_16_url"})
-API_FIELDS = ("ipc_socket", "api_bind", "api_token", "log_format", "log_level", "log_driver_tokens")
+API_FIELDS = ("ipc_socket", "api_bind", "api_token", "api_hosts", "log_format", "log_level", "log_driver_tokens")
 """What `station-api` reads: it needs neither the station id nor a CSMS URL (load_api)."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from api.settings import ApiSettings
+from api.settings import ApiSettings, load
 from station.core.clock import Clock
 from station.core.station import StationCore
 from station.core.store import Store
@@ -77,14 +78,15 @@ class Daemon:
         self.store.close()
 
 
-def settings_for(tmp_path: Path, socket_path: Path, *, token: str | None = TOKEN) -> ApiSettings:
-    values: dict[str, Any] = {
-        "STATION_IPC_SOCKET": str(socket_path),
-        "STATION_API_BIND": "127.0.0.1:8080",  # not used: tests hand uvicorn a bound socket
+def settings_for(tmp_path: Path, socket_path: Path, *, token: str | None = TOKEN, **values: str) -> ApiSettings:
+    """The API's settings as `station-api` loads them (station.config.load_api); `values` by field name."""
+    cli: dict[str, Any] = {
+        "ipc_socket": socket_path,
+        "api_bind": "127.0.0.1:8080",  # not used: tests hand uvicorn a bound socket
+        "api_token": token or "",
+        **values,
     }
-    if token is not None:
-        values["STATION_API_TOKEN"] = token
-    return ApiSettings(**values)
+    return load(cli, os.devnull)
 
 
 @contextlib.asynccontextmanager

@@ -154,8 +154,25 @@ async def test_loopback_host_names_are_answered(api: httpx.AsyncClient, host: st
     assert (await api.get("/status", headers={"Host": host})).status_code == 200
 
 
+async def test_an_http_1_0_request_without_a_host_header_is_answered(api: httpx.AsyncClient) -> None:
+    """A health check such as `printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc`: no browser omits Host."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.base_url.port)
+    writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in answer
+
+
+async def test_an_http_1_1_request_without_a_host_header_is_refused(api: httpx.AsyncClient) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.base_url.port)
+    writer.write(b"GET /status HTTP/1.1\r\nConnection: close\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400")
+
+
 async def test_the_configured_bind_name_is_answered(tmp_path: Path, sock_path: Path, daemon: Daemon) -> None:
-    settings = settings_for(tmp_path, sock_path).model_copy(update={"api_bind": "station-0042.local:8080"})
+    settings = settings_for(tmp_path, sock_path, api_bind="station-0042.local:8080")
     async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health", headers={"Host": "station-0042.local:8080"})).status_code == 200
         assert (await client.get("/health", headers={"Host": "station-0043.local"})).status_code == 400
@@ -164,8 +181,7 @@ async def test_the_configured_bind_name_is_answered(tmp_path: Path, sock_path: P
 async def test_host_names_configured_for_a_maintenance_network_are_answered(
     tmp_path: Path, sock_path: Path, daemon: Daemon
 ) -> None:
-    settings = settings_for(tmp_path, sock_path).model_copy(
-        update={"api_bind": "0.0.0.0:8080", "api_hosts": "192.168.7.20, station-0042.lan"})
+    settings = settings_for(tmp_path, sock_path, api_bind="0.0.0.0:8080", api_hosts="192.168.7.20, station-0042.lan")
     async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as client:
         for host in ("192.168.7.20:8080", "station-0042.lan", "127.0.0.1:8080"):
             assert (await client.get("/health", headers={"Host": host})).status_code == 200, host

@@ -14,7 +14,7 @@ from station.devtools.csms import DevCsms
 from tests.e2e import CANARY_PASSWORD, STATION_ID, running_station
 from tests.upload_servers import ftp_upload_server, http_upload_server
 
-CANARY_TOKEN = "canary-api-token-Hq7"
+CANARY_TOKEN = "canary-api-token-Hq7-long-enough"
 CANARY_KEY = "canary-authkey-Lm55"
 CANARY_FTP_PASSWORD = "canary-ftp-Vb02"
 CANARY_DRIVER_TOKEN = "CANARYTOKEN77"
