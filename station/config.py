@@ -353,6 +353,8 @@ def variable_of(field_name: str) -> str:
 FIELD_BY_VARIABLE = {variable_of(name): name for name in Settings.model_fields}
 SECRET_FIELDS = frozenset({"station_password", "api_token"})
 URL_FIELDS = frozenset({"ocpp_201_url", "ocpp_16_url"})
+API_ONLY_VARIABLES = frozenset({"STATION_API_BIND", "STATION_API_TOKEN", "STATION_API_HOSTS"})
+"""Read by station-api alone: their mistakes stop it (exit 78) and are only warnings for the daemon."""
 API_FIELDS = ("ipc_socket", "api_bind", "api_token", "api_hosts", "log_format", "log_level", "log_driver_tokens")
 """What `station-api` reads: it needs neither the station id nor a CSMS URL (load_api)."""
 
@@ -507,6 +509,16 @@ def load(cli: dict[str, Any] | None = None, env_file: Path | str | None = None, 
         settings = model(_env_file=raw.env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems, reasons = _problems(exc, {variable_of(k): v for k, v in raw.values.items()})
+        if only is None and problems and all(var in API_ONLY_VARIABLES for var in problems):
+            # A mistake in a setting only station-api reads stops station-api (load_api), never the
+            # charging daemon: a short API token must not take a station off the road after an update.
+            lenient = {**overrides, **{var: Settings.model_fields[FIELD_BY_VARIABLE[var]].default
+                                       for var in problems}}
+            settings = model(_env_file=raw.env_file, **lenient)  # type: ignore[call-arg]
+            notes = [line.replace("config error:", "config warning:", 1) + " (station-api refuses to start "
+                     "until this is fixed; the daemon runs without it)" for lines in problems.values() for line in lines]
+            return LoadedConfig(settings=settings, sources=raw.sources, env_file=raw.env_file,  # type: ignore[arg-type]
+                                warnings=[*raw.warnings, *notes])
         if (only is None and not any(raw.values.get(FIELD_BY_VARIABLE[v]) for v in CSMS_URL_VARIABLES)
                 and None not in problems):
             # pydantic checks this rule only once every field is valid: say it now, with the others.

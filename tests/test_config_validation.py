@@ -39,7 +39,6 @@ MISTAKES = {
     "missing CA bundle": ({"STATION_CA_BUNDLE": "/nonexistent.pem"}, [], "STATION_CA_BUNDLE='/nonexistent.pem': no such file"),
     "backoff minimum above its maximum": ({}, ["--backoff-min-seconds", "100", "--backoff-max-seconds", "1"],
                                           "STATION_BACKOFF_MIN_SECONDS (100) must not exceed STATION_BACKOFF_MAX_SECONDS (1)"),
-    "API bind without a port": ({"STATION_API_BIND": "127.0.0.1"}, [], "STATION_API_BIND='127.0.0.1': expected host:port"),
 }
 
 
