@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import resource
 import sqlite3
 import stat
 import subprocess
@@ -156,6 +157,34 @@ def test_report_reads_the_configured_recorder_not_the_directory_the_daemon_names
     assert '"lying"' in text  # the answer was used for what it may say: the daemon's own state
     assert "root-only secret" not in text
     assert "ignoring the recorder directory" in done.stderr
+
+
+GOOD_LINE = "2026-11-30T00:00:00.000Z a line the daemon wrote\n"
+
+
+def test_report_reads_huge_planted_log_and_recorder_files_without_holding_them_in_memory(
+        device: Path, tmp_path: Path) -> None:
+    """Found by hand after the fixes: a 2 GiB file of zeros (sparse, no newline) put as the log file
+    and as a recorder segment by the station user was read by `sudo station report` as one line,
+    into memory (MemoryError here; on a Pi, the OOM killer picks a process). Run under a 1 GiB
+    address-space limit, the report now reads a bounded prefix and still archives the good lines."""
+    state = device / "var/lib/station"
+    (state / "flight-recorder").mkdir()
+    for planted in (state / "station.log", state / "flight-recorder/flight-000001.log"):
+        planted.write_text(GOOD_LINE)
+        os.truncate(planted, 2 * 1024**3)
+        os.chown(planted, NOBODY.pw_uid, NOBODY.pw_gid)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def one_gib_of_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
+
+    done = subprocess.run([sys.executable, "-m", "station", "report", "--since", "all", "--out", str(out / "case.tar.gz")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, preexec_fn=one_gib_of_address_space,
+                          env={**os.environ, **report_env(tmp_path, state)}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert archive_text(out / "case.tar.gz").count("a line the daemon wrote") == 2
 
 
 def station_database(state: Path) -> sqlite3.Connection:

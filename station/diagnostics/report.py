@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import os
 import re
 import sys
@@ -152,10 +151,10 @@ def recorder_lines(directory: Path, since: float | None, until: float | None) ->
                 raw = ring.open_read(name, limit=None)
             except OSError:
                 continue
-            with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
+            with raw:
                 if since is not None and os.fstat(raw.fileno()).st_mtime < since - 1:
                     continue  # last written before the window opened
-                for line in handle:
+                for line in archive.bounded_lines(raw):
                     stamp = line[:STAMP_LENGTH]
                     if stamp > high:
                         break
