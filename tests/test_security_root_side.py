@@ -222,6 +222,30 @@ def test_offline_report_does_not_hang_on_a_fifo_planted_as_the_databases_journal
     assert "not a plain file: not read" in str(state_json(tmp_path / "case.tar.gz")["store"])
 
 
+ENDLESS = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n)"
+
+
+@pytest.mark.parametrize("security", [False, True])
+def test_offline_report_of_a_database_the_station_user_crafted_to_loop_ends(device: Path, tmp_path: Path,
+                                                                            security: bool) -> None:
+    """Found by hand after the fixes: the station user's database is read by root. A view named
+    `security_log` that never ends, and a table name that closed the quoted identifier with `"` and
+    went on with an endless subquery, kept `sudo station report` (and --security) running for good."""
+    state = device / "var/lib/station"
+    db = sqlite3.connect(state / "station.db")
+    db.execute(f"CREATE VIEW security_log AS {ENDLESS} SELECT '2026-12-07T00:00:00' AS wall, 'x' AS type, "
+               "'y' AS tech_info, 0 AS critical, x AS id FROM n")
+    db.execute(f'CREATE TABLE "a"" WHERE ({ENDLESS} SELECT max(x) FROM n) --" (x)')
+    db.commit()
+    db.close()
+    os.chown(state / "station.db", NOBODY.pw_uid, NOBODY.pw_gid)
+    done = run_root_tool("station", "report", *(["--security"] if security else []), "--since", "all",
+                         "--out", str(tmp_path / "case.tar.gz"), env=report_env(tmp_path, state), timeout=120)
+    assert done.returncode == 0, done.stderr
+    if not security:
+        assert list(state_json(tmp_path / "case.tar.gz")["store"].values()) == [0]
+
+
 def test_offline_report_creates_nothing_in_the_daemons_directory(device: Path, tmp_path: Path) -> None:
     """Root's SQLite opened the WAL database in place and made `station.db-wal` and `-shm` there."""
     state = device / "var/lib/station"
