@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import resource
 import sqlite3
 import stat
 import subprocess
@@ -158,6 +159,34 @@ def test_report_reads_the_configured_recorder_not_the_directory_the_daemon_names
     assert "ignoring the recorder directory" in done.stderr
 
 
+GOOD_LINE = "2026-11-30T00:00:00.000Z a line the daemon wrote\n"
+
+
+def test_report_reads_huge_planted_log_and_recorder_files_without_holding_them_in_memory(
+        device: Path, tmp_path: Path) -> None:
+    """Found by hand after the fixes: a 2 GiB file of zeros (sparse, no newline) put as the log file
+    and as a recorder segment by the station user was read by `sudo station report` as one line,
+    into memory (MemoryError here; on a Pi, the OOM killer picks a process). Run under a 1 GiB
+    address-space limit, the report now reads a bounded prefix and still archives the good lines."""
+    state = device / "var/lib/station"
+    (state / "flight-recorder").mkdir()
+    for planted in (state / "station.log", state / "flight-recorder/flight-000001.log"):
+        planted.write_text(GOOD_LINE)
+        os.truncate(planted, 2 * 1024**3)
+        os.chown(planted, NOBODY.pw_uid, NOBODY.pw_gid)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def one_gib_of_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
+
+    done = subprocess.run([sys.executable, "-m", "station", "report", "--since", "all", "--out", str(out / "case.tar.gz")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, preexec_fn=one_gib_of_address_space,
+                          env={**os.environ, **report_env(tmp_path, state)}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert archive_text(out / "case.tar.gz").count("a line the daemon wrote") == 2
+
+
 def station_database(state: Path) -> sqlite3.Connection:
     """The daemon's WAL database with a row only in its WAL (the connection stays open: no checkpoint)."""
     db = sqlite3.connect(state / "station.db")
@@ -191,6 +220,30 @@ def test_offline_report_does_not_hang_on_a_fifo_planted_as_the_databases_journal
                          timeout=60)
     assert done.returncode == 0, done.stderr
     assert "not a plain file: not read" in str(state_json(tmp_path / "case.tar.gz")["store"])
+
+
+ENDLESS = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n)"
+
+
+@pytest.mark.parametrize("security", [False, True])
+def test_offline_report_of_a_database_the_station_user_crafted_to_loop_ends(device: Path, tmp_path: Path,
+                                                                            security: bool) -> None:
+    """Found by hand after the fixes: the station user's database is read by root. A view named
+    `security_log` that never ends, and a table name that closed the quoted identifier with `"` and
+    went on with an endless subquery, kept `sudo station report` (and --security) running for good."""
+    state = device / "var/lib/station"
+    db = sqlite3.connect(state / "station.db")
+    db.execute(f"CREATE VIEW security_log AS {ENDLESS} SELECT '2026-12-07T00:00:00' AS wall, 'x' AS type, "
+               "'y' AS tech_info, 0 AS critical, x AS id FROM n")
+    db.execute(f'CREATE TABLE "a"" WHERE ({ENDLESS} SELECT max(x) FROM n) --" (x)')
+    db.commit()
+    db.close()
+    os.chown(state / "station.db", NOBODY.pw_uid, NOBODY.pw_gid)
+    done = run_root_tool("station", "report", *(["--security"] if security else []), "--since", "all",
+                         "--out", str(tmp_path / "case.tar.gz"), env=report_env(tmp_path, state), timeout=120)
+    assert done.returncode == 0, done.stderr
+    if not security:
+        assert list(state_json(tmp_path / "case.tar.gz")["store"].values()) == [0]
 
 
 def test_offline_report_creates_nothing_in_the_daemons_directory(device: Path, tmp_path: Path) -> None:

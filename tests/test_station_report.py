@@ -10,6 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from station.diagnostics.archive import bounded_lines
 from station.diagnostics.recorder import FlightRecorder
 from tests.e2e import CANARY_PASSWORD, STATION_ID, running_station
 
@@ -85,3 +86,12 @@ async def test_report_of_the_security_log_without_the_daemon_reads_the_state_dat
     content = members(tmp_path / "sec.tar.gz")
     assert set(content) == {"manifest.json", "security.log"}
     assert b"ResetOrReboot critical technician test" in content["security.log"]
+
+
+def test_an_over_long_line_is_cut_and_the_lines_after_it_still_read() -> None:
+    raw = io.BytesIO(b"first\n" + b"x" * 100 + b"\nafter\n")
+    assert list(bounded_lines(raw, line_cap=10)) == ["first\n", "x" * 10 + "\n", "after\n"]
+
+
+def test_only_the_first_cap_bytes_of_a_file_are_read() -> None:
+    assert list(bounded_lines(io.BytesIO(b"one\ntwo\nthree\n"), cap=8)) == ["one\n", "two\n"]

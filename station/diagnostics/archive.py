@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from station import __version__
@@ -44,6 +44,33 @@ _SECRET_WORDS = ("password", "token", "secret", "authorization", "private_key", 
 _LOG_STAMP = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d(?:\.\d+)?)")
 
 SecurityLines = Callable[[datetime | None, datetime | None], Iterable[str]]
+
+READ_CAP_BYTES = 64 * 1024 * 1024
+"""At most this much of one log file or recorder segment is read. The daemon's own are far smaller
+(the log rotates at 10 MiB, a recorder segment at 2 MiB); a bigger one was put there by someone
+else (the daemon's user, for `sudo station report`), and is read only this far."""
+LINE_CAP_BYTES = 2 * 1024 * 1024
+"""A longer line (a logged frame is at most 1 MiB) is cut here and the rest of it skipped, so no
+line, not even a planted file of zeros without a newline, is ever held whole in memory."""
+
+
+def bounded_lines(raw: BinaryIO, cap: int = READ_CAP_BYTES, line_cap: int = LINE_CAP_BYTES) -> Iterator[str]:
+    """The lines of the first `cap` bytes of `raw`, decoded as UTF-8 (errors replaced); a line
+    longer than `line_cap` is cut there and ends with the newline it was cut at."""
+    left = cap
+    while left > 0:
+        chunk = raw.readline(min(line_cap, left))
+        if not chunk:
+            return
+        left -= len(chunk)
+        if len(chunk) == line_cap and not chunk.endswith(b"\n"):
+            while left > 0:  # skip the rest of the over-long line
+                rest = raw.readline(min(line_cap, left))
+                left -= len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            chunk += b"\n"
+        yield chunk.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -156,8 +183,8 @@ def file_lines(path: Path, since: datetime | None, until: datetime | None) -> It
                 raw = directory.open_read(name, limit=None)
             except OSError:
                 continue
-            with io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
-                for line in handle:
+            with raw:
+                for line in bounded_lines(raw):
                     match = _LOG_STAMP.search(line, 0, 200)
                     if match:
                         stamp = f"{match.group(1)}T{match.group(2)}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import os
 import re
 import sys
@@ -55,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 DB_COPY_LIMIT = 256 * 1024 * 1024
 """Offline, the state database (and its WAL or journal) is copied before SQLite reads it; a larger file is not read."""
 _DB_COMPANIONS = ("-wal", "-journal")
+DB_QUERY_STEPS = 200_000_000
+"""SQLite virtual-machine steps one offline query may take (the daemon's own database needs a tiny
+fraction); the station user can plant a database whose view or table name loops for ever."""
+_PROGRESS_EVERY = 10_000
 
 
 @contextlib.contextmanager
@@ -85,6 +88,17 @@ def _database_copy(db: Path) -> Iterator[Any]:
                                 raise safefile.UnsafeFile(f"{name} grew beyond {DB_COPY_LIMIT} bytes")
                             out.write(chunk)
         connection = sqlite3.connect(os.path.join(private, db.name), timeout=2)
+        # The copy is the station user's work: its schema may hold views and names written to
+        # loop or to call functions. Read it as untrusted, and end any query after a step budget.
+        connection.execute("PRAGMA trusted_schema = OFF")
+        connection.execute("PRAGMA query_only = ON")
+        steps = [0]
+
+        def over_budget() -> bool:
+            steps[0] += _PROGRESS_EVERY
+            return steps[0] > DB_QUERY_STEPS
+
+        connection.set_progress_handler(over_budget, _PROGRESS_EVERY)
         try:
             yield connection
         finally:
@@ -103,7 +117,8 @@ def _offline_snapshot(settings: Any) -> dict[str, Any]:
     try:
         with _database_copy(db) as connection:
             tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-            snapshot["store"] = {t: connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+            snapshot["store"] = {t: connection.execute(f'SELECT COUNT(*) FROM "{t.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+                                 for t in tables}
     except OSError as exc:
         snapshot["store"] = f"{db} (or its WAL/journal) is not a plain file: not read ({exc.strerror or exc})"
     except sqlite3.Error as exc:
@@ -152,10 +167,10 @@ def recorder_lines(directory: Path, since: float | None, until: float | None) ->
                 raw = ring.open_read(name, limit=None)
             except OSError:
                 continue
-            with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
+            with raw:
                 if since is not None and os.fstat(raw.fileno()).st_mtime < since - 1:
                     continue  # last written before the window opened
-                for line in handle:
+                for line in archive.bounded_lines(raw):
                     stamp = line[:STAMP_LENGTH]
                     if stamp > high:
                         break
