@@ -376,7 +376,7 @@ class BaseSession(StrictChargePoint):
                     self._outbox_wake.set()
 
     async def _connect_statuses(self) -> None:
-        """Every connector's current status (B01; 1.6 §4.2), after the transaction lane's first pass
+        """Every connector's current status (2.0.1 B01), after the transaction lane's first pass
         over what was queued when the link came up (docs/ocpp.md, "Session behaviour"); then the
         background jobs' statuses. A connector whose status a connector event already sent on this
         connection is not sent twice."""
