@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from station.core.model import MeterReading
 from station.devtools.csms import main as csms_main
 from station.devtools.csms_quirks import QUIRKS, CitrineQuirksCsms
+from station.devtools.demo import free_port
+from tests.aio import eventually
 from tests.ocpp_helpers import BOOT_16, BOOT_201, Rig
 
 
@@ -198,3 +201,31 @@ async def test_ocpp16_transaction_messages_pass_security_events_the_csms_answers
         assert len(before) == 1, "StartTransaction waited for the refused security event's retries"
         assert csms.hits_of("security-event-16-error")
 
+
+
+@pytest.mark.parametrize("version", ["201", "16"])
+async def test_a_session_started_offline_reaches_the_csms_before_the_status_it_leaves_unanswered(
+        tmp_path: Path, version: str) -> None:
+    # CitrineOS never answers a station's first StatusNotification: sent first at connect, it held the
+    # queued Started back for the whole answer timeout (30 s). The queued transaction messages go first.
+    csms = CitrineQuirksCsms(port=free_port(), heartbeat_interval=300, call_cache_seconds=1)
+    rig = await Rig(version, csms, tmp_path / "station.db").start()
+    try:
+        assert rig.core is not None and rig.esp is not None
+        rig.core.on_meter_reading(MeterReading(1000.0))
+        rig.core.request_start(1, "TAG1", "ISO14443", trigger="Authorized")
+        rig.esp.plug()
+        rig.esp.ev_requests_charge()
+        assert [e.kind for e in rig.core.store.pending_outbox(100)][:1] == ["started"]
+        await csms.start()
+        dropped = await csms.wait_for("StatusNotification", "CP", timeout=20)
+        assert [h.unique_id for h in csms.hits_of("first-status-dropped")] == [dropped.unique_id]
+        calls = [r for r in csms.received[:csms.received.index(dropped)] if r.kind == "call"]
+        first = next(r for r in calls if r.action == started(rig))
+        if version == "201":
+            assert first.payload["eventType"] == "Started" and first.payload["offline"] is True
+        core = rig.core
+        await eventually(lambda: "started" not in [e.kind for e in core.store.pending_outbox(100)], 20)
+    finally:
+        await rig.stop()
+        await csms.stop()

@@ -5,8 +5,12 @@ One `BaseSession` lives per WebSocket connection. Its life:
 1. BootNotification until Accepted (Pending/Rejected: retry after the interval the CSMS gave);
    the CSMS's `currentTime` makes the clock trusted, so queued events get true timestamps.
    Boot happens once per process and OCPP version; a reconnect skips it.
-2. The CSMS is "online" for the core; every connector's current status is sent (statuses are
-   not queued while offline, the present one is re-sent instead).
+2. The CSMS is "online" for the core; the transaction lane of the outbox starts at once, and
+   every connector's current status is sent (statuses are not queued while offline, the present
+   one is re-sent instead) once that lane has made its first pass over what waited at connect,
+   then the other queued messages: a status the CSMS leaves unanswered (CitrineOS's first one)
+   never holds an offline session's Started back by a call timeout (docs/ocpp.md, "Session
+   behaviour").
 3. Three loops run until the link drops: heartbeat at the CSMS's interval; the durable outbox
    replayed (an entry leaves the outbox only when the CSMS confirmed it; CALLERROR / no answer
    → retried after `interval × attempt`, parked after `attempts` tries, never dropped) in two
@@ -226,6 +230,11 @@ class BaseSession(StrictChargePoint):
         self._outbox_wake = _LaneWake()
         self._heartbeat_changed = asyncio.Event()
         self._sent_status: dict[int, Any] = {}
+        self._first_pass_done = asyncio.Event()
+        """The transaction lane has passed once over the messages queued at connect (sent them, or
+        stopped at one not due or not confirmed): the connect-time statuses go after it."""
+        self._connect_statuses_sent = asyncio.Event()
+        """Set once the connect-time statuses were sent (answered or not): the other queued messages follow."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._confirmed = _ConfirmedIds()
         self.records_wire = client.recorder is not None
@@ -354,14 +363,10 @@ class BaseSession(StrictChargePoint):
         self.core.set_csms_online(True, self.VERSION)
         self.client.publish_state()
         with self.core.events.subscribe() as events:
-            for conn in self.core.connectors.values():
-                await self.send_status(conn, force=True)
             self.spawn(self._heartbeat_loop(), "ocpp-heartbeat")
             self.spawn(self._outbox_loop(), "ocpp-outbox")
+            self.spawn(self._connect_statuses(), "ocpp-connect-status")
             self.spawn(schema.warm_up(self._ocpp_version), "ocpp-schema-warm-up")
-            self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
-            self.spawn(self.client.flush_log_status(), "ocpp-log-status")
-            self.spawn(self.client.renewal.watch(), "ocpp-certificate-expiry")
             async for event in events:
                 if event.kind == "connector":
                     conn = self.core.connectors.get(int(event.data["connector_id"]))
@@ -369,6 +374,21 @@ class BaseSession(StrictChargePoint):
                         await self.send_status(conn)
                 elif event.kind in ("transaction", MESSAGE_QUEUED) or (event.kind == "outbox" and event.data.get("released")):
                     self._outbox_wake.set()
+
+    async def _connect_statuses(self) -> None:
+        """Every connector's current status (2.0.1 B01), after the transaction lane's first pass
+        over what was queued when the link came up (docs/ocpp.md, "Session behaviour"); then the
+        background jobs' statuses. A connector whose status a connector event already sent on this
+        connection is not sent twice."""
+        await self._first_pass_done.wait()
+        try:
+            for conn in self.core.connectors.values():
+                await self.send_status(conn)
+        finally:
+            self._connect_statuses_sent.set()
+        self.spawn(self.client.flush_firmware(), "ocpp-firmware-status")
+        self.spawn(self.client.flush_log_status(), "ocpp-log-status")
+        self.spawn(self.client.renewal.watch(), "ocpp-certificate-expiry")
 
     async def _boot(self) -> None:
         while True:
@@ -459,6 +479,8 @@ class BaseSession(StrictChargePoint):
             log.warning("ocpp: heartbeat not answered", error=str(exc))
             return
         self.trust_time(response.get("currentTime"))
+        if not self._connect_statuses_sent.is_set():
+            return  # the connect-time statuses are still on their way
         for conn in self.core.connectors.values():
             if conn.id not in self._sent_status:
                 await self.send_status(conn)
@@ -551,6 +573,7 @@ class BaseSession(StrictChargePoint):
             self._flush_confirmed()
             entries = self._read_lane("transaction")
             if not entries:
+                self._first_pass_done.set()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5):
                         await wake.wait()
@@ -559,6 +582,7 @@ class BaseSession(StrictChargePoint):
             for entry in entries:
                 wait = entry.next_attempt - time.time()
                 if wait > 0:
+                    self._first_pass_done.set()  # nothing more to send now: the statuses need not wait for it
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await wake.wait()  # a release (station outbox release) retries at once
@@ -567,11 +591,13 @@ class BaseSession(StrictChargePoint):
                     break
                 if not backlog:
                     self._flush_confirmed()
+            self._first_pass_done.set()
 
     async def _message_lane(self) -> None:
         """The other queued messages in order of recording, each on its own retry schedule: one the
         CSMS refused waits for its next attempt without holding up those behind it."""
         wake = self._outbox_wake.message
+        await self._connect_statuses_sent.wait()  # B01's order: boot, statuses, then these
         while True:
             wake.clear()
             self._flush_confirmed()
