@@ -5,7 +5,7 @@ The daemon (`station run`, a real process) talks to the dev CSMS on loopback wit
 the CSMS, now and then, to change its password, reserve the connector, update its firmware (a
 signed artefact on a loopback HTTP server) or store a network profile; on security profile 3
 (client certificates), to renew its certificate. GetLog has its own short scenario
-(`log_upload_cut_while_uploading`): its request is kept in memory only, a known gap. At a random
+(`log_upload_cut_while_uploading`): the upload must be completed or reported failed. At a random
 instant the power goes: the daemon and its children are frozen (SIGSTOP), the file system keeps
 nothing more (tests/powercut/fs.py), the processes are SIGKILLed, the file system is mounted afresh
 on what it kept, the root side's update flow is played by its files (a handed-over artefact
