@@ -67,7 +67,7 @@ FIRST_PASSWORD = "powercut-pw-0-Zq81x7Kd"
 LOG_DONE = {"Uploaded", "UploadFailure", "BadMessage", "PermissionDenied", "NotSupportedOperation", "AcceptedCanceled"}
 FIRMWARE_FAILED = {"DownloadFailed", "InstallVerificationFailed", "InvalidSignature", "InstallationFailed",
                    "InvalidCertificate", "RevokedCertificate", "SignatureError"}
-REQUESTS = {"none": 3, "password": 2, "reservation": 2, "firmware": 2, "network_profile": 2}
+REQUESTS = {"none": 3, "password": 2, "reservation": 2, "firmware": 2, "network_profile": 2, "getlog": 1}
 SESSION_ACTIONS = {"plug": 3, "ev_charge": 3, "ev_pause": 1, "unplug": 2, "ipc_start": 3, "ipc_stop": 1, "wait": 1}
 
 
