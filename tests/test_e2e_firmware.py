@@ -5,6 +5,7 @@ first installs the manufacturer's root, which the firmware signing certificate m
 from __future__ import annotations
 
 import json
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,3 +95,31 @@ async def test_firmware_signed_under_a_root_the_csms_installed_is_refused_by_the
                 await eventually(lambda: not (state / "update" / "result.json").exists(), timeout=10)
             finally:
                 await restarted.stop()
+
+
+async def test_an_update_answered_accepted_survives_a_kill_right_after_the_answer(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with artefact_server() as http:
+        http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
+        location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
+        async with running_station(tmp_path) as (csms, _sim, daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            installed = await csms.call(STATION_ID, "InstallCertificate", {
+                "certificateType": "ManufacturerRootCertificate", "certificate": SIGNER.root_pem})
+            assert installed == {"status": "Accepted"}
+            answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": 6, "firmware": {
+                "location": location, "retrieveDateTime": datetime.now(UTC).isoformat(),
+                "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}})
+            assert answer["status"] == "Accepted"
+            await daemon.stop(signal.SIGKILL)
+            since = csms.mark()
+            restarted = await DaemonProcess(daemon.env, tmp_path / "station.log").start()
+            try:
+                installing = await csms.wait_for(
+                    "FirmwareStatusNotification", STATION_ID,
+                    lambda r: r.payload["status"] in ("Installing", "DownloadFailed", "InstallVerificationFailed"),
+                    since=since, timeout=30)
+            finally:
+                await restarted.stop()
+    assert installing.payload == {"status": "Installing", "requestId": 6}
+    assert (state / "update" / "request.json").exists()

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from station.devtools.csms import DevCsms
-from tests.e2e import CANARY_PASSWORD, STATION_ID, running_station
+from tests.e2e import CANARY_PASSWORD, STATION_ID, DaemonProcess, running_station
+from tests.ocpp_helpers import eventually
 from tests.upload_servers import ftp_upload_server, http_upload_server
 
 CANARY_TOKEN = "canary-api-token-Hq7-long-enough"
@@ -221,3 +223,59 @@ async def test_16_extended_trigger_log_status_notification_says_idle(tmp_path: P
         answer = await csms.call(STATION_ID, "ExtendedTriggerMessage", {"requestedMessage": "LogStatusNotification"})
         notification = await csms.wait_for("LogStatusNotification", STATION_ID, timeout=10)
     assert answer["status"] == "Accepted" and notification.payload == {"status": "Idle"}
+
+
+class _HoldFirstUpload(dict[str, float]):
+    """`delay_s` holding the first upload's answer back (the upload is still running when the daemon
+    is killed); the uploads after it are answered at once."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.held = 0
+
+    def get(self, key: str, default: float | None = None) -> float:  # type: ignore[override]
+        self.held += 1
+        return self.seconds if self.held == 1 else 0.0
+
+
+async def killed_mid_upload(tmp_path: Path, version: str, call: Callable[[str], tuple[str, dict[str, Any]]],
+                            status_action: str) -> tuple[DevCsms, Any, str]:
+    """`call` answered with a file name, the daemon SIGKILLed while the server holds the upload, started
+    again on the same state: (csms, upload server, file name) once the final status arrived.
+    `call`: (action, payload) for the upload location."""
+    with http_upload_server() as http:
+        http.delay_s = _HoldFirstUpload(10.0)
+        async with logged_station(tmp_path, version) as (csms, _sim, daemon):
+            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+            answer = await csms.call(STATION_ID, *call(http.url("/logs/")))
+            name = answer.get("filename") or answer.get("fileName")
+            assert name, answer
+            await eventually(lambda: http.hits(f"/logs/{name}") >= 1, timeout=30)
+            await daemon.stop(signal.SIGKILL)
+            mark = csms.mark()
+            restarted = await DaemonProcess(daemon.env, tmp_path / "station.log").start()
+            try:
+                await csms.wait_for(status_action, STATION_ID,
+                                    final(DONE | {"UploadFailed"}), since=mark, timeout=30)
+                await eventually(lambda: not (tmp_path / "state" / "diagnostics" / "request.json").exists(), timeout=10)
+            finally:
+                await restarted.stop()
+        return csms, http, name
+
+
+async def test_a_log_upload_killed_midway_is_uploaded_after_the_restart_when_tries_are_left(tmp_path: Path) -> None:
+    csms, http, name = await killed_mid_upload(
+        tmp_path, "201", lambda location: ("GetLog", get_log(location, 31, retries=2, retryInterval=0)),
+        "LogStatusNotification")
+    assert statuses(csms, "LogStatusNotification", 31)[-1] == "Uploaded"
+    assert "manifest.json" in members(http.received[f"/logs/{name}"])
+
+
+async def test_a_diagnostics_upload_killed_midway_without_tries_left_is_reported_failed_after_the_restart(
+        tmp_path: Path) -> None:
+    csms, http, name = await killed_mid_upload(
+        tmp_path, "16", lambda location: ("GetDiagnostics", {"location": location, "retries": 0}),
+        "DiagnosticsStatusNotification")
+    assert statuses(csms, "DiagnosticsStatusNotification") == ["Uploading", "UploadFailed"]
+    assert http.hits(f"/logs/{name}") == 1  # the spent try is not made again

@@ -18,7 +18,7 @@ import pytest
 
 from station.field import update
 from station.devtools.csms import DevCsms, Received
-from station.trust.firmware import FirmwareUpdater
+from station.trust.firmware import FirmwareRequest, FirmwareUpdater
 from tests.firmware_helpers import ARTEFACT, WHEEL, ArtefactServer, artefact_server, make_signer, sha256
 from tests.ocpp_helpers import Rig, eventually
 from tests.pki_helpers import make_ca, make_firmware_signer
@@ -463,6 +463,23 @@ async def test_an_update_interrupted_by_a_restart_is_carried_on(tmp_path: Path, 
     assert installing.payload == {"status": "Installing", "requestId": 9}
     assert statuses(rig) == ["DownloadScheduled", "DownloadScheduled", "Downloading", "Downloaded", "SignatureVerified", "Installing"]
     assert request_file(tmp_path).exists() and not saved.exists()
+
+
+async def test_an_accepted_request_is_saved_before_the_answer_and_carried_on_by_the_next_start(
+        tmp_path: Path, http: ArtefactServer) -> None:
+    location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
+    answered = updater(tmp_path / "state")
+    answer = await answered.start(FirmwareRequest(
+        location=location, retrieve_at=datetime.now(UTC), request_id=12,
+        signing_certificate=SIGNER.certificate_pem, signature=SIGNER.sign(ARTEFACT)))
+    assert answer.status == "Accepted"
+    # the answer leaves here; the power goes before the work begins (no launch)
+    async with DevCsms(heartbeat_interval=300) as csms:
+        rig = await started_rig("201", csms, tmp_path)
+        installing = await final_status(rig, "Installing", "DownloadFailed", "InstallVerificationFailed")
+        await rig.stop()
+    assert installing.payload == {"status": "Installing", "requestId": 12}
+    assert request_file(tmp_path).exists()
 
 
 # ------------------------------------------------------------------------------- TriggerMessage

@@ -84,9 +84,6 @@ async def test_the_soak_sees_lost_events_when_the_store_does_not_sync(tmp_path: 
     assert figures.lost + figures.failed_restarts > 0, figures.line()
 
 
-@pytest.mark.xfail(reason="a GetLog request lives only in the daemon's memory (station/diagnostics/log_upload.py): "
-                          "a cut (or any restart) while it runs forgets it, and the CSMS never hears of it again",
-                   strict=True)
 async def test_an_accepted_log_upload_is_completed_or_reported_failed_after_a_power_cut(tmp_path: Path) -> None:
     require_fuse()
     figures = await log_upload_cut_while_uploading(tmp_path)

@@ -16,11 +16,19 @@ flight recorder) and deleted once the upload ended either way.
 Interface: the OCPP client sets ``notify``, calls :meth:`start` (the answer, with the file
 name) and then :meth:`launch` once the CSMS has its answer, reads :meth:`current` for a
 triggered notification, and awaits :meth:`close` on shutdown.
+
+An accepted request is saved in ``<work_dir>/request.json`` (0600: the location may carry
+credentials) before the answer leaves, with the upload attempts made so far and, once it ended,
+its final status; the file goes when the CSMS has that final status (:meth:`delivered`). After a
+restart (power cut, watchdog, stop) :meth:`resume` carries it on: the final status not yet
+delivered is sent again, an upload with tries left is taken up again (a rebuilt archive of the
+same name), and one whose tries are spent ends with UploadFailure (1.6: UploadFailed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -34,6 +42,7 @@ import structlog
 from station.diagnostics import archive
 from station.diagnostics.archive import public_location
 from station.diagnostics.upload import UploadError, check_location, resolve_target, target_refusal, upload
+from station.storage.durable import durable_unlink, durable_write_text
 
 log = structlog.get_logger("station.diagnostics")
 
@@ -42,6 +51,8 @@ DEFAULT_RETRIES = 2
 DEFAULT_RETRY_INTERVAL_S = 30.0
 JOB_TASK_NAME = "log-upload"
 """Every upload runs in a task of this name (the client recognises a status send cancelled with its job)."""
+JOB_FILE = "request.json"
+"""The accepted request, in the work directory, until the CSMS has its final status."""
 
 
 class LogStatus(StrEnum):
@@ -129,6 +140,10 @@ class LogUploader:
         self._running: LogRequest | None = None
         self._next: tuple[LogRequest, str] | None = None
         self._replacing: LogRequest | None = None
+        self._saved: dict[str, object] | None = None
+        """What `request.json` holds (None: no request outstanding)."""
+        self._final: LogNote | None = None
+        """The final status of the saved request, sent and not yet confirmed delivered."""
 
     @property
     def busy(self) -> bool:
@@ -158,13 +173,19 @@ class LogUploader:
             return LogAnswer("Rejected", reason=problem)
         if request.since and request.until and request.since > request.until:
             return LogAnswer("Rejected", reason="oldestTimestamp is after latestTimestamp")
+        name = archive.archive_name(self.station_id, request.log_type, self.now())
+        try:
+            self._save({"request": _request_data(request), "name": name, "attempts": 0, "final": None})
+        except OSError as exc:
+            log.error("logs: upload request not saved", error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
+            return LogAnswer("Rejected", reason="the request could not be saved")
+        self._final = None
         canceled = self.busy
         if canceled:
             log.warning("logs: upload canceled by a newer request", request_id=self._running.request_id if self._running else None)
             assert self._task is not None
             self._task.cancel()
             self._replacing = self._running
-        name = archive.archive_name(self.station_id, request.log_type, self.now())
         self._next = (request, name)
         return LogAnswer("AcceptedCanceled" if canceled else "Accepted", filename=name)
 
@@ -178,11 +199,101 @@ class LogUploader:
         self._running = request
         self._task = asyncio.get_running_loop().create_task(self._job(request, name, previous, replaced), name=JOB_TASK_NAME)
 
+    def resume(self) -> None:
+        """Carry on the request a restart interrupted (see the module docstring); call once at start-up."""
+        if self.busy or self._next is not None:
+            return
+        saved = self._load()
+        if saved is None:
+            return
+        try:
+            request = _request_from(saved["request"])  # type: ignore[arg-type]
+            name, done = str(saved["name"]), int(saved.get("attempts") or 0)  # type: ignore[call-overload]
+            final = saved.get("final")
+            note = (LogNote(LogStatus(final["status"]), request.request_id, request.origin,  # type: ignore[index]
+                            str(final.get("detail", ""))) if isinstance(final, dict) else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("logs: unreadable saved upload request dropped", error=exc.__class__.__name__)
+            self._forget()
+            return
+        self._saved, self._running = saved, request
+        if note is not None:
+            log.warning("logs: final status of an upload not yet delivered before a restart: sent again",
+                        status=note.status.value, request_id=request.request_id)
+            job = self._report(note)
+        elif done < self._tries(request):
+            log.warning("logs: resuming an upload interrupted by a restart", request_id=request.request_id,
+                        attempts_made=done)
+            job = self._job(request, name, None, None, done=done)
+        else:
+            log.error("logs: upload interrupted by a restart with no tries left", request_id=request.request_id,
+                      attempts_made=done)
+            job = self._report(LogNote(LogStatus.UPLOAD_FAILURE, request.request_id, request.origin,
+                                       f"interrupted by a restart after {done} attempt(s)"))
+        self._task = asyncio.get_running_loop().create_task(job, name=JOB_TASK_NAME)
+
+    def delivered(self, note: LogNote) -> None:
+        """The CSMS has `note`: when it is the saved request's final status, the request is done."""
+        if note is self._final:
+            self._forget()
+
     async def close(self) -> None:
         task = self._task
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait({task})
+
+    # ---- the saved request -------------------------------------------------------------
+    @property
+    def job_file(self) -> Path:
+        return self.work_dir / JOB_FILE
+
+    def _save(self, data: dict[str, object]) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        durable_write_text(self.job_file, json.dumps(data), mode=0o600)  # before the answer: it survives a cut
+        self._saved = data
+
+    def _update(self, **changes: object) -> None:
+        """Record progress of the saved request; a failed write is logged (the upload goes on)."""
+        if self._saved is None:
+            return
+        try:
+            self._save({**self._saved, **changes})
+        except OSError as exc:
+            log.warning("logs: upload progress not saved", error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
+
+    def _load(self) -> dict[str, object] | None:
+        try:
+            data = json.loads(self.job_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("logs: unreadable saved upload request dropped", error=exc.__class__.__name__)
+            self._forget()
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _forget(self) -> None:
+        self._saved, self._final = None, None
+        try:
+            durable_unlink(self.job_file)
+        except OSError as exc:
+            log.warning("logs: saved upload request not removed", error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
+
+    async def _finish(self, note: LogNote) -> None:
+        """A final status: saved with the request (sent again after a restart until delivered), then sent."""
+        self._update(final={"status": note.status.value, "detail": note.detail})
+        await self._report(note)
+
+    async def _report(self, note: LogNote) -> None:
+        self._final = note
+        await self._emit(note)
+        if self.notify is None:
+            self.delivered(note)
+
+    def _tries(self, request: LogRequest) -> int:
+        retries = request.retries if request.retries is not None else self.default_retries
+        return 1 + max(0, retries)
 
     async def _emit(self, note: LogNote) -> None:
         if self.notify is None:
@@ -195,7 +306,8 @@ class LogUploader:
             log.warning("logs: status not delivered", status=note.status.value, error=exc.__class__.__name__)
 
     async def _job(self, request: LogRequest, name: str, previous: asyncio.Task[None] | None,
-                   replaced: LogRequest | None) -> None:
+                   replaced: LogRequest | None, *, done: int = 0) -> None:
+        """`done`: upload attempts already made for this request (before a restart)."""
         if previous is not None:
             await asyncio.wait({previous})
         if replaced is not None:
@@ -217,22 +329,22 @@ class LogUploader:
                                             since=request.since, until=request.until, now=self.now(), name=name)
             self.last_built = built
             log.info("logs: archive built", file=name, bytes=built.size_bytes, seconds=round(built.seconds, 3))
-            where = await self._upload(request, built.path)
+            where = await self._upload(request, built.path, done=done)
             log.info("logs: uploaded", file=name, to=where, attempts=self.attempts, request_id=rid)
-            await self._emit(LogNote(LogStatus.UPLOADED, rid, origin))
+            await self._finish(LogNote(LogStatus.UPLOADED, rid, origin))
         except UploadError as failed:
             log.error("logs: upload failed", status=failed.status, detail=failed.detail, location=shown, request_id=rid)
-            await self._emit(LogNote(LogStatus(failed.status), rid, origin, failed.detail))
+            await self._finish(LogNote(LogStatus(failed.status), rid, origin, failed.detail))
         except OSError as exc:
             log.error("logs: archive could not be built", error=f"{exc.__class__.__name__}: {exc.strerror or exc}")
-            await self._emit(LogNote(LogStatus.UPLOAD_FAILURE, rid, origin, "archive could not be built"))
+            await self._finish(LogNote(LogStatus.UPLOAD_FAILURE, rid, origin, "archive could not be built"))
         except asyncio.CancelledError:
             log.info("logs: upload canceled", request_id=rid)
             raise
         except Exception as exc:  # noqa: BLE001 — whatever failed, the request ends with a final status
             log.error("logs: upload failed", error=f"{exc.__class__.__name__}: {exc}"[:300], location=shown,
                       request_id=rid)
-            await self._emit(LogNote(LogStatus.UPLOAD_FAILURE, rid, origin, exc.__class__.__name__))
+            await self._finish(LogNote(LogStatus.UPLOAD_FAILURE, rid, origin, exc.__class__.__name__))
         finally:
             if job_dir is not None:
                 shutil.rmtree(job_dir, ignore_errors=True)
@@ -242,20 +354,22 @@ class LogUploader:
         Leftovers of earlier jobs (a crash, a canceled build) are removed."""
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         for old in self.work_dir.iterdir():
+            if old.name == JOB_FILE:
+                continue
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 old.unlink(missing_ok=True)
         return Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
 
-    async def _upload(self, request: LogRequest, path: Path) -> str:
-        retries = request.retries if request.retries is not None else self.default_retries
-        attempts = 1 + max(0, retries)
+    async def _upload(self, request: LogRequest, path: Path, *, done: int = 0) -> str:
+        attempts = self._tries(request)
         interval = request.retry_interval_s if request.retry_interval_s is not None else self.default_retry_interval_s
-        self.attempts = 0
+        self.attempts = done
         last: UploadError | None = None
-        for attempt in range(1, attempts + 1):
+        for attempt in range(done + 1, attempts + 1):
             self.attempts = attempt
+            self._update(attempts=attempt)  # counted before it runs: a cut during it spends it
             try:
                 # checked again (the name may resolve elsewhere now than when the request was answered);
                 # the upload connects to exactly these addresses
@@ -265,9 +379,30 @@ class LogUploader:
             except UploadError as exc:
                 last = exc
                 log.warning(f"logs: upload attempt {attempt}/{attempts} failed", status=exc.status, detail=exc.detail)
-                if exc.status == "BadMessage" and attempt == 1 and "unsupported protocol" in exc.detail:
+                if exc.status == "BadMessage" and attempt == done + 1 and "unsupported protocol" in exc.detail:
                     break
             if attempt < attempts:
                 await asyncio.sleep(max(0.0, float(interval)))
         assert last is not None
         raise UploadError(last.status, f"{self.attempts} attempt(s) failed; last: {last.detail}")
+
+
+def _request_data(request: LogRequest) -> dict[str, object]:
+    return {"location": request.location, "log_type": request.log_type, "request_id": request.request_id,
+            "since": request.since.isoformat() if request.since else None,
+            "until": request.until.isoformat() if request.until else None,
+            "retries": request.retries, "retry_interval_s": request.retry_interval_s, "origin": request.origin}
+
+
+def _request_from(data: dict[str, object]) -> LogRequest:
+    since, until = data.get("since"), data.get("until")
+    rid, retries, interval = data.get("request_id"), data.get("retries"), data.get("retry_interval_s")
+    return LogRequest(
+        location=str(data["location"]), log_type=str(data.get("log_type") or archive.DIAGNOSTICS),
+        request_id=int(rid) if isinstance(rid, int) else None,
+        since=datetime.fromisoformat(since) if isinstance(since, str) else None,
+        until=datetime.fromisoformat(until) if isinstance(until, str) else None,
+        retries=int(retries) if isinstance(retries, int) else None,
+        retry_interval_s=float(interval) if isinstance(interval, (int, float)) else None,
+        origin=str(data.get("origin") or "GetLog"),
+    )

@@ -127,7 +127,8 @@ class OcppClient:
         """The flight recorder every OCPP frame is written to; None: not recorded."""
         self._log_status: StatusRelay[LogNote] = StatusRelay(
             lambda: self.session, lambda session, note: session.send_log_status(note), "log status",
-            superseded_in_task=JOB_TASK_NAME)  # a replaced upload's status is not sent again
+            superseded_in_task=JOB_TASK_NAME,  # a replaced upload's status is not sent again
+            on_delivered=logs.delivered if logs is not None else None)  # a final status delivered ends the saved request
         if logs is not None:
             logs.notify = self._log_status.notify
         self._bind_variables(heartbeat_seconds)
@@ -177,6 +178,8 @@ class OcppClient:
     async def run(self) -> None:
         """Keep the CSMS link up until cancelled (and watch for a remote update's outcome)."""
         watcher = asyncio.create_task(self.firmware.run(), name="firmware-result") if self.firmware else None
+        if self.logs is not None:
+            self.logs.resume()  # a log upload accepted before a restart is carried on or reported failed
         warm = asyncio.create_task(schema.warm_up_boot(LIBRARY_VERSION[self.link.primary]), name="ocpp-boot-warm-up")
         try:
             if self.endpoints is not None and self.endpoints.switching:

@@ -24,7 +24,7 @@ Interface: ``FirmwareUpdater(state_dir, is_idle=...)``; the OCPP client sets ``n
 runs :meth:`FirmwareUpdater.run` (watches for the update flow's result), calls
 :meth:`start` then :meth:`launch` (after the CSMS got its answer) per request, reads
 :meth:`current`, and calls :meth:`confirm_result` once the final status was delivered.
-An accepted request is kept in ``firmware/job.json`` (0600) until it ends, so a restart in the
+An accepted request is kept in ``firmware/job.json`` (0600, written before the answer leaves) until it ends, so a restart in the
 middle (power cut, watchdog) carries it on instead of leaving the CSMS at "Downloading".
 """
 
@@ -331,6 +331,11 @@ class FirmwareUpdater:
                 self._security_event("InvalidFirmwareSigningCertificate", f"UpdateFirmware: {problem}")
                 return Answer("InvalidCertificate", problem)
         canceled = self._task is not None and not self._task.done()
+        try:
+            self._save_job(request)  # before the answer leaves: a cut right after it must not forget the request
+        except OSError as exc:
+            log.error("firmware: request not saved", error=str(exc))
+            return Answer("Rejected", "the request could not be saved")
         if canceled:
             log.warning("firmware: update canceled by a newer request", request_id=self._request_id)
             assert self._task is not None
@@ -345,7 +350,6 @@ class FirmwareUpdater:
             return
         previous = self._task
         self._request_id = request.request_id
-        self._save_job(request)
         self._task = asyncio.get_running_loop().create_task(self._job(request, previous), name="firmware-update")
 
     # ---- an accepted request survives a restart (power cut, watchdog) until it ends ----------
@@ -354,18 +358,15 @@ class FirmwareUpdater:
         return self.directory / "job.json"
 
     def _save_job(self, request: FirmwareRequest) -> None:
-        """0600: the location may carry credentials."""
+        """0600: the location may carry credentials. Written in :meth:`start`, before the answer (OSError: not saved)."""
         data = {
             "location": request.location, "retrieve_at": request.retrieve_at.isoformat(), "request_id": request.request_id,
             "install_at": request.install_at.isoformat() if request.install_at else None,
             "signing_certificate": request.signing_certificate, "signature": request.signature,
             "retries": request.retries, "retry_interval_s": request.retry_interval_s,
         }
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            durable_write_text(self._job_file, json.dumps(data), mode=0o600)  # an accepted request survives a cut
-        except OSError as exc:
-            log.warning("firmware: request not saved; a restart would forget it", error=str(exc))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        durable_write_text(self._job_file, json.dumps(data), mode=0o600)  # an accepted request survives a cut
 
     def _load_job(self) -> FirmwareRequest | None:
         try:
