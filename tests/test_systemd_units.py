@@ -174,6 +174,16 @@ def test_api_unit_depends_only_on_ordering_after_the_daemon() -> None:
     assert "DeviceAllow" not in keys and keys["PrivateDevices"] == ["yes"]
 
 
+def test_api_unit_keeps_the_csms_password_out_of_the_apis_environment() -> None:
+    """The API reads the shared env file for its own settings; the CSMS password in it is not its to hold."""
+    from station.config import SECRET_FIELDS, variable_of
+
+    keys = unit_keys("station-api.service")
+    unset = " ".join(keys.get("UnsetEnvironment", [])).split()
+    assert variable_of("station_password") in unset
+    assert {variable_of(name) for name in SECRET_FIELDS} - set(unset) == {variable_of("api_token")}
+
+
 def test_firstboot_runs_once_only_when_an_identity_file_waits() -> None:
     keys = unit_keys("station-firstboot.service")
     assert keys["Type"] == ["oneshot"]
