@@ -379,7 +379,7 @@ class LogUploader:
             except UploadError as exc:
                 last = exc
                 log.warning(f"logs: upload attempt {attempt}/{attempts} failed", status=exc.status, detail=exc.detail)
-                if exc.status == "BadMessage" and attempt == done + 1 and "unsupported protocol" in exc.detail:
+                if not exc.retry:  # an unusable location (unsupported protocol, CR/LF in an FTP path)
                     break
             if attempt < attempts:
                 await asyncio.sleep(max(0.0, float(interval)))

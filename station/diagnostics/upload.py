@@ -47,10 +47,12 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 class UploadError(Exception):
-    def __init__(self, status: str, detail: str) -> None:
+    def __init__(self, status: str, detail: str, *, retry: bool = True) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.retry = retry
+        """False when another attempt cannot go better (the location itself is unusable)."""
 
 
 def check_location(location: str) -> str | None:
@@ -162,7 +164,7 @@ async def upload(path: Path, location: str, *, addresses: Sequence[str] | None =
     answer of :func:`resolve_target`); without them the host is resolved here, unchecked."""
     problem = check_location(location)
     if problem:
-        raise UploadError("BadMessage", problem)
+        raise UploadError("BadMessage", problem, retry=False)
     if addresses is None:
         addresses = await resolve_target(location, allow_local=True, timeout=timeout)
     scheme = urlsplit(location).scheme.lower()
@@ -313,4 +315,4 @@ async def _ftp(path: Path, location: str, addresses: Sequence[str], timeout: flo
     except (OSError, EOFError) as exc:
         raise UploadError("UploadFailure", _describe(exc, location)) from None
     except ValueError as exc:  # ftplib refuses a command holding CR/LF (a path with %0d%0a)
-        raise UploadError("BadMessage", _describe(exc, location)) from None
+        raise UploadError("BadMessage", _describe(exc, location), retry=False) from None
