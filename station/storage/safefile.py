@@ -206,13 +206,7 @@ class SafeDir:
                 os.unlink(tmp, dir_fd=self.fd)
             raise
         os.close(fd)
-        try:
-            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=self.fd)
-            raise
-        fsync_directory(self.fd)
+        self._rename_into_place(tmp, name)
 
     def replace(self, name: str, data: bytes | str, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
         """Replace `name` with `data`, whole or not at all (a link there is replaced, never followed)."""
@@ -286,6 +280,10 @@ class SafeDir:
         self._name(name)
         tmp = temp_name(name)
         os.symlink(target, tmp, dir_fd=self.fd)
+        self._rename_into_place(tmp, name)
+
+    def _rename_into_place(self, tmp: str, name: str) -> None:
+        """Rename the finished `tmp` over `name` and fsync the directory; on failure `tmp` is removed."""
         try:
             os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except BaseException:
