@@ -13,6 +13,8 @@ from pathlib import Path
 
 from station.storage.durable import durable_unlink, durable_write_text
 
+PROJECT = "ocpp-station"
+"""The distribution an update installs (a wheel of it, and nothing else), for both sides."""
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
 
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms
@@ -92,6 +93,19 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+async def controller_link_up(daemon: DaemonProcess, client: Any) -> None:
+    """Until the daemon's status (over `client`, its IPC) shows the controller link up; fails if it exits first."""
+    while True:
+        assert daemon.proc is not None
+        if daemon.proc.returncode is not None:
+            raise AssertionError(f"daemon exited with {daemon.proc.returncode}")
+        with contextlib.suppress(Exception):
+            status = await client.status()
+            if status["connectors"][0]["controller_link"]["up"]:
+                return
+        await asyncio.sleep(0.05)
 
 
 async def station_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,14 @@ TOKEN = "e2e-api-token-canary-51-long-enough"
 
 
 @contextlib.asynccontextmanager
-async def started_api(env: dict[str, str], log_path: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """`station-api` (api/__main__.py) as its own process with `env` (STATION_API_BIND included), past its
-    first /health answer; yields its base URL and the process. Stopped with SIGTERM, killed if it lingers."""
+async def started_api(env: dict[str, str], log_path: Path, command: Sequence[str] = (sys.executable, "-m", "api")
+                      ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """`station-api` (api/__main__.py, or `command` that execs it) as its own process with `env` (STATION_API_BIND
+    included), past its first /health answer; yields its base URL and the process. Stopped with SIGTERM, killed
+    if it lingers."""
     host_port = env["STATION_API_BIND"]
     with log_path.open("ab") as log:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "api", env=env, stdout=log, stderr=log,
+        proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=log, stderr=log,
                                                     stdin=asyncio.subprocess.DEVNULL)
         url = f"http://{host_port}"
         try:

@@ -21,6 +21,7 @@ import pytest
 from api.guard import TokenBackoff
 from station.devtools.demo import free_port
 from tests.station_rig import TOKEN, Daemon, api, auth, daemon, serve_api, settings_for, sock_path, wait_for  # noqa: F401
+from tests.test_api_e2e import started_api
 
 assert api and daemon and sock_path
 
@@ -38,31 +39,9 @@ def api_env(tmp_path: Path, port: int) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def api_under_1024_descriptors(tmp_path: Path) -> AsyncIterator[str]:
     """`station-api` started with soft and hard RLIMIT_NOFILE 1,024 (systemd's default soft limit)."""
-    port = free_port()
-    log = (tmp_path / "api.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", f'ulimit -n 1024 && exec "{sys.executable}" -m api', env=api_env(tmp_path, port),
-        stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as client:
-            async def up() -> bool:
-                assert proc.returncode is None, (tmp_path / "api.log").read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    return (await client.get("/health")).status_code == 200
-                return False
-
-            await wait_for(up, timeout=20, what="station-api to listen")
+    command = ("bash", "-c", f'ulimit -n 1024 && exec "{sys.executable}" -m api')
+    async with started_api(api_env(tmp_path, free_port()), tmp_path / "api.log", command) as (url, _):
         yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
 
 
 async def health_within_2_s(url: str) -> int:

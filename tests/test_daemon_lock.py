@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from station import exitcodes
@@ -22,16 +23,17 @@ def daemon_env(tmp_path: Path, socket_name: str) -> dict[str, str]:
             "STATION_ESP32_PORT": str(tmp_path / "no-esp32"), "STATION_LOG_FORMAT": "json"}
 
 
-def test_a_second_daemon_on_the_same_state_directory_refuses_without_writing_an_event(tmp_path: Path) -> None:
-    first = subprocess.Popen([sys.executable, "-m", "station", "run"], env=daemon_env(tmp_path, "first.sock"),
+@contextlib.contextmanager
+def first_daemon(tmp_path: Path, socket_name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A `station run` answering on `socket_name`, stopped with SIGTERM (killed after 30 s) on leaving."""
+    first = subprocess.Popen([sys.executable, "-m", "station", "run"], env=daemon_env(tmp_path, socket_name),
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not (tmp_path / "first.sock").exists():
+        while not (tmp_path / socket_name).exists():
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-        second = subprocess.run([sys.executable, "-m", "station", "run"], env=daemon_env(tmp_path, "second.sock"),
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        yield first
     finally:
         first.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -39,6 +41,12 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_without_writing_an_
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+def test_a_second_daemon_on_the_same_state_directory_refuses_without_writing_an_event(tmp_path: Path) -> None:
+    with first_daemon(tmp_path, "first.sock") as first:
+        second = subprocess.run([sys.executable, "-m", "station", "run"], env=daemon_env(tmp_path, "second.sock"),
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert second.returncode == exitcodes.ALREADY_RUNNING, second.stderr
     assert second.stderr.strip().splitlines() == [
         f"station: another station daemon already runs on {tmp_path / 'state'} (it holds "
@@ -52,23 +60,10 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_without_writing_an_
 
 
 def test_a_second_daemon_on_the_same_socket_refuses_in_one_line(tmp_path: Path) -> None:
-    first = subprocess.Popen([sys.executable, "-m", "station", "run"], env=daemon_env(tmp_path, "station.sock"),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "station.sock").exists():
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+    with first_daemon(tmp_path, "station.sock"):
         env = {**daemon_env(tmp_path, "station.sock"), "STATION_STATE_DIR": str(tmp_path / "other-state")}
         second = subprocess.run([sys.executable, "-m", "station", "run"], env=env, capture_output=True, text=True,
                                 timeout=60, stdin=subprocess.DEVNULL)
-    finally:
-        first.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            first.wait(30)
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert second.returncode == exitcodes.ALREADY_RUNNING, second.stderr
     assert second.stderr.strip().splitlines() == [
         f"station: another station daemon already answers on {tmp_path / 'station.sock'}; stop it first "

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ocpp.exceptions import InternalError
 
 from station.devtools.csms import Received
-from tests.e2e import STATION_ID, log_faults, running_station
+from tests.e2e import STATION_ID, DaemonProcess, log_faults, running_station
 
 
 def refuse(_: Received) -> dict[str, object]:
@@ -47,12 +48,23 @@ def _events(csms: object, type_: str) -> list[object]:
             if r.payload["type"] == type_]
 
 
+async def start_again(daemon: Any, csms: Any, tmp_path: Path) -> int:
+    """The restart systemd would do after an exit for a Reset: a new daemon on the same settings until it has
+    reported StartupOfTheDevice, then stopped. Returns the CSMS's mark from before it started."""
+    mark = csms.mark()
+    again = await DaemonProcess(daemon.env, tmp_path / "station-2.log").start()
+    try:
+        await csms.wait_for("SecurityEventNotification", STATION_ID, since=mark, timeout=20,
+                            predicate=lambda r: r.payload["type"] == "StartupOfTheDevice")
+    finally:
+        await again.stop()
+    return mark
+
+
 @pytest.mark.parametrize("version", ["201", "16"])
 async def test_a_reset_lets_the_reset_event_be_answered_before_the_exit_and_never_sends_it_again(
         version: str, tmp_path: Path) -> None:
     """Issue 22 defect 5: ResetOrReboot went out 15 ms before the socket closed, was lost and sent again."""
-    from tests.e2e import DaemonProcess
-
     async with running_station(tmp_path, version=version) as (csms, _sim, daemon):
         await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
         await csms.wait_for("SecurityEventNotification", STATION_ID, timeout=20,
@@ -66,13 +78,7 @@ async def test_a_reset_lets_the_reset_event_be_answered_before_the_exit_and_neve
         assert len(_events(csms, "ResetOrReboot")) == 1, "the event was not delivered before the exit"
         assert "SecurityEventNotification result" in daemon.log()
         await daemon.stop()
-        mark = csms.mark()
-        again = await DaemonProcess(daemon.env, tmp_path / "station-2.log").start()
-        try:
-            await csms.wait_for("SecurityEventNotification", STATION_ID, since=mark, timeout=20,
-                                predicate=lambda r: r.payload["type"] == "StartupOfTheDevice")
-        finally:
-            await again.stop()
+        await start_again(daemon, csms, tmp_path)
     assert len(_events(csms, "ResetOrReboot")) == 1
 
 
@@ -120,8 +126,6 @@ async def test_a_reset_during_a_charge_delivers_the_end_and_the_reset_event_on_b
         version: str, tmp_path: Path) -> None:
     """The transaction lane's end message and the message lane's ResetOrReboot are answered before the
     exit and deleted with it: the outbox the restart reads holds neither, so neither goes out twice."""
-    from tests.e2e import DaemonProcess
-
     async with running_station(tmp_path, version=version) as (csms, sim, daemon):
         assert sim is not None and daemon.proc is not None
         await csms.wait_for("SecurityEventNotification", STATION_ID, timeout=20,
@@ -143,13 +147,7 @@ async def test_a_reset_during_a_charge_delivers_the_end_and_the_reset_event_on_b
         assert len(ends) == 1 and len(_events(csms, "ResetOrReboot")) == 1
         left = _queued(tmp_path / "state" / "station.db")
         await daemon.stop()
-        mark = csms.mark()
-        again = await DaemonProcess(daemon.env, tmp_path / "station-2.log").start()
-        try:
-            await csms.wait_for("SecurityEventNotification", STATION_ID, since=mark, timeout=20,
-                                predicate=lambda r: r.payload["type"] == "StartupOfTheDevice")
-        finally:
-            await again.stop()
+        mark = await start_again(daemon, csms, tmp_path)
     assert left == []
     assert [r.action for r in csms.received[mark:] if r.kind == "call" and r.action in ("StopTransaction", "TransactionEvent")
             and (r.action == "StopTransaction" or r.payload["eventType"] == "Ended")] == []

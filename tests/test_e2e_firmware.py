@@ -8,6 +8,7 @@ import json
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from station.field import update
 from tests.e2e import STATION_ID, DaemonProcess, running_station
@@ -18,20 +19,26 @@ from tests.pki_helpers import make_firmware_signer
 SIGNER = make_firmware_signer()
 
 
+async def signed_update_accepted(csms: Any, location: str, *, request_id: int) -> None:
+    """Once the station is up: the CSMS installs SIGNER's root as ManufacturerRootCertificate and asks for the
+    artefact at `location`, signed under it; both answered Accepted."""
+    await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
+    installed = await csms.call(STATION_ID, "InstallCertificate", {
+        "certificateType": "ManufacturerRootCertificate", "certificate": SIGNER.root_pem})
+    assert installed == {"status": "Accepted"}
+    answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": request_id, "firmware": {
+        "location": location, "retrieveDateTime": datetime.now(UTC).isoformat(),
+        "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}})
+    assert answer["status"] == "Accepted"
+
+
 async def test_daemon_hands_a_signed_update_over_and_reports_installed_once_after_its_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with artefact_server() as http:
         http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
         location = http.url(f"/releases/{WHEEL}", userinfo="fleet:s3cret-Pw") + f"#sha256={sha256(ARTEFACT)}"
         async with running_station(tmp_path) as (csms, _sim, daemon):
-            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
-            installed = await csms.call(STATION_ID, "InstallCertificate", {
-                "certificateType": "ManufacturerRootCertificate", "certificate": SIGNER.root_pem})
-            assert installed == {"status": "Accepted"}
-            answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": 5, "firmware": {
-                "location": location, "retrieveDateTime": datetime.now(UTC).isoformat(),
-                "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}})
-            assert answer["status"] == "Accepted"
+            await signed_update_accepted(csms, location, request_id=5)
             await csms.wait_for("FirmwareStatusNotification", STATION_ID,
                                 lambda r: r.payload["status"] in ("Installing", "DownloadFailed", "InstallVerificationFailed"), timeout=20)
             assert daemon.proc is not None  # the checks ran in child processes: cryptography is not in the daemon
@@ -70,13 +77,7 @@ async def test_firmware_signed_under_a_root_the_csms_installed_is_refused_by_the
     with artefact_server() as http:
         http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
         async with running_station(tmp_path) as (csms, _sim, daemon):
-            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
-            await csms.call(STATION_ID, "InstallCertificate", {
-                "certificateType": "ManufacturerRootCertificate", "certificate": SIGNER.root_pem})
-            answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": 6, "firmware": {
-                "location": http.url(f"/releases/{WHEEL}"), "retrieveDateTime": datetime.now(UTC).isoformat(),
-                "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}})
-            assert answer["status"] == "Accepted"
+            await signed_update_accepted(csms, http.url(f"/releases/{WHEEL}"), request_id=6)
             await csms.wait_for("FirmwareStatusNotification", STATION_ID,
                                 lambda r: r.payload["status"] == "Installing", timeout=20)
             result = update.run_request(state / "update" / "request.json", root=device, grace_seconds=1, interval=0.05)
@@ -103,14 +104,7 @@ async def test_an_update_answered_accepted_survives_a_kill_right_after_the_answe
         http.files[f"/releases/{WHEEL}"] = (200, ARTEFACT)
         location = http.url(f"/releases/{WHEEL}") + f"#sha256={sha256(ARTEFACT)}"
         async with running_station(tmp_path) as (csms, _sim, daemon):
-            await csms.wait_for("StatusNotification", STATION_ID, timeout=20)
-            installed = await csms.call(STATION_ID, "InstallCertificate", {
-                "certificateType": "ManufacturerRootCertificate", "certificate": SIGNER.root_pem})
-            assert installed == {"status": "Accepted"}
-            answer = await csms.call(STATION_ID, "UpdateFirmware", {"requestId": 6, "firmware": {
-                "location": location, "retrieveDateTime": datetime.now(UTC).isoformat(),
-                "signingCertificate": SIGNER.certificate_pem, "signature": SIGNER.sign(ARTEFACT)}})
-            assert answer["status"] == "Accepted"
+            await signed_update_accepted(csms, location, request_id=6)
             await daemon.stop(signal.SIGKILL)
             since = csms.mark()
             restarted = await DaemonProcess(daemon.env, tmp_path / "station.log").start()

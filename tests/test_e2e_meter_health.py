@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from station import exitcodes
 from station.meter.sim_process import MeterSimProcess
-from tests.e2e import running_station, station_cli
+from tests.e2e import DaemonProcess, running_station, station_cli
 from tests.station_rig import wait_for
 from tests.test_api_e2e import api_process
 from tests.test_once import checks, run_once
 
 
-async def test_a_dead_meter_is_a_problem_in_status_ready_metrics_and_once(tmp_path: Path) -> None:
-    async with MeterSimProcess(tmp_path, energy_wh=1000.0) as meter, \
-            running_station(tmp_path, STATION_METER_PORT=str(meter.link), STATION_METER_POLL_SECONDS="0.2") \
+@contextlib.asynccontextmanager
+async def meter_failing(tmp_path: Path, **meter: Any) -> AsyncIterator[tuple[MeterSimProcess, DaemonProcess,
+                                                                           httpx.AsyncClient]]:
+    """The daemon on a simulated meter (`meter`: its options) and the API in front of it; once the station is
+    ready, the meter stops answering (for 120 s). Yields the meter, the daemon and an API client."""
+    async with MeterSimProcess(tmp_path, **meter) as sim, \
+            running_station(tmp_path, STATION_METER_PORT=str(sim.link), STATION_METER_POLL_SECONDS="0.2") \
             as (_, _, daemon), api_process(daemon.env, tmp_path / "api.log") as url, \
             httpx.AsyncClient(base_url=url, timeout=10) as api:
         await wait_for(lambda: _ready(api), timeout=30, what="station ready with a healthy meter")
-        await meter.command("fail", seconds=120)
+        await sim.command("fail", seconds=120)
+        yield sim, daemon, api
+
+
+async def test_a_dead_meter_is_a_problem_in_status_ready_metrics_and_once(tmp_path: Path) -> None:
+    async with meter_failing(tmp_path, energy_wh=1000.0) as (_, daemon, api):
 
         async def meter_problem() -> list[dict[str, str]]:
             problems = (await api.get("/status")).json()["problems"]
@@ -39,12 +51,7 @@ async def test_a_dead_meter_is_a_problem_in_status_ready_metrics_and_once(tmp_pa
 
 
 async def test_a_meter_that_answers_again_clears_the_problem(tmp_path: Path) -> None:
-    async with MeterSimProcess(tmp_path) as meter, \
-            running_station(tmp_path, STATION_METER_PORT=str(meter.link), STATION_METER_POLL_SECONDS="0.2") \
-            as (_, _, daemon), api_process(daemon.env, tmp_path / "api.log") as url, \
-            httpx.AsyncClient(base_url=url, timeout=10) as api:
-        await wait_for(lambda: _ready(api), timeout=30, what="station ready with a healthy meter")
-        await meter.command("fail", seconds=120)
+    async with meter_failing(tmp_path) as (meter, _, api):
         await wait_for(lambda: _not_ready(api), timeout=30, what="/ready failing on the meter")
         await meter.command("fail", seconds=0)
         await wait_for(lambda: _ready(api), timeout=30, what="/ready again once the meter answers")
@@ -60,12 +67,7 @@ async def _not_ready(api: httpx.AsyncClient) -> bool:
 
 
 async def test_every_surface_has_a_dead_meter_as_not_answering_with_the_same_verdict(tmp_path: Path) -> None:
-    async with MeterSimProcess(tmp_path, energy_wh=1000.0) as meter, \
-            running_station(tmp_path, STATION_METER_PORT=str(meter.link), STATION_METER_POLL_SECONDS="0.2") \
-            as (_, _, daemon), api_process(daemon.env, tmp_path / "api.log") as url, \
-            httpx.AsyncClient(base_url=url, timeout=10) as api:
-        await wait_for(lambda: _ready(api), timeout=30, what="station ready with a healthy meter")
-        await meter.command("fail", seconds=120)
+    async with meter_failing(tmp_path, energy_wh=1000.0) as (_, daemon, api):
         await wait_for(lambda: _not_ready(api), timeout=30, what="/ready failing on the meter")
         health = (await api.get("/status")).json()["meter_health"]
         code, out, err = await station_cli(daemon.env, "status")

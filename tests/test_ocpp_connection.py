@@ -111,7 +111,7 @@ async def test_failed_probe_of_primary_returns_to_the_fallback(running: Any) -> 
 async def test_an_unreachable_primary_is_retried_on_its_version_and_never_switched(running: Any) -> None:
     dead = f"ws://127.0.0.1:{free_port()}/ocpp/"
     async with DevCsms() as csms:
-        params = LinkParams("CP", url_201=dead, url_16=csms.url("16"), fallback_after=3, **FAST)
+        params = LinkParams("CP", url_201=dead, url_16=csms.url("16"), **FAST)
         link = await running(OcppLink(params, booting_session("CP")))
         await eventually(lambda: link.state.failed_attempts >= 8)
         assert csms.received == []  # a refused connection says nothing about the CSMS's versions
@@ -202,7 +202,7 @@ async def test_basic_auth_succeeds_with_the_right_password(running: Any) -> None
 
 async def test_wrong_password_is_an_auth_failure_not_unreachable_and_no_fallback(running: Any) -> None:
     async with DevCsms(passwords={"CP": "s3cret"}) as csms:
-        params = LinkParams("CP", password="wrong", url_201=csms.url("201"), url_16=csms.url("16"), fallback_after=1, **FAST)
+        params = LinkParams("CP", password="wrong", url_201=csms.url("201"), url_16=csms.url("16"), **FAST)
         link = await running(OcppLink(params, booting_session("CP")))
         await eventually(lambda: len(csms.auth_failures) >= 3)
         assert link.state.last_error_kind is FailureKind.AUTH_FAILED

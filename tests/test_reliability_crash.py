@@ -35,7 +35,7 @@ from station.controller.simulator import SimulatorProcess
 from station.devtools.csms import DevCsms, Received
 from station.ipc.client import IpcClient
 from station.meter.sim_process import MeterSimProcess
-from tests.e2e import STATION_ID, DaemonProcess, station_env
+from tests.e2e import STATION_ID, DaemonProcess, controller_link_up, station_env
 from tests.reliability import record
 
 BOUNDED_KILLS = 20
@@ -78,15 +78,8 @@ class CrashRig:
         self.daemon = await DaemonProcess(self.env, self.dir / "station.log").start()
         client = IpcClient(self.env["STATION_IPC_SOCKET"], timeout=5)
         async with asyncio.timeout(20):
-            while True:
-                assert self.daemon.proc is not None
-                if self.daemon.proc.returncode is not None:
-                    raise AssertionError(f"daemon exited with {self.daemon.proc.returncode}")
-                with contextlib.suppress(Exception):
-                    status = await client.status()
-                    if status["connectors"][0]["controller_link"]["up"]:
-                        return client
-                await asyncio.sleep(0.05)
+            await controller_link_up(self.daemon, client)
+        return client
 
     async def kill(self) -> None:
         assert self.daemon is not None and self.daemon.proc is not None

@@ -85,7 +85,7 @@ async def test_an_invalid_csms_certificate_reaches_the_csms_once_the_station_tru
 
         def client(ca: Path) -> OcppClient:
             params = LinkParams("CP", password="pw", primary=version, url_201=csms.url("201"), url_16=csms.url("16"),
-                                ca_bundle=ca, fallback_after=1000, **FAST)
+                                ca_bundle=ca, **FAST)
             return OcppClient(params, core, boot_retry_seconds=0.05, response_timeout=3)
 
         wrong = client(pki.other_ca)

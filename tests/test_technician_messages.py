@@ -111,7 +111,7 @@ async def test_status_counts_the_offline_queue_by_kind(daemon: Daemon, sock_path
 async def test_status_names_the_url_a_401_came_from_after_the_fallback_to_1_6(daemon: Daemon, sock_path: Path) -> None:
     async with DevCsms(accept_subprotocols=("ocpp1.6",)) as only_16, DevCsms(passwords={"CP": "s3cret"}) as guarded:
         params = LinkParams("CP", password="wrong", url_201=only_16.url("201"), url_16=guarded.url("16"),
-                            fallback_after=1, backoff_min=0.01, backoff_max=0.05, open_timeout=2)
+                            backoff_min=0.01, backoff_max=0.05, open_timeout=2)
         link = OcppLink(params, booting_session("CP"))
         task = asyncio.create_task(link.run())
         try:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -245,21 +245,27 @@ def segment_paths(directory: Path) -> list[Path]:
 def read_lines(directory: Path, since: float | None = None, until: float | None = None) -> Iterator[str]:
     """A ring's lines between two epoch times (inclusive), oldest first, without writing to it
     (`station report` reads the running daemon's ring this way)."""
-    low = stamp_of(since) if since is not None else ""
-    high = stamp_of(until) if until is not None else "~"
     for path in segment_paths(directory):
         try:
             if since is not None and path.stat().st_mtime < since - 1:
                 continue  # last written before the window opened
             with path.open(encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    stamp = line[:STAMP_LENGTH]
-                    if stamp > high:
-                        break
-                    if stamp >= low and line.endswith("\n"):
-                        yield line
+                yield from lines_in_window(handle, since, until)
         except OSError:
             continue
+
+
+def lines_in_window(lines: Iterable[str], since: float | None, until: float | None) -> Iterator[str]:
+    """One segment's whole lines stamped between two epoch times (inclusive); stops at the first later one.
+    Pure (no file access), so `station report` can feed it the lines it reads safely as root."""
+    low = stamp_of(since) if since is not None else ""
+    high = stamp_of(until) if until is not None else "~"
+    for line in lines:
+        stamp = line[:STAMP_LENGTH]
+        if stamp > high:
+            break
+        if stamp >= low and line.endswith("\n"):
+            yield line
 
 
 def _compact(value: Any) -> str:

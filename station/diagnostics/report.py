@@ -153,10 +153,8 @@ def recorder_lines(directory: Path, since: float | None, until: float | None) ->
     """The flight recorder's lines in the window, read as `recorder.read_lines` does but safely: run as
     root, the ring is in the daemon user's directory, so a segment that is a link, a FIFO or a hard
     link (or a linked ring directory) is skipped, never followed."""
-    from station.diagnostics.recorder import SEGMENT_NAME, STAMP_LENGTH, stamp_of
+    from station.diagnostics.recorder import SEGMENT_NAME, lines_in_window
 
-    low = stamp_of(since) if since is not None else ""
-    high = stamp_of(until) if until is not None else "~"
     try:
         ring = safefile.open_dir(directory)
     except OSError:
@@ -170,12 +168,7 @@ def recorder_lines(directory: Path, since: float | None, until: float | None) ->
             with raw:
                 if since is not None and os.fstat(raw.fileno()).st_mtime < since - 1:
                     continue  # last written before the window opened
-                for line in archive.bounded_lines(raw):
-                    stamp = line[:STAMP_LENGTH]
-                    if stamp > high:
-                        break
-                    if stamp >= low and line.endswith("\n"):
-                        yield line
+                yield from lines_in_window(archive.bounded_lines(raw), since, until)
 
 
 def _recorder_dir(settings: Any, answered: object) -> Path:

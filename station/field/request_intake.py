@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from station.storage import safefile
-from station.update_request import UpdateError, check_version
+from station.update_request import PROJECT, UpdateError, check_version
 
 REQUEST_MAX_BYTES = 64 * 1024
 ARTEFACT_MAX_BYTES = 64 * 1024 * 1024
@@ -45,7 +45,6 @@ DEV_UNSIGNED_MARKER = Path("etc/station/firmware-allow-unsigned")
 """Below the device root: present (root's) only on a development install that accepts unsigned firmware."""
 ANCHOR_MAX_BYTES = 256 * 1024
 METADATA_MAX_BYTES = 256 * 1024
-PROJECT = "ocpp-station"
 NO_ANCHOR = ("no manufacturer root provisioned by root (/etc/station/firmware-roots/, install.sh --firmware-root):"
              " this station installs no firmware the daemon asks for")
 _METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")

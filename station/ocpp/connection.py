@@ -92,9 +92,6 @@ class LinkParams:
     ca_bundle: Path | str | None = None
     client_cert: Path | str | None = None
     client_key: Path | str | None = None
-    fallback_after: int = 3
-    """No longer switches versions (issue 22: an unreachable CSMS says nothing about its versions);
-    kept so existing settings still load."""
     start_version: str | None = None
     """The version last accepted on this endpoint ("201" | "16"): offered first; None: the primary."""
     primary_retry_seconds: float = 3600

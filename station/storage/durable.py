@@ -48,29 +48,8 @@ def durable_write(path: Path | str, data: bytes, *, mode: int = 0o644,
     The temp file gets its mode (and owner, when given) on the open descriptor before any byte is
     written, so a secret is never readable by others, not even for an instant.
     """
-    path = Path(path)
-    directory = path.parent
-    tmp = directory / temp_name(path.name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have narrowed it
-        if owner is not None:
-            os.fchown(fd, *owner)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(directory)
+    with durable_writer(path, mode=mode, owner=owner) as handle:
+        handle.write(data)
 
 
 def durable_write_text(path: Path | str, text: str, *, mode: int = 0o644,
@@ -79,7 +58,8 @@ def durable_write_text(path: Path | str, text: str, *, mode: int = 0o644,
 
 
 @contextlib.contextmanager
-def durable_writer(path: Path | str, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+def durable_writer(path: Path | str, *, mode: int = 0o644,
+                   owner: tuple[int, int] | None = None) -> Iterator[BinaryIO]:
     """`durable_write` for data streamed in pieces (a firmware download): yields a binary file on a
     temp name; when the block ends without an exception, it is fsynced, renamed over `path` and the
     directory fsynced. On an exception the temp file is removed and `path` is untouched."""
@@ -88,8 +68,15 @@ def durable_writer(path: Path | str, *, mode: int = 0o644) -> Iterator[BinaryIO]
     tmp = directory / temp_name(path.name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
+        try:
+            os.fchmod(fd, mode)  # the umask may have narrowed it
+            if owner is not None:
+                os.fchown(fd, *owner)
+            file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with file as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -111,6 +111,13 @@ def _check_regular(fd: int, name: str, limit: int | None) -> os.stat_result:
     return info
 
 
+def _set_mode(fd: int, mode: int, owner: tuple[int, int] | None) -> None:
+    """Mode and owner set on the descriptor (never by path)."""
+    os.fchmod(fd, mode)
+    if owner is not None:
+        os.fchown(fd, *owner)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -193,9 +200,7 @@ class SafeDir:
         tmp = temp_name(name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode, dir_fd=self.fd)
         try:
-            os.fchmod(fd, mode)
-            if owner is not None:
-                os.fchown(fd, *owner)
+            _set_mode(fd, mode, owner)
             with os.fdopen(fd, "wb", closefd=False) as handle:
                 yield handle
                 handle.flush()
@@ -206,13 +211,7 @@ class SafeDir:
                 os.unlink(tmp, dir_fd=self.fd)
             raise
         os.close(fd)
-        try:
-            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=self.fd)
-            raise
-        fsync_directory(self.fd)
+        self._rename_into_place(tmp, name)
 
     def replace(self, name: str, data: bytes | str, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
         """Replace `name` with `data`, whole or not at all (a link there is replaced, never followed)."""
@@ -234,9 +233,7 @@ class SafeDir:
         try:
             _check_regular(fd, name, None)
             if created:
-                os.fchmod(fd, mode)
-                if owner is not None:
-                    os.fchown(fd, *owner)
+                _set_mode(fd, mode, owner)
             _write_all(fd, payload)
             os.fsync(fd)
         finally:
@@ -265,9 +262,7 @@ class SafeDir:
             pass
         child = self.subdir(name)
         if created:
-            os.fchmod(child.fd, mode)
-            if owner is not None:
-                os.fchown(child.fd, *owner)
+            _set_mode(child.fd, mode, owner)
             fsync_directory(self.fd)
         return child
 
@@ -286,6 +281,10 @@ class SafeDir:
         self._name(name)
         tmp = temp_name(name)
         os.symlink(target, tmp, dir_fd=self.fd)
+        self._rename_into_place(tmp, name)
+
+    def _rename_into_place(self, tmp: str, name: str) -> None:
+        """Rename the finished `tmp` over `name` and fsync the directory; on failure `tmp` is removed."""
         try:
             os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except BaseException:

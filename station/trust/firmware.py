@@ -54,10 +54,10 @@ if TYPE_CHECKING:
 from station import update_request
 from station.storage.durable import durable_unlink, durable_write_text, durable_writer
 from station.trust import signature
+from station.update_request import PROJECT
 
 log = structlog.get_logger("station.trust.firmware")
 
-PROJECT = "ocpp-station"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 """A station wheel or sdist is well below 1 MiB; anything near this is not one."""
 DEFAULT_RETRIES = 3

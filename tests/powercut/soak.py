@@ -56,7 +56,7 @@ from station.field import update
 from station.ipc.client import IpcClient
 from station.meter.sim_process import MeterSimProcess
 from station.storage.durable import durable_write_text, fsync_directory
-from tests.e2e import STATION_ID, DaemonProcess, station_env
+from tests.e2e import STATION_ID, DaemonProcess, controller_link_up, station_env
 from tests.firmware_helpers import ARTEFACT, WHEEL, artefact_server, sha256
 from tests.pki_helpers import TestPki, key_pem, make_firmware_signer, make_pki
 from tests.powercut.rig import PowerCutMount
@@ -220,15 +220,7 @@ class PowerCutSoak:
         client = IpcClient(self.env["STATION_IPC_SOCKET"], timeout=5)
         try:
             async with asyncio.timeout(30):
-                while True:
-                    assert self.daemon.proc is not None
-                    if self.daemon.proc.returncode is not None:
-                        raise AssertionError(f"daemon exited with {self.daemon.proc.returncode}")
-                    with contextlib.suppress(Exception):
-                        status = await client.status()
-                        if status["connectors"][0]["controller_link"]["up"]:
-                            break
-                    await asyncio.sleep(0.05)
+                await controller_link_up(self.daemon, client)
                 while not any(r.action == "StatusNotification" and r.kind == "call" and r.station_id == STATION_ID
                               for r in self.csms.received[mark:]):
                     if self.pki is None and len(self.csms.auth_failures) >= refused + 3 and \
